@@ -1,0 +1,28 @@
+"""robustlab: adversarial training, and the instruments that show why it
+overfits.
+
+The public API:
+
+- `PGD`, `AWP`: attack and weight-perturbation configurations.
+- `AdversarialModel`: PGD (and AWP) adversarial training inside `model.fit`.
+- `attacks`: `pgd`, `fgsm` on any Keras classifier.
+- `data.load`: the embedded digits data and tensorflow-datasets datasets.
+- `models`: `mlp`, `small_cnn`, `preact_resnet18`.
+- `schedules`: learning-rate schedules expressed in epochs.
+- `curvature`, `posterior`, `bounds`, `callbacks`: the probes of the course.
+
+robustlab runs on the Keras backends TensorFlow (the default) and JAX.
+"""
+
+from robustlab import backend as _backend
+
+_backend.check_supported()
+
+from robustlab import attacks  # noqa: E402
+from robustlab.adversarial import AdversarialModel  # noqa: E402
+from robustlab.attacks import PGD  # noqa: E402
+from robustlab.awp import AWP  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["AWP", "AdversarialModel", "PGD", "attacks", "__version__"]

@@ -1,0 +1,406 @@
+"""PGD adversarial training inside `keras.Model.fit`.
+
+`AdversarialModel` wraps a user's unchanged classifier. `compile` and `fit`
+then train on PGD examples crafted in the same compiled step (Madry et al.
+2018), optionally with adversarial weight perturbation (`robustlab.AWP`);
+`evaluate` and validation report both clean and robust numbers.
+
+What lands in `logs` (and so in History, CSVLogger and TensorBoard):
+
+- training: `loss`, the objective the optimizer minimises (the loss on the
+  adversarial batch plus regularisation losses; with AWP, at the perturbed
+  weights w + v); `robust_loss`, the data loss on the adversarial batch at the
+  weights w; `robust_<metric>` for each compiled metric, on the adversarial
+  batch at w. With AWP also `awp_perturbed_loss` (the data loss at w + v) and
+  `awp_gamma` (the gamma in force).
+- evaluation (and `val_` in fit): `loss` (robust objective, for
+  EarlyStopping/ModelCheckpoint defaults), `robust_loss`, `robust_<metric>`
+  under the evaluation attack, and `clean_loss`, `clean_<metric>` on the
+  unperturbed inputs.
+
+The attack's random starts come from seed generators that are part of the
+model's state (saved with its weights and by `BackupAndRestore`), and NumPy
+training data is shuffled by a fixed function of (seed, epoch), so the same
+seed gives the same numbers, also across an interrupted and resumed fit.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+from keras.src.utils import tracking
+
+from robustlab import attacks
+from robustlab import backend as _backend
+from robustlab import validation
+from robustlab.awp import AWP
+from robustlab.awp import layerwise_relative_perturbation
+from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss
+from robustlab.shuffling import EpochShuffledArrays
+
+_SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
+_ACCURACY_ALIASES = ("accuracy", "acc")
+
+
+@keras.saving.register_keras_serializable(package="robustlab")
+class AdversarialModel(keras.Model):
+    """Adversarial training of a Keras classifier inside `fit`.
+
+    Args:
+        model: the classifier to train, a built `keras.Model` with one
+            `(batch, classes)` output (logits or probabilities: the loss given
+            to `compile` says which). It is used unchanged; its weights are
+            the weights of this model.
+        attack: the training attack, a `robustlab.PGD`.
+        eval_attack: the attack of `evaluate` and validation; defaults to
+            `attack`.
+        awp: optional `robustlab.AWP` (adversarial weight perturbation).
+        seed: seeds the attacks' random starts and the epoch order of NumPy
+            training data.
+        attack_training_mode: call the model with `training=True` while
+            crafting (BatchNorm batch statistics; state updates discarded).
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                         keras.layers.Dense(10)])
+    >>> model = robustlab.AdversarialModel(net, attack=robustlab.PGD(0.1, steps=3))
+    >>> model.compile(optimizer="sgd", metrics=["accuracy"],
+    ...     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> x = np.random.default_rng(0).random((64, 8, 8, 1), dtype="float32")
+    >>> y = np.arange(64) % 10
+    >>> history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['loss', 'robust_accuracy', 'robust_loss']
+    >>> sorted(model.evaluate(x, y, verbose=0, return_dict=True))
+    ['clean_accuracy', 'clean_loss', 'loss', 'robust_accuracy', 'robust_loss']
+    """
+
+    def __init__(
+        self,
+        model,
+        attack,
+        eval_attack=None,
+        awp=None,
+        seed=0,
+        attack_training_mode=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                "Argument `model` must be a keras.Model. "
+                f"Received: model={type(model).__name__}"
+            )
+        if not isinstance(attack, attacks.PGD):
+            raise TypeError(
+                "Argument `attack` must be a robustlab.PGD. "
+                f"Received: attack={attack!r}"
+            )
+        if eval_attack is not None and not isinstance(eval_attack, attacks.PGD):
+            raise TypeError(
+                "Argument `eval_attack` must be a robustlab.PGD or None. "
+                f"Received: eval_attack={eval_attack!r}"
+            )
+        if awp is not None and not isinstance(awp, AWP):
+            raise TypeError(
+                f"Argument `awp` must be a robustlab.AWP or None. Received: awp={awp!r}"
+            )
+        validation.check_int_at_least("seed", seed, 0)
+        self.model = model
+        self.attack = attack
+        self.eval_attack = eval_attack or attack
+        self.awp = awp
+        self.seed = int(seed)
+        self.attack_training_mode = bool(attack_training_mode)
+        self._train_seed = keras.random.SeedGenerator(seed, name="train_attack_seed")
+        self._eval_seed = keras.random.SeedGenerator(
+            seed + 1_000_003, name="eval_attack_seed"
+        )
+        if model.built and getattr(model, "inputs", None):
+            validation.check_classifier(
+                model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
+            )
+        if awp is not None:
+            self._awp_mask = awp.select(model.trainable_variables)
+            self.awp_gamma = self.add_weight(
+                shape=(),
+                initializer=keras.initializers.Constant(awp.gamma_at(0)),
+                trainable=False,
+                name="awp_gamma",
+            )
+        self.built = model.built
+
+    def build(self, input_shape):
+        if not self.model.built:
+            self.model.build(input_shape)
+        if self.awp is not None and not self._awp_mask:
+            self._awp_mask = self.awp.select(self.model.trainable_variables)
+        self.built = True
+
+    def call(self, inputs, training=None):
+        return self.model(inputs, training=training)
+
+    # -- compile -------------------------------------------------------------
+
+    @tracking.no_automatic_dependency_tracking
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """As `keras.Model.compile`; `loss` is required (a classification
+        loss), `metrics` are computed twice in evaluation (`robust_` and
+        `clean_` prefixes) and on the adversarial batch in training."""
+        if loss is None:
+            raise ValueError(
+                "Argument `loss` of AdversarialModel.compile is required: the "
+                "attack ascends it and training descends it. Received: loss=None"
+            )
+        if "weighted_metrics" in kwargs and kwargs["weighted_metrics"]:
+            raise ValueError(
+                "AdversarialModel computes its metrics with sample weights "
+                "when given; pass them as `metrics`. Received: weighted_metrics="
+                f"{kwargs['weighted_metrics']!r}"
+            )
+        kwargs.pop("weighted_metrics", None)
+        super().compile(optimizer=optimizer, loss=loss, **kwargs)
+        self._user_metrics = list(metrics or [])
+        sparse = _loss_is_sparse(loss)
+        self._robust_metrics = [
+            _make_metric(m, sparse, "robust_") for m in self._user_metrics
+        ]
+        self._clean_metrics = [
+            _make_metric(m, sparse, "clean_") for m in self._user_metrics
+        ]
+        self._robust_loss_tracker = keras.metrics.Mean(name="robust_loss")
+        self._clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
+        self._awp_loss_tracker = (
+            keras.metrics.Mean(name="awp_perturbed_loss") if self.awp else None
+        )
+        self._attack_loss = attacks.attack_loss(self.model, sparse, loss=loss)
+        self._labels_sparse = sparse
+        self._compile_config.config["metrics"] = self._user_metrics
+
+    @property
+    def metrics(self):
+        if not self.compiled:
+            return []
+        own = [self._loss_tracker, self._robust_loss_tracker, self._clean_loss_tracker]
+        if self._awp_loss_tracker is not None:
+            own.append(self._awp_loss_tracker)
+        return own + self._robust_metrics + self._clean_metrics
+
+    # -- the pieces the backend's train and test steps compose ---------------
+
+    def craft_adversarial_batch(self, x, y, training_attack=True):
+        """PGD examples for a batch at the current weights, in the graph."""
+        attack = self.attack if training_attack else self.eval_attack
+        seed = self._train_seed if training_attack else self._eval_seed
+        mode = self.attack_training_mode
+        return attacks.perturb(
+            lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
+        )
+
+    @property
+    def attack_seed_variables(self):
+        """The variables an attack updates (its seed states)."""
+        return (self._train_seed.state, self._eval_seed.state)
+
+    def awp_perturbation(self, weights, gradients, gamma):
+        """AWP's v for the trainable weights (None where not perturbed)."""
+        return layerwise_relative_perturbation(weights, gradients, gamma, self._awp_mask)
+
+    def data_loss(self, y, y_pred, sample_weight=None):
+        """The compiled loss alone (no regularisation losses)."""
+        return self._compile_loss(y, y_pred, sample_weight)
+
+    def update_training_metrics(
+        self, y, y_pred, sample_weight, objective, batch_size, perturbed_loss=None,
+        gamma=None,
+    ):
+        """Update the training metrics; `y_pred` is at the weights w."""
+        self._loss_tracker.update_state(objective, sample_weight=batch_size)
+        self._robust_loss_tracker.update_state(
+            self.data_loss(y, y_pred, sample_weight), sample_weight=batch_size
+        )
+        for metric in self._robust_metrics:
+            metric.update_state(y, y_pred, sample_weight=sample_weight)
+        logs = {
+            "loss": self._loss_tracker.result(),
+            "robust_loss": self._robust_loss_tracker.result(),
+        }
+        logs.update({m.name: m.result() for m in self._robust_metrics})
+        if perturbed_loss is not None:
+            self._awp_loss_tracker.update_state(perturbed_loss, sample_weight=batch_size)
+            logs["awp_perturbed_loss"] = self._awp_loss_tracker.result()
+            logs["awp_gamma"] = gamma
+        return logs
+
+    def evaluate_batch(self, x, y, sample_weight=None):
+        """Clean and robust evaluation of one batch; returns the logs."""
+        x_adv = self.craft_adversarial_batch(x, y, training_attack=False)
+        y_clean = self(x, training=False)
+        y_adv = self(x_adv, training=False)
+        batch_size = ops.shape(x)[0]
+        objective = self._compute_loss(
+            x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=False
+        )
+        self._loss_tracker.update_state(objective, sample_weight=batch_size)
+        self._robust_loss_tracker.update_state(
+            self.data_loss(y, y_adv, sample_weight), sample_weight=batch_size
+        )
+        self._clean_loss_tracker.update_state(
+            self.data_loss(y, y_clean, sample_weight), sample_weight=batch_size
+        )
+        for metric in self._robust_metrics:
+            metric.update_state(y, y_adv, sample_weight=sample_weight)
+        for metric in self._clean_metrics:
+            metric.update_state(y, y_clean, sample_weight=sample_weight)
+        trackers = [self._loss_tracker, self._robust_loss_tracker, self._clean_loss_tracker]
+        return {
+            m.name: m.result()
+            for m in trackers + self._robust_metrics + self._clean_metrics
+        }
+
+    def train_step(self, *args):
+        return _backend.get().adversarial_train_step(self, *args)
+
+    def test_step(self, *args):
+        return _backend.get().adversarial_test_step(self, *args)
+
+    # -- AWP gamma -------------------------------------------------------------
+
+    def set_awp_gamma(self, gamma):
+        """Set AWP's gamma for the following steps (no retracing)."""
+        if self.awp is None:
+            raise ValueError(
+                "This AdversarialModel has no AWP; construct it with "
+                f"`awp=robustlab.AWP(...)`. Received: gamma={gamma!r}"
+            )
+        self.awp_gamma.assign(validation.check_finite_at_least("gamma", gamma, 0.0))
+
+    # -- fit / evaluate: validation, seeded epoch order, NaN guard -----------
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None,
+            shuffle=True, validation_split=0.0, validation_data=None,
+            sample_weight=None, **kwargs):
+        callbacks = list(callbacks or [])
+        if _is_array(x):
+            self._check_arrays(x, y, "x", "y")
+            if validation_split:
+                split = int(len(x) * (1.0 - validation_split))
+                validation_data = (x[split:], y[split:])
+                x, y = x[:split], y[:split]
+                if sample_weight is not None:
+                    sample_weight = sample_weight[:split]
+                validation_split = 0.0
+            if shuffle:
+                x = EpochShuffledArrays(
+                    x, y, sample_weight, batch_size=batch_size or 32, seed=self.seed
+                )
+                callbacks.append(x.epoch_callback())
+                y = sample_weight = batch_size = None
+        if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
+            self._check_arrays(validation_data[0], validation_data[1],
+                               "validation_data[0]", "validation_data[1]")
+        if self.awp is not None:
+            callbacks.append(_AWPGammaFromConfig())
+        callbacks.append(StopOnNonFiniteLoss())
+        return super().fit(
+            x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+            shuffle=shuffle, validation_split=validation_split,
+            validation_data=validation_data, sample_weight=sample_weight, **kwargs,
+        )
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if _is_array(x):
+            self._check_arrays(x, y, "x", "y")
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _check_arrays(self, x, y, x_name, y_name):
+        x = np.asarray(x)
+        num_classes = validation.check_classifier(self.model, x[:1])
+        validation.check_inputs(x, self.attack.value_range, name=x_name)
+        if y is not None:
+            validation.check_labels(y, num_classes, len(x), name=y_name)
+
+    # -- saving ----------------------------------------------------------------
+
+    def get_config(self):
+        return {
+            "model": keras.saving.serialize_keras_object(self.model),
+            "attack": self.attack.get_config(),
+            "eval_attack": self.eval_attack.get_config(),
+            "awp": None if self.awp is None else self.awp.get_config(),
+            "seed": self.seed,
+            "attack_training_mode": self.attack_training_mode,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(
+            config.pop("model"), custom_objects=custom_objects
+        )
+        attack = attacks.PGD.from_config(config.pop("attack"))
+        eval_attack = attacks.PGD.from_config(config.pop("eval_attack"))
+        awp = config.pop("awp")
+        awp = None if awp is None else AWP.from_config(awp)
+        return cls(model, attack, eval_attack=eval_attack, awp=awp, **config)
+
+    def save_own_variables(self, store):
+        # The attack seeds are state too: without them a restored model (or a
+        # resumed fit) would draw different random starts.
+        super().save_own_variables(store)
+        store["train_attack_seed"] = self._train_seed.state
+        store["eval_attack_seed"] = self._eval_seed.state
+
+    def load_own_variables(self, store):
+        seeds = {k: store[k] for k in ("train_attack_seed", "eval_attack_seed") if k in store}
+        own = {k: store[k] for k in store.keys() if k not in seeds}
+        super().load_own_variables(own)
+        if "train_attack_seed" in seeds:
+            self._train_seed.state.assign(np.asarray(seeds["train_attack_seed"]))
+            self._eval_seed.state.assign(np.asarray(seeds["eval_attack_seed"]))
+
+
+class _AWPGammaFromConfig(keras.callbacks.Callback):
+    """Sets AWP's gamma at each epoch from its warm-up and schedule."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.set_awp_gamma(self.model.awp.gamma_at(epoch))
+
+
+def _is_array(x):
+    return isinstance(x, np.ndarray)
+
+
+def _loss_is_sparse(loss):
+    if isinstance(loss, str):
+        return loss in _SPARSE_LOSSES
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        return True
+    if isinstance(loss, keras.losses.CategoricalCrossentropy):
+        return False
+    name = getattr(loss, "name", None) or getattr(loss, "__name__", "")
+    return "sparse" in name
+
+
+def _make_metric(metric, sparse, prefix):
+    if isinstance(metric, str):
+        if metric in _ACCURACY_ALIASES:
+            cls = (keras.metrics.SparseCategoricalAccuracy if sparse
+                   else keras.metrics.CategoricalAccuracy)
+            return cls(name=prefix + "accuracy")
+        resolved = keras.metrics.get(metric)
+        if isinstance(resolved, keras.metrics.Metric):
+            config = resolved.get_config()
+            config["name"] = prefix + metric
+            return type(resolved).from_config(config)
+        return keras.metrics.MeanMetricWrapper(resolved, name=prefix + metric)
+    if isinstance(metric, keras.metrics.Metric):
+        config = metric.get_config()
+        config["name"] = prefix + metric.name
+        return type(metric).from_config(config)
+    raise TypeError(
+        "Each metric must be a string or a keras.metrics.Metric. "
+        f"Received: metric={metric!r}"
+    )

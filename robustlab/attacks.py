@@ -1,0 +1,437 @@
+"""Projected-gradient attacks on the inputs of a Keras classifier.
+
+`pgd` and `fgsm` take any Keras 3 classifier that maps a batch of inputs to a
+`(batch, classes)` output and return adversarial inputs. The attack itself is
+one pure function, `perturb`, written with `keras.ops` only: the loop runs in
+the graph (`keras.ops.fori_loop`) and the only backend-specific piece, the
+gradient with respect to the inputs, comes from `robustlab.backend`. Called on
+NumPy arrays, `pgd` compiles that function once per model and configuration
+(`tf.function` / `jax.jit`) and runs it batch by batch, so no step of the
+attack is Python work in eager mode.
+
+Logits or probabilities: the attack maximises a cross-entropy. With `loss=None`
+it uses the model's compiled loss when the model is compiled; otherwise a
+(sparse) categorical cross-entropy whose `from_logits` is read from the model:
+a final softmax (a `Softmax` layer, or a layer whose `activation` is softmax)
+means probabilities, anything else means logits. Pass `from_logits=` or `loss=`
+to say it explicitly. Labels may be class indices `(batch,)` / `(batch, 1)` or
+one-hot `(batch, classes)`.
+
+The model is called with `training=False` during the attack by default, so
+BatchNorm uses its moving statistics and Dropout is off; with `training=True`
+any state the forward pass would update (BatchNorm moving statistics) is
+discarded. Gradients of the attack never reach the weights: the result is
+wrapped in `stop_gradient`, and only the input is differentiated.
+"""
+
+import dataclasses
+import math
+import weakref
+
+import keras
+import numpy as np
+from keras import ops
+
+from robustlab import backend as _backend
+from robustlab import validation
+
+NORMS = ("linf", "l2")
+
+
+@dataclasses.dataclass(frozen=True)
+class PGD:
+    """Configuration of a projected-gradient-descent attack (Madry et al.).
+
+    x_0 = x + U(-eps, eps) (or uniform in the L2 ball) when `random_start`,
+    then `steps` times: x_{k+1} = clip_{value_range}(Proj_{eps-ball(x)}(x_k +
+    step_size * direction)), where direction is sign(grad) for `"linf"` and
+    grad / ||grad||_2 (per example) for `"l2"`.
+
+    Args:
+        eps: radius of the perturbation ball, finite and >= 0.
+        step_size: step of each iteration, > 0. Defaults to `2.5 * eps /
+            steps` (Madry et al.), so that the iterates can cross the ball.
+        steps: number of gradient steps, an integer >= 1.
+        norm: `"linf"` or `"l2"`.
+        random_start: start from a uniform random point of the ball.
+        value_range: `(low, high)` the inputs live in; iterates are clipped to
+            it, and inputs outside it are rejected. `None` disables both.
+
+    Example:
+
+    >>> attack = PGD(eps=0.1, steps=3)
+    >>> attack.step_size
+    0.08333333333333334
+    >>> PGD(eps=-0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: Argument `eps` must be a finite number >= 0. Received: eps=-0.1
+    """
+
+    eps: float
+    step_size: float = None
+    steps: int = 10
+    norm: str = "linf"
+    random_start: bool = True
+    value_range: tuple = (0.0, 1.0)
+
+    def __post_init__(self):
+        validation.check_finite_at_least("eps", self.eps, 0.0)
+        validation.check_int_at_least("steps", self.steps, 1)
+        if self.step_size is None:
+            step_size = 2.5 * float(self.eps) / self.steps
+        else:
+            validation.check_finite_positive("step_size", self.step_size)
+            step_size = float(self.step_size)
+        if self.norm not in NORMS:
+            raise ValueError(
+                f"Argument `norm` must be one of {NORMS}. "
+                f"Received: norm={self.norm!r}"
+            )
+        object.__setattr__(self, "eps", float(self.eps))
+        object.__setattr__(self, "step_size", step_size)
+        object.__setattr__(self, "steps", int(self.steps))
+        object.__setattr__(self, "random_start", bool(self.random_start))
+        object.__setattr__(
+            self, "value_range", validation.check_value_range(self.value_range)
+        )
+
+    def get_config(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if config.get("value_range") is not None:
+            config["value_range"] = tuple(config["value_range"])
+        return cls(**config)
+
+    def __call__(self, model, x, y, *, seed=None, **kwargs):
+        """Adversarial inputs for `(x, y)` against `model`: `pgd` with this
+        configuration (keyword arguments are passed on to `pgd`)."""
+        return pgd(model, x, y, **self.get_config(), seed=seed, **kwargs)
+
+
+def fgsm_config(eps, norm="linf", value_range=(0.0, 1.0)):
+    """The `PGD` configuration that is FGSM: one step of size eps, no random
+    start (Goodfellow et al. 2015)."""
+    return PGD(
+        eps=eps,
+        step_size=eps if eps > 0 else None,
+        steps=1,
+        norm=norm,
+        random_start=False,
+        value_range=value_range,
+    )
+
+
+# ---------------------------------------------------------------------------
+# The attack as a pure function of tensors.
+
+
+def _per_example_sq_norm(t):
+    axes = tuple(range(1, len(t.shape)))
+    return ops.sum(ops.square(t), axis=axes, keepdims=True)
+
+
+def _random_start(x, attack, seed):
+    eps = attack.eps
+    if attack.norm == "linf":
+        return keras.random.uniform(
+            ops.shape(x), minval=-eps, maxval=eps, dtype=x.dtype, seed=seed
+        )
+    # Uniform in the L2 ball: a uniform direction times eps * U^(1/d).
+    direction = keras.random.normal(ops.shape(x), dtype=x.dtype, seed=seed)
+    direction = direction / ops.sqrt(
+        ops.maximum(_per_example_sq_norm(direction), 1e-24)
+    )
+    dim = math.prod(x.shape[1:])
+    radius_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+    u = keras.random.uniform(radius_shape, dtype=x.dtype, seed=seed)
+    return direction * eps * ops.power(u, 1.0 / dim)
+
+
+def project(x_adv, x, attack):
+    """Project `x_adv` onto the attack's eps-ball around `x`, then onto its
+    value range."""
+    eps = attack.eps
+    if attack.norm == "linf":
+        x_adv = ops.clip(x_adv, x - eps, x + eps)
+    else:
+        delta = x_adv - x
+        norm = ops.sqrt(_per_example_sq_norm(delta))
+        # Scale only the examples outside the ball; the 1e-12 keeps 0/0 away.
+        scale = ops.minimum(1.0, eps / ops.maximum(norm, 1e-12))
+        x_adv = x + delta * scale
+    if attack.value_range is not None:
+        low, high = attack.value_range
+        x_adv = ops.clip(x_adv, low, high)
+    return x_adv
+
+
+def _ascent_direction(grad, norm):
+    if norm == "linf":
+        return ops.sign(grad)
+    return grad / ops.sqrt(ops.maximum(_per_example_sq_norm(grad), 1e-24))
+
+
+def perturb(loss_fn, x, y, attack, seed=None):
+    """PGD on a batch, in the graph.
+
+    Args:
+        loss_fn: `loss_fn(x, y) -> scalar`, the loss to ascend (a sum over the
+            batch, so that each example's gradient is its own).
+        x: a batch of inputs (a backend tensor).
+        y: the batch's labels, passed to `loss_fn` unchanged.
+        attack: a `PGD` configuration.
+        seed: a `keras.random.SeedGenerator` (or int) for the random start.
+
+    Returns:
+        The adversarial batch, with gradients stopped.
+    """
+    x = ops.convert_to_tensor(x)
+    input_gradient = _backend.get().input_gradient
+    if attack.random_start and attack.eps > 0:
+        x_start = project(x + _random_start(x, attack, seed), x, attack)
+    else:
+        x_start = x
+
+    def step(_, x_adv):
+        grad = input_gradient(lambda z: loss_fn(z, y), x_adv)
+        x_adv = x_adv + attack.step_size * _ascent_direction(grad, attack.norm)
+        return project(x_adv, x, attack)
+
+    x_adv = ops.fori_loop(0, attack.steps, step, x_start)
+    return ops.stop_gradient(x_adv)
+
+
+# ---------------------------------------------------------------------------
+# Losses: what the attack ascends.
+
+
+def final_activation_is_softmax(model):
+    """Whether `model` ends in a softmax (so it outputs probabilities)."""
+    layers = getattr(model, "layers", None)
+    if not layers:
+        return False
+    last = layers[-1]
+    if isinstance(last, keras.layers.Softmax):
+        return True
+    activation = getattr(last, "activation", None)
+    return activation is keras.activations.softmax or (
+        getattr(activation, "__name__", None) == "softmax"
+    )
+
+
+def per_example_loss(loss):
+    """A function `(y_true, y_pred) -> per-example losses` for a Keras loss
+    given as a string, a function or a `keras.losses.Loss`."""
+    if isinstance(loss, keras.losses.Loss):
+        return loss.call
+    resolved = keras.losses.get(loss)
+    if isinstance(resolved, keras.losses.Loss):
+        return resolved.call
+    if resolved is None or not callable(resolved):
+        raise ValueError(
+            f"Argument `loss` must be a Keras loss. Received: loss={loss!r}"
+        )
+    return resolved
+
+
+def default_classification_loss(sparse_labels, from_logits):
+    if sparse_labels:
+        return keras.losses.SparseCategoricalCrossentropy(
+            from_logits=from_logits, reduction="sum"
+        )
+    return keras.losses.CategoricalCrossentropy(
+        from_logits=from_logits, reduction="sum"
+    )
+
+
+def attack_loss(model, labels_sparse, loss=None, from_logits=None):
+    """The summed loss `(x, y) -> scalar` that an attack on `model` ascends."""
+    if loss is None and getattr(model, "compiled", False) and model.loss:
+        loss = model.loss
+    if loss is None:
+        if from_logits is None:
+            from_logits = not final_activation_is_softmax(model)
+        per_example = per_example_loss(
+            default_classification_loss(labels_sparse, from_logits)
+        )
+    else:
+        per_example = per_example_loss(loss)
+
+    def summed(x, y, training=False):
+        return ops.sum(per_example(y, model(x, training=training)))
+
+    return summed
+
+
+# ---------------------------------------------------------------------------
+# Eager entry points: validate, compile once per model, run in batches.
+
+_RUNNERS = weakref.WeakKeyDictionary()
+
+
+def _runner(model, attack, loss_key, loss_fn, training):
+    per_model = _RUNNERS.setdefault(model, {})
+    key = (attack, loss_key, training)
+    runner = per_model.get(key)
+    if runner is None:
+
+        def craft(x, y, seed_generator):
+            return perturb(
+                lambda z, t: loss_fn(z, t, training=training),
+                x,
+                y,
+                attack,
+                seed=seed_generator,
+            )
+
+        runner = _backend.get().compile_attack(model, craft)
+        per_model[key] = runner
+    return runner
+
+
+def pgd(
+    model,
+    x,
+    y,
+    eps,
+    step_size=None,
+    steps=10,
+    norm="linf",
+    random_start=True,
+    value_range=(0.0, 1.0),
+    *,
+    loss=None,
+    from_logits=None,
+    training=False,
+    batch_size=256,
+    seed=None,
+):
+    """Projected-gradient (PGD) adversarial examples for a Keras classifier.
+
+    Args:
+        model: a Keras 3 classifier: `(batch, ...) -> (batch, classes)`.
+        x: inputs, a NumPy array (or anything `np.asarray` takes) inside
+            `value_range`.
+        y: labels, class indices `(batch,)`/`(batch, 1)` or one-hot.
+        eps, step_size, steps, norm, random_start, value_range: see `PGD`.
+        loss: the loss to ascend; default: the model's compiled loss, or a
+            cross-entropy (see the module docstring on logits/probabilities).
+        from_logits: with `loss=None` on an uncompiled model, whether the
+            model outputs logits; `None` reads it from the final activation.
+        training: call the model in training mode during the attack.
+        batch_size: examples per compiled attack call.
+        seed: int or None; the same seed gives the same random start.
+
+    Returns:
+        A NumPy array of adversarial inputs, shaped and typed like `x`.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.full((2, 4), 0.5, "float32"); y = np.array([0, 2])
+    >>> x_adv = robustlab.attacks.pgd(model, x, y, eps=0.1, steps=5, seed=0)
+    >>> bool(np.all(np.abs(x_adv - x) <= 0.1 + 1e-6))
+    True
+    """
+    attack = PGD(eps, step_size, steps, norm, random_start, value_range)
+    return run_attack(
+        model,
+        x,
+        y,
+        attack,
+        loss=loss,
+        from_logits=from_logits,
+        training=training,
+        batch_size=batch_size,
+        seed=seed,
+    )
+
+
+def fgsm(
+    model,
+    x,
+    y,
+    eps,
+    norm="linf",
+    value_range=(0.0, 1.0),
+    *,
+    loss=None,
+    from_logits=None,
+    training=False,
+    batch_size=256,
+):
+    """Fast-gradient-sign adversarial examples: one step of size `eps` from
+    `x` (no random start). With `norm="l2"`, one normalised-gradient step.
+
+    Args: as `pgd`.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.full((2, 4), 0.5, "float32"); y = np.array([0, 2])
+    >>> x_adv = robustlab.attacks.fgsm(model, x, y, eps=0.1)
+    >>> bool(np.allclose(np.abs(x_adv - x), 0.1) or np.any(x_adv == x))
+    True
+    """
+    return run_attack(
+        model,
+        x,
+        y,
+        fgsm_config(eps, norm, value_range),
+        loss=loss,
+        from_logits=from_logits,
+        training=training,
+        batch_size=batch_size,
+        seed=0,
+    )
+
+
+def run_attack(
+    model,
+    x,
+    y,
+    attack,
+    *,
+    loss=None,
+    from_logits=None,
+    training=False,
+    batch_size=256,
+    seed=None,
+):
+    """Run the `PGD` configuration `attack` on NumPy data in compiled batches
+    (see `pgd` for the arguments)."""
+    validation.check_int_at_least("batch_size", batch_size, 1)
+    x = np.asarray(x)
+    y = np.asarray(y)
+    num_classes = validation.check_classifier(model, x[:1])
+    validation.check_inputs(x, attack.value_range)
+    labels_sparse = validation.check_labels(y, num_classes, len(x))
+    loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)
+    loss_key = (
+        "default" if loss is None and not getattr(model, "compiled", False)
+        else id(model.loss if loss is None else loss),
+        from_logits,
+        labels_sparse,
+    )
+    runner = _runner(model, attack, loss_key, loss_fn, bool(training))
+    seed_generator = keras.random.SeedGenerator(seed)
+    state = seed_generator.state.value
+    if not labels_sparse or y.ndim == 1:
+        y_in = y
+    else:
+        y_in = y.reshape(-1)
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        x_adv, state = runner(
+            x[start : start + batch_size], y_in[start : start + batch_size], state
+        )
+        outputs.append(keras.ops.convert_to_numpy(x_adv))
+    if not outputs:
+        return x.copy()
+    return np.concatenate(outputs).astype(x.dtype, copy=False)

@@ -1,0 +1,169 @@
+"""Adversarial weight perturbation (AWP; Wu, Xia & Wang 2020), one step,
+layer-wise relative.
+
+After the adversarial batch x_adv has been crafted at the weights w, AWP takes
+one ascent step in weight space: for each perturbed variable w_l with gradient
+g_l = d loss(w, x_adv) / d w_l,
+
+    v_l = gamma * ||w_l|| * g_l / ||g_l||,
+
+then uses the gradient at w + v for the update of w (w itself is never
+changed: the perturbed weights exist only for that forward and backward pass).
+So ||v_l|| = gamma * ||w_l|| exactly, and gamma = 0 is plain PGD training.
+
+`AWP` is the configuration; `layerwise_relative_perturbation` is the maths, a
+pure function of the weights and gradients written with `keras.ops`.
+"""
+
+import dataclasses
+import re
+
+import keras
+from keras import ops
+
+from robustlab import validation
+
+VARIABLE_SELECTIONS = ("kernels", "all")
+
+
+@dataclasses.dataclass(frozen=True)
+class AWP:
+    """Configuration of adversarial weight perturbation.
+
+    Args:
+        gamma: relative size of the perturbation, finite and >= 0.
+        warmup_epochs: epochs of plain adversarial training (gamma = 0)
+            before AWP starts, an integer >= 0.
+        variables: which trainable variables are perturbed: `"kernels"` (the
+            default: the kernels of Dense, Conv and EinsumDense layers, not
+            biases nor BatchNorm), `"all"` (every trainable variable), or a
+            regular expression matched (`re.search`) against each variable's
+            `path` (e.g. `"dense.*kernel"`).
+        schedule: optional `schedule(epoch) -> gamma`, applied after the
+            warm-up; without it gamma stays constant.
+
+    Example:
+
+    >>> AWP(gamma=0.005, warmup_epochs=10).gamma_at(3)
+    0.0
+    >>> AWP(gamma=0.005, warmup_epochs=10).gamma_at(10)
+    0.005
+    """
+
+    gamma: float
+    warmup_epochs: int = 0
+    variables: str = "kernels"
+    schedule: object = None
+
+    def __post_init__(self):
+        object.__setattr__(
+            self, "gamma", validation.check_finite_at_least("gamma", self.gamma, 0.0)
+        )
+        validation.check_int_at_least("warmup_epochs", self.warmup_epochs, 0)
+        if not isinstance(self.variables, str):
+            raise TypeError(
+                "Argument `variables` must be 'kernels', 'all' or a regular "
+                f"expression string. Received: variables={self.variables!r}"
+            )
+        if self.variables not in VARIABLE_SELECTIONS:
+            try:
+                re.compile(self.variables)
+            except re.error as error:
+                raise ValueError(
+                    "Argument `variables` must be 'kernels', 'all' or a valid "
+                    f"regular expression ({error}). "
+                    f"Received: variables={self.variables!r}"
+                ) from None
+        if self.schedule is not None and not callable(self.schedule):
+            raise TypeError(
+                "Argument `schedule` must be a callable epoch -> gamma or None. "
+                f"Received: schedule={self.schedule!r}"
+            )
+
+    def gamma_at(self, epoch):
+        """The gamma in force during `epoch` (0-based)."""
+        if epoch < self.warmup_epochs:
+            return 0.0
+        if self.schedule is None:
+            return self.gamma
+        return validation.check_finite_at_least(
+            "gamma", float(self.schedule(epoch)), 0.0
+        )
+
+    def get_config(self):
+        if self.schedule is not None:
+            raise ValueError(
+                "An AWP with a `schedule` callable cannot be serialized; save "
+                "the weights only, or set gamma from a callback instead. "
+                f"Received: schedule={self.schedule!r}"
+            )
+        return {
+            "gamma": self.gamma,
+            "warmup_epochs": self.warmup_epochs,
+            "variables": self.variables,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def select(self, trainable_variables):
+        """The mask (list of bools) of the variables this AWP perturbs.
+
+        Raises `ValueError` when the selection matches no variable.
+        """
+        mask = [_is_selected(v, self.variables) for v in trainable_variables]
+        if not any(mask):
+            raise ValueError(
+                "Argument `variables` of AWP selects none of the model's "
+                "trainable variables ("
+                + ", ".join(v.path for v in trainable_variables[:8])
+                + (", ..." if len(trainable_variables) > 8 else "")
+                + f"). Received: variables={self.variables!r}"
+            )
+        return mask
+
+
+def _is_selected(variable, selection):
+    if selection == "all":
+        return True
+    if selection == "kernels":
+        name = variable.path.rsplit("/", 1)[-1]
+        return name == "kernel" or name.endswith("_kernel")
+    return re.search(selection, variable.path) is not None
+
+
+def layerwise_relative_perturbation(weights, gradients, gamma, mask):
+    """v_l = gamma * ||w_l|| * g_l / ||g_l|| for each selected variable.
+
+    Args:
+        weights: list of weight tensors w_l.
+        gradients: list of gradients g_l, aligned with `weights`.
+        gamma: scalar (float or tensor) relative size.
+        mask: list of bools, which variables to perturb.
+
+    Returns:
+        A list aligned with `weights`: the perturbation v_l where selected,
+        `None` elsewhere. A zero gradient gives a zero perturbation.
+
+    Example:
+
+    >>> import numpy as np
+    >>> v = layerwise_relative_perturbation(
+    ...     [np.array([3.0, 4.0])], [np.array([0.0, 2.0])], 0.1, [True])
+    >>> np.round(keras.ops.convert_to_numpy(v[0]), 6).tolist()
+    [0.0, 0.5]
+    """
+    perturbations = []
+    for w, g, selected in zip(weights, gradients, mask):
+        if not selected or g is None:
+            perturbations.append(None)
+            continue
+        w_norm = ops.sqrt(ops.sum(ops.square(w)))
+        g_norm = ops.sqrt(ops.sum(ops.square(g)))
+        # A zero gradient has no direction: no perturbation rather than 0/0.
+        scale = ops.where(
+            g_norm > 0, gamma * w_norm / ops.where(g_norm > 0, g_norm, 1.0), 0.0
+        )
+        perturbations.append(ops.cast(scale, g.dtype) * g)
+    return perturbations

@@ -1,0 +1,6 @@
+"""JAX implementations of robustlab's backend-specific pieces."""
+
+from robustlab.backend.jax.autodiff import compile_attack
+from robustlab.backend.jax.autodiff import input_gradient
+from robustlab.backend.jax.trainer import adversarial_test_step
+from robustlab.backend.jax.trainer import adversarial_train_step

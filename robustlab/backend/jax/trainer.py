@@ -1,0 +1,86 @@
+"""The adversarial train and test steps on JAX (stateless, jit-compiled by
+Keras's JAX trainer with the state passed in and out)."""
+
+import jax
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from robustlab.backend.jax.autodiff import run_stateless
+
+
+def _craft(model, trainable, non_trainable, x, y, training_attack=True):
+    variables = list(model.trainable_variables) + list(model.non_trainable_variables)
+    x_adv, updated = run_stateless(
+        variables,
+        list(trainable) + list(non_trainable),
+        lambda: model.craft_adversarial_batch(x, y, training_attack),
+        keep=model.attack_seed_variables,
+    )
+    return x_adv, updated[len(trainable):]
+
+
+def _read(model, variable, trainable, non_trainable):
+    for ref, value in zip(model.non_trainable_variables, non_trainable):
+        if ref is variable:
+            return value
+    raise KeyError(variable.path)
+
+
+def adversarial_train_step(model, state, data):
+    trainable, non_trainable, optimizer_vars, metrics_vars = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x_adv, non_trainable = _craft(model, trainable, non_trainable, x, y)
+    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+
+    def loss_and_gradients(weights):
+        return grad_fn(
+            weights, non_trainable, metrics_vars, x_adv, y, sample_weight,
+            training=True, optimizer_variables=optimizer_vars,
+        )
+
+    perturbed_loss = gamma = None
+    if model.awp is None:
+        (_, aux), gradients = loss_and_gradients(trainable)
+        unscaled, y_pred_at_w, non_trainable, metrics_vars = aux
+    else:
+        # The statistics updates of the pass at w are dropped (only the pass
+        # at w + v moves BatchNorm), as on TensorFlow.
+        (_, aux_w), gradients_w = loss_and_gradients(trainable)
+        y_pred_at_w = aux_w[1]
+        gamma = _read(model, model.awp_gamma, trainable, non_trainable)
+        deltas = model.awp_perturbation(trainable, gradients_w, gamma)
+        perturbed = [w if d is None else w + d for w, d in zip(trainable, deltas)]
+        (_, aux), gradients = loss_and_gradients(perturbed)
+        unscaled, y_pred, non_trainable, metrics_vars = aux
+        perturbed_loss = model.data_loss(y, y_pred, sample_weight)
+
+    # The update starts from the unperturbed weights: restoring w is exact.
+    trainable, optimizer_vars = model.optimizer.stateless_apply(
+        optimizer_vars, gradients, trainable
+    )
+    logs, metrics_vars = run_stateless(
+        model.metrics_variables,
+        metrics_vars,
+        lambda: model.update_training_metrics(
+            y, y_pred_at_w, sample_weight, unscaled, x.shape[0],
+            perturbed_loss=perturbed_loss, gamma=gamma,
+        ),
+        keep=model.metrics_variables,
+    )
+    return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def adversarial_test_step(model, state, data):
+    trainable, non_trainable, metrics_vars = state
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    variables = (
+        list(model.trainable_variables)
+        + list(model.non_trainable_variables)
+        + list(model.metrics_variables)
+    )
+    values = list(trainable) + list(non_trainable) + list(metrics_vars)
+    keep = list(model.attack_seed_variables) + list(model.metrics_variables)
+    logs, updated = run_stateless(
+        variables, values, lambda: model.evaluate_batch(x, y, sample_weight), keep=keep
+    )
+    n_t, n_nt = len(trainable), len(non_trainable)
+    return logs, (trainable, updated[n_t:n_t + n_nt], updated[n_t + n_nt:])

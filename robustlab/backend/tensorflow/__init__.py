@@ -1,0 +1,6 @@
+"""TensorFlow implementations of robustlab's backend-specific pieces."""
+
+from robustlab.backend.tensorflow.autodiff import compile_attack
+from robustlab.backend.tensorflow.autodiff import input_gradient
+from robustlab.backend.tensorflow.trainer import adversarial_test_step
+from robustlab.backend.tensorflow.trainer import adversarial_train_step

@@ -1,0 +1,82 @@
+"""The adversarial train and test steps on TensorFlow.
+
+The steps compose the backend-agnostic pieces of `AdversarialModel`
+(crafting, AWP's perturbation, metric updates); what is TensorFlow's own is
+the gradient tape and how the perturbed weights enter the forward pass.
+"""
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as loss_module
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+
+def _batch_size(x):
+    return tf.shape(x)[0]
+
+
+def _objective_and_prediction(model, x, y, sample_weight):
+    y_pred = model(x, training=True)
+    loss = model._compute_loss(
+        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+    )
+    return loss, y_pred
+
+
+def adversarial_train_step(model, data):
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x_adv = model.craft_adversarial_batch(x, y)
+    variables = model.trainable_variables
+    optimizer = model.optimizer
+    perturbed_loss = gamma = None
+
+    if model.awp is None:
+        with tf.GradientTape() as tape:
+            loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
+            unscaled = loss_module.unscale_loss_for_distribution(loss)
+            loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(loss, variables)
+        y_pred_at_w = y_pred
+    else:
+        # Gradient at w, for the direction of v. The forward pass must not
+        # move BatchNorm's statistics: the stateless scope drops its writes.
+        with tf.GradientTape() as tape:
+            with keras.StatelessScope():
+                loss_w, y_pred_at_w = _objective_and_prediction(
+                    model, x_adv, y, sample_weight
+                )
+        gradients_w = tape.gradient(loss_w, variables)
+        gamma = model.awp_gamma.value
+        weights = [v.value for v in variables]
+        deltas = model.awp_perturbation(weights, gradients_w, gamma)
+        # The perturbed weights live only inside the scope: w itself is never
+        # written, so nothing of v can remain after the step.
+        perturbed = {
+            id(v): w + d for v, w, d in zip(variables, weights, deltas) if d is not None
+        }
+        sources = [perturbed.get(id(v), v) for v in variables]
+        mapping = [(v, perturbed[id(v)]) for v in variables if id(v) in perturbed]
+        with tf.GradientTape() as tape:
+            tape.watch(list(perturbed.values()))
+            with keras.StatelessScope(state_mapping=mapping) as scope:
+                loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
+                perturbed_loss = model.data_loss(y, y_pred, sample_weight)
+            unscaled = loss_module.unscale_loss_for_distribution(loss)
+            loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(loss, sources)
+        for v in model.non_trainable_variables:
+            value = scope.get_current_value(v)
+            if value is not None:
+                v.assign(value)
+
+    optimizer.apply_gradients(zip(gradients, variables))
+    return model.update_training_metrics(
+        y, y_pred_at_w, sample_weight, unscaled, _batch_size(x),
+        perturbed_loss=perturbed_loss, gamma=gamma,
+    )
+
+
+def adversarial_test_step(model, data):
+    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    return model.evaluate_batch(x, y, sample_weight)
+

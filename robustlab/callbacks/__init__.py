@@ -1,0 +1,4 @@
+"""Keras callbacks of robustlab: each writes what it measures into `logs`."""
+
+from robustlab.callbacks.non_finite_loss import NonFiniteLossError
+from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss

@@ -1,0 +1,47 @@
+"""Stop training with a clear error when the loss stops being finite."""
+
+import math
+
+import keras
+
+
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raise `NonFiniteLossError` as soon as a batch's loss is NaN or inf.
+
+    Keras's `TerminateOnNaN` stops quietly; an adversarial run that diverged
+    (a learning rate too large for the curvature, say) should say so instead
+    of returning a History that looks like a finished run.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    >>> model.compile("sgd", "mse")
+    >>> try:
+    ...     model.fit(np.array([[np.nan]]), np.array([[0.0]]), verbose=0,
+    ...               callbacks=[StopOnNonFiniteLoss()])
+    ... except NonFiniteLossError as error:
+    ...     print(str(error).split(".")[0])
+    The training loss became non-finite at epoch 0, batch 0
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None:
+            return
+        value = float(keras.ops.convert_to_numpy(loss))
+        if not math.isfinite(value):
+            self.model.stop_training = True
+            raise NonFiniteLossError(
+                "The training loss became non-finite at epoch "
+                f"{getattr(self, '_epoch', 0)}, batch {batch}. Lower the learning "
+                "rate, check the inputs for NaN, or check the loss for log(0) on "
+                f"probabilities. Received: loss={value}"
+            )

@@ -1,0 +1,181 @@
+"""Argument checks shared by the public entry points.
+
+Every check raises `ValueError` (or `TypeError` for a wrong type) that names the
+argument and the allowed range and ends, as Keras's own errors do, with
+"Received: name=value". Nothing is clamped or silently fixed.
+"""
+
+import math
+import numbers
+import weakref
+
+import keras
+import numpy as np
+
+
+def _received(name, value):
+    return f"Received: {name}={value!r}"
+
+
+def _is_real_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_finite_at_least(name, value, minimum):
+    if not _is_real_number(value) or not math.isfinite(value) or value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be a finite number >= {minimum:g}. "
+            + _received(name, value)
+        )
+    return float(value)
+
+
+def check_finite_positive(name, value):
+    if not _is_real_number(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(
+            f"Argument `{name}` must be a finite number > 0. "
+            + _received(name, value)
+        )
+    return float(value)
+
+
+def check_int_at_least(name, value, minimum):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(
+            f"Argument `{name}` must be an integer >= {minimum}. "
+            + _received(name, value)
+        )
+    if value < minimum:
+        raise ValueError(
+            f"Argument `{name}` must be an integer >= {minimum}. "
+            + _received(name, value)
+        )
+    return int(value)
+
+
+def check_value_range(value_range):
+    if value_range is None:
+        return None
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(
+            "Argument `value_range` must be None or a pair (low, high) of "
+            "finite numbers with low < high. " + _received("value_range", value_range)
+        ) from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise ValueError(
+            "Argument `value_range` must be None or a pair (low, high) of "
+            "finite numbers with low < high. " + _received("value_range", value_range)
+        )
+    return (low, high)
+
+
+def check_inputs(x, value_range, name="x"):
+    """Inputs must be finite and, when a value range is declared, inside it."""
+    x = np.asarray(x)
+    if x.size == 0:
+        raise ValueError(
+            f"Argument `{name}` must hold at least one example. "
+            f"Received: {name} with shape {x.shape}"
+        )
+    if not np.issubdtype(x.dtype, np.number):
+        raise TypeError(
+            f"Argument `{name}` must be numeric. Received: {name} of dtype {x.dtype}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ValueError(
+            f"Argument `{name}` must be finite (no NaN or inf). "
+            f"Received: {name} with {int(np.sum(~np.isfinite(x)))} non-finite values"
+        )
+    if value_range is not None:
+        low, high = value_range
+        x_min, x_max = float(np.min(x)), float(np.max(x))
+        if x_min < low or x_max > high:
+            raise ValueError(
+                f"Argument `{name}` must lie inside value_range=({low:g}, "
+                f"{high:g}); scale the data or declare its range with "
+                f"`value_range=`. Received: {name} with values in "
+                f"[{x_min:g}, {x_max:g}]"
+            )
+
+
+def check_labels(y, num_classes, num_examples, name="y"):
+    """Labels must be class indices in [0, num_classes) or one-hot rows.
+
+    Returns:
+        True when the labels are sparse class indices, False when one-hot.
+    """
+    y = np.asarray(y)
+    if len(y) != num_examples:
+        raise ValueError(
+            f"Argument `{name}` must have one label per input ({num_examples}). "
+            f"Received: {name} with shape {y.shape}"
+        )
+    if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
+        if not np.all(np.isfinite(y)) or np.any(y < 0):
+            raise ValueError(
+                f"One-hot labels `{name}` must be finite and non-negative. "
+                f"Received: {name} with min {float(np.nanmin(y)):g}"
+            )
+        if not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
+            raise ValueError(
+                f"One-hot labels `{name}` must sum to 1 along the class axis. "
+                f"Received: {name} with row sums in "
+                f"[{float(y.sum(1).min()):g}, {float(y.sum(1).max()):g}]"
+            )
+        return False
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must be class indices of shape (n,) or (n, 1), "
+            f"or one-hot of shape (n, {num_classes}) to fit the model's "
+            f"{num_classes} outputs. Received: {name} with shape {y.shape}"
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(
+                f"Class-index labels `{name}` must be whole numbers. "
+                f"Received: {name} with non-integer values"
+            )
+    elif not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(
+            f"Labels `{name}` must be integers or one-hot floats. "
+            f"Received: {name} of dtype {y.dtype}"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"Labels `{name}` must be class indices in [0, {num_classes - 1}] to "
+            f"fit the model's {num_classes} outputs. Received: {name} with "
+            f"values in [{y.min()}, {y.max()}]"
+        )
+    return True
+
+
+_NUM_CLASSES = weakref.WeakKeyDictionary()
+
+
+def check_classifier(model, example_batch):
+    """The model must map a batch to a single `(batch, classes)` output with
+    at least two classes. Returns the number of classes."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a keras.Model classifier. "
+            + _received("model", type(model).__name__)
+        )
+    cached = _NUM_CLASSES.get(model)
+    if cached is not None:
+        return cached
+    spec = model.compute_output_spec(
+        keras.KerasTensor(tuple(example_batch.shape), dtype=str(example_batch.dtype))
+    )
+    shape = getattr(spec, "shape", None)
+    if shape is None or len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(
+            "Argument `model` must be a classifier with one output of shape "
+            "(batch, classes) and at least 2 classes. "
+            f"Received: model with output {getattr(spec, 'shape', spec)!r}"
+        )
+    _NUM_CLASSES[model] = int(shape[-1])
+    return int(shape[-1])
