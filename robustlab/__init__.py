@@ -19,10 +19,24 @@ from robustlab import backend as _backend
 _backend.check_supported()
 
 from robustlab import attacks  # noqa: E402
+from robustlab import callbacks  # noqa: E402
+from robustlab import data  # noqa: E402
+from robustlab import models  # noqa: E402
+from robustlab import schedules  # noqa: E402
 from robustlab.adversarial import AdversarialModel  # noqa: E402
 from robustlab.attacks import PGD  # noqa: E402
 from robustlab.awp import AWP  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["AWP", "AdversarialModel", "PGD", "attacks", "__version__"]
+__all__ = [
+    "AWP",
+    "AdversarialModel",
+    "PGD",
+    "__version__",
+    "attacks",
+    "callbacks",
+    "data",
+    "models",
+    "schedules",
+]

@@ -178,6 +178,14 @@ class AdversarialModel(keras.Model):
         self._labels_sparse = sparse
         self._compile_config.config["metrics"] = self._user_metrics
 
+    def compile_from_config(self, config):
+        # Keras skips this for models that override `compile`; this one's
+        # compile takes exactly the saved arguments.
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built:
+            self.optimizer.build(self.trainable_variables)
+
     @property
     def metrics(self):
         if not self.compiled:
@@ -297,6 +305,7 @@ class AdversarialModel(keras.Model):
                 )
                 callbacks.append(x.epoch_callback())
                 y = sample_weight = batch_size = None
+                shuffle = False  # Keras would reorder the batches again
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")

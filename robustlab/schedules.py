@@ -1,0 +1,76 @@
+"""Learning-rate schedules expressed in epochs.
+
+Robust overfitting is a story about one event, the learning-rate drop, so the
+schedule is stated the way the papers state it: "0.1, divided by 10 at epoch
+100 and again at 150". `PiecewiseConstant` is that schedule; `callback()` makes
+the Keras callback that applies it at the start of each epoch (and logs
+`learning_rate`), and `per_step` expands it to one learning rate per
+optimizer step, which is what the posterior-covariance recursion consumes.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from robustlab import validation
+
+
+@dataclasses.dataclass(frozen=True)
+class PiecewiseConstant:
+    """lr(epoch) = initial * factor ** (number of drop epochs <= epoch).
+
+    Args:
+        initial: the learning rate of epoch 0, finite and > 0.
+        drop_epochs: 0-based epochs at whose start the rate is multiplied by
+            `factor` (strictly increasing integers >= 1).
+        factor: the drop factor, in (0, 1].
+
+    Example:
+
+    >>> schedule = PiecewiseConstant(0.2, drop_epochs=(40,), factor=0.1)
+    >>> [round(schedule(e), 6) for e in (0, 39, 40, 99)]
+    [0.2, 0.2, 0.02, 0.02]
+    >>> schedule.per_step(steps_per_epoch=2, epochs=2).tolist()
+    [0.2, 0.2, 0.2, 0.2]
+    """
+
+    initial: float
+    drop_epochs: tuple = ()
+    factor: float = 0.1
+
+    def __post_init__(self):
+        validation.check_finite_positive("initial", self.initial)
+        drops = tuple(self.drop_epochs)
+        for epoch in drops:
+            validation.check_int_at_least("drop_epochs", epoch, 1)
+        if any(b <= a for a, b in zip(drops, drops[1:])):
+            raise ValueError(
+                "Argument `drop_epochs` must be strictly increasing. "
+                f"Received: drop_epochs={drops!r}"
+            )
+        factor = validation.check_finite_positive("factor", self.factor)
+        if factor > 1:
+            raise ValueError(
+                "Argument `factor` must be in (0, 1]. "
+                f"Received: factor={self.factor!r}"
+            )
+        object.__setattr__(self, "drop_epochs", tuple(int(e) for e in drops))
+        object.__setattr__(self, "initial", float(self.initial))
+        object.__setattr__(self, "factor", factor)
+
+    def __call__(self, epoch, lr=None):
+        drops = sum(1 for e in self.drop_epochs if e <= epoch)
+        return self.initial * self.factor**drops
+
+    def per_step(self, steps_per_epoch, epochs):
+        """One learning rate per optimizer step over `epochs` epochs."""
+        validation.check_int_at_least("steps_per_epoch", steps_per_epoch, 1)
+        validation.check_int_at_least("epochs", epochs, 1)
+        return np.repeat(
+            [self(e) for e in range(epochs)], steps_per_epoch
+        ).astype("float64")
+
+    def callback(self):
+        """A `keras.callbacks.LearningRateScheduler` applying this schedule."""
+        return keras.callbacks.LearningRateScheduler(self)

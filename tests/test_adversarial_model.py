@@ -1,0 +1,276 @@
+"""Specifications of AdversarialModel: PGD adversarial training in model.fit."""
+
+import csv
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import robustlab
+from robustlab import attacks
+from robustlab.callbacks import NonFiniteLossError
+from tests.conftest import softmax_regression
+from tests.test_attacks import B3
+from tests.test_attacks import W3
+from tests.test_attacks import X6
+from tests.test_attacks import Y6
+from tests.test_attacks import softmax
+
+LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def adversarial(net, attack=None, **kwargs):
+    attack = attack or robustlab.PGD(eps=0.1, steps=3)
+    return robustlab.AdversarialModel(net, attack=attack, **kwargs)
+
+
+def compiled(net, lr=0.1, attack=None, metrics=("accuracy",), **kwargs):
+    model = adversarial(net, attack, **kwargs)
+    model.compile(keras.optimizers.SGD(lr), LOGITS_CE, metrics=list(metrics))
+    return model
+
+
+def small_cnn_model(seed=0, **kwargs):
+    return compiled(robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=seed),
+                    seed=seed, **kwargs)
+
+
+# -- the step ---------------------------------------------------------------------
+
+
+def test_one_step_descends_the_closed_form_gradient_at_the_pgd_examples():
+    # Softmax regression: dCE/dW = x^T (p - onehot) / B, dCE/db = mean(p - onehot).
+    attack = robustlab.PGD(eps=0.1, steps=3, random_start=False)
+    x_adv = attacks.pgd(softmax_regression(W3, B3), X6, Y6, **attack.get_config())
+    p = softmax(x_adv.astype("float64") @ W3 + B3)
+    p[np.arange(len(Y6)), Y6] -= 1.0
+    expected_w = W3 - 0.5 * x_adv.T.astype("float64") @ p / len(Y6)
+    expected_b = B3 - 0.5 * p.mean(axis=0)
+
+    model = compiled(softmax_regression(W3, B3), lr=0.5, attack=attack)
+    model.fit(X6, Y6, batch_size=len(Y6), epochs=1, shuffle=False, verbose=0)
+    w, b = model.model.get_weights()
+    np.testing.assert_allclose(w, expected_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, expected_b, rtol=1e-5, atol=1e-6)
+
+
+def test_training_logs_name_what_they_measure():
+    model = compiled(softmax_regression(W3, B3))
+    history = model.fit(X6, Y6, batch_size=8, epochs=2, verbose=0,
+                        validation_data=(X6, Y6))
+    assert sorted(history.history) == sorted([
+        "loss", "robust_loss", "robust_accuracy",
+        "val_loss", "val_robust_loss", "val_robust_accuracy",
+        "val_clean_loss", "val_clean_accuracy",
+    ])
+    assert len(history.history["loss"]) == 2
+
+
+def test_evaluate_reports_clean_numbers_equal_to_the_plain_model():
+    net = softmax_regression(W3, B3)
+    model = compiled(net)
+    logs = model.evaluate(X6, Y6, verbose=0, return_dict=True)
+    logits = net.predict(X6, verbose=0)
+    assert logs["clean_loss"] == pytest.approx(float(LOGITS_CE(Y6, logits)), rel=1e-5)
+    assert logs["clean_accuracy"] == pytest.approx(np.mean(logits.argmax(1) == Y6))
+    assert logs["robust_loss"] > logs["clean_loss"]
+    assert logs["robust_accuracy"] <= logs["clean_accuracy"]
+
+
+def test_evaluate_reports_the_robust_loss_of_the_eval_attack():
+    net = softmax_regression(W3, B3)
+    eval_attack = robustlab.PGD(eps=0.1, steps=5, random_start=False)
+    model = compiled(net, eval_attack=eval_attack)
+    logs = model.evaluate(X6, Y6, batch_size=len(X6), verbose=0, return_dict=True)
+    x_adv = attacks.pgd(net, X6, Y6, **eval_attack.get_config())
+    expected = float(LOGITS_CE(Y6, net.predict(x_adv, verbose=0)))
+    assert logs["robust_loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_predict_gives_the_clean_outputs_of_the_wrapped_model():
+    net = softmax_regression(W3, B3)
+    np.testing.assert_allclose(compiled(net).predict(X6, verbose=0),
+                               net.predict(X6, verbose=0), rtol=1e-6)
+
+
+def test_jit_compile_trains_to_the_same_weights():
+    def train(jit):
+        model = compiled(softmax_regression(W3, B3),
+                         attack=robustlab.PGD(eps=0.1, steps=3, random_start=False))
+        model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=["accuracy"],
+                      jit_compile=jit)
+        model.fit(X6, Y6, batch_size=8, epochs=2, verbose=0)
+        return model.model.get_weights()
+
+    for a, b in zip(train(False), train(True)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_tf_data_datasets_train_and_evaluate():
+    model = compiled(softmax_regression(W3, B3))
+    data = tf.data.Dataset.from_tensor_slices((X6, Y6)).batch(8)
+    history = model.fit(data, epochs=2, verbose=0, validation_data=data)
+    assert np.isfinite(history.history["val_robust_loss"]).all()
+    assert set(model.evaluate(data, verbose=0, return_dict=True)) >= {
+        "clean_accuracy", "robust_accuracy"}
+
+
+# -- determinism ------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_identical_histories(digits):
+    def run():
+        model = small_cnn_model(seed=3)
+        return model.fit(digits.x_train[:256], digits.y_train[:256], batch_size=64,
+                         epochs=2, verbose=0,
+                         validation_data=(digits.x_test[:128], digits.y_test[:128])
+                         ).history
+
+    assert run() == run()
+
+
+def test_another_seed_gives_other_numbers(digits):
+    def run(seed):
+        return small_cnn_model(seed=seed).fit(
+            digits.x_train[:256], digits.y_train[:256], batch_size=64, epochs=1,
+            verbose=0).history["loss"]
+
+    assert run(1) != run(2)
+
+
+# -- callbacks, saving, resuming ------------------------------------------------------
+
+
+def test_csv_logger_and_tensorboard_see_the_robust_metrics(tmp_path, digits):
+    model = small_cnn_model()
+    model.fit(digits.x_train[:128], digits.y_train[:128], batch_size=64, epochs=2,
+              verbose=0, validation_data=(digits.x_test[:64], digits.y_test[:64]),
+              callbacks=[keras.callbacks.CSVLogger(str(tmp_path / "log.csv")),
+                         keras.callbacks.TensorBoard(str(tmp_path / "tb"))])
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert {"robust_accuracy", "val_clean_accuracy", "val_robust_loss"} <= set(rows[0])
+    event_files = [f for _, _, fs in os.walk(tmp_path / "tb") for f in fs
+                   if "tfevents" in f]
+    assert event_files
+
+
+def test_saving_and_loading_keeps_config_weights_and_attack_state(tmp_path, digits):
+    model = small_cnn_model()
+    model.fit(digits.x_train[:128], digits.y_train[:128], batch_size=64, epochs=1,
+              verbose=0)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, robustlab.AdversarialModel)
+    assert loaded.attack == model.attack
+    np.testing.assert_allclose(loaded.predict(digits.x_test[:32], verbose=0),
+                               model.predict(digits.x_test[:32], verbose=0), rtol=1e-6)
+    a = model.evaluate(digits.x_test[:64], digits.y_test[:64], verbose=0, return_dict=True)
+    b = loaded.evaluate(digits.x_test[:64], digits.y_test[:64], verbose=0, return_dict=True)
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise RuntimeError("interrupted")
+
+
+def test_backup_and_restore_resumes_to_the_same_history(tmp_path, digits):
+    x, y = digits.x_train[:192], digits.y_train[:192]
+    val = (digits.x_test[:64], digits.y_test[:64])
+    schedule = robustlab.schedules.PiecewiseConstant(0.1, drop_epochs=(2,))
+
+    def fit(model, *callbacks):
+        return model.fit(x, y, batch_size=64, epochs=4, verbose=0, validation_data=val,
+                         callbacks=[schedule.callback(), *callbacks]).history
+
+    uninterrupted = fit(small_cnn_model())
+    backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(small_cnn_model(), backup, _Interrupt(at_epoch=2))
+    resumed = fit(small_cnn_model(), keras.callbacks.BackupAndRestore(
+        str(tmp_path / "backup")))
+    for key, values in resumed.items():
+        np.testing.assert_allclose(values, uninterrupted[key][2:], rtol=1e-6,
+                                   err_msg=key)
+
+
+# -- learning signal ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_adversarial_training_beats_standard_training_on_robust_accuracy(digits):
+    attack = robustlab.PGD(eps=0.1, steps=3)
+    x_test, y_test = digits.x_test[:400], digits.y_test[:400]
+
+    def robust_accuracy(train_attack_eps):
+        net = robustlab.models.small_cnn(filters=(8, 16), dense=64, seed=0)
+        model = compiled(net, lr=0.05, attack=robustlab.PGD(
+            eps=train_attack_eps, steps=3, random_start=train_attack_eps > 0),
+            eval_attack=robustlab.PGD(eps=0.1, steps=10))
+        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOGITS_CE,
+                      metrics=["accuracy"])
+        model.fit(digits.x_train, digits.y_train, batch_size=64, epochs=12, verbose=0)
+        return model.evaluate(x_test, y_test, verbose=0, return_dict=True)
+
+    standard = robust_accuracy(0.0)
+    robust = robust_accuracy(attack.eps)
+    assert standard["clean_accuracy"] > 0.9
+    assert robust["robust_accuracy"] > standard["robust_accuracy"] + 0.2
+
+
+# -- bad input and faults ---------------------------------------------------------------
+
+
+def test_training_inputs_outside_the_value_range_are_rejected():
+    model = compiled(softmax_regression(W3, B3))
+    with pytest.raises(ValueError, match=r"`x` must lie inside value_range"):
+        model.fit(X6 * 255.0, Y6, verbose=0)
+
+
+def test_training_labels_that_do_not_fit_the_output_are_rejected():
+    model = compiled(softmax_regression(W3, B3))
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\]"):
+        model.fit(X6, Y6 + 1, verbose=0)
+
+
+def test_validation_data_is_checked_too():
+    model = compiled(softmax_regression(W3, B3))
+    with pytest.raises(ValueError, match=r"`validation_data\[0\]` must lie inside"):
+        model.fit(X6, Y6, verbose=0, validation_data=(X6 + 5.0, Y6))
+
+
+def test_a_regression_model_is_rejected_at_construction():
+    regression = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match=r"classifier.*at least 2 classes"):
+        adversarial(regression)
+
+
+def test_a_non_model_and_a_non_attack_are_rejected():
+    with pytest.raises(TypeError, match=r"`model` must be a keras.Model"):
+        robustlab.AdversarialModel(lambda x: x, attack=robustlab.PGD(0.1))
+    with pytest.raises(TypeError, match=r"`attack` must be a robustlab.PGD"):
+        robustlab.AdversarialModel(softmax_regression(W3, B3), attack=0.1)
+
+
+def test_compile_requires_a_loss():
+    with pytest.raises(ValueError, match=r"`loss`.*required.*Received: loss=None"):
+        adversarial(softmax_regression(W3, B3)).compile("sgd")
+
+
+def test_a_nan_loss_stops_training_with_a_clear_error():
+    x = X6.copy()
+    x[3, 1] = np.nan  # a tf.data pipeline is not scanned up front
+    model = compiled(softmax_regression(W3, B3))
+    data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0"):
+        model.fit(data, epochs=3, verbose=0)

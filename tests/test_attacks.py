@@ -1,0 +1,269 @@
+"""Specifications of robustlab.attacks: PGD and FGSM on Keras classifiers."""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+import robustlab
+from robustlab import attacks
+from tests.conftest import softmax_regression
+
+RNG = np.random.default_rng(1234)
+W3 = RNG.normal(size=(6, 3)).astype("float32")
+B3 = RNG.normal(size=3).astype("float32")
+X6 = RNG.uniform(0.0, 1.0, size=(16, 6)).astype("float32")
+Y6 = RNG.integers(0, 3, size=16)
+
+
+def softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def input_gradient_of_cross_entropy(weights, bias, x, y):
+    """d CE(softmax(x W + b), y) / d x = (p - onehot(y)) W^T, per example."""
+    p = softmax(x.astype("float64") @ weights + bias)
+    p[np.arange(len(y)), y] -= 1.0
+    return p @ weights.T
+
+
+def ulp_slack(x):
+    """Float32 rounding of x +/- eps can land one ulp outside the ball."""
+    return 4 * np.finfo(np.float32).eps * max(1.0, float(np.max(np.abs(x))))
+
+
+# -- the projection invariants ---------------------------------------------------
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    eps=st.floats(0.0, 0.6),
+    steps=st.integers(1, 4),
+    norm=st.sampled_from(["linf", "l2"]),
+    random_start=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_pgd_stays_inside_the_ball_and_the_value_range(eps, steps, norm, random_start, seed):
+    model = softmax_regression(W3, B3)
+    x_adv = attacks.pgd(model, X6, Y6, eps=eps, steps=steps, norm=norm,
+                        random_start=random_start, seed=seed)
+    delta = (x_adv - X6).reshape(len(X6), -1)
+    if norm == "linf":
+        assert np.max(np.abs(delta)) <= eps + ulp_slack(X6)
+    else:
+        assert np.max(np.linalg.norm(delta, axis=1)) <= eps * (1 + 1e-5) + ulp_slack(X6)
+    assert x_adv.min() >= 0.0 and x_adv.max() <= 1.0
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_every_pgd_iterate_stays_inside_the_ball(norm):
+    model = softmax_regression(W3, B3)
+    eps = 0.3
+    for k in range(1, 7):
+        # The same seed gives the same random start, so PGD-k is iterate k.
+        x_k = attacks.pgd(model, X6, Y6, eps=eps, step_size=0.2, steps=k,
+                          norm=norm, seed=7)
+        delta = (x_k - X6).reshape(len(X6), -1)
+        size = np.abs(delta).max(1) if norm == "linf" else np.linalg.norm(delta, axis=1)
+        assert size.max() <= eps * (1 + 1e-5) + ulp_slack(X6)
+        assert 0.0 <= x_k.min() and x_k.max() <= 1.0
+
+
+# -- FGSM and closed forms -------------------------------------------------------
+
+
+def test_fgsm_is_one_signed_gradient_step_clipped_to_the_value_range():
+    model = softmax_regression(W3, B3)
+    eps = np.float32(0.05)
+    grad = input_gradient_of_cross_entropy(W3, B3, X6, Y6)
+    expected = np.clip(X6 + eps * np.sign(grad).astype("float32"), 0.0, 1.0)
+    np.testing.assert_array_equal(attacks.fgsm(model, X6, Y6, eps=0.05), expected)
+
+
+def test_pgd_one_step_of_size_eps_without_random_start_equals_fgsm():
+    model = softmax_regression(W3, B3)
+    pgd = attacks.pgd(model, X6, Y6, eps=0.05, step_size=0.05, steps=1,
+                      random_start=False)
+    np.testing.assert_array_equal(pgd, attacks.fgsm(model, X6, Y6, eps=0.05))
+
+
+def two_class_model():
+    weights = np.array([[1.0, -0.5], [-2.0, 0.3], [0.5, -0.7], [0.2, -1.0]], "float32")
+    return weights, np.array([0.1, -0.2], "float32")
+
+
+def test_linf_pgd_finds_the_closed_form_worst_case_of_a_linear_model():
+    # For two classes the loss only depends on the margin x.(w_y - w_o) + c, so
+    # the worst case in the L-inf ball is the corner x - eps sign(w_y - w_o).
+    weights, bias = two_class_model()
+    x = np.random.default_rng(0).uniform(0, 1, (32, 4)).astype("float32")
+    y = np.arange(32) % 2
+    direction = weights[:, y].T - weights[:, 1 - y].T
+    expected = x - np.float32(0.1) * np.sign(direction)
+    x_adv = attacks.pgd(softmax_regression(weights, bias), x, y, eps=0.1, steps=10,
+                        value_range=None, seed=3)
+    np.testing.assert_allclose(x_adv, expected, rtol=0, atol=1e-7)
+
+
+def test_l2_pgd_finds_the_closed_form_worst_case_of_a_linear_model():
+    weights, bias = two_class_model()
+    x = np.random.default_rng(1).uniform(0, 1, (32, 4)).astype("float32")
+    y = np.arange(32) % 2
+    direction = weights[:, y].T - weights[:, 1 - y].T
+    unit = direction / np.linalg.norm(direction, axis=1, keepdims=True)
+    expected = x - 0.25 * unit
+    x_adv = attacks.pgd(softmax_regression(weights, bias), x, y, eps=0.25, steps=8,
+                        norm="l2", random_start=False, value_range=None)
+    np.testing.assert_allclose(x_adv, expected, rtol=0, atol=2e-6)
+
+
+def test_pgd_ascends_the_loss_on_a_trained_model(digits):
+    keras.utils.set_random_seed(0)
+    model = robustlab.models.mlp(hidden=(64,), seed=0)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss)
+    model.fit(digits.x_train, digits.y_train, epochs=15, batch_size=64, verbose=0)
+    x, y = digits.x_test[:300], digits.y_test[:300]
+
+    def mean_loss(inputs):
+        return float(loss(y, model.predict(inputs, verbose=0)))
+
+    clean = mean_loss(x)
+    fgsm = mean_loss(attacks.fgsm(model, x, y, eps=0.1))
+    pgd = mean_loss(attacks.pgd(model, x, y, eps=0.1, steps=10, seed=0))
+    assert pgd >= fgsm >= clean
+    assert pgd > 2 * clean
+
+
+# -- what the attack reads and changes -----------------------------------------------
+
+
+def test_the_same_seed_gives_the_same_examples_and_another_seed_others():
+    model = softmax_regression(W3, B3)
+    a = attacks.pgd(model, X6, Y6, eps=0.2, steps=2, seed=5)
+    b = attacks.pgd(model, X6, Y6, eps=0.2, steps=2, seed=5)
+    c = attacks.pgd(model, X6, Y6, eps=0.2, steps=2, seed=6)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_batching_does_not_change_an_attack_without_random_start():
+    model = softmax_regression(W3, B3)
+    whole = attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False)
+    batched = attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False,
+                          batch_size=5)
+    np.testing.assert_array_equal(whole, batched)
+
+
+def test_the_attack_leaves_the_weights_unchanged():
+    model = softmax_regression(W3, B3)
+    before = [w.copy() for w in model.get_weights()]
+    attacks.pgd(model, X6, Y6, eps=0.2, steps=3, seed=0)
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_attack_runs_dropout_and_batchnorm_in_inference_mode():
+    inputs = keras.Input((6,))
+    hidden = keras.layers.BatchNormalization()(keras.layers.Dense(8)(inputs))
+    outputs = keras.layers.Dense(3)(keras.layers.Dropout(0.5)(hidden))
+    model = keras.Model(inputs, outputs)
+    stats = [w.copy() for w in model.get_weights()]
+    a = attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False)
+    b = attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False)
+    np.testing.assert_array_equal(a, b)  # Dropout would make these differ
+    attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False, training=True)
+    for before, after in zip(stats, model.get_weights()):
+        np.testing.assert_array_equal(before, after)  # no BatchNorm update
+
+
+def test_a_softmax_output_is_attacked_as_probabilities():
+    logits_model = softmax_regression(W3, B3)
+    probs_model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(3, activation="softmax")]
+    )
+    probs_model.set_weights([W3, B3])
+    assert attacks.final_activation_is_softmax(probs_model)
+    assert not attacks.final_activation_is_softmax(logits_model)
+    np.testing.assert_array_equal(
+        attacks.pgd(logits_model, X6, Y6, eps=0.1, steps=3, random_start=False),
+        attacks.pgd(probs_model, X6, Y6, eps=0.1, steps=3, random_start=False),
+    )
+
+
+def test_one_hot_labels_give_the_same_attack_as_class_indices():
+    model = softmax_regression(W3, B3)
+    one_hot = np.eye(3, dtype="float32")[Y6]
+    np.testing.assert_array_equal(
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, random_start=False),
+        attacks.pgd(model, X6, one_hot, eps=0.1, steps=2, random_start=False),
+    )
+
+
+def test_pgd_config_object_calls_pgd():
+    model = softmax_regression(W3, B3)
+    config = robustlab.PGD(eps=0.1, steps=2, random_start=False)
+    np.testing.assert_array_equal(
+        config(model, X6, Y6),
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, random_start=False),
+    )
+    assert robustlab.PGD.from_config(config.get_config()) == config
+
+
+# -- bad input ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eps": -0.1}, r"`eps`.*>= 0.*Received: eps=-0.1"),
+        ({"eps": float("nan")}, r"`eps`.*finite.*Received: eps=nan"),
+        ({"eps": float("inf")}, r"`eps`.*finite.*Received: eps=inf"),
+        ({"eps": 0.1, "steps": 0}, r"`steps`.*>= 1.*Received: steps=0"),
+        ({"eps": 0.1, "step_size": 0.0}, r"`step_size`.*> 0.*Received: step_size=0.0"),
+        ({"eps": 0.1, "step_size": -1.0}, r"`step_size`.*Received: step_size=-1.0"),
+        ({"eps": 0.1, "norm": "l1"}, r"`norm`.*Received: norm='l1'"),
+        ({"eps": 0.1, "value_range": (1.0, 0.0)}, r"`value_range`.*Received"),
+    ],
+)
+def test_bad_attack_arguments_raise_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        robustlab.PGD(**kwargs)
+
+
+def test_non_integer_steps_raise_type_error():
+    with pytest.raises(TypeError, match=r"`steps`.*Received: steps=2.5"):
+        robustlab.PGD(eps=0.1, steps=2.5)
+
+
+def test_inputs_outside_the_value_range_are_rejected():
+    model = softmax_regression(W3, B3)
+    x = np.concatenate([X6, [[2.0] * 6]]).astype("float32")
+    with pytest.raises(ValueError, match=r"value_range=\(0, 1\).*\[0.*, 2\]"):
+        attacks.pgd(model, x, np.concatenate([Y6, [0]]), eps=0.1)
+
+
+def test_labels_that_do_not_fit_the_model_output_are_rejected():
+    model = softmax_regression(W3, B3)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 2\].*\[1, 3\]"):
+        attacks.pgd(model, X6, np.where(Y6 == 0, 3, Y6), eps=0.1)
+    with pytest.raises(ValueError, match=r"one label per input"):
+        attacks.pgd(model, X6, Y6[:3], eps=0.1)
+
+
+def test_a_model_that_is_not_a_classifier_is_rejected():
+    regression = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
+    with pytest.raises(ValueError, match=r"classifier.*at least 2 classes"):
+        attacks.pgd(regression, X6, np.zeros(16), eps=0.1)
+
+
+def test_non_finite_inputs_are_rejected():
+    model = softmax_regression(W3, B3)
+    x = X6.copy()
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"`x` must be finite"):
+        attacks.pgd(model, x, Y6, eps=0.1)
