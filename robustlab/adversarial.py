@@ -27,6 +27,7 @@ seed gives the same numbers, also across an interrupted and resumed fit.
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import unscale_loss_for_distribution
 from keras.src.utils import tracking
 
 from robustlab import attacks
@@ -216,8 +217,12 @@ class AdversarialModel(keras.Model):
         return layerwise_relative_perturbation(weights, gradients, gamma, self._awp_mask)
 
     def data_loss(self, y, y_pred, sample_weight=None):
-        """The compiled loss alone (no regularisation losses)."""
-        return self._compile_loss(y, y_pred, sample_weight)
+        """The compiled loss alone (no regularisation losses), as the mean
+        over the whole batch also under a distribution strategy (Keras
+        divides each replica's loss by the number of replicas)."""
+        return unscale_loss_for_distribution(
+            self._compile_loss(y, y_pred, sample_weight)
+        )
 
     def update_training_metrics(
         self, y, y_pred, sample_weight, objective, batch_size, perturbed_loss=None,
@@ -247,9 +252,9 @@ class AdversarialModel(keras.Model):
         y_clean = self(x, training=False)
         y_adv = self(x_adv, training=False)
         batch_size = ops.shape(x)[0]
-        objective = self._compute_loss(
+        objective = unscale_loss_for_distribution(self._compute_loss(
             x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=False
-        )
+        ))
         self._loss_tracker.update_state(objective, sample_weight=batch_size)
         self._robust_loss_tracker.update_state(
             self.data_loss(y, y_adv, sample_weight), sample_weight=batch_size

@@ -46,6 +46,10 @@ def adversarial_train_step(model, data):
                     model, x_adv, y, sample_weight
                 )
         gradients_w = tape.gradient(loss_w, variables)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # v's direction is the gradient of the whole batch, not a shard's.
+            gradients_w = replica.all_reduce("sum", gradients_w)
         gamma = model.awp_gamma.value
         weights = [v.value for v in variables]
         deltas = model.awp_perturbation(weights, gradients_w, gamma)
