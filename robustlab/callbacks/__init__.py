@@ -2,3 +2,4 @@
 
 from robustlab.callbacks.non_finite_loss import NonFiniteLossError
 from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss
+from robustlab.callbacks.robust_evaluation import RobustEvaluation

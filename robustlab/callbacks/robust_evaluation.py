@@ -1,0 +1,61 @@
+"""Clean and robust evaluation of extra data at the end of chosen epochs."""
+
+import keras
+import numpy as np
+
+
+class RobustEvaluation(keras.callbacks.Callback):
+    """Evaluate an `AdversarialModel` on extra data and write the results into
+    `logs` under `prefix`.
+
+    Validation already gives the robust test numbers; this callback is for
+    the other side of the robust-overfitting picture, the robust accuracy on
+    (a fixed subset of) the *training* set, measured with the evaluation
+    attack and the model in inference mode, like the test set.
+
+    Place it before CSVLogger in the callback list (History and the progress
+    bar always come last).
+
+    Args:
+        x, y: the data (NumPy arrays).
+        prefix: log-key prefix, e.g. `"train_"` gives `train_robust_accuracy`.
+        every: evaluate every `every` epochs (and always on the last one).
+        batch_size: evaluation batch size.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=2))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True),
+    ...               metrics=["accuracy"])
+    >>> x = np.full((8, 4), 0.5, "float32"); y = np.arange(8) % 3
+    >>> h = model.fit(x, y, epochs=1, verbose=0,
+    ...               callbacks=[robustlab.callbacks.RobustEvaluation(x, y)])
+    >>> "train_robust_accuracy" in h.history
+    True
+    """
+
+    def __init__(self, x, y, prefix="train_", every=1, batch_size=256):
+        super().__init__()
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(
+                f"Argument `every` must be an integer >= 1. Received: every={every!r}"
+            )
+        self.x = np.asarray(x)
+        self.y = np.asarray(y)
+        self.prefix = prefix
+        self.every = every
+        self.batch_size = batch_size
+
+    def on_train_begin(self, logs=None):
+        self._last_epoch = self.params.get("epochs", 1) - 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or ((epoch + 1) % self.every and epoch != self._last_epoch):
+            return
+        results = self.model.evaluate(
+            self.x, self.y, batch_size=self.batch_size, verbose=0, return_dict=True
+        )
+        for key, value in results.items():
+            logs[self.prefix + key] = float(value)

@@ -1,0 +1,119 @@
+"""The `robustlab` command: reproduce the experiments.
+
+    robustlab list
+    robustlab train [--experiment quick] [--out runs/quick] [--seeds 0 1 ...]
+                    [--epochs N] [--awp-gamma G] [--label-noise P] [--quiet]
+
+`train` runs a named experiment (see `robustlab list`), prints a per-epoch
+table under a progress bar, and writes config.json, history.csv/json,
+summary.json and curves.png into the output folder (one sub-folder per seed
+when several are given, plus `seeds_summary.json` with means and standard
+errors across seeds). The Keras backend is chosen, as always with Keras, by
+the KERAS_BACKEND environment variable (tensorflow by default, or jax).
+"""
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _parser():
+    parser = argparse.ArgumentParser(
+        prog="robustlab",
+        description="Adversarial training and robust overfitting experiments.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the named experiments")
+    train = commands.add_parser("train", help="run an experiment")
+    train.add_argument("--experiment", default="quick",
+                       help="named experiment (default: quick)")
+    train.add_argument("--out", default=None,
+                       help="output folder (default: runs/<experiment>)")
+    train.add_argument("--seeds", type=int, nargs="+", default=None,
+                       help="model/attack seeds (default: the experiment's)")
+    train.add_argument("--epochs", type=int, default=None)
+    train.add_argument("--awp-gamma", type=float, default=None)
+    train.add_argument("--label-noise", type=float, default=None)
+    train.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    return parser
+
+
+def _experiment_from(args):
+    from robustlab import experiments
+
+    experiment = experiments.get(args.experiment)
+    changes = {}
+    if args.epochs is not None:
+        changes["epochs"] = args.epochs
+    if args.awp_gamma is not None:
+        changes["awp_gamma"] = args.awp_gamma
+    if args.label_noise is not None:
+        changes["label_noise"] = args.label_noise
+    return experiment.replace(**changes) if changes else experiment
+
+
+def _list():
+    from robustlab import experiments
+
+    for name, experiment in sorted(experiments.EXPERIMENTS.items()):
+        print(f"{name:14s} v{experiment.version}  {experiment.dataset}, "
+              f"{experiment.model}, {experiment.epochs} epochs, PGD-"
+              f"{experiment.train_steps} eps={experiment.eps:.4g}, "
+              f"label noise {experiment.label_noise:g}, AWP gamma "
+              f"{experiment.awp_gamma:g}")
+
+
+def seeds_summary(summaries):
+    """Mean and standard error across seeds of each numeric summary figure."""
+    result = {"seeds": len(summaries)}
+    for key in summaries[0]:
+        values = np.asarray([s[key] for s in summaries], dtype="float64")
+        result[key] = {
+            "mean": float(values.mean()),
+            "stderr": float(values.std(ddof=1) / np.sqrt(len(values)))
+            if len(values) > 1 else None,
+            "values": values.tolist(),
+        }
+    return result
+
+
+def _train(args):
+    from robustlab import experiments
+
+    experiment = _experiment_from(args)
+    out = args.out or os.path.join("runs", experiment.name)
+    seeds = args.seeds if args.seeds else [experiment.seed]
+    summaries = []
+    for seed in seeds:
+        folder = out if len(seeds) == 1 else os.path.join(out, f"seed{seed}")
+        if not args.quiet:
+            print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
+        _, summary = experiments.run(
+            experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1
+        )
+        summaries.append(summary)
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    if len(seeds) > 1:
+        aggregate = seeds_summary(summaries)
+        with open(os.path.join(out, "seeds_summary.json"), "w") as f:
+            json.dump(aggregate, f, indent=2, sort_keys=True)
+        gap = aggregate["robust_overfitting_gap"]
+        print(f"robust overfitting gap over {len(seeds)} seeds: "
+              f"{100 * gap['mean']:.1f} +/- {100 * gap['stderr']:.1f} points (s.e.)")
+    return 0
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if args.command == "list":
+        _list()
+        return 0
+    return _train(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,277 @@
+"""Named, versioned experiment configurations and the runner that reproduces
+them.
+
+An `Experiment` states everything a run depends on; `EXPERIMENTS` holds the
+named ones (their `version` changes whenever a setting does, and is written
+next to every result). `run` trains one experiment with `AdversarialModel` and
+writes into an output folder:
+
+- `config.json`: the experiment, the backend and the package version;
+- `history.csv` and `history.json`: one row per epoch of every logged number;
+- `summary.json`: the robust-overfitting figures of `summarize`;
+- `curves.png`: the learning curves (`robustlab.plots.learning_curves`).
+
+`"quick"` is DESIGN.md section 4a's setting, where robust overfitting, the
+collapse at the learning-rate drop and (with AWP) its trade-off show on the
+embedded digits data in about a minute on two CPU cores.
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+
+import robustlab
+from robustlab import data as data_module
+from robustlab import models as models_module
+from robustlab.adversarial import AdversarialModel
+from robustlab.attacks import PGD
+from robustlab.awp import AWP
+from robustlab.callbacks.robust_evaluation import RobustEvaluation
+from robustlab.schedules import PiecewiseConstant
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Every setting of one adversarial-training run.
+
+    Weight decay follows the PyTorch / Rice et al. convention: `weight_decay
+    * w` is added to the gradient of every weight and bias (Keras
+    `L2(weight_decay / 2)`), so it passes through momentum.
+    """
+
+    name: str
+    version: int
+    dataset: str = "digits"
+    train_size: int = 1000
+    label_noise: float = 0.2
+    data_seed: int = 0
+    model: str = "small_cnn"
+    model_kwargs: tuple = ()
+    weight_decay: float = 5e-4
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 0.2
+    lr_drop_epochs: tuple = (40,)
+    lr_drop_factor: float = 0.1
+    momentum: float = 0.9
+    eps: float = 0.1
+    train_steps: int = 3
+    train_step_size: float = None
+    eval_steps: int = 10
+    eval_step_size: float = None
+    eval_train_examples: int = 300
+    awp_gamma: float = 0.0
+    awp_warmup_epochs: int = 10
+    seed: int = 0
+
+    def replace(self, **changes):
+        """A copy with some settings changed (the name gains no suffix)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self):
+        config = dataclasses.asdict(self)
+        config["model_kwargs"] = dict(self.model_kwargs)
+        return config
+
+    @property
+    def train_attack(self):
+        return PGD(self.eps, self.train_step_size, self.train_steps)
+
+    @property
+    def eval_attack(self):
+        step = self.eval_step_size if self.eval_step_size else self.eps / 4
+        return PGD(self.eps, step, self.eval_steps)
+
+    @property
+    def schedule(self):
+        return PiecewiseConstant(
+            self.learning_rate, self.lr_drop_epochs, self.lr_drop_factor
+        )
+
+
+QUICK = Experiment(name="quick", version=1)
+
+EXPERIMENTS = {
+    "quick": QUICK,
+    # The clean-label contrast: digits without label noise barely overfits.
+    "quick_clean": QUICK.replace(name="quick_clean", label_noise=0.0),
+    # AWP at the gamma where DESIGN.md 4a saw the gap shrink by about 60%.
+    "quick_awp": QUICK.replace(name="quick_awp", awp_gamma=0.005),
+    # The first study's wider CNN with PGD-5 (about 2.5x the compute).
+    "original_cnn": QUICK.replace(
+        name="original_cnn",
+        model_kwargs=(("filters", (32, 64)), ("dense", 256)),
+        train_steps=5,
+    ),
+    # Rice, Wong & Kolter (2020): needs CIFAR-10 through tensorflow-datasets
+    # and a GPU; 200 epochs of PGD-10 on PreActResNet-18.
+    "cifar10_rice": Experiment(
+        name="cifar10_rice", version=1, dataset="cifar10", train_size=None,
+        label_noise=0.0, model="preact_resnet18", epochs=200, batch_size=128,
+        learning_rate=0.1, lr_drop_epochs=(100, 150), eps=8 / 255,
+        train_steps=10, train_step_size=2 / 255, eval_steps=10,
+        eval_step_size=2 / 255, eval_train_examples=1000, awp_warmup_epochs=0,
+    ),
+}
+
+
+def get(name):
+    """The named experiment; `ValueError` listing the names otherwise."""
+    try:
+        return EXPERIMENTS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown experiment; available: {', '.join(sorted(EXPERIMENTS))}. "
+            f"Received: name={name!r}"
+        ) from None
+
+
+def build(experiment):
+    """The data and the compiled `AdversarialModel` of an experiment."""
+    dataset = data_module.load(
+        experiment.dataset, train_size=experiment.train_size,
+        seed=experiment.data_seed, label_noise=experiment.label_noise,
+    )
+    builder = getattr(models_module, experiment.model)
+    net = builder(
+        input_shape=dataset.input_shape, num_classes=dataset.num_classes,
+        seed=experiment.seed, weight_decay=experiment.weight_decay,
+        **dict(experiment.model_kwargs),
+    )
+    awp = None
+    if experiment.awp_gamma > 0:
+        awp = AWP(experiment.awp_gamma, warmup_epochs=experiment.awp_warmup_epochs)
+    model = AdversarialModel(
+        net, attack=experiment.train_attack, eval_attack=experiment.eval_attack,
+        awp=awp, seed=experiment.seed,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(experiment.learning_rate,
+                                       momentum=experiment.momentum),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return dataset, model
+
+
+def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None):
+    """Train `experiment` and, with `out_dir`, write its results there.
+
+    Args:
+        experiment: an `Experiment` or the name of one.
+        out_dir: folder for config.json, history.csv/json, summary.json and
+            curves.png (created); None writes nothing.
+        callbacks: extra Keras callbacks (run after the robust training-set
+            evaluation, so they see its numbers).
+        verbose: 1 prints a per-epoch table with a progress bar, 0 nothing.
+        epochs: override the number of epochs (for a shorter look).
+
+    Returns:
+        `(history, summary)`: the per-epoch logs as a dict of lists, and
+        `summarize(history, ...)`.
+    """
+    if isinstance(experiment, str):
+        experiment = get(experiment)
+    if epochs is not None:
+        experiment = experiment.replace(epochs=epochs)
+    dataset, model = build(experiment)
+    n_eval = min(experiment.eval_train_examples, len(dataset.x_train))
+    all_callbacks = [
+        experiment.schedule.callback(),
+        RobustEvaluation(dataset.x_train[:n_eval], dataset.y_train[:n_eval],
+                         prefix="train_"),
+        *callbacks,
+    ]
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_json(os.path.join(out_dir, "config.json"), {
+            "experiment": experiment.to_dict(),
+            "backend": keras.backend.backend(),
+            "robustlab_version": robustlab.__version__,
+            "keras_version": keras.__version__,
+        })
+        all_callbacks.append(
+            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
+    if verbose:
+        from robustlab.progress import EpochTable
+
+        all_callbacks.append(EpochTable())
+    started = time.perf_counter()
+    history = model.fit(
+        dataset.x_train, dataset.y_train, batch_size=experiment.batch_size,
+        epochs=experiment.epochs, verbose=0, callbacks=all_callbacks,
+        validation_data=(dataset.x_test, dataset.y_test),
+    ).history
+    history = {k: [float(v) for v in values] for k, values in history.items()}
+    summary = summarize(history, drop_epoch=min(experiment.lr_drop_epochs, default=None))
+    summary["seconds"] = time.perf_counter() - started
+    if out_dir is not None:
+        _write_json(os.path.join(out_dir, "history.json"), history)
+        _write_json(os.path.join(out_dir, "summary.json"), summary)
+        from robustlab import plots
+
+        figure = plots.learning_curves(
+            history, drop_epochs=experiment.lr_drop_epochs,
+            title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",
+        )
+        figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
+        plots.close(figure)
+    return history, summary
+
+
+def summarize(history, drop_epoch=None, final_epochs=3):
+    """The robust-overfitting figures of one run's history.
+
+    Args:
+        history: per-epoch logs with `val_robust_accuracy` and
+            `val_robust_loss` (and optionally `train_robust_accuracy`).
+        drop_epoch: the first learning-rate drop (0-based), for the rise of
+            the robust test loss after its post-drop minimum.
+        final_epochs: how many last epochs "final" averages.
+
+    Returns:
+        A dict: `best_robust_test_accuracy` and its `best_epoch`,
+        `final_robust_test_accuracy` (mean of the last `final_epochs`),
+        `robust_overfitting_gap` (best - final, accuracy points in [0, 1]),
+        `robust_test_loss_rise` (last / post-drop minimum - 1, when
+        `drop_epoch` is given), and the final robust train and clean test
+        accuracies when logged.
+
+    Example:
+
+    >>> h = {"val_robust_accuracy": [0.5, 0.8, 0.7, 0.6, 0.6],
+    ...      "val_robust_loss": [1.0, 0.5, 0.6, 0.7, 0.8]}
+    >>> s = summarize(h, drop_epoch=1, final_epochs=2)
+    >>> s["best_epoch"], round(s["robust_overfitting_gap"], 3)
+    (1, 0.2)
+    >>> round(s["robust_test_loss_rise"], 3)
+    0.6
+    """
+    accuracy = np.asarray(history["val_robust_accuracy"], dtype="float64")
+    best_epoch = int(np.argmax(accuracy))
+    final = float(np.mean(accuracy[-final_epochs:]))
+    summary = {
+        "epochs": int(len(accuracy)),
+        "best_epoch": best_epoch,
+        "best_robust_test_accuracy": float(accuracy[best_epoch]),
+        "final_robust_test_accuracy": final,
+        "robust_overfitting_gap": float(accuracy[best_epoch] - final),
+    }
+    if drop_epoch is not None and drop_epoch < len(accuracy):
+        loss = np.asarray(history["val_robust_loss"], dtype="float64")
+        post_drop_min = float(np.min(loss[drop_epoch:]))
+        summary["robust_test_loss_rise"] = float(loss[-1] / post_drop_min - 1.0)
+    for key, name in (("train_robust_accuracy", "final_robust_train_accuracy"),
+                      ("val_clean_accuracy", "final_clean_test_accuracy")):
+        if key in history:
+            summary[name] = float(np.mean(history[key][-final_epochs:]))
+    return summary
+
+
+def _write_json(path, payload):
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)

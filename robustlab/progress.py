@@ -1,0 +1,55 @@
+"""A per-epoch table with a progress bar, for the command line and notebooks."""
+
+import time
+
+import keras
+
+# (log key, column title, format)
+DEFAULT_COLUMNS = (
+    ("learning_rate", "lr", "{:.3g}"),
+    ("loss", "loss", "{:.4f}"),
+    ("train_robust_accuracy", "rob.train", "{:.3f}"),
+    ("val_robust_accuracy", "rob.test", "{:.3f}"),
+    ("val_robust_loss", "rob.test.loss", "{:.4f}"),
+    ("val_clean_accuracy", "clean.test", "{:.3f}"),
+    ("awp_gamma", "awp.gamma", "{:.4g}"),
+    ("hessian_top_eig", "top.eig", "{:.3f}"),
+)
+
+
+class EpochTable(keras.callbacks.Callback):
+    """Print one row per epoch of the chosen logs, under a tqdm progress bar.
+
+    Columns whose key never appears in the logs are left out.
+
+    Args:
+        columns: `(log key, title, format)` triples.
+    """
+
+    def __init__(self, columns=DEFAULT_COLUMNS):
+        super().__init__()
+        self.columns = tuple(columns)
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self._bar = tqdm(total=self.params.get("epochs"), unit="epoch", leave=False)
+        self._shown = None
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self._shown is None:
+            self._shown = [c for c in self.columns if c[0] in logs]
+            header = "epoch  " + "  ".join(f"{t:>13}" for _, t, _ in self._shown)
+            self._bar.write(header + "      time")
+        cells = []
+        for key, _, fmt in self._shown:
+            value = logs.get(key)
+            cells.append(f"{'-' if value is None else fmt.format(float(value)):>13}")
+        elapsed = time.perf_counter() - self._started
+        self._bar.write(f"{epoch:5d}  " + "  ".join(cells) + f"  {elapsed:7.1f}s")
+        self._bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self._bar.close()
