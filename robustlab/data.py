@@ -320,12 +320,11 @@ def balanced_sample(labels, candidates, size, num_classes, rng):
     """
     candidates = np.asarray(candidates, dtype=np.int64)
     by_class = [
-        rng.permutation(candidates[labels[candidates] == c])
-        for c in range(num_classes)
+        rng.permutation(candidates[labels[candidates] == c]) for c in range(num_classes)
     ]
     counts = balanced_class_counts([len(c) for c in by_class], size, rng)
     chosen = np.concatenate(
-        [members[:count] for members, count in zip(by_class, counts)]
+        [members[:count] for members, count in zip(by_class, counts, strict=True)]
     )
     return rng.permutation(chosen)
 
@@ -387,7 +386,10 @@ def _digits_splits(train_size, validation_size, test_size, rng):
     if train_size is None:
         train_size = DIGITS_DEFAULT_TRAIN_SIZE
     _check_sizes_fit(
-        "digits", n_total, train_size=train_size, validation_size=validation_size,
+        "digits",
+        n_total,
+        train_size=train_size,
+        validation_size=validation_size,
         test_size=test_size,
     )
     pool = np.arange(n_total)

@@ -1,0 +1,17 @@
+# The test suite runs once per supported Keras backend, each in its own process
+# (Keras picks its backend at import time).
+PYTHON ?= python
+PYTEST_ARGS ?= -q
+
+.PHONY: test test-tensorflow test-jax bench
+
+test: test-tensorflow test-jax
+
+test-tensorflow:
+	KERAS_BACKEND=tensorflow $(PYTHON) -m pytest $(PYTEST_ARGS) tests --doctest-modules robustlab
+
+test-jax:
+	KERAS_BACKEND=jax $(PYTHON) -m pytest $(PYTEST_ARGS) tests --doctest-modules robustlab
+
+bench:
+	$(PYTHON) benchmarks/run_all.py
