@@ -1,0 +1,500 @@
+"""Specification of `robustlab.bounds`.
+
+Expected values come from hand computation (written out in each test), the
+full-covariance Gaussian KL with matrices, Monte-Carlo estimates with their
+standard error, brute-force grid search for the kl inverse, and invariants
+checked with hypothesis (positivity, Pinsker, monotonicity).
+"""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from robustlab import bounds
+from robustlab.bounds import (
+    expected_loss_under_posterior,
+    gaussian_kl,
+    kl_bernoulli,
+    kl_inverse,
+    mcallester_bound,
+    seeger_bound,
+    time_resolved_bound,
+)
+
+SETTINGS = settings(max_examples=80, deadline=None)
+
+probabilities = st.floats(0.0, 1.0)
+interior = st.floats(1e-6, 1 - 1e-6)
+variances = st.floats(1e-3, 1e3)
+means = st.floats(-100.0, 100.0)
+kls = st.floats(0.0, 1e4)
+sizes = st.integers(1, 10**7)
+deltas = st.floats(1e-6, 0.999)
+
+# n = 50, KL = 4, and delta chosen so that ln(2 sqrt(n) / delta) = 5 exactly:
+# the kl budget is (4 + 5) / 50 = 0.18 and the square root sqrt(9 / 100) = 0.3.
+N, KL = 50, 4.0
+DELTA = 2 * math.sqrt(N) * math.exp(-5)
+
+
+# ---------------------------------------------------------------------------
+# gaussian_kl
+# ---------------------------------------------------------------------------
+
+
+def full_covariance_kl(mean_q, cov_q, mean_p, cov_p):
+    """KL between multivariate Gaussians with full covariances:
+
+    1/2 [tr(Sp^-1 Sq) + d' Sp^-1 d - k + ln det Sp - ln det Sq].
+    """
+    inverse = np.linalg.inv(cov_p)
+    d = mean_p - mean_q
+    _, logdet_p = np.linalg.slogdet(cov_p)
+    _, logdet_q = np.linalg.slogdet(cov_q)
+    return 0.5 * (
+        np.trace(inverse @ cov_q) + d @ inverse @ d - len(d) + logdet_p - logdet_q
+    )
+
+
+def test_kl_one_dimensional_by_hand():
+    # q = N(1, 2), p = N(0, 1): 1/2 (2 + 1 - 1 - ln 2)
+    assert gaussian_kl(1.0, 2.0, 0.0, 1.0) == pytest.approx(
+        1 - math.log(2) / 2, rel=1e-15
+    )
+
+
+def test_kl_two_dimensional_with_isotropic_prior_by_hand():
+    # q = N((1, -2), diag(0.5, 4)), p = N(0, 2 I):
+    # first:  0.5/2 + 1/2 - 1 - ln(1/4) ; second: 4/2 + 4/2 - 1 - ln 2
+    first = 0.25 + 0.5 - 1 + math.log(4)
+    second = 2 + 2 - 1 - math.log(2)
+    got = gaussian_kl([1.0, -2.0], [0.5, 4.0], 0.0, 2.0)
+    assert got == pytest.approx(0.5 * (first + second), rel=1e-15)
+
+
+@SETTINGS
+@given(st.lists(st.tuples(means, variances, means, variances), min_size=1, max_size=6))
+def test_kl_equals_the_full_covariance_formula_for_diagonal_gaussians(entries):
+    mq, vq, mp, vp = (np.array(column) for column in zip(*entries))
+    expected = full_covariance_kl(mq, np.diag(vq), mp, np.diag(vp))
+    assert gaussian_kl(mq, vq, mp, vp) == pytest.approx(expected, rel=1e-9, abs=1e-9)
+
+
+def test_kl_matches_a_monte_carlo_estimate():
+    # KL = E_q[ln q(x) - ln p(x)]; 200k samples, 5 standard errors.
+    rng = np.random.default_rng(0)
+    mq, vq, mp, vp = (
+        np.array([0.3, -1.0]),
+        np.array([0.5, 2.0]),
+        np.array([0.0, 0.5]),
+        1.5,
+    )
+    x = mq + np.sqrt(vq) * rng.normal(size=(200_000, 2))
+    log_q = -0.5 * np.sum((x - mq) ** 2 / vq + np.log(2 * np.pi * vq), axis=1)
+    log_p = -0.5 * np.sum((x - mp) ** 2 / vp + np.log(2 * np.pi * vp), axis=1)
+    samples = log_q - log_p
+    standard_error = samples.std(ddof=1) / math.sqrt(len(samples))
+    assert abs(samples.mean() - gaussian_kl(mq, vq, mp, vp)) < 5 * standard_error
+
+
+@SETTINGS
+@given(st.lists(st.tuples(means, variances), min_size=1, max_size=6))
+def test_kl_of_identical_gaussians_is_zero(entries):
+    m, v = (np.array(column) for column in zip(*entries))
+    assert gaussian_kl(m, v, m, v) == 0.0
+
+
+@SETTINGS
+@given(means, variances, means, variances)
+def test_kl_is_positive_unless_the_gaussians_are_equal(mq, vq, mp, vp):
+    kl = gaussian_kl(mq, vq, mp, vp)
+    assert kl >= 0
+    # Differences below ~1e-6 give a KL that may underflow to 0.
+    if abs(mq - mp) > 1e-6 * math.sqrt(vp) or abs(vq / vp - 1) > 1e-6:
+        assert kl > 0
+
+
+def test_kl_of_nearly_equal_variances_keeps_its_precision():
+    # 1/2 (x - ln(1 + x)) ~ x^2 / 4 for tiny x: 2.5e-25 here, not 0 or noise.
+    assert gaussian_kl(0.0, 1.0 + 1e-12, 0.0, 1.0) == pytest.approx(0.25e-24, rel=1e-3)
+
+
+def test_kl_accepts_per_layer_lists_and_per_row_sums():
+    layers_q = [np.array([[1.0, 2.0]]), np.array([3.0])]
+    flat_q = np.array([1.0, 2.0, 3.0])
+    assert gaussian_kl(
+        layers_q, 0.5, [np.zeros((1, 2)), np.zeros(1)], 1.0
+    ) == pytest.approx(gaussian_kl(flat_q, 0.5, np.zeros(3), 1.0), rel=1e-15)
+    rows = np.array([[0.0, 0.0], [1.0, -1.0]])
+    np.testing.assert_allclose(
+        gaussian_kl(rows, 1.0, 0.0, 1.0, axis=-1),
+        [0.0, gaussian_kl([1.0, -1.0], 1.0, 0.0, 1.0)],
+        rtol=1e-15,
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0.0, 0.0, 0.0, 1.0), r"var_q must|Received: var_q=0.0"),
+        ((0.0, 1.0, 0.0, -1.0), "Received: var_p=-1.0"),
+        ((0.0, [1.0, np.inf], 0.0, 1.0), r"var_q\[1\]=inf"),
+        ((np.nan, 1.0, 0.0, 1.0), "mean_q"),
+        (([0.0, 1.0], [1.0, 1.0, 1.0], 0.0, 1.0), "broadcast"),
+    ],
+)
+def test_kl_rejects_bad_arguments(args, message):
+    with pytest.raises(ValueError, match=message):
+        gaussian_kl(*args)
+
+
+# ---------------------------------------------------------------------------
+# kl_bernoulli
+# ---------------------------------------------------------------------------
+
+
+def test_binary_kl_by_hand():
+    # kl(1/2 || 1/4) = 1/2 ln(2) + 1/2 ln(2/3) = 1/2 ln(4/3)
+    assert kl_bernoulli(0.5, 0.25) == pytest.approx(0.5 * math.log(4 / 3), rel=1e-14)
+
+
+def test_binary_kl_edges():
+    assert kl_bernoulli(0.0, 0.3) == pytest.approx(-math.log(0.7), rel=1e-15)
+    assert kl_bernoulli(1.0, 0.3) == pytest.approx(-math.log(0.3), rel=1e-15)
+    assert kl_bernoulli(0.0, 0.0) == 0.0 and kl_bernoulli(1.0, 1.0) == 0.0
+    assert kl_bernoulli(0.2, 0.0) == math.inf and kl_bernoulli(0.2, 1.0) == math.inf
+    assert kl_bernoulli(0.0, 1.0) == math.inf and kl_bernoulli(1.0, 0.0) == math.inf
+
+
+@SETTINGS
+@given(interior, interior)
+def test_binary_kl_equals_the_textbook_formula(q, p):
+    textbook = q * math.log(q / p) + (1 - q) * math.log((1 - q) / (1 - p))
+    assert kl_bernoulli(q, p) == pytest.approx(textbook, rel=1e-8, abs=1e-12)
+
+
+@SETTINGS
+@given(probabilities, probabilities)
+def test_binary_kl_satisfies_pinsker(q, p):
+    # kl(q || p) >= 2 (p - q)^2, with equality only at p = q.
+    assert kl_bernoulli(q, p) >= 2 * (p - q) ** 2 * (1 - 1e-9)
+
+
+def test_binary_kl_rejects_probabilities_outside_the_unit_interval():
+    with pytest.raises(ValueError, match=r"Received: q=1.5"):
+        kl_bernoulli(1.5, 0.5)
+    with pytest.raises(ValueError, match=r"p\[1\]=-0.1"):
+        kl_bernoulli(0.5, [0.5, -0.1])
+
+
+# ---------------------------------------------------------------------------
+# kl_inverse
+# ---------------------------------------------------------------------------
+
+GRID_STEP = 1e-5
+GRID = np.arange(0.0, 1.0 + GRID_STEP / 2, GRID_STEP)
+
+
+@SETTINGS
+@given(st.floats(0.0, 0.95), st.floats(1e-4, 3.0))
+def test_kl_inverse_matches_a_brute_force_grid_search(q, budget):
+    candidates = GRID[GRID >= q]
+    feasible = candidates[kl_bernoulli(q, candidates) <= budget]
+    grid_answer = feasible.max() if feasible.size else q
+    assert grid_answer - 1e-12 <= kl_inverse(q, budget) <= grid_answer + GRID_STEP
+
+
+@SETTINGS
+@given(st.floats(0.0, 0.99), st.floats(1e-6, 5.0))
+def test_kl_inverse_exhausts_the_budget(q, budget):
+    p = kl_inverse(q, budget)
+    assume(p < 1 - 1e-9)
+    # At the solution kl(q || p) = budget; the returned p sits at most tol above it.
+    assert kl_bernoulli(q, p) >= budget
+    assert kl_bernoulli(q, p - 2e-12) <= budget * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("budget", [1e-6, 0.01, 0.18, 1.0, 10.0])
+def test_kl_inverse_at_zero_risk_is_one_minus_exp_of_minus_budget(budget):
+    # kl(0 || p) = -ln(1 - p)  =>  p = 1 - exp(-budget); never below it.
+    exact = -math.expm1(-budget)
+    got = kl_inverse(0.0, budget)
+    assert exact - 1e-16 <= got <= exact + 1e-12
+
+
+@pytest.mark.parametrize("q", [0.0, 0.01, 0.3, 0.5, 0.999])
+def test_kl_inverse_with_no_budget_is_the_empirical_risk(q):
+    assert q <= kl_inverse(q, 0.0) <= q + 1e-12
+
+
+def test_kl_inverse_saturates_at_one():
+    assert kl_inverse(1.0, 0.5) == 1.0
+    assert kl_inverse(0.2, math.inf) == 1.0
+
+
+def test_kl_inverse_is_vectorised():
+    q = np.array([0.0, 0.1, 0.5, 1.0])
+    budget = np.array([0.1, 0.5, 0.01, 0.2])
+    expected = [kl_inverse(a, b) for a, b in zip(q, budget)]
+    np.testing.assert_array_equal(kl_inverse(q, budget), expected)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((1.2, 0.1), {}, "Received: empirical_risk=1.2"),
+        ((0.1, -0.1), {}, "Received: bound=-0.1"),
+        ((0.1, 0.1), dict(tol=0.0), "Received: tol=0.0"),
+    ],
+)
+def test_kl_inverse_rejects_bad_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        kl_inverse(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# mcallester_bound, seeger_bound
+# ---------------------------------------------------------------------------
+
+
+def test_mcallester_bound_by_hand():
+    assert mcallester_bound(0.1, KL, N, DELTA) == pytest.approx(0.1 + 0.3, rel=1e-13)
+
+
+def test_mcallester_bound_default_delta_by_hand():
+    # n = 1000, KL = 10, delta = 0.05: ln(2 sqrt(1000) / 0.05) = ln(1264.91...)
+    log_term = math.log(2 * math.sqrt(1000) / 0.05)
+    assert mcallester_bound(0.2, 10.0, 1000) == pytest.approx(
+        0.2 + math.sqrt((10 + log_term) / 2000), rel=1e-14
+    )
+
+
+def test_mcallester_bound_is_unclipped_unless_asked():
+    assert mcallester_bound(0.9, 1000.0, 10) > 1
+    assert mcallester_bound(0.9, 1000.0, 10, clip=True) == 1.0
+
+
+def test_seeger_bound_by_hand_at_zero_risk():
+    assert seeger_bound(0.0, KL, N, DELTA) == pytest.approx(
+        -math.expm1(-0.18), abs=1e-12
+    )
+
+
+def test_seeger_bound_by_hand_at_positive_risk():
+    # The budget is 0.18 at q = 0.1; the bound p solves kl(0.1 || p) = 0.18.
+    p = seeger_bound(0.1, KL, N, DELTA)
+    assert 0.1 * math.log(0.1 / p) + 0.9 * math.log(0.9 / (1 - p)) == pytest.approx(
+        0.18, abs=1e-10
+    )
+    assert p < mcallester_bound(0.1, KL, N, DELTA)
+
+
+@SETTINGS
+@given(probabilities, kls, sizes, deltas)
+def test_seeger_bound_lies_between_the_empirical_risk_and_mcallester(q, kl, n, delta):
+    seeger = seeger_bound(q, kl, n, delta)
+    assert q <= seeger <= 1.0
+    assert seeger <= mcallester_bound(q, kl, n, delta) + 1e-12
+
+
+@SETTINGS
+@given(probabilities, kls, kls, sizes, deltas)
+def test_bounds_grow_with_the_kl(q, kl_a, kl_b, n, delta):
+    low, high = sorted((kl_a, kl_b))
+    assert mcallester_bound(q, low, n, delta) <= mcallester_bound(q, high, n, delta)
+    assert seeger_bound(q, low, n, delta) <= seeger_bound(q, high, n, delta) + 1e-12
+
+
+@SETTINGS
+@given(probabilities, kls, sizes, sizes, deltas)
+def test_bounds_shrink_with_more_data(q, kl, n_a, n_b, delta):
+    # (KL + ln 2 + ln(n)/2 - ln delta) / n decreases in n because ln(2/delta) > 1/2.
+    small, large = sorted((n_a, n_b))
+    assert mcallester_bound(q, kl, large, delta) <= mcallester_bound(
+        q, kl, small, delta
+    )
+    assert (
+        seeger_bound(q, kl, large, delta) <= seeger_bound(q, kl, small, delta) + 1e-12
+    )
+
+
+@SETTINGS
+@given(probabilities, probabilities, kls, sizes, deltas)
+def test_bounds_grow_with_the_empirical_risk(q_a, q_b, kl, n, delta):
+    low, high = sorted((q_a, q_b))
+    assert mcallester_bound(low, kl, n, delta) <= mcallester_bound(high, kl, n, delta)
+    assert seeger_bound(low, kl, n, delta) <= seeger_bound(high, kl, n, delta) + 1e-12
+
+
+@pytest.mark.parametrize("bound", [mcallester_bound, seeger_bound])
+@pytest.mark.parametrize(
+    "args, error, message",
+    [
+        ((1.2, 1.0, 100), ValueError, "0-1 .*Received: empirical_risk=1.2"),
+        ((-0.1, 1.0, 100), ValueError, "empirical_risk=-0.1"),
+        ((0.1, -1.0, 100), ValueError, "Received: kl=-1.0"),
+        ((0.1, 1.0, 0), ValueError, "Received: n=0"),
+        ((0.1, 1.0, 10.5), TypeError, "Received: n=10.5"),
+        ((0.1, 1.0, 100, 0.0), ValueError, r"\(0, 1\). Received: delta=0.0"),
+        ((0.1, 1.0, 100, 1.0), ValueError, "delta=1.0"),
+    ],
+)
+def test_bounds_reject_bad_arguments(bound, args, error, message):
+    with pytest.raises(error, match=message):
+        bound(*args)
+
+
+# ---------------------------------------------------------------------------
+# expected_loss_under_posterior
+# ---------------------------------------------------------------------------
+
+
+def test_expected_loss_by_hand():
+    # 0.5 + 1/2 (2 * 0.1 + 10 * 0.01)
+    assert expected_loss_under_posterior(
+        0.5, [2.0, 10.0], [0.1, 0.01]
+    ) == pytest.approx(0.65, rel=1e-15)
+
+
+def test_expected_loss_is_exact_for_a_quadratic_with_diagonal_posterior():
+    # L(w) = 1/2 w' H w with a full H; Q = N(w, diag s):
+    # E_Q L = L(w) + 1/2 sum_i H_ii s_i.
+    rng = np.random.default_rng(1)
+    root = rng.normal(size=(3, 3))
+    hessian = root @ root.T
+    w, s = np.array([0.5, -1.0, 2.0]), np.array([0.02, 0.1, 0.05])
+    samples = w + np.sqrt(s) * rng.normal(size=(400_000, 3))
+    losses = 0.5 * np.einsum("ni,ij,nj->n", samples, hessian, samples)
+    standard_error = losses.std(ddof=1) / math.sqrt(len(losses))
+    predicted = expected_loss_under_posterior(
+        0.5 * w @ hessian @ w, np.diag(hessian), s
+    )
+    assert abs(losses.mean() - predicted) < 5 * standard_error
+
+
+def test_expected_loss_along_eigendirections_is_half_the_trace_of_h_sigma():
+    rng = np.random.default_rng(2)
+    basis, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    eigenvalues, widths = np.array([5.0, 1.0, 0.1, -0.2]), np.array(
+        [0.01, 0.1, 1.0, 0.5]
+    )
+    hessian = basis @ np.diag(eigenvalues) @ basis.T
+    covariance = basis @ np.diag(widths) @ basis.T
+    got = expected_loss_under_posterior(1.0, eigenvalues, widths)
+    assert got == pytest.approx(1.0 + 0.5 * np.trace(hessian @ covariance), rel=1e-12)
+
+
+def test_expected_loss_sums_over_the_last_axis_per_epoch():
+    got = expected_loss_under_posterior(
+        [1.0, 2.0], [[1.0, 1.0], [2.0, 0.0]], [[0.2, 0.4], [1.0, 5.0]]
+    )
+    np.testing.assert_allclose(got, [1.0 + 0.3, 2.0 + 1.0], rtol=1e-15)
+
+
+def test_expected_loss_rejects_negative_variances():
+    with pytest.raises(ValueError, match=r"posterior_variance\[1\]=-0.1"):
+        expected_loss_under_posterior(0.0, [1.0, 1.0], [0.1, -0.1])
+
+
+# ---------------------------------------------------------------------------
+# time_resolved_bound
+# ---------------------------------------------------------------------------
+
+
+def test_time_resolved_bound_composes_kl_and_bound_per_epoch():
+    rng = np.random.default_rng(3)
+    epochs, params = 5, 7
+    risks = rng.uniform(0.0, 0.5, epochs)
+    weights = rng.normal(size=(epochs, params))
+    variances = rng.uniform(0.01, 1.0, size=(epochs, params))
+    w0 = rng.normal(size=params)
+    for kind, bound in (("seeger", seeger_bound), ("mcallester", mcallester_bound)):
+        result = time_resolved_bound(
+            risks, variances, weights, w0, 0.5, n=1000, delta=0.1, kind=kind
+        )
+        expected_kl = [gaussian_kl(w, v, w0, 0.5) for w, v in zip(weights, variances)]
+        np.testing.assert_allclose(result.kl, expected_kl, rtol=1e-14)
+        np.testing.assert_allclose(
+            result.bound,
+            [bound(r, k, 1000, 0.1) for r, k in zip(risks, expected_kl)],
+            rtol=1e-14,
+        )
+
+
+def test_time_resolved_bound_jumps_when_the_cloud_collapses():
+    # Means at the prior mean, variance sigma_0^2 then sigma_0^2 / 10 over P
+    # parameters: KL goes from 0 to P/2 (1/10 - 1 + ln 10).
+    params, prior = 1000, 0.01
+    result = time_resolved_bound(
+        [0.1, 0.1],
+        [prior, prior / 10],
+        np.zeros((2, params)),
+        np.zeros(params),
+        prior,
+        n=1000,
+    )
+    assert result.kl[0] == 0.0
+    assert result.kl[1] == pytest.approx(
+        params / 2 * (0.1 - 1 + math.log(10)), rel=1e-12
+    )
+    assert result.bound[0] == pytest.approx(seeger_bound(0.1, 0.0, 1000), abs=1e-15)
+    assert result.bound[1] > result.bound[0] + 0.3
+
+
+def test_time_resolved_bound_accepts_isotropic_variances_and_per_layer_weights():
+    weights = [
+        [np.array([[0.1, 0.2]]), np.array([0.3])],
+        [np.array([[0.0, 0.4]]), np.array([-0.3])],
+    ]
+    flat = np.array([[0.1, 0.2, 0.3], [0.0, 0.4, -0.3]])
+    initial = [np.zeros((1, 2)), np.zeros(1)]
+    a = time_resolved_bound(
+        [0.2, 0.1], np.array([0.5, 0.05]), weights, initial, 1.0, n=100
+    )
+    b = time_resolved_bound(
+        [0.2, 0.1], np.array([[0.5] * 3, [0.05] * 3]), flat, np.zeros(3), 1.0, n=100
+    )
+    np.testing.assert_allclose(a.kl, b.kl, rtol=1e-15)
+    np.testing.assert_allclose(a.bound, b.bound, rtol=1e-15)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(kind="catoni"), "kind='catoni'"),
+        (dict(empirical_risks=[0.1, 1.5]), r"empirical_risks\[1\]=1.5"),
+        (dict(weights=np.zeros((3, 4))), "one entry per epoch"),
+        (dict(posterior_variances=np.zeros((2, 4))), "var_q"),
+        (dict(initial_weights=np.zeros(5)), "one entry per parameter"),
+        (dict(prior_variance=0.0), "var_p"),
+        (dict(n=0), "n=0"),
+        (dict(delta=1.5), "delta=1.5"),
+    ],
+)
+def test_time_resolved_bound_rejects_bad_arguments(kwargs, message):
+    args = dict(
+        empirical_risks=[0.1, 0.2],
+        posterior_variances=np.ones((2, 4)),
+        weights=np.zeros((2, 4)),
+        initial_weights=np.zeros(4),
+        prior_variance=1.0,
+        n=100,
+    )
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        time_resolved_bound(**args)
+
+
+def test_module_is_pure_numpy():
+    source = open(bounds.__file__).read()
+    for framework in (
+        "import keras",
+        "import tensorflow",
+        "import jax",
+        "from keras",
+        "from jax",
+    ):
+        assert framework not in source
