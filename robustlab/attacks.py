@@ -190,7 +190,8 @@ def perturb(loss_fn, x, y, attack, seed=None):
         The adversarial batch, with gradients stopped.
     """
     x = ops.convert_to_tensor(x)
-    input_gradient = _backend.get().input_gradient
+    backend = _backend.get()
+    input_gradient = backend.input_gradient
     if attack.random_start and attack.eps > 0:
         x_start = project(x + _random_start(x, attack, seed), x, attack)
     else:
@@ -201,7 +202,7 @@ def perturb(loss_fn, x, y, attack, seed=None):
         x_adv = x_adv + attack.step_size * _ascent_direction(grad, attack.norm)
         return project(x_adv, x, attack)
 
-    x_adv = ops.fori_loop(0, attack.steps, step, x_start)
+    x_adv = backend.repeat(attack.steps, step, x_start)
     return ops.stop_gradient(x_adv)
 
 

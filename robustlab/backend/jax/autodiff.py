@@ -10,6 +10,12 @@ def input_gradient(fn, x):
     return jax.grad(fn)(x)
 
 
+def repeat(steps, body, initial):
+    """`body(i, value)` applied `steps` times: one `lax.fori_loop`, so the
+    compiled program does not grow with the number of steps."""
+    return jax.lax.fori_loop(0, steps, body, initial)
+
+
 def run_stateless(variables, values, fn, keep=()):
     """Run `fn()` with `variables` reading `values`; return `fn`'s result and
     the values after it, where only the writes to the variables in `keep`
