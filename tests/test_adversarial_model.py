@@ -214,11 +214,10 @@ def test_adversarial_training_beats_standard_training_on_robust_accuracy(digits)
 
     def robust_accuracy(train_attack_eps):
         net = robustlab.models.small_cnn(filters=(8, 16), dense=64, seed=0)
-        model = compiled(net, lr=0.05, attack=robustlab.PGD(
+        model = adversarial(net, attack=robustlab.PGD(
             eps=train_attack_eps, steps=3, random_start=train_attack_eps > 0),
             eval_attack=robustlab.PGD(eps=0.1, steps=10))
-        model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOGITS_CE,
-                      metrics=["accuracy"])
+        model.compile(keras.optimizers.Adam(2e-3), LOGITS_CE, metrics=["accuracy"])
         model.fit(digits.x_train, digits.y_train, batch_size=64, epochs=12, verbose=0)
         return model.evaluate(x_test, y_test, verbose=0, return_dict=True)
 
