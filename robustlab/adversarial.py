@@ -36,7 +36,7 @@ from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
 from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss
-from robustlab.shuffling import EpochShuffledArrays
+from robustlab.shuffling import epoch_shuffled_batches
 
 _SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
 _ACCURACY_ALIASES = ("accuracy", "acc")
@@ -293,8 +293,14 @@ class AdversarialModel(keras.Model):
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, callbacks=None,
             shuffle=True, validation_split=0.0, validation_data=None,
-            sample_weight=None, **kwargs):
+            sample_weight=None, validation_batch_size=None, **kwargs):
+        """As `keras.Model.fit`. NumPy training data is checked (value range,
+        labels) and served in the seeded order of
+        `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`), NumPy
+        validation data through a pipeline built once; a non-finite loss
+        stops training with `NonFiniteLossError`."""
         callbacks = list(callbacks or [])
+        backend = _backend.get()
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
             if validation_split:
@@ -304,29 +310,40 @@ class AdversarialModel(keras.Model):
                 if sample_weight is not None:
                     sample_weight = sample_weight[:split]
                 validation_split = 0.0
+            batch_size = batch_size or 32
             if shuffle:
-                x = EpochShuffledArrays(
-                    x, y, sample_weight, batch_size=batch_size or 32, seed=self.seed
-                )
-                callbacks.append(x.epoch_callback())
+                x, epoch_callback = epoch_shuffled_batches(
+                    x, y, sample_weight, batch_size, self.seed)
+                callbacks.append(epoch_callback)
+            else:
+                arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+                x = backend.batched(arrays, batch_size)
+            if not isinstance(x, tuple):
                 y = sample_weight = batch_size = None
-                shuffle = False  # Keras would reorder the batches again
+            else:
+                x, y, sample_weight = (tuple(x) + (None,))[:3]
+            shuffle = False  # the order is set above; Keras must not change it
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")
+            validation_data = backend.batched(
+                tuple(validation_data), validation_batch_size or batch_size or 32)
+            validation_batch_size = None
         if self.awp is not None:
             callbacks.append(_AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
         return super().fit(
             x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
             shuffle=shuffle, validation_split=validation_split,
-            validation_data=validation_data, sample_weight=sample_weight, **kwargs,
+            validation_data=validation_data, sample_weight=sample_weight,
+            validation_batch_size=validation_batch_size, **kwargs,
         )
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
+        """As `keras.Model.evaluate`, with NumPy inputs checked first."""
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
-        return super().evaluate(x, y, *args, **kwargs)
+        return super().evaluate(x, y, batch_size, *args, **kwargs)
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)

@@ -2,68 +2,57 @@
 
 Keras shuffles NumPy data with global random state, so an interrupted and
 resumed `fit` (BackupAndRestore) sees a different order than an uninterrupted
-one. `EpochShuffledArrays` makes the order of epoch e a fixed function of
-(seed, e): resuming at epoch e replays exactly the batches it would have seen.
+one. Here the order of epoch e is `np.random.default_rng([seed, e])
+.permutation(n)`, a fixed function of (seed, e) on every backend: resuming at
+epoch e replays exactly the batches it would have seen.
 """
-
-import math
 
 import keras
 import numpy as np
 
+from robustlab import backend as _backend
 
-class EpochShuffledArrays(keras.utils.PyDataset):
-    """Batches of `(x, y[, sample_weight])` in the order of
-    `np.random.default_rng([seed, epoch]).permutation(n)`.
 
-    Args:
-        x, y: arrays of equal length.
-        sample_weight: optional array of the same length.
-        batch_size: examples per batch (the last batch may be smaller).
-        seed: integer seed of the epoch orders.
+def epoch_permutation(n, seed):
+    """`permutation(epoch) -> indices`, the order of each epoch.
 
     Example:
 
-    >>> data = EpochShuffledArrays(np.arange(10), np.arange(10), None,
-    ...                            batch_size=4, seed=0)
-    >>> data.set_epoch(3); a = data[0][0].tolist()
-    >>> data.set_epoch(0); data.set_epoch(3); a == data[0][0].tolist()
+    >>> order = epoch_permutation(5, seed=0)
+    >>> sorted(order(3).tolist()) == list(range(5))
+    True
+    >>> bool((order(3) == order(3)).all())
     True
     """
 
-    def __init__(self, x, y, sample_weight, batch_size, seed):
-        super().__init__()
-        self.x = x
-        self.y = y
-        self.sample_weight = sample_weight
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
-        self.set_epoch(0)
+    def permutation(epoch):
+        return np.random.default_rng([seed, epoch]).permutation(n)
 
-    def set_epoch(self, epoch):
-        self.epoch = int(epoch)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        self._order = rng.permutation(len(self.x))
+    return permutation
 
-    def __len__(self):
-        return math.ceil(len(self.x) / self.batch_size)
 
-    def __getitem__(self, index):
-        rows = self._order[index * self.batch_size : (index + 1) * self.batch_size]
-        batch = (self.x[rows], None if self.y is None else self.y[rows])
-        if self.sample_weight is not None:
-            batch = batch + (self.sample_weight[rows],)
-        return batch
+def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed):
+    """The data for `fit` and the callback that selects each epoch's order.
 
-    def epoch_callback(self):
-        """A callback that selects each epoch's order as the epoch begins."""
-        return _SetEpoch(self)
+    Args:
+        x, y: arrays of equal length; `sample_weight`: optional array.
+        batch_size: examples per batch (the last batch may be smaller).
+        seed: integer seed of the epoch orders.
+
+    Returns:
+        `(data, callback)`: pass `data` to `fit` as `x` (with `shuffle=False`)
+        and `callback` in its callbacks.
+    """
+    arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+    data, set_epoch = _backend.get().epoch_shuffled(
+        arrays, int(batch_size), epoch_permutation(len(x), int(seed)))
+    return data, _SetEpoch(set_epoch)
 
 
 class _SetEpoch(keras.callbacks.Callback):
-    def __init__(self, data):
+    def __init__(self, set_epoch):
         super().__init__()
-        self.data = data
+        self.set_epoch = set_epoch
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.data.set_epoch(epoch)
+        self.set_epoch(epoch)

@@ -3,6 +3,8 @@
 import keras
 import numpy as np
 
+from robustlab import backend as _backend
+
 
 class RobustEvaluation(keras.callbacks.Callback):
     """Evaluate an `AdversarialModel` on extra data and write the results into
@@ -50,12 +52,19 @@ class RobustEvaluation(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._last_epoch = self.params.get("epochs", 1) - 1
+        self.model._check_arrays(self.x, self.y, "x", "y")
+        # Built once: re-adapting NumPy arrays at every call costs as much as
+        # a small evaluation on TensorFlow.
+        self._data = _backend.get().batched((self.x, self.y), self.batch_size)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or ((epoch + 1) % self.every and epoch != self._last_epoch):
             return
-        results = self.model.evaluate(
-            self.x, self.y, batch_size=self.batch_size, verbose=0, return_dict=True
-        )
+        data = self._data
+        if isinstance(data, tuple):
+            results = self.model.evaluate(*data, batch_size=self.batch_size,
+                                          verbose=0, return_dict=True)
+        else:
+            results = self.model.evaluate(data, verbose=0, return_dict=True)
         for key, value in results.items():
             logs[self.prefix + key] = float(value)

@@ -3,5 +3,7 @@
 from robustlab.backend.jax.autodiff import compile_attack
 from robustlab.backend.jax.autodiff import input_gradient
 from robustlab.backend.jax.autodiff import repeat
+from robustlab.backend.jax.data import batched
+from robustlab.backend.jax.data import epoch_shuffled
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step

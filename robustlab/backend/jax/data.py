@@ -1,0 +1,37 @@
+"""Input pipelines on JAX: Keras iterates NumPy data cheaply there, so the
+arrays are served as they are."""
+
+import keras
+import numpy as np
+
+
+def batched(arrays, batch_size):
+    """The arrays themselves (Keras batches them without a rebuild cost)."""
+    return tuple(arrays)
+
+
+class _EpochOrdered(keras.utils.PyDataset):
+    def __init__(self, arrays, batch_size, permutation):
+        super().__init__()
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.permutation = permutation
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        self._order = self.permutation(int(epoch))
+
+    def __len__(self):
+        return -(-len(self.arrays[0]) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        return tuple(a[rows] for a in self.arrays)
+
+
+def epoch_shuffled(arrays, batch_size, permutation):
+    """Batches of `arrays` in the order `permutation(epoch)`; returns
+    `(dataset, set_epoch)`."""
+    dataset = _EpochOrdered(tuple(np.asarray(a) for a in arrays), batch_size,
+                            permutation)
+    return dataset, dataset.set_epoch

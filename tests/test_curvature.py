@@ -1,0 +1,635 @@
+"""Curvature probes against exact Hessians and known spectra.
+
+The references are computed without robustlab and without autodiff:
+- explicit symmetric matrices Q diag(lambda) Q^T with chosen spectra;
+- the analytic Hessian of softmax regression,
+  H = (1/n) sum_i (x~_i x~_i^T) kron (diag p_i - p_i p_i^T), x~ = (x, 1);
+- for a tanh MLP, central differences (float64) of a hand-written NumPy
+  gradient of the mean cross-entropy.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from robustlab import curvature
+
+BACKEND = keras.backend.backend()
+integral = getattr(np, "trapezoid", None) or np.trapz
+# Keras on JAX computes some float64 ops (tanh, ops.mean) in float32: its type
+# promotion maps 64-bit dtypes to 32-bit ones there. Exact-arithmetic checks
+# use this relative accuracy instead of float64's.
+FLOAT64_ACCURACY = 1e-10 if BACKEND == "tensorflow" else 1e-6
+
+
+# ---------------------------------------------------------------------------
+# References
+# ---------------------------------------------------------------------------
+
+
+def symmetric_with_spectrum(eigenvalues, seed=0):
+    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal(
+        (eigenvalues.size, eigenvalues.size)))
+    return (q * eigenvalues) @ q.T
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def softmax_regression_hessian(kernel, bias, x, y):
+    """Hessian of the mean sparse cross-entropy w.r.t. (kernel, bias), in the
+    order of flatten_weights([kernel, bias])."""
+    p = softmax(x @ kernel + bias)
+    x_tilde = np.hstack([x, np.ones((len(x), 1))])
+    blocks = [
+        np.kron(np.outer(xi, xi), np.diag(pi) - np.outer(pi, pi))
+        for xi, pi in zip(x_tilde, p)
+    ]
+    return np.mean(blocks, axis=0)
+
+
+def mlp_gradient(theta, x, y, shapes):
+    """Gradient of the mean sparse cross-entropy of Dense(tanh) -> Dense."""
+    w1, b1, w2, b2 = curvature._split(theta, shapes, "theta")
+    h = np.tanh(x @ w1 + b1)
+    dz = softmax(h @ w2 + b2)
+    dz[np.arange(len(y)), y] -= 1.0
+    dz /= len(y)
+    da = (dz @ w2.T) * (1.0 - h**2)
+    return curvature.flatten_weights([x.T @ da, da.sum(0), h.T @ dz, dz.sum(0)])
+
+
+def central_difference_hessian(gradient, theta, step=1e-5):
+    columns = []
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = step
+        columns.append((gradient(theta + e) - gradient(theta - e)) / (2 * step))
+    h = np.array(columns).T
+    return (h + h.T) / 2
+
+
+def relative_error(estimate, exact):
+    return np.linalg.norm(np.asarray(estimate) - exact) / np.linalg.norm(exact)
+
+
+def dominant(eigenvalues):
+    return eigenvalues[np.argmax(np.abs(eigenvalues))]
+
+
+# ---------------------------------------------------------------------------
+# Fixtures: float64 models with exact Hessians
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def precise():
+    """float64 everywhere (on JAX this needs jax_enable_x64); restored after."""
+    # Keras caches its global dtype policy on first use: save and set it too,
+    # or layers built later in the session would stay float64.
+    previous_floatx = keras.config.floatx()
+    previous_policy = keras.config.dtype_policy()
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    previous_x64 = None
+    if BACKEND == "jax":
+        import jax
+
+        previous_x64 = jax.config.jax_enable_x64
+        jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        keras.config.set_floatx(previous_floatx)
+        keras.config.set_dtype_policy(previous_policy)
+        if previous_x64 is not None:
+            import jax
+
+            jax.config.update("jax_enable_x64", previous_x64)
+
+
+CROSS_ENTROPY = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+class Problem:
+    def __init__(self, model, x, y, exact_hessian):
+        self.model, self.x, self.y, self.hessian = model, x, y, exact_hessian
+        self.eigenvalues, self.eigenvectors = np.linalg.eigh(exact_hessian)
+        self.dim = exact_hessian.shape[0]
+
+
+@pytest.fixture
+def mlp(precise):
+    """Dense(3, tanh) -> Dense(3) logits on 8 examples: 27 parameters, an
+    indefinite Hessian."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 4))
+    y = rng.integers(0, 3, 8)
+    model = keras.Sequential([
+        keras.Input((4,), dtype="float64"),
+        keras.layers.Dense(3, activation="tanh", dtype="float64"),
+        keras.layers.Dense(3, dtype="float64"),
+    ])
+    weights = [0.8 * rng.standard_normal(v.shape) for v in model.trainable_variables]
+    model.set_weights(weights)
+    shapes = [w.shape for w in weights]
+    exact = central_difference_hessian(
+        lambda t: mlp_gradient(t, x, y, shapes), curvature.flatten_weights(weights)
+    )
+    return Problem(model, x, y, exact)
+
+
+@pytest.fixture
+def logistic(precise):
+    """Softmax regression, compiled with its loss, on 10 examples."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((10, 3))
+    y = rng.integers(0, 4, 10)
+    kernel, bias = rng.standard_normal((3, 4)), rng.standard_normal(4)
+    model = keras.Sequential([
+        keras.Input((3,), dtype="float64"), keras.layers.Dense(4, dtype="float64")
+    ])
+    model.set_weights([kernel, bias])
+    model.compile(loss=CROSS_ENTROPY)
+    return Problem(model, x, y, softmax_regression_hessian(kernel, bias, x, y))
+
+
+# ---------------------------------------------------------------------------
+# Operator level, on explicit matrices
+# ---------------------------------------------------------------------------
+
+
+SPECTRUM = np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0])
+NEGATIVE_DOMINANT = np.array([-6.0, 4.0, 2.0, 1.0, 0.3, -0.2, -1.0])
+
+
+@pytest.mark.parametrize("spectrum", [SPECTRUM, NEGATIVE_DOMINANT])
+def test_power_iteration_finds_largest_magnitude(spectrum):
+    a = symmetric_with_spectrum(spectrum)
+    result = curvature.power_iteration(
+        lambda v: a @ v, np.ones(spectrum.size), iterations=500, tol=1e-12
+    )
+    assert result.converged
+    assert result.eigenvalue == pytest.approx(dominant(spectrum), rel=1e-6)
+    assert np.linalg.norm(result.eigenvector) == pytest.approx(1.0)
+    residual = a @ result.eigenvector - result.eigenvalue * result.eigenvector
+    assert np.linalg.norm(residual) < 1e-4
+
+
+def test_power_iteration_largest_algebraic_uses_a_shift():
+    a = symmetric_with_spectrum(NEGATIVE_DOMINANT, seed=3)
+    result = curvature.power_iteration(
+        lambda v: a @ v, np.ones(7), 1000, 1e-12, which="largest_algebraic"
+    )
+    assert result.eigenvalue == pytest.approx(4.0, rel=1e-6)
+    positive = curvature.power_iteration(
+        lambda v: -a @ v, np.ones(7), 1000, 1e-12, which="largest_algebraic"
+    )  # spectrum of -a: 6 dominant and largest: no shift needed
+    assert positive.eigenvalue == pytest.approx(6.0, rel=1e-6)
+
+
+def test_power_iteration_stops_at_tolerance_and_cap():
+    a = symmetric_with_spectrum(SPECTRUM)
+    capped = curvature.power_iteration(lambda v: a @ v, np.ones(8), 3, 1e-12)
+    assert capped.iterations == 3 and not capped.converged
+    loose = curvature.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-2)
+    tight = curvature.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-10)
+    assert loose.converged and loose.iterations < tight.iterations
+    null = curvature.power_iteration(lambda v: 0 * v, np.ones(3), 10, 1e-3)
+    assert null.eigenvalue == 0.0 and null.converged
+
+
+def test_lanczos_full_steps_recover_the_spectrum_with_repeats():
+    spectrum = np.array([4.0, 4.0, 1.0, 0.0, 0.0, 0.0, -2.0])
+    a = symmetric_with_spectrum(spectrum, seed=4)
+    decomposition = curvature.lanczos(lambda v: a @ v, np.ones(7), steps=50)
+    assert decomposition.basis.shape == (7, 7)
+    np.testing.assert_allclose(decomposition.basis @ decomposition.basis.T,
+                               np.eye(7), atol=1e-12)
+    values, _ = decomposition.ritz_pairs()
+    np.testing.assert_allclose(values, np.sort(spectrum), atol=1e-10)
+
+
+def test_lanczos_eigenpairs_top_k_by_magnitude():
+    a = symmetric_with_spectrum(NEGATIVE_DOMINANT, seed=5)
+    result = curvature.lanczos_eigenpairs(
+        lambda v: a @ v, np.ones(7), k=3, steps=7, tol=1e-8
+    )
+    np.testing.assert_allclose(result.eigenvalues, [-6.0, 4.0, 2.0], rtol=1e-8)
+    assert result.converged
+    for value, vector in zip(result.eigenvalues, result.eigenvectors):
+        assert np.linalg.norm(a @ vector - value * vector) < 1e-6
+    np.testing.assert_allclose(result.eigenvectors @ result.eigenvectors.T,
+                               np.eye(3), atol=1e-10)
+
+
+def test_lanczos_eigenpairs_stops_early_on_a_large_operator():
+    spectrum = np.concatenate([[10.0, -8.0, 6.0], np.linspace(-1, 1, 397)])
+    a = symmetric_with_spectrum(spectrum, seed=6)
+    result = curvature.lanczos_eigenpairs(
+        lambda v: a @ v, np.random.default_rng(0).standard_normal(400), k=3,
+        steps=200, tol=1e-6
+    )
+    assert result.converged and result.iterations < 100
+    np.testing.assert_allclose(result.eigenvalues, [10.0, -8.0, 6.0], rtol=1e-8)
+
+
+def test_hutchinson_is_unbiased_on_a_known_matrix():
+    a = symmetric_with_spectrum(SPECTRUM)
+    estimate = curvature.hutchinson_trace(
+        lambda v: a @ v, 8, probes=400, rng=np.random.default_rng(0)
+    )
+    assert abs(estimate.trace - SPECTRUM.sum()) <= 3 * estimate.stderr
+    assert estimate.stderr == pytest.approx(
+        np.std(estimate.samples, ddof=1) / np.sqrt(400))
+    diagonal = curvature.hutchinson_trace(
+        lambda v: SPECTRUM * v, 8, probes=2, rng=np.random.default_rng(0))
+    assert diagonal.trace == pytest.approx(SPECTRUM.sum())  # exact for diagonals
+
+
+def test_slq_on_a_diagonal_gives_uniform_weights_at_the_eigenvalues():
+    spectrum = np.array([-1.0, 0.5, 2.0, 3.0, 7.0])
+    result = curvature.slq_density(lambda v: spectrum * v, dim=5, steps=5,
+                                   probes=3, rng=np.random.default_rng(0))
+    np.testing.assert_allclose(result.nodes, np.tile(spectrum, (3, 1)), atol=1e-10)
+    np.testing.assert_allclose(result.weights, 0.2, atol=1e-10)
+    assert integral(result.density, result.grid) == pytest.approx(1.0)
+    # the density is a mixture of Gaussians at the eigenvalues
+    peaks = result.grid[np.argmin(np.abs(result.grid[:, None] - spectrum), axis=0)]
+    assert np.all(np.interp(peaks, result.grid, result.density)
+                  > 0.2 / (result.sigma * np.sqrt(2 * np.pi)) * 0.99)
+
+
+def test_slq_with_few_steps_keeps_the_first_moment():
+    a = symmetric_with_spectrum(np.linspace(-2, 5, 60), seed=7)
+    result = curvature.slq_density(lambda v: a @ v, dim=60, steps=8, probes=20,
+                                   rng=np.random.default_rng(1))
+    np.testing.assert_allclose(result.weights.sum(axis=1), 1.0, atol=1e-12)
+    # Gauss quadrature is exact for f(t) = t: sum_j w_j theta_j = z^T A z / dim
+    first_moment = np.mean(np.sum(result.weights * result.nodes, axis=1))
+    assert first_moment == pytest.approx(np.trace(a) / 60, abs=0.3)
+    assert result.nodes.max() == pytest.approx(5.0, rel=0.05)
+    assert result.nodes.min() == pytest.approx(-2.0, rel=0.05)
+
+
+# ---------------------------------------------------------------------------
+# Hessian-vector products on models
+# ---------------------------------------------------------------------------
+
+
+def test_hvp_matches_the_central_difference_hessian(mlp):
+    v = np.random.default_rng(0).standard_normal(mlp.dim)
+    flat = curvature.hessian_vector_product(mlp.model, mlp.x, mlp.y, v,
+                                            loss=CROSS_ENTROPY)
+    assert isinstance(flat, np.ndarray) and flat.dtype == np.float64
+    assert relative_error(flat, mlp.hessian @ v) <= 1e-5
+    as_list = curvature.hessian_vector_product(
+        mlp.model, mlp.x, mlp.y, curvature.unflatten_weights(v, mlp.model),
+        loss=CROSS_ENTROPY,
+    )
+    assert [a.shape for a in as_list] == [tuple(w.shape) for w in
+                                          mlp.model.trainable_variables]
+    np.testing.assert_array_equal(curvature.flatten_weights(as_list), flat)
+
+
+def test_hvp_matches_the_analytic_softmax_regression_hessian(logistic):
+    v = np.random.default_rng(1).standard_normal(logistic.dim)
+    hv = curvature.hessian_vector_product(  # loss=None: the compiled loss
+        logistic.model, logistic.x, logistic.y, v)
+    assert relative_error(hv, logistic.hessian @ v) <= 1e-10
+
+
+def test_hvp_of_a_float32_model_is_close(logistic):
+    kernel, bias = (w.astype("float32") for w in logistic.model.get_weights())
+    model = keras.Sequential([keras.Input((3,)),
+                              keras.layers.Dense(4, dtype="float32")])
+    model.set_weights([kernel, bias])
+    v = np.random.default_rng(1).standard_normal(logistic.dim)
+    hv = curvature.hessian_vector_product(
+        model, logistic.x.astype("float32"), logistic.y, v, loss=CROSS_ENTROPY)
+    assert relative_error(hv, logistic.hessian @ v) <= 1e-5
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 100])
+def test_hvp_over_batches_equals_one_batch(mlp, batch_size):
+    v = np.random.default_rng(3).standard_normal(mlp.dim)
+    whole = curvature.hessian_vector_product(mlp.model, mlp.x, mlp.y, v,
+                                             loss=CROSS_ENTROPY)
+    batched = curvature.hessian_vector_product(
+        mlp.model, mlp.x, mlp.y, v, loss=CROSS_ENTROPY, batch_size=batch_size)
+    np.testing.assert_allclose(batched, whole, rtol=1e-12, atol=1e-14)
+
+
+def test_per_example_losses_with_extra_axes_are_averaged(precise):
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((6, 2)), rng.standard_normal((6, 3))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    v = rng.standard_normal(9)
+    # Mean squared error of a linear model: H = (2 / (n * 3)) sum_i x~ x~^T kron I_3
+    x_tilde = np.hstack([x, np.ones((6, 1))])
+    exact = 2.0 / (6 * 3) * np.kron(x_tilde.T @ x_tilde, np.eye(3))
+
+    def squared_errors(y_true, y_pred):  # shape (batch, 3): averaged over axis 1
+        return keras.ops.square(y_true - y_pred)
+
+    hv = curvature.hessian_vector_product(model, x, y, v, loss=squared_errors,
+                                          batch_size=4)
+    assert relative_error(hv, exact @ v) <= 1e-10
+    hv_mse = curvature.hessian_vector_product(model, x, y, v, loss="mse")
+    assert relative_error(hv_mse, exact @ v) <= FLOAT64_ACCURACY
+
+
+def batchnorm_model():
+    rng = np.random.default_rng(5)
+    model = keras.Sequential([
+        keras.Input((4,)),
+        keras.layers.Dense(5),
+        keras.layers.BatchNormalization(),
+        keras.layers.Activation("tanh"),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(3),
+    ])
+    model.set_weights([rng.standard_normal(w.shape) * 0.7 + (w.ndim == 1) * 0.5
+                       for w in model.get_weights()])
+    return model
+
+
+def test_batchnorm_runs_in_inference_mode(precise):
+    model = batchnorm_model()
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((9, 4)), rng.integers(0, 3, 9)
+    stats_before = [np.array(v) for v in model.non_trainable_variables]
+    v = rng.standard_normal(sum(int(np.prod(w.shape)) for w in
+                                model.trainable_variables))
+    whole = curvature.hessian_vector_product(model, x, y, v, loss=CROSS_ENTROPY)
+    order = rng.permutation(9)
+    other = curvature.hessian_vector_product(
+        model, x[order], y[order], v, loss=CROSS_ENTROPY, batch_size=4)
+    np.testing.assert_allclose(other, whole, rtol=1e-10, atol=1e-13)
+    curvature.top_hessian_eigenvalue(model, x, y, loss=CROSS_ENTROPY, iterations=5)
+    for before, variable in zip(stats_before, model.non_trainable_variables):
+        np.testing.assert_array_equal(np.array(variable), before)
+    # Dropout is off: repeated products agree exactly.
+    again = curvature.hessian_vector_product(model, x, y, v, loss=CROSS_ENTROPY)
+    np.testing.assert_array_equal(again, whole)
+
+
+# ---------------------------------------------------------------------------
+# Eigenvalues, trace, density on models against the exact Hessian
+# ---------------------------------------------------------------------------
+
+
+def test_top_eigenvalue_matches_eigh(mlp):
+    result = curvature.top_hessian_eigenvalue(
+        mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY, iterations=2000, tol=1e-10)
+    assert result.converged
+    exact = dominant(mlp.eigenvalues)
+    assert abs(result.eigenvalue - exact) <= 1e-3 * abs(exact)
+    u = curvature.flatten_weights(result.eigenvector)
+    assert np.linalg.norm(u) == pytest.approx(1.0)
+    assert np.linalg.norm(mlp.hessian @ u - result.eigenvalue * u) <= 1e-3 * abs(exact)
+
+
+def test_top_eigenvalue_largest_algebraic_on_the_mlp(mlp):
+    result = curvature.top_hessian_eigenvalue(
+        mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY, iterations=3000, tol=1e-12,
+        which="largest_algebraic")
+    exact = mlp.eigenvalues[-1]
+    assert abs(result.eigenvalue - exact) <= 1e-3 * abs(exact)
+
+
+def test_top_eigenvalue_with_few_iterations_reports_no_convergence(mlp):
+    result = curvature.top_hessian_eigenvalue(
+        mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY, iterations=2, tol=1e-12)
+    assert result.iterations == 2 and not result.converged
+
+
+def test_top_k_eigenvalues_match_eigh(mlp):
+    k = 4
+    result = curvature.top_hessian_eigenvalues(
+        mlp.model, mlp.x, mlp.y, k, loss=CROSS_ENTROPY, iterations=mlp.dim,
+        tol=1e-6)
+    exact = mlp.eigenvalues[np.argsort(-np.abs(mlp.eigenvalues), kind="stable")][:k]
+    np.testing.assert_allclose(result.eigenvalues, exact, rtol=1e-3)
+    assert np.all(np.diff(np.abs(result.eigenvalues)) <= 0)
+    vectors = np.array([curvature.flatten_weights(u) for u in result.eigenvectors])
+    np.testing.assert_allclose(vectors @ vectors.T, np.eye(k), atol=1e-8)
+    for value, u in zip(result.eigenvalues, vectors):
+        assert np.linalg.norm(mlp.hessian @ u - value * u) <= 1e-3 * abs(value)
+
+
+def test_hessian_trace_within_three_standard_errors(mlp):
+    estimate = curvature.hessian_trace(mlp.model, mlp.x, mlp.y, probes=300,
+                                       loss=CROSS_ENTROPY, seed=1)
+    exact = np.trace(mlp.hessian)
+    assert estimate.stderr > 0
+    assert abs(estimate.trace - exact) <= 3 * estimate.stderr
+    # and exactly the Hutchinson estimate built from the exact matrix
+    reference = curvature.hutchinson_trace(
+        lambda v: mlp.hessian @ v, mlp.dim, 300, np.random.default_rng(1))
+    assert estimate.trace == pytest.approx(reference.trace, rel=1e-6)
+
+
+def test_spectral_density_with_full_lanczos_puts_mass_on_the_eigenvalues(mlp):
+    result = curvature.spectral_density(
+        mlp.model, mlp.x, mlp.y, lanczos_steps=mlp.dim, probes=2,
+        loss=CROSS_ENTROPY)
+    scale = np.abs(mlp.eigenvalues).max()
+    for nodes in result.nodes:
+        np.testing.assert_allclose(nodes, mlp.eigenvalues,
+                                   atol=FLOAT64_ACCURACY * scale)
+    np.testing.assert_allclose(result.weights.sum(axis=1), 1.0, atol=1e-10)
+    assert integral(result.density, result.grid) == pytest.approx(1.0)
+    near = np.min(np.abs(result.grid[:, None] - mlp.eigenvalues), axis=1) \
+        <= 3 * result.sigma
+    assert integral(result.density * near, result.grid) >= 0.98
+
+
+def test_spectral_density_with_few_steps_finds_the_extremes(mlp):
+    result = curvature.spectral_density(
+        mlp.model, mlp.x, mlp.y, lanczos_steps=15, probes=3,
+        loss=CROSS_ENTROPY, grid=np.linspace(-1, 1, 2001), sigma=0.01)
+    assert result.nodes.shape == (3, 15)
+    spread = mlp.eigenvalues[-1] - mlp.eigenvalues[0]
+    assert abs(result.nodes.max() - mlp.eigenvalues[-1]) <= 1e-3 * spread
+    assert abs(result.nodes.min() - mlp.eigenvalues[0]) <= 1e-3 * spread
+    assert integral(result.density, result.grid) == pytest.approx(1.0)
+    assert result.sigma == 0.01
+
+
+def test_same_inputs_give_the_same_numbers(mlp):
+    def run():
+        return curvature.top_hessian_eigenvalue(
+            mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY, iterations=10, seed=7)
+
+    first, second = run(), run()
+    assert first.eigenvalue == second.eigenvalue
+    for a, b in zip(first.eigenvector, second.eigenvector):
+        np.testing.assert_array_equal(a, b)
+    traces = [curvature.hessian_trace(mlp.model, mlp.x, mlp.y, probes=5,
+                                      loss=CROSS_ENTROPY, seed=3).trace
+              for _ in range(2)]
+    assert traces[0] == traces[1]
+
+
+def test_power_iteration_reuses_one_compiled_product(mlp):
+    for _ in range(2):
+        curvature.top_hessian_eigenvalue(mlp.model, mlp.x, mlp.y,
+                                         loss=CROSS_ENTROPY, iterations=10,
+                                         tol=1e-12, batch_size=3)
+    (compiled,) = curvature._COMPILED[mlp.model].values()
+    assert compiled.trace_count == 1  # 3 padded batches, 2 x 10 products
+
+
+def test_compiled_products_do_not_keep_models_alive():
+    import gc
+    import weakref
+
+    def probe_once():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        curvature.hessian_vector_product(model, np.ones((4, 3)), np.zeros(4, int),
+                                         np.ones(8), loss=CROSS_ENTROPY)
+        assert model in curvature._COMPILED
+        return weakref.ref(model)
+
+    reference = probe_once()
+    gc.collect()
+    assert reference() is None
+
+
+# ---------------------------------------------------------------------------
+# Robust loss
+# ---------------------------------------------------------------------------
+
+
+def test_robust_hvp_is_the_clean_hvp_at_fixed_adversarial_inputs(mlp):
+    calls = []
+
+    def shift_attack(model, x, y, seed=None):
+        calls.append(seed)
+        return x + 0.01
+
+    v = np.random.default_rng(8).standard_normal(mlp.dim)
+    robust = curvature.hessian_vector_product(
+        mlp.model, mlp.x, mlp.y, v, loss=CROSS_ENTROPY, attack=shift_attack, seed=4)
+    clean_at_adversarial = curvature.hessian_vector_product(
+        mlp.model, mlp.x + 0.01, mlp.y, v, loss=CROSS_ENTROPY)
+    np.testing.assert_array_equal(robust, clean_at_adversarial)
+    assert calls == [4]
+    calls.clear()
+    result = curvature.top_hessian_eigenvalue(
+        mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY, attack=shift_attack,
+        iterations=10)
+    assert calls == [0] and result.iterations > 1  # crafted once, then fixed
+
+
+def test_robust_hvp_with_pgd():
+    import robustlab
+
+    rng = np.random.default_rng(9)
+    x = rng.random((12, 6)).astype("float32")
+    y = rng.integers(0, 3, 12)
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(3)])
+    model.compile(loss=CROSS_ENTROPY)
+    attack = robustlab.PGD(eps=0.1, steps=3)
+    x_adv = attack(model, x, y, seed=5)
+    assert np.abs(x_adv - x).max() > 0.01
+    v = rng.standard_normal(sum(int(np.prod(w.shape)) for w in
+                                model.trainable_variables))
+    robust = curvature.hessian_vector_product(model, x, y, v, attack=attack, seed=5)
+    clean_at_adversarial = curvature.hessian_vector_product(model, x_adv, y, v)
+    np.testing.assert_allclose(robust, clean_at_adversarial, rtol=1e-6, atol=1e-9)
+    clean = curvature.hessian_vector_product(model, x, y, v)
+    assert relative_error(robust, clean) > 1e-3
+
+
+# ---------------------------------------------------------------------------
+# Bad inputs
+# ---------------------------------------------------------------------------
+
+
+def test_an_uncompiled_model_needs_a_loss(mlp):
+    with pytest.raises(ValueError, match="`loss`.*Received: loss=None"):
+        curvature.hessian_trace(mlp.model, mlp.x, mlp.y, probes=2)
+    with pytest.raises(ValueError, match="`loss`"):
+        curvature.hessian_trace(mlp.model, mlp.x, mlp.y, probes=2, loss="no_such")
+
+
+@pytest.mark.parametrize(
+    "function, kwargs, message",
+    [
+        ("top_hessian_eigenvalue", dict(iterations=0), "Received: iterations=0"),
+        ("top_hessian_eigenvalue", dict(tol=0.0), "Received: tol=0.0"),
+        ("top_hessian_eigenvalue", dict(tol=-1e-3), "Received: tol=-0.001"),
+        ("top_hessian_eigenvalue", dict(which="smallest"), "Received: which="),
+        ("top_hessian_eigenvalue", dict(batch_size=0), "Received: batch_size=0"),
+        ("top_hessian_eigenvalues", dict(k=0), r"\[1, 27\].*Received: k=0"),
+        ("top_hessian_eigenvalues", dict(k=28), r"\[1, 27\].*Received: k=28"),
+        ("top_hessian_eigenvalues", dict(k=5, iterations=3),
+         "Received: iterations=3"),
+        ("hessian_trace", dict(probes=0), "Received: probes=0"),
+        ("spectral_density", dict(lanczos_steps=0), "Received: lanczos_steps=0"),
+        ("spectral_density", dict(probes=0), "Received: probes=0"),
+        ("spectral_density", dict(sigma=0.0), "Received: sigma=0.0"),
+        ("spectral_density", dict(grid=[1.0, 0.0]), "`grid`"),
+    ],
+)
+def test_bad_arguments_are_named(mlp, function, kwargs, message):
+    kwargs = dict(kwargs)
+    args = (mlp.model, mlp.x, mlp.y)
+    if function == "top_hessian_eigenvalues":
+        args += (kwargs.pop("k"),)
+    with pytest.raises(ValueError, match=message):
+        getattr(curvature, function)(*args, loss=CROSS_ENTROPY, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x, y: (np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x),
+                       y), "`x` must be finite"),
+        (lambda x, y: (x[:0], y[:0]), "`x` must hold at least one example"),
+        (lambda x, y: (x, y[:-1]), "`x` and `y` must hold the same number"),
+        (lambda x, y: (x, np.full(y.shape, np.inf)), "`y` must be finite"),
+    ],
+)
+def test_bad_probe_data_is_named(mlp, change, message):
+    x, y = change(mlp.x, mlp.y)
+    with pytest.raises(ValueError, match=message):
+        curvature.hessian_vector_product(mlp.model, x, y, np.zeros(mlp.dim),
+                                         loss=CROSS_ENTROPY)
+
+
+def test_bad_vectors_are_named(mlp):
+    with pytest.raises(ValueError, match="`vector`.*27 values.*Received"):
+        curvature.hessian_vector_product(mlp.model, mlp.x, mlp.y, np.zeros(26),
+                                         loss=CROSS_ENTROPY)
+    with pytest.raises(ValueError, match="`vector`.*shaped like"):
+        curvature.hessian_vector_product(mlp.model, mlp.x, mlp.y, [np.zeros(3)],
+                                         loss=CROSS_ENTROPY)
+    with pytest.raises(ValueError, match="`initial_vector` must be non-zero"):
+        curvature.top_hessian_eigenvalue(mlp.model, mlp.x, mlp.y,
+                                         loss=CROSS_ENTROPY,
+                                         initial_vector=np.zeros(mlp.dim))
+    with pytest.raises(ValueError, match="`attack` must return"):
+        curvature.hessian_trace(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY,
+                                attack=lambda model, x, y, seed=None: x[:1])
+
+
+def test_operator_level_arguments_are_checked():
+    identity = lambda v: v  # noqa: E731
+    with pytest.raises(ValueError, match="Received: iterations=0"):
+        curvature.power_iteration(identity, np.ones(2), iterations=0)
+    with pytest.raises(ValueError, match="Received: tol=0"):
+        curvature.power_iteration(identity, np.ones(2), tol=0)
+    with pytest.raises(ValueError, match="`initial`"):
+        curvature.lanczos(identity, np.zeros(2), steps=2)
+    with pytest.raises(ValueError, match="Received: probes=0"):
+        curvature.hutchinson_trace(identity, 2, 0, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="Received: k=3"):
+        curvature.lanczos_eigenpairs(identity, np.ones(2), k=3, steps=3)
