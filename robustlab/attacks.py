@@ -60,8 +60,8 @@ class PGD:
     Example:
 
     >>> attack = PGD(eps=0.1, steps=3)
-    >>> attack.step_size
-    0.08333333333333334
+    >>> round(attack.step_size, 6)
+    0.083333
     >>> PGD(eps=-0.1)
     Traceback (most recent call last):
     ...

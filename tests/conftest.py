@@ -8,20 +8,6 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
-@pytest.fixture
-def float64():
-    """Run a test with Keras's default float type set to float64."""
-    # Keras caches its global dtype policy on first use: restore it too.
-    previous, policy = keras.config.floatx(), keras.config.dtype_policy()
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    try:
-        yield
-    finally:
-        keras.config.set_floatx(previous)
-        keras.config.set_dtype_policy(policy)
-
-
 def softmax_regression(weights, bias, dtype="float32"):
     """A linear classifier with exactly the given weights (logits out)."""
     weights = np.asarray(weights, dtype)

@@ -1,0 +1,469 @@
+"""Top Hessian eigenvalue (and trace) of the robust and clean loss during `fit`."""
+
+import dataclasses
+import math
+import numbers
+import os
+import warnings
+
+import keras
+import numpy as np
+
+from robustlab import attacks
+from robustlab import curvature
+from robustlab import validation
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """One curvature measurement of `HessianProbe`.
+
+    Attributes:
+        epoch: the epoch at whose end it was measured (the weights are those
+            at the start of epoch `epoch + 1`).
+        kind: `"robust"` (adversarial examples of the probe set) or `"clean"`.
+        eigenvalue: the top (largest-magnitude) Hessian eigenvalue, the
+            Rayleigh quotient of `eigenvector`.
+        eigenvector: unit-norm list of float64 arrays aligned with the
+            classifier's `trainable_variables`.
+        iterations: Hessian-vector products used by the power iteration.
+        converged: whether it met `tol` within `iterations`.
+        trace: Hutchinson estimate of the Hessian trace (NaN when not asked).
+        trace_stderr: its standard error (NaN when not asked or one probe).
+    """
+
+    epoch: int
+    kind: str
+    eigenvalue: float
+    eigenvector: list
+    iterations: int
+    converged: bool
+    trace: float = math.nan
+    trace_stderr: float = math.nan
+
+
+class HessianProbe(keras.callbacks.Callback):
+    """Top Hessian eigenvalue of the robust (and/or clean) loss at chosen epochs.
+
+    At the end of each chosen epoch the probe measures, on the fixed probe
+    set `(x, y)` and at the current weights of the classifier (`model.model`
+    of an `AdversarialModel`, or the fitted model itself):
+
+    - robust (default): adversarial examples are crafted once with `attack`
+      (default: the `AdversarialModel`'s `eval_attack`; the attack ascends
+      the compiled loss, in the model's `attack_training_mode`), then held
+      fixed; the Hessian is that of the compiled loss on them, with respect
+      to the trainable weights (`robustlab.curvature.top_hessian_eigenvalue`
+      with `loss=` the compiled loss, model in inference mode,
+      regularisation losses excluded: an `L2(l)` adds `2 l` along every
+      direction it covers).
+    - clean (`clean=True`): the same on the unperturbed `x`.
+
+    Logged (robust / clean):
+
+    - `hessian_top_eig` / `hessian_top_eig_clean`: the eigenvalue of largest
+      magnitude;
+    - `hessian_iterations[_clean]`, `hessian_converged[_clean]` (1.0 or 0.0);
+    - with `trace_probes > 0`: `hessian_trace[_clean]` and
+      `hessian_trace_stderr[_clean]` (Hutchinson, Rademacher probes).
+
+    On the epochs where the probe does not run, every key is logged as NaN:
+    the keys are the same at every epoch, so `History` lists stay aligned
+    with the epochs and `CSVLogger` (which fixes its columns from the first
+    epoch's logs and would silently drop a key first seen later) writes
+    every column; plot with NaN-aware code or drop the NaN rows.
+
+    Warm start and reproducibility. Each power iteration starts from the
+    previous eigenvector of the same kind (fewer iterations once the
+    direction settles). Without a previous vector it starts from a standard
+    normal vector drawn with seed `seed + epoch`, and the attack also uses
+    `seed + epoch`, so no random state is carried from epoch to epoch. The
+    one thing carried is the previous eigenvector: with `state_dir` it is
+    written there at every probe and read back when a fit resumes (e.g. with
+    `keras.callbacks.BackupAndRestore`), so a resumed run logs exactly the
+    numbers of an uninterrupted one. Without `state_dir`, the first probe
+    after a resume starts from the seeded random vector instead: its
+    eigenvalue agrees with the warm-started one to about `tol` once both
+    converge, but iterations, the last digits (and, when the top two
+    eigenvalues are close, possibly which eigenvector is found) differ, and
+    a `PosteriorTracker` sharing the probe has no direction until that
+    probe. `state_dir` can be the `BackupAndRestore` directory (then it is
+    removed with it when training ends); it holds two files,
+    `hessian_probe.npz` and the previous one, of two float64 copies of the
+    weights each (per kind).
+
+    Sharing with `PosteriorTracker`: pass the same probe object to both;
+    the tracker reads `latest_before(epoch)` (the direction and eigenvalue
+    measured at the end of an earlier epoch). Callbacks exchange nothing
+    else.
+
+    Place it before CSVLogger in the callback list.
+
+    Args:
+        x, y: the probe set (NumPy arrays; e.g. 256 training examples),
+            finite and non-empty.
+        every: run at the end of every `every`-th epoch (epochs `every - 1`,
+            `2 every - 1`, ...), an integer >= 1. Ignored when `epochs` is
+            given.
+        epochs: an explicit list of (0-based) epochs at whose end to run.
+        robust: measure the robust loss (needs `attack` or an
+            `AdversarialModel`).
+        clean: measure the clean loss.
+        attack: a `robustlab.PGD` for the robust loss; default the
+            `AdversarialModel`'s `eval_attack`.
+        iterations: power-iteration cap (Hessian-vector products), >= 1.
+        tol: relative tolerance on the Rayleigh quotient, > 0.
+        trace_probes: Hutchinson probes for the trace; 0 (default) skips it.
+        batch_size: examples per compiled Hessian-vector product and attack
+            call.
+        seed: base seed (the epoch is added to it).
+        warm_start: start each power iteration from the previous eigenvector.
+        state_dir: optional directory where the latest result is kept for
+            resumed fits (see above).
+
+    Attributes:
+        latest: the last robust `ProbeResult` (the clean one when
+            `robust=False`), or None.
+        latest_clean: the last clean `ProbeResult`, or None.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> from robustlab.callbacks.hessian_probe import HessianProbe
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=2))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
+    >>> x = np.random.default_rng(0).random((32, 4), dtype="float32")
+    >>> y = np.arange(32) % 3
+    >>> probe = HessianProbe(x, y, every=2, iterations=5)
+    >>> h = model.fit(x, y, epochs=2, verbose=0, callbacks=[probe])
+    >>> bool(np.isnan(h.history["hessian_top_eig"][0])), h.history["hessian_top_eig"][1] > 0
+    (True, True)
+    >>> probe.latest.epoch, len(probe.latest.eigenvector) == len(net.trainable_variables)
+    (1, True)
+    """
+
+    def __init__(
+        self,
+        x,
+        y,
+        *,
+        every=5,
+        epochs=None,
+        robust=True,
+        clean=False,
+        attack=None,
+        iterations=20,
+        tol=1e-3,
+        trace_probes=0,
+        batch_size=256,
+        seed=0,
+        warm_start=True,
+        state_dir=None,
+    ):
+        super().__init__()
+        self.x, self.y = check_probe_data(x, y)
+        self.every, self.epochs = check_schedule(every, epochs)
+        if not (robust or clean):
+            raise ValueError(
+                "HessianProbe needs something to measure: robust=True and/or "
+                f"clean=True. Received: robust={robust!r}, clean={clean!r}"
+            )
+        if attack is not None and not isinstance(attack, attacks.PGD):
+            raise TypeError(
+                "Argument `attack` must be a robustlab.PGD or None. "
+                f"Received: attack={attack!r}"
+            )
+        self.robust = bool(robust)
+        self.clean = bool(clean)
+        self.attack = attack
+        self.iterations = validation.check_int_at_least("iterations", iterations, 1)
+        self.tol = validation.check_finite_positive("tol", tol)
+        self.trace_probes = validation.check_int_at_least(
+            "trace_probes", trace_probes, 0
+        )
+        self.batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+        self.seed = validation.check_int_at_least("seed", seed, 0)
+        self.warm_start = bool(warm_start)
+        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self._results = {}  # kind -> ProbeResult
+        self._restored = None  # candidate results read from state_dir
+
+    # -- public state ----------------------------------------------------------
+
+    @property
+    def kinds(self):
+        """The measured kinds, primary first: ("robust",), ("clean",) or both."""
+        return tuple(k for k, on in (("robust", self.robust), ("clean", self.clean))
+                     if on)
+
+    @property
+    def latest(self):
+        return self._results.get(self.kinds[0])
+
+    @property
+    def latest_clean(self):
+        return self._results.get("clean")
+
+    def latest_before(self, epoch):
+        """The primary result measured at the end of an epoch < `epoch`, or
+        None: what a window starting at `epoch` may use. (After a resume from
+        `state_dir` this picks the newest saved result older than `epoch`.)"""
+        self._resolve_restored(epoch)
+        result = self.latest
+        if result is None or result.epoch >= epoch:
+            return None
+        return result
+
+    def log_keys(self):
+        """The keys this probe writes into `logs` (every epoch)."""
+        keys = []
+        for kind in self.kinds:
+            suffix = "" if kind == "robust" else "_clean"
+            keys += [f"hessian_top_eig{suffix}", f"hessian_iterations{suffix}",
+                     f"hessian_converged{suffix}"]
+            if self.trace_probes:
+                keys += [f"hessian_trace{suffix}", f"hessian_trace_stderr{suffix}"]
+        return keys
+
+    # -- callback hooks ----------------------------------------------------------
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        net = classifier(model)
+        self._loss = compiled_loss(model)
+        num_classes = validation.check_classifier(net, self.x[:1])
+        validation.check_labels(self.y, num_classes, len(self.x), name="y")
+        if self.robust:
+            self._attack = self.attack or getattr(model, "eval_attack", None)
+            if self._attack is None:
+                raise ValueError(
+                    "HessianProbe(robust=True) needs an attack: pass `attack=` "
+                    "or fit a robustlab.AdversarialModel. Received: attack=None "
+                    f"and a model of type {type(model).__name__}"
+                )
+            validation.check_inputs(self.x, self._attack.value_range, name="x")
+        self._attack_training = bool(getattr(model, "attack_training_mode", False))
+        warn_if_never_selected(self, self.params.get("epochs"), end_of_epoch=True)
+        if not self._results and self.state_dir is not None:
+            self._restored = self._read_state(net)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._resolve_restored(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        values = dict.fromkeys(self.log_keys(), math.nan)
+        if is_selected(epoch, self.every, self.epochs, end_of_epoch=True):
+            for kind in self.kinds:
+                result = self._measure(kind, epoch)
+                self._results[kind] = result
+                suffix = "" if kind == "robust" else "_clean"
+                values[f"hessian_top_eig{suffix}"] = result.eigenvalue
+                values[f"hessian_iterations{suffix}"] = float(result.iterations)
+                values[f"hessian_converged{suffix}"] = float(result.converged)
+                if self.trace_probes:
+                    values[f"hessian_trace{suffix}"] = result.trace
+                    values[f"hessian_trace_stderr{suffix}"] = result.trace_stderr
+            if self.state_dir is not None:
+                self._write_state()
+        logs.update(values)
+
+    # -- measurement ---------------------------------------------------------------
+
+    def probe_inputs(self, kind, epoch):
+        """The inputs whose Hessian a probe at the end of `epoch` measures:
+        the adversarial examples (seed `seed + epoch`) for "robust", `x` for
+        "clean". Computed at the current weights."""
+        if kind == "clean":
+            return self.x
+        return attacks.run_attack(
+            classifier(self.model), self.x, self.y, self._attack, loss=self._loss,
+            training=self._attack_training, batch_size=self.batch_size,
+            seed=self.seed + epoch,
+        )
+
+    def _measure(self, kind, epoch):
+        net = classifier(self.model)
+        inputs = self.probe_inputs(kind, epoch)
+        previous = self._results.get(kind)
+        initial = previous.eigenvector if (self.warm_start and previous) else None
+        estimate = curvature.top_hessian_eigenvalue(
+            net, inputs, self.y, loss=self._loss, iterations=self.iterations,
+            tol=self.tol, batch_size=self.batch_size, seed=self.seed + epoch,
+            initial_vector=initial,
+        )
+        trace = stderr = math.nan
+        if self.trace_probes:
+            trace_estimate = curvature.hessian_trace(
+                net, inputs, self.y, probes=self.trace_probes, loss=self._loss,
+                batch_size=self.batch_size, seed=self.seed + epoch,
+            )
+            trace, stderr = trace_estimate.trace, trace_estimate.stderr
+        return ProbeResult(
+            epoch=int(epoch), kind=kind, eigenvalue=float(estimate.eigenvalue),
+            eigenvector=[np.asarray(v, np.float64) for v in estimate.eigenvector],
+            iterations=int(estimate.iterations), converged=bool(estimate.converged),
+            trace=float(trace), trace_stderr=float(stderr),
+        )
+
+    # -- state for resumed fits -----------------------------------------------------
+
+    def _paths(self):
+        current = os.path.join(self.state_dir, "hessian_probe.npz")
+        return current, current[:-4] + ".previous.npz"
+
+    def _write_state(self):
+        arrays = {}
+        for kind, result in self._results.items():
+            arrays[f"{kind}/scalars"] = np.array(
+                [result.epoch, result.eigenvalue, result.iterations,
+                 result.converged, result.trace, result.trace_stderr], np.float64)
+            for i, part in enumerate(result.eigenvector):
+                arrays[f"{kind}/vector_{i}"] = part
+        current, previous = self._paths()
+        if os.path.exists(current):
+            os.replace(current, previous)
+        atomic_savez(current, arrays)
+
+    def _read_state(self, net):
+        shapes = [tuple(v.shape) for v in net.trainable_variables]
+        candidates = []
+        for path in self._paths():
+            if not os.path.exists(path):
+                continue
+            try:
+                with np.load(path) as data:
+                    results = {}
+                    for kind in self.kinds:
+                        if f"{kind}/scalars" not in data:
+                            continue
+                        ep, value, its, conv, trace, stderr = data[f"{kind}/scalars"]
+                        vector = [np.array(data[f"{kind}/vector_{i}"], np.float64)
+                                  for i in range(len(shapes))]
+                        if [v.shape for v in vector] != shapes:
+                            raise ValueError("shapes differ from the model's")
+                        results[kind] = ProbeResult(
+                            int(ep), kind, float(value), vector, int(its),
+                            bool(conv), float(trace), float(stderr))
+            except (OSError, KeyError, ValueError) as error:
+                warnings.warn(
+                    f"HessianProbe ignores its state file {path!r}: {error}. The "
+                    "next probe starts from a random vector.", stacklevel=2)
+                continue
+            if results:
+                candidates.append(results)
+        return candidates or None
+
+    def _resolve_restored(self, epoch):
+        """Adopt the newest restored result older than `epoch` (once)."""
+        if self._restored is None:
+            return
+        candidates, self._restored = self._restored, None
+        usable = [c for c in candidates
+                  if max(r.epoch for r in c.values()) < epoch]
+        if usable:
+            self._results = max(usable, key=lambda c: max(r.epoch for r in c.values()))
+
+
+# ---------------------------------------------------------------------------
+# Helpers shared by robustlab's tracking callbacks.
+# ---------------------------------------------------------------------------
+
+
+def classifier(model):
+    """The network whose weights are tracked: `model.model` for an
+    `AdversarialModel`, the model itself otherwise."""
+    from robustlab.adversarial import AdversarialModel
+
+    return model.model if isinstance(model, AdversarialModel) else model
+
+
+def compiled_loss(model):
+    loss = getattr(model, "loss", None) if getattr(model, "compiled", False) else None
+    if loss is None:
+        raise ValueError(
+            "The fitted model must be compiled with a loss (the probes measure "
+            "the compiled loss). Received: loss=None"
+        )
+    return loss
+
+
+def check_probe_data(x, y, names=("x", "y")):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    validation.check_inputs(x, None, name=names[0])
+    if x.ndim == 0:
+        raise ValueError(
+            f"Argument `{names[0]}` must be a batch of examples (first axis: "
+            f"examples). Received: {names[0]} with shape {x.shape}"
+        )
+    if y.ndim == 0 or len(y) != len(x):
+        raise ValueError(
+            f"Arguments `{names[0]}` and `{names[1]}` must hold the same number of "
+            f"examples. Received: {names[0]} with {len(x)} examples and "
+            f"{names[1]} with shape {y.shape}"
+        )
+    if np.issubdtype(y.dtype, np.floating) and not np.all(np.isfinite(y)):
+        raise ValueError(
+            f"Argument `{names[1]}` must be finite (no NaN or inf). Received: "
+            f"{names[1]} with {int(np.sum(~np.isfinite(y)))} non-finite values"
+        )
+    return x, y
+
+
+def check_schedule(every, epochs):
+    every = validation.check_int_at_least("every", every, 1)
+    if epochs is None:
+        return every, None
+    try:
+        listed = list(epochs)
+    except TypeError:
+        listed = None
+    if (
+        listed is None
+        or not listed
+        or not all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
+                   and e >= 0 for e in listed)
+    ):
+        raise ValueError(
+            "Argument `epochs` must be None or a non-empty list of 0-based "
+            f"epoch indices (integers >= 0). Received: epochs={epochs!r}"
+        )
+    return every, frozenset(int(e) for e in listed)
+
+
+def is_selected(epoch, every, epochs, end_of_epoch):
+    if epochs is not None:
+        return epoch in epochs
+    return (epoch + 1) % every == 0 if end_of_epoch else epoch % every == 0
+
+
+def warn_if_never_selected(callback, total_epochs, end_of_epoch):
+    """Warn when a schedule runs past the fit: nothing (or not everything
+    asked for) would be measured."""
+    if not total_epochs:
+        return
+    name = type(callback).__name__
+    if callback.epochs is not None:
+        late = sorted(e for e in callback.epochs if e >= total_epochs)
+        if late:
+            warnings.warn(
+                f"{name}: epochs {late} are past the end of this fit "
+                f"(epochs={total_epochs}); they will not be measured. "
+                f"Received: epochs={sorted(callback.epochs)}", stacklevel=3)
+    elif end_of_epoch and callback.every > total_epochs:
+        warnings.warn(
+            f"{name}: every={callback.every} is larger than the fit's "
+            f"epochs={total_epochs}, so it never runs. Received: "
+            f"every={callback.every}", stacklevel=3)
+
+
+def atomic_savez(path, arrays):
+    """`np.savez` to a temporary name, then rename: a reader sees the old
+    file or the new one, never a half-written one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    temporary = path + ".tmp.npz"
+    np.savez(temporary, **arrays)
+    os.replace(temporary, path)

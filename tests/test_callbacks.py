@@ -1,0 +1,490 @@
+"""HessianProbe, PosteriorTracker and BoundTracker inside `fit`.
+
+Each logged number is recomputed by a second route from quantities a plain
+test callback collects during the same fit (the weights after every step,
+at every epoch's start and end): the curvature functions called directly,
+np.var of the stacked iterates, the posterior / bounds functions. One shared
+4-epoch run (small CNN, PGD training, a learning-rate drop at epoch 2) serves
+most tests; the resume test adds an interrupted and a resumed fit.
+"""
+
+import csv
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import robustlab
+from robustlab import attacks
+from robustlab import bounds
+from robustlab import curvature
+from robustlab import posterior
+from robustlab.callbacks.bound_tracker import BoundTracker
+from robustlab.callbacks.hessian_probe import HessianProbe
+from robustlab.callbacks.posterior_tracker import PosteriorTracker
+from robustlab.callbacks.posterior_tracker import expected_window_variance
+from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
+from robustlab.callbacks.robust_evaluation import RobustEvaluation
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+EPOCHS, BATCH, N_TRAIN, L2 = 4, 64, 192, 2.5e-4
+SCHEDULE = robustlab.schedules.PiecewiseConstant(0.1, drop_epochs=(2,))
+
+
+def small_cnn_model(optimizer=None):
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=0,
+                                     weight_decay=2 * L2)
+    model = robustlab.AdversarialModel(
+        net, attack=robustlab.PGD(0.1, steps=3),
+        eval_attack=robustlab.PGD(0.1, step_size=0.025, steps=5), seed=0)
+    model.compile(optimizer or keras.optimizers.SGD(0.1, momentum=0.9), LOSS,
+                  metrics=["accuracy"])
+    return model
+
+
+def instruments(x, y, probe_dir=None, bound_dir=None):
+    probe = HessianProbe(x[:64], y[:64], epochs=[0, 1, 2], clean=True,
+                         iterations=10, trace_probes=3, batch_size=64,
+                         state_dir=probe_dir)
+    tracker = PosteriorTracker(probe, batch_size=BATCH, train_size=N_TRAIN,
+                               schedule=SCHEDULE, per_layer=True)
+    bound = BoundTracker(N_TRAIN, prior_variance=1e-2, tracker=tracker,
+                         state_dir=bound_dir)
+    return probe, tracker, bound
+
+
+class Collector(keras.callbacks.Callback):
+    """Collects what the second routes need, without touching the callbacks'
+    state (only their public results)."""
+
+    def __init__(self, probe, tracker):
+        super().__init__()
+        self.probe, self.tracker = probe, tracker
+        self.iterates, self.start, self.end, self.results = {}, {}, {}, {}
+        self.predictions, self.direct = {}, {}
+
+    def weights(self):
+        return [np.array(v, np.float64) for v in self.model.model.get_weights()]
+
+    def on_train_begin(self, logs=None):
+        self.initial = self.weights()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.start[epoch] = self.weights()
+        self.iterates[epoch] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.iterates[self.epoch].append(self.weights())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end[epoch] = self.weights()
+        if self.probe.latest is not None and self.probe.latest.epoch == epoch:
+            self.results[epoch] = (self.probe.latest, self.probe.latest_clean)
+            self.direct[epoch] = self.direct_eigenvalue(epoch)
+        prediction = self.tracker.last_prediction
+        if prediction is not None and prediction["epoch"] == epoch:
+            self.predictions[epoch] = dict(prediction)
+
+    def direct_eigenvalue(self, epoch):
+        """top_hessian_eigenvalue called directly at the same weights, with
+        the probe's documented inputs (attack seed and start: seed + epoch,
+        warm start from the previous result)."""
+        net = self.model.model
+        x, y = self.probe.x, self.probe.y
+        x_adv = attacks.run_attack(net, x, y, self.model.eval_attack, loss=LOSS,
+                                   batch_size=64, seed=epoch)
+        previous = self.results.get(epoch - 1)
+        return curvature.top_hessian_eigenvalue(
+            net, x_adv, y, loss=LOSS, iterations=10, tol=1e-3, batch_size=64,
+            seed=epoch, initial_vector=None if previous is None
+            else previous[0].eigenvector)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise RuntimeError("interrupted")
+
+
+def fit(model, x, y, *callbacks):
+    return model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0,
+                     callbacks=[SCHEDULE.callback(), RobustEvaluation(x[:64], y[:64]),
+                                *callbacks]).history
+
+
+@pytest.fixture(scope="module")
+def run(digits, tmp_path_factory):
+    x, y = digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+    probe, tracker, bound = instruments(x, y)
+    collector = Collector(probe, tracker)
+    csv_path = tmp_path_factory.mktemp("csv") / "history.csv"
+    model = small_cnn_model()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = fit(model, x, y, probe, tracker, bound, collector,
+                      keras.callbacks.CSVLogger(str(csv_path)))
+    return dict(x=x, y=y, model=model, probe=probe, tracker=tracker, bound=bound,
+                collector=collector, history=history, csv=csv_path, warnings=caught)
+
+
+# -- keys in History and CSVLogger ---------------------------------------------------
+
+
+def test_every_key_is_logged_at_every_epoch_and_reaches_the_csv(run):
+    history = run["history"]
+    keys = run["probe"].log_keys() + run["tracker"].log_keys() + run["bound"].log_keys()
+    assert {"hessian_top_eig", "hessian_top_eig_clean", "hessian_trace",
+            "hessian_trace_stderr", "hessian_iterations", "hessian_converged",
+            "posterior_var", "posterior_var/conv1", "posterior_var_top",
+            "posterior_var_top_predicted", "posterior_var_top_stationary",
+            "posterior_unstable", "pac_bayes_kl", "pac_bayes_bound",
+            "pac_bayes_bound_mcallester"} <= set(keys)
+    for key in keys:
+        assert len(history[key]) == EPOCHS, key
+    # The probe runs at the end of epochs 0-2 only; no direction for window 0.
+    assert np.isnan(history["hessian_top_eig"][3])
+    assert np.all(np.isfinite(history["hessian_top_eig"][:3]))
+    assert np.isnan(history["posterior_var_top"][0])
+    assert np.all(np.isfinite(history["posterior_var_top"][1:]))
+    with open(run["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == EPOCHS
+    for key in keys:
+        column = np.array([float(row[key]) for row in rows])
+        np.testing.assert_allclose(column, history[key], rtol=1e-6, err_msg=key)
+
+
+# -- HessianProbe ---------------------------------------------------------------------
+
+
+def test_probe_eigenvalue_equals_a_direct_call_at_the_same_weights(run):
+    collector, history = run["collector"], run["history"]
+    for epoch in (0, 1):  # a cold start, then a warm start from epoch 0
+        result, _ = collector.results[epoch]
+        direct = collector.direct[epoch]
+        assert result.eigenvalue == pytest.approx(direct.eigenvalue, rel=1e-6)
+        assert result.iterations == direct.iterations
+        assert history["hessian_top_eig"][epoch] == pytest.approx(result.eigenvalue)
+        assert history["hessian_iterations"][epoch] == result.iterations
+        for a, b in zip(result.eigenvector, direct.eigenvector):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+
+
+def test_probe_keeps_unit_eigenvectors_aligned_with_the_weights(run):
+    probe, model = run["probe"], run["model"]
+    assert probe.latest.epoch == 2 and probe.latest.kind == "robust"
+    assert probe.latest_clean.kind == "clean"
+    assert probe.latest_before(3) is probe.latest
+    assert probe.latest_before(2) is None  # only results older than the window
+    vector = probe.latest.eigenvector
+    assert [v.shape for v in vector] == [tuple(v.shape) for v in
+                                         model.model.trainable_variables]
+    assert sum(float(np.sum(v * v)) for v in vector) == pytest.approx(1.0)
+
+
+# -- PosteriorTracker -------------------------------------------------------------
+
+
+def stacked(iterates):
+    return np.stack([np.concatenate([w.ravel() for w in it]) for it in iterates])
+
+
+def test_measured_variance_is_np_var_of_the_iterates(run):
+    collector, history = run["collector"], run["history"]
+    names = [v.path.split("/")[0] for v in run["model"].model.trainable_variables]
+    for epoch in range(EPOCHS):
+        iterates = collector.iterates[epoch]
+        assert len(iterates) == N_TRAIN // BATCH
+        flat = stacked(iterates)
+        assert history["posterior_var"][epoch] == pytest.approx(
+            float(np.var(flat, axis=0).mean()), rel=1e-4)
+        layer_values = {}
+        for i, name in enumerate(names):
+            layer_values.setdefault(name, []).append(
+                np.var(np.stack([it[i] for it in iterates]), axis=0).ravel())
+        for name, parts in layer_values.items():
+            assert history[f"posterior_var/{name}"][epoch] == pytest.approx(
+                float(np.concatenate(parts).mean()), rel=1e-4), name
+
+
+def test_projected_variance_is_np_var_of_the_projected_iterates(run):
+    collector, history = run["collector"], run["history"]
+    for epoch in (1, 2, 3):
+        u_epoch = collector.predictions[epoch]["probe_epoch"]
+        assert u_epoch == min(epoch - 1, 2)
+        u = np.concatenate([v.ravel() for v in collector.results[u_epoch][0].eigenvector])
+        projections = stacked(collector.iterates[epoch]) @ u
+        assert history["posterior_var_top"][epoch] == pytest.approx(
+            float(np.var(projections)), rel=1e-4)
+
+
+def test_prediction_is_fed_the_window_s_own_quantities(run):
+    collector, history = run["collector"], run["history"]
+    steps = N_TRAIN // BATCH
+    model = run["model"]
+    net = keras.models.clone_model(model.model)  # to hold a window's start weights
+    for epoch in (1, 2, 3):
+        p = collector.predictions[epoch]
+        result = collector.results[p["probe_epoch"]][0]
+        # learning rates of the window's steps and the one before it
+        np.testing.assert_allclose(p["lrs"], np.full(steps, SCHEDULE(epoch)), rtol=1e-6)
+        assert p["start_lr"] == pytest.approx(SCHEDULE(epoch - 1))
+        assert p["momentum"] == pytest.approx(0.9)
+        # curvature: the probe's eigenvalue + 2 l ||u||^2 (every variable has L2(l))
+        assert p["regularization_curvature"] == pytest.approx(2 * L2, rel=1e-9)
+        assert p["curvature"] == pytest.approx(result.eigenvalue + 2 * L2)
+        # noise: variance over the probe set's training-attack examples, at
+        # the window's start, of the per-example derivative along u
+        net.set_weights([w.astype("float32") for w in collector.start[epoch]])
+        x_adv = attacks.run_attack(net, run["probe"].x, run["probe"].y, model.attack,
+                                   loss=LOSS, seed=epoch)
+        g = per_example_directional_derivatives(net, x_adv, run["probe"].y,
+                                                result.eigenvector, loss=LOSS)
+        assert p["noise_variance"] == pytest.approx(float(np.var(g)), rel=1e-4)
+        noise = posterior.minibatch_noise_variance(g, BATCH, N_TRAIN)  # 192 = 3 x 64
+        np.testing.assert_allclose(p["minibatch_noise"], noise, rtol=1e-4)
+        # the prediction and the stationary limit from those inputs
+        initial = posterior.stationary_covariance(p["start_lr"], 0.9, p["curvature"],
+                                                  noise, 1)
+        assert history["posterior_var_top_predicted"][epoch] == pytest.approx(
+            expected_window_variance(p["lrs"], 0.9, p["curvature"], noise,
+                                     initial=initial), rel=1e-4)
+        assert history["posterior_var_top_stationary"][epoch] == pytest.approx(
+            posterior.stationary_variance(SCHEDULE(epoch), 0.9, p["curvature"],
+                                          noise, 1), rel=1e-4)
+        assert history["posterior_unstable"][epoch] == 0.0
+
+
+def test_window_prediction_matches_covariance_recursion_and_a_simulation():
+    rng = np.random.default_rng(0)
+    beta, lam, steps, replicas = 0.9, 3.0, 16, 40_000
+    lrs = np.r_[np.full(6, 0.2), np.full(steps - 6, 0.02)]  # a drop inside
+    noise = np.r_[np.full(steps - 1, 0.05), 0.08]  # a smaller last batch
+    initial = posterior.stationary_covariance(0.2, beta, lam, 0.05, 1)
+    expected, trajectory = expected_window_variance(
+        lrs, beta, lam, noise, initial=initial, return_trajectory=True)
+    head = posterior.covariance_recursion(lrs[:-1], beta, lam, 0.05, 1,
+                                          initial=initial, return_full=True)
+    last = posterior.covariance_recursion(
+        lrs[-1:], beta, lam, 0.08, 1,
+        initial=[head.variance[-1], head.covariance[-1], head.previous_variance[-1]])
+    np.testing.assert_allclose(trajectory, np.r_[head.variance, last], rtol=1e-12)
+    # Monte Carlo: one run's ddof=0 variance over the window, averaged.
+    var0, cov0, _ = initial
+    cholesky = np.linalg.cholesky(np.array([[var0, cov0], [cov0, var0]]))
+    x, x_prev = cholesky @ rng.standard_normal((2, replicas))
+    path = []
+    for eta, q in zip(lrs, noise):
+        xi = rng.standard_normal(replicas) * np.sqrt(q)
+        x, x_prev = x - eta * (lam * x + xi) + beta * (x - x_prev), x
+        path.append(x)
+    window_variance = np.var(np.array(path), axis=0)
+    standard_error = window_variance.std() / np.sqrt(replicas)
+    assert abs(window_variance.mean() - expected) < 4 * standard_error
+    # Its stationary limit: a long window at one rate from the stationary cloud.
+    long = expected_window_variance(np.full(4000, 0.02), beta, lam, 0.05,
+                                    initial=posterior.stationary_covariance(
+                                        0.02, beta, lam, 0.05, 1))
+    assert long == pytest.approx(posterior.stationary_variance(0.02, beta, lam, 0.05, 1),
+                                 rel=0.02)
+
+
+def test_tracker_memory_is_two_float32_copies_of_the_parameters(run):
+    tracker, model = run["tracker"], run["model"]
+    parameter_bytes = sum(np.dtype(v.dtype).itemsize * math.prod(v.shape)
+                          for v in model.model.trainable_variables)
+    assert tracker.nbytes == 2 * parameter_bytes
+    assert tracker.statistics.dtype == np.float32
+    assert tracker.window_epoch == EPOCHS - 1
+
+
+# -- BoundTracker ---------------------------------------------------------------------
+
+
+def test_bound_equals_the_bounds_functions_fed_the_same_inputs(run):
+    collector, history, bound = run["collector"], run["history"], run["bound"]
+    w0 = collector.initial
+    for a, b in zip(bound.initial_weights, w0):
+        np.testing.assert_array_equal(a, b)
+    for epoch in range(EPOCHS):
+        iterates = collector.iterates[epoch]
+        variance = [np.maximum(np.var(np.stack([it[i] for it in iterates]), axis=0),
+                            bound.variance_floor) for i in range(len(w0))]
+        kl = bounds.gaussian_kl(collector.end[epoch], variance, w0, 1e-2)
+        risk = 1.0 - history["train_robust_accuracy"][epoch]
+        assert history["pac_bayes_kl"][epoch] == pytest.approx(kl, rel=1e-3)
+        kl_logged = history["pac_bayes_kl"][epoch]
+        assert history["pac_bayes_bound"][epoch] == pytest.approx(
+            bounds.seeger_bound(risk, kl_logged, N_TRAIN, 0.05), rel=1e-9)
+        assert history["pac_bayes_bound_mcallester"][epoch] == pytest.approx(
+            bounds.mcallester_bound(risk, kl_logged, N_TRAIN, 0.05), rel=1e-9)
+    # The KL rises when the cloud collapses at the drop (epoch 2).
+    assert history["pac_bayes_kl"][2] > history["pac_bayes_kl"][1]
+
+
+# -- kill and resume ------------------------------------------------------------------
+
+
+def test_a_resumed_fit_logs_the_history_of_an_uninterrupted_one(run, tmp_path):
+    x, y = run["x"], run["y"]
+    backup = str(tmp_path / "backup")
+
+    def attempt(*extra):
+        probe, tracker, bound = instruments(x, y, probe_dir=backup, bound_dir=backup)
+        return fit(small_cnn_model(), x, y, probe, tracker, bound,
+                   keras.callbacks.BackupAndRestore(backup), *extra)
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        attempt(Interrupt(at_epoch=2))
+    resumed = attempt()
+    uninterrupted = run["history"]
+    assert len(resumed["loss"]) == EPOCHS - 2
+    for key, values in resumed.items():
+        np.testing.assert_allclose(values, uninterrupted[key][2:], rtol=1e-5,
+                                   err_msg=key)
+
+
+def test_a_resumed_fit_without_w0_refuses_to_guess_it(digits, tmp_path):
+    x, y = digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+    tracker = PosteriorTracker()
+    bound = BoundTracker(N_TRAIN, prior_variance=1e-2, tracker=tracker,
+                         accuracy_key="robust_accuracy")
+    model = small_cnn_model()
+    with pytest.raises(RuntimeError, match="initial weights w_0"):
+        model.fit(x, y, batch_size=BATCH, epochs=2, initial_epoch=1, verbose=0,
+                  callbacks=[tracker, bound])
+
+
+# -- directional derivatives ------------------------------------------------------------
+
+
+def test_directional_derivatives_match_per_example_gradients_and_differences():
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(5, 3)), rng.normal(size=3)
+    x = rng.random((7, 5)).astype("float32")
+    y = rng.integers(0, 3, 7)
+    net = keras.Sequential([keras.Input((5,)), keras.layers.Dense(3)])
+    net.set_weights([kernel.astype("float32"), bias.astype("float32")])
+    u = [rng.normal(size=(5, 3)), rng.normal(size=3)]
+    derivatives, losses = per_example_directional_derivatives(
+        net, x, y, u, loss=LOSS, batch_size=4, return_losses=True)
+
+    def per_example_loss(k, b):
+        z = x.astype(np.float64) @ k + b
+        z = z - z.max(axis=1, keepdims=True)
+        return np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(y)), y]
+
+    # Per-example gradients in closed form: x_i (p_i - e_y)^T and p_i - e_y.
+    z = x.astype(np.float64) @ kernel + bias
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1.0
+    closed = np.einsum("ni,nj,ij->n", x, p, u[0]) + p @ u[1]
+    h = 1e-6
+    differences = (per_example_loss(kernel + h * u[0], bias + h * u[1])
+                   - per_example_loss(kernel - h * u[0], bias - h * u[1])) / (2 * h)
+    np.testing.assert_allclose(derivatives, closed, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(derivatives, differences, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(losses, per_example_loss(kernel, bias), rtol=1e-5)
+
+
+# -- bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(x=np.full((4, 8, 8, 1), np.nan)), ValueError, r"`x` must be finite"),
+    (dict(x=np.zeros((0, 8, 8, 1)), y=np.zeros(0, int)), ValueError,
+     r"`x` must hold at least one example"),
+    (dict(y=np.zeros(3, int)), ValueError, r"same number of examples"),
+    (dict(iterations=0), ValueError, r"`iterations` must be an integer >= 1"),
+    (dict(tol=0.0), ValueError, r"`tol` must be a finite number > 0"),
+    (dict(every=0), ValueError, r"`every` must be an integer >= 1"),
+    (dict(epochs=[-1]), ValueError, r"`epochs` must be None or a non-empty list"),
+    (dict(robust=False), ValueError, r"needs something to measure"),
+    (dict(trace_probes=-1), ValueError, r"`trace_probes` must be an integer >= 0"),
+])
+def test_bad_probe_arguments_are_rejected(kwargs, error, match):
+    arguments = dict(x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, int))
+    arguments.update(kwargs)
+    x, y = arguments.pop("x"), arguments.pop("y")
+    with pytest.raises(error, match=match):
+        HessianProbe(x, y, **arguments)
+
+
+def test_bad_tracker_and_bound_arguments_are_rejected():
+    probe = HessianProbe(np.zeros((4, 8, 8, 1)), np.zeros(4, int))
+    with pytest.raises(ValueError, match=r"pass the training `batch_size`"):
+        PosteriorTracker(probe)
+    with pytest.raises(ValueError, match=r"`every` must be an integer >= 1"):
+        PosteriorTracker(every=0)
+    with pytest.raises(ValueError, match=r"`dtype` must be"):
+        PosteriorTracker(dtype="float16")
+    with pytest.raises(TypeError, match=r"`probe` must be a HessianProbe"):
+        PosteriorTracker(probe="top")
+    tracker = PosteriorTracker()
+    with pytest.raises(ValueError, match=r"`prior_variance` must be a finite number > 0"):
+        BoundTracker(10, prior_variance=0.0, tracker=tracker)
+    with pytest.raises(ValueError, match=r"`delta` must be a number in \(0, 1\)"):
+        BoundTracker(10, prior_variance=1.0, tracker=tracker, delta=1.5)
+    with pytest.raises(ValueError, match=r"`variance_floor` must be at least"):
+        BoundTracker(10, prior_variance=1.0, tracker=tracker, variance_floor=1e-20)
+    with pytest.raises(TypeError, match=r"`tracker` must be the PosteriorTracker"):
+        BoundTracker(10, prior_variance=1.0, tracker=None)
+
+
+def test_fits_that_cannot_be_measured_say_so(digits):
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    probe = HessianProbe(x[:16], y[:16], every=5, iterations=2)
+    tracker = PosteriorTracker(probe, batch_size=64)
+    adam = small_cnn_model(keras.optimizers.Adam(1e-3))
+    with pytest.raises(ValueError, match=r"heavy-ball momentum SGD.*Received: optimizer=Adam"):
+        adam.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[probe, tracker])
+    model = small_cnn_model()
+    with pytest.raises(ValueError, match=r"fewer than 2 steps.*Received: steps per epoch=1"):
+        model.fit(x, y, batch_size=128, epochs=1, verbose=0,
+                  callbacks=[PosteriorTracker()])
+    with pytest.warns(UserWarning, match=r"every=5 is larger than the fit's epochs=1"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[probe])
+    bound = BoundTracker(128, prior_variance=1e-2, tracker=PosteriorTracker())
+    with pytest.raises(ValueError, match=r"logs\['train_robust_accuracy'\].*"
+                                         r"RobustEvaluation"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0,
+                  callbacks=[bound.tracker, bound])
+
+
+def test_an_unstable_schedule_is_flagged_and_warned(digits):
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    probe = HessianProbe(x[:16], y[:16], epochs=[0], iterations=2)
+    # lr * lambda >= 2 (1 + momentum) = 3.8 as soon as lambda >= 38 / lr
+    tracker = PosteriorTracker(probe, batch_size=64, regularization_curvature=100.0)
+    with pytest.warns(UserWarning, match=r"unstable along the top direction"):
+        history = small_cnn_model().fit(
+            x, y, batch_size=64, epochs=2, verbose=0, callbacks=[probe, tracker]
+        ).history
+    assert np.isnan(history["posterior_unstable"][0])  # no direction yet
+    assert history["posterior_unstable"][1] == 1.0
+    assert np.isnan(history["posterior_var_top_predicted"][1])
+    assert np.isfinite(history["posterior_var_top"][1])
+
+
+def test_float32_accumulators_agree_with_float64():
+    rng = np.random.default_rng(0)
+    iterates = [[0.05 + 1e-5 * rng.standard_normal((30, 7)).astype("float32")]
+                for _ in range(20)]
+    single = posterior.IterateStatistics(dtype="float32")
+    double = posterior.IterateStatistics()
+    for w in iterates:
+        single.update(w)
+        double.update(w)
+    assert single.nbytes * 2 == double.nbytes
+    np.testing.assert_allclose(single.variance()[0], double.variance()[0], rtol=1e-3)
+    np.testing.assert_allclose(single.variance()[0],
+                               np.var(np.stack([w[0] for w in iterates]), axis=0),
+                               rtol=1e-3)
