@@ -14,7 +14,13 @@ The public API:
 robustlab runs on the Keras backends TensorFlow (the default) and JAX.
 """
 
-from robustlab import backend as _backend
+import os as _os
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) drowns the output
+# of a short run; a value the user set wins.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from robustlab import backend as _backend  # noqa: E402
 
 _backend.check_supported()
 

@@ -117,6 +117,21 @@ def test_tf_data_datasets_train_and_evaluate():
         "clean_accuracy", "robust_accuracy"}
 
 
+def test_unit_sample_weights_and_a_validation_split_train_as_expected():
+    def run(**kwargs):
+        model = compiled(softmax_regression(W3, B3),
+                         attack=robustlab.PGD(eps=0.1, steps=2, random_start=False))
+        history = model.fit(X6, Y6, batch_size=4, epochs=2, verbose=0, **kwargs)
+        return history.history, model.model.get_weights()
+
+    plain, w_plain = run()
+    weighted, w_weighted = run(sample_weight=np.ones(len(X6), "float32"))
+    for a, b in zip(w_plain, w_weighted):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    split, _ = run(validation_split=0.25)
+    assert "val_robust_accuracy" in split and "val_clean_loss" in split
+
+
 # -- determinism ------------------------------------------------------------------
 
 
