@@ -123,7 +123,8 @@ class AdversarialModel(keras.Model):
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
             )
         if awp is not None:
-            self._awp_mask = awp.select(model.trainable_variables)
+            # An unbuilt model has no variables yet: `build` selects them.
+            self._awp_mask = awp.select(model.trainable_variables) if model.built else []
             self.awp_gamma = self.add_weight(
                 shape=(),
                 initializer=keras.initializers.Constant(awp.gamma_at(0)),

@@ -167,9 +167,14 @@ def check_classifier(model, example_batch):
     cached = _NUM_CLASSES.get(model)
     if cached is not None:
         return cached
-    spec = model.compute_output_spec(
-        keras.KerasTensor(tuple(example_batch.shape), dtype=str(example_batch.dtype))
-    )
+    if model.built:
+        spec = model.compute_output_spec(
+            keras.KerasTensor(tuple(example_batch.shape), dtype=str(example_batch.dtype))
+        )
+    else:
+        # Symbolic shape inference is unreliable on unbuilt models; one real
+        # example builds the model and answers exactly.
+        spec = model(example_batch[:1], training=False)
     shape = getattr(spec, "shape", None)
     if shape is None or len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
         raise ValueError(

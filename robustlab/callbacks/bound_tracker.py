@@ -225,7 +225,7 @@ class BoundTracker(keras.callbacks.Callback):
             f"{self.state_dir!r}"
         )
 
-    # -- the bound -----------------------------------------------------------------------
+    # -- the bound ------------------------------------------------------------
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:

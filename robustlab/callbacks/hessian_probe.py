@@ -137,10 +137,11 @@ class HessianProbe(keras.callbacks.Callback):
     >>> y = np.arange(32) % 3
     >>> probe = HessianProbe(x, y, every=2, iterations=5)
     >>> h = model.fit(x, y, epochs=2, verbose=0, callbacks=[probe])
-    >>> bool(np.isnan(h.history["hessian_top_eig"][0])), h.history["hessian_top_eig"][1] > 0
+    >>> eig = h.history["hessian_top_eig"]  # NaN where the probe did not run
+    >>> bool(np.isnan(eig[0])), eig[1] > 0
     (True, True)
-    >>> probe.latest.epoch, len(probe.latest.eigenvector) == len(net.trainable_variables)
-    (1, True)
+    >>> probe.latest.epoch, len(probe.latest.eigenvector)  # kernel and bias
+    (1, 2)
     """
 
     def __init__(
@@ -199,10 +200,13 @@ class HessianProbe(keras.callbacks.Callback):
 
     @property
     def latest(self):
+        """The last primary `ProbeResult` (robust, or clean when
+        `robust=False`), or None."""
         return self._results.get(self.kinds[0])
 
     @property
     def latest_clean(self):
+        """The last clean `ProbeResult`, or None."""
         return self._results.get("clean")
 
     def latest_before(self, epoch):
@@ -252,8 +256,6 @@ class HessianProbe(keras.callbacks.Callback):
         self._resolve_restored(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None:
-            return
         values = dict.fromkeys(self.log_keys(), math.nan)
         if is_selected(epoch, self.every, self.epochs, end_of_epoch=True):
             for kind in self.kinds:
@@ -268,7 +270,8 @@ class HessianProbe(keras.callbacks.Callback):
                     values[f"hessian_trace_stderr{suffix}"] = result.trace_stderr
             if self.state_dir is not None:
                 self._write_state()
-        logs.update(values)
+        if logs is not None:
+            logs.update(values)
 
     # -- measurement ---------------------------------------------------------------
 

@@ -23,6 +23,7 @@ def epoch_shuffled(arrays, batch_size, permutation):
     """
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     tensors = tuple(tf.constant(a) for a in arrays)
+    num_batches = -(-len(arrays[0]) // batch_size)
 
     def order(_):
         indices = tf.numpy_function(
@@ -35,5 +36,7 @@ def epoch_shuffled(arrays, batch_size, permutation):
         .batch(batch_size)
         .map(lambda rows: tuple(tf.gather(t, rows) for t in tensors))
         .prefetch(1)
+        # flat_map hides the length; Keras needs it for progress and epochs.
+        .apply(tf.data.experimental.assert_cardinality(num_batches))
     )
     return dataset, epoch.assign
