@@ -25,9 +25,12 @@ from robustlab import backend as _backend  # noqa: E402
 _backend.check_supported()
 
 from robustlab import attacks  # noqa: E402
+from robustlab import bounds  # noqa: E402
 from robustlab import callbacks  # noqa: E402
 from robustlab import data  # noqa: E402
+from robustlab import curvature  # noqa: E402
 from robustlab import models  # noqa: E402
+from robustlab import posterior  # noqa: E402
 from robustlab import schedules  # noqa: E402
 from robustlab.adversarial import AdversarialModel  # noqa: E402
 from robustlab.attacks import PGD  # noqa: E402
@@ -41,8 +44,11 @@ __all__ = [
     "PGD",
     "__version__",
     "attacks",
+    "bounds",
     "callbacks",
+    "curvature",
     "data",
     "models",
+    "posterior",
     "schedules",
 ]

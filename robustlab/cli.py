@@ -2,7 +2,8 @@
 
     robustlab list
     robustlab train [--experiment quick] [--out runs/quick] [--seeds 0 1 ...]
-                    [--epochs N] [--awp-gamma G] [--label-noise P] [--quiet]
+                    [--epochs N] [--awp-gamma G] [--label-noise P]
+                    [--probe-every N] [--quiet]
 
 `train` runs a named experiment (see `robustlab list`), prints a per-epoch
 table under a progress bar, and writes config.json, history.csv/json,
@@ -37,6 +38,9 @@ def _parser():
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--awp-gamma", type=float, default=None)
     train.add_argument("--label-noise", type=float, default=None)
+    train.add_argument("--probe-every", type=int, default=None,
+                       help="Hessian probe, posterior tracker and PAC-Bayes "
+                            "bound, the probe every N epochs")
     train.add_argument("--quiet", action="store_true", help="no per-epoch table")
     return parser
 
@@ -92,7 +96,8 @@ def _train(args):
         if not args.quiet:
             print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
         _, summary = experiments.run(
-            experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1
+            experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1,
+            probe_every=args.probe_every,
         )
         summaries.append(summary)
         print(json.dumps(summary, indent=2, sort_keys=True))

@@ -30,6 +30,9 @@ from robustlab import models as models_module
 from robustlab.adversarial import AdversarialModel
 from robustlab.attacks import PGD
 from robustlab.awp import AWP
+from robustlab.callbacks.bound_tracker import BoundTracker
+from robustlab.callbacks.hessian_probe import HessianProbe
+from robustlab.callbacks.posterior_tracker import PosteriorTracker
 from robustlab.callbacks.robust_evaluation import RobustEvaluation
 from robustlab.schedules import PiecewiseConstant
 
@@ -158,7 +161,32 @@ def build(experiment):
     return dataset, model
 
 
-def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None):
+PROBE_EXAMPLES = 256
+"""Training examples the Hessian probe and the noise measurement use."""
+
+PRIOR_VARIANCE = 1e-2
+"""sigma_0^2 of the PAC-Bayes prior N(w_0, sigma_0^2 I) in `run`'s bound."""
+
+
+def instruments(experiment, dataset, probe_every):
+    """The course's probes for a run: the top Hessian eigenvalue of the
+    robust loss every `probe_every` epochs (20 power iterations on the first
+    256 training examples), the within-epoch weight cloud measured and
+    predicted along its eigenvector, and the time-resolved PAC-Bayes bound
+    (0-1 robust training error, prior N(w_0, PRIOR_VARIANCE I))."""
+    x = dataset.x_train[:PROBE_EXAMPLES]
+    y = dataset.y_train[:PROBE_EXAMPLES]
+    probe = HessianProbe(x, y, every=probe_every, iterations=20)
+    tracker = PosteriorTracker(probe, batch_size=experiment.batch_size,
+                               train_size=len(dataset.x_train),
+                               schedule=experiment.schedule)
+    bound = BoundTracker(len(dataset.x_train), prior_variance=PRIOR_VARIANCE,
+                         tracker=tracker)
+    return [probe, tracker, bound]
+
+
+def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
+        probe_every=None):
     """Train `experiment` and, with `out_dir`, write its results there.
 
     Args:
@@ -169,6 +197,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None):
             evaluation, so they see its numbers).
         verbose: 1 prints a per-epoch table with a progress bar, 0 nothing.
         epochs: override the number of epochs (for a shorter look).
+        probe_every: add the `instruments` (Hessian probe every this many
+            epochs, posterior tracker, PAC-Bayes bound); None: none.
 
     Returns:
         `(history, summary)`: the per-epoch logs as a dict of lists, and
@@ -184,6 +214,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None):
         experiment.schedule.callback(),
         RobustEvaluation(dataset.x_train[:n_eval], dataset.y_train[:n_eval],
                          prefix="train_"),
+        *(instruments(experiment, dataset, probe_every) if probe_every else []),
         *callbacks,
     ]
     if out_dir is not None:
@@ -269,7 +300,34 @@ def summarize(history, drop_epoch=None, final_epochs=3):
                       ("val_clean_accuracy", "final_clean_test_accuracy")):
         if key in history:
             summary[name] = float(np.mean(history[key][-final_epochs:]))
+    if drop_epoch is not None:
+        summary.update(_instrument_figures(history, drop_epoch))
     return summary
+
+
+def _instrument_figures(history, drop_epoch):
+    """Curvature and cloud-width figures around the drop, where logged: the
+    top eigenvalue at the first probe >= 4 epochs after the drop and at the
+    last probe (the late rise), and how many times the within-epoch weight
+    variance shrank from the epoch before the drop to 1 and 5 epochs after
+    it (the collapse)."""
+    figures = {}
+    if "hessian_top_eig" in history:
+        eig = np.asarray(history["hessian_top_eig"], dtype="float64")
+        probed = np.flatnonzero(np.isfinite(eig))
+        after = probed[probed >= drop_epoch + 4]
+        if len(after):
+            figures["top_eig_after_drop"] = float(eig[after[0]])
+            figures["top_eig_after_drop_epoch"] = int(after[0])
+            figures["top_eig_final"] = float(eig[probed[-1]])
+    for key in ("posterior_var", "posterior_var_top"):
+        if key in history and drop_epoch >= 1:
+            var = np.asarray(history[key], dtype="float64")
+            for lag in (1, 5):
+                if drop_epoch + lag - 1 < len(var):
+                    figures[f"{key}_shrink_{lag}"] = float(
+                        var[drop_epoch - 1] / var[drop_epoch + lag - 1])
+    return figures
 
 
 def _write_json(path, payload):

@@ -5,5 +5,6 @@ from robustlab.backend.jax.autodiff import input_gradient
 from robustlab.backend.jax.autodiff import repeat
 from robustlab.backend.jax.data import batched
 from robustlab.backend.jax.data import epoch_shuffled
+from robustlab.backend.jax.directional import make_directional_derivative
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step

@@ -5,5 +5,6 @@ from robustlab.backend.tensorflow.autodiff import input_gradient
 from robustlab.backend.tensorflow.autodiff import repeat
 from robustlab.backend.tensorflow.data import batched
 from robustlab.backend.tensorflow.data import epoch_shuffled
+from robustlab.backend.tensorflow.directional import make_directional_derivative
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
