@@ -29,7 +29,6 @@ import numpy as np
 # with one voice ("Argument `x` must be ... Received: x=...").
 from robustlab.posterior import (
     _as_scalar_if_0d,
-    _check_int_at_least,
     _finite,
     _flatten_weights,
     _float_array,
@@ -37,6 +36,7 @@ from robustlab.posterior import (
     _received,
     _require,
 )
+from robustlab import validation
 
 __all__ = [
     "TimeResolvedBound",
@@ -311,7 +311,7 @@ def mcallester_bound(empirical_risk, kl, n, delta=0.05, *, clip=False):
     """
     q = _check_empirical_risk(empirical_risk)
     kl = _check_kl(kl)
-    n = _check_int_at_least("n", n, 1)
+    n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     bound = q + np.sqrt(_complexity(kl, n, delta) / 2.0)
     if clip:
@@ -349,7 +349,7 @@ def seeger_bound(empirical_risk, kl, n, delta=0.05, *, tol=1e-12):
     """
     q = _check_empirical_risk(empirical_risk)
     kl = _check_kl(kl)
-    n = _check_int_at_least("n", n, 1)
+    n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     return kl_inverse(q, _complexity(kl, n, delta), tol=tol)
 
@@ -534,7 +534,7 @@ def time_resolved_bound(
             f"posterior_variances with {variances.shape[1]} and "
             f"initial_weights with {prior_mean.size} entries per epoch"
         )
-    n = _check_int_at_least("n", n, 1)
+    n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     kl = np.array(
         [

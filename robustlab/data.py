@@ -29,6 +29,8 @@ import urllib.request
 
 import numpy as np
 
+from robustlab import validation
+
 DIGITS_DEFAULT_TRAIN_SIZE = 1000
 """Training examples `load("digits")` takes when `train_size=None` (100 a class;
 the other 797 become the test set), the setting of DESIGN.md section 4a."""
@@ -204,8 +206,8 @@ def load(
     """
     _check_name(name)
     _check_optional_int_at_least("train_size", train_size, 1)
-    _check_int_at_least("seed", seed, 0)
-    _check_int_at_least("validation_size", validation_size, 0)
+    validation.check_int_at_least("seed", seed, 0)
+    validation.check_int_at_least("validation_size", validation_size, 0)
     _check_optional_int_at_least("test_size", test_size, 1)
     label_noise = _check_label_noise(label_noise)
     if download is not None and not isinstance(download, bool):
@@ -611,19 +613,6 @@ def _check_name(name):
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int_at_least(arg, value, minimum):
-    if not _is_int(value):
-        raise TypeError(
-            f"Argument `{arg}` must be an integer >= {minimum}. "
-            f"Received: {arg}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Argument `{arg}` must be an integer >= {minimum}. "
-            f"Received: {arg}={value!r}"
-        )
 
 
 def _check_optional_int_at_least(arg, value, minimum):

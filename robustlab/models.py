@@ -23,6 +23,8 @@ import numbers
 import keras
 import numpy as np
 
+from robustlab import validation
+
 
 def mlp(
     input_shape=(8, 8, 1),
@@ -58,7 +60,7 @@ def mlp(
     2410
     """
     input_shape = _check_input_shape(input_shape)
-    _check_int_at_least("num_classes", num_classes, 2)
+    validation.check_int_at_least("num_classes", num_classes, 2)
     hidden = _check_widths("hidden", hidden, allow_empty=True)
     seeds = _LayerSeeds(seed)
     regularizer = _l2_for_weight_decay(weight_decay)
@@ -112,9 +114,9 @@ def small_cnn(
     (None, 10)
     """
     input_shape = _check_input_shape(input_shape)
-    _check_int_at_least("num_classes", num_classes, 2)
+    validation.check_int_at_least("num_classes", num_classes, 2)
     filters = _check_widths("filters", filters)
-    _check_int_at_least("dense", dense, 1)
+    validation.check_int_at_least("dense", dense, 1)
     if min(input_shape[:2]) < 2:
         raise ValueError(
             "Argument `input_shape` must have height and width >= 2 for the "
@@ -188,8 +190,8 @@ def preact_resnet18(
     (None, 10)
     """
     input_shape = _check_input_shape(input_shape)
-    _check_int_at_least("num_classes", num_classes, 2)
-    _check_int_at_least("width", width, 1)
+    validation.check_int_at_least("num_classes", num_classes, 2)
+    validation.check_int_at_least("width", width, 1)
     seeds = _LayerSeeds(seed)
     regularizer = _l2_for_weight_decay(weight_decay)
 
@@ -391,7 +393,7 @@ class _LayerSeeds:
     """
 
     def __init__(self, seed):
-        _check_int_at_least("seed", seed, 0)
+        validation.check_int_at_least("seed", seed, 0)
         self._seed = int(seed)
         self._count = 0
 
@@ -409,19 +411,6 @@ class _LayerSeeds:
 
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_int_at_least(arg, value, minimum):
-    if not _is_int(value):
-        raise TypeError(
-            f"Argument `{arg}` must be an integer >= {minimum}. "
-            f"Received: {arg}={value!r}"
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Argument `{arg}` must be an integer >= {minimum}. "
-            f"Received: {arg}={value!r}"
-        )
 
 
 def _check_input_shape(input_shape):

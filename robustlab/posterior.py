@@ -36,6 +36,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from robustlab import validation
+
 __all__ = [
     "CovarianceTrajectory",
     "IterateStatistics",
@@ -123,22 +125,8 @@ def _check_momentum(momentum):
     return float(momentum)
 
 
-def _check_int_at_least(name, value, minimum):
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-        raise TypeError(
-            f"Argument `{name}` must be an integer >= {minimum}. "
-            + _received(name, value)
-        )
-    if value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer >= {minimum}. "
-            + _received(name, value)
-        )
-    return int(value)
-
-
 def _check_ddof(ddof):
-    return _check_int_at_least("ddof", ddof, 0)
+    return validation.check_int_at_least("ddof", ddof, 0)
 
 
 def _stability_limit(momentum):
@@ -314,7 +302,7 @@ def relaxation_steps(lr, momentum, curvature):
 
 def _check_stationary_args(lr, momentum, curvature, noise_variance, batch_size):
     momentum = _check_momentum(momentum)
-    batch_size = _check_int_at_least("batch_size", batch_size, 1)
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     lr = _finite_nonnegative("lr", lr)
     curvature = _finite("curvature", curvature)
     noise_variance = _finite_nonnegative("noise_variance", noise_variance)
@@ -460,7 +448,7 @@ def _sampling_factor(sampling_correction, batch_size):
     """(n - B) / (n - 1): the variance of a minibatch mean drawn without replacement."""
     if sampling_correction is None:
         return 1.0
-    n = _check_int_at_least("sampling_correction", sampling_correction, 2)
+    n = validation.check_int_at_least("sampling_correction", sampling_correction, 2)
     if n < batch_size:
         raise ValueError(
             "Argument `sampling_correction` (the training-set size n) must be "
@@ -688,7 +676,7 @@ def covariance_recursion(
     """
     lrs = _check_lrs(lrs)
     beta = _check_momentum(momentum)
-    batch_size = _check_int_at_least("batch_size", batch_size, 1)
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     curvature = _finite("curvature", curvature)
     noise_variance = _finite_nonnegative("noise_variance", noise_variance)
     try:
@@ -807,10 +795,10 @@ def minibatch_noise_variance(per_example_projections, batch_size, n=None):
             "(examples, directions) with at least one example. "
             f"Received: per_example_projections with shape {g.shape}"
         )
-    batch_size = _check_int_at_least("batch_size", batch_size, 1)
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     factor = 1.0
     if n is not None:
-        n = _check_int_at_least("n", n, 2)
+        n = validation.check_int_at_least("n", n, 2)
         if n < batch_size or n < g.shape[0]:
             raise ValueError(
                 f"Argument `n` (the training-set size) must be >= batch_size="
