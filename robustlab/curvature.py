@@ -59,6 +59,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import validation
 
@@ -682,20 +683,15 @@ def _resolve_loss(model, loss):
             "Argument `loss` must be a single Keras loss (multi-output models "
             f"are not supported). Received: loss={loss!r}"
         )
-    if isinstance(loss, keras.losses.Loss):
-        return loss, loss.call
     try:
-        resolved = keras.losses.get(loss)
+        per_example = attacks.per_example_loss(loss)
     except (ValueError, TypeError):
-        resolved = None
-    if resolved is None or not callable(resolved):
         raise ValueError(
             "Argument `loss` must be a Keras loss name, a function "
             f"`(y_true, y_pred) -> per-example losses` or a keras.losses.Loss. "
             f"Received: loss={loss!r}"
-        )
-    per_example = resolved.call if isinstance(resolved, keras.losses.Loss) else resolved
-    return (loss if isinstance(loss, str) else resolved), per_example
+        ) from None
+    return (loss if isinstance(loss, (str, keras.losses.Loss)) else per_example), per_example
 
 
 _HALF_PRECISION = ("float16", "bfloat16")
