@@ -22,6 +22,7 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from robustlab import backend as _backend  # noqa: E402
 
+_backend.check_requested()
 _backend.check_supported()
 
 from robustlab import attacks  # noqa: E402

@@ -2,20 +2,38 @@
 
 Everything outside this package is written with `keras.ops`; what cannot be
 (gradients with respect to inputs or weights, Hessian-vector products, the
-stateless plumbing of a training step) lives in one module per backend:
-`robustlab.backend.tensorflow` and `robustlab.backend.jax`, which expose the
-same functions. `get()` returns the module for the active Keras backend.
+stateless plumbing of a training step, input pipelines) lives in one package
+per backend, `robustlab.backend.tensorflow` and `robustlab.backend.jax`, which
+expose the same functions. `get()` returns the one of the active backend.
 """
 
 import importlib
-
-import keras
+import os
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 
+def _unsupported(backend):
+    return ImportError(
+        "robustlab supports the Keras backends "
+        f"{', '.join(repr(b) for b in SUPPORTED_BACKENDS)}; set KERAS_BACKEND "
+        f"to one of them before importing keras. Received: backend={backend!r}"
+    )
+
+
+def check_requested():
+    """Raise `ImportError` when KERAS_BACKEND names an unsupported backend,
+    before Keras is imported (Keras would otherwise fail first, on torch, with
+    an error about a missing package rather than about robustlab)."""
+    requested = os.environ.get("KERAS_BACKEND")
+    if requested is not None and requested not in SUPPORTED_BACKENDS:
+        raise _unsupported(requested)
+
+
 def name():
     """The active Keras backend's name, e.g. `"tensorflow"`."""
+    import keras
+
     return keras.backend.backend()
 
 
@@ -23,19 +41,14 @@ def check_supported():
     """Raise `ImportError` unless Keras runs on a backend robustlab supports."""
     active = name()
     if active not in SUPPORTED_BACKENDS:
-        raise ImportError(
-            "robustlab supports the Keras backends "
-            f"{', '.join(repr(b) for b in SUPPORTED_BACKENDS)}; set "
-            "KERAS_BACKEND to one of them before importing keras. "
-            f"Received: backend={active!r}"
-        )
+        raise _unsupported(active)
 
 
 _MODULES = {}
 
 
 def get():
-    """The backend module (`robustlab.backend.tensorflow` or `.jax`)."""
+    """The backend package (`robustlab.backend.tensorflow` or `.jax`)."""
     active = name()
     module = _MODULES.get(active)
     if module is None:
