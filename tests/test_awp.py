@@ -78,7 +78,9 @@ def test_the_default_selection_is_the_kernels():
 
 def test_gamma_zero_trains_bitwise_like_plain_pgd(digits):
     def train(awp):
-        net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=1)
+        # With weight decay: regularisation losses are read through the scope.
+        net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=1,
+                                         weight_decay=5e-4)
         model = robustlab.AdversarialModel(net, attack=robustlab.PGD(0.1, steps=3),
                                            awp=awp, seed=1)
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOGITS_CE)

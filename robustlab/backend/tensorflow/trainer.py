@@ -38,36 +38,37 @@ def adversarial_train_step(model, data):
         gradients = tape.gradient(loss, variables)
         y_pred_at_w = y_pred
     else:
-        # Gradient at w, for the direction of v. The forward pass must not
-        # move BatchNorm's statistics: the stateless scope drops its writes.
+        # Both passes read the weights through a stateless scope that maps
+        # every trainable variable (Keras computes regularisation losses from
+        # the mapped values, so the mapping must be complete).
+        weights = [tf.convert_to_tensor(v.value) for v in variables]
+        # Gradient at w, for the direction of v. The pass must not move
+        # BatchNorm's statistics: the scope's writes are dropped.
         with tf.GradientTape() as tape:
-            with keras.StatelessScope():
+            tape.watch(weights)
+            with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
                 loss_w, y_pred_at_w = _objective_and_prediction(
                     model, x_adv, y, sample_weight
                 )
-        gradients_w = tape.gradient(loss_w, variables)
+        gradients_w = tape.gradient(loss_w, weights)
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
             # v's direction is the gradient of the whole batch, not a shard's.
             gradients_w = replica.all_reduce("sum", gradients_w)
         gamma = model.awp_gamma.value
-        weights = [v.value for v in variables]
         deltas = model.awp_perturbation(weights, gradients_w, gamma)
         # The perturbed weights live only inside the scope: w itself is never
         # written, so nothing of v can remain after the step.
-        perturbed = {
-            id(v): w + d for v, w, d in zip(variables, weights, deltas) if d is not None
-        }
-        sources = [perturbed.get(id(v), v) for v in variables]
-        mapping = [(v, perturbed[id(v)]) for v in variables if id(v) in perturbed]
+        perturbed = [w if d is None else w + d for w, d in zip(weights, deltas)]
         with tf.GradientTape() as tape:
-            tape.watch(list(perturbed.values()))
+            tape.watch(perturbed)
+            mapping = list(zip(variables, perturbed))
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
                 perturbed_loss = model.data_loss(y, y_pred, sample_weight)
             unscaled = loss_module.unscale_loss_for_distribution(loss)
             loss = optimizer.scale_loss(loss)
-        gradients = tape.gradient(loss, sources)
+        gradients = tape.gradient(loss, perturbed)
         for v in model.non_trainable_variables:
             value = scope.get_current_value(v)
             if value is not None:
