@@ -8,8 +8,9 @@ Keras loop is included, as users pay it):
 - pgd-k: `robustlab.AdversarialModel(model, PGD(steps=k)).fit`;
 - awp: the same with `AWP(gamma=0.01)`;
 - hand: a hand-written compiled PGD-k step on the same model
-  (`tf.function` with tapes / `jax.jit` over `stateless_call`), looped in
-  Python: what "adversarial training inside fit" is compared against.
+  (`tf.function` with tapes and the same `jit_compile` / `jax.jit` over
+  `stateless_call`), looped in Python: what "adversarial training inside
+  fit" is compared against (its ratio column: fit's step over this one).
 
 The limit for PGD-k is k + 1 forward-backward passes (ratio to clean k + 1;
 the attack's backward skips the weight gradients, so it can be below); AWP's
@@ -53,8 +54,9 @@ def time_fit(model, x, y, batch, repeats):
     return statistics.median(times)
 
 
-def hand_written_step(net, attack, batch_x, batch_y):
-    """A compiled PGD-k SGD step written by hand; returns `run(n_steps)`."""
+def hand_written_step(net, attack, batch_x, batch_y, jit):
+    """A compiled PGD-k SGD step written by hand (`tf.function` with
+    `jit_compile=jit` / `jax.jit`); returns `run(n_steps)`."""
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     optimizer.build(net.trainable_variables)
     backend = keras.backend.backend()
@@ -62,7 +64,7 @@ def hand_written_step(net, attack, batch_x, batch_y):
     if backend == "tensorflow":
         import tensorflow as tf
 
-        @tf.function
+        @tf.function(jit_compile=jit)
         def step(x, y):
             x_adv = x + tf.random.uniform(tf.shape(x), -eps, eps)
             for _ in range(k):
@@ -126,8 +128,8 @@ def hand_written_step(net, attack, batch_x, batch_y):
     return run
 
 
-def time_hand(net, attack, x, y, batch, repeats):
-    run = hand_written_step(net, attack, x[:batch], y[:batch])
+def time_hand(net, attack, x, y, batch, repeats, jit):
+    run = hand_written_step(net, attack, x[:batch], y[:batch], jit)
     steps = len(x) // batch
     run(steps)
     times = []
@@ -161,8 +163,8 @@ def bench_model(name, builder, input_shape, batch, steps, ks, jits, repeats, awp
                     x, y, batch, repeats)
                 rows.append((name, jit, f"pgd-{k}+awp", awp, awp / pgd,
                              (k + 2) / (k + 1)))
-            if jit and k in awp_k:
-                hand = time_hand(builder(), attack, x, y, batch, repeats)
+            if k in awp_k:
+                hand = time_hand(builder(), attack, x, y, batch, repeats, jit)
                 rows.append((name, jit, f"hand pgd-{k}", hand, pgd / hand, None))
     return rows
 
@@ -175,19 +177,21 @@ def main():
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     backend = keras.backend.backend()
+    # jit_compile=False on JAX runs op by op (no jax.jit): not a mode to train in.
+    jits = (False, True) if backend == "tensorflow" else (True,)
     print(f"backend={backend} keras={keras.__version__}, median of {repeats} "
           f"repeats after warm-up, seconds per training step")
     rows = []
     if args.model in ("small_cnn", "both"):
         rows += bench_model(
             "small_cnn b64", lambda: robustlab.models.small_cnn(seed=0), (8, 8, 1),
-            batch=64, steps=16, ks=(1, 5, 10), jits=(False, True), repeats=repeats,
+            batch=64, steps=16, ks=(1, 5, 10), jits=jits, repeats=repeats,
             awp_k=(1, 5, 10))
     if args.model in ("resnet", "both") and not args.quick:
         rows += bench_model(
             "preact_resnet18 w8 b128",
             lambda: robustlab.models.preact_resnet18(width=8, seed=0), (32, 32, 3),
-            batch=128, steps=3, ks=(1, 5, 10), jits=(True,), repeats=3,
+            batch=128, steps=3, ks=(1, 5, 10), jits=jits, repeats=3,
             awp_k=(10,))
     print(f"{'model':26s} {'jit':5s} {'step':14s} {'s/step':>9s} {'ratio':>7s} "
           f"{'limit':>6s}  ratio is: clean->1; pgd-k over clean; awp over pgd-k; "
