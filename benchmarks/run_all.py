@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = ["bench_training_step.py", "bench_hvp.py", "bench_probes.py",
-           "bench_main_job.py"]
+SCRIPTS = ["bench_training_step.py", "bench_awp_paired.py", "bench_hvp.py",
+           "bench_probes.py", "bench_main_job.py"]
 
 
 def main():
