@@ -14,13 +14,7 @@ The public API:
 robustlab runs on the Keras backends TensorFlow (the default) and JAX.
 """
 
-import os as _os
-
-# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) drowns the output
-# of a short run; a value the user set wins.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from robustlab import backend as _backend  # noqa: E402
+from robustlab import backend as _backend
 
 _backend.check_requested()
 _backend.check_supported()

@@ -18,7 +18,7 @@ pure function of the weights and gradients written with `keras.ops`.
 import dataclasses
 import re
 
-import keras
+import keras  # noqa: F401  (the docstring examples use it)
 from keras import ops
 
 from robustlab import validation

@@ -113,7 +113,6 @@ def _train(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.command == "list":
         _list()
         return 0

@@ -7,3 +7,13 @@ from robustlab.callbacks.bound_tracker import BoundTracker
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks.hessian_probe import ProbeResult
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
+
+__all__ = [
+    "BoundTracker",
+    "HessianProbe",
+    "NonFiniteLossError",
+    "PosteriorTracker",
+    "ProbeResult",
+    "RobustEvaluation",
+    "StopOnNonFiniteLoss",
+]

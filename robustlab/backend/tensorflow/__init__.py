@@ -8,3 +8,14 @@ from robustlab.backend.tensorflow.data import epoch_shuffled
 from robustlab.backend.tensorflow.directional import make_directional_derivative
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
+
+__all__ = [
+    "adversarial_test_step",
+    "adversarial_train_step",
+    "batched",
+    "compile_attack",
+    "epoch_shuffled",
+    "input_gradient",
+    "make_directional_derivative",
+    "repeat",
+]
