@@ -189,7 +189,7 @@ def test_saving_and_loading_keeps_config_weights_and_attack_state(tmp_path, digi
     assert a == pytest.approx(b, rel=1e-6)
 
 
-class _Interrupt(keras.callbacks.Callback):
+class InterruptAt(keras.callbacks.Callback):
     def __init__(self, at_epoch):
         super().__init__()
         self.at_epoch = at_epoch
@@ -211,7 +211,7 @@ def test_backup_and_restore_resumes_to_the_same_history(tmp_path, digits):
     uninterrupted = fit(small_cnn_model())
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="interrupted"):
-        fit(small_cnn_model(), backup, _Interrupt(at_epoch=2))
+        fit(small_cnn_model(), backup, InterruptAt(at_epoch=2))
     resumed = fit(small_cnn_model(), keras.callbacks.BackupAndRestore(
         str(tmp_path / "backup")))
     for key, values in resumed.items():

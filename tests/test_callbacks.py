@@ -27,6 +27,7 @@ from robustlab.callbacks.posterior_tracker import PosteriorTracker
 from robustlab.callbacks.posterior_tracker import expected_window_variance
 from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
 from robustlab.callbacks.robust_evaluation import RobustEvaluation
+from tests.test_adversarial_model import InterruptAt
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 EPOCHS, BATCH, N_TRAIN, L2 = 4, 64, 192, 2.5e-4
@@ -106,16 +107,6 @@ class Collector(keras.callbacks.Callback):
         direct["trace"] = curvature.hessian_trace(net, x_adv, y, probes=3, loss=LOSS,
                                                   batch_size=64, seed=epoch)
         return direct
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise RuntimeError("interrupted")
 
 
 def fit(model, x, y, *callbacks):
@@ -383,7 +374,7 @@ def test_a_resumed_fit_logs_the_history_of_an_uninterrupted_one(run, tmp_path):
                    keras.callbacks.BackupAndRestore(backup), *extra)
 
     with pytest.raises(RuntimeError, match="interrupted"):
-        attempt(Interrupt(at_epoch=2))
+        attempt(InterruptAt(at_epoch=2))
     resumed = attempt()
     uninterrupted = run["history"]
     assert len(resumed["loss"]) == EPOCHS - 2
