@@ -163,22 +163,18 @@ class AdversarialModel(keras.Model):
             )
         kwargs.pop("weighted_metrics", None)
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
-        self._user_metrics = list(metrics or [])
+        metrics = list(metrics or [])
         sparse = _loss_is_sparse(loss)
-        self._robust_metrics = [
-            _make_metric(m, sparse, "robust_") for m in self._user_metrics
-        ]
-        self._clean_metrics = [
-            _make_metric(m, sparse, "clean_") for m in self._user_metrics
-        ]
+        self._robust_metrics = [_make_metric(m, sparse, "robust_") for m in metrics]
+        self._clean_metrics = [_make_metric(m, sparse, "clean_") for m in metrics]
         self._robust_loss_tracker = keras.metrics.Mean(name="robust_loss")
         self._clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
         self._awp_loss_tracker = (
             keras.metrics.Mean(name="awp_perturbed_loss") if self.awp else None
         )
         self._attack_loss = attacks.attack_loss(self.model, sparse, loss=loss)
-        self._labels_sparse = sparse
-        self._compile_config.config["metrics"] = self._user_metrics
+        # Keras saved metrics=None (they were not passed to it): save ours.
+        self._compile_config.config["metrics"] = metrics
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; this one's

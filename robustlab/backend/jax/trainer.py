@@ -18,7 +18,9 @@ def _craft(model, trainable, non_trainable, x, y, training_attack=True):
     return x_adv, updated[len(trainable):]
 
 
-def _read(model, variable, trainable, non_trainable):
+def _non_trainable_value(model, variable, non_trainable):
+    """The value `variable` (a non-trainable variable of `model`) has in the
+    step's state."""
     for ref, value in zip(model.non_trainable_variables, non_trainable):
         if ref is variable:
             return value
@@ -46,7 +48,7 @@ def adversarial_train_step(model, state, data):
         # at w + v moves BatchNorm), as on TensorFlow.
         (_, aux_w), gradients_w = loss_and_gradients(trainable)
         y_pred_at_w = aux_w[1]
-        gamma = _read(model, model.awp_gamma, trainable, non_trainable)
+        gamma = _non_trainable_value(model, model.awp_gamma, non_trainable)
         deltas = model.awp_perturbation(trainable, gradients_w, gamma)
         perturbed = [w if d is None else w + d for w, d in zip(trainable, deltas)]
         (_, aux), gradients = loss_and_gradients(perturbed)
