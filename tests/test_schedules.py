@@ -1,0 +1,41 @@
+"""Specifications of learning-rate schedules in epochs."""
+
+import numpy as np
+import pytest
+
+from robustlab.schedules import PiecewiseConstant
+
+
+def test_each_drop_multiplies_the_rate_by_the_factor_from_its_epoch_on():
+    schedule = PiecewiseConstant(0.1, drop_epochs=(100, 150), factor=0.1)
+    assert [schedule(e) for e in (0, 99, 100, 149, 150, 199)] == pytest.approx(
+        [0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_per_step_repeats_each_epoch_rate_once_per_step():
+    schedule = PiecewiseConstant(0.2, drop_epochs=(1,), factor=0.5)
+    np.testing.assert_allclose(schedule.per_step(steps_per_epoch=3, epochs=2),
+                               [0.2, 0.2, 0.2, 0.1, 0.1, 0.1])
+
+
+def test_the_callback_sets_the_optimizer_rate_each_epoch():
+    import keras
+
+    schedule = PiecewiseConstant(0.2, drop_epochs=(1,), factor=0.1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(1.0), "mse")
+    history = model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=2, verbose=0,
+                        callbacks=[schedule.callback()])
+    np.testing.assert_allclose(history.history["learning_rate"], [0.2, 0.02], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"initial": -0.1}, ValueError, r"`initial`.*> 0.*Received: initial=-0.1"),
+    ({"initial": 0.1, "drop_epochs": (5, 3)}, ValueError, r"strictly increasing"),
+    ({"initial": 0.1, "drop_epochs": (0,)}, ValueError, r"`drop_epochs`.*>= 1"),
+    ({"initial": 0.1, "factor": 2.0}, ValueError, r"`factor`.*\(0, 1\].*Received: factor=2.0"),
+    ({"initial": 0.1, "drop_epochs": (1.5,)}, TypeError, r"`drop_epochs`.*integer"),
+])
+def test_bad_schedules_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        PiecewiseConstant(**kwargs)
