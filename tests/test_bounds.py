@@ -13,7 +13,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from robustlab import bounds
 from robustlab.bounds import (
     expected_loss_under_posterior,
     gaussian_kl,
@@ -486,15 +485,3 @@ def test_time_resolved_bound_rejects_bad_arguments(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         time_resolved_bound(**args)
-
-
-def test_module_is_pure_numpy():
-    source = open(bounds.__file__).read()
-    for framework in (
-        "import keras",
-        "import tensorflow",
-        "import jax",
-        "from keras",
-        "from jax",
-    ):
-        assert framework not in source

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from robustlab import bounds
 from robustlab import posterior
 from robustlab.posterior import (
     IterateStatistics,
@@ -894,8 +895,9 @@ def test_replica_variance_rejects_bad_arguments(args, kwargs, message):
         replica_variance(*args, **kwargs)
 
 
-def test_module_is_pure_numpy():
-    source = open(posterior.__file__).read()
+@pytest.mark.parametrize("module", [posterior, bounds], ids=["posterior", "bounds"])
+def test_the_maths_modules_use_no_framework(module):
+    source = open(module.__file__).read()
     for framework in (
         "import keras",
         "import tensorflow",
