@@ -24,6 +24,8 @@ training data is shuffled by a fixed function of (seed, epoch), so the same
 seed gives the same numbers, also across an interrupted and resumed fit.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -208,6 +210,19 @@ class AdversarialModel(keras.Model):
     def attack_seed_variables(self):
         """The variables an attack updates (its seed states)."""
         return (self._train_seed.state, self._eval_seed.state)
+
+    @contextlib.contextmanager
+    def attack_seeds_preserved(self):
+        """Run evaluations that must leave no trace: the attack seeds are
+        restored on exit, so an instrument's own `evaluate` does not change
+        the random starts of the next validation pass (nor anything logged
+        after it)."""
+        saved = [keras.ops.convert_to_numpy(v.value) for v in self.attack_seed_variables]
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.attack_seed_variables, saved):
+                variable.assign(value)
 
     def awp_perturbation(self, weights, gradients, gamma):
         """AWP's v for the trainable weights (None where not perturbed)."""

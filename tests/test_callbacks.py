@@ -520,3 +520,45 @@ def test_float32_accumulators_agree_with_float64():
     np.testing.assert_allclose(single.variance()[0],
                                np.var(np.stack([w[0] for w in iterates]), axis=0),
                                rtol=1e-3)
+
+
+# -- instruments observe only ------------------------------------------------------
+
+
+def _bare_fit(digits, *callbacks):
+    x, y = digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+    model = small_cnn_model()
+    history = model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0,
+                        validation_data=(digits.x_test[:96], digits.y_test[:96]),
+                        callbacks=[SCHEDULE.callback(), *callbacks]).history
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def bare_fit(digits):
+    return _bare_fit(digits)
+
+
+@pytest.mark.parametrize("name", ["RobustEvaluation", "HessianProbe",
+                                  "PosteriorTracker", "BoundTracker"])
+def test_an_instrument_changes_no_weight_and_no_other_logged_number(
+        digits, bare_fit, name):
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    probe = HessianProbe(x, y, every=1, iterations=5, batch_size=64)
+    tracker = PosteriorTracker(probe, batch_size=BATCH, train_size=N_TRAIN,
+                               schedule=SCHEDULE)
+    chosen = {
+        "RobustEvaluation": [RobustEvaluation(x, y)],
+        "HessianProbe": [probe],
+        "PosteriorTracker": [probe, tracker],
+        "BoundTracker": [probe, tracker, BoundTracker(N_TRAIN, prior_variance=1e-2,
+                                                      accuracy_key="robust_accuracy",
+                                                      tracker=tracker)],
+    }[name]
+    bare_model, bare_history = bare_fit
+    model, history = _bare_fit(digits, *chosen)
+    for key, values in bare_history.items():
+        np.testing.assert_array_equal(
+            history[key], values, err_msg=f"{name} changed the logged {key!r}")
+    for a, b in zip(model.get_weights(), bare_model.get_weights()):
+        np.testing.assert_array_equal(a, b, err_msg=f"{name} changed a weight")

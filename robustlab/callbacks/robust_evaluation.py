@@ -61,10 +61,12 @@ class RobustEvaluation(keras.callbacks.Callback):
         if logs is None or ((epoch + 1) % self.every and epoch != self._last_epoch):
             return
         data = self._data
-        if isinstance(data, tuple):
-            results = self.model.evaluate(*data, batch_size=self.batch_size,
-                                          verbose=0, return_dict=True)
-        else:
-            results = self.model.evaluate(data, verbose=0, return_dict=True)
+        # Observe only: the evaluation attack's seed is the validation's too.
+        with self.model.attack_seeds_preserved():
+            if isinstance(data, tuple):
+                results = self.model.evaluate(*data, batch_size=self.batch_size,
+                                              verbose=0, return_dict=True)
+            else:
+                results = self.model.evaluate(data, verbose=0, return_dict=True)
         for key, value in results.items():
             logs[self.prefix + key] = float(value)
