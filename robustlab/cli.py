@@ -1,6 +1,8 @@
 """The `robustlab` command: reproduce the experiments.
 
     robustlab list
+    robustlab reproduce NAME [--seeds N | --seeds 0 1 ...] [--out DIR]
+                    [--resume] [--epochs N] [--write-reference] [--quiet]
     robustlab train [--experiment quick] [--out runs/quick] [--seeds 0 1 ...]
                     [--epochs N] [--awp-gamma G] [--label-noise P]
                     [--probe-every N] [--quiet]
@@ -28,6 +30,22 @@ def _parser():
     )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the named experiments")
+    reproduce = commands.add_parser(
+        "reproduce", help="reproduce a named study over seeds")
+    reproduce.add_argument("study", help="study name (see `robustlab list`)")
+    reproduce.add_argument(
+        "--seeds", type=int, nargs="+", default=[8],
+        help="a number of seeds (0..N-1) or, with several values, the seeds "
+             "(default: 8)")
+    reproduce.add_argument("--out", default=None,
+                           help="output folder (default: runs/<study>)")
+    reproduce.add_argument("--resume", action="store_true",
+                           help="reuse the runs already finished in --out")
+    reproduce.add_argument("--epochs", type=int, default=None,
+                           help="train fewer epochs (a shortened look)")
+    reproduce.add_argument("--write-reference", action="store_true",
+                           help="also write the package's reference results")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
     train = commands.add_parser("train", help="run an experiment")
     train.add_argument("--experiment", default="quick",
                        help="named experiment (default: quick)")
@@ -61,9 +79,15 @@ def _experiment_from(args):
 
 def _list():
     from robustlab import experiments
+    from robustlab import studies
 
+    print("studies (robustlab reproduce NAME):")
+    for name, study in sorted(studies.STUDIES.items()):
+        arms = ", ".join(arm.experiment for arm in study.arms)
+        print(f"  {name:20s} v{study.version}  arms: {arms}")
+    print("experiments (robustlab train --experiment NAME):")
     for name, experiment in sorted(experiments.EXPERIMENTS.items()):
-        print(f"{name:14s} v{experiment.version}  {experiment.dataset}, "
+        print(f"  {name:14s} v{experiment.version}  {experiment.dataset}, "
               f"{experiment.model}, {experiment.epochs} epochs, PGD-"
               f"{experiment.train_steps} eps={experiment.eps:.4g}, "
               f"label noise {experiment.label_noise:g}, AWP gamma "
@@ -111,12 +135,29 @@ def _train(args):
     return 0
 
 
+def _reproduce(args):
+    from robustlab import studies
+
+    seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
+    studies.reproduce(args.study, seeds, args.out, resume=args.resume,
+                      verbose=0 if args.quiet else 1, epochs=args.epochs,
+                      write_reference=args.write_reference)
+    return 0
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    if args.command == "list":
-        _list()
-        return 0
-    return _train(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            _list()
+            return 0
+        if args.command == "reproduce":
+            return _reproduce(args)
+        return _train(args)
+    except ValueError as error:
+        # Bad arguments: the message names the argument and what it received.
+        parser.exit(2, f"robustlab {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

@@ -70,9 +70,7 @@ def learning_curves(history, drop_epochs=(), title=None):
                     transform=ax.transAxes, color="0.5")
         elif log:
             ax.set_yscale("log")
-        for i, epoch in enumerate(drop_epochs or ()):
-            ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
-                       label="LR drop" if i == 0 else None)
+        mark_drops(ax, drop_epochs)
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
@@ -82,6 +80,94 @@ def learning_curves(history, drop_epochs=(), title=None):
         ax.set_xlabel("epoch")
     if title:
         figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+# (title, y label, log key, log scale) of `study_curves`.
+STUDY_PANELS = (
+    ("Robust test accuracy", "accuracy", "val_robust_accuracy", False),
+    ("Robust train accuracy (its own labels)", "accuracy", "train_robust_accuracy", False),
+    ("Robust test loss", "loss", "val_robust_loss", False),
+    ("Clean test accuracy", "accuracy", "val_clean_accuracy", False),
+    ("Curvature of the robust loss", "top Hessian eigenvalue", "hessian_top_eig", False),
+    ("Width of the weight cloud", "variance within an epoch", "posterior_var", True),
+)
+
+
+def band(ax, mean, stderr, label=None, epochs=None, **style):
+    """Draw a mean curve with a +/- one-standard-error band; epochs where the
+    mean is NaN (not logged) are skipped, so probe curves join their points.
+
+    Returns:
+        The line.
+    """
+    mean = np.asarray(mean, dtype="float64")
+    stderr = np.asarray(stderr, dtype="float64")
+    epochs = np.arange(len(mean)) if epochs is None else np.asarray(epochs)
+    finite = np.isfinite(mean)
+    marker = "o" if finite.sum() < len(mean) else None
+    (line,) = ax.plot(epochs[finite], mean[finite], marker=marker, markersize=3,
+                      label=label, **style)
+    spread = np.where(np.isfinite(stderr), stderr, 0.0)[finite]
+    ax.fill_between(epochs[finite], mean[finite] - spread, mean[finite] + spread,
+                    color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def mark_drops(ax, drop_epochs):
+    """Dotted vertical lines at the learning-rate drops."""
+    for i, epoch in enumerate(drop_epochs or ()):
+        ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
+                   label="LR drop" if i == 0 else None)
+
+
+def study_curves(results, panels=STUDY_PANELS):
+    """Learning curves of a study: every arm's mean over seeds with a
+    standard-error band, the learning-rate drop marked; a panel whose key no
+    arm logged says so.
+
+    Args:
+        results: a `robustlab.studies.StudyResults`.
+        panels: `(title, y label, log key, log scale)` tuples.
+
+    Returns:
+        The matplotlib Figure (close it with `close`).
+    """
+    columns = 3
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(15, 3.8 * rows),
+                                sharex=True, squeeze=False)
+    drops = sorted({e for arm in results.study.arms
+                    for e in arm.config.lr_drop_epochs})
+    for ax, (title, ylabel, key, log) in zip(axes.flat, panels):
+        shown = False
+        for arm in results.study.arms:
+            runs = results.runs(arm.experiment)
+            if not all(key in h for h in runs):
+                continue
+            mean, stderr = results.curve(arm.experiment, key)
+            if not np.isfinite(mean).any():
+                continue
+            band(ax, mean, stderr, label=arm.label)
+            shown = True
+        if not shown:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center",
+                    transform=ax.transAxes, color="0.5")
+        elif log:
+            ax.set_yscale("log")
+        mark_drops(ax, drops)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel(ylabel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    figure.suptitle(f"{results.study.name}: mean and standard error over "
+                    f"{len(results.seeds)} seeds")
     figure.tight_layout()
     return figure
 

@@ -1,0 +1,63 @@
+"""nbgrader configuration of the robustlab course.
+
+The course root is this folder (the repository root): the instructor's
+notebooks live in `solutions/<lesson>/<lesson>.ipynb`, and
+`nbgrader generate_assignment <lesson>` writes the students' version to
+`lessons/<lesson>/<lesson>.ipynb`. Submissions, autograded copies, feedback
+and the gradebook (`gradebook.db`) are created next to them by nbgrader and
+are not part of the repository. See the README ("The course") for the
+commands an instructor runs.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (nbgrader provides it)
+
+c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
+c.CourseDirectory.course_id = "robustlab"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "lessons"
+# Reference results, widgets and data come from the installed package; a
+# lesson folder holds its notebook only.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".*"]
+
+# Lessons are listed here so that `nbgrader db assignment list` and the
+# formgrader know them before anything is released.
+LESSONS = ["00_pgd", "01_robust_overfitting"]
+c.CourseDirectory.db_assignments = [dict(name=name) for name in LESSONS]
+
+# Per-cell limit while validating and autograding. No graded cell trains a
+# model; the longest cell of a lesson under NBGRADER_EXECUTION (a shortened
+# training demo) takes a few seconds on two cores. 60 s leaves room for a slow
+# machine and still stops a student's infinite loop well inside the budget of
+# one submission.
+c.Execute.timeout = 60
+c.Execute.interrupt_on_timeout = True
+c.Execute.kernel_name = "python3"
+
+# A print loop in a student's function must not flood the feedback.
+c.LimitOutput.max_lines = 200
+c.LimitOutput.max_traceback = 40
+
+# nbgrader gives a test cell zero points when it wrote anything to stderr.
+# Python warnings and TensorFlow/XLA/absl log lines are not failures: drop a
+# stderr output whose every line is one of those (a warning's message line, an
+# indented source line under it, or a log line), and keep anything else.
+# Each line is tested by a lookahead and then consumed in one way only, so the
+# match cannot backtrack exponentially on a long stderr text.
+_HARMLESS_LINE_START = "|".join([
+    r"[ \t]",  # the indented source line under a warning
+    r"\n",  # an empty line
+    r"[^\n]*\b\w*Warning\b",  # UserWarning: ..., DeprecationWarning ...
+    r"[IWE]\d{4} \d\d:\d\d:",  # absl: I0000 00:00:17... file.cc:31] ...
+    r"\d{4}-\d\d-\d\d [\d:.]+: [IW] ",  # TensorFlow C++: 2026-... I ...
+    r"WARNING: All log messages before absl::InitializeLog",
+    r"To enable the following instructions",
+    r"This TensorFlow binary is optimized",
+])
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = rf"\A(?:(?={_HARMLESS_LINE_START})[^\n]*(?:\n|\Z))*\Z"
+
+# Student notebooks are small; keep nbgrader from copying anything large that
+# a student leaves in the folder.
+c.CourseDirectory.max_file_size = 10_000  # kB

@@ -1,0 +1,535 @@
+"""Named studies: a finding of the course reproduced over seeds, with effect
+sizes, figures, and the reference results that ship with the package.
+
+A `Study` is a set of arms (a named experiment, optionally with the
+instruments) run for several seeds. `reproduce` trains every run that is not
+already in the output folder (one sub-folder per arm and seed, written by
+`robustlab.experiments.run`), then writes
+
+- `results.json`: per arm, the summary figures of every seed and their mean,
+  standard deviation, standard error and n;
+- `curves.png`: the learning curves of every arm, mean and standard-error
+  band over seeds, the learning-rate drop marked;
+- a printed table of the same figures.
+
+`reference(name)` returns the 8-seed results of a study that ship with the
+package (`robustlab/reference/<name>.json.gz`), so that a notebook can show
+error bars without training; they are written by `reproduce(...,
+write_reference=True)`, i.e. `robustlab reproduce NAME --seeds 8
+--write-reference`, and never edited by hand.
+
+Example:
+
+>>> study = get("robust-overfitting")
+>>> [arm.experiment for arm in study.arms]
+['quick', 'quick_clean']
+>>> ref = reference("robust-overfitting")
+>>> ref.seeds
+[0, 1, 2, 3, 4, 5, 6, 7]
+>>> mean, stderr = ref.curve("quick", "val_robust_accuracy")
+>>> mean.shape
+(100,)
+"""
+
+import dataclasses
+import datetime
+import gzip
+import json
+import math
+import os
+
+import numpy as np
+
+from robustlab import experiments as experiments_module
+from robustlab import validation
+
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
+
+# The summary figures `reproduce` tabulates, with how to print them.
+# (summary key, label, scale, unit)
+FIGURES = (
+    ("best_robust_test_accuracy", "best robust test accuracy", 100, "pts"),
+    ("best_epoch", "best epoch (0-based)", 1, ""),
+    ("final_robust_test_accuracy", "final robust test accuracy (last 3)", 100, "pts"),
+    ("robust_overfitting_gap", "best - final (robust overfitting)", 100, "pts"),
+    ("robust_test_loss_rise", "robust test loss rise after post-drop min", 100, "%"),
+    ("final_robust_train_accuracy", "robust train accuracy, end", 100, "pts"),
+    ("final_clean_test_accuracy", "clean test accuracy, end", 100, "pts"),
+    ("top_eig_after_drop", "top Hessian eigenvalue, 4+ epochs after drop", 1, ""),
+    ("top_eig_final", "top Hessian eigenvalue, end", 1, ""),
+    ("posterior_var_top_shrink_5", "weight variance along u: 1 before / 5 after drop", 1, "x"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One setting of a study: a named experiment and its instruments.
+
+    Args:
+        label: what the arm is called in tables and figures (it says what
+            differs, e.g. the label noise).
+        experiment: the name of a `robustlab.experiments` experiment.
+        probe_every: run the instruments (Hessian probe, posterior tracker,
+            PAC-Bayes bound) every this many epochs; None: none.
+    """
+
+    label: str
+    experiment: str
+    probe_every: int = None
+
+    @property
+    def config(self):
+        return experiments_module.get(self.experiment)
+
+    def folder(self, out, seed):
+        """The run's folder: one per experiment version, instruments and
+        seed, so studies that share a run share its folder."""
+        config = self.config
+        name = f"{config.name}-v{config.version}"
+        if self.probe_every:
+            name += f"-probe{self.probe_every}"
+        return os.path.join(out, "runs", name, f"seed{seed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+    """A named, versioned study: arms run for several seeds.
+
+    The version changes whenever an arm or what is measured changes (the
+    experiments carry their own versions, written next to every result).
+    """
+
+    name: str
+    version: int
+    arms: tuple
+    description: str
+
+    def arm(self, key):
+        """The arm with this label or experiment name."""
+        for arm in self.arms:
+            if key in (arm.label, arm.experiment):
+                return arm
+        raise ValueError(
+            f"Study {self.name!r} has no arm {key!r}; its arms are "
+            f"{[a.experiment for a in self.arms]}. Received: arm={key!r}"
+        )
+
+
+STUDIES = {
+    "robust-overfitting": Study(
+        name="robust-overfitting",
+        version=1,
+        arms=(
+            Arm("20% label noise (quick)", "quick", probe_every=5),
+            Arm("clean labels (quick_clean)", "quick_clean"),
+        ),
+        description=(
+            "PGD-3 adversarial training of a small CNN on 1000 digits, learning "
+            "rate 0.2 dropped 10x at epoch 40 of 100, PGD-10 evaluation every "
+            "epoch. 20% of the training labels are replaced by another class "
+            "(symmetric label noise, an amplifier: memorising them is what "
+            "drives robust overfitting at this scale); the clean-label arm is "
+            "the contrast. The noisy arm also runs the instruments every 5 "
+            "epochs (top Hessian eigenvalue of the robust loss, the weight "
+            "cloud's width, the PAC-Bayes bound)."
+        ),
+    ),
+}
+
+
+def get(name):
+    """The named study; `ValueError` listing the names otherwise."""
+    try:
+        return STUDIES[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown study; available: {', '.join(sorted(STUDIES))}. "
+            f"Received: name={name!r}"
+        ) from None
+
+
+# ---------------------------------------------------------------------------
+# Results of a study (reproduced or shipped).
+
+
+class StudyResults:
+    """The per-epoch histories of a study's runs, and their statistics.
+
+    Attributes:
+        study: the `Study`.
+        seeds: the seeds, the same for every arm.
+        histories: `{experiment name: [history per seed]}`, each history a
+            dict `{log key: float64 array over epochs}` (NaN where a key was
+            not logged, e.g. between probes).
+        metadata: versions and the command that produced the results.
+    """
+
+    def __init__(self, study, seeds, histories, metadata=None):
+        self.study = study
+        self.seeds = list(seeds)
+        self.histories = {
+            name: [{k: np.asarray(v, dtype="float64") for k, v in h.items()}
+                   for h in runs]
+            for name, runs in histories.items()
+        }
+        self.metadata = dict(metadata or {})
+
+    def __repr__(self):
+        arms = ", ".join(f"{name}: {len(runs)} seeds"
+                         for name, runs in self.histories.items())
+        return f"StudyResults({self.study.name!r}, {arms})"
+
+    def runs(self, arm):
+        """The histories of one arm (by label or experiment name)."""
+        return self.histories[self.study.arm(arm).experiment]
+
+    def stacked(self, arm, key):
+        """`(seeds, epochs)` array of one logged key of one arm."""
+        runs = self.runs(arm)
+        missing = [seed for seed, h in zip(self.seeds, runs) if key not in h]
+        if missing:
+            raise KeyError(
+                f"{key!r} was not logged in arm {arm!r} (seeds {missing}); "
+                f"logged: {sorted(runs[0])}")
+        return np.stack([h[key] for h in runs])
+
+    def curve(self, arm, key):
+        """Mean and standard error over seeds of a key, epoch by epoch
+        (NaN where no seed logged it)."""
+        return mean_and_stderr(self.stacked(arm, key), axis=0)
+
+    def summaries(self, arm):
+        """`robustlab.experiments.summarize` of every seed of an arm."""
+        config = self.study.arm(arm).config
+        drop = min(config.lr_drop_epochs, default=None)
+        return [experiments_module.summarize(h, drop_epoch=drop)
+                for h in self.runs(arm)]
+
+    def table(self):
+        """Per arm, each summary figure over seeds: `{"mean", "sd",
+        "stderr", "n", "values"}`."""
+        table = {}
+        for arm in self.study.arms:
+            summaries = self.summaries(arm.experiment)
+            figures = {}
+            for key in summaries[0]:
+                values = np.asarray([s.get(key, math.nan) for s in summaries], "float64")
+                mean, stderr = mean_and_stderr(values)
+                figures[key] = {
+                    "mean": float(mean),
+                    "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                    "stderr": float(stderr),
+                    "n": int(np.isfinite(values).sum()),
+                    "values": values.tolist(),
+                }
+            table[arm.experiment] = figures
+        return table
+
+    def format_table(self):
+        """The summary table as text (mean, sd, s.e., n per arm)."""
+        table = self.table()
+        lines = [f"{self.study.name} (v{self.study.version}), seeds {self.seeds}"]
+        for arm in self.study.arms:
+            config = arm.config
+            lines.append("")
+            lines.append(
+                f"{arm.label}: {config.name} v{config.version}, label noise "
+                f"{config.label_noise:.0%}, AWP gamma {config.awp_gamma:g}")
+            lines.append(f"  {'figure':52s} {'mean':>8s} {'sd':>8s} {'s.e.':>8s} {'n':>3s}")
+            for key, label, scale, unit in FIGURES:
+                row = table[arm.experiment].get(key)
+                if row is None or row["n"] == 0:
+                    continue
+                lines.append(
+                    f"  {label + (f' ({unit})' if unit else ''):52s} "
+                    f"{scale * row['mean']:8.2f} {scale * row['sd']:8.2f} "
+                    f"{scale * row['stderr']:8.2f} {row['n']:3d}")
+        return "\n".join(lines)
+
+    def to_json(self, digits=6):
+        """A JSON-ready dict; floats rounded to `digits` significant digits
+        (NaN as null)."""
+        return {
+            "study": self.study.name,
+            "study_version": self.study.version,
+            "seeds": self.seeds,
+            "arms": [
+                {
+                    "label": arm.label,
+                    "experiment": arm.config.to_dict(),
+                    "probe_every": arm.probe_every,
+                    "histories": [
+                        {k: [_round(x, digits) for x in v] for k, v in sorted(h.items())}
+                        for h in self.runs(arm.experiment)
+                    ],
+                }
+                for arm in self.study.arms
+            ],
+            "metadata": self.metadata,
+        }
+
+
+def mean_and_stderr(values, axis=None):
+    """Mean and standard error of the mean (ddof=1) of the finite values
+    along `axis`; NaN where fewer than one (mean) or two (stderr) are finite.
+
+    >>> mean_and_stderr(np.array([1.0, 2.0, 3.0, np.nan]))
+    (2.0, 0.5773502691896258)
+    """
+    values = np.asarray(values, dtype="float64")
+    finite = np.isfinite(values)
+    n = finite.sum(axis=axis)
+    filled = np.where(finite, values, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = filled.sum(axis=axis) / n
+        deviation = np.where(finite, values - (mean if axis is None
+                                              else np.expand_dims(mean, axis)), 0.0)
+        variance = (deviation ** 2).sum(axis=axis) / (n - 1)
+        stderr = np.sqrt(variance / n)
+    mean = np.where(n >= 1, mean, np.nan)
+    stderr = np.where(n >= 2, stderr, np.nan)
+    if axis is None:
+        return float(mean), float(stderr)
+    return mean, stderr
+
+
+def _round(x, digits):
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+def _history_from_json(history):
+    return {k: np.array([math.nan if x is None else x for x in v], "float64")
+            for k, v in history.items()}
+
+
+# ---------------------------------------------------------------------------
+# Reproducing a study.
+
+
+def _check_seeds(seeds):
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
+        validation.check_int_at_least("seeds", int(seeds), 1)
+        return list(range(int(seeds)))
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
+    for seed in seeds:
+        validation.check_int_at_least("seeds", seed, 0)
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"Argument `seeds` must not repeat a seed. Received: seeds={seeds}")
+    return [int(s) for s in seeds]
+
+
+def _completed_history(folder, config):
+    """The history of a finished run in `folder` with exactly this
+    configuration, or None."""
+    try:
+        with open(os.path.join(folder, "config.json")) as f:
+            saved = json.load(f)["experiment"]
+        with open(os.path.join(folder, "history.json")) as f:
+            history = json.load(f)
+    except (OSError, ValueError, KeyError):
+        return None
+    if saved != json.loads(json.dumps(config.to_dict())):
+        return None
+    return _history_from_json(history)
+
+
+def reproduce(name, seeds=8, out=None, *, resume=False, verbose=1,
+              write_reference=False, epochs=None):
+    """Run (or, with `resume`, finish) a study and write its results.
+
+    Args:
+        name: a study name (`STUDIES`).
+        seeds: the number of seeds (0, 1, ...) or a list of seeds.
+        out: output folder (default `runs/<name>`).
+        resume: reuse every run already finished in `out` with the same
+            configuration; without it every run is trained again.
+        verbose: 1 shows a progress bar over all runs and epochs and prints
+            the table; 0 is silent.
+        write_reference: also write the results as the package's reference
+            data (`robustlab/reference/<name>.json.gz`).
+        epochs: train fewer epochs (a shortened look; the results say so and
+            cannot be written as reference).
+
+    Returns:
+        The `StudyResults`.
+    """
+    study = get(name)
+    seeds = _check_seeds(seeds)
+    if epochs is not None:
+        validation.check_int_at_least("epochs", epochs, 1)
+        if write_reference:
+            raise ValueError(
+                "Reference results are full-length runs; drop `epochs` to write "
+                f"them. Received: epochs={epochs}")
+    out = out or os.path.join("runs", name)
+    os.makedirs(out, exist_ok=True)
+    plan = []
+    for arm in study.arms:
+        config = arm.config.replace(**({"epochs": epochs} if epochs else {}))
+        for seed in seeds:
+            plan.append((arm, config.replace(seed=seed), seed))
+    histories = {arm.experiment: [] for arm in study.arms}
+    progress = _StudyProgress(plan, verbose)
+    for arm, config, seed in plan:
+        folder = arm.folder(out, seed)
+        history = _completed_history(folder, config) if resume else None
+        if history is None:
+            history, _ = experiments_module.run(
+                config, folder, verbose=0, probe_every=arm.probe_every,
+                callbacks=[progress.callback(arm, seed)])
+            history = {k: np.asarray(v, "float64") for k, v in history.items()}
+        else:
+            progress.skip(arm, seed, config.epochs)
+        histories[arm.experiment].append(history)
+    progress.close()
+    results = StudyResults(study, seeds, histories, metadata=_metadata(name, seeds, epochs))
+    _write_outputs(results, out)
+    if write_reference:
+        write_reference_file(results, os.path.join(REFERENCE_DIR, f"{name}.json.gz"))
+    if verbose:
+        print(results.format_table())
+        print(f"\nresults: {os.path.join(out, 'results.json')}, figure: "
+              f"{os.path.join(out, 'curves.png')}")
+    return results
+
+
+def _metadata(name, seeds, epochs):
+    import keras
+
+    import robustlab
+
+    command = f"robustlab reproduce {name} --seeds {len(seeds)}"
+    if seeds != list(range(len(seeds))):
+        command = f"robustlab reproduce {name} --seeds {' '.join(map(str, seeds))}"
+    if epochs:
+        command += f" --epochs {epochs}"
+    return {
+        "command": command,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+        "robustlab_version": robustlab.__version__,
+        "keras_version": keras.__version__,
+        "backend": keras.backend.backend(),
+        "shortened_to_epochs": epochs,
+    }
+
+
+def _write_outputs(results, out):
+    from robustlab import plots
+
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"study": results.study.name, "version": results.study.version,
+                   "description": results.study.description,
+                   "seeds": results.seeds, "metadata": results.metadata,
+                   "arms": {a.experiment: {"label": a.label,
+                                           "experiment": a.config.to_dict()}
+                            for a in results.study.arms},
+                   "table": results.table()}, f, indent=2, sort_keys=True,
+                  default=lambda x: None)
+    with open(os.path.join(out, "summary.txt"), "w") as f:
+        f.write(results.format_table() + "\n")
+    figure = plots.study_curves(results)
+    figure.savefig(os.path.join(out, "curves.png"), dpi=110)
+    plots.close(figure)
+
+
+class _StudyProgress:
+    """One progress bar over every epoch of every run of a study."""
+
+    def __init__(self, plan, verbose):
+        self._bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            total = sum(config.epochs for _, config, _ in plan)
+            self._bar = tqdm(total=total, unit="epoch", desc="study")
+
+    def callback(self, arm, seed):
+        import keras
+
+        bar = self._bar
+
+        class _Advance(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                if bar is not None:
+                    bar.set_description(f"{arm.experiment} seed {seed}")
+
+            def on_epoch_end(self, epoch, logs=None):
+                if bar is not None:
+                    bar.update(1)
+
+        return _Advance()
+
+    def skip(self, arm, seed, epochs):
+        if self._bar is not None:
+            self._bar.write(f"{arm.experiment} seed {seed}: finished earlier, reused")
+            self._bar.update(epochs)
+
+    def close(self):
+        if self._bar is not None:
+            self._bar.close()
+
+
+# ---------------------------------------------------------------------------
+# Reference results shipped with the package.
+
+
+def write_reference_file(results, path):
+    """Write `results` as gzipped JSON (the format `reference` reads). The
+    gzip header carries no time stamp, so the same results give the same
+    bytes."""
+    payload = json.dumps(results.to_json(), sort_keys=True, separators=(",", ":"))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as raw:
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write(payload.encode("utf-8"))
+
+
+def read_reference_file(path):
+    """The `StudyResults` stored at `path` by `write_reference_file`."""
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        payload = json.load(f)
+    study = get(payload["study"])
+    if payload["study_version"] != study.version:
+        raise ValueError(
+            f"{path} holds version {payload['study_version']} of study "
+            f"{study.name!r}, this robustlab defines version {study.version}: "
+            f"regenerate it with `{payload['metadata'].get('command')}`. "
+            f"Received: study_version={payload['study_version']}")
+    histories = {}
+    for arm_payload in payload["arms"]:
+        arm = study.arm(arm_payload["experiment"]["name"])
+        if arm_payload["experiment"] != json.loads(json.dumps(arm.config.to_dict())):
+            raise ValueError(
+                f"{path} was made with another configuration of experiment "
+                f"{arm.experiment!r} than this robustlab's (version "
+                f"{arm_payload['experiment'].get('version')} vs "
+                f"{arm.config.version}); regenerate it with "
+                f"`{payload['metadata'].get('command')} --write-reference`.")
+        histories[arm.experiment] = [_history_from_json(h)
+                                     for h in arm_payload["histories"]]
+    return StudyResults(study, payload["seeds"], histories, payload["metadata"])
+
+
+def reference(name):
+    """The reference results of a study that ship with robustlab (8 seeds
+    of the quick setting on the embedded digits data).
+
+    Args:
+        name: a study name, e.g. `"robust-overfitting"`.
+
+    Returns:
+        A `StudyResults` (`curve(arm, key)` gives mean and standard error
+        over seeds, `table()` the summary figures).
+    """
+    study = get(name)
+    path = os.path.join(REFERENCE_DIR, f"{study.name}.json.gz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"robustlab ships no reference results for study {name!r} yet; "
+            f"reproduce them with `robustlab reproduce {name} --seeds 8`.")
+    return read_reference_file(path)
