@@ -393,6 +393,36 @@ def fgsm(
     )
 
 
+def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
+    """Checked NumPy inputs, sparse-or-one-hot labels as the loss takes
+    them, the summed loss and its cache key."""
+    validation.check_int_at_least("batch_size", batch_size, 1)
+    x = np.asarray(x)
+    y = np.asarray(y)
+    num_classes = validation.check_classifier(model, x[:1])
+    validation.check_inputs(x, value_range)
+    labels_sparse = validation.check_labels(y, num_classes, len(x))
+    loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)
+    loss_key = (
+        "default" if loss is None and not getattr(model, "compiled", False)
+        else id(model.loss if loss is None else loss),
+        from_logits,
+        labels_sparse,
+    )
+    y_in = y if (not labels_sparse or y.ndim == 1) else y.reshape(-1)
+    return x, y_in, loss_fn, loss_key
+
+
+def _in_batches(runner, x, y, batch_size, state):
+    outputs = []
+    for start in range(0, len(x), batch_size):
+        out, state = runner(
+            x[start : start + batch_size], y[start : start + batch_size], state
+        )
+        outputs.append(keras.ops.convert_to_numpy(out))
+    return outputs
+
+
 def run_attack(
     model,
     x,
@@ -407,32 +437,61 @@ def run_attack(
 ):
     """Run the `PGD` configuration `attack` on NumPy data in compiled batches
     (see `pgd` for the arguments)."""
-    validation.check_int_at_least("batch_size", batch_size, 1)
-    x = np.asarray(x)
-    y = np.asarray(y)
-    num_classes = validation.check_classifier(model, x[:1])
-    validation.check_inputs(x, attack.value_range)
-    labels_sparse = validation.check_labels(y, num_classes, len(x))
-    loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)
-    loss_key = (
-        "default" if loss is None and not getattr(model, "compiled", False)
-        else id(model.loss if loss is None else loss),
-        from_logits,
-        labels_sparse,
-    )
+    x, y_in, loss_fn, loss_key = _prepared(
+        model, x, y, loss, from_logits, batch_size, attack.value_range)
     runner = _runner(model, attack, loss_key, loss_fn, bool(training))
     seed_generator = keras.random.SeedGenerator(seed)
-    state = seed_generator.state.value
-    if not labels_sparse or y.ndim == 1:
-        y_in = y
-    else:
-        y_in = y.reshape(-1)
-    outputs = []
-    for start in range(0, len(x), batch_size):
-        x_adv, state = runner(
-            x[start : start + batch_size], y_in[start : start + batch_size], state
-        )
-        outputs.append(keras.ops.convert_to_numpy(x_adv))
+    outputs = _in_batches(runner, x, y_in, batch_size, seed_generator.state.value)
     if not outputs:
         return x.copy()
+    return np.concatenate(outputs).astype(x.dtype, copy=False)
+
+
+def loss_gradient(
+    model,
+    x,
+    y,
+    *,
+    loss=None,
+    from_logits=None,
+    training=False,
+    batch_size=256,
+):
+    """The gradient of the attack's loss with respect to the inputs: what a
+    step of `pgd` ascends, for NumPy code (an attack written by hand).
+
+    The loss is summed over the batch, so each example's row is the gradient
+    of its own loss. Compiled once per model and loss, like `pgd`.
+
+    Args: as `pgd` (`x` need not lie in any value range).
+
+    Returns:
+        A NumPy array shaped like `x`.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    >>> model.layers[0].set_weights([np.eye(2), np.zeros(2)])
+    >>> g = robustlab.attacks.loss_gradient(model, np.zeros((1, 2), "float32"),
+    ...                                     np.array([0]))
+    >>> g.round(3).tolist()  # W (softmax(0) - onehot(0)) = (-0.5, 0.5)
+    [[-0.5, 0.5]]
+    """
+    x, y_in, loss_fn, loss_key = _prepared(
+        model, x, y, loss, from_logits, batch_size, None)
+    per_model = _RUNNERS.setdefault(model, {})
+    key = ("loss_gradient", loss_key, bool(training))
+    runner = per_model.get(key)
+    if runner is None:
+        input_gradient = _backend.get().input_gradient
+
+        def gradient(x, y, seed_generator):
+            del seed_generator  # no randomness
+            return input_gradient(lambda z: loss_fn(z, y, training=training), x)
+
+        runner = _backend.get().compile_attack(model, gradient)
+        per_model[key] = runner
+    outputs = _in_batches(runner, x, y_in, batch_size,
+                          keras.random.SeedGenerator(0).state.value)
     return np.concatenate(outputs).astype(x.dtype, copy=False)

@@ -267,3 +267,36 @@ def test_non_finite_inputs_are_rejected():
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match=r"`x` must be finite"):
         attacks.pgd(model, x, Y6, eps=0.1)
+
+
+# -- loss_gradient ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_loss_gradient_is_the_closed_form_of_softmax_regression(one_hot):
+    # Cross-entropy of softmax(x W + b): d loss / d x = (softmax - onehot) W^T,
+    # per example (the summed loss separates over the batch).
+    rng = np.random.default_rng(3)
+    weights, bias = rng.normal(size=(5, 4)), rng.normal(size=4)
+    model = softmax_regression(weights, bias)
+    weights, bias = (w.astype("float64") for w in model.get_weights())
+    x = rng.normal(size=(7, 5)).astype("float32")
+    y = rng.integers(0, 4, size=7)
+    logits = x @ weights + bias
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    expected = (p - np.eye(4)[y]) @ weights.T
+    labels = np.eye(4)[y] if one_hot else y
+    got = attacks.loss_gradient(model, x, labels, batch_size=3)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_gradient_leaves_the_model_unchanged_and_checks_its_labels():
+    model = softmax_regression(np.eye(3), np.zeros(3))
+    before = [w.copy() for w in model.get_weights()]
+    attacks.loss_gradient(model, np.zeros((2, 3), "float32"), np.array([0, 2]))
+    for a, b in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="Labels `y`"):
+        attacks.loss_gradient(model, np.zeros((2, 3), "float32"), np.array([0, 5]))
