@@ -15,3 +15,11 @@ test-jax:
 
 bench:
 	$(PYTHON) benchmarks/run_all.py
+
+# Regenerate the students' notebooks (lessons/) from the instructor's
+# (solutions/) with nbgrader; never edit lessons/ by hand.
+LESSONS = $(notdir $(patsubst %/,%,$(dir $(wildcard solutions/*/*.ipynb))))
+
+.PHONY: lessons
+lessons:
+	for lesson in $(LESSONS); do KERAS_BACKEND=tensorflow $(PYTHON) -m nbgrader generate_assignment $$lesson --force || exit 1; done

@@ -21,17 +21,23 @@ c.CourseDirectory.release_directory = "lessons"
 # lesson folder holds its notebook only.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".*"]
 
-# Lessons are listed here so that `nbgrader db assignment list` and the
-# formgrader know them before anything is released.
-LESSONS = ["00_pgd", "01_robust_overfitting"]
+# Every folder of solutions/ is a lesson. Listing them here lets
+# `nbgrader db assignment list` and the formgrader know them before anything
+# is released.
+_SOLUTIONS = os.path.join(c.CourseDirectory.root, "solutions")
+LESSONS = sorted(
+    name for name in os.listdir(_SOLUTIONS)
+    if os.path.isfile(os.path.join(_SOLUTIONS, name, f"{name}.ipynb"))
+)
 c.CourseDirectory.db_assignments = [dict(name=name) for name in LESSONS]
 
 # Per-cell limit while validating and autograding. No graded cell trains a
-# model; the longest cell of a lesson under NBGRADER_EXECUTION (a shortened
-# training demo) takes a few seconds on two cores. 60 s leaves room for a slow
-# machine and still stops a student's infinite loop well inside the budget of
-# one submission.
-c.Execute.timeout = 60
+# model, and demos shorten themselves under NBGRADER_EXECUTION: the longest
+# cell of a lesson then takes about 10 s on two busy cores (importing Keras on
+# TensorFlow about 8 s). 30 s leaves a 3x margin and still stops a student's
+# infinite loop soon enough that the other cells are graded within about a
+# minute.
+c.Execute.timeout = 30
 c.Execute.interrupt_on_timeout = True
 c.Execute.kernel_name = "python3"
 

@@ -35,17 +35,34 @@ def compile_attack(model, craft):
     The seed state is an argument, not a captured variable, so one trace
     serves every call; the model's weights are read live from its variables.
     Any other state the forward pass writes (BatchNorm statistics when the
-    attack runs in training mode) is discarded by the stateless scope.
+    attack runs in training mode) is discarded by the stateless scope. The
+    batch dimension is traced as unknown, so a last, shorter batch (or
+    another number of examples) does not trace the attack again.
     """
     seed_generator = keras.random.SeedGenerator(0)
 
-    @tf.function(reduce_retracing=True)
-    def runner(x, y, seed_state):
+    def run(x, y, seed_state):
         mapping = [(seed_generator.state, seed_state)]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             x_adv = craft(x, y, seed_generator)
         next_state = scope.get_current_value(seed_generator.state)
         return x_adv, seed_state if next_state is None else next_state
+
+    traced = {}
+
+    def runner(x, y, seed_state):
+        x, y, seed_state = (tf.convert_to_tensor(t) for t in (x, y, seed_state))
+        key = tuple((tuple(t.shape[1:]), t.dtype) for t in (x, y)) + (
+            tuple(seed_state.shape), seed_state.dtype)
+        function = traced.get(key)
+        if function is None:
+            function = tf.function(run, input_signature=[
+                tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype),
+                tf.TensorSpec((None,) + tuple(y.shape[1:]), y.dtype),
+                tf.TensorSpec(seed_state.shape, seed_state.dtype),
+            ])
+            traced[key] = function
+        return function(x, y, seed_state)
 
     del model  # read through `craft`'s closure
     return runner

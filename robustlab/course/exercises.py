@@ -1,0 +1,140 @@
+"""The course's reference implementation of every graded function.
+
+Each lesson asks the student to write a few functions with exactly these
+names and signatures (instructors build on them). The tests of an exercise
+that builds on earlier ones swap these in for the student's earlier
+functions (`robustlab.course.grading.reference_for`), so one mistake costs
+one exercise; the lessons also compare the student's results with them and
+with the library (`robustlab.attacks.pgd`, `robustlab.data`).
+
+They are written in NumPy, as plainly as the lessons explain them.
+"""
+
+import keras
+import numpy as np
+
+__all__ = [
+    "RobustCheckpoint",
+    "best_and_final",
+    "fgsm_linf",
+    "flip_labels",
+    "pgd_linf",
+    "pgd_linf_step",
+    "project_linf",
+]
+
+
+# -- 00_pgd ---------------------------------------------------------------------
+
+
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    """The point nearest to `x_adv` that is at most `eps` from `x` in every
+    pixel and inside `value_range` (None: no range).
+
+    >>> project_linf(np.array([0.9, -0.3, 0.55]), np.array([0.5, 0.0, 0.5]), 0.1).tolist()
+    [0.6, 0.0, 0.55]
+    """
+    projected = np.clip(x_adv, x - eps, x + eps)
+    if value_range is not None:
+        projected = np.clip(projected, value_range[0], value_range[1])
+    return projected
+
+
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    """One L-inf PGD step: move every pixel by `step_size` in the direction
+    of the sign of the loss gradient, then project back.
+
+    >>> pgd_linf_step(np.array([0.5, 0.5]), np.array([2.0, -0.1]),
+    ...               np.array([0.5, 0.5]), 0.1, 0.04).tolist()
+    [0.54, 0.46]
+    """
+    return project_linf(x_adv + step_size * np.sign(grad), x, eps, value_range)
+
+
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    """`steps` PGD steps from `x_init` (default: `x` itself), each at the
+    gradient of the current iterate, `grad_fn(x_adv)`.
+
+    >>> w = np.array([1.0, -1.0])
+    >>> pgd_linf(lambda z: w, np.array([0.5, 0.5]), 0.1, 0.04, 5).round(6).tolist()
+    [0.6, 0.4]
+    """
+    x_adv = x.copy() if x_init is None else project_linf(x_init, x, eps, value_range)
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+
+
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    """The fast gradient sign method: one step of size `eps` from `x`.
+
+    >>> fgsm_linf(lambda z: np.array([3.0, -2.0]), np.array([0.95, 0.5]), 0.1).tolist()
+    [1.0, 0.4]
+    """
+    return pgd_linf_step(x, grad_fn(x), x, eps, eps, value_range)
+
+
+# -- 01_robust_overfitting ------------------------------------------------------
+
+
+def flip_labels(y, fraction, num_classes, seed):
+    """A copy of `y` with exactly `round(fraction * len(y))` labels replaced,
+    each by a class drawn uniformly among the `num_classes - 1` others.
+
+    >>> noisy = flip_labels(np.zeros(10, int), 0.3, 4, seed=0)
+    >>> int((noisy != 0).sum())
+    3
+    """
+    y = np.asarray(y)
+    noisy = y.copy()
+    rng = np.random.default_rng(seed)
+    count = round(fraction * len(y))
+    chosen = rng.choice(len(y), size=count, replace=False)
+    noisy[chosen] = (y[chosen] + rng.integers(1, num_classes, size=count)) % num_classes
+    return noisy
+
+
+def best_and_final(robust_accuracy, final_epochs=3):
+    """(best, best_epoch, final, gap): the highest robust accuracy and its
+    0-based epoch (the first, if tied), the mean of the last `final_epochs`,
+    and best - final.
+
+    >>> best, epoch, final, gap = best_and_final([0.5, 0.8, 0.7, 0.6, 0.6], 2)
+    >>> best, epoch, final, round(gap, 6)
+    (0.8, 1, 0.6, 0.2)
+    """
+    accuracy = np.asarray(robust_accuracy, dtype="float64")
+    best_epoch = int(np.argmax(accuracy))
+    best = float(accuracy[best_epoch])
+    final = float(np.mean(accuracy[-final_epochs:]))
+    return best, best_epoch, final, best - final
+
+
+class RobustCheckpoint(keras.callbacks.Callback):
+    """Keep the weights of the epoch with the highest `val_robust_accuracy`
+    and put them back in the model when training ends.
+
+    Attributes:
+        best: the highest value seen (-inf before any epoch).
+        best_epoch: its 0-based epoch (None before any epoch).
+    """
+
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.best = -np.inf
+        self.best_epoch = None
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value):
+            return
+        if value > self.best:
+            self.best = float(value)
+            self.best_epoch = epoch
+            self.best_weights = [np.copy(w) for w in self.model.get_weights()]
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)

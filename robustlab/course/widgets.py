@@ -1,0 +1,311 @@
+"""Interactive explorers for the course notebooks (ipywidgets).
+
+Each explorer separates what it computes (`figure(...)`, a plain matplotlib
+figure for given settings, cached so that moving a control back and forth
+never recomputes) from the controls (`widget()`), so the drawing can be
+tested without a browser. None of them trains a model: they redraw from
+attacks on a fixed model (milliseconds on a few hundred digits) or from the
+reference results that ship with robustlab.
+
+Needs the `course` extra (`pip install "robustlab[course]"`) for the
+controls; the figures need only matplotlib.
+"""
+
+import math
+import time
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+
+from robustlab import attacks
+from robustlab.course import exercises
+
+__all__ = ["AttackExplorer", "LiveCurves", "ReferenceExplorer"]
+
+
+def _controls_module():
+    try:
+        import ipywidgets
+    except ImportError as error:  # pragma: no cover - depends on the install
+        raise ImportError(
+            "The course's widgets need ipywidgets: pip install "
+            "'robustlab[course]'") from error
+    return ipywidgets
+
+
+def _interactive(draw, controls, timings):
+    """A VBox of `controls` over an output area that `draw(**values)`
+    redraws whenever a control changes."""
+    ipywidgets = _controls_module()
+
+    def redraw(**values):
+        from IPython.display import display
+
+        started = time.perf_counter()
+        figure = draw(**values)
+        display(figure)
+        plt.close(figure)
+        timings.append(time.perf_counter() - started)
+
+    output = ipywidgets.interactive_output(redraw, controls)
+    return ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), output])
+
+
+def _predicted_classes(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False)).argmax(axis=1)
+
+
+class AttackExplorer:
+    """Attack a few digits with PGD and see what changes as eps and the
+    number of steps move.
+
+    Every setting is computed once (PGD without random start, step size
+    2.5 eps / steps, on the model's input gradients), then cached.
+
+    Args:
+        models: `{name: keras classifier}` (logits or probabilities: see
+            `robustlab.attacks`), e.g. a clean and an adversarially trained
+            model.
+        x, y: the digits to attack (a few hundred at most: accuracy is
+            measured on all of them).
+        eps_values: the eps the slider offers.
+        steps_values: the numbers of steps the slider offers.
+        shown: how many digits to draw.
+        value_range: the inputs' range.
+
+    Attributes:
+        redraw_seconds: the time of every redraw so far.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+    ...                         keras.layers.Dense(10)])
+    >>> x = np.random.default_rng(0).random((16, 8, 8, 1), dtype="float32")
+    >>> explorer = AttackExplorer({"net": net}, x, np.arange(16) % 10,
+    ...                           eps_values=[0.0, 0.1], steps_values=[1, 5])
+    >>> x_adv, predicted, accuracy = explorer.attack("net", 0.1, 5)
+    >>> bool(np.abs(x_adv - x).max() <= 0.1 + 1e-6)
+    True
+    """
+
+    def __init__(self, models, x, y, *, eps_values, steps_values, shown=8,
+                 value_range=(0.0, 1.0)):
+        if not models:
+            raise ValueError(f"Argument `models` must name at least one model. "
+                             f"Received: models={models!r}")
+        self.models = dict(models)
+        self.x = np.asarray(x, dtype="float32")
+        self.y = np.asarray(y)
+        self.eps_values = [float(e) for e in eps_values]
+        self.steps_values = [int(s) for s in steps_values]
+        self.shown = int(min(shown, len(self.x)))
+        self.value_range = value_range
+        self.redraw_seconds = []
+        self._cache = {}
+
+    def attack(self, model_name, eps, steps):
+        """`(x_adv, predicted classes, accuracy)` for one setting (cached)."""
+        key = (model_name, float(eps), int(steps))
+        if key not in self._cache:
+            model = self.models[model_name]
+
+            def gradient(z):
+                return attacks.loss_gradient(model, z, self.y)
+
+            x_adv = self.x
+            if eps > 0:
+                x_adv = exercises.pgd_linf(gradient, self.x, eps, 2.5 * eps / steps,
+                                           steps, self.value_range)
+            predicted = _predicted_classes(model, x_adv)
+            self._cache[key] = (x_adv, predicted, float(np.mean(predicted == self.y)))
+        return self._cache[key]
+
+    def figure(self, model_name, eps, steps):
+        """Clean digits (top), the attacked ones with their predicted class
+        (middle), the perturbation (bottom) and the accuracy."""
+        _, clean_predicted, clean_accuracy = self.attack(model_name, 0.0, 1)
+        x_adv, predicted, accuracy = self.attack(model_name, eps, steps)
+        figure, axes = plt.subplots(3, self.shown, figsize=(1.35 * self.shown, 4.6),
+                                    squeeze=False)
+        for i in range(self.shown):
+            rows = ((self.x[i], f"{clean_predicted[i]}", clean_predicted[i] == self.y[i]),
+                    (x_adv[i], f"{predicted[i]}", predicted[i] == self.y[i]))
+            for row, (image, title, right) in enumerate(rows):
+                axes[row, i].imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1)
+                axes[row, i].set_title(title, color="green" if right else "red",
+                                       fontsize=10)
+            axes[2, i].imshow((x_adv[i] - self.x[i])[..., 0], cmap="coolwarm",
+                              vmin=-max(eps, 1e-3), vmax=max(eps, 1e-3))
+            for row in range(3):
+                axes[row, i].set_xticks([])
+                axes[row, i].set_yticks([])
+        axes[0, 0].set_ylabel("clean", fontsize=9)
+        axes[1, 0].set_ylabel("attacked", fontsize=9)
+        axes[2, 0].set_ylabel("x_adv - x", fontsize=9)
+        figure.suptitle(
+            f"{model_name}: PGD-{steps}, eps={eps:.3g}: accuracy {accuracy:.1%} on "
+            f"{len(self.x)} digits (clean {clean_accuracy:.1%}); title = predicted "
+            "class, red = wrong", fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    def widget(self):
+        """The controls: model, eps and steps; the figure redraws on change."""
+        ipywidgets = _controls_module()
+        controls = {
+            "model_name": ipywidgets.Dropdown(options=list(self.models),
+                                              description="model"),
+            "eps": ipywidgets.SelectionSlider(
+                options=self.eps_values, value=self.eps_values[len(self.eps_values) // 2],
+                description="eps", continuous_update=False),
+            "steps": ipywidgets.SelectionSlider(
+                options=self.steps_values, value=self.steps_values[-1],
+                description="steps", continuous_update=False),
+        }
+        return _interactive(self.figure, controls, self.redraw_seconds)
+
+
+class ReferenceExplorer:
+    """Browse a study's reference results (or any `StudyResults`): one log
+    key, every arm's mean with a standard-error band, and optionally the
+    seeds one by one, the learning-rate drop and each curve's best epoch
+    marked.
+
+    Args:
+        results: a `robustlab.studies.StudyResults`.
+        keys: the log keys offered.
+
+    Attributes:
+        redraw_seconds: the time of every redraw so far.
+    """
+
+    def __init__(self, results, keys=("val_robust_accuracy", "train_robust_accuracy",
+                                      "val_robust_loss", "val_clean_accuracy")):
+        self.results = results
+        self.keys = [k for k in keys
+                     if all(k in h for runs in results.histories.values() for h in runs)]
+        if not self.keys:
+            raise ValueError(f"None of the keys {list(keys)} was logged in every "
+                             f"run. Received: keys={keys!r}")
+        self.redraw_seconds = []
+
+    def figure(self, key, seeds_shown=False):
+        from robustlab import plots
+
+        figure, ax = plt.subplots(figsize=(8, 4.2))
+        for arm in self.results.study.arms:
+            stacked = self.results.stacked(arm.experiment, key)
+            mean, stderr = self.results.curve(arm.experiment, key)
+            line = plots.band(ax, mean, stderr, label=f"{arm.label}, mean +/- s.e.")
+            if seeds_shown:
+                for row in stacked:
+                    ax.plot(row, color=line.get_color(), alpha=0.25, linewidth=0.8)
+            if key.endswith("accuracy"):
+                best = int(np.nanargmax(mean))
+                ax.plot([best], [mean[best]], "v", color=line.get_color(), markersize=9)
+        plots.mark_drops(ax, sorted({e for a in self.results.study.arms
+                                     for e in a.config.lr_drop_epochs}))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_title(f"{key}: {len(self.results.seeds)} seeds"
+                     + (" (triangle: best epoch of the mean)" if key.endswith("accuracy") else ""),
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        figure.tight_layout()
+        return figure
+
+    def widget(self):
+        ipywidgets = _controls_module()
+        controls = {
+            "key": ipywidgets.Dropdown(options=self.keys, description="curve"),
+            "seeds_shown": ipywidgets.Checkbox(value=False, description="each seed"),
+        }
+        return _interactive(self.figure, controls, self.redraw_seconds)
+
+
+class LiveCurves(keras.callbacks.Callback):
+    """Learning curves drawn while `fit` runs, redrawn in place every few
+    epochs, and the logs of every epoch kept as arrays.
+
+    A callback that only observes: it reads `logs` and draws.
+
+    Args:
+        panels: `(title, [(log key, label), ...])` per panel.
+        every: redraw every this many epochs (and at the end).
+        drop_epochs: learning-rate drops to mark.
+        display: False records without drawing (e.g. in a script).
+
+    Attributes:
+        history: `{log key: float64 array over epochs}`, NaN in the epochs
+            where the key was not logged (e.g. evaluation every 2 epochs).
+        epochs_seen: number of epochs recorded.
+    """
+
+    def __init__(self, panels, every=5, drop_epochs=(), display=True):
+        super().__init__()
+        self.panels = [(title, list(keys)) for title, keys in panels]
+        self.every = int(every)
+        self.drop_epochs = tuple(drop_epochs)
+        self.display = bool(display)
+        self._rows = []
+        self._handle = None
+
+    @property
+    def epochs_seen(self):
+        return len(self._rows)
+
+    @property
+    def history(self):
+        keys = sorted({k for row in self._rows for k in row})
+        return {k: np.array([float(row.get(k, math.nan)) for row in self._rows])
+                for k in keys}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._rows.append({k: float(v) for k, v in (logs or {}).items()
+                           if np.ndim(v) == 0})
+        if self.display and (epoch + 1) % self.every == 0:
+            self._draw()
+
+    def on_train_end(self, logs=None):
+        if self.display:
+            self._draw()
+
+    def figure(self):
+        """The current curves as a matplotlib figure."""
+        from robustlab import plots
+
+        history = self.history
+        figure, axes = plt.subplots(1, len(self.panels), figsize=(5 * len(self.panels), 3.6),
+                                    squeeze=False)
+        total = (self.params or {}).get("epochs") or self.epochs_seen
+        for ax, (title, keys) in zip(axes[0], self.panels):
+            for key, label in keys:
+                if key not in history:
+                    continue
+                values = history[key]
+                finite = np.isfinite(values)
+                ax.plot(np.flatnonzero(finite), values[finite], ".-", markersize=3,
+                        label=label)
+            plots.mark_drops(ax, self.drop_epochs)
+            ax.set_xlim(-1, max(total, 1))
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8)
+        figure.suptitle(f"epoch {self.epochs_seen} of {total}", fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    def _draw(self):
+        from IPython.display import display
+
+        figure = self.figure()
+        if self._handle is None:
+            self._handle = display(figure, display_id=True)
+        else:
+            self._handle.update(figure)
+        plt.close(figure)

@@ -1,0 +1,294 @@
+"""The graded tests against a battery of submissions: for every exercise,
+realistic wrong answers must fail its test cell with a plain-words
+`AssertionError`, and correct answers written differently from the solution
+must pass it.
+
+The test cell's code (visible and hidden tests, as nbgrader runs it at
+autograde) is executed in-process, in a namespace holding the notebook's
+setup and the solution of every other exercise, with the submission's
+version of the exercise in place of the solution's.
+"""
+
+import contextlib
+import io
+import textwrap
+
+import pytest
+
+from tests.course.conftest import REPO
+from tests.course.conftest import cell_by_grade_id
+from tests.course.conftest import notebook_path
+from tests.course.conftest import read
+
+pytestmark = pytest.mark.course
+
+# (exercise, test cell, name, source, correct?)
+BATTERY_00 = [
+    # -- project_linf ---------------------------------------------------------
+    ("project_linf", "test_project_linf", "forgets the value range", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(x_adv, x - eps, x + eps)
+""", False),
+    ("project_linf", "test_project_linf", "ignores value_range, always [0, 1]", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(np.clip(x_adv, x - eps, x + eps), 0.0, 1.0)
+""", False),
+    ("project_linf", "test_project_linf", "a box around x_adv instead of x", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    p = np.clip(x_adv, x_adv - eps, x_adv + eps)
+    return p if value_range is None else np.clip(p, *value_range)
+""", False),
+    ("project_linf", "test_project_linf", "pushes every pixel to the boundary", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    p = x + eps * np.sign(x_adv - x)
+    return p if value_range is None else np.clip(p, *value_range)
+""", False),
+    ("project_linf", "test_project_linf", "a box of half the size", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    p = np.clip(x_adv, x - eps / 2, x + eps / 2)
+    return p if value_range is None else np.clip(p, *value_range)
+""", False),
+    ("project_linf", "test_project_linf", "clips x in place", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    lo, hi = x - eps, x + eps
+    np.clip(x_adv, lo, hi, out=x)
+    return x if value_range is None else np.clip(x, *value_range, out=x)
+""", False),
+    ("project_linf", "test_project_linf", "value range first, then the box", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    if value_range is not None:
+        x_adv = np.clip(x_adv, value_range[0], value_range[1])
+    return np.clip(x_adv, x - eps, x + eps)
+""", True),
+    ("project_linf", "test_project_linf", "the bounds of the intersection", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    low, high = x - eps, x + eps
+    if value_range:
+        low, high = np.maximum(low, value_range[0]), np.minimum(high, value_range[1])
+    return np.minimum(np.maximum(x_adv, low), high)
+""", True),
+    ("project_linf", "test_project_linf", "delta clipped, then added", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    delta = np.clip(x_adv - x, -eps, eps)
+    out = x + delta
+    if value_range is not None:
+        out = np.clip(out, *value_range)
+    return out
+""", True),
+    # -- pgd_linf_step --------------------------------------------------------
+    ("pgd_linf_step", "test_pgd_linf_step", "steps along the raw gradient", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv + step_size * grad, x, eps, value_range)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "descends instead of ascending", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv - step_size * np.sign(grad), x, eps, value_range)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "forgets to project", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return x_adv + step_size * np.sign(grad)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "projects around x_adv", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv + step_size * np.sign(grad), x_adv, eps, value_range)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "drops value_range", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv + step_size * np.sign(grad), x, eps)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "normalises the gradient (an L2 step)", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv + step_size * grad / np.linalg.norm(grad), x, eps, value_range)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "updates x_adv in place", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    x_adv += step_size * np.sign(grad)
+    return project_linf(x_adv, x, eps, value_range)
+""", False),
+    ("pgd_linf_step", "test_pgd_linf_step", "inline, with np.where for the sign", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    direction = np.where(grad > 0, 1.0, np.where(grad < 0, -1.0, 0.0))
+    moved = np.clip(x_adv + step_size * direction, x - eps, x + eps)
+    return moved if value_range is None else np.clip(moved, value_range[0], value_range[1])
+""", True),
+    ("pgd_linf_step", "test_pgd_linf_step", "keyword arguments", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    stepped = x_adv + np.sign(grad) * step_size
+    return project_linf(x_adv=stepped, x=x, eps=eps, value_range=value_range)
+""", True),
+    # -- fgsm_linf ------------------------------------------------------------
+    ("fgsm_linf", "test_fgsm_linf", "half a step", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return pgd_linf_step(x, grad_fn(x), x, eps, eps / 2, value_range)
+""", False),
+    ("fgsm_linf", "test_fgsm_linf", "forgets to project", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return x + eps * np.sign(grad_fn(x))
+""", False),
+    ("fgsm_linf", "test_fgsm_linf", "a random start first", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    start = project_linf(x + np.random.uniform(-eps, eps, x.shape), x, eps, value_range)
+    return pgd_linf_step(start, grad_fn(start), x, eps, eps, value_range)
+""", False),
+    ("fgsm_linf", "test_fgsm_linf", "drops value_range", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return pgd_linf_step(x, grad_fn(x), x, eps, eps)
+""", False),
+    ("fgsm_linf", "test_fgsm_linf", "inline", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    out = x + eps * np.sign(grad_fn(x))
+    if value_range is not None:
+        out = np.clip(out, *value_range)
+    return out
+""", True),
+    ("fgsm_linf", "test_fgsm_linf", "one step of the student's PGD", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return pgd_linf(grad_fn, x, eps, eps, 1, value_range)
+""", True),
+    # -- pgd_linf -------------------------------------------------------------
+    ("pgd_linf", "test_pgd_linf", "every gradient at the clean image", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x), x, eps, step_size, value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "one step too many", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(steps + 1):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "one step too few", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(1, steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "ignores x_init", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "projects only at the end", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(steps):
+        x_adv = x_adv + step_size * np.sign(grad_fn(x_adv))
+    return project_linf(x_adv, x, eps, value_range)
+""", False),
+    ("pgd_linf", "test_pgd_linf", "drops value_range", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "inline, with a while loop", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    current = np.array(x if x_init is None else x_init, dtype=float)
+    done = 0
+    while done < steps:
+        current = np.clip(current + step_size * np.sign(grad_fn(current)), x - eps, x + eps)
+        if value_range is not None:
+            current = np.clip(current, *value_range)
+        done += 1
+    return current
+""", True),
+    ("pgd_linf", "test_pgd_linf", "projects x_init first", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x if x_init is None else project_linf(x_init, x, eps, value_range)
+    for step in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", True),
+]
+
+BATTERIES = {"00_pgd": BATTERY_00}
+
+
+
+def _battery_cases():
+    for lesson, battery in BATTERIES.items():
+        for exercise, test_id, name, source, correct in battery:
+            yield pytest.param(lesson, exercise, test_id, source, correct,
+                               id=f"{lesson}-{exercise}-{name.replace(' ', '_')}")
+
+
+@pytest.fixture(scope="module")
+def namespaces():
+    """Per lesson: the notebook's setup and every exercise's solution, run
+    once; each case gets a copy."""
+    built = {}
+    for lesson in BATTERIES:
+        notebook = read(notebook_path(REPO, "solutions", lesson))
+        namespace = {"__name__": "__main__"}
+        for cell in notebook.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and (
+                    meta.get("grade_id") == "setup" or meta.get("solution")):
+                with contextlib.redirect_stdout(io.StringIO()):
+                    exec(compile(cell.source, meta["grade_id"], "exec"), namespace)
+        built[lesson] = (notebook, namespace)
+    return built
+
+
+def test_every_exercise_has_wrong_and_alternative_correct_answers(namespaces):
+    for lesson, battery in BATTERIES.items():
+        notebook, _ = namespaces[lesson]
+        exercises = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
+                     if c.metadata.get("nbgrader", {}).get("solution")
+                     and c.cell_type == "code"}
+        for exercise in exercises:
+            kinds = [correct for e, *_, correct in battery if e == exercise]
+            assert kinds.count(False) >= 3 and kinds.count(True) >= 2, (
+                f"{lesson}: the battery of {exercise} needs at least three wrong and two "
+                f"alternative correct answers; it has {kinds.count(False)} and "
+                f"{kinds.count(True)}")
+
+
+@pytest.mark.parametrize("lesson, exercise, test_id, source, correct", _battery_cases())
+def test_the_graded_tests_fail_wrong_answers_and_pass_correct_ones(
+        namespaces, lesson, exercise, test_id, source, correct):
+    notebook, base = namespaces[lesson]
+    namespace = dict(base)
+    exec(textwrap.dedent(source), namespace)
+    test_source = cell_by_grade_id(notebook, test_id).source
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(test_source, test_id, "exec"), namespace)
+    except AssertionError as failure:
+        message = str(failure)
+        assert not correct, f"a correct {exercise} failed {test_id}: {message}"
+        assert len(message) > 30, f"{test_id} failed with too short a message: {message!r}"
+    else:
+        assert correct, f"a wrong {exercise} passed {test_id}"
+
+
+def _wrong_cases():
+    for lesson, battery in BATTERIES.items():
+        for exercise, test_id, name, source, correct in battery:
+            if not correct:
+                yield pytest.param(lesson, exercise, source,
+                                   id=f"{lesson}-{exercise}-{name.replace(' ', '_')}")
+
+
+@pytest.mark.parametrize("lesson, exercise, source", _wrong_cases())
+def test_a_wrong_answer_costs_only_its_own_exercise(namespaces, lesson, exercise, source):
+    notebook, base = namespaces[lesson]
+    namespace = dict(base)
+    exec(textwrap.dedent(source), namespace)
+    for cell in notebook.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        test_id = meta.get("grade_id")
+        if cell.cell_type != "code" or not meta.get("grade") or test_id == f"test_{exercise}":
+            continue
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                exec(compile(cell.source, test_id, "exec"), dict(namespace))
+        except AssertionError as failure:
+            pytest.fail(f"a wrong {exercise} also failed {test_id}: {failure}")

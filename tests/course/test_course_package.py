@@ -1,0 +1,140 @@
+"""robustlab.course: the grading checks, the reference implementations and
+the explorers, as the notebooks use them."""
+
+import numpy as np
+import pytest
+
+import robustlab
+from robustlab.course import exercises
+from robustlab.course import grading
+
+
+# -- grading ------------------------------------------------------------------
+
+
+def test_check_close_names_the_call_the_values_and_the_largest_difference():
+    with pytest.raises(AssertionError) as failure:
+        grading.check_close([[0.5, 0.9]], [[0.5, 0.6]], "project_linf(...)", atol=1e-6,
+                            hint="Clip each pixel.")
+    message = str(failure.value)
+    assert message.startswith("project_linf(...): expected [[0.5, 0.6]], got [[0.5, 0.9]]")
+    assert "largest difference is 0.3 at position (0, 1)" in message
+    assert message.endswith("Clip each pixel.")
+
+
+def test_check_close_reports_shape_none_and_nan():
+    with pytest.raises(AssertionError, match=r"expected shape \(3,\), got shape \(2,\)"):
+        grading.check_close([1.0, 2.0], [1.0, 2.0, 3.0], "f()")
+    with pytest.raises(AssertionError, match="forget to `return`"):
+        grading.check_close(None, [1.0], "f()")
+    with pytest.raises(AssertionError, match="a NaN or infinity"):
+        grading.check_close([np.nan], [1.0], "f()")
+    grading.check_close([np.nan, 1.0], [np.nan, 1.0 + 1e-9], "f()", atol=1e-6)
+
+
+def test_check_close_accepts_relative_tolerance():
+    grading.check_close([1000.5], [1000.0], "f()", atol=0.0, rtol=1e-3)
+    with pytest.raises(AssertionError, match=r"tolerance 0 \+ 0.0001 x \|expected\|"):
+        grading.check_close([1000.5], [1000.0], "f()", atol=0.0, rtol=1e-4)
+
+
+def test_long_arrays_are_described_by_shape_and_first_items():
+    assert grading.describe(np.arange(20.0)).startswith("array of shape (20,) starting [0, 1, 2, 3")
+    assert grading.describe(np.float32(0.1)) == "0.1"
+
+
+def test_student_call_turns_the_stub_into_a_plain_message():
+    def stub():
+        raise NotImplementedError()
+
+    with pytest.raises(AssertionError, match="`stub` is not written yet"):
+        grading.student_call(stub)
+
+
+def test_reference_for_swaps_and_restores_names():
+    namespace = {"project_linf": "mine"}
+    with grading.reference_for(namespace, "project_linf", "pgd_linf_step"):
+        assert namespace["project_linf"] is exercises.project_linf
+        assert namespace["pgd_linf_step"] is exercises.pgd_linf_step
+    assert namespace == {"project_linf": "mine"}
+    with pytest.raises(ValueError, match="no reference implementation"):
+        with grading.reference_for(namespace, "nope"):
+            pass
+
+
+# -- reference implementations agree with the library ---------------------------
+
+
+def test_reference_pgd_equals_the_library_attack_without_random_start(digits):
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    x, y = digits.x_test[:64], digits.y_test[:64]
+
+    def gradient(z):
+        return robustlab.attacks.loss_gradient(net, z, y)
+
+    ours = exercises.pgd_linf(gradient, x, 0.1, 0.025, 10)
+    library = robustlab.attacks.pgd(net, x, y, eps=0.1, step_size=0.025, steps=10,
+                                    random_start=False)
+    assert np.mean(np.isclose(ours, library, atol=1e-6)) > 0.999
+    fgsm = exercises.fgsm_linf(gradient, x, 0.1)
+    np.testing.assert_allclose(fgsm, robustlab.attacks.fgsm(net, x, y, eps=0.1), atol=1e-6)
+
+
+def test_reference_flip_labels_matches_the_library_noise_count():
+    y = np.repeat(np.arange(10), 100)
+    noisy = exercises.flip_labels(y, 0.2, 10, seed=0)
+    library = robustlab.data.with_symmetric_label_noise(y, 0.2, 10, np.random.default_rng(0))
+    assert (noisy != y).sum() == (library != y).sum() == 200
+
+
+# -- explorers --------------------------------------------------------------------
+
+
+def test_attack_explorer_caches_every_setting(digits, monkeypatch):
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    explorer = AttackExplorer({"net": net}, digits.x_test[:32], digits.y_test[:32],
+                              eps_values=[0.0, 0.1], steps_values=[1, 3], shown=4)
+    calls = []
+    original = robustlab.attacks.loss_gradient
+    monkeypatch.setattr(robustlab.attacks, "loss_gradient",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
+    x_adv, predicted, accuracy = explorer.attack("net", 0.1, 3)
+    assert len(calls) == 3
+    assert np.abs(x_adv - digits.x_test[:32]).max() <= 0.1 + 1e-6
+    figure = explorer.figure("net", 0.1, 3)
+    assert len(figure.axes) == 12
+    explorer.figure("net", 0.1, 3)
+    assert len(calls) == 3  # nothing recomputed
+    assert 0.0 <= accuracy <= 1.0 and predicted.shape == (32,)
+
+
+def test_attack_explorer_widget_has_the_three_controls(digits):
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    explorer = AttackExplorer({"a": net, "b": net}, digits.x_test[:16], digits.y_test[:16],
+                              eps_values=[0.0, 0.1], steps_values=[1, 3], shown=2)
+    box = explorer.widget()
+    controls = box.children[0].children
+    assert [c.description for c in controls] == ["model", "eps", "steps"]
+    assert len(explorer.redraw_seconds) == 1  # drawn once on creation
+    controls[1].value = 0.0
+    assert len(explorer.redraw_seconds) == 2
+
+
+def test_reference_explorer_draws_every_arm_with_its_band():
+    from robustlab import studies
+    from robustlab.course.widgets import ReferenceExplorer
+
+    study = studies.get("robust-overfitting")
+    rng = np.random.default_rng(0)
+    histories = {arm.experiment: [{"val_robust_accuracy": rng.random(5)} for _ in range(3)]
+                 for arm in study.arms}
+    results = studies.StudyResults(study, [0, 1, 2], histories)
+    explorer = ReferenceExplorer(results, keys=("val_robust_accuracy", "missing"))
+    assert explorer.keys == ["val_robust_accuracy"]
+    figure = explorer.figure("val_robust_accuracy", seeds_shown=True)
+    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+    assert labels[:2] == [f"{arm.label}, mean +/- s.e." for arm in study.arms]

@@ -1,0 +1,142 @@
+"""The course's real round trip through nbgrader's own commands, in a
+scratch copy: generate the release, autograde the solutions, the untouched
+release and three special submissions, and write feedback.
+
+The special submissions use lesson 00: one whose test cell was edited to
+`assert True` (nbgrader restores it), one with an infinite loop in one
+exercise (that cell times out, the others are graded) and one with exactly
+one exercise wrong (it loses exactly that exercise's points).
+"""
+
+import os
+
+import nbformat
+import pytest
+
+from tests.course.conftest import LESSONS
+from tests.course.conftest import REPO
+from tests.course.conftest import cell_by_grade_id
+from tests.course.conftest import make_course_copy
+from tests.course.conftest import max_scores
+from tests.course.conftest import nbgrader
+from tests.course.conftest import notebook_path
+from tests.course.conftest import read
+from tests.course.conftest import scores
+from tests.course.conftest import submit
+
+pytestmark = pytest.mark.course
+
+SPECIAL_LESSON = "00_pgd"
+
+# Lesson 00 with project_linf forgetting the value range: only its 3 points go.
+ONE_WRONG = {"project_linf": '''
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(x_adv, x - eps, x + eps)
+'''}
+
+# pgd_linf takes every gradient at the clean image, and its test cell was
+# edited so that it cannot fail.
+TAMPERED = {
+    "pgd_linf": '''
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x), x, eps, step_size, value_range)
+    return x_adv
+''',
+    "test_pgd_linf": "assert True",
+}
+
+LOOPING = {"fgsm_linf": '''
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    while True:
+        pass
+'''}
+
+
+def variant(solution, changes):
+    notebook = nbformat.from_dict(solution)
+    for grade_id, source in changes.items():
+        cell_by_grade_id(notebook, grade_id).source = source.strip("\n")
+    return notebook
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    root = make_course_copy(str(tmp_path_factory.mktemp("course")))
+    for lesson in LESSONS:
+        nbgrader(root, "generate_assignment", lesson, "--force")
+    return root
+
+
+@pytest.fixture(scope="module")
+def graded(course):
+    for lesson in LESSONS:
+        solution = read(notebook_path(course, "solutions", lesson))
+        submit(course, lesson, "solution", solution)
+        submit(course, lesson, "release", read(notebook_path(course, "lessons", lesson)))
+        if lesson == SPECIAL_LESSON:
+            submit(course, lesson, "one_wrong", variant(solution, ONE_WRONG))
+            submit(course, lesson, "tampered", variant(solution, TAMPERED))
+            submit(course, lesson, "looping", variant(solution, LOOPING))
+        nbgrader(course, "autograde", lesson, "--force", timeout=1800)
+    nbgrader(course, "generate_feedback", SPECIAL_LESSON, "--student", "one_wrong",
+             "--force")
+    return course
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_generate_assignment_reproduces_the_committed_lessons(course, lesson):
+    generated = read(notebook_path(course, "lessons", lesson))
+    committed = read(notebook_path(REPO, "lessons", lesson))
+    assert generated == committed, (
+        f"lessons/{lesson} differs from what `nbgrader generate_assignment "
+        f"{lesson}` makes of solutions/{lesson}: run `make lessons` and commit.")
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_solutions_score_full_marks(graded, lesson):
+    assert scores(graded, lesson, "solution") == max_scores(graded, lesson)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_untouched_release_scores_zero(graded, lesson):
+    got = scores(graded, lesson, "release")
+    assert set(got) == set(max_scores(graded, lesson))
+    assert all(score == 0 for score in got.values()), got
+
+
+def test_one_wrong_exercise_loses_exactly_its_points(graded):
+    expected = dict(max_scores(graded, SPECIAL_LESSON), test_project_linf=0.0)
+    assert scores(graded, SPECIAL_LESSON, "one_wrong") == expected
+
+
+def test_an_edited_test_cell_is_restored_and_the_code_graded_as_it_deserves(graded):
+    expected = dict(max_scores(graded, SPECIAL_LESSON), test_pgd_linf=0.0)
+    assert scores(graded, SPECIAL_LESSON, "tampered") == expected
+    autograded = read(os.path.join(graded, "autograded", "tampered", SPECIAL_LESSON,
+                                   f"{SPECIAL_LESSON}.ipynb"))
+    released = read(notebook_path(graded, "lessons", SPECIAL_LESSON))
+    restored = cell_by_grade_id(autograded, "test_pgd_linf").source
+    assert restored != "assert True"
+    assert "### BEGIN HIDDEN TESTS" in restored  # the instructor's version, hidden tests included
+    assert cell_by_grade_id(released, "test_pgd_linf").source in restored
+
+
+def test_an_infinite_loop_times_out_and_the_other_exercises_are_graded(graded):
+    expected = dict(max_scores(graded, SPECIAL_LESSON), test_fgsm_linf=0.0)
+    assert scores(graded, SPECIAL_LESSON, "looping") == expected
+    autograded = read(os.path.join(graded, "autograded", "looping", SPECIAL_LESSON,
+                                   f"{SPECIAL_LESSON}.ipynb"))
+    errors = [o for o in cell_by_grade_id(autograded, "test_fgsm_linf").outputs
+              if o.output_type == "error"]
+    assert errors and errors[0].ename in ("CellTimeoutError", "KeyboardInterrupt"), errors
+
+
+def test_feedback_names_the_failure_in_plain_words(graded):
+    path = os.path.join(graded, "feedback", "one_wrong", SPECIAL_LESSON,
+                        f"{SPECIAL_LESSON}.html")
+    with open(path) as f:
+        html = f.read()
+    assert "inside value_range=(0, 1)" in html
+    assert "Score: 9.0 / 12.0" in html or "9.0 / 12.0" in html
