@@ -10,6 +10,9 @@ The public API:
 - `models`: `mlp`, `small_cnn`, `preact_resnet18`.
 - `schedules`: learning-rate schedules expressed in epochs.
 - `curvature`, `posterior`, `bounds`, `callbacks`: the probes of the course.
+- `experiments`, `studies`: the named experiments and the studies that
+  reproduce the course's findings over seeds (with shipped reference results).
+- `plots`: learning curves of a run or of a study.
 
 robustlab runs on the Keras backends TensorFlow (the default) and JAX.
 """
@@ -23,6 +26,9 @@ from robustlab import attacks  # noqa: E402
 from robustlab import bounds  # noqa: E402
 from robustlab import callbacks  # noqa: E402
 from robustlab import data  # noqa: E402
+from robustlab import experiments  # noqa: E402
+from robustlab import plots  # noqa: E402
+from robustlab import studies  # noqa: E402
 from robustlab import curvature  # noqa: E402
 from robustlab import models  # noqa: E402
 from robustlab import posterior  # noqa: E402
@@ -43,7 +49,10 @@ __all__ = [
     "callbacks",
     "curvature",
     "data",
+    "experiments",
     "models",
+    "plots",
     "posterior",
     "schedules",
+    "studies",
 ]

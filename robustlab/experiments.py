@@ -109,8 +109,15 @@ QUICK = Experiment(name="quick", version=2)
 
 EXPERIMENTS = {
     "quick": QUICK,
-    # The clean-label contrast: digits without label noise barely overfits.
-    "quick_clean": QUICK.replace(name="quick_clean", label_noise=0.0),
+    # The clean-label contrast. At the quick setting's learning rate of 0.2,
+    # clean labels diverge to a constant prediction within a few epochs in 7
+    # of 8 seeds (measured with version 2): noisy labels keep the network
+    # from growing confident enough to blow up. So the contrast runs at 0.1,
+    # next to the same noisy labels at 0.1 (`quick_lr01`): the pair differs
+    # in the label noise alone.
+    "quick_clean": QUICK.replace(name="quick_clean", version=3, label_noise=0.0,
+                                 learning_rate=0.1),
+    "quick_lr01": QUICK.replace(name="quick_lr01", learning_rate=0.1),
     # AWP at the gamma where DESIGN.md 4a saw the gap shrink by about 60%.
     "quick_awp": QUICK.replace(name="quick_awp", awp_gamma=0.005),
     # The first study's wider CNN with PGD-5 (about 2.5x the compute).

@@ -208,7 +208,235 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
 """, True),
 ]
 
-BATTERIES = {"00_pgd": BATTERY_00}
+BATTERY_01 = [
+    # -- flip_labels ----------------------------------------------------------
+    ("flip_labels", "test_flip_labels", "the new class may be the old one", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    noisy = np.array(y, copy=True)
+    positions = rng.choice(len(y), size=round(fraction * len(y)), replace=False)
+    noisy[positions] = rng.integers(0, num_classes, size=len(positions))
+    return noisy
+""", False),
+    ("flip_labels", "test_flip_labels", "positions drawn with repetition", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    noisy = np.array(y, copy=True)
+    positions = rng.integers(0, len(y), size=round(fraction * len(y)))
+    noisy[positions] = (noisy[positions] + rng.integers(1, num_classes, size=len(positions))) % num_classes
+    return noisy
+""", False),
+    ("flip_labels", "test_flip_labels", "rounds down", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    noisy = np.array(y, copy=True)
+    positions = rng.choice(len(y), size=int(fraction * len(y)), replace=False)
+    noisy[positions] = (noisy[positions] + rng.integers(1, num_classes, size=len(positions))) % num_classes
+    return noisy
+""", False),
+    ("flip_labels", "test_flip_labels", "always the next class", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    noisy = np.array(y, copy=True)
+    positions = rng.choice(len(y), size=round(fraction * len(y)), replace=False)
+    noisy[positions] = (noisy[positions] + 1) % num_classes
+    return noisy
+""", False),
+    ("flip_labels", "test_flip_labels", "flips in place", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    positions = rng.choice(len(y), size=round(fraction * len(y)), replace=False)
+    y[positions] = (y[positions] + rng.integers(1, num_classes, size=len(positions))) % num_classes
+    return y
+""", False),
+    ("flip_labels", "test_flip_labels", "ignores the seed", """
+def flip_labels(y, fraction, num_classes, seed):
+    noisy = np.array(y, copy=True)
+    positions = np.random.choice(len(y), size=round(fraction * len(y)), replace=False)
+    noisy[positions] = (noisy[positions] + np.random.randint(1, num_classes, size=len(positions))) % num_classes
+    return noisy
+""", False),
+    ("flip_labels", "test_flip_labels", "a permutation, then skip the own class", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    noisy = y.copy()
+    for i in rng.permutation(len(y))[:round(fraction * len(y))]:
+        new = rng.integers(0, num_classes - 1)
+        noisy[i] = new + (new >= y[i])
+    return noisy
+""", True),
+    ("flip_labels", "test_flip_labels", "a boolean mask of flipped positions", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[rng.choice(len(y), round(fraction * len(y)), replace=False)] = True
+    others = np.array([[c for c in range(num_classes) if c != k] for k in range(num_classes)])
+    picks = rng.integers(0, num_classes - 1, size=mask.sum())
+    out = y.copy()
+    out[mask] = others[y[mask], picks]
+    return out
+""", True),
+    # -- RobustCheckpoint -----------------------------------------------------
+    ("RobustCheckpoint", "test_RobustCheckpoint", "keeps the variables, not copies", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.weights
+
+    def on_train_end(self, logs=None):
+        if self.saved is not None:
+            self.model.set_weights([v.numpy() for v in self.saved])
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "a tie replaces the best", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value >= self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "never restores", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        pass
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "restores at every epoch", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
+
+    def on_train_end(self, logs=None):
+        pass
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "crashes on an epoch without validation", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs[self.monitor] > self.best:
+            self.best, self.best_epoch, self.saved = logs[self.monitor], epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "copies of the variables, reset at train begin", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor = monitor
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.saved = -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor in logs and float(logs[self.monitor]) > self.best:
+            self.best = float(logs[self.monitor])
+            self.best_epoch = epoch
+            self.saved = [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in self.model.weights]
+
+    def on_train_end(self, logs=None):
+        if self.saved:
+            for variable, value in zip(self.model.weights, self.saved):
+                variable.assign(value)
+""", True),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "a dict of weights by epoch", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.kept = monitor, -np.inf, None, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor, -np.inf)
+        if value > self.best:
+            self.best, self.best_epoch = value, epoch
+            self.kept = {epoch: [w.copy() for w in self.model.get_weights()]}
+
+    def on_train_end(self, logs=None):
+        if self.best_epoch is not None:
+            self.model.set_weights(self.kept[self.best_epoch])
+""", True),
+    # -- best_and_final -------------------------------------------------------
+    ("best_and_final", "test_best_and_final", "final is the last value", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, float)
+    i = int(np.argmax(a))
+    return float(a[i]), i, float(a[-1]), float(a[i] - a[-1])
+""", False),
+    ("best_and_final", "test_best_and_final", "epochs counted from 1", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, float)
+    i = int(np.argmax(a))
+    final = float(a[-final_epochs:].mean())
+    return float(a[i]), i + 1, final, float(a[i]) - final
+""", False),
+    ("best_and_final", "test_best_and_final", "gap the wrong way round", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, float)
+    i = int(np.argmax(a))
+    final = float(a[-final_epochs:].mean())
+    return float(a[i]), i, final, final - float(a[i])
+""", False),
+    ("best_and_final", "test_best_and_final", "the last of equal bests", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, float)
+    i = len(a) - 1 - int(np.argmax(a[::-1]))
+    final = float(a[-final_epochs:].mean())
+    return float(a[i]), i, final, float(a[i]) - final
+""", False),
+    ("best_and_final", "test_best_and_final", "pure Python", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    values = [float(v) for v in robust_accuracy]
+    best = max(values)
+    tail = values[len(values) - final_epochs:]
+    final = sum(tail) / len(tail)
+    return best, values.index(best), final, best - final
+""", True),
+    ("best_and_final", "test_best_and_final", "nanargmax and a slice mean", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.array(robust_accuracy, dtype=np.float64)
+    epoch = np.nanargmax(a)
+    final = np.mean(a[len(a) - final_epochs:])
+    return a[epoch].item(), int(epoch), float(final), float(a[epoch] - final)
+""", True),
+]
+
+BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01}
 
 
 
@@ -223,6 +451,9 @@ def _battery_cases():
 def namespaces():
     """Per lesson: the notebook's setup and every exercise's solution, run
     once; each case gets a copy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     built = {}
     for lesson in BATTERIES:
         notebook = read(notebook_path(REPO, "solutions", lesson))
@@ -265,6 +496,8 @@ def test_the_graded_tests_fail_wrong_answers_and_pass_correct_ones(
         message = str(failure)
         assert not correct, f"a correct {exercise} failed {test_id}: {message}"
         assert len(message) > 30, f"{test_id} failed with too short a message: {message!r}"
+    except Exception as error:  # the code itself raised: the cell fails too
+        assert not correct, f"a correct {exercise} raised in {test_id}: {error!r}"
     else:
         assert correct, f"a wrong {exercise} passed {test_id}"
 

@@ -1,0 +1,86 @@
+"""Run a course notebook top to bottom and measure what a lesson costs: the
+wall time and the peak memory of its kernel (the budget of a Binder launch).
+
+Needs the `course` extra (nbclient comes with nbgrader and JupyterLab).
+
+Example (not run here: it starts a kernel)::
+
+    from robustlab.course.execution import run_notebook
+    result = run_notebook("solutions/00_pgd/00_pgd.ipynb")
+    print(result.seconds, result.peak_memory_bytes / 2**30, result.errors)
+"""
+
+import dataclasses
+import os
+import time
+
+import nbformat
+
+__all__ = ["NotebookRun", "run_notebook"]
+
+_PEAK_MARKER = "ROBUSTLAB_PEAK_RSS_KB="
+
+# Appended to a copy of the notebook: the kernel reports its own peak resident
+# memory (ru_maxrss is in kB on Linux), after every other cell ran.
+_PEAK_CELL = (
+    "import resource as _resource\n"
+    f"print('{_PEAK_MARKER}' + str(_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss))"
+)
+
+
+@dataclasses.dataclass
+class NotebookRun:
+    """What `run_notebook` measured.
+
+    Attributes:
+        notebook: the executed notebook (outputs included).
+        seconds: wall time from the first cell to the last, kernel start
+            included.
+        peak_memory_bytes: the kernel's peak resident memory.
+        errors: `(cell index, error name, message)` of every cell that raised.
+    """
+
+    notebook: object
+    seconds: float
+    peak_memory_bytes: int
+    errors: list
+
+
+def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None):
+    """Execute the notebook at `path` in a fresh kernel, going on after
+    errors, and measure it.
+
+    Args:
+        path: the .ipynb file (left unchanged).
+        timeout: seconds allowed for each cell.
+        kernel_name: the Jupyter kernel.
+        env: environment variables set in the kernel (on top of this
+            process's), e.g. `{"NBGRADER_EXECUTION": "autograde"}`.
+        cwd: the kernel's working folder (default: the notebook's).
+
+    Returns:
+        A `NotebookRun`.
+    """
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
+    client = NotebookClient(
+        notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
+        resources={"metadata": {"path": cwd or os.path.dirname(os.path.abspath(path))}},
+    )
+    started = time.perf_counter()
+    client.execute(env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - started
+    peak_cell = notebook.cells.pop()
+    peak = 0
+    for output in peak_cell.get("outputs", []):
+        for line in output.get("text", "").splitlines():
+            if line.startswith(_PEAK_MARKER):
+                peak = int(line[len(_PEAK_MARKER):]) * 1024
+    errors = [
+        (index, output.ename, output.evalue)
+        for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+        for output in cell.get("outputs", []) if output.output_type == "error"
+    ]
+    return NotebookRun(notebook, seconds, peak, errors)

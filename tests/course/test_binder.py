@@ -1,0 +1,96 @@
+"""The Binder environment, built as repo2docker builds it but without Docker:
+a fresh virtual environment, `pip install -r binder/requirements.txt` from
+the repository's root, `binder/postBuild`, and lesson 00 executed there in
+the environment `binder/start` sets.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.course.conftest import REPO
+
+pytestmark = pytest.mark.course
+
+IGNORED = shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info",
+                                 "build", "dist", ".pytest_cache", ".hypothesis",
+                                 "submitted", "autograded", "feedback", "gradebook.db")
+
+
+def _run(command, cwd, env=None, timeout=1800):
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(map(str, command))} failed ({result.returncode}):\n"
+        f"{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def binder_env(tmp_path_factory):
+    work = tmp_path_factory.mktemp("binder")
+    repo = work / "repo"
+    shutil.copytree(REPO, repo, ignore=IGNORED)
+    venv = work / "venv"
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=work)
+    bin_dir = venv / "bin"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "KERAS_BACKEND")}
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    env["VIRTUAL_ENV"] = str(venv)
+    _run([str(bin_dir / "pip"), "install", "-q", "-r", "binder/requirements.txt"], cwd=repo,
+         env=env)
+    _run(["bash", "binder/postBuild"], cwd=repo, env=env)
+    # binder/start's environment.
+    started = _run(["bash", "binder/start", "env"], cwd=repo, env=env).stdout
+    env.update(line.split("=", 1) for line in started.splitlines()
+               if line.startswith(("KERAS_BACKEND=", "TF_CPP_MIN_LOG_LEVEL=")))
+    return dict(repo=repo, bin=bin_dir, env=env)
+
+
+def test_the_pins_are_what_got_installed(binder_env):
+    frozen = _run([str(binder_env["bin"] / "pip"), "freeze"], cwd=binder_env["repo"],
+                  env=binder_env["env"]).stdout.lower().splitlines()
+    with open(os.path.join(REPO, "binder", "requirements.txt")) as f:
+        pins = [line.split("#")[0].strip() for line in f]
+    for pin in (p for p in pins if "==" in p):
+        name, version = pin.lower().split("==")
+        assert any(line.replace("_", "-").startswith(f"{name.replace('_', '-')}=={version}")
+                   for line in frozen), f"{pin} was not installed: {frozen}"
+
+
+def test_students_keep_validate_and_not_the_instructors_tools(binder_env):
+    listed = _run([str(binder_env["bin"] / "jupyter"), "labextension", "list"],
+                  cwd=binder_env["repo"], env=binder_env["env"])
+    text = listed.stdout + listed.stderr
+    assert "@jupyter/nbgrader:formgrader" in text and "@jupyter/nbgrader:validate-assignment" not in text
+    servers = _run([str(binder_env["bin"] / "jupyter"), "server", "extension", "list"],
+                   cwd=binder_env["repo"], env=binder_env["env"])
+    text = servers.stdout + servers.stderr
+    assert "nbgrader.server_extensions.validate_assignment \x1b[32menabled" in text or \
+        "nbgrader.server_extensions.validate_assignment enabled" in text
+    assert "formgrader \x1b[31mdisabled" in text or "formgrader disabled" in text
+
+
+def test_lesson_00_runs_in_the_binder_environment(binder_env):
+    notebook = binder_env["repo"] / "solutions" / "00_pgd" / "00_pgd.ipynb"
+    script = (
+        "import json, sys\n"
+        "from robustlab.course.execution import run_notebook\n"
+        "import keras, robustlab\n"
+        f"run = run_notebook({str(notebook)!r})\n"
+        "print(json.dumps({'errors': run.errors, 'seconds': run.seconds,\n"
+        "                  'peak': run.peak_memory_bytes, 'robustlab': robustlab.__file__,\n"
+        "                  'backend': keras.backend.backend()}))\n"
+    )
+    out = _run([str(binder_env["bin"] / "python"), "-c", script], cwd=binder_env["repo"],
+               env=binder_env["env"]).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["errors"] == []
+    assert result["backend"] == "tensorflow"
+    assert str(binder_env["bin"].parent) in result["robustlab"]  # the installed copy
+    assert 0 < result["peak"] <= 1.5 * 2**30

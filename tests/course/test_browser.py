@@ -1,0 +1,182 @@
+"""Lesson 00 as a student meets it: JupyterLab on localhost, the notebook
+opened in headless Chromium, Run All Cells from the menu, then the figures
+and the widget's controls on the page, a slider moved by the keyboard, and
+no cell that raised.
+
+Needs Debian's chromium and chromium-driver (`.ci/run` installs them); the
+test is skipped without them, except under CI, where it fails.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from tests.course.conftest import REPO
+from tests.course.conftest import kernel_env
+
+pytestmark = pytest.mark.course
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+LESSON = "00_pgd"
+
+
+def _browser_available():
+    return os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)
+
+
+if not _browser_available():
+    if os.environ.get("CI"):
+        pytest.fail("chromium and chromium-driver are missing: .ci/run installs them "
+                    "(apt-get install chromium chromium-driver)", pytrace=False)
+    pytest.skip("needs Debian's chromium and chromium-driver", allow_module_level=True)
+
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a student's folder that holds lesson 00 with its
+    exercises solved."""
+    root = tmp_path_factory.mktemp("student")
+    os.makedirs(root / LESSON)
+    shutil.copy(os.path.join(REPO, "solutions", LESSON, f"{LESSON}.ipynb"), root / LESSON)
+    port, token = _free_port(), "robustlab-test"
+    # Render every cell (JupyterLab 4 renders only those in view by default) and
+    # do not ask about news.
+    settings = root / "lab-settings"
+    for plugin, values in (("@jupyterlab/notebook-extension/tracker", {"windowingMode": "none"}),
+                           ("@jupyterlab/apputils-extension/notification", {"fetchNews": "false"})):
+        path = settings / f"{plugin}.jupyterlab-settings"
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_text(json.dumps(values))
+    log = open(root / "lab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={root}", "--allow-root",
+         "--ServerApp.disable_check_xsrf=True"],
+        env=kernel_env(JUPYTERLAB_SETTINGS_DIR=str(settings)), stdout=log,
+        stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+            break
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail(f"JupyterLab did not start:\n{open(root / 'lab.log').read()}")
+            time.sleep(0.5)
+    yield dict(root=root, base=base, token=token)
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=webdriver.ChromeService(executable_path=CHROMEDRIVER),
+                              options=options)
+    yield driver
+    driver.quit()
+
+
+def _wait(condition, timeout, what, driver):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(1)
+    driver.save_screenshot("/tmp/robustlab-browser-test.png")
+    pytest.fail(f"timed out after {timeout} s waiting for {what} "
+                "(screenshot: /tmp/robustlab-browser-test.png)")
+
+
+def _click_menu(driver, menu, item):
+    driver.find_element(
+        By.XPATH, f"//div[contains(@class,'lm-MenuBar-itemLabel') and text()='{menu}']").click()
+    driver.find_element(
+        By.XPATH, f"//div[contains(@class,'lm-Menu-itemLabel') and text()='{item}']").click()
+
+
+@pytest.fixture(scope="module")
+def ran(lab, browser):
+    """The lesson opened in JupyterLab, all cells run, the notebook saved."""
+    browser.get(f"{lab['base']}/lab/tree/{LESSON}/{LESSON}.ipynb?token={lab['token']}")
+    _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 90,
+          "the notebook to open", browser)
+    _wait(lambda: "Idle" in browser.page_source or browser.find_elements(
+        By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"), 90,
+        "the kernel to start", browser)
+    n_code = len(browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"))
+    started = time.time()
+    _click_menu(browser, "Run", "Run All Cells")
+
+    def finished():
+        prompts = [p.text for p in browser.find_elements(
+            By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")]
+        done = [p for p in prompts if p.strip("[]: ").isdigit()]
+        return len(done) == n_code and not any("*" in p for p in prompts)
+
+    _wait(finished, 600, "every cell to run", browser)
+    seconds = time.time() - started
+    browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").click()
+    _click_menu(browser, "File", "Save Notebook")
+    path = lab["root"] / LESSON / f"{LESSON}.ipynb"
+    _wait(lambda: any(o for c in json.load(open(path))["cells"] if c["cell_type"] == "code"
+                      for o in c.get("outputs", [])), 30, "the saved notebook", browser)
+    return dict(notebook=json.load(open(path)), seconds=seconds)
+
+
+def test_no_cell_raised(ran):
+    errors = [(i, o["ename"], o["evalue"]) for i, c in enumerate(ran["notebook"]["cells"])
+              for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors
+
+
+def test_the_figures_render_as_images(ran, browser):
+    images = browser.find_elements(By.CSS_SELECTOR, ".jp-RenderedImage img")
+    assert len(images) >= 3  # the attacked digits, the accuracy curves, the explorer
+    assert all(img.get_attribute("naturalWidth") not in (None, "0") for img in images)
+
+
+def test_the_widget_shows_its_controls_and_redraws_when_moved(ran, browser):
+    widget = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-vbox")
+    assert widget, "the explorer's widget did not render"
+    labels = [e.text for e in widget[-1].find_elements(By.CSS_SELECTOR, ".widget-label")]
+    assert {"model", "eps", "steps"} <= set(labels)
+    before = widget[-1].find_element(By.CSS_SELECTOR, "img").get_attribute("src")
+    handle = widget[-1].find_elements(By.CSS_SELECTOR, ".noUi-handle")[0]
+    handle.click()
+    handle.send_keys(Keys.ARROW_RIGHT)
+    _wait(lambda: widget[-1].find_elements(By.CSS_SELECTOR, "img") and widget[-1].find_element(
+        By.CSS_SELECTOR, "img").get_attribute("src") != before, 60,
+        "the explorer to redraw after moving eps", browser)
