@@ -12,6 +12,8 @@ The public API:
 - `curvature`, `posterior`, `bounds`, `callbacks`: the probes of the course.
 - `experiments`, `studies`: the named experiments and the studies that
   reproduce the course's findings over seeds (with shipped reference results).
+- `forks`: the weight cloud's width across replicas forked from one state,
+  measured against the heavy-ball prediction.
 - `plots`: learning curves of a run or of a study.
 
 robustlab runs on the Keras backends TensorFlow (the default) and JAX.
@@ -27,6 +29,7 @@ from robustlab import bounds  # noqa: E402
 from robustlab import callbacks  # noqa: E402
 from robustlab import data  # noqa: E402
 from robustlab import experiments  # noqa: E402
+from robustlab import forks  # noqa: E402
 from robustlab import plots  # noqa: E402
 from robustlab import studies  # noqa: E402
 from robustlab import curvature  # noqa: E402
@@ -50,6 +53,7 @@ __all__ = [
     "curvature",
     "data",
     "experiments",
+    "forks",
     "models",
     "plots",
     "posterior",

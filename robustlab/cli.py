@@ -37,8 +37,9 @@ def _parser():
         "--seeds", type=int, nargs="+", default=[8],
         help="a number of seeds (0..N-1) or, with several values, the seeds "
              "(default: 8)")
-    reproduce.add_argument("--out", default=None,
-                           help="output folder (default: runs/<study>)")
+    reproduce.add_argument("--out", default="runs",
+                           help="output root: runs/ and forks/ (shared between "
+                                "studies) and <study>/ with the results (default: runs)")
     reproduce.add_argument("--resume", action="store_true",
                            help="reuse the runs already finished in --out")
     reproduce.add_argument("--epochs", type=int, default=None,

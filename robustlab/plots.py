@@ -172,6 +172,54 @@ def study_curves(results, panels=STUDY_PANELS):
     return figure
 
 
+def fork_widths(results, seed=None):
+    """Replica forks of a study: measured against predicted variance along
+    the top eigenvector, window by window (one point per seed, the ratio
+    written under each), and the cloud of one seed's replicas in the plane of
+    the top two eigenvectors at the end of each window.
+
+    Args:
+        results: a `robustlab.studies.StudyResults` with forks.
+        seed: the seed whose cloud is drawn (default: the first).
+
+    Returns:
+        The matplotlib Figure (close it with `close`).
+    """
+    seeds = results.seeds
+    seed = seeds[0] if seed is None else seed
+    windows = results.forks[seed]
+    figure, axes = plt.subplots(1, 1 + len(windows), figsize=(5 * (1 + len(windows)), 4.2))
+    ax = axes[0]
+    for i, window in enumerate(windows):
+        measured = [results.forks[s][i].measured_top for s in seeds]
+        predicted = [results.forks[s][i].predicted_top for s in seeds]
+        x = np.full(len(seeds), 2.0 * i)
+        ax.plot(x - 0.15, measured, "o", color="C0", label="measured" if i == 0 else None)
+        ax.plot(x + 0.15, predicted, "s", color="C1", label="predicted" if i == 0 else None)
+        for s_index, (m, p) in enumerate(zip(measured, predicted)):
+            ax.plot([x[s_index] - 0.15, x[s_index] + 0.15], [m, p], color="0.7", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xticks([2.0 * i for i in range(len(windows))])
+    ax.set_xticklabels([f"epoch {w.epoch}\nlr {w.learning_rate:g}" for w in windows])
+    ax.set_ylabel("variance across replicas along u")
+    ax.set_title(f"Width along the top eigenvector ({len(seeds)} seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    limit = max(np.abs(w.path[:, -1, :]).max() for w in windows)
+    for ax, window in zip(axes[1:], windows):
+        end = window.path[:, -1, :]
+        ax.scatter(end[:, 0], end[:, 1], s=10, alpha=0.7)
+        ax.set_xlim(-1.1 * limit, 1.1 * limit)
+        ax.set_ylim(-1.1 * limit, 1.1 * limit)
+        ax.set_xlabel("along u1 (top eigenvector)")
+        ax.set_ylabel("along u2")
+        ax.set_title(f"seed {seed}: {window.replicas} replicas after {window.steps} steps, "
+                     f"epoch {window.epoch} (lr {window.learning_rate:g})", fontsize=9)
+        ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
 def close(figure):
     """Release a figure's memory."""
     plt.close(figure)

@@ -2,15 +2,19 @@
 sizes, figures, and the reference results that ship with the package.
 
 A `Study` is a set of arms (a named experiment, optionally with the
-instruments) run for several seeds. `reproduce` trains every run that is not
-already in the output folder (one sub-folder per arm and seed, written by
-`robustlab.experiments.run`), then writes
+instruments) run for several seeds, and optionally replica forks
+(`robustlab.forks`) around the learning-rate drop. `reproduce` trains every
+run that is not already in the output folder (`OUT/runs/<experiment>-v<version>
+[-probe<N>]/seed<k>`, written by `robustlab.experiments.run`, shared by the
+studies that use the same run; forks in `OUT/forks/...`), then writes into
+`OUT/<study>/`
 
 - `results.json`: per arm, the summary figures of every seed and their mean,
-  standard deviation, standard error and n;
+  standard deviation, standard error and n; the fork windows;
+- `summary.txt` and a printed table of the same figures;
 - `curves.png`: the learning curves of every arm, mean and standard-error
-  band over seeds, the learning-rate drop marked;
-- a printed table of the same figures.
+  band over seeds, the learning-rate drop marked; with forks also
+  `forks.png`, measured against predicted width, window by window.
 
 `reference(name)` returns the 8-seed results of a study that ship with the
 package (`robustlab/reference/<name>.json.gz`), so that a notebook can show
@@ -82,8 +86,9 @@ class Arm:
         return experiments_module.get(self.experiment)
 
     def folder(self, out, seed):
-        """The run's folder: one per experiment version, instruments and
-        seed, so studies that share a run share its folder."""
+        """The run's folder under the output root `out`: one per experiment
+        version, instruments and seed, so studies that share a run share its
+        folder."""
         config = self.config
         name = f"{config.name}-v{config.version}"
         if self.probe_every:
@@ -92,8 +97,36 @@ class Arm:
 
 
 @dataclasses.dataclass(frozen=True)
+class Forks:
+    """Replica forks of one experiment at the start of some epochs.
+
+    Args:
+        experiment: the experiment whose training is forked (its base run
+            trains without evaluation up to each fork epoch).
+        epochs: the epochs at whose start to fork, e.g. one before and one
+            after the learning-rate drop.
+        replicas: R of each fork.
+    """
+
+    experiment: str
+    epochs: tuple
+    replicas: int = 64
+
+    @property
+    def config(self):
+        return experiments_module.get(self.experiment)
+
+    def folder(self, out):
+        config = self.config
+        epochs = "-".join(str(e) for e in self.epochs)
+        return os.path.join(out, "forks", f"{config.name}-v{config.version}-at{epochs}"
+                            f"-r{self.replicas}")
+
+
+@dataclasses.dataclass(frozen=True)
 class Study:
-    """A named, versioned study: arms run for several seeds.
+    """A named, versioned study: arms run for several seeds, and optionally
+    replica forks for every seed.
 
     The version changes whenever an arm or what is measured changes (the
     experiments carry their own versions, written next to every result).
@@ -103,6 +136,7 @@ class Study:
     version: int
     arms: tuple
     description: str
+    forks: Forks = None
 
     def arm(self, key):
         """The arm with this label or experiment name."""
@@ -136,6 +170,23 @@ STUDIES = {
             "cloud's width, the PAC-Bayes bound)."
         ),
     ),
+    "lr-drop-collapse": Study(
+        name="lr-drop-collapse",
+        version=1,
+        arms=(Arm("20% label noise (quick)", "quick", probe_every=5),),
+        forks=Forks("quick", epochs=(39, 40), replicas=64),
+        description=(
+            "The quick setting with the instruments every 5 epochs (top Hessian "
+            "eigenvalue of the robust loss, the within-epoch weight cloud along "
+            "its eigenvector with the heavy-ball prediction, the PAC-Bayes "
+            "bound), and replica forks at the start of epoch 39 (learning rate "
+            "0.2) and epoch 40 (0.02, after the drop): 64 replicas from one state "
+            "run one epoch (15 steps) each with their own batches and attack "
+            "starts; their spread along the top eigenvector is compared with the "
+            "heavy-ball recursion fed the curvature and gradient noise measured "
+            "at the fork."
+        ),
+    ),
 }
 
 
@@ -163,11 +214,14 @@ class StudyResults:
         histories: `{experiment name: [history per seed]}`, each history a
             dict `{log key: float64 array over epochs}` (NaN where a key was
             not logged, e.g. between probes).
+        forks: `{seed: [robustlab.forks.ForkResult per fork epoch]}` (empty
+            for a study without forks).
         metadata: versions and the command that produced the results.
     """
 
-    def __init__(self, study, seeds, histories, metadata=None):
+    def __init__(self, study, seeds, histories, metadata=None, forks=None):
         self.study = study
+        self.forks = {int(seed): list(windows) for seed, windows in (forks or {}).items()}
         self.seeds = list(seeds)
         self.histories = {
             name: [{k: np.asarray(v, dtype="float64") for k, v in h.items()}
@@ -227,6 +281,32 @@ class StudyResults:
             table[arm.experiment] = figures
         return table
 
+    def fork_table(self):
+        """Per fork epoch, over seeds: the measured and predicted variance along
+        u, their ratio, and the overall variance; and the shrink factors from
+        the first fork to each later one (measured and predicted)."""
+        if not self.forks:
+            return {}
+        epochs = [w.epoch for w in next(iter(self.forks.values()))]
+        table = {"windows": {}, "shrink": {}}
+        for i, epoch in enumerate(epochs):
+            rows = [self.forks[seed][i] for seed in self.seeds]
+            table["windows"][epoch] = {
+                key: _stats([getattr(w, key) if key != "ratio" else w.ratio for w in rows])
+                for key in ("learning_rate", "curvature", "noise_variance", "measured_top",
+                            "predicted_top", "ratio", "measured_overall")}
+            if i:
+                first = [self.forks[seed][0] for seed in self.seeds]
+                table["shrink"][f"{epochs[0]}->{epoch}"] = {
+                    "measured_top": _stats([a.measured_top / b.measured_top
+                                            for a, b in zip(first, rows)]),
+                    "predicted_top": _stats([a.predicted_top / b.predicted_top
+                                             for a, b in zip(first, rows)]),
+                    "measured_overall": _stats([a.measured_overall / b.measured_overall
+                                                for a, b in zip(first, rows)]),
+                }
+        return table
+
     def format_table(self):
         """The summary table as text (mean, sd, s.e., n per arm)."""
         table = self.table()
@@ -246,6 +326,24 @@ class StudyResults:
                     f"  {label + (f' ({unit})' if unit else ''):52s} "
                     f"{scale * row['mean']:8.2f} {scale * row['sd']:8.2f} "
                     f"{scale * row['stderr']:8.2f} {row['n']:3d}")
+        if self.forks:
+            lines += ["", f"replica forks ({self.study.forks.replicas} replicas, one epoch "
+                          "each): variance along the top eigenvector u, measured vs predicted"]
+            lines.append(f"  {'seed':>4s} {'epoch':>5s} {'lr':>6s} {'lambda':>8s} "
+                         f"{'measured':>10s} {'predicted':>10s} {'ratio':>6s} {'overall':>10s}")
+            for seed in self.seeds:
+                for w in self.forks[seed]:
+                    lines.append(
+                        f"  {seed:4d} {w.epoch:5d} {w.learning_rate:6.3g} {w.curvature:8.3f} "
+                        f"{w.measured_top:10.3e} {w.predicted_top:10.3e} {w.ratio:6.2f} "
+                        f"{w.measured_overall:10.3e}")
+            for label, row in self.fork_table()["shrink"].items():
+                lines.append(
+                    f"  shrink {label}: along u {row['measured_top']['mean']:.1f}x +/- "
+                    f"{row['measured_top']['stderr']:.1f} (predicted "
+                    f"{row['predicted_top']['mean']:.1f}x), overall "
+                    f"{row['measured_overall']['mean']:.1f}x +/- "
+                    f"{row['measured_overall']['stderr']:.1f}")
         return "\n".join(lines)
 
     def to_json(self, digits=6):
@@ -267,8 +365,24 @@ class StudyResults:
                 }
                 for arm in self.study.arms
             ],
+            "forks": {str(seed): [_rounded_fork(w.to_dict(), digits) for w in windows]
+                      for seed, windows in self.forks.items()},
             "metadata": self.metadata,
         }
+
+
+def _stats(values):
+    values = np.asarray(values, "float64")
+    mean, stderr = mean_and_stderr(values)
+    return {"mean": mean, "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+            "stderr": stderr, "n": int(np.isfinite(values).sum()), "values": values.tolist()}
+
+
+def _rounded_fork(d, digits):
+    return {k: (_round(v, digits) if isinstance(v, float) else
+                [_round(x, digits) for x in v] if k == "eigenvalues" else
+                np.round(np.asarray(v, "float64"), 8).tolist() if k == "path" else v)
+            for k, v in d.items()}
 
 
 def mean_and_stderr(values, axis=None):
@@ -340,22 +454,24 @@ def _completed_history(folder, config):
     return _history_from_json(history)
 
 
-def reproduce(name, seeds=8, out=None, *, resume=False, verbose=1,
+def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
               write_reference=False, epochs=None):
     """Run (or, with `resume`, finish) a study and write its results.
 
     Args:
         name: a study name (`STUDIES`).
         seeds: the number of seeds (0, 1, ...) or a list of seeds.
-        out: output folder (default `runs/<name>`).
-        resume: reuse every run already finished in `out` with the same
-            configuration; without it every run is trained again.
+        out: the output root: runs go to `out/runs/...` and `out/forks/...`
+            (shared between studies), the study's results to `out/<name>/`.
+        resume: reuse every run and fork already finished under `out` with
+            the same configuration; without it everything is computed again.
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
         write_reference: also write the results as the package's reference
             data (`robustlab/reference/<name>.json.gz`).
         epochs: train fewer epochs (a shortened look; the results say so and
-            cannot be written as reference).
+            cannot be written as reference). Forks at epochs beyond it are
+            left out.
 
     Returns:
         The `StudyResults`.
@@ -368,36 +484,80 @@ def reproduce(name, seeds=8, out=None, *, resume=False, verbose=1,
             raise ValueError(
                 "Reference results are full-length runs; drop `epochs` to write "
                 f"them. Received: epochs={epochs}")
-    out = out or os.path.join("runs", name)
-    os.makedirs(out, exist_ok=True)
+    out = out or "runs"
+    study_dir = os.path.join(out, name)
+    os.makedirs(study_dir, exist_ok=True)
     plan = []
     for arm in study.arms:
         config = arm.config.replace(**({"epochs": epochs} if epochs else {}))
         for seed in seeds:
             plan.append((arm, config.replace(seed=seed), seed))
+    forks = study.forks
+    if forks is not None and epochs is not None and max(forks.epochs) >= epochs:
+        forks = None
+    progress = _StudyProgress(plan, verbose, forks=len(seeds) * len(forks.epochs) if forks else 0)
     histories = {arm.experiment: [] for arm in study.arms}
-    progress = _StudyProgress(plan, verbose)
     for arm, config, seed in plan:
         folder = arm.folder(out, seed)
         history = _completed_history(folder, config) if resume else None
         if history is None:
             history, _ = experiments_module.run(
                 config, folder, verbose=0, probe_every=arm.probe_every,
-                callbacks=[progress.callback(arm, seed)])
+                callbacks=[progress.callback(arm.experiment, seed)])
             history = {k: np.asarray(v, "float64") for k, v in history.items()}
         else:
-            progress.skip(arm, seed, config.epochs)
+            progress.skip(f"{arm.experiment} seed {seed}", config.epochs)
         histories[arm.experiment].append(history)
+    fork_results = {}
+    if forks is not None:
+        for seed in seeds:
+            fork_results[seed] = _forks_of_seed(forks, seed, out, resume, progress)
     progress.close()
-    results = StudyResults(study, seeds, histories, metadata=_metadata(name, seeds, epochs))
-    _write_outputs(results, out)
+    results = StudyResults(study, seeds, histories, metadata=_metadata(name, seeds, epochs),
+                           forks=fork_results)
+    _write_outputs(results, study_dir)
     if write_reference:
         write_reference_file(results, os.path.join(REFERENCE_DIR, f"{name}.json.gz"))
     if verbose:
         print(results.format_table())
-        print(f"\nresults: {os.path.join(out, 'results.json')}, figure: "
-              f"{os.path.join(out, 'curves.png')}")
+        print(f"\nresults, table and figures: {study_dir}/")
     return results
+
+
+def _forks_of_seed(forks, seed, out, resume, progress):
+    """The fork windows of one seed: train the base run (no evaluation) up
+    to each fork epoch and fork there; cached as JSON."""
+    from robustlab import forks as forks_module
+
+    path = os.path.join(forks.folder(out), f"seed{seed}.json")
+    config = forks.config.replace(seed=seed)
+    expected = json.loads(json.dumps(config.to_dict()))
+    if resume and os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("experiment") == expected:
+            progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
+            return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
+    dataset, model = experiments_module.build(config)
+    schedule = config.schedule
+    windows, epoch = [], 0
+    for fork_epoch in sorted(forks.epochs):
+        if fork_epoch > epoch:
+            model.fit(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
+                      epochs=fork_epoch, initial_epoch=epoch, verbose=0,
+                      callbacks=[schedule.callback()])
+            epoch = fork_epoch
+        windows.append(forks_module.fork(
+            model, dataset.x_train, dataset.y_train, batch_size=config.batch_size,
+            learning_rate=schedule(fork_epoch), replicas=forks.replicas,
+            weight_decay=config.weight_decay, seed=seed, epoch=fork_epoch,
+            probe_examples=experiments_module.PROBE_EXAMPLES))
+        progress.advance(f"forks seed {seed}", kind="forks")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"experiment": expected, "replicas": forks.replicas,
+                   "windows": [w.to_dict() for w in windows]}, f)
+    return windows
 
 
 def _metadata(name, seeds, epochs):
@@ -430,27 +590,37 @@ def _write_outputs(results, out):
                    "arms": {a.experiment: {"label": a.label,
                                            "experiment": a.config.to_dict()}
                             for a in results.study.arms},
-                   "table": results.table()}, f, indent=2, sort_keys=True,
-                  default=lambda x: None)
+                   "table": results.table(), "forks": results.fork_table(),
+                   "fork_windows": {str(seed): [{k: v for k, v in w.to_dict().items()
+                                                 if k != "path"} for w in windows]
+                                    for seed, windows in results.forks.items()}},
+                  f, indent=2, sort_keys=True, default=lambda x: None)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(results.format_table() + "\n")
     figure = plots.study_curves(results)
     figure.savefig(os.path.join(out, "curves.png"), dpi=110)
     plots.close(figure)
+    if results.forks:
+        figure = plots.fork_widths(results)
+        figure.savefig(os.path.join(out, "forks.png"), dpi=110)
+        plots.close(figure)
 
 
 class _StudyProgress:
-    """One progress bar over every epoch of every run of a study."""
+    """One progress bar over every epoch of every run of a study, and one
+    over its fork windows."""
 
-    def __init__(self, plan, verbose):
-        self._bar = None
+    def __init__(self, plan, verbose, forks=0):
+        self._bar = self._forks = None
         if verbose:
             from tqdm.auto import tqdm
 
             total = sum(config.epochs for _, config, _ in plan)
-            self._bar = tqdm(total=total, unit="epoch", desc="study")
+            self._bar = tqdm(total=total, unit="epoch", desc="runs")
+            if forks:
+                self._forks = tqdm(total=forks, unit="fork", desc="forks")
 
-    def callback(self, arm, seed):
+    def callback(self, experiment, seed):
         import keras
 
         bar = self._bar
@@ -458,7 +628,7 @@ class _StudyProgress:
         class _Advance(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 if bar is not None:
-                    bar.set_description(f"{arm.experiment} seed {seed}")
+                    bar.set_description(f"{experiment} seed {seed}")
 
             def on_epoch_end(self, epoch, logs=None):
                 if bar is not None:
@@ -466,14 +636,22 @@ class _StudyProgress:
 
         return _Advance()
 
-    def skip(self, arm, seed, epochs):
-        if self._bar is not None:
-            self._bar.write(f"{arm.experiment} seed {seed}: finished earlier, reused")
-            self._bar.update(epochs)
+    def skip(self, what, count, kind="runs"):
+        bar = self._forks if kind == "forks" else self._bar
+        if bar is not None:
+            bar.write(f"{what}: finished earlier, reused")
+            bar.update(count)
+
+    def advance(self, what, kind="forks"):
+        bar = self._forks if kind == "forks" else self._bar
+        if bar is not None:
+            bar.set_description(what)
+            bar.update(1)
 
     def close(self):
-        if self._bar is not None:
-            self._bar.close()
+        for bar in (self._bar, self._forks):
+            if bar is not None:
+                bar.close()
 
 
 # ---------------------------------------------------------------------------
@@ -514,7 +692,12 @@ def read_reference_file(path):
                 f"`{payload['metadata'].get('command')} --write-reference`.")
         histories[arm.experiment] = [_history_from_json(h)
                                      for h in arm_payload["histories"]]
-    return StudyResults(study, payload["seeds"], histories, payload["metadata"])
+    from robustlab.forks import ForkResult
+
+    forks = {int(seed): [ForkResult.from_dict({k: (math.nan if v is None else v)
+                                               for k, v in w.items()}) for w in windows]
+             for seed, windows in payload.get("forks", {}).items()}
+    return StudyResults(study, payload["seeds"], histories, payload["metadata"], forks=forks)
 
 
 def reference(name):

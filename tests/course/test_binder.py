@@ -87,8 +87,9 @@ def test_lesson_00_runs_in_the_binder_environment(binder_env):
         "                  'peak': run.peak_memory_bytes, 'robustlab': robustlab.__file__,\n"
         "                  'backend': keras.backend.backend()}))\n"
     )
-    out = _run([str(binder_env["bin"] / "python"), "-c", script], cwd=binder_env["repo"],
-               env=binder_env["env"]).stdout
+    # Run from outside the repository, so that `robustlab` is the installed copy.
+    out = _run([str(binder_env["bin"] / "python"), "-c", script],
+               cwd=binder_env["repo"].parent, env=binder_env["env"]).stdout
     result = json.loads(out.strip().splitlines()[-1])
     assert result["errors"] == []
     assert result["backend"] == "tensorflow"

@@ -1,0 +1,226 @@
+"""Replica forks: the width of the weight cloud, measured and predicted.
+
+Fork R replicas of an adversarial training run from one state (the same
+weights, the same momentum), let each take W steps with its own minibatches
+and its own attack random starts, and measure how far apart they end up: the
+variance across replicas of the weights, overall and along the top Hessian
+eigenvector u of the robust loss at the fork.
+
+Near a minimum, heavy-ball SGD (Keras `SGD(momentum=beta)`) along u is the
+linear system x_{t+1} = x_t - eta (lambda x_t + xi_t) + beta (x_t - x_{t-1});
+started from zero covariance, `robustlab.posterior.covariance_recursion`
+predicts Var(x_W) from three numbers measured at the fork: the learning rate
+eta, the curvature lambda = u^T H u (plus the weight decay, which adds
+`weight_decay * I` to the Hessian), and the minibatch noise along u, the
+variance over the training examples (crafted by the training attack at the
+fork) of the per-example gradient projected on u, over B, times (n - B) /
+(n - 1) for minibatches drawn without replacement.
+
+A fork observes: the model's weights, optimizer state, learning rate and
+attack seeds are put back afterwards, so the run goes on exactly as without
+it.
+"""
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from robustlab import attacks
+from robustlab import curvature
+from robustlab import posterior
+from robustlab import validation
+from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
+
+__all__ = ["ForkResult", "fork"]
+
+
+@dataclasses.dataclass
+class ForkResult:
+    """One fork window.
+
+    Attributes:
+        epoch: the epoch at whose start the fork was taken (0-based).
+        learning_rate, momentum: the optimizer's, during the window.
+        steps, replicas, batch_size: W, R, B.
+        eigenvalues: the top two Hessian eigenvalues of the robust loss at the
+            fork (largest magnitude first).
+        curvature: lambda fed to the prediction: eigenvalues[0] + weight decay.
+        noise_variance: the minibatch noise along u (already over B, with the
+            finite-population factor).
+        measured_top: Var across replicas of u . w after W steps (ddof=1).
+        predicted_top: the recursion's Var(x_W) from zero covariance.
+        measured_overall: the across-replica variance averaged over all
+            trainable parameters.
+        path: `(replicas, steps + 1, 2)` coordinates of w_t - w_fork along
+            the top two eigenvectors, step by step (the cloud, drawn).
+    """
+
+    epoch: int
+    learning_rate: float
+    momentum: float
+    steps: int
+    replicas: int
+    batch_size: int
+    eigenvalues: np.ndarray
+    curvature: float
+    noise_variance: float
+    measured_top: float
+    predicted_top: float
+    measured_overall: float
+    path: np.ndarray
+
+    @property
+    def ratio(self):
+        """measured_top / predicted_top."""
+        return self.measured_top / self.predicted_top
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d["eigenvalues"] = [float(v) for v in self.eigenvalues]
+        d["path"] = np.asarray(self.path, "float32").tolist()
+        d["ratio"] = float(self.ratio)
+        return d
+
+    @classmethod
+    def from_dict(cls, d):
+        d = {k: v for k, v in d.items() if k != "ratio"}
+        d["eigenvalues"] = np.asarray(d["eigenvalues"], "float64")
+        d["path"] = np.asarray(d["path"], "float64")
+        return cls(**d)
+
+
+class _State:
+    """Everything a window changes, saved and put back."""
+
+    def __init__(self, model):
+        self.model = model
+        self.variables = (list(model.variables) + list(model.optimizer.variables)
+                          + list(model.attack_seed_variables))
+        self.values = [keras.ops.convert_to_numpy(v.value).copy() for v in self.variables]
+
+    def restore(self):
+        for variable, value in zip(self.variables, self.values):
+            variable.assign(value)
+
+
+def _flat(arrays):
+    return np.concatenate([np.asarray(keras.ops.convert_to_numpy(a), "float64").ravel()
+                           for a in arrays])
+
+
+class _Projections(keras.callbacks.Callback):
+    """Coordinates of w_t - w_0 along the directions after every step."""
+
+    def __init__(self, variables, origin, directions):
+        super().__init__()
+        self.variables, self.origin, self.directions = variables, origin, directions
+        self.rows = [np.zeros(len(directions))]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.model  # noqa: B018 (on JAX, reading `model` syncs the step's weights)
+        self.rows.append(self.directions @ (_flat(self.variables) - self.origin))
+
+
+def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None,
+         weight_decay=0.0, probe_examples=256, lanczos_iterations=30, seed=0, epoch=0):
+    """Fork `replicas` copies of `model` from its current state, run each for
+    `steps` SGD steps, and compare the measured spread with the heavy-ball
+    prediction.
+
+    Args:
+        model: a compiled `robustlab.AdversarialModel` with a Keras `SGD`
+            optimizer, in the state to fork from.
+        x, y: the training data (NumPy). Each replica draws its own order of
+            it, seeded by `(seed, replica)`.
+        batch_size: B of the minibatches.
+        learning_rate: the window's learning rate; default the optimizer's
+            current one (a learning-rate callback sets it only when an epoch
+            begins, so pass it for a window that starts a new epoch).
+        replicas: R, an integer >= 2.
+        steps: W; default one epoch of full batches, `len(x) // batch_size`.
+        weight_decay: the coefficient of the weight decay added to every
+            gradient (Keras `L2(weight_decay / 2)` on every weight), which
+            adds `weight_decay` to the curvature.
+        probe_examples: training examples of the Hessian probe (the first
+            ones; their adversarial versions are crafted once, with the
+            evaluation attack).
+        lanczos_iterations: Lanczos steps for the top two eigenpairs.
+        seed: base seed of the replicas' batch orders and attack starts, of
+            the probe's attack and start vector.
+        epoch: the epoch the window stands for (recorded, and passed to `fit`
+            as `initial_epoch`, so AWP's warm-up sees the right epoch).
+
+    Returns:
+        A `ForkResult`.
+    """
+    replicas = validation.check_int_at_least("replicas", replicas, 2)
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+    x, y = np.asarray(x), np.asarray(y)
+    n = len(x)
+    if steps is None:
+        steps = n // batch_size
+    steps = validation.check_int_at_least("steps", steps, 1)
+    if steps * batch_size > n:
+        raise ValueError(
+            f"Argument `steps` must fit full batches in the data: steps * batch_size <= "
+            f"{n}. Received: steps={steps} (with batch_size={batch_size})")
+    optimizer = model.optimizer
+    if not isinstance(optimizer, keras.optimizers.SGD):
+        raise TypeError("fork predicts heavy-ball SGD: the model must be compiled with "
+                        f"keras.optimizers.SGD. Received: optimizer={type(optimizer).__name__}")
+    net = model.model
+    loss = model.loss
+    state = _State(model)
+    if learning_rate is None:
+        learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    learning_rate = validation.check_finite_positive("learning_rate", learning_rate)
+    momentum = float(optimizer.momentum)
+    epoch = validation.check_int_at_least("epoch", epoch, 0)
+
+    probe = curvature.top_hessian_eigenvalues(
+        net, x[:probe_examples], y[:probe_examples], k=2, loss=loss,
+        attack=model.eval_attack, iterations=lanczos_iterations, seed=seed)
+    directions = np.stack([_flat(u) for u in probe.eigenvectors])
+    top = probe.eigenvectors[0]
+    # The noise along u: every training example, crafted as in training.
+    x_adv = attacks.run_attack(net, x, y, model.attack, loss=loss, seed=seed)
+    projected = per_example_directional_derivatives(net, x_adv, y, top, loss=loss)
+    noise = float(posterior.minibatch_noise_variance(projected, batch_size, n=n))
+    lam = float(probe.eigenvalues[0]) + float(weight_decay)
+    predicted = float(posterior.covariance_recursion(
+        np.full(steps, learning_rate), momentum, lam, noise, 1)[-1])
+
+    variables = list(net.trainable_variables)
+    origin = _flat(variables)
+    mean = np.zeros_like(origin)
+    squares = np.zeros_like(origin)
+    top_coordinates, paths = [], []
+    try:
+        for replica in range(replicas):
+            state.restore()
+            optimizer.learning_rate.assign(learning_rate)
+            rng = np.random.default_rng([seed, replica])
+            order = rng.permutation(n)[: steps * batch_size]
+            model.attack_seed_variables[0].assign(
+                keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
+            recorder = _Projections(variables, origin, directions)
+            model.fit(x[order], y[order], batch_size=batch_size, epochs=epoch + 1,
+                      initial_epoch=epoch, shuffle=False, verbose=0, callbacks=[recorder])
+            final = _flat(variables)
+            delta = final - mean
+            mean += delta / (replica + 1)
+            squares += delta * (final - mean)
+            paths.append(np.stack(recorder.rows))
+            top_coordinates.append(paths[-1][-1, 0])
+    finally:
+        state.restore()
+    return ForkResult(
+        epoch=epoch, learning_rate=learning_rate, momentum=momentum, steps=steps,
+        replicas=replicas, batch_size=batch_size,
+        eigenvalues=np.asarray(probe.eigenvalues, "float64"), curvature=lam,
+        noise_variance=noise,
+        measured_top=float(np.var(top_coordinates, ddof=1)), predicted_top=predicted,
+        measured_overall=float(np.mean(squares / (replicas - 1))),
+        path=np.stack(paths),
+    )

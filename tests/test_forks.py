@@ -1,0 +1,144 @@
+"""Replica forks: each piece of the measurement recomputed by a second route,
+and the fork leaves the run exactly as it was."""
+
+import keras
+import numpy as np
+import pytest
+
+import robustlab
+from robustlab import attacks
+from robustlab import curvature
+from robustlab import forks
+from robustlab import posterior
+from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+N, BATCH, WD = 128, 32, 5e-4
+
+
+def trained_model():
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0, weight_decay=WD)
+    model = robustlab.AdversarialModel(
+        net, attack=robustlab.PGD(0.1, steps=2),
+        eval_attack=robustlab.PGD(0.1, step_size=0.025, steps=3), seed=0)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS, metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    return digits.x_train[:N], digits.y_train[:N]
+
+
+@pytest.fixture(scope="module")
+def forked(data):
+    x, y = data
+    model = trained_model()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    state = [keras.ops.convert_to_numpy(v.value).copy() for v in
+             list(model.variables) + list(model.optimizer.variables)
+             + list(model.attack_seed_variables)]
+    result = forks.fork(model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=3,
+                        steps=2, weight_decay=WD, probe_examples=32, lanczos_iterations=10,
+                        seed=5, epoch=1)
+    return dict(model=model, state=state, result=result, x=x, y=y)
+
+
+def test_a_fork_leaves_every_variable_as_it_was(forked):
+    model = forked["model"]
+    after = [keras.ops.convert_to_numpy(v.value) for v in
+             list(model.variables) + list(model.optimizer.variables)
+             + list(model.attack_seed_variables)]
+    for a, b in zip(after, forked["state"]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_run_goes_on_as_without_the_fork(data):
+    x, y = data
+    plain, with_fork = trained_model(), trained_model()
+    for model, do_fork in ((plain, False), (with_fork, True)):
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+        if do_fork:
+            forks.fork(model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=2, steps=1,
+                       probe_examples=32, lanczos_iterations=5, epoch=1)
+        model.fit(x, y, batch_size=BATCH, epochs=2, initial_epoch=1, verbose=0)
+    for a, b in zip(plain.get_weights(), with_fork.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_prediction_is_the_recursion_fed_the_measured_curvature_and_noise(forked):
+    model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
+    net = model.model
+    probe = curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
+                                              attack=model.eval_attack, iterations=10, seed=5)
+    np.testing.assert_allclose(result.eigenvalues, probe.eigenvalues, rtol=1e-6)
+    assert result.curvature == pytest.approx(probe.eigenvalues[0] + WD)
+    x_adv = attacks.run_attack(net, x, y, model.attack, loss=LOSS, seed=5)
+    g = per_example_directional_derivatives(net, x_adv, y, probe.eigenvectors[0], loss=LOSS)
+    # s^2 / B * (n - B) / (n - 1), with s^2 the population variance over the n examples
+    noise = np.var(g) / BATCH * (N - BATCH) / (N - 1)
+    assert result.noise_variance == pytest.approx(noise, rel=1e-6)
+    expected = posterior.covariance_recursion([0.02, 0.02], 0.9, probe.eigenvalues[0] + WD,
+                                              noise, 1)[-1]
+    assert result.predicted_top == pytest.approx(expected, rel=1e-6)
+    assert (result.learning_rate, result.momentum, result.steps, result.replicas) == (
+        0.02, pytest.approx(0.9), 2, 3)
+
+
+def test_the_measured_spread_is_a_replica_replayed_by_hand(forked):
+    model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
+    net = model.model
+    u = np.stack([np.concatenate([np.ravel(a) for a in v]) for v in
+                  curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
+                                                    attack=model.eval_attack, iterations=10,
+                                                    seed=5).eigenvectors])
+
+    def trainable():
+        return np.concatenate([np.ravel(keras.ops.convert_to_numpy(v))
+                               for v in net.trainable_variables])
+
+    origin = trainable()
+    saved = [keras.ops.convert_to_numpy(v.value).copy() for v in
+             list(model.variables) + list(model.optimizer.variables)
+             + list(model.attack_seed_variables)]
+    # Replica 1, by the documented protocol: its own order and attack seed.
+    rng = np.random.default_rng([5, 1])
+    order = rng.permutation(N)[: 2 * BATCH]
+    model.attack_seed_variables[0].assign(
+        keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
+    model.optimizer.learning_rate.assign(0.02)
+    model.fit(x[order], y[order], batch_size=BATCH, epochs=2, initial_epoch=1, shuffle=False,
+              verbose=0)
+    coordinates = u @ (trainable() - origin)
+    for v, value in zip(list(model.variables) + list(model.optimizer.variables)
+                        + list(model.attack_seed_variables), saved):
+        v.assign(value)
+    np.testing.assert_allclose(result.path[1, -1], coordinates, rtol=1e-4, atol=1e-9)
+    assert result.path.shape == (3, 3, 2)
+    np.testing.assert_array_equal(result.path[:, 0], 0.0)
+    assert result.measured_top == pytest.approx(np.var(result.path[:, -1, 0], ddof=1))
+    assert result.ratio == pytest.approx(result.measured_top / result.predicted_top)
+
+
+def test_results_survive_a_round_trip_through_a_dict(forked):
+    result = forked["result"]
+    again = forks.ForkResult.from_dict(result.to_dict())
+    assert again.to_dict() == result.to_dict()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(replicas=1), "Argument `replicas` must be an integer >= 2"),
+    (dict(steps=10), "steps \\* batch_size <= 128"),
+    (dict(learning_rate=-1.0), "Argument `learning_rate`"),
+])
+def test_bad_fork_arguments_are_rejected(forked, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        forks.fork(forked["model"], forked["x"], forked["y"], batch_size=BATCH, **kwargs)
+
+
+def test_only_sgd_is_predicted(data):
+    x, y = data
+    model = trained_model()
+    model.compile(keras.optimizers.Adam(), LOSS)
+    with pytest.raises(TypeError, match="keras.optimizers.SGD"):
+        forks.fork(model, x, y, batch_size=BATCH)

@@ -1,0 +1,166 @@
+"""Studies: a finding reproduced over seeds, resumable, with forks, and the
+reference results that ship with the package."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from robustlab import cli
+from robustlab import experiments
+from robustlab import forks
+from robustlab import studies
+
+TINY = experiments.QUICK.replace(
+    name="tiny", version=1, train_size=128, epochs=3, lr_drop_epochs=(2,),
+    model_kwargs=(("filters", (4, 8)), ("dense", 16)), eval_train_examples=32,
+    eval_steps=2, learning_rate=0.05)
+TINY_STUDY = studies.Study(
+    name="tiny-study", version=1,
+    arms=(studies.Arm("tiny, probes", "tiny", probe_every=2),),
+    forks=studies.Forks("tiny", epochs=(1, 2), replicas=3),
+    description="a tiny study for the tests")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(experiments.EXPERIMENTS, "tiny", TINY)
+        patch.setitem(studies.STUDIES, "tiny-study", TINY_STUDY)
+        yield TINY_STUDY
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("study") / "out")
+    return out, studies.reproduce("tiny-study", 2, out, verbose=0)
+
+
+def test_reproduce_writes_runs_forks_results_and_figures(reproduced):
+    out, results = reproduced
+    assert sorted(os.listdir(os.path.join(out, "tiny-study"))) == [
+        "curves.png", "forks.png", "results.json", "summary.txt"]
+    assert os.path.exists(os.path.join(out, "runs", "tiny-v1-probe2", "seed1", "history.json"))
+    assert os.path.exists(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed0.json"))
+    with open(os.path.join(out, "tiny-study", "results.json")) as f:
+        saved = json.load(f)
+    gap = saved["table"]["tiny"]["robust_overfitting_gap"]
+    assert gap["n"] == 2 and len(gap["values"]) == 2
+    assert gap["mean"] == pytest.approx(np.mean(gap["values"]))
+    assert gap["stderr"] == pytest.approx(np.std(gap["values"], ddof=1) / np.sqrt(2))
+    assert set(saved["forks"]["windows"]) == {"1", "2"}
+    assert results.seeds == [0, 1]
+    assert [w.epoch for w in results.forks[1]] == [1, 2]
+
+
+def test_the_study_histories_are_the_runs_histories(reproduced):
+    out, results = reproduced
+    for seed, history in zip(results.seeds, results.runs("tiny")):
+        with open(os.path.join(out, "runs", "tiny-v1-probe2", f"seed{seed}",
+                               "history.json")) as f:
+            saved = json.load(f)
+        np.testing.assert_array_equal(history["val_robust_accuracy"],
+                                      saved["val_robust_accuracy"])
+    mean, stderr = results.curve("tiny", "val_robust_accuracy")
+    stacked = results.stacked("tiny", "val_robust_accuracy")
+    np.testing.assert_allclose(mean, stacked.mean(0))
+    np.testing.assert_allclose(stderr, stacked.std(0, ddof=1) / np.sqrt(2))
+
+
+def test_resume_reuses_finished_runs_and_forks(reproduced, monkeypatch):
+    out, results = reproduced
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(experiments, "run", no_training)
+    monkeypatch.setattr(forks, "fork", no_training)
+    again = studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+    # (json.dumps: NaN == NaN there, e.g. a probe figure no seed reached)
+    assert json.dumps(again.table(), sort_keys=True) == json.dumps(results.table(), sort_keys=True)
+    assert [w.to_dict() for w in again.forks[0]] == [w.to_dict() for w in results.forks[0]]
+
+
+def test_a_changed_experiment_is_not_reused(reproduced, tmp_path, monkeypatch):
+    out, _ = reproduced
+    # A copy, so that the other tests keep their finished runs.
+    import shutil
+
+    shutil.copytree(out, tmp_path / "copy")
+    out = str(tmp_path / "copy")
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", TINY.replace(eps=0.05))
+    calls = []
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: calls.append(1) or (_ for _ in ()).throw(
+        RuntimeError("retrained")))
+    with pytest.raises(RuntimeError, match="retrained"):
+        studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+    assert calls
+
+
+def test_reference_files_round_trip(reproduced, tmp_path):
+    _, results = reproduced
+    path = str(tmp_path / "ref.json.gz")
+    studies.write_reference_file(results, path)
+    with open(path, "rb") as f:
+        first = f.read()
+    studies.write_reference_file(results, path)
+    with open(path, "rb") as f:
+        assert f.read() == first  # no time stamp: the same results, the same bytes
+    loaded = studies.read_reference_file(path)
+    assert loaded.seeds == results.seeds
+    for a, b in zip(loaded.runs("tiny"), results.runs("tiny")):
+        np.testing.assert_allclose(a["val_robust_loss"], b["val_robust_loss"], rtol=1e-5)
+    assert loaded.forks[0][1].predicted_top == pytest.approx(results.forks[0][1].predicted_top,
+                                                              rel=1e-5)
+    np.testing.assert_allclose(loaded.forks[1][0].path, results.forks[1][0].path, atol=1e-7)
+
+
+def test_a_reference_of_another_configuration_is_refused(reproduced, tmp_path, monkeypatch):
+    _, results = reproduced
+    path = str(tmp_path / "ref.json.gz")
+    studies.write_reference_file(results, path)
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", TINY.replace(version=2))
+    with pytest.raises(ValueError, match="another configuration of experiment 'tiny'"):
+        studies.read_reference_file(path)
+
+
+def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
+    with pytest.raises(ValueError, match="Received: epochs=2"):
+        studies.reproduce("tiny-study", 1, str(tmp_path), epochs=2, write_reference=True)
+
+
+@pytest.mark.parametrize("seeds, match", [
+    (0, "Argument `seeds` must be an integer >= 1"),
+    ([1, 1], "must not repeat a seed"),
+    ([], "at least one seed"),
+    ([-1], "Argument `seeds` must be an integer >= 0"),
+])
+def test_bad_seeds_are_rejected(tiny, tmp_path, seeds, match):
+    with pytest.raises(ValueError, match=match):
+        studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
+
+
+def test_an_unknown_study_is_rejected_by_the_command(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["reproduce", "nope"])
+    assert exit_.value.code == 2
+    assert "Unknown study; available:" in capsys.readouterr().err
+
+
+def test_list_names_every_study(capsys):
+    cli.main(["list"])
+    out = capsys.readouterr().out
+    for name in studies.STUDIES:
+        assert name in out
+
+
+def test_the_shipped_reference_matches_this_robustlab():
+    reference = studies.reference("robust-overfitting")
+    assert reference.seeds == list(range(8))
+    for arm in reference.study.arms:
+        runs = reference.runs(arm.experiment)
+        assert len(runs) == 8
+        assert all(len(h["val_robust_accuracy"]) == arm.config.epochs for h in runs)
+        assert np.all(np.isfinite(reference.stacked(arm.experiment, "val_robust_accuracy")))
+    assert "robustlab reproduce robust-overfitting --seeds 8" in reference.metadata["command"]
