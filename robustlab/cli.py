@@ -88,7 +88,7 @@ def _list():
         print(f"  {name:20s} v{study.version}  arms: {arms}")
     print("experiments (robustlab train --experiment NAME):")
     for name, experiment in sorted(experiments.EXPERIMENTS.items()):
-        print(f"  {name:14s} v{experiment.version}  {experiment.dataset}, "
+        print(f"  {name:16s} v{experiment.version}  {experiment.dataset}, "
               f"{experiment.model}, {experiment.epochs} epochs, PGD-"
               f"{experiment.train_steps} eps={experiment.eps:.4g}, "
               f"label noise {experiment.label_noise:g}, AWP gamma "

@@ -118,8 +118,13 @@ EXPERIMENTS = {
     "quick_clean": QUICK.replace(name="quick_clean", version=3, label_noise=0.0,
                                  learning_rate=0.1),
     "quick_lr01": QUICK.replace(name="quick_lr01", learning_rate=0.1),
-    # AWP at the gamma where DESIGN.md 4a saw the gap shrink by about 60%.
+    # AWP at the gamma where an independent implementation saw the gap
+    # shrink by about 60%, and the rest of the sweep of the awp-tradeoff
+    # study: up to a gamma that breaks training.
     "quick_awp": QUICK.replace(name="quick_awp", awp_gamma=0.005),
+    "quick_awp_0.002": QUICK.replace(name="quick_awp_0.002", awp_gamma=0.002),
+    "quick_awp_0.01": QUICK.replace(name="quick_awp_0.01", awp_gamma=0.01),
+    "quick_awp_0.02": QUICK.replace(name="quick_awp_0.02", awp_gamma=0.02),
     # The first study's wider CNN with PGD-5 (about 2.5x the compute).
     "original_cnn": QUICK.replace(
         name="original_cnn",

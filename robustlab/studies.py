@@ -187,6 +187,25 @@ STUDIES = {
             "at the fork."
         ),
     ),
+    "awp-tradeoff": Study(
+        name="awp-tradeoff",
+        version=1,
+        arms=(
+            Arm("AWP gamma 0 (quick)", "quick", probe_every=5),
+            Arm("AWP gamma 0.002", "quick_awp_0.002"),
+            Arm("AWP gamma 0.005 (quick_awp)", "quick_awp", probe_every=5),
+            Arm("AWP gamma 0.01", "quick_awp_0.01"),
+            Arm("AWP gamma 0.02", "quick_awp_0.02"),
+        ),
+        description=(
+            "The quick setting with adversarial weight perturbation (one-step, "
+            "layer-wise relative, on the kernels, after a 10-epoch warm-up) at "
+            "gamma 0, 0.002, 0.005, 0.01 and 0.02: the robust generalisation gap "
+            "against robust training accuracy as gamma grows, up to a gamma that "
+            "breaks training. gamma 0 and 0.005 also run the instruments every 5 "
+            "epochs (the top Hessian eigenvalue with and without AWP)."
+        ),
+    ),
 }
 
 

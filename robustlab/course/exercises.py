@@ -18,9 +18,12 @@ __all__ = [
     "best_and_final",
     "fgsm_linf",
     "flip_labels",
+    "heavy_ball_variance",
     "pgd_linf",
     "pgd_linf_step",
+    "power_iteration",
     "project_linf",
+    "stationary_variance",
 ]
 
 
@@ -138,3 +141,67 @@ class RobustCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+# -- 02_lr_drop_collapse ----------------------------------------------------------
+
+
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    """(eigenvalue of largest magnitude, unit eigenvector) of the symmetric
+    operator `hvp`, by power iteration from `v0`: at most `iterations`
+    products, stopping once the Rayleigh quotient changes by at most `tol`
+    times its size.
+
+    >>> h = np.diag([3.0, -1.0, 0.5])
+    >>> value, vector = power_iteration(lambda v: h @ v, np.ones(3))
+    >>> round(value, 6), np.round(np.abs(vector), 3).tolist()
+    (3.0, [1.0, 0.0, 0.0])
+    """
+    v = np.asarray(v0, dtype="float64")
+    v = v / np.linalg.norm(v)
+    value = 0.0
+    for _ in range(iterations):
+        w = np.asarray(hvp(v), dtype="float64")
+        new_value = float(v @ w)
+        norm = np.linalg.norm(w)
+        if norm == 0.0:
+            return 0.0, v
+        v = w / norm
+        converged = abs(new_value - value) <= tol * abs(new_value)
+        value = new_value
+        if converged:
+            break
+    return value, v
+
+
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    """Var(x_t) after each step of x_{t+1} = x_t - eta_t (lambda x_t + xi_t)
+    + beta (x_t - x_{t-1}), Var(xi_t) = s^2 / B, from x_0 = x_{-1} = 0
+    (zero covariance): one value per learning rate in `lrs`.
+
+    >>> heavy_ball_variance([0.1, 0.1], 0.0, 1.0, 4.0, 2).round(6).tolist()
+    [0.02, 0.0362]
+    """
+    variance = covariance = previous = 0.0
+    out = []
+    for lr in np.asarray(lrs, dtype="float64"):
+        a = 1.0 + momentum - lr * curvature
+        new_variance = (a * a * variance - 2.0 * a * momentum * covariance
+                        + momentum * momentum * previous
+                        + lr * lr * noise_variance / batch_size)
+        covariance = a * variance - momentum * covariance
+        previous, variance = variance, new_variance
+        out.append(variance)
+    return np.asarray(out)
+
+
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    """The stationary weight variance of heavy-ball SGD along one direction:
+    eta s^2 (1 + beta) / (B lambda (1 - beta) (2 (1 + beta) - eta lambda)).
+
+    >>> round(stationary_variance(0.1, 0.0, 1.0, 4.0, 2), 6)  # 0.1 * 4 / (2 * 1.9)
+    0.105263
+    """
+    return (lr * noise_variance * (1.0 + momentum)
+            / (batch_size * curvature * (1.0 - momentum)
+               * (2.0 * (1.0 + momentum) - lr * curvature)))

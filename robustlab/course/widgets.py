@@ -21,7 +21,7 @@ import numpy as np
 from robustlab import attacks
 from robustlab.course import exercises
 
-__all__ = ["AttackExplorer", "LiveCurves", "ReferenceExplorer"]
+__all__ = ["AttackExplorer", "CloudExplorer", "ForkExplorer", "LiveCurves", "ReferenceExplorer"]
 
 
 def _controls_module():
@@ -309,3 +309,169 @@ class LiveCurves(keras.callbacks.Callback):
         else:
             self._handle.update(figure)
         plt.close(figure)
+
+
+class CloudExplorer:
+    """The heavy-ball cloud under a learning-rate drop, from the closed forms
+    and a simulation: move the learning rate, momentum, curvature and noise,
+    and see the predicted variance over a schedule with a drop, next to a
+    simulated cloud of iterates in two directions, a sharp one (curvature
+    lambda) and a flat one (lambda / 10).
+
+    Args:
+        steps_before, steps_after: steps at the first learning rate and after
+            the drop.
+        drop_factor: the learning rate after the drop is lr / drop_factor.
+        particles: simulated copies of the process.
+        batch_size: B of the noise s^2 / B.
+        seed: seed of the simulation (the same settings draw the same cloud).
+
+    Attributes:
+        redraw_seconds: the time of every redraw so far.
+    """
+
+    def __init__(self, steps_before=300, steps_after=300, drop_factor=10.0,
+                 particles=400, batch_size=64, seed=0):
+        self.steps_before, self.steps_after = int(steps_before), int(steps_after)
+        self.drop_factor = float(drop_factor)
+        self.particles = int(particles)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.redraw_seconds = []
+
+    def schedule(self, lr):
+        return np.r_[np.full(self.steps_before, lr),
+                     np.full(self.steps_after, lr / self.drop_factor)]
+
+    def simulate(self, lr, momentum, curvature, noise_variance):
+        """Iterates `(steps + 1, particles, 2)` of the scalar heavy-ball
+        process along a sharp and a flat direction, from zero."""
+        rng = np.random.default_rng(self.seed)
+        lrs = self.schedule(lr)
+        lam = np.array([curvature, curvature / 10.0])
+        x = np.zeros((self.particles, 2))
+        previous = np.zeros_like(x)
+        path = [x]
+        scale = np.sqrt(noise_variance / self.batch_size)
+        for eta in lrs:
+            noise = rng.normal(size=x.shape) * scale
+            x, previous = x - eta * (lam * x + noise) + momentum * (x - previous), x
+            path.append(x)
+        return np.stack(path)
+
+    def figure(self, lr=0.2, momentum=0.9, curvature=2.0, noise_variance=4.0):
+        lrs = self.schedule(lr)
+        steps = np.arange(1, len(lrs) + 1)
+        figure, (ax, ax_before, ax_after) = plt.subplots(1, 3, figsize=(15, 4.2))
+        unstable = lr * curvature >= 2 * (1 + momentum)
+        for lam, label, color in ((curvature, "sharp direction (lambda)", "C3"),
+                                  (curvature / 10, "flat direction (lambda / 10)", "C0")):
+            predicted = exercises.heavy_ball_variance(lrs, momentum, lam, noise_variance,
+                                                      self.batch_size)
+            ax.plot(steps, predicted, color=color, label=label)
+            for value, linestyle in ((lr, "--"), (lr / self.drop_factor, ":")):
+                if value * lam < 2 * (1 + momentum):
+                    ax.axhline(exercises.stationary_variance(
+                        value, momentum, lam, noise_variance, self.batch_size),
+                        color=color, linestyle=linestyle, linewidth=0.8)
+        ax.axvline(self.steps_before, color="0.5", linestyle=":", label="LR drop")
+        ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_ylabel("weight variance")
+        ax.set_title("Predicted variance (dashed/dotted: stationary before/after)",
+                     fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        if unstable:
+            ax.text(0.5, 0.5, "lr x lambda >= 2 (1 + momentum): unstable", ha="center",
+                    transform=ax.transAxes, color="red")
+            for axis in (ax_before, ax_after):
+                axis.set_visible(False)
+        else:
+            path = self.simulate(lr, momentum, curvature, noise_variance)
+            limit = max(np.abs(path[self.steps_before]).max(), 1e-12) * 1.2
+            for axis, step, title in ((ax_before, self.steps_before, "just before the drop"),
+                                      (ax_after, len(lrs), f"{self.steps_after} steps after")):
+                cloud = path[step]
+                axis.scatter(cloud[:, 1], cloud[:, 0], s=6, alpha=0.6)
+                axis.set_xlim(-limit, limit)
+                axis.set_ylim(-limit, limit)
+                axis.set_xlabel("flat direction")
+                axis.set_ylabel("sharp direction")
+                axis.set_title(f"{self.particles} simulated runs, {title}", fontsize=9)
+                axis.grid(alpha=0.3)
+        figure.tight_layout()
+        return figure
+
+    def widget(self):
+        ipywidgets = _controls_module()
+        slider = dict(continuous_update=False, readout_format=".3g")
+        controls = {
+            "lr": ipywidgets.FloatLogSlider(value=0.2, base=10, min=-3, max=0, step=0.1,
+                                            description="lr", **slider),
+            "momentum": ipywidgets.FloatSlider(value=0.9, min=0.0, max=0.98, step=0.02,
+                                               description="momentum", **slider),
+            "curvature": ipywidgets.FloatLogSlider(value=2.0, base=10, min=-1, max=1.5,
+                                                   step=0.1, description="curvature",
+                                                   **slider),
+            "noise_variance": ipywidgets.FloatLogSlider(value=4.0, base=10, min=-1, max=2,
+                                                        step=0.1, description="noise s^2",
+                                                        **slider),
+        }
+        return _interactive(self.figure, controls, self.redraw_seconds)
+
+
+class ForkExplorer:
+    """Step through replica forks of real training (`robustlab.forks`): the
+    replicas' weights in the plane of the top two Hessian eigenvectors, step by
+    step, before and after the learning-rate drop, on the same scale.
+
+    Args:
+        results: `StudyResults` with forks (e.g. the shipped
+            `robustlab.studies.reference("lr-drop-collapse")`).
+
+    Attributes:
+        redraw_seconds: the time of every redraw so far.
+    """
+
+    def __init__(self, results):
+        if not results.forks:
+            raise ValueError("These results hold no replica forks. Received: "
+                             f"results={results!r}")
+        self.results = results
+        self.redraw_seconds = []
+
+    def figure(self, seed, step):
+        windows = self.results.forks[seed]
+        limit = max(np.abs(w.path).max() for w in windows) * 1.1
+        figure, axes = plt.subplots(1, len(windows), figsize=(5.2 * len(windows), 4.6),
+                                    squeeze=False)
+        for ax, window in zip(axes[0], windows):
+            shown = min(step, window.steps)
+            trail = window.path[:, : shown + 1, :]
+            for replica in trail:
+                ax.plot(replica[:, 0], replica[:, 1], color="0.8", linewidth=0.5)
+            ax.scatter(trail[:, -1, 0], trail[:, -1, 1], s=12, color="C0", zorder=3)
+            ax.set_xlim(-limit, limit)
+            ax.set_ylim(-limit, limit)
+            ax.set_xlabel("along u1 (top eigenvector)")
+            ax.set_ylabel("along u2")
+            spread = np.var(trail[:, -1, 0], ddof=1) if shown else 0.0
+            ax.set_title(f"epoch {window.epoch}, lr {window.learning_rate:g}: step {shown} of "
+                         f"{window.steps}\nvariance along u1 {spread:.2e} (predicted at the "
+                         f"end {window.predicted_top:.2e})", fontsize=9)
+            ax.grid(alpha=0.3)
+        figure.suptitle(f"seed {seed}: {windows[0].replicas} replicas forked from one state",
+                        fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    def widget(self):
+        ipywidgets = _controls_module()
+        steps = max(w.steps for windows in self.results.forks.values() for w in windows)
+        controls = {
+            "seed": ipywidgets.Dropdown(options=sorted(self.results.forks), description="seed"),
+            "step": ipywidgets.IntSlider(value=steps, min=0, max=steps, description="step",
+                                         continuous_update=False),
+        }
+        return _interactive(self.figure, controls, self.redraw_seconds)

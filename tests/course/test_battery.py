@@ -436,7 +436,171 @@ def best_and_final(robust_accuracy, final_epochs=3):
 """, True),
 ]
 
-BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01}
+BATTERY_02 = [
+    # -- power_iteration ------------------------------------------------------
+    ("power_iteration", "test_power_iteration", "the norm of Hv, sign lost", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = v0 / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        new = np.linalg.norm(w)
+        v = w / new
+        if abs(new - value) <= tol * abs(new):
+            return new, v
+        value = new
+    return value, v
+""", False),
+    ("power_iteration", "test_power_iteration", "never normalises", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.array(v0, dtype=float)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        new = float(v @ w) / float(v @ v)
+        v = w
+        if abs(new - value) <= tol * abs(new):
+            break
+        value = new
+    return new, v
+""", False),
+    ("power_iteration", "test_power_iteration", "ignores tol", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = v0 / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        value = float(v @ w)
+        v = w / np.linalg.norm(w)
+    return value, v
+""", False),
+    ("power_iteration", "test_power_iteration", "returns Hv, not a unit vector", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = v0 / np.linalg.norm(v0)
+    value, w = 0.0, v
+    for _ in range(iterations):
+        w = hvp(v)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        if abs(new - value) <= tol * abs(new):
+            value = new
+            break
+        value = new
+    return value, w
+""", False),
+    ("power_iteration", "test_power_iteration", "signed norm, residual stop", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, float) / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        value = float(np.sign(v @ w) * np.linalg.norm(w))
+        if np.linalg.norm(w - value * v) <= tol * abs(value):
+            break
+        v = w / np.linalg.norm(w)
+    return value, v
+""", True),
+    ("power_iteration", "test_power_iteration", "a while loop with a counter", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.array(v0, dtype=np.float64, copy=True)
+    v /= np.sqrt(np.sum(v * v))
+    previous, count = None, 0
+    while count < iterations:
+        hv = hvp(v)
+        count += 1
+        estimate = np.dot(v, hv)
+        v = hv / np.sqrt(np.sum(hv * hv))
+        if previous is not None and abs(estimate - previous) <= tol * abs(estimate):
+            break
+        previous = estimate
+    return float(estimate), v
+""", True),
+    # -- heavy_ball_variance --------------------------------------------------
+    ("heavy_ball_variance", "test_heavy_ball_variance", "forgets the batch size", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    for lr in lrs:
+        a = 1 + momentum - lr * curvature
+        p, c, r = a * a * p - 2 * a * momentum * c + momentum**2 * r + lr**2 * noise_variance, a * p - momentum * c, p
+        out.append(p)
+    return np.array(out)
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "eta instead of eta squared", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    for lr in lrs:
+        a = 1 + momentum - lr * curvature
+        p, c, r = a * a * p - 2 * a * momentum * c + momentum**2 * r + lr * noise_variance / batch_size, a * p - momentum * c, p
+        out.append(p)
+    return np.array(out)
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "drops the covariance", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = r = 0.0
+    out = []
+    for lr in lrs:
+        a = 1 + momentum - lr * curvature
+        p, r = a * a * p + momentum**2 * r + lr**2 * noise_variance / batch_size, p
+        out.append(p)
+    return np.array(out)
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "includes the starting zero", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = [0.0]
+    for lr in lrs[:-1]:
+        a = 1 + momentum - lr * curvature
+        p, c, r = a * a * p - 2 * a * momentum * c + momentum**2 * r + lr**2 * noise_variance / batch_size, a * p - momentum * c, p
+        out.append(p)
+    return np.array(out)
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "the 2x2 covariance matrix", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    cov = np.zeros((2, 2))
+    out = []
+    for lr in lrs:
+        A = np.array([[1 + momentum - lr * curvature, -momentum], [1.0, 0.0]])
+        cov = A @ cov @ A.T
+        cov[0, 0] += lr**2 * noise_variance / batch_size
+        out.append(cov[0, 0])
+    return np.array(out)
+""", True),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "robustlab's recursion", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    return robustlab.posterior.covariance_recursion(np.asarray(lrs, float), momentum, curvature,
+                                                    noise_variance, batch_size)
+""", True),
+    # -- stationary_variance --------------------------------------------------
+    ("stationary_variance", "test_stationary_variance", "the small-step approximation", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return lr * noise_variance / (2 * batch_size * curvature * (1 - momentum))
+""", False),
+    ("stationary_variance", "test_stationary_variance", "without the (1 + beta)", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return lr * noise_variance / (batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature))
+""", False),
+    ("stationary_variance", "test_stationary_variance", "(1 - beta) squared", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return lr * noise_variance * (1 + momentum) / (batch_size * curvature * (1 - momentum)**2 * (2 * (1 + momentum) - lr * curvature))
+""", False),
+    ("stationary_variance", "test_stationary_variance", "solves the Lyapunov equation", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    from scipy.linalg import solve_discrete_lyapunov
+    A = np.array([[1 + momentum - lr * curvature, -momentum], [1.0, 0.0]])
+    Q = np.array([[lr**2 * noise_variance / batch_size, 0.0], [0.0, 0.0]])
+    return float(solve_discrete_lyapunov(A, Q)[0, 0])
+""", True),
+    ("stationary_variance", "test_stationary_variance", "rearranged", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    el = lr * curvature
+    return (noise_variance / batch_size) * (lr / curvature) * (1 + momentum) / ((1 - momentum) * (2 + 2 * momentum - el))
+""", True),
+]
+
+BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
+             "02_lr_drop_collapse": BATTERY_02}
 
 
 
