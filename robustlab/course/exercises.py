@@ -15,14 +15,20 @@ import numpy as np
 
 __all__ = [
     "RobustCheckpoint",
+    "awp_perturbation",
     "best_and_final",
     "fgsm_linf",
     "flip_labels",
+    "gaussian_kl",
     "heavy_ball_variance",
+    "kl_inverse",
+    "pac_bayes_bound",
     "pgd_linf",
     "pgd_linf_step",
+    "pick_gamma",
     "power_iteration",
     "project_linf",
+    "select_epoch",
     "stationary_variance",
 ]
 
@@ -205,3 +211,101 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
     return (lr * noise_variance * (1.0 + momentum)
             / (batch_size * curvature * (1.0 - momentum)
                * (2.0 * (1.0 + momentum) - lr * curvature)))
+
+
+# -- 03_awp ---------------------------------------------------------------------
+
+
+def awp_perturbation(weights, grads, gamma):
+    """AWP's one-step layer-wise relative perturbation: for every layer l,
+    v_l = gamma * ||w_l|| * g_l / ||g_l|| (zero where g_l is zero).
+
+    >>> [v.tolist() for v in awp_perturbation([np.array([3.0, 4.0]), np.ones(2)],
+    ...                                        [np.array([0.0, 2.0]), np.zeros(2)], 0.1)]
+    [[0.0, 0.5], [0.0, 0.0]]
+    """
+    out = []
+    for w, g in zip(weights, grads):
+        w, g = np.asarray(w, dtype="float64"), np.asarray(g, dtype="float64")
+        norm = np.linalg.norm(g)
+        out.append(np.zeros_like(g) if norm == 0 else gamma * np.linalg.norm(w) * g / norm)
+    return out
+
+
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    """The gamma with the smallest robust generalisation gap among those
+    whose robust training accuracy is at most `tolerance` below the highest
+    one of all gammas (the smaller gamma on a tie).
+
+    >>> pick_gamma([0.0, 0.005, 0.02], [0.08, 0.02, 0.0], [0.80, 0.79, 0.40])
+    0.005
+    """
+    gammas = np.asarray(gammas, dtype="float64")
+    gaps = np.asarray(gaps, dtype="float64")
+    accuracies = np.asarray(train_accuracies, dtype="float64")
+    allowed = accuracies >= accuracies.max() - tolerance
+    candidates = np.flatnonzero(allowed)
+    best = min(candidates, key=lambda i: (gaps[i], gammas[i]))
+    return float(gammas[best])
+
+
+# -- 04_pac_bayes ---------------------------------------------------------------
+
+
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    """KL(N(mu_q, diag var_q) || N(mu_p, diag var_p)) in nats; `var_p` a
+    scalar or an array.
+
+    >>> round(gaussian_kl(np.zeros(2), np.ones(2), np.zeros(2), 1.0), 12)
+    0.0
+    """
+    mu_q, var_q, mu_p = (np.asarray(a, dtype="float64") for a in (mu_q, var_q, mu_p))
+    var_p = np.broadcast_to(np.asarray(var_p, dtype="float64"), mu_q.shape)
+    ratio = var_q / var_p
+    return float(0.5 * np.sum(ratio + (mu_q - mu_p) ** 2 / var_p - 1.0 - np.log(ratio)))
+
+
+def _kl_bernoulli(q, p):
+    def term(a, b):
+        return 0.0 if a == 0 else a * np.log(a / b)
+
+    return term(q, p) + term(1.0 - q, 1.0 - p)
+
+
+def kl_inverse(q, c):
+    """The largest p in [q, 1] with kl(q || p) <= c (bisection).
+
+    >>> round(kl_inverse(0.0, 0.18), 6)  # 1 - exp(-0.18)
+    0.16473
+    """
+    low, high = float(q), 1.0
+    if _kl_bernoulli(q, 1.0 - 1e-15) <= c:
+        return 1.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if _kl_bernoulli(q, middle) <= c:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    """The kl-inverse PAC-Bayes bound: kl_inverse(q, (KL + ln(2 sqrt(n) /
+    delta)) / n).
+
+    >>> delta = 2 * np.sqrt(50) * np.exp(-5)
+    >>> round(pac_bayes_bound(0.0, 4.0, 50, delta), 6)
+    0.16473
+    """
+    return kl_inverse(empirical_risk, (kl + np.log(2.0 * np.sqrt(n) / delta)) / n)
+
+
+def select_epoch(history, key):
+    """The 0-based epoch that minimises `history[key]`, skipping NaN (the
+    epochs a probe did not run); the first on a tie.
+
+    >>> select_epoch({"hessian_top_eig": [np.nan, 3.0, np.nan, 2.0, 2.5]}, "hessian_top_eig")
+    3
+    """
+    return int(np.nanargmin(np.asarray(history[key], dtype="float64")))

@@ -86,7 +86,8 @@ def check_shape(actual, shape, what):
 
 def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
     """Fail unless `actual` equals `expected` within `atol + rtol * |expected|`
-    element by element (same shape; NaN only where NaN is expected).
+    element by element (same shape, or one expected number for every
+    element; NaN only where NaN is expected).
 
     Args:
         actual: what the student's code returned.
@@ -104,6 +105,8 @@ def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
     except (TypeError, ValueError):
         raise AssertionError(f"{what}: expected numbers, got {actual!r}.{suffix}") from None
     expected_array = np.asarray(expected, dtype="float64")
+    if expected_array.ndim == 0:  # one number: expected everywhere
+        expected_array = np.broadcast_to(expected_array, actual_array.shape)
     if actual_array.shape != expected_array.shape:
         raise AssertionError(
             f"{what}: expected shape {expected_array.shape}, got shape "

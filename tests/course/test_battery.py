@@ -599,8 +599,97 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
 """, True),
 ]
 
+BATTERY_03 = [
+    # -- awp_perturbation -----------------------------------------------------
+    ("awp_perturbation", "test_awp_perturbation", "one norm over all layers", """
+def awp_perturbation(weights, grads, gamma):
+    w_norm = np.sqrt(sum(np.sum(np.square(w)) for w in weights))
+    g_norm = np.sqrt(sum(np.sum(np.square(g)) for g in grads))
+    return [gamma * w_norm * np.asarray(g, float) / g_norm if g_norm else np.zeros_like(g) for g in grads]
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "forgets ||w||", """
+def awp_perturbation(weights, grads, gamma):
+    return [np.zeros_like(g, dtype=float) if not np.any(g) else gamma * g / np.linalg.norm(g) for g in grads]
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "elementwise w times sign of g", """
+def awp_perturbation(weights, grads, gamma):
+    return [gamma * np.abs(w) * np.sign(g) for w, g in zip(weights, grads)]
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "no guard for a zero gradient", """
+def awp_perturbation(weights, grads, gamma):
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [gamma * np.linalg.norm(w) * g / np.linalg.norm(g) for w, g in zip(weights, grads)]
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "downhill", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        n = np.linalg.norm(g)
+        out.append(np.zeros_like(g, dtype=float) if n == 0 else -gamma * np.linalg.norm(w) * g / n)
+    return out
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "explicit square roots", """
+def awp_perturbation(weights, grads, gamma):
+    result = []
+    for w, g in zip(weights, grads):
+        g = np.array(g, dtype=np.float64)
+        size = np.sqrt((g * g).sum())
+        scale = 0.0 if size == 0 else gamma * np.sqrt((np.asarray(w) ** 2).sum()) / size
+        result.append(scale * g)
+    return result
+""", True),
+    ("awp_perturbation", "test_awp_perturbation", "robustlab's function", """
+def awp_perturbation(weights, grads, gamma):
+    v = robustlab.awp.layerwise_relative_perturbation(
+        [np.asarray(w, float) for w in weights], [np.asarray(g, float) for g in grads], gamma,
+        [True] * len(weights))
+    return [np.asarray(keras.ops.convert_to_numpy(x), float) for x in v]
+""", True),
+    # -- pick_gamma -----------------------------------------------------------
+    ("pick_gamma", "test_pick_gamma", "ignores the tolerance", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    return float(np.asarray(gammas, float)[int(np.argmin(gaps))])
+""", False),
+    ("pick_gamma", "test_pick_gamma", "measured from gamma 0, not from the best", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, float)
+    ok = [i for i in range(len(acc)) if acc[i] >= acc[0] - tolerance]
+    return float(gammas[min(ok, key=lambda i: (gaps[i], gammas[i]))])
+""", False),
+    ("pick_gamma", "test_pick_gamma", "the larger gamma on a tie", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, float)
+    ok = [i for i in range(len(acc)) if acc[i] >= acc.max() - tolerance]
+    return float(gammas[min(ok, key=lambda i: (gaps[i], -gammas[i]))])
+""", False),
+    ("pick_gamma", "test_pick_gamma", "returns the index", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, float)
+    ok = [i for i in range(len(acc)) if acc[i] >= acc.max() - tolerance]
+    return min(ok, key=lambda i: (gaps[i], gammas[i]))
+""", False),
+    ("pick_gamma", "test_pick_gamma", "sorting candidates", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    best_fit = max(train_accuracies)
+    candidates = sorted((gap, gamma) for gamma, gap, acc in zip(gammas, gaps, train_accuracies)
+                        if acc >= best_fit - tolerance)
+    return float(candidates[0][1])
+""", True),
+    ("pick_gamma", "test_pick_gamma", "a plain loop", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    top = max(float(a) for a in train_accuracies)
+    chosen = None
+    for g, gap, acc in zip(gammas, gaps, train_accuracies):
+        if acc < top - tolerance:
+            continue
+        if chosen is None or gap < chosen[1] or (gap == chosen[1] and g < chosen[0]):
+            chosen = (float(g), float(gap))
+    return chosen[0]
+""", True),
+]
+
 BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
-             "02_lr_drop_collapse": BATTERY_02}
+             "02_lr_drop_collapse": BATTERY_02, "03_awp": BATTERY_03}
 
 
 
