@@ -137,6 +137,7 @@ class Study:
     arms: tuple
     description: str
     forks: Forks = None
+    selects_checkpoints: bool = False
 
     def arm(self, key):
         """The arm with this label or experiment name."""
@@ -205,6 +206,20 @@ STUDIES = {
             "breaks training. gamma 0 and 0.005 also run the instruments every 5 "
             "epochs (the top Hessian eigenvalue with and without AWP)."
         ),
+    ),
+    "checkpoint-selection": Study(
+        name="checkpoint-selection",
+        version=1,
+        arms=(Arm("20% label noise (quick)", "quick", probe_every=5),),
+        description=(
+            "Which epoch to keep without validation data: the quick runs with "
+            "the instruments every 5 epochs, an epoch chosen from the "
+            "time-resolved PAC-Bayes bound or from the curvature alone, and its "
+            "robust test accuracy against the epoch a validation set would pick "
+            "(the best robust test epoch) and the final epoch "
+            "(`checkpoint_selection`)."
+        ),
+        selects_checkpoints=True,
     ),
 }
 
@@ -345,6 +360,14 @@ class StudyResults:
                     f"  {label + (f' ({unit})' if unit else ''):52s} "
                     f"{scale * row['mean']:8.2f} {scale * row['sd']:8.2f} "
                     f"{scale * row['stderr']:8.2f} {row['n']:3d}")
+        if self.study.selects_checkpoints:
+            lines += ["", "checkpoint selection without validation data: robust test accuracy "
+                          "(points) at the chosen epoch"]
+            for criterion, row in checkpoint_selection(self, self.study.arms[0].experiment).items():
+                lines.append(
+                    f"  {criterion:54s} {100 * row['mean']:6.2f} +/- {100 * row['stderr']:4.2f}  "
+                    f"below the best {100 * row['below_best']['mean']:5.2f} +/- "
+                    f"{100 * row['below_best']['stderr']:4.2f}  epochs {row['epochs']}")
         if self.forks:
             lines += ["", f"replica forks ({self.study.forks.replicas} replicas, one epoch "
                           "each): variance along the top eigenvector u, measured vs predicted"]
@@ -388,6 +411,62 @@ class StudyResults:
                       for seed, windows in self.forks.items()},
             "metadata": self.metadata,
         }
+
+
+SELECTION_CRITERIA = {
+    "final epoch": None,
+    "best robust test accuracy (validation, an oracle here)": None,
+    "lowest PAC-Bayes bound (kl-inverse)": "pac_bayes_bound",
+    "lowest McAllester bound (unclipped)": "pac_bayes_bound_mcallester",
+    "lowest top Hessian eigenvalue after the drop": "hessian_top_eig",
+}
+
+
+def checkpoint_selection(results, arm="quick"):
+    """Pick an epoch of every seed of an arm by each criterion of
+    `SELECTION_CRITERIA` and read the robust test accuracy there.
+
+    The bound and curvature criteria use only training-set quantities, and
+    only the epochs where the probe ran; the curvature one only epochs at or
+    after the first learning-rate drop (before it, the large learning rate
+    keeps the curvature low for reasons unrelated to generalisation). The
+    validation criterion uses the test curve itself, so it is the best any
+    selection could do.
+
+    Returns:
+        `{criterion: {"epochs": [...], "robust_test_accuracy": [...],
+        "mean", "stderr", "below_best": {"mean", "stderr"}}}` (accuracies in
+        [0, 1]; `below_best` paired by seed).
+    """
+    config = results.study.arm(arm).config
+    drop = min(config.lr_drop_epochs, default=0)
+    table = {}
+    best = None
+    for criterion, key in SELECTION_CRITERIA.items():
+        epochs, accuracies = [], []
+        for history in results.runs(arm):
+            accuracy = history["val_robust_accuracy"]
+            if key is None and criterion.startswith("final"):
+                epoch = len(accuracy) - 1
+            elif key is None:
+                epoch = int(np.argmax(accuracy))
+            else:
+                values = np.array(history[key], dtype="float64")
+                if key == "hessian_top_eig":
+                    values[:drop] = np.nan
+                epoch = int(np.nanargmin(values))
+            epochs.append(epoch)
+            accuracies.append(float(accuracy[epoch]))
+        accuracies = np.asarray(accuracies)
+        if best is None and criterion.startswith("best"):
+            best = accuracies
+        mean, stderr = mean_and_stderr(accuracies)
+        table[criterion] = {"epochs": epochs, "robust_test_accuracy": accuracies.tolist(),
+                            "mean": mean, "stderr": stderr}
+    for row in table.values():
+        below = best - np.asarray(row["robust_test_accuracy"])
+        row["below_best"] = dict(zip(("mean", "stderr"), mean_and_stderr(below)))
+    return table
 
 
 def _stats(values):
@@ -610,6 +689,9 @@ def _write_outputs(results, out):
                                            "experiment": a.config.to_dict()}
                             for a in results.study.arms},
                    "table": results.table(), "forks": results.fork_table(),
+                   "checkpoint_selection": checkpoint_selection(
+                       results, results.study.arms[0].experiment)
+                   if results.study.selects_checkpoints else None,
                    "fork_windows": {str(seed): [{k: v for k, v in w.to_dict().items()
                                                  if k != "path"} for w in windows]
                                     for seed, windows in results.forks.items()}},

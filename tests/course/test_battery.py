@@ -688,8 +688,151 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
 """, True),
 ]
 
+BATTERY_04 = [
+    # -- gaussian_kl ----------------------------------------------------------
+    ("gaussian_kl", "test_gaussian_kl", "variances squared as if standard deviations", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    var_q, var_p = np.square(var_q), np.square(var_p) * np.ones_like(var_q)
+    return float(0.5 * np.sum(var_q / var_p + (mu_q - mu_p) ** 2 / var_p - 1 - np.log(var_q / var_p)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "drops the log term", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    return float(0.5 * np.sum(var_q / var_p + (mu_q - mu_p) ** 2 / var_p - 1))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "no one half", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    r = np.asarray(var_q) / var_p
+    return float(np.sum(r + (np.asarray(mu_q) - mu_p) ** 2 / var_p - 1 - np.log(r)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "KL(P || Q), the other direction", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    var_p = np.ones_like(var_q) * var_p
+    r = var_p / var_q
+    return float(0.5 * np.sum(r + (mu_q - mu_p) ** 2 / var_q - 1 - np.log(r)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "log1p, as robustlab does", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    x = np.asarray(var_q, float) / var_p - 1
+    return float(0.5 * np.sum(x - np.log1p(x) + (np.asarray(mu_q) - mu_p) ** 2 / var_p))
+""", True),
+    ("gaussian_kl", "test_gaussian_kl", "robustlab's function", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    return float(robustlab.bounds.gaussian_kl(mu_q, var_q, mu_p, var_p))
+""", True),
+    # -- kl_inverse -----------------------------------------------------------
+    ("kl_inverse", "test_kl_inverse", "Pinsker's approximation", """
+def kl_inverse(q, c):
+    return min(1.0, q + np.sqrt(c / 2))
+""", False),
+    ("kl_inverse", "test_kl_inverse", "the smallest p instead of the largest", """
+def kl_inverse(q, c):
+    def kl(a, b):
+        return (a * np.log(a / b) if a > 0 else 0) + ((1 - a) * np.log((1 - a) / (1 - b)) if a < 1 else 0)
+    low, high = 1e-12, float(q)
+    for _ in range(100):
+        mid = (low + high) / 2
+        if kl(q, mid) <= c:
+            high = mid
+        else:
+            low = mid
+    return high
+""", False),
+    ("kl_inverse", "test_kl_inverse", "0 log 0 taken literally", """
+def kl_inverse(q, c):
+    kl = lambda a, b: a * np.log(a / b) + (1 - a) * np.log((1 - a) / (1 - b))
+    low, high = float(q), 1.0
+    for _ in range(100):
+        mid = (low + high) / 2
+        if kl(q, mid) <= c:
+            low = mid
+        else:
+            high = mid
+    return low
+""", False),
+    ("kl_inverse", "test_kl_inverse", "scipy's brentq", """
+def kl_inverse(q, c):
+    from scipy.optimize import brentq
+    def kl(b):
+        return (q * np.log(q / b) if q > 0 else 0.0) + ((1 - q) * np.log((1 - q) / (1 - b)) if q < 1 else 0.0)
+    if c <= 0:
+        return float(q)
+    top = 1 - 1e-14
+    if kl(top) <= c:
+        return 1.0
+    return brentq(lambda b: kl(b) - c, q, top, xtol=1e-13)
+""", True),
+    ("kl_inverse", "test_kl_inverse", "bisection to a tolerance", """
+def kl_inverse(q, c):
+    def kl(a, b):
+        total = 0.0
+        if a:
+            total += a * np.log(a / b)
+        if a != 1:
+            total += (1 - a) * np.log((1 - a) / (1 - b))
+        return total
+    lo, hi = q, 1.0
+    if kl(q, 1 - 1e-16) <= c:
+        return 1.0
+    while hi - lo > 1e-12:
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if kl(q, mid) <= c else (lo, mid)
+    return lo
+""", True),
+    # -- pac_bayes_bound ------------------------------------------------------
+    ("pac_bayes_bound", "test_pac_bayes_bound", "forgets ln(2 sqrt(n) / delta)", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return kl_inverse(empirical_risk, kl / n)
+""", False),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "ln(1 / delta)", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return kl_inverse(empirical_risk, (kl + np.log(1 / delta)) / n)
+""", False),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "the McAllester form", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return min(1.0, empirical_risk + np.sqrt((kl + np.log(2 * np.sqrt(n) / delta)) / (2 * n)))
+""", False),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "the log split up", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    budget = (kl + np.log(2) + 0.5 * np.log(n) - np.log(delta)) / n
+    return kl_inverse(empirical_risk, budget)
+""", True),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "robustlab's kl_inverse", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return float(robustlab.bounds.kl_inverse(empirical_risk, (kl + np.log(2 * np.sqrt(n) / delta)) / n))
+""", True),
+    # -- select_epoch ---------------------------------------------------------
+    ("select_epoch", "test_select_epoch", "argmin without skipping NaN", """
+def select_epoch(history, key):
+    return int(np.argmin(np.asarray(history[key], float)))
+""", False),
+    ("select_epoch", "test_select_epoch", "the last of equal minima", """
+def select_epoch(history, key):
+    values = np.asarray(history[key], float)
+    return int(len(values) - 1 - np.nanargmin(values[::-1]))
+""", False),
+    ("select_epoch", "test_select_epoch", "epochs from 1", """
+def select_epoch(history, key):
+    return int(np.nanargmin(np.asarray(history[key], float))) + 1
+""", False),
+    ("select_epoch", "test_select_epoch", "a loop", """
+def select_epoch(history, key):
+    best, best_epoch = None, None
+    for epoch, value in enumerate(history[key]):
+        if value != value:
+            continue
+        if best is None or value < best:
+            best, best_epoch = value, epoch
+    return best_epoch
+""", True),
+    ("select_epoch", "test_select_epoch", "NaN replaced by infinity", """
+def select_epoch(history, key):
+    values = np.asarray(history[key], dtype=float)
+    return int(np.argmin(np.where(np.isnan(values), np.inf, values)))
+""", True),
+]
+
 BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
-             "02_lr_drop_collapse": BATTERY_02, "03_awp": BATTERY_03}
+             "02_lr_drop_collapse": BATTERY_02, "03_awp": BATTERY_03, "04_pac_bayes": BATTERY_04}
 
 
 
