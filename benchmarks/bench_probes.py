@@ -1,7 +1,7 @@
 """Overhead of the curvature probe and memory of the posterior tracker on the
 README's quick run.
 
-In one process, on the `quick` experiment (DESIGN.md 4a: 1000 digits, the
+In one process, on the `quick` experiment (1000 digits, the
 272,586-parameter CNN, PGD-3 training, per-epoch evaluation with PGD-10 of
 the 797 test and 300 training examples), after one warm-up epoch and one
 warm-up of the probe's compiled functions, it trains 10 epochs with

@@ -33,7 +33,7 @@ from robustlab import validation
 
 DIGITS_DEFAULT_TRAIN_SIZE = 1000
 """Training examples `load("digits")` takes when `train_size=None` (100 a class;
-the other 797 become the test set), the setting of DESIGN.md section 4a."""
+the other 797 become the test set), the course's `quick` setting."""
 
 DATA_DIR_ENV = "ROBUSTLAB_DATA_DIR"
 """Environment variable naming the tfds data directory when `data_dir=None`."""

@@ -82,7 +82,7 @@ def small_cnn(
     *,
     weight_decay=0.0,
 ):
-    """The small CNN of the digits setting (DESIGN.md section 4a).
+    """The small CNN of the digits setting (the course's `quick` experiment).
 
     Conv2D(f, 3, same, relu) for f in `filters` -> MaxPool(2) -> Flatten ->
     Dense(`dense`, relu) -> Dense(num_classes). With the defaults on 8x8x1
@@ -99,7 +99,7 @@ def small_cnn(
         seed: non-negative int fixing the initial weights.
         weight_decay: float >= 0; if > 0, every kernel and bias gets
             `L2(weight_decay / 2)`, adding `weight_decay * w` to its gradient
-            (DESIGN.md 4a uses 5e-4, i.e. `L2(2.5e-4)`).
+            (the `quick` experiment uses 5e-4, i.e. `L2(2.5e-4)`).
 
     Returns:
         A built `keras.Model` mapping `(batch,) + input_shape` to

@@ -111,7 +111,7 @@ class PosteriorTracker(keras.callbacks.Callback):
     `L1L2`) regulariser on variable v, plus (1 - beta) * wd * ||u||^2 on the
     covered variables for an optimizer's decoupled `weight_decay` wd (to
     first order in eta lambda, decoupled decay acts like curvature (1 - beta)
-    wd, DESIGN.md 4a). Pass a number to set it yourself.
+    wd). Pass a number to set it yourself.
 
     **State and memory.** Nothing is carried from one window to the next
     except the remembered learning rate above, so a fit resumed with
