@@ -95,8 +95,12 @@ def test_generate_assignment_reproduces_the_committed_lessons(course, lesson):
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
-def test_the_solutions_score_full_marks(graded, lesson):
+def test_the_solutions_score_full_marks_and_every_cell_runs(graded, lesson):
     assert scores(graded, lesson, "solution") == max_scores(graded, lesson)
+    autograded = read(os.path.join(graded, "autograded", "solution", lesson, f"{lesson}.ipynb"))
+    errors = [(i, o.ename, o.evalue) for i, cell in enumerate(autograded.cells)
+              if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    assert errors == []
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
