@@ -64,12 +64,14 @@ def make_course_copy(destination):
 
 
 def scores(root, lesson, student):
-    """`{grade_id: score}` of one autograded submission, from the gradebook."""
+    """`{grade_id: score}` of the autograded test cells of one submission,
+    from the gradebook (written answers wait for the instructor)."""
     from nbgrader.api import Gradebook
 
     with Gradebook(f"sqlite:///{os.path.join(root, 'gradebook.db')}") as gradebook:
         notebook = gradebook.find_submission_notebook(lesson, lesson, student)
-        return {grade.name: grade.score for grade in notebook.grades}
+        return {grade.name: grade.score for grade in notebook.grades
+                if grade.cell.cell_type == "code"}
 
 
 def max_scores(root, lesson):
