@@ -164,3 +164,15 @@ def test_the_shipped_reference_matches_this_robustlab():
         assert all(len(h["val_robust_accuracy"]) == arm.config.epochs for h in runs)
         assert np.all(np.isfinite(reference.stacked(arm.experiment, "val_robust_accuracy")))
     assert "robustlab reproduce robust-overfitting --seeds 8" in reference.metadata["command"]
+
+
+def test_the_shipped_forks_hold_every_window_of_every_seed():
+    reference = studies.reference("lr-drop-collapse")
+    assert reference.seeds == list(range(8))
+    for seed in reference.seeds:
+        windows = reference.forks[seed]
+        assert [w.epoch for w in windows] == [39, 40]
+        assert [w.learning_rate for w in windows] == pytest.approx([0.2, 0.02])
+        for w in windows:
+            assert w.path.shape == (64, 16, 2)
+            assert w.measured_top == pytest.approx(np.var(w.path[:, -1, 0], ddof=1), rel=1e-4)

@@ -138,3 +138,35 @@ def test_reference_explorer_draws_every_arm_with_its_band():
     figure = explorer.figure("val_robust_accuracy", seeds_shown=True)
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels[:len(study.arms)] == [f"{arm.label}, mean +/- s.e." for arm in study.arms]
+
+
+def test_cloud_explorer_predicts_with_the_reference_recursion_and_simulates_reproducibly():
+    from robustlab.course.widgets import CloudExplorer
+
+    explorer = CloudExplorer(steps_before=50, steps_after=50, particles=2000, seed=3)
+    path = explorer.simulate(0.2, 0.9, 2.0, 4.0)
+    assert path.shape == (101, 2000, 2)
+    np.testing.assert_array_equal(path, explorer.simulate(0.2, 0.9, 2.0, 4.0))
+    # The simulated sharp direction's spread follows the recursion (2000 copies: ~5%).
+    predicted = robustlab.posterior.covariance_recursion(explorer.schedule(0.2), 0.9, 2.0, 4.0, 64)
+    np.testing.assert_allclose(path[1:, :, 0].var(axis=1), predicted, rtol=0.15)
+    figure = explorer.figure(lr=0.2, momentum=0.9, curvature=2.0, noise_variance=4.0)
+    assert len([ax for ax in figure.axes if ax.get_visible()]) == 3
+    unstable = explorer.figure(lr=1.0, momentum=0.9, curvature=5.0, noise_variance=4.0)
+    assert len([ax for ax in unstable.axes if ax.get_visible()]) == 1
+    box = explorer.widget()
+    assert [c.description for c in box.children[0].children] == [
+        "lr", "momentum", "curvature", "noise s^2"]
+
+
+def test_fork_explorer_steps_through_the_shipped_forks():
+    from robustlab.course.widgets import ForkExplorer
+
+    results = robustlab.studies.reference("lr-drop-collapse")
+    explorer = ForkExplorer(results)
+    figure = explorer.figure(seed=0, step=5)
+    assert len(figure.axes) == len(results.forks[0]) == 2
+    box = explorer.widget()
+    assert [c.description for c in box.children[0].children] == ["seed", "step"]
+    with pytest.raises(ValueError, match="no replica forks"):
+        ForkExplorer(robustlab.studies.reference("robust-overfitting"))
