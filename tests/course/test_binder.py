@@ -1,9 +1,11 @@
 """The Binder environment, built as repo2docker builds it but without Docker:
 a fresh virtual environment, `pip install -r binder/requirements.txt` from
-the repository's root, `binder/postBuild`, and lesson 00 executed there in
-the environment `binder/start` sets.
+the repository's root, `binder/postBuild`, and every lesson executed there in
+the environment `binder/start` sets (lesson 00 in full, the others as
+`nbgrader validate` runs them).
 """
 
+import concurrent.futures
 import json
 import os
 import shutil
@@ -12,6 +14,7 @@ import sys
 
 import pytest
 
+from tests.course.conftest import LESSONS
 from tests.course.conftest import REPO
 
 pytestmark = pytest.mark.course
@@ -76,22 +79,41 @@ def test_students_keep_validate_and_not_the_instructors_tools(binder_env):
     assert "formgrader \x1b[31mdisabled" in text or "formgrader disabled" in text
 
 
-def test_lesson_00_runs_in_the_binder_environment(binder_env):
-    notebook = binder_env["repo"] / "solutions" / "00_pgd" / "00_pgd.ipynb"
+def _run_lesson(binder_env, lesson, shortened):
+    """Execute `lesson`'s solution with the Binder install's Python, from
+    outside the repository (so that `robustlab` is the installed copy)."""
+    notebook = binder_env["repo"] / "solutions" / lesson / f"{lesson}.ipynb"
+    extra = {"NBGRADER_EXECUTION": "validate"} if shortened else {}
     script = (
         "import json, sys\n"
         "from robustlab.course.execution import run_notebook\n"
         "import keras, robustlab\n"
-        f"run = run_notebook({str(notebook)!r})\n"
+        f"run = run_notebook({str(notebook)!r}, env={extra!r})\n"
         "print(json.dumps({'errors': run.errors, 'seconds': run.seconds,\n"
         "                  'peak': run.peak_memory_bytes, 'robustlab': robustlab.__file__,\n"
         "                  'backend': keras.backend.backend()}))\n"
     )
-    # Run from outside the repository, so that `robustlab` is the installed copy.
     out = _run([str(binder_env["bin"] / "python"), "-c", script],
                cwd=binder_env["repo"].parent, env=binder_env["env"]).stdout
-    result = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_lesson_00_runs_in_the_binder_environment(binder_env):
+    result = _run_lesson(binder_env, "00_pgd", shortened=False)
     assert result["errors"] == []
     assert result["backend"] == "tensorflow"
     assert str(binder_env["bin"].parent) in result["robustlab"]  # the installed copy
     assert 0 < result["peak"] <= 1.5 * 2**30
+
+
+def test_every_other_lesson_runs_in_the_binder_environment(binder_env):
+    # Their demos shortened, as `nbgrader validate` runs them (the full runs
+    # are measured by benchmarks/bench_lessons.py); every code path and every
+    # file a lesson reads (the reference results) is exercised.
+    others = [lesson for lesson in LESSONS if lesson != "00_pgd"]
+    workers = max(1, min(len(others), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = dict(zip(others, pool.map(
+            lambda lesson: _run_lesson(binder_env, lesson, shortened=True), others)))
+    assert {lesson: r["errors"] for lesson, r in results.items()} == {l: [] for l in others}
+    assert all(str(binder_env["bin"].parent) in r["robustlab"] for r in results.values())
