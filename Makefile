@@ -1,7 +1,10 @@
 # The test suite runs once per supported Keras backend, each in its own process
 # (Keras picks its backend at import time).
 PYTHON ?= python
-PYTEST_ARGS ?= -q
+# Test files run in parallel worker processes (a file's tests stay together:
+# the course tests share expensive module fixtures): much of a test's time is
+# single-threaded Python, a Jupyter kernel or a download, so even 2 cores fill.
+PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadfile
 
 .PHONY: test test-tensorflow test-jax bench
 
