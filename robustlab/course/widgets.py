@@ -19,9 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from robustlab import attacks
+from robustlab import bounds
 from robustlab.course import exercises
 
-__all__ = ["AttackExplorer", "CloudExplorer", "ForkExplorer", "LiveCurves", "ReferenceExplorer"]
+__all__ = ["AttackExplorer", "BoundExplorer", "CloudExplorer", "ForkExplorer", "LiveCurves",
+           "ReferenceExplorer"]
 
 
 def _controls_module():
@@ -309,6 +311,77 @@ class LiveCurves(keras.callbacks.Callback):
         else:
             self._handle.update(figure)
         plt.close(figure)
+
+
+class BoundExplorer:
+    """What the kl-inverse PAC-Bayes bound needs to say something: move the
+    empirical robust error, the KL (in nats) and the number of training
+    examples n, and see the bound against n (at this KL) and against the KL
+    (at this n), with the unclipped McAllester form beside it.
+
+    Args:
+        empirical_risk, kl, n: the starting point (e.g. a trained cloud's).
+        delta: the bound's confidence parameter.
+
+    Attributes:
+        redraw_seconds: the time of every redraw so far.
+    """
+
+    def __init__(self, empirical_risk=0.25, kl=1e6, n=1000, delta=0.05):
+        self.start = dict(empirical_risk=float(empirical_risk), kl=float(kl), n=int(n))
+        self.delta = float(delta)
+        self.redraw_seconds = []
+
+    def bound(self, empirical_risk, kl, n):
+        """The kl-inverse bound (`robustlab.bounds.seeger_bound`)."""
+        return bounds.seeger_bound(empirical_risk, kl, int(n), self.delta)
+
+    def figure(self, empirical_risk=0.25, kl=1e6, n=1000):
+        figure, (ax_n, ax_kl) = plt.subplots(1, 2, figsize=(13, 4))
+        ns = np.logspace(2, 10, 60)
+        kls = np.logspace(0, 8, 60)
+        panels = (
+            (ax_n, ns, lambda m: (kl, m), n, f"training examples n (KL = {kl:.3g} nats)"),
+            (ax_kl, kls, lambda k: (k, n), kl, f"KL(Q || P) in nats (n = {int(n):,})"),
+        )
+        for ax, xs, point, x, xlabel in panels:
+            kl_n = [point(v) for v in xs]
+            ax.semilogx(xs, [self.bound(empirical_risk, k, m) for k, m in kl_n],
+                        label="kl-inverse bound")
+            mcallester = [bounds.mcallester_bound(empirical_risk, k, int(m), self.delta)
+                          for k, m in kl_n]
+            ax.semilogx(xs, np.minimum(mcallester, 1.5), color="C1", linestyle="--",
+                        label="McAllester (unclipped, cut at 1.5)")
+            ax.axhline(empirical_risk, color="0.5", linestyle=":", label="empirical robust error")
+            ax.axhline(1.0, color="C3", linewidth=0.8)
+            ax.axvline(x, color="k", linewidth=0.8)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("bound on the robust error")
+            ax.set_ylim(0, 1.55)
+            ax.grid(alpha=0.3)
+        ax_n.legend(fontsize=8, loc="lower left")
+        value = self.bound(empirical_risk, kl, n)
+        c = (kl + math.log(2 * math.sqrt(n) / self.delta)) / n
+        figure.suptitle(f"bound {value:.4f} at error {empirical_risk:.3g}, KL {kl:.3g} nats, "
+                        f"n {int(n):,}: c = (KL + ln(2 sqrt(n) / delta)) / n = {c:.3g}",
+                        fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    def widget(self):
+        ipywidgets = _controls_module()
+        slider = dict(continuous_update=False, readout_format=".3g")
+        start = self.start
+        controls = {
+            "empirical_risk": ipywidgets.FloatSlider(value=start["empirical_risk"], min=0.0,
+                                                     max=0.9, step=0.01,
+                                                     description="error", **slider),
+            "kl": ipywidgets.FloatLogSlider(value=start["kl"], base=10, min=0, max=8,
+                                            step=0.1, description="KL", **slider),
+            "n": ipywidgets.FloatLogSlider(value=start["n"], base=10, min=2, max=10, step=0.1,
+                                           description="n", **slider),
+        }
+        return _interactive(self.figure, controls, self.redraw_seconds)
 
 
 class CloudExplorer:

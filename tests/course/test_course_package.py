@@ -170,3 +170,19 @@ def test_fork_explorer_steps_through_the_shipped_forks():
     assert [c.description for c in box.children[0].children] == ["seed", "step"]
     with pytest.raises(ValueError, match="no replica forks"):
         ForkExplorer(robustlab.studies.reference("robust-overfitting"))
+
+
+def test_bound_explorer_shows_the_library_bound_and_its_tightening_with_n():
+    from robustlab.course.widgets import BoundExplorer
+
+    explorer = BoundExplorer(empirical_risk=0.27, kl=2.4e6, n=1000)
+    assert explorer.bound(0.27, 2.4e6, 1000) == robustlab.bounds.seeger_bound(0.27, 2.4e6, 1000, 0.05)
+    assert explorer.bound(0.27, 2.4e6, 1000) > 0.999            # vacuous at n = 1000
+    # With far more data c is small and kl(q || p) ~ (p - q)^2 / (2 q (1 - q)):
+    c = (2.4e6 + np.log(2 * np.sqrt(1e9) / 0.05)) / 1e9
+    assert explorer.bound(0.27, 2.4e6, 10**9) == pytest.approx(0.27 + np.sqrt(2 * 0.27 * 0.73 * c), abs=1e-3)
+    figure = explorer.figure(empirical_risk=0.27, kl=2.4e6, n=1000)
+    assert len(figure.axes) == 2
+    assert f"bound {explorer.bound(0.27, 2.4e6, 1000):.4f}" in figure._suptitle.get_text()
+    box = explorer.widget()
+    assert [c.description for c in box.children[0].children] == ["error", "KL", "n"]
