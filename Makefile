@@ -1,10 +1,10 @@
 # The test suite runs once per supported Keras backend, each in its own process
 # (Keras picks its backend at import time).
 PYTHON ?= python
-# Test files run in parallel worker processes (a file's tests stay together:
-# the course tests share expensive module fixtures): much of a test's time is
-# single-threaded Python, a Jupyter kernel or a download, so even 2 cores fill.
-PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadfile
+# Tests run in parallel worker processes, except those that start Jupyter
+# kernels: they form one xdist group, run by one worker one after another
+# (kernels started at once race for ports, jupyter_client#487).
+PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadgroup
 
 .PHONY: test test-tensorflow test-jax bench
 

@@ -5,7 +5,6 @@ the environment `binder/start` sets (lesson 00 in full, the others as
 `nbgrader validate` runs them).
 """
 
-import concurrent.futures
 import json
 import os
 import shutil
@@ -17,7 +16,7 @@ import pytest
 from tests.course.conftest import LESSONS
 from tests.course.conftest import REPO
 
-pytestmark = pytest.mark.course
+pytestmark = [pytest.mark.course, pytest.mark.xdist_group("kernels")]  # see test_round_trip.py
 
 IGNORED = shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info",
                                  "build", "dist", ".pytest_cache", ".hypothesis",
@@ -111,9 +110,6 @@ def test_every_other_lesson_runs_in_the_binder_environment(binder_env):
     # are measured by benchmarks/bench_lessons.py); every code path and every
     # file a lesson reads (the reference results) is exercised.
     others = [lesson for lesson in LESSONS if lesson != "00_pgd"]
-    workers = max(1, min(len(others), os.cpu_count() or 1))
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = dict(zip(others, pool.map(
-            lambda lesson: _run_lesson(binder_env, lesson, shortened=True), others)))
+    results = {lesson: _run_lesson(binder_env, lesson, shortened=True) for lesson in others}
     assert {lesson: r["errors"] for lesson, r in results.items()} == {l: [] for l in others}
     assert all(str(binder_env["bin"].parent) in r["robustlab"] for r in results.values())

@@ -21,7 +21,7 @@ import pytest
 from tests.course.conftest import REPO
 from tests.course.conftest import kernel_env
 
-pytestmark = pytest.mark.course
+pytestmark = [pytest.mark.course, pytest.mark.xdist_group("kernels")]  # see test_round_trip.py
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
