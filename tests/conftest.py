@@ -22,3 +22,21 @@ def digits():
     import robustlab.data
 
     return robustlab.data.load("digits", train_size=1000, seed=0)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_finish(session):
+    # The tests that start Jupyter kernels must run in one xdist worker (see
+    # tests/course/test_round_trip.py); pytest-xdist groups them by tagging
+    # node ids, which some pytest releases silently ignore. Fail loudly then.
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    untagged = [item.nodeid for item in session.items
+                if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if untagged:
+        message = (
+            f"pytest-xdist did not group {len(untagged)} tests marked xdist_group "
+            f"(pytest {pytest.__version__}); e.g. {untagged[0]}")
+        # A worker's exception reaches the controller only as 'no active workers'.
+        os.write(2, f"\nERROR: {message}\n".encode())
+        raise pytest.UsageError(message)
