@@ -24,6 +24,20 @@ def digits():
     return robustlab.data.load("digits", train_size=1000, seed=0)
 
 
+# Module fixtures that train models: the tests that use one run in one xdist
+# worker, so that it is built once rather than once per worker.
+SHARED_TRAINING_FIXTURES = {"run", "bare_fit", "forked", "reproduced"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        shared = SHARED_TRAINING_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if shared and not item.get_closest_marker("xdist_group"):
+            module = item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(f"{module}:{min(shared)}"))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_finish(session):
     # The tests that start Jupyter kernels must run in one xdist worker (see
