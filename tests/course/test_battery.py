@@ -11,7 +11,6 @@ version of the exercise in place of the solution's.
 
 import contextlib
 import io
-import os
 import textwrap
 
 import pytest
@@ -838,15 +837,10 @@ ALL_BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
 
 
 def _notebook_path(lesson):
-    """The lesson's source: solutions/, or drafts/ while it is in preparation."""
-    path = notebook_path(REPO, "solutions", lesson)
-    return path if os.path.exists(path) else os.path.join(REPO, "drafts", lesson,
-                                                          f"{lesson}.ipynb")
+    return notebook_path(REPO, "solutions", lesson)
 
 
-BATTERIES = {lesson: battery for lesson, battery in ALL_BATTERIES.items()
-             if os.path.exists(_notebook_path(lesson))}
-
+BATTERIES = ALL_BATTERIES
 
 
 def _battery_cases():
@@ -880,7 +874,7 @@ def namespaces():
 def test_every_released_lesson_has_a_battery():
     from tests.course.conftest import LESSONS
 
-    assert set(LESSONS) <= set(BATTERIES)
+    assert set(LESSONS) == set(BATTERIES)
 
 
 def test_every_exercise_has_wrong_and_alternative_correct_answers(namespaces):
