@@ -831,16 +831,9 @@ def select_epoch(history, key):
 """, True),
 ]
 
-ALL_BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
+BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
                  "02_lr_drop_collapse": BATTERY_02, "03_awp": BATTERY_03,
                  "04_pac_bayes": BATTERY_04}
-
-
-def _notebook_path(lesson):
-    return notebook_path(REPO, "solutions", lesson)
-
-
-BATTERIES = ALL_BATTERIES
 
 
 def _battery_cases():
@@ -859,7 +852,7 @@ def namespaces():
     matplotlib.use("Agg")
     built = {}
     for lesson in BATTERIES:
-        notebook = read(_notebook_path(lesson))
+        notebook = read(notebook_path(REPO, "solutions", lesson))
         namespace = {"__name__": "__main__"}
         for cell in notebook.cells:
             meta = cell.metadata.get("nbgrader", {})
