@@ -1,11 +1,18 @@
 """The `robustlab` command: reproduce the experiments.
 
     robustlab list
-    robustlab reproduce NAME [--seeds N | --seeds 0 1 ...] [--out DIR]
+    robustlab reproduce NAME [--quick] [--seeds N | --seeds 0 1 ...] [--out DIR]
                     [--resume] [--epochs N] [--write-reference] [--quiet]
+    robustlab figures NAME [--out DIR]
     robustlab train [--experiment quick] [--out runs/quick] [--seeds 0 1 ...]
                     [--epochs N] [--awp-gamma G] [--label-noise P]
-                    [--probe-every N] [--quiet]
+                    [--probe-every N] [--resume] [--quiet]
+
+`reproduce` runs a named study over seeds and writes its results, table and
+figures (`robustlab.studies`): with `--quick` the course's digits setting
+(minutes a run on a CPU), without it the full CIFAR-10 setting of Rice, Wong
+& Kolter (2020), sized for a GPU. `--resume` continues a reproduction or run
+killed at any moment from its last finished epoch.
 
 `train` runs a named experiment (see `robustlab list`), prints a per-epoch
 table under a progress bar, and writes config.json, history.csv/json,
@@ -34,6 +41,10 @@ def _parser():
         "reproduce", help="reproduce a named study over seeds")
     reproduce.add_argument("study", help="study name (see `robustlab list`)")
     reproduce.add_argument(
+        "--quick", action="store_true",
+        help="the digits setting (minutes a run on a CPU); without it: CIFAR-10 "
+             "and PreActResNet-18 as in Rice et al. (2020), for a GPU")
+    reproduce.add_argument(
         "--seeds", type=int, nargs="+", default=[8],
         help="a number of seeds (0..N-1) or, with several values, the seeds "
              "(default: 8)")
@@ -41,12 +52,19 @@ def _parser():
                            help="output root: runs/ and forks/ (shared between "
                                 "studies) and <study>/ with the results (default: runs)")
     reproduce.add_argument("--resume", action="store_true",
-                           help="reuse the runs already finished in --out")
+                           help="reuse the runs already finished in --out and "
+                                "continue an interrupted one from its last epoch")
     reproduce.add_argument("--epochs", type=int, default=None,
                            help="train fewer epochs (a shortened look)")
     reproduce.add_argument("--write-reference", action="store_true",
                            help="also write the package's reference results")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
+    figures = commands.add_parser(
+        "figures", help="draw a study's figures from the reference results that "
+                        "ship with robustlab (no training)")
+    figures.add_argument("study", help="study name (see `robustlab list`)")
+    figures.add_argument("--out", default=None,
+                         help="output folder (default: figures/<study>)")
     train = commands.add_parser("train", help="run an experiment")
     train.add_argument("--experiment", default="quick",
                        help="named experiment (default: quick)")
@@ -60,6 +78,9 @@ def _parser():
     train.add_argument("--probe-every", type=int, default=None,
                        help="Hessian probe, posterior tracker and PAC-Bayes "
                             "bound, the probe every N epochs")
+    train.add_argument("--resume", action="store_true",
+                       help="continue a run killed midway from its last finished "
+                            "epoch (a finished run is reported, not retrained)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch table")
     return parser
 
@@ -82,13 +103,16 @@ def _list():
     from robustlab import experiments
     from robustlab import studies
 
-    print("studies (robustlab reproduce NAME):")
-    for name, study in sorted(studies.STUDIES.items()):
-        arms = ", ".join(arm.experiment for arm in study.arms)
-        print(f"  {name:20s} v{study.version}  arms: {arms}")
+    for flag, registry in (("--quick ", studies.STUDIES),
+                           ("", studies.FULL_SCALE_STUDIES)):
+        scale = "quick, digits" if flag else "full scale, CIFAR-10, for a GPU"
+        print(f"studies (robustlab reproduce NAME {flag}...; {scale}):")
+        for name, study in sorted(registry.items()):
+            arms = ", ".join(arm.experiment for arm in study.arms)
+            print(f"  {name:20s} v{study.version}  arms: {arms}")
     print("experiments (robustlab train --experiment NAME):")
     for name, experiment in sorted(experiments.EXPERIMENTS.items()):
-        print(f"  {name:16s} v{experiment.version}  {experiment.dataset}, "
+        print(f"  {name:22s} v{experiment.version}  {experiment.dataset}, "
               f"{experiment.model}, {experiment.epochs} epochs, PGD-"
               f"{experiment.train_steps} eps={experiment.eps:.4g}, "
               f"label noise {experiment.label_noise:g}, AWP gamma "
@@ -122,7 +146,7 @@ def _train(args):
             print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
         _, summary = experiments.run(
             experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1,
-            probe_every=args.probe_every,
+            probe_every=args.probe_every, resume=args.resume,
         )
         summaries.append(summary)
         print(json.dumps(summary, indent=2, sort_keys=True))
@@ -136,11 +160,21 @@ def _train(args):
     return 0
 
 
+def _figures(args):
+    from robustlab import studies
+
+    out = args.out or os.path.join("figures", args.study)
+    for path in studies.write_figures(studies.reference(args.study), out):
+        print(path)
+    return 0
+
+
 def _reproduce(args):
     from robustlab import studies
 
     seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,
+                      scale="quick" if args.quick else "full",
                       verbose=0 if args.quiet else 1, epochs=args.epochs,
                       write_reference=args.write_reference)
     return 0
@@ -155,8 +189,10 @@ def main(argv=None):
             return 0
         if args.command == "reproduce":
             return _reproduce(args)
+        if args.command == "figures":
+            return _figures(args)
         return _train(args)
-    except ValueError as error:
+    except (ValueError, FileNotFoundError) as error:
         # Bad arguments: the message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")
 

@@ -20,6 +20,7 @@ has what it measures over 8 seeds).
 import dataclasses
 import json
 import os
+import shutil
 import time
 
 import keras
@@ -28,6 +29,8 @@ import numpy as np
 import robustlab
 from robustlab import data as data_module
 from robustlab import models as models_module
+from robustlab import run_checkpoint
+from robustlab import validation
 from robustlab.adversarial import AdversarialModel
 from robustlab.attacks import PGD
 from robustlab.awp import AWP
@@ -142,6 +145,12 @@ EXPERIMENTS = {
         eval_step_size=2 / 255, eval_train_examples=1000, awp_warmup_epochs=0,
     ),
 }
+# AWP at full scale: Wu, Xia & Wang (2020) train PGD-AT on CIFAR-10 with
+# gamma 0.005 from the first epoch; 0.01 and 0.02 continue the sweep.
+for _gamma, _name in ((0.005, "cifar10_rice_awp"), (0.01, "cifar10_rice_awp_0.01"),
+                      (0.02, "cifar10_rice_awp_0.02")):
+    EXPERIMENTS[_name] = EXPERIMENTS["cifar10_rice"].replace(name=_name, awp_gamma=_gamma)
+del _gamma, _name
 
 
 def get(name):
@@ -190,26 +199,40 @@ PRIOR_VARIANCE = 1e-2
 """sigma_0^2 of the PAC-Bayes prior N(w_0, sigma_0^2 I) in `run`'s bound."""
 
 
-def instruments(experiment, dataset, probe_every):
+def instruments(experiment, dataset, probe_every, state_dir=None):
     """The course's probes for a run: the top Hessian eigenvalue of the
     robust loss every `probe_every` epochs (20 power iterations on the first
     256 training examples), the within-epoch weight cloud measured and
     predicted along its eigenvector, and the time-resolved PAC-Bayes bound
-    (0-1 robust training error, prior N(w_0, PRIOR_VARIANCE I))."""
+    (0-1 robust training error, prior N(w_0, PRIOR_VARIANCE I)). With
+    `state_dir`, the probe's last eigenvector and the bound's w_0 are kept
+    there, so a resumed run logs what an uninterrupted one would."""
     x = dataset.x_train[:PROBE_EXAMPLES]
     y = dataset.y_train[:PROBE_EXAMPLES]
-    probe = HessianProbe(x, y, every=probe_every, iterations=20)
+    probe = HessianProbe(x, y, every=probe_every, iterations=20, state_dir=state_dir)
     tracker = PosteriorTracker(probe, batch_size=experiment.batch_size,
                                train_size=len(dataset.x_train),
                                schedule=experiment.schedule)
     bound = BoundTracker(len(dataset.x_train), prior_variance=PRIOR_VARIANCE,
-                         tracker=tracker)
+                         tracker=tracker, state_dir=state_dir)
     return [probe, tracker, bound]
 
 
+RESUME_DIR = "resume"
+"""The sub-folder of a run's output folder that holds its newest epoch
+checkpoint and the instruments' state while it trains (removed when the run
+finishes)."""
+
+
 def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
-        probe_every=None):
+        probe_every=None, resume=False):
     """Train `experiment` and, with `out_dir`, write its results there.
+
+    With `out_dir`, the run is resumable: after every epoch the model's
+    state, the history so far and the instruments' state are checkpointed
+    in `out_dir/resume/` (`robustlab.run_checkpoint`), so a run killed at any
+    moment and started again with `resume=True` redoes at most the epoch it
+    was killed in and ends with the history of an uninterrupted run.
 
     Args:
         experiment: an `Experiment` or the name of one.
@@ -221,60 +244,128 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         epochs: override the number of epochs (for a shorter look).
         probe_every: add the `instruments` (Hessian probe every this many
             epochs, posterior tracker, PAC-Bayes bound); None: none.
+        resume: continue the run in `out_dir` from its last checkpoint, or,
+            when it finished, return its results without training; the
+            folder must hold a run of the same experiment and instruments
+            (`ValueError` otherwise). Without it, a run already in `out_dir`
+            is replaced.
 
     Returns:
         `(history, summary)`: the per-epoch logs as a dict of lists, and
-        `summarize(history, ...)`.
+        `summarize(history, ...)` (with `seconds`, the training time of all
+        attempts together).
     """
     if isinstance(experiment, str):
         experiment = get(experiment)
     if epochs is not None:
         experiment = experiment.replace(epochs=epochs)
+    if probe_every is not None:
+        validation.check_int_at_least("probe_every", probe_every, 1)
+    if resume and out_dir is None:
+        raise ValueError("Resuming needs the folder of the run to resume. "
+                         "Received: out_dir=None, resume=True")
+    config = {
+        "experiment": experiment.to_dict(),
+        "probe_every": probe_every,
+        "backend": keras.backend.backend(),
+        "robustlab_version": robustlab.__version__,
+        "keras_version": keras.__version__,
+    }
+    resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
+    if resume:
+        finished = _resumable(out_dir, config, experiment)
+        if finished is not None:
+            return finished
+    elif out_dir is not None:
+        # A fresh run: nothing of an earlier run in this folder may be
+        # mistaken for its results or resumed into it.
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        for name in ("history.json", "summary.json"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
     dataset, model = build(experiment)
+    initial_epoch, earlier, elapsed = 0, {}, 0.0
+    if resume:
+        initial_epoch, earlier, elapsed = run_checkpoint.restore_checkpoint(model, resume_dir)
     n_eval = min(experiment.eval_train_examples, len(dataset.x_train))
     all_callbacks = [
         experiment.schedule.callback(),
         RobustEvaluation(dataset.x_train[:n_eval], dataset.y_train[:n_eval],
                          prefix="train_", batch_size=experiment.eval_batch_size),
-        *(instruments(experiment, dataset, probe_every) if probe_every else []),
+        *(instruments(experiment, dataset, probe_every, state_dir=resume_dir)
+          if probe_every else []),
         *callbacks,
     ]
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        _write_json(os.path.join(out_dir, "config.json"), {
-            "experiment": experiment.to_dict(),
-            "backend": keras.backend.backend(),
-            "robustlab_version": robustlab.__version__,
-            "keras_version": keras.__version__,
-        })
-        all_callbacks.append(
-            keras.callbacks.CSVLogger(os.path.join(out_dir, "history.csv")))
     if verbose:
         from robustlab.progress import EpochTable
 
         all_callbacks.append(EpochTable())
+    checkpoint = None
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+        _write_json(os.path.join(out_dir, "config.json"), config)
+        # Last: it stores the logs every other callback wrote into.
+        checkpoint = run_checkpoint.EpochCheckpoint(resume_dir, earlier, elapsed)
+        all_callbacks.append(checkpoint)
     started = time.perf_counter()
     history = model.fit(
         dataset.x_train, dataset.y_train, batch_size=experiment.batch_size,
-        epochs=experiment.epochs, verbose=0, callbacks=all_callbacks,
-        validation_data=(dataset.x_test, dataset.y_test),
+        epochs=experiment.epochs, initial_epoch=initial_epoch, verbose=0,
+        callbacks=all_callbacks, validation_data=(dataset.x_test, dataset.y_test),
         validation_batch_size=experiment.eval_batch_size,
     ).history
+    seconds = time.perf_counter() - started + elapsed
+    if checkpoint is not None:
+        history = checkpoint.history
     history = {k: [float(v) for v in values] for k, values in history.items()}
     summary = summarize(history, drop_epoch=min(experiment.lr_drop_epochs, default=None))
-    summary["seconds"] = time.perf_counter() - started
+    summary["seconds"] = seconds
     if out_dir is not None:
-        _write_json(os.path.join(out_dir, "history.json"), history)
-        _write_json(os.path.join(out_dir, "summary.json"), summary)
-        from robustlab import plots
-
-        figure = plots.learning_curves(
-            history, drop_epochs=experiment.lr_drop_epochs,
-            title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",
-        )
-        figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
-        plots.close(figure)
+        _write_outputs(experiment, out_dir, history, summary)
+        shutil.rmtree(resume_dir)
     return history, summary
+
+
+def _resumable(out_dir, config, experiment):
+    """Check that `out_dir` holds (the start of) this run; its results when
+    it finished, else None (nothing there yet, or a checkpoint to resume)."""
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        saved = json.load(f)
+    for key in ("experiment", "probe_every"):
+        if saved.get(key) != json.loads(json.dumps(config[key])):
+            raise ValueError(
+                f"{out_dir} holds a run with another `{key}` ({saved.get(key)!r}); "
+                f"resume it with the same settings, or write to another folder. "
+                f"Received: {key}={config[key]!r}")
+    try:
+        with open(os.path.join(out_dir, "history.json")) as f:
+            history = json.load(f)
+        with open(os.path.join(out_dir, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if len(history.get("loss", ())) != experiment.epochs:
+        return None
+    # history.json is written only once the run finished; a checkpoint left
+    # beside it is one a kill kept from being removed.
+    shutil.rmtree(os.path.join(out_dir, RESUME_DIR), ignore_errors=True)
+    return history, summary
+
+
+def _write_outputs(experiment, out_dir, history, summary):
+    run_checkpoint.write_history(history, out_dir)
+    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    from robustlab import plots
+
+    figure = plots.learning_curves(
+        history, drop_epochs=experiment.lr_drop_epochs,
+        title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",
+    )
+    figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
+    plots.close(figure)
 
 
 def summarize(history, drop_epoch=None, final_epochs=3):
@@ -354,5 +445,7 @@ def _instrument_figures(history, drop_epoch):
 
 
 def _write_json(path, payload):
-    with open(path, "w") as f:
+    # Renamed into place once complete: a killed run never leaves half a file.
+    with open(path + ".partial", "w") as f:
         json.dump(payload, f, indent=2, sort_keys=True)
+    os.replace(path + ".partial", path)

@@ -84,14 +84,26 @@ def learning_curves(history, drop_epochs=(), title=None):
     return figure
 
 
-# (title, y label, log key, log scale) of `study_curves`.
+# (title, y label, [(log key, label suffix, line style)], log scale) of
+# `study_curves`: every arm draws each key of a panel.
 STUDY_PANELS = (
-    ("Robust test accuracy", "accuracy", "val_robust_accuracy", False),
-    ("Robust train accuracy (its own labels)", "accuracy", "train_robust_accuracy", False),
-    ("Robust test loss", "loss", "val_robust_loss", False),
-    ("Clean test accuracy", "accuracy", "val_clean_accuracy", False),
-    ("Curvature of the robust loss", "top Hessian eigenvalue", "hessian_top_eig", False),
-    ("Width of the weight cloud", "variance within an epoch", "posterior_var", True),
+    ("Robust test accuracy", "accuracy", [("val_robust_accuracy", "", "-")], False),
+    ("Robust train accuracy (its own labels)", "accuracy",
+     [("train_robust_accuracy", "", "-")], False),
+    ("Clean test accuracy", "accuracy", [("val_clean_accuracy", "", "-")], False),
+    ("Robust test loss", "loss", [("val_robust_loss", "", "-")], False),
+    ("Robust train loss (eval attack)", "loss", [("train_robust_loss", "", "-")], False),
+    # The kl-inverse bound sits at 1 (vacuous) in the quick setting: the
+    # unclipped McAllester form shows how the bound moves.
+    ("PAC-Bayes bound, McAllester form, unclipped", "bound on the robust 0-1 error",
+     [("pac_bayes_bound_mcallester", "", "-")], False),
+    ("Curvature of the robust loss", "top Hessian eigenvalue",
+     [("hessian_top_eig", "", "-")], False),
+    ("Width of the weight cloud, all weights", "variance within an epoch",
+     [("posterior_var", "", "-")], True),
+    ("Width along the top eigenvector", "variance within an epoch",
+     [("posterior_var_top", ", measured", "-"),
+      ("posterior_var_top_predicted", ", predicted (heavy-ball)", "--")], True),
 )
 
 
@@ -129,7 +141,8 @@ def study_curves(results, panels=STUDY_PANELS):
 
     Args:
         results: a `robustlab.studies.StudyResults`.
-        panels: `(title, y label, log key, log scale)` tuples.
+        panels: `(title, y label, [(log key, label suffix, line style)],
+            log scale)` tuples.
 
     Returns:
         The matplotlib Figure (close it with `close`).
@@ -140,17 +153,19 @@ def study_curves(results, panels=STUDY_PANELS):
                                 sharex=True, squeeze=False)
     drops = sorted({e for arm in results.study.arms
                     for e in arm.config.lr_drop_epochs})
-    for ax, (title, ylabel, key, log) in zip(axes.flat, panels):
+    for ax, (title, ylabel, keys, log) in zip(axes.flat, panels):
         shown = False
-        for arm in results.study.arms:
+        for index, arm in enumerate(results.study.arms):
             runs = results.runs(arm.experiment)
-            if not all(key in h for h in runs):
-                continue
-            mean, stderr = results.curve(arm.experiment, key)
-            if not np.isfinite(mean).any():
-                continue
-            band(ax, mean, stderr, label=arm.label)
-            shown = True
+            for key, suffix, linestyle in keys:
+                if not all(key in h for h in runs):
+                    continue
+                mean, stderr = results.curve(arm.experiment, key)
+                if not np.isfinite(mean).any():
+                    continue
+                band(ax, mean, stderr, label=arm.label + suffix, color=f"C{index}",
+                     linestyle=linestyle)
+                shown = True
         if not shown:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center",
                     transform=ax.transAxes, color="0.5")
@@ -216,6 +231,40 @@ def fork_widths(results, seed=None):
         ax.set_title(f"seed {seed}: {window.replicas} replicas after {window.steps} steps, "
                      f"epoch {window.epoch} (lr {window.learning_rate:g})", fontsize=9)
         ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure
+
+
+def gap_against_train_accuracy(results):
+    """The AWP trade-off of a study whose arms differ in gamma: the robust
+    overfitting gap (best - final robust test accuracy) against the final
+    robust train accuracy, one point per seed and each arm's mean with
+    standard-error bars on both axes.
+
+    Args:
+        results: a `robustlab.studies.StudyResults`.
+
+    Returns:
+        The matplotlib Figure (close it with `close`).
+    """
+    from robustlab.studies import mean_and_stderr
+
+    figure, ax = plt.subplots(figsize=(6.5, 4.8))
+    for index, arm in enumerate(results.study.arms):
+        summaries = results.summaries(arm.experiment)
+        train = 100 * np.array([s["final_robust_train_accuracy"] for s in summaries])
+        gap = 100 * np.array([s["robust_overfitting_gap"] for s in summaries])
+        color = f"C{index}"
+        ax.plot(train, gap, "o", color=color, alpha=0.35, markersize=4)
+        (x, dx), (y, dy) = mean_and_stderr(train), mean_and_stderr(gap)
+        ax.errorbar(x, y, xerr=dx, yerr=dy, fmt="s", color=color, markersize=7,
+                    capsize=3, label=f"gamma {arm.config.awp_gamma:g}")
+    ax.set_xlabel("robust train accuracy at the end (points, its own labels)")
+    ax.set_ylabel("best - final robust test accuracy (points)")
+    ax.set_title(f"{results.study.name}: the gap against fitting, "
+                 f"{len(results.seeds)} seeds (mean +/- s.e.)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
 

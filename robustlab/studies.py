@@ -13,14 +13,25 @@ studies that use the same run; forks in `OUT/forks/...`), then writes into
   standard deviation, standard error and n; the fork windows;
 - `summary.txt` and a printed table of the same figures;
 - `curves.png`: the learning curves of every arm, mean and standard-error
-  band over seeds, the learning-rate drop marked; with forks also
-  `forks.png`, measured against predicted width, window by window.
+  band over seeds, the learning-rate drop marked (accuracy and loss, robust
+  train and test; the top Hessian eigenvalue; the weight cloud's width,
+  measured and predicted; the PAC-Bayes bound); with forks also `forks.png`,
+  measured against predicted width, window by window, and the replicas'
+  cloud; for arms that differ in AWP gamma also `tradeoff.png`, the gap
+  against robust train accuracy.
 
 `reference(name)` returns the 8-seed results of a study that ship with the
 package (`robustlab/reference/<name>.json.gz`), so that a notebook can show
 error bars without training; they are written by `reproduce(...,
-write_reference=True)`, i.e. `robustlab reproduce NAME --seeds 8
---write-reference`, and never edited by hand.
+write_reference=True)`, i.e. `robustlab reproduce NAME --quick --seeds 8
+--write-reference`, and never edited by hand. (The files shipped before the
+command had `--quick` record their command without it: `command(study,
+seeds)` gives today's spelling.)
+
+`FULL_SCALE_STUDIES` holds the same studies at full scale: CIFAR-10 and
+PreActResNet-18 as in Rice, Wong & Kolter (2020), for a GPU
+(`reproduce(name, scale="full")`, `robustlab reproduce NAME` without
+`--quick`).
 
 Example:
 
@@ -41,6 +52,7 @@ import gzip
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 
@@ -106,11 +118,14 @@ class Forks:
         epochs: the epochs at whose start to fork, e.g. one before and one
             after the learning-rate drop.
         replicas: R of each fork.
+        steps: W, the SGD steps each replica takes; None: one epoch of full
+            batches.
     """
 
     experiment: str
     epochs: tuple
     replicas: int = 64
+    steps: int = None
 
     @property
     def config(self):
@@ -119,8 +134,9 @@ class Forks:
     def folder(self, out):
         config = self.config
         epochs = "-".join(str(e) for e in self.epochs)
+        steps = f"-w{self.steps}" if self.steps else ""
         return os.path.join(out, "forks", f"{config.name}-v{config.version}-at{epochs}"
-                            f"-r{self.replicas}")
+                            f"-r{self.replicas}{steps}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +146,9 @@ class Study:
 
     The version changes whenever an arm or what is measured changes (the
     experiments carry their own versions, written next to every result).
+    Each study exists at two scales: `"quick"`, the course's setting on the
+    embedded digits data (minutes a run on a CPU), and `"full"`, CIFAR-10
+    with PreActResNet-18 as in Rice, Wong & Kolter (2020), for a GPU.
     """
 
     name: str
@@ -138,6 +157,12 @@ class Study:
     description: str
     forks: Forks = None
     selects_checkpoints: bool = False
+    scale: str = "quick"
+
+    @property
+    def folder_name(self):
+        """The study's results folder under the output root."""
+        return self.name if self.scale == "quick" else f"{self.name}-full"
 
     def arm(self, key):
         """The arm with this label or experiment name."""
@@ -224,13 +249,54 @@ STUDIES = {
 }
 
 
-def get(name):
-    """The named study; `ValueError` listing the names otherwise."""
+_RICE = ("CIFAR-10 (tensorflow-datasets' 50,000 training and 10,000 test "
+         "images), PreActResNet-18, PGD-10 training at "
+         "eps 8/255, learning rate 0.1 dropped 10x at epochs 100 and 150 of "
+         "200, as in Rice, Wong & Kolter (2020); clean labels (label noise 0)")
+_RICE_ARM = Arm("CIFAR-10, clean labels (cifar10_rice)", "cifar10_rice", probe_every=10)
+
+FULL_SCALE_STUDIES = {
+    "robust-overfitting": Study(
+        name="robust-overfitting", version=1, scale="full", arms=(_RICE_ARM,),
+        description=_RICE + ". The instruments run every 10 epochs."),
+    "lr-drop-collapse": Study(
+        name="lr-drop-collapse", version=1, scale="full", arms=(_RICE_ARM,),
+        forks=Forks("cifar10_rice", epochs=(99, 100), replicas=16, steps=50),
+        description=_RICE + ". The instruments run every 10 epochs; 16 replicas "
+                    "are forked at the start of epoch 99 (learning rate 0.1) and "
+                    "epoch 100 (0.01) and run 50 steps each."),
+    "awp-tradeoff": Study(
+        name="awp-tradeoff", version=1, scale="full",
+        arms=(Arm("AWP gamma 0 (cifar10_rice)", "cifar10_rice", probe_every=10),
+              Arm("AWP gamma 0.005 (cifar10_rice_awp)", "cifar10_rice_awp", probe_every=10),
+              Arm("AWP gamma 0.01", "cifar10_rice_awp_0.01"),
+              Arm("AWP gamma 0.02", "cifar10_rice_awp_0.02")),
+        description=_RICE + ", with adversarial weight perturbation at gamma 0, "
+                    "0.005 (Wu et al. 2020's CIFAR-10 setting), 0.01 and 0.02."),
+    "checkpoint-selection": Study(
+        name="checkpoint-selection", version=1, scale="full", arms=(_RICE_ARM,),
+        selects_checkpoints=True,
+        description=_RICE + ". An epoch chosen from the time-resolved PAC-Bayes "
+                    "bound or the curvature alone, against the best and the "
+                    "final epoch."),
+}
+"""The studies at full scale (`robustlab reproduce NAME` without `--quick`):
+CIFAR-10 through tensorflow-datasets, sized for a GPU."""
+
+SCALES = ("quick", "full")
+
+
+def get(name, scale="quick"):
+    """The named study at `scale` (`"quick"` or `"full"`); `ValueError`
+    listing the names otherwise."""
+    if scale not in SCALES:
+        raise ValueError(f"Argument `scale` must be one of {SCALES}. Received: scale={scale!r}")
+    registry = STUDIES if scale == "quick" else FULL_SCALE_STUDIES
     try:
-        return STUDIES[name]
+        return registry[name]
     except KeyError:
         raise ValueError(
-            f"Unknown study; available: {', '.join(sorted(STUDIES))}. "
+            f"Unknown study; available: {', '.join(sorted(registry))}. "
             f"Received: name={name!r}"
         ) from None
 
@@ -436,7 +502,8 @@ def checkpoint_selection(results, arm="quick"):
     Returns:
         `{criterion: {"epochs": [...], "robust_test_accuracy": [...],
         "mean", "stderr", "below_best": {"mean", "stderr"}}}` (accuracies in
-        [0, 1]; `below_best` paired by seed).
+        [0, 1]; `below_best` paired by seed; epoch None and accuracy NaN
+        where a run has no probe to choose from, e.g. a shortened one).
     """
     config = results.study.arm(arm).config
     drop = min(config.lr_drop_epochs, default=0)
@@ -454,9 +521,10 @@ def checkpoint_selection(results, arm="quick"):
                 values = np.array(history[key], dtype="float64")
                 if key == "hessian_top_eig":
                     values[:drop] = np.nan
-                epoch = int(np.nanargmin(values))
+                # A shortened run may end before the first usable probe.
+                epoch = int(np.nanargmin(values)) if np.isfinite(values).any() else None
             epochs.append(epoch)
-            accuracies.append(float(accuracy[epoch]))
+            accuracies.append(math.nan if epoch is None else float(accuracy[epoch]))
         accuracies = np.asarray(accuracies)
         if best is None and criterion.startswith("best"):
             best = accuracies
@@ -552,7 +620,7 @@ def _completed_history(folder, config):
     return _history_from_json(history)
 
 
-def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
+def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose=1,
               write_reference=False, epochs=None):
     """Run (or, with `resume`, finish) a study and write its results.
 
@@ -560,9 +628,16 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
         name: a study name (`STUDIES`).
         seeds: the number of seeds (0, 1, ...) or a list of seeds.
         out: the output root: runs go to `out/runs/...` and `out/forks/...`
-            (shared between studies), the study's results to `out/<name>/`.
+            (shared between studies), the study's results to `out/<name>/`
+            (`out/<name>-full/` at full scale).
+        scale: `"quick"`, the digits setting of `STUDIES`, or `"full"`, the
+            CIFAR-10 setting of `FULL_SCALE_STUDIES` (for a GPU; CIFAR-10
+            comes through tensorflow-datasets, see `robustlab.data.load`).
         resume: reuse every run and fork already finished under `out` with
-            the same configuration; without it everything is computed again.
+            the same configuration, and continue a run or fork killed midway
+            from its last finished epoch (`robustlab.experiments.run`): the
+            results are those of an uninterrupted reproduction. Without it
+            everything is computed again.
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
         write_reference: also write the results as the package's reference
@@ -574,7 +649,7 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
     Returns:
         The `StudyResults`.
     """
-    study = get(name)
+    study = get(name, scale)
     seeds = _check_seeds(seeds)
     if epochs is not None:
         validation.check_int_at_least("epochs", epochs, 1)
@@ -582,8 +657,16 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
             raise ValueError(
                 "Reference results are full-length runs; drop `epochs` to write "
                 f"them. Received: epochs={epochs}")
+    if write_reference and scale != "quick":
+        raise ValueError(
+            "The package's reference results are the quick studies' (the lessons "
+            f"read them); a full-scale study writes only its results folder. "
+            f"Received: scale={scale!r}, write_reference=True")
     out = out or "runs"
-    study_dir = os.path.join(out, name)
+    study_dir = os.path.join(out, study.folder_name)
+    if verbose and scale == "full":
+        print(f"{name} at full scale: {study.description} A run is 200 epochs on "
+              "CIFAR-10, sized for a GPU; `--quick` runs the digits setting.")
     os.makedirs(study_dir, exist_ok=True)
     plan = []
     for arm in study.arms:
@@ -599,9 +682,10 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
         folder = arm.folder(out, seed)
         history = _completed_history(folder, config) if resume else None
         if history is None:
+            # With `resume`, a run killed midway continues from its last epoch.
             history, _ = experiments_module.run(
                 config, folder, verbose=0, probe_every=arm.probe_every,
-                callbacks=[progress.callback(arm.experiment, seed)])
+                callbacks=[progress.callback(arm.experiment, seed)], resume=resume)
             history = {k: np.asarray(v, "float64") for k, v in history.items()}
         else:
             progress.skip(f"{arm.experiment} seed {seed}", config.epochs)
@@ -611,8 +695,8 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
         for seed in seeds:
             fork_results[seed] = _forks_of_seed(forks, seed, out, resume, progress)
     progress.close()
-    results = StudyResults(study, seeds, histories, metadata=_metadata(name, seeds, epochs),
-                           forks=fork_results)
+    results = StudyResults(study, seeds, histories,
+                           metadata=_metadata(study, seeds, epochs), forks=fork_results)
     _write_outputs(results, study_dir)
     if write_reference:
         write_reference_file(results, os.path.join(REFERENCE_DIR, f"{name}.json.gz"))
@@ -624,52 +708,103 @@ def reproduce(name, seeds=8, out="runs", *, resume=False, verbose=1,
 
 def _forks_of_seed(forks, seed, out, resume, progress):
     """The fork windows of one seed: train the base run (no evaluation) up
-    to each fork epoch and fork there; cached as JSON."""
+    to each fork epoch and fork there; cached as JSON. With `resume`, a seed
+    killed midway keeps its finished windows and the base run continues
+    from its last epoch checkpoint."""
     from robustlab import forks as forks_module
+    from robustlab import run_checkpoint
 
     path = os.path.join(forks.folder(out), f"seed{seed}.json")
+    partial = os.path.join(forks.folder(out), f"seed{seed}.resume")
     config = forks.config.replace(seed=seed)
     expected = json.loads(json.dumps(config.to_dict()))
     if resume and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved.get("experiment") == expected:
+        if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
+                and saved.get("steps") == forks.steps):
             progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
             return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
+    if not resume:
+        shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial, exist_ok=True)
+    done = {}
+    windows_path = os.path.join(partial, "windows.json")
+    if os.path.exists(windows_path):
+        with open(windows_path) as f:
+            saved = json.load(f)
+        if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
+                and saved.get("steps") == forks.steps):
+            done = {int(e): forks_module.ForkResult.from_dict(w)
+                    for e, w in saved["windows"].items()}
     dataset, model = experiments_module.build(config)
     schedule = config.schedule
-    windows, epoch = [], 0
+    epoch, history, _ = run_checkpoint.restore_checkpoint(model, partial)
+    windows = []
     for fork_epoch in sorted(forks.epochs):
+        if fork_epoch in done:
+            windows.append(done[fork_epoch])
+            progress.advance(f"forks seed {seed}", kind="forks")
+            continue
         if fork_epoch > epoch:
+            checkpoint = run_checkpoint.EpochCheckpoint(partial, history)
             model.fit(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
                       epochs=fork_epoch, initial_epoch=epoch, verbose=0,
-                      callbacks=[schedule.callback()])
-            epoch = fork_epoch
+                      callbacks=[schedule.callback(), checkpoint])
+            epoch, history = fork_epoch, checkpoint.history
         windows.append(forks_module.fork(
             model, dataset.x_train, dataset.y_train, batch_size=config.batch_size,
-            learning_rate=schedule(fork_epoch), replicas=forks.replicas,
+            learning_rate=schedule(fork_epoch), replicas=forks.replicas, steps=forks.steps,
             weight_decay=config.weight_decay, seed=seed, epoch=fork_epoch,
             probe_examples=experiments_module.PROBE_EXAMPLES))
+        done[fork_epoch] = windows[-1]
+        _write_json_atomically(windows_path, {
+            "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
+            "windows": {str(e): w.to_dict() for e, w in done.items()}})
         progress.advance(f"forks seed {seed}", kind="forks")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:
-        json.dump({"experiment": expected, "replicas": forks.replicas,
-                   "windows": [w.to_dict() for w in windows]}, f)
+    _write_json_atomically(path, {"experiment": expected, "replicas": forks.replicas,
+                                  "steps": forks.steps, "windows": [w.to_dict() for w in windows]})
+    shutil.rmtree(partial)
     return windows
 
 
-def _metadata(name, seeds, epochs):
+def _write_json_atomically(path, payload):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".partial", "w") as f:
+        json.dump(payload, f)
+    os.replace(path + ".partial", path)
+
+
+def command(study, seeds, epochs=None):
+    """The `robustlab reproduce` command line that reproduces `study` over
+    `seeds`.
+
+    >>> command(get("awp-tradeoff"), range(8))
+    'robustlab reproduce awp-tradeoff --quick --seeds 8'
+    >>> command(get("lr-drop-collapse", "full"), [3, 4], epochs=2)
+    'robustlab reproduce lr-drop-collapse --seeds 3 4 --epochs 2'
+    """
+    seeds = list(seeds)
+    line = f"robustlab reproduce {study.name}"
+    if study.scale == "quick":
+        line += " --quick"
+    if seeds == list(range(len(seeds))):
+        line += f" --seeds {len(seeds)}"
+    else:
+        line += f" --seeds {' '.join(map(str, seeds))}"
+    if epochs:
+        line += f" --epochs {epochs}"
+    return line
+
+
+def _metadata(study, seeds, epochs):
     import keras
 
     import robustlab
 
-    command = f"robustlab reproduce {name} --seeds {len(seeds)}"
-    if seeds != list(range(len(seeds))):
-        command = f"robustlab reproduce {name} --seeds {' '.join(map(str, seeds))}"
-    if epochs:
-        command += f" --epochs {epochs}"
     return {
-        "command": command,
+        "command": command(study, seeds, epochs),
+        "scale": study.scale,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "robustlab_version": robustlab.__version__,
         "keras_version": keras.__version__,
@@ -679,8 +814,6 @@ def _metadata(name, seeds, epochs):
 
 
 def _write_outputs(results, out):
-    from robustlab import plots
-
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"study": results.study.name, "version": results.study.version,
                    "description": results.study.description,
@@ -698,13 +831,36 @@ def _write_outputs(results, out):
                   f, indent=2, sort_keys=True, default=lambda x: None)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(results.format_table() + "\n")
+    write_figures(results, out)
+
+
+def write_figures(results, out):
+    """Draw a study's figures into the folder `out` (created): `curves.png`,
+    and where they apply `tradeoff.png` and `forks.png` (see the module
+    docstring). Returns the paths written.
+
+    The figures of the shipped reference results, without training:
+    `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
+    figures awp-tradeoff --out figures`.
+    """
+    from robustlab import plots
+
+    os.makedirs(out, exist_ok=True)
+    written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)
     figure.savefig(os.path.join(out, "curves.png"), dpi=110)
     plots.close(figure)
+    if len({arm.config.awp_gamma for arm in results.study.arms}) > 1:
+        figure = plots.gap_against_train_accuracy(results)
+        written.append(os.path.join(out, "tradeoff.png"))
+        figure.savefig(written[-1], dpi=110)
+        plots.close(figure)
     if results.forks:
         figure = plots.fork_widths(results)
-        figure.savefig(os.path.join(out, "forks.png"), dpi=110)
+        written.append(os.path.join(out, "forks.png"))
+        figure.savefig(written[-1], dpi=110)
         plots.close(figure)
+    return written
 
 
 class _StudyProgress:
@@ -728,8 +884,16 @@ class _StudyProgress:
 
         class _Advance(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
+                self._first = True
                 if bar is not None:
                     bar.set_description(f"{experiment} seed {seed}")
+
+            def on_epoch_begin(self, epoch, logs=None):
+                # A resumed run starts at its checkpoint's epoch.
+                if self._first and epoch and bar is not None:
+                    bar.write(f"{experiment} seed {seed}: resumed at epoch {epoch}")
+                    bar.update(epoch)
+                self._first = False
 
             def on_epoch_end(self, epoch, logs=None):
                 if bar is not None:
@@ -779,7 +943,7 @@ def read_reference_file(path):
         raise ValueError(
             f"{path} holds version {payload['study_version']} of study "
             f"{study.name!r}, this robustlab defines version {study.version}: "
-            f"regenerate it with `{payload['metadata'].get('command')}`. "
+            f"regenerate it with `{command(study, payload['seeds'])} --write-reference`. "
             f"Received: study_version={payload['study_version']}")
     histories = {}
     for arm_payload in payload["arms"]:
@@ -790,7 +954,7 @@ def read_reference_file(path):
                 f"{arm.experiment!r} than this robustlab's (version "
                 f"{arm_payload['experiment'].get('version')} vs "
                 f"{arm.config.version}); regenerate it with "
-                f"`{payload['metadata'].get('command')} --write-reference`.")
+                f"`{command(study, payload['seeds'])} --write-reference`.")
         histories[arm.experiment] = [_history_from_json(h)
                                      for h in arm_payload["histories"]]
     from robustlab.forks import ForkResult
@@ -805,6 +969,10 @@ def reference(name):
     """The reference results of a study that ship with robustlab (8 seeds
     of the quick setting on the embedded digits data).
 
+    A study whose arms are all runs of other studies (`checkpoint-selection`
+    reads the instrumented `quick` runs of `robust-overfitting`) is assembled
+    from their files.
+
     Args:
         name: a study name, e.g. `"robust-overfitting"`.
 
@@ -814,8 +982,39 @@ def reference(name):
     """
     study = get(name)
     path = os.path.join(REFERENCE_DIR, f"{study.name}.json.gz")
-    if not os.path.exists(path):
+    if os.path.exists(path):
+        return read_reference_file(path)
+    assembled = _assembled_reference(study)
+    if assembled is None:
         raise FileNotFoundError(
             f"robustlab ships no reference results for study {name!r} yet; "
-            f"reproduce them with `robustlab reproduce {name} --seeds 8`.")
-    return read_reference_file(path)
+            f"reproduce them with `{command(study, range(8))} --write-reference`.")
+    return assembled
+
+
+def _assembled_reference(study):
+    """`study`'s results from the reference files of the studies that share
+    its runs (the same experiment and instruments), or None."""
+    if study.forks is not None:
+        return None
+    histories, seeds, sources = {}, None, []
+    for other in STUDIES.values():
+        path = os.path.join(REFERENCE_DIR, f"{other.name}.json.gz")
+        if other is study or not os.path.exists(path):
+            continue
+        for arm in study.arms:
+            if arm.experiment in histories:
+                continue
+            if any(a.experiment == arm.experiment and a.probe_every == arm.probe_every
+                   for a in other.arms):
+                loaded = read_reference_file(path)
+                if seeds is not None and loaded.seeds != seeds:
+                    continue
+                seeds = loaded.seeds
+                histories[arm.experiment] = loaded.runs(arm.experiment)
+                sources.append(loaded.metadata)
+    if len(histories) != len(study.arms):
+        return None
+    metadata = dict(sources[0], command=command(study, seeds),
+                    assembled_from=[m.get("command") for m in sources])
+    return StudyResults(study, seeds, histories, metadata)

@@ -304,9 +304,10 @@ TFDS_SHAPES = {
 
 
 def fake_image(shape, label, example_id):
-    """Pixel (0, 0, 0) holds the example's id, all others 20 * label + 5."""
+    """Pixel (0, 0, 0) holds the example's id (modulo 256: unique in the
+    default 60 + 30 images), all others 20 * label + 5."""
     image = np.full(shape, 20 * label + 5, dtype=np.uint8)
-    image[0, 0, 0] = example_id
+    image[0, 0, 0] = example_id % 256
     return image
 
 
@@ -326,8 +327,9 @@ def fake_examples(features, per_class, first_id):
     return examples
 
 
-def write_prepared_tfds_dataset(tfds_name, data_dir):
-    """Prepare `tfds_name` in `data_dir` with 60 train and 30 test images."""
+def write_prepared_tfds_dataset(tfds_name, data_dir, train_per_class=TFDS_TRAIN_PER_CLASS):
+    """Prepare `tfds_name` in `data_dir` with 10 * `train_per_class` train
+    (60 by default) and 30 test images."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(tfds_name, data_dir=data_dir)
@@ -337,7 +339,7 @@ def write_prepared_tfds_dataset(tfds_name, data_dir):
     features = builder.info.features
     writer.add_examples(
         {
-            "train": fake_examples(features, TFDS_TRAIN_PER_CLASS, first_id=0),
+            "train": fake_examples(features, train_per_class, first_id=0),
             "test": fake_examples(features, TFDS_TEST_PER_CLASS, first_id=100),
         }
     )

@@ -176,3 +176,113 @@ def test_the_shipped_forks_hold_every_window_of_every_seed():
         for w in windows:
             assert w.path.shape == (64, 16, 2)
             assert w.measured_top == pytest.approx(np.var(w.path[:, -1, 0], ddof=1), rel=1e-4)
+
+
+# -- full scale --------------------------------------------------------------------
+
+
+def test_every_study_exists_at_both_scales_and_full_scale_is_cifar10():
+    quick = set(studies.STUDIES) - {TINY_STUDY.name}  # (added by this module's fixture)
+    assert set(studies.FULL_SCALE_STUDIES) == quick
+    for name in quick:
+        full = studies.get(name, "full")
+        assert full.scale == "full" and full.folder_name == f"{name}-full"
+        for arm in full.arms:
+            config = arm.config
+            assert (config.dataset, config.model, config.epochs) == (
+                "cifar10", "preact_resnet18", 200)
+            assert (config.train_steps, config.eps, config.lr_drop_epochs) == (
+                10, 8 / 255, (100, 150))
+    gammas = [arm.config.awp_gamma for arm in studies.get("awp-tradeoff", "full").arms]
+    assert gammas == [0.0, 0.005, 0.01, 0.02]
+
+
+def test_an_unknown_scale_is_rejected():
+    with pytest.raises(ValueError, match=r"Received: scale='huge'"):
+        studies.get("robust-overfitting", "huge")
+
+
+def test_full_scale_results_cannot_become_reference(tmp_path):
+    with pytest.raises(ValueError, match="Received: scale='full', write_reference=True"):
+        studies.reproduce("robust-overfitting", 1, str(tmp_path), scale="full",
+                          write_reference=True, verbose=0)
+
+
+def test_the_command_line_names_the_scale():
+    assert studies.command(studies.get("robust-overfitting"), range(8)) == (
+        "robustlab reproduce robust-overfitting --quick --seeds 8")
+    assert studies.command(studies.get("robust-overfitting", "full"), [1, 2]) == (
+        "robustlab reproduce robust-overfitting --seeds 1 2")
+
+
+def test_the_full_scale_study_runs_on_cifar10_from_tfds(tmp_path, monkeypatch):
+    """A few steps of the full-scale path on CPU: CIFAR-10 read through
+    tensorflow-datasets (a tiny copy prepared here, 130 training and 30 test
+    images), PreActResNet-18 with PGD-10 at batch 128. The network is made
+    8x narrower (width 8) and the training-set evaluation 32 images, so that
+    this takes seconds; every other setting is the study's."""
+    pytest.importorskip("tensorflow_datasets")
+    from robustlab import data
+    from tests.test_data import write_prepared_tfds_dataset
+
+    root = str(tmp_path / "tfds")
+    write_prepared_tfds_dataset("cifar10", root, train_per_class=13)
+    monkeypatch.setenv(data.DATA_DIR_ENV, root)
+    monkeypatch.setattr(data, "can_reach_download_host",
+                        lambda *a, **k: pytest.fail("load() probed the network"))
+    narrow = experiments.get("cifar10_rice").replace(
+        model_kwargs=(("width", 8),), eval_train_examples=32)
+    monkeypatch.setitem(experiments.EXPERIMENTS, "cifar10_rice", narrow)
+    out = str(tmp_path / "out")
+    assert cli.main(["reproduce", "robust-overfitting", "--seeds", "1", "--epochs", "1",
+                     "--out", out, "--quiet"]) == 0
+    assert sorted(os.listdir(os.path.join(out, "robust-overfitting-full"))) == [
+        "curves.png", "results.json", "summary.txt"]
+    run_dir = os.path.join(out, "runs", "cifar10_rice-v2-probe10", "seed0")
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)["experiment"]
+    assert (config["dataset"], config["model"], config["batch_size"], config["train_steps"]) == (
+        "cifar10", "preact_resnet18", 128, 10)
+    with open(os.path.join(run_dir, "history.json")) as f:
+        history = json.load(f)
+    assert len(history["val_robust_accuracy"]) == 1
+    assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_robust_loss"][0])
+    with open(os.path.join(out, "robust-overfitting-full", "results.json")) as f:
+        results = json.load(f)
+    assert results["metadata"]["scale"] == "full"
+    assert results["metadata"]["command"] == (
+        "robustlab reproduce robust-overfitting --seeds 1 --epochs 1")
+
+
+# -- figures and assembled references ---------------------------------------------
+
+
+def test_a_study_sharing_its_runs_is_assembled_from_their_reference():
+    assembled = studies.reference("checkpoint-selection")
+    source = studies.reference("robust-overfitting")
+    assert assembled.seeds == source.seeds
+    np.testing.assert_array_equal(assembled.stacked("quick", "hessian_top_eig"),
+                                  source.stacked("quick", "hessian_top_eig"))
+    assert assembled.metadata["command"] == (
+        "robustlab reproduce checkpoint-selection --quick --seeds 8")
+
+
+def test_the_figures_command_draws_a_reference_without_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(experiments, "build", lambda *a: pytest.fail("trained"))
+    out = str(tmp_path / "figures")
+    assert cli.main(["figures", "awp-tradeoff", "--out", out]) == 0
+    assert sorted(os.listdir(out)) == ["curves.png", "tradeoff.png"]
+    assert capsys.readouterr().out.split() == [
+        os.path.join(out, "curves.png"), os.path.join(out, "tradeoff.png")]
+
+
+def test_checkpoint_selection_of_a_run_without_probes_is_nan_not_an_error(tiny):
+    history = {"val_robust_accuracy": np.array([0.2, 0.5, 0.4]),
+               "pac_bayes_bound": np.full(3, np.nan),
+               "pac_bayes_bound_mcallester": np.full(3, np.nan),
+               "hessian_top_eig": np.full(3, np.nan)}
+    results = studies.StudyResults(tiny, [0], {"tiny": [history]})
+    table = studies.checkpoint_selection(results, "tiny")
+    assert table["final epoch"]["epochs"] == [2]
+    assert table["lowest PAC-Bayes bound (kl-inverse)"]["epochs"] == [None]
+    assert np.isnan(table["lowest PAC-Bayes bound (kl-inverse)"]["mean"])

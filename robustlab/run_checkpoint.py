@@ -1,0 +1,167 @@
+"""Epoch checkpoints that survive a killed process.
+
+A run killed at any moment (SIGKILL included) and started again with
+`restore_checkpoint` continues from the last finished epoch and logs exactly
+the numbers an uninterrupted run would have: the model's weights, its
+optimizer state and its attack seeds come back from the checkpoint, NumPy data
+is shuffled by a fixed function of (seed, epoch) (`robustlab.shuffling`), and
+the history of the finished epochs is stored with them.
+
+Why not `keras.callbacks.BackupAndRestore`: it writes the weights and then,
+separately, the epoch number, so a kill between the two resumes the weights of
+epoch k as if they were those of epoch k - 1 (one epoch trained twice), and the
+History of a resumed `fit` holds only the epochs after the resume. Here every
+file of a checkpoint is written under a temporary name and renamed into place,
+and a checkpoint only counts once the small `latest.json` that names it has
+been renamed into place: a kill leaves either the previous checkpoint or the
+new one, never a mixture.
+
+Example:
+
+>>> import keras, numpy as np, tempfile
+>>> def model():
+...     net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+...     net.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+...     return net
+>>> x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+>>> folder = tempfile.mkdtemp()
+>>> first = model()
+>>> _ = first.fit(x, y, epochs=2, verbose=0, shuffle=False,
+...               callbacks=[EpochCheckpoint(folder)])
+>>> second = model()
+>>> epoch, history, seconds = restore_checkpoint(second, folder)
+>>> epoch, len(history["loss"])
+(2, 2)
+>>> same = lambda a, b: all(np.array_equal(u, v) for u, v in zip(a, b))
+>>> same(first.get_weights(), second.get_weights())
+True
+>>> same(first.optimizer.variables, second.optimizer.variables)  # momentum too
+True
+"""
+
+import csv
+import json
+import math
+import os
+import re
+
+import keras
+
+__all__ = ["EpochCheckpoint", "restore_checkpoint", "write_history"]
+
+_LATEST = "latest.json"
+_CHECKPOINT_FILE = re.compile(r"epoch\d{5}\.")
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Write the model's state and the history so far after every epoch.
+
+    Place it last among the callbacks, so that the logs it stores hold what
+    every other callback added to them.
+
+    Args:
+        directory: the checkpoint folder (created). It keeps one checkpoint,
+            the newest, and leaves any other file there alone.
+        history: the history of epochs finished before this fit started
+            (what `restore_checkpoint` returned), so the stored history is
+            always the whole run's.
+        elapsed: seconds the earlier attempts took (stored with the
+            checkpoint, so a resumed run can report its total time).
+    """
+
+    def __init__(self, directory, history=None, elapsed=0.0):
+        super().__init__()
+        self.directory = os.fspath(directory)
+        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.elapsed = float(elapsed)
+        self._started = None
+
+    def on_train_begin(self, logs=None):
+        import time
+
+        self._started = time.perf_counter()
+        os.makedirs(self.directory, exist_ok=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # The first epoch of this fit follows exactly the stored ones.
+        done = len(next(iter(self.history.values()), []))
+        if done != epoch:
+            raise ValueError(
+                f"EpochCheckpoint holds the history of {done} epochs but the fit "
+                f"starts at epoch {epoch}: pass `initial_epoch` as returned by "
+                f"`restore_checkpoint`. Received: initial_epoch={epoch}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, [math.nan] * epoch).append(float(value))
+        for values in self.history.values():
+            if len(values) < epoch + 1:
+                values.append(math.nan)
+        name = f"epoch{epoch + 1:05d}"
+        weights = os.path.join(self.directory, f"{name}.weights.h5")
+        temporary = os.path.join(self.directory, f"{name}.partial.weights.h5")
+        self.model.save_weights(temporary, overwrite=True)
+        os.replace(temporary, weights)
+        elapsed = self.elapsed + time.perf_counter() - self._started
+        _write_json_atomically(os.path.join(self.directory, f"{name}.json"),
+                               {"epoch": epoch + 1, "history": self.history,
+                                "elapsed": elapsed})
+        # The commit point: only now does the new checkpoint count.
+        _write_json_atomically(os.path.join(self.directory, _LATEST), {"checkpoint": name})
+        # Older checkpoints go; other files (e.g. instruments' state kept in
+        # the same folder) stay.
+        for entry in os.listdir(self.directory):
+            if _CHECKPOINT_FILE.match(entry) and not entry.startswith(name + "."):
+                os.remove(os.path.join(self.directory, entry))
+
+
+def restore_checkpoint(model, directory):
+    """Load the newest checkpoint of `directory` into `model`.
+
+    Args:
+        model: a compiled, built model of the same architecture (its optimizer
+            is built here if it is not yet, so that its state can be loaded).
+        directory: an `EpochCheckpoint` folder; missing or empty: nothing
+            to restore.
+
+    Returns:
+        `(epoch, history, elapsed)`: the epochs finished (pass it to `fit` as
+        `initial_epoch`), their history `{key: [value per epoch]}` and the
+        seconds they took; `(0, {}, 0.0)` when there is no checkpoint.
+    """
+    directory = os.fspath(directory)
+    latest = os.path.join(directory, _LATEST)
+    if not os.path.exists(latest):
+        return 0, {}, 0.0
+    with open(latest) as f:
+        name = json.load(f)["checkpoint"]
+    with open(os.path.join(directory, f"{name}.json")) as f:
+        state = json.load(f)
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    model.load_weights(os.path.join(directory, f"{name}.weights.h5"))
+    return int(state["epoch"]), state["history"], float(state.get("elapsed", 0.0))
+
+
+def write_history(history, folder):
+    """Write `history.json` and `history.csv` (one row per epoch, an `epoch`
+    column first, as `keras.callbacks.CSVLogger` writes) into `folder`, each
+    renamed into place once complete."""
+    keys = sorted(history)
+    epochs = len(history[keys[0]]) if keys else 0
+    _write_json_atomically(os.path.join(folder, "history.json"), history)
+    path = os.path.join(folder, "history.csv")
+    with open(path + ".partial", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *keys])
+        for epoch in range(epochs):
+            writer.writerow([epoch, *(history[k][epoch] for k in keys)])
+    os.replace(path + ".partial", path)
+
+
+def _write_json_atomically(path, payload):
+    with open(path + ".partial", "w") as f:
+        json.dump(payload, f, indent=None, sort_keys=True)
+    os.replace(path + ".partial", path)

@@ -1,0 +1,266 @@
+"""Resumable runs: a run, a study or a fork killed at any moment (SIGKILL
+included) and resumed ends with the results of an uninterrupted one.
+
+The kill tests start a real `robustlab` process, wait until it has written
+a checkpoint, SIGKILL it, and resume it with `--resume`: the histories must
+be identical, number for number, to an uninterrupted run in this process.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from robustlab import experiments
+from robustlab import forks
+from robustlab import run_checkpoint
+from robustlab import studies
+from tests.test_studies import TINY
+from tests.test_studies import TINY_STUDY
+
+EPOCHS, PROBE_EVERY = 6, 2
+
+
+def robustlab_command(*args):
+    """The installed `robustlab` command (the module when not installed)."""
+    script = os.path.join(os.path.dirname(sys.executable), "robustlab")
+    prefix = [script] if os.path.exists(script) else [sys.executable, "-m", "robustlab.cli"]
+    return [*prefix, *args]
+
+
+def checkpointed_epoch(run_dir):
+    """The epoch of the newest checkpoint of a run folder, 0 without one."""
+    try:
+        with open(os.path.join(run_dir, experiments.RESUME_DIR, "latest.json")) as f:
+            return int(json.load(f)["checkpoint"][len("epoch"):])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def kill_when(process, ready, timeout=300):
+    """SIGKILL `process` as soon as `ready()` holds; fail if it ends first."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, "the process ended before it could be killed"
+        assert time.monotonic() < deadline, "the process made no progress"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+
+
+def start(*args):
+    return subprocess.Popen(robustlab_command(*args), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def same(a, b):
+    """Equal number for number, NaN equal to NaN."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+        return math.isnan(b)
+    return a == b
+
+
+def as_json(payload):
+    return json.loads(json.dumps(payload, default=lambda x: np.asarray(x).tolist()))
+
+
+def read_json(*parts):
+    with open(os.path.join(*parts)) as f:
+        return json.load(f)
+
+
+# -- robustlab train ------------------------------------------------------------------
+
+
+def test_a_train_killed_twice_and_resumed_logs_the_uninterrupted_history(tmp_path):
+    uninterrupted = str(tmp_path / "uninterrupted")
+    history, summary = experiments.run("quick", uninterrupted, epochs=EPOCHS,
+                                       probe_every=PROBE_EVERY, verbose=0)
+    out = str(tmp_path / "killed")
+    args = ("train", "--epochs", str(EPOCHS), "--probe-every", str(PROBE_EVERY),
+            "--out", out, "--quiet")
+    # Killed during an epoch with a probe (epoch 3 is probed), then right
+    # after the checkpoint of epoch 5 appears.
+    kill_when(start(*args), lambda: checkpointed_epoch(out) >= 3)
+    first = checkpointed_epoch(out)
+    kill_when(start(*args, "--resume"), lambda: checkpointed_epoch(out) >= 5)
+    assert 3 <= first < checkpointed_epoch(out) < EPOCHS
+    assert not os.path.exists(os.path.join(out, "history.json"))
+    done = subprocess.run(robustlab_command(*args, "--resume"), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert same(read_json(out, "history.json"), history)
+    resumed = read_json(out, "summary.json")
+    assert same({k: v for k, v in resumed.items() if k != "seconds"},
+                {k: v for k, v in summary.items() if k != "seconds"})
+    assert sorted(os.listdir(out)) == [
+        "config.json", "curves.png", "history.csv", "history.json", "summary.json"]
+
+
+def test_resuming_a_finished_run_returns_it_without_training(tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    history, summary = experiments.run(TINY, out, verbose=0)
+    monkeypatch.setattr(experiments, "build", lambda *a: pytest.fail("trained again"))
+    again, again_summary = experiments.run(TINY, out, verbose=0, resume=True)
+    assert same(again, history) and again_summary == summary
+
+
+def test_resuming_a_folder_of_another_configuration_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0)
+    with pytest.raises(ValueError, match=r"another `experiment`.*Received: experiment="):
+        experiments.run(TINY.replace(eps=0.05), out, verbose=0, resume=True)
+    with pytest.raises(ValueError, match=r"another `probe_every` \(None\).*Received: probe_every=2"):
+        experiments.run(TINY, out, verbose=0, resume=True, probe_every=2)
+
+
+def test_resuming_needs_the_run_folder():
+    with pytest.raises(ValueError, match="Received: out_dir=None, resume=True"):
+        experiments.run(TINY, None, verbose=0, resume=True)
+
+
+def test_a_fresh_run_discards_what_an_earlier_run_left(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=2)
+    os.makedirs(os.path.join(out, experiments.RESUME_DIR), exist_ok=True)
+    history, _ = experiments.run(TINY, out, verbose=0)
+    assert len(history["loss"]) == TINY.epochs
+    assert len(read_json(out, "history.json")["loss"]) == TINY.epochs
+    assert not os.path.exists(os.path.join(out, experiments.RESUME_DIR))
+
+
+# -- the checkpoint itself --------------------------------------------------------------
+
+
+def dense_model():
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    net.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return net
+
+
+XY = (np.linspace(0, 1, 24, dtype="float32").reshape(8, 3), np.ones((8, 2), "float32"))
+
+
+def test_a_checkpoint_only_counts_once_latest_names_it(tmp_path):
+    folder = str(tmp_path)
+    model = dense_model()
+    model.fit(*XY, epochs=2, verbose=0, shuffle=False,
+              callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    # A kill after epoch 3's files were written, before latest.json named them.
+    for name in ("epoch00003.weights.h5", "epoch00003.json",
+                 "epoch00003.partial.weights.h5", "latest.json.partial"):
+        with open(os.path.join(folder, name), "w") as f:
+            f.write("garbage")
+    restored = dense_model()
+    epoch, history, _ = run_checkpoint.restore_checkpoint(restored, folder)
+    assert epoch == 2 and len(history["loss"]) == 2
+    for a, b in zip(model.get_weights(), restored.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_the_checkpoint_keeps_only_the_newest_epoch_and_other_files(tmp_path):
+    folder = str(tmp_path)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "hessian_probe.npz"), "w") as f:
+        f.write("an instrument's state")
+    dense_model().fit(*XY, epochs=3, verbose=0,
+                      callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    assert sorted(os.listdir(folder)) == [
+        "epoch00003.json", "epoch00003.weights.h5", "hessian_probe.npz", "latest.json"]
+
+
+def test_nothing_to_restore_starts_at_epoch_zero(tmp_path):
+    assert run_checkpoint.restore_checkpoint(dense_model(), str(tmp_path / "none")) == (0, {}, 0.0)
+
+
+def test_a_fit_that_does_not_start_where_the_checkpoint_ended_is_refused(tmp_path):
+    folder = str(tmp_path)
+    model = dense_model()
+    model.fit(*XY, epochs=2, verbose=0, callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    _, history, _ = run_checkpoint.restore_checkpoint(model, folder)
+    with pytest.raises(ValueError, match="Received: initial_epoch=1"):
+        model.fit(*XY, epochs=3, initial_epoch=1, verbose=0,
+                  callbacks=[run_checkpoint.EpochCheckpoint(folder, history)])
+
+
+# -- robustlab reproduce ----------------------------------------------------------------
+
+
+def test_a_reproduction_killed_midway_and_resumed_gives_the_uninterrupted_results(tmp_path):
+    epochs = "2"
+    reference = studies.reproduce("robust-overfitting", 1, str(tmp_path / "uninterrupted"),
+                                  epochs=int(epochs), verbose=0)
+    out = str(tmp_path / "killed")
+    args = ("reproduce", "robust-overfitting", "--quick", "--seeds", "1", "--epochs", epochs,
+            "--out", out, "--quiet")
+    second_arm = os.path.join(out, "runs", "quick_lr01-v2", "seed0")
+    # Killed in the second run, after the first finished and the second
+    # checkpointed an epoch.
+    kill_when(start(*args), lambda: checkpointed_epoch(second_arm) >= 1)
+    assert os.path.exists(os.path.join(out, "runs", "quick-v2-probe5", "seed0", "history.json"))
+    done = subprocess.run(robustlab_command(*args, "--resume"), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    saved = read_json(out, "robust-overfitting", "results.json")
+    assert same(saved["table"], json.loads(json.dumps(reference.table())))
+    for arm in reference.study.arms:
+        folder = arm.folder(out, 0)
+        np.testing.assert_array_equal(
+            read_json(folder, "history.json")["val_robust_accuracy"],
+            reference.runs(arm.experiment)[0]["val_robust_accuracy"])
+
+
+# -- forks ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_study(monkeypatch):
+    monkeypatch.setitem(experiments.EXPERIMENTS, "tiny", TINY)
+    monkeypatch.setitem(studies.STUDIES, "tiny-study", TINY_STUDY)
+    return TINY_STUDY
+
+
+@pytest.mark.parametrize("fail_at_window", [0, 1])
+def test_forks_interrupted_at_a_window_resume_to_the_uninterrupted_windows(
+        tiny_study, tmp_path, monkeypatch, fail_at_window):
+    uninterrupted = studies.reproduce("tiny-study", [0], str(tmp_path / "a"), verbose=0)
+    out = str(tmp_path / "b")
+    real_fork, calls = forks.fork, []
+
+    def fork_interrupted_once(*args, **kwargs):
+        calls.append(kwargs["epoch"])
+        if len(calls) == fail_at_window + 1:
+            raise KeyboardInterrupt("killed")
+        return real_fork(*args, **kwargs)
+
+    monkeypatch.setattr(forks, "fork", fork_interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        studies.reproduce("tiny-study", [0], out, verbose=0)
+    resumed = studies.reproduce("tiny-study", [0], out, resume=True, verbose=0)
+    # The windows finished before the interruption are not forked again.
+    assert calls == [1, 2, 2] if fail_at_window else calls == [1, 1, 2]
+    for a, b in zip(resumed.forks[0], uninterrupted.forks[0]):
+        assert same(as_json(a.to_dict()), as_json(b.to_dict()))
+    folder = TINY_STUDY.forks.folder(out)
+    assert sorted(os.listdir(folder)) == ["seed0.json"]
+
+
+def test_forks_left_by_another_configuration_are_not_resumed(tiny_study, tmp_path, monkeypatch):
+    out = str(tmp_path)
+    studies.reproduce("tiny-study", [0], out, verbose=0)
+    shutil.copy(os.path.join(TINY_STUDY.forks.folder(out), "seed0.json"), tmp_path / "saved")
+    other = studies.Forks("tiny", epochs=(1, 2), replicas=3, steps=1)
+    monkeypatch.setitem(studies.STUDIES, "tiny-study",
+                        studies.Study(**{**TINY_STUDY.__dict__, "forks": other}))
+    again = studies.reproduce("tiny-study", [0], out, resume=True, verbose=0)
+    assert [w.steps for w in again.forks[0]] == [1, 1]
