@@ -28,6 +28,14 @@ from tests.test_studies import TINY_STUDY
 
 EPOCHS, PROBE_EVERY = 6, 2
 
+# The kill tests start four robustlab processes each; on JAX every one of them
+# compiles its steps anew (minutes on two cores). The checkpoint does not
+# depend on the backend, and JAX resumes are checked in this process below
+# (the forks, the finished run) and in run_checkpoint's doctest.
+kills_processes = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="process-kill tests run on the TensorFlow backend (see above)")
+
 
 def robustlab_command(*args):
     """The installed `robustlab` command (the module when not installed)."""
@@ -84,6 +92,7 @@ def read_json(*parts):
 # -- robustlab train ------------------------------------------------------------------
 
 
+@kills_processes
 def test_a_train_killed_twice_and_resumed_logs_the_uninterrupted_history(tmp_path):
     uninterrupted = str(tmp_path / "uninterrupted")
     history, summary = experiments.run("quick", uninterrupted, epochs=EPOCHS,
@@ -106,6 +115,27 @@ def test_a_train_killed_twice_and_resumed_logs_the_uninterrupted_history(tmp_pat
                 {k: v for k, v in summary.items() if k != "seconds"})
     assert sorted(os.listdir(out)) == [
         "config.json", "curves.png", "history.csv", "history.json", "summary.json"]
+
+
+class InterruptAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("interrupted")
+
+
+def test_a_run_interrupted_in_process_resumes_to_the_uninterrupted_history(tmp_path):
+    history, _ = experiments.run(TINY, str(tmp_path / "a"), verbose=0, probe_every=2)
+    out = str(tmp_path / "b")
+    # The user's callbacks run before the checkpoint: epoch 1 is not saved.
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run(TINY, out, verbose=0, probe_every=2, callbacks=[InterruptAfter(1)])
+    assert checkpointed_epoch(out) == 1
+    resumed, _ = experiments.run(TINY, out, verbose=0, probe_every=2, resume=True)
+    assert same(resumed, history)
 
 
 def test_resuming_a_finished_run_returns_it_without_training(tmp_path, monkeypatch):
@@ -197,6 +227,7 @@ def test_a_fit_that_does_not_start_where_the_checkpoint_ended_is_refused(tmp_pat
 # -- robustlab reproduce ----------------------------------------------------------------
 
 
+@kills_processes
 def test_a_reproduction_killed_midway_and_resumed_gives_the_uninterrupted_results(tmp_path):
     epochs = "2"
     reference = studies.reproduce("robust-overfitting", 1, str(tmp_path / "uninterrupted"),
