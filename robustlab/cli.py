@@ -75,9 +75,10 @@ def _parser():
     train.add_argument("--epochs", type=int, default=None)
     train.add_argument("--awp-gamma", type=float, default=None)
     train.add_argument("--label-noise", type=float, default=None)
-    train.add_argument("--probe-every", type=int, default=None,
-                       help="Hessian probe, posterior tracker and PAC-Bayes "
-                            "bound, the probe every N epochs")
+    train.add_argument("--probe-every", type=int, default=5,
+                       help="the instruments (Hessian probe, posterior tracker, "
+                            "PAC-Bayes bound), the probe every N epochs; 0: none "
+                            "(default: 5)")
     train.add_argument("--resume", action="store_true",
                        help="continue a run killed midway from its last finished "
                             "epoch (a finished run is reported, not retrained)")
@@ -135,7 +136,9 @@ def seeds_summary(summaries):
 
 def _train(args):
     from robustlab import experiments
+    from robustlab import validation
 
+    validation.check_int_at_least("probe_every", args.probe_every, 0)
     experiment = _experiment_from(args)
     out = args.out or os.path.join("runs", experiment.name)
     seeds = args.seeds if args.seeds else [experiment.seed]
@@ -146,7 +149,7 @@ def _train(args):
             print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
         _, summary = experiments.run(
             experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1,
-            probe_every=args.probe_every, resume=args.resume,
+            probe_every=args.probe_every or None, resume=args.resume,
         )
         summaries.append(summary)
         print(json.dumps(summary, indent=2, sort_keys=True))

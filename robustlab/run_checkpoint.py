@@ -7,6 +7,10 @@ optimizer state and its attack seeds come back from the checkpoint, NumPy data
 is shuffled by a fixed function of (seed, epoch) (`robustlab.shuffling`), and
 the history of the finished epochs is stored with them.
 
+The state is every variable of the model (weights, non-trainable
+statistics, the attack seeds) and of its optimizer, as arrays in one `.npz`
+file, checked against the model's variables in order and shape when read.
+
 Why not `keras.callbacks.BackupAndRestore`: it writes the weights and then,
 separately, the epoch number, so a kill between the two resumes the weights of
 epoch k as if they were those of epoch k - 1 (one epoch trained twice), and the
@@ -46,6 +50,7 @@ import os
 import re
 
 import keras
+import numpy as np
 
 __all__ = ["EpochCheckpoint", "restore_checkpoint", "write_history"]
 
@@ -100,10 +105,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
             if len(values) < epoch + 1:
                 values.append(math.nan)
         name = f"epoch{epoch + 1:05d}"
-        weights = os.path.join(self.directory, f"{name}.weights.h5")
-        temporary = os.path.join(self.directory, f"{name}.partial.weights.h5")
-        self.model.save_weights(temporary, overwrite=True)
-        os.replace(temporary, weights)
+        state = os.path.join(self.directory, f"{name}.state.npz")
+        with open(state + ".partial", "wb") as f:
+            np.savez(f, **_state_arrays(self.model))
+        os.replace(state + ".partial", state)
         elapsed = self.elapsed + time.perf_counter() - self._started
         _write_json_atomically(os.path.join(self.directory, f"{name}.json"),
                                {"epoch": epoch + 1, "history": self.history,
@@ -141,8 +146,42 @@ def restore_checkpoint(model, directory):
         state = json.load(f)
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    model.load_weights(os.path.join(directory, f"{name}.weights.h5"))
+    path = os.path.join(directory, f"{name}.state.npz")
+    variables = _state_variables(model)
+    with np.load(path) as saved:
+        # Matched by order and shape, not by name: Keras numbers names per
+        # process (`sgd_1/dense_3_kernel_momentum`), so a rebuilt model's differ.
+        paths = [str(p) for p in saved["paths"]]
+        shapes = [tuple(saved[f"v{i}"].shape) for i in range(len(paths))]
+        if shapes != [tuple(v.shape) for v in variables]:
+            raise ValueError(
+                f"The checkpoint {path} holds the state of another model or "
+                f"optimizer: its variables {list(zip(paths, shapes))[:4]}... differ "
+                f"from the model's {[(v.path, tuple(v.shape)) for v in variables][:4]}"
+                f"... Received: directory={directory!r}")
+        for i, variable in enumerate(variables):
+            variable.assign(saved[f"v{i}"])
     return int(state["epoch"]), state["history"], float(state.get("elapsed", 0.0))
+
+
+def _state_variables(model):
+    """Every variable a fit carries from epoch to epoch: the model's
+    (weights, non-trainable statistics, seed generator states) and the
+    optimizer's (iteration count, momentum...), in a fixed order."""
+    optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
+    unique = {}
+    for variable in [*model.variables, *optimizer]:
+        unique.setdefault(id(variable), variable)
+    return list(unique.values())
+
+
+def _state_arrays(model):
+    # (An .npz of the arrays: a fifth of the time of `save_weights`' HDF5,
+    # which the runner pays every epoch.)
+    variables = _state_variables(model)
+    arrays = {f"v{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(variables)}
+    arrays["paths"] = np.array([v.path for v in variables])
+    return arrays
 
 
 def write_history(history, folder):

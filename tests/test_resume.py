@@ -188,8 +188,8 @@ def test_a_checkpoint_only_counts_once_latest_names_it(tmp_path):
     model.fit(*XY, epochs=2, verbose=0, shuffle=False,
               callbacks=[run_checkpoint.EpochCheckpoint(folder)])
     # A kill after epoch 3's files were written, before latest.json named them.
-    for name in ("epoch00003.weights.h5", "epoch00003.json",
-                 "epoch00003.partial.weights.h5", "latest.json.partial"):
+    for name in ("epoch00003.state.npz", "epoch00003.json",
+                 "epoch00003.state.npz.partial", "latest.json.partial"):
         with open(os.path.join(folder, name), "w") as f:
             f.write("garbage")
     restored = dense_model()
@@ -207,7 +207,17 @@ def test_the_checkpoint_keeps_only_the_newest_epoch_and_other_files(tmp_path):
     dense_model().fit(*XY, epochs=3, verbose=0,
                       callbacks=[run_checkpoint.EpochCheckpoint(folder)])
     assert sorted(os.listdir(folder)) == [
-        "epoch00003.json", "epoch00003.weights.h5", "hessian_probe.npz", "latest.json"]
+        "epoch00003.json", "epoch00003.state.npz", "hessian_probe.npz", "latest.json"]
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    folder = str(tmp_path)
+    dense_model().fit(*XY, epochs=1, verbose=0,
+                      callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    wider.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    with pytest.raises(ValueError, match="holds the state of another model"):
+        run_checkpoint.restore_checkpoint(wider, folder)
 
 
 def test_nothing_to_restore_starts_at_epoch_zero(tmp_path):
