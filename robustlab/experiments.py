@@ -334,7 +334,8 @@ def _resumable(out_dir, config, experiment):
         return None
     with open(path) as f:
         saved = json.load(f)
-    for key in ("experiment", "probe_every"):
+    # The same backend too: the other one gives other last digits.
+    for key in ("experiment", "probe_every", "backend"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
             raise ValueError(
                 f"{out_dir} holds a run with another `{key}` ({saved.get(key)!r}); "

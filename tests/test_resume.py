@@ -155,6 +155,17 @@ def test_resuming_a_folder_of_another_configuration_is_refused(tmp_path):
         experiments.run(TINY, out, verbose=0, resume=True, probe_every=2)
 
 
+def test_resuming_on_another_backend_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=1)
+    config = read_json(out, "config.json")
+    config["backend"] = "other"
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match="another `backend`"):
+        experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+
+
 def test_resuming_needs_the_run_folder():
     with pytest.raises(ValueError, match="Received: out_dir=None, resume=True"):
         experiments.run(TINY, None, verbose=0, resume=True)
