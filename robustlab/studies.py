@@ -725,18 +725,25 @@ def _forks_of_seed(forks, seed, out, resume, progress):
                 and saved.get("steps") == forks.steps):
             progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
             return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
+    # What the partial folder was started for: anything else in it is
+    # thrown away rather than resumed.
+    started_for = {"experiment": expected, "replicas": forks.replicas, "steps": forks.steps}
+    started_path = os.path.join(partial, "started_for.json")
+    if resume and os.path.exists(started_path):
+        with open(started_path) as f:
+            if json.load(f) != started_for:
+                resume = False
     if not resume:
         shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial, exist_ok=True)
+    if not os.path.exists(started_path):
+        _write_json_atomically(started_path, started_for)
     done = {}
     windows_path = os.path.join(partial, "windows.json")
     if os.path.exists(windows_path):
         with open(windows_path) as f:
             saved = json.load(f)
-        if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
-                and saved.get("steps") == forks.steps):
-            done = {int(e): forks_module.ForkResult.from_dict(w)
-                    for e, w in saved["windows"].items()}
+        done = {int(e): forks_module.ForkResult.from_dict(w)
+                for e, w in saved["windows"].items()}
     dataset, model = experiments_module.build(config)
     schedule = config.schedule
     epoch, history, _ = run_checkpoint.restore_checkpoint(model, partial)
@@ -759,7 +766,6 @@ def _forks_of_seed(forks, seed, out, resume, progress):
             probe_examples=experiments_module.PROBE_EXAMPLES))
         done[fork_epoch] = windows[-1]
         _write_json_atomically(windows_path, {
-            "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
             "windows": {str(e): w.to_dict() for e, w in done.items()}})
         progress.advance(f"forks seed {seed}", kind="forks")
     _write_json_atomically(path, {"experiment": expected, "replicas": forks.replicas,

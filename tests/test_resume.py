@@ -323,3 +323,30 @@ def test_forks_left_by_another_configuration_are_not_resumed(tiny_study, tmp_pat
                         studies.Study(**{**TINY_STUDY.__dict__, "forks": other}))
     again = studies.reproduce("tiny-study", [0], out, resume=True, verbose=0)
     assert [w.steps for w in again.forks[0]] == [1, 1]
+
+
+@bookkeeping
+def test_a_partial_fork_of_another_configuration_is_started_again(tiny_study, tmp_path,
+                                                                   monkeypatch):
+    out = str(tmp_path)
+    real_fork, calls = forks.fork, []
+
+    def fork_interrupted_at_the_second_window(*args, **kwargs):
+        calls.append((kwargs["epoch"], kwargs["steps"]))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real_fork(*args, **kwargs)
+
+    monkeypatch.setattr(forks, "fork", fork_interrupted_at_the_second_window)
+    with pytest.raises(KeyboardInterrupt):
+        studies.reproduce("tiny-study", [0], out, verbose=0)
+    other = studies.Forks("tiny", epochs=(1, 2), replicas=3, steps=1)
+    monkeypatch.setitem(studies.STUDIES, "tiny-study",
+                        studies.Study(**{**TINY_STUDY.__dict__, "forks": other}))
+    # The folder name differs with the steps; put the partial fork where the
+    # new configuration looks, as an older robustlab might have left it.
+    shutil.move(os.path.join(TINY_STUDY.forks.folder(out), "seed0.resume"),
+                os.path.join(other.folder(out), "seed0.resume"))
+    resumed = studies.reproduce("tiny-study", [0], out, resume=True, verbose=0)
+    assert calls[2:] == [(1, 1), (2, 1)]  # both windows again, none reused
+    assert [w.steps for w in resumed.forks[0]] == [1, 1]
