@@ -303,7 +303,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     checkpoint = None
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
-        _write_json(os.path.join(out_dir, "config.json"), config)
+        run_checkpoint.write_json_atomically(
+            os.path.join(out_dir, "config.json"), config, indent=2)
         # Last: it stores the logs every other callback wrote into.
         checkpoint = run_checkpoint.EpochCheckpoint(resume_dir, earlier, elapsed)
         all_callbacks.append(checkpoint)
@@ -358,7 +359,8 @@ def _resumable(out_dir, config, experiment):
 
 def _write_outputs(experiment, out_dir, history, summary):
     run_checkpoint.write_history(history, out_dir)
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    run_checkpoint.write_json_atomically(
+        os.path.join(out_dir, "summary.json"), summary, indent=2)
     from robustlab import plots
 
     figure = plots.learning_curves(
@@ -443,10 +445,3 @@ def _instrument_figures(history, drop_epoch):
                     figures[f"{key}_shrink_{lag}"] = float(
                         var[drop_epoch - 1] / var[drop_epoch + lag - 1])
     return figures
-
-
-def _write_json(path, payload):
-    # Renamed into place once complete: a killed run never leaves half a file.
-    with open(path + ".partial", "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(path + ".partial", path)

@@ -52,7 +52,7 @@ import re
 import keras
 import numpy as np
 
-__all__ = ["EpochCheckpoint", "restore_checkpoint", "write_history"]
+__all__ = ["EpochCheckpoint", "restore_checkpoint", "write_history", "write_json_atomically"]
 
 _LATEST = "latest.json"
 _CHECKPOINT_FILE = re.compile(r"epoch\d{5}\.")
@@ -110,11 +110,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
             np.savez(f, **_state_arrays(self.model))
         os.replace(state + ".partial", state)
         elapsed = self.elapsed + time.perf_counter() - self._started
-        _write_json_atomically(os.path.join(self.directory, f"{name}.json"),
+        write_json_atomically(os.path.join(self.directory, f"{name}.json"),
                                {"epoch": epoch + 1, "history": self.history,
                                 "elapsed": elapsed})
         # The commit point: only now does the new checkpoint count.
-        _write_json_atomically(os.path.join(self.directory, _LATEST), {"checkpoint": name})
+        write_json_atomically(os.path.join(self.directory, _LATEST), {"checkpoint": name})
         # Older checkpoints go; other files (e.g. instruments' state kept in
         # the same folder) stay.
         for entry in os.listdir(self.directory):
@@ -190,7 +190,7 @@ def write_history(history, folder):
     renamed into place once complete."""
     keys = sorted(history)
     epochs = len(history[keys[0]]) if keys else 0
-    _write_json_atomically(os.path.join(folder, "history.json"), history)
+    write_json_atomically(os.path.join(folder, "history.json"), history)
     path = os.path.join(folder, "history.csv")
     with open(path + ".partial", "w", newline="") as f:
         writer = csv.writer(f)
@@ -200,7 +200,11 @@ def write_history(history, folder):
     os.replace(path + ".partial", path)
 
 
-def _write_json_atomically(path, payload):
+def write_json_atomically(path, payload, indent=None):
+    """Write `payload` as JSON to `path` (its folder created), under a
+    temporary name renamed into place once complete: a killed process never
+    leaves half a file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".partial", "w") as f:
-        json.dump(payload, f, indent=None, sort_keys=True)
+        json.dump(payload, f, indent=indent, sort_keys=True)
     os.replace(path + ".partial", path)

@@ -736,7 +736,7 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     if not resume:
         shutil.rmtree(partial, ignore_errors=True)
     if not os.path.exists(started_path):
-        _write_json_atomically(started_path, started_for)
+        run_checkpoint.write_json_atomically(started_path, started_for)
     done = {}
     windows_path = os.path.join(partial, "windows.json")
     if os.path.exists(windows_path):
@@ -765,20 +765,14 @@ def _forks_of_seed(forks, seed, out, resume, progress):
             weight_decay=config.weight_decay, seed=seed, epoch=fork_epoch,
             probe_examples=experiments_module.PROBE_EXAMPLES))
         done[fork_epoch] = windows[-1]
-        _write_json_atomically(windows_path, {
+        run_checkpoint.write_json_atomically(windows_path, {
             "windows": {str(e): w.to_dict() for e, w in done.items()}})
         progress.advance(f"forks seed {seed}", kind="forks")
-    _write_json_atomically(path, {"experiment": expected, "replicas": forks.replicas,
-                                  "steps": forks.steps, "windows": [w.to_dict() for w in windows]})
+    run_checkpoint.write_json_atomically(path, {
+        "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
+        "windows": [w.to_dict() for w in windows]})
     shutil.rmtree(partial)
     return windows
-
-
-def _write_json_atomically(path, payload):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".partial", "w") as f:
-        json.dump(payload, f)
-    os.replace(path + ".partial", path)
 
 
 def command(study, seeds, epochs=None):
