@@ -288,3 +288,25 @@ def test_a_nan_loss_stops_training_with_a_clear_error():
     data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
     with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0"):
         model.fit(data, epochs=3, verbose=0)
+
+
+def test_the_nan_check_lets_keras_dispatch_batch_callbacks_asynchronously():
+    # Keras reads each step's logs on the spot (a host sync every batch)
+    # unless every per-batch callback declares itself async-safe.
+    from robustlab.callbacks import StopOnNonFiniteLoss
+
+    if keras.backend.backend() == "tensorflow":
+        pytest.skip("Keras never dispatches batch callbacks asynchronously on TensorFlow")
+
+    callbacks = keras.callbacks.CallbackList([StopOnNonFiniteLoss()])
+    assert callbacks._async_train
+
+
+def test_a_nan_loss_in_a_later_batch_names_that_batch():
+    x = np.repeat(X6, 4, axis=0)
+    y = np.repeat(Y6, 4, axis=0)
+    # Batch 0's loss is finite (it is computed before the update); the
+    # update overflows the weights, and the loss with them.
+    model = compiled(softmax_regression(W3, B3), lr=1e38)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch [1-5]\."):
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)

@@ -16,6 +16,14 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     (a learning rate too large for the curvature, say) should say so instead
     of returning a History that looks like a finished run.
 
+    The check is safe for Keras's asynchronous dispatch of batch callbacks
+    (`async_safe`): when every per-batch callback of a fit is, Keras queues
+    the next step before the last one's logs are read, instead of waiting
+    for each step to finish (on JAX, a GPU would otherwise idle between
+    steps). The error then surfaces at the latest when the epoch ends, still
+    naming the batch whose loss was not finite; the steps queued meanwhile
+    have run on non-finite weights.
+
     Example:
 
     >>> import keras, numpy as np
@@ -28,6 +36,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     ...     print(str(error).split(".")[0])
     The training loss became non-finite at epoch 0, batch 0
     """
+
+    async_safe = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
