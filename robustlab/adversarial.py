@@ -60,7 +60,24 @@ class AdversarialModel(keras.Model):
         seed: seeds the attacks' random starts and the epoch order of NumPy
             training data.
         attack_training_mode: call the model with `training=True` while
-            crafting (BatchNorm batch statistics; state updates discarded).
+            crafting (BatchNorm normalises with batch statistics, Dropout is
+            active); the state these passes write is discarded (see below).
+
+    State contract (both attack modes, both backends, also under
+    `tf.distribute.MirroredStrategy` / `keras.distribution.DataParallel`):
+
+    - Crafting, for training and for evaluation, changes no variable of the
+      model except the attack's seed (`attack_seed_variables`): the
+      BatchNorm moving statistics and Dropout's seed are left as they were.
+    - A training step moves BatchNorm's statistics (and Dropout's seed)
+      exactly as one training forward pass at the adversarial batch does.
+    - `evaluate` (and validation) changes no weight and no statistic; only
+      the evaluation attack's seed advances, so that successive validations
+      draw fresh random starts.
+    - TensorFlow and JAX give the same numbers within float tolerance where
+      no random number is drawn; Keras's random generators differ between
+      the backends, so random starts and Dropout masks do not agree across
+      them (each is reproducible on its own backend from the seed).
 
     Example:
 
@@ -202,9 +219,22 @@ class AdversarialModel(keras.Model):
         attack = self.attack if training_attack else self.eval_attack
         seed = self._train_seed if training_attack else self._eval_seed
         mode = self.attack_training_mode
-        return attacks.perturb(
-            lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
-        )
+        # Every write of the attack's forward passes (BatchNorm statistics and
+        # Dropout's seed in training mode, or values traced inside the
+        # attack's loop and gradient on JAX) lands in a scope that is thrown
+        # away; only the attack seed's advance is carried out. The scope maps
+        # each variable to the value it has where crafting is called, which
+        # inside the JAX steps is the step's state, not the variable's.
+        variables = list(self.variables)
+        mapping = [(v, v.value) for v in variables]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            x_adv = attacks.perturb(
+                lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
+            )
+        new_state = scope.get_current_value(seed.state)
+        if new_state is not None:
+            seed.state.assign(new_state)
+        return x_adv
 
     @property
     def attack_seed_variables(self):
