@@ -142,8 +142,11 @@ class AdversarialModel(keras.Model):
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
             )
         if awp is not None:
-            # An unbuilt model has no variables yet: `build` selects them.
-            self._awp_mask = awp.select(model.trainable_variables) if model.built else []
+            # A selection that matches nothing fails here (or at `build` for
+            # an unbuilt model); each step selects again over the variables
+            # trainable then.
+            if model.built:
+                awp.select(model.trainable_variables)
             self.awp_gamma = self.add_weight(
                 shape=(),
                 initializer=keras.initializers.Constant(awp.gamma_at(0)),
@@ -155,8 +158,8 @@ class AdversarialModel(keras.Model):
     def build(self, input_shape):
         if not self.model.built:
             self.model.build(input_shape)
-        if self.awp is not None and not self._awp_mask:
-            self._awp_mask = self.awp.select(self.model.trainable_variables)
+        if self.awp is not None:
+            self.awp.select(self.model.trainable_variables)
         self.built = True
 
     def call(self, inputs, training=None):
@@ -255,8 +258,22 @@ class AdversarialModel(keras.Model):
                 variable.assign(value)
 
     def awp_perturbation(self, weights, gradients, gamma):
-        """AWP's v for the trainable weights (None where not perturbed)."""
-        return layerwise_relative_perturbation(weights, gradients, gamma, self._awp_mask)
+        """AWP's v for the trainable weights (None where not perturbed).
+
+        The selection is made over the variables trainable now, not at build:
+        a variable frozen since (or unfrozen) is left out (or taken in) as if
+        it had been so from the start, and a frozen variable is never
+        perturbed.
+        """
+        mask = self.awp.select(self.trainable_variables)
+        if len(mask) != len(weights):
+            raise ValueError(
+                "AWP's perturbation needs one weight per trainable variable of "
+                f"the model ({len(mask)}); the trainable variables changed inside "
+                "a compiled step. Received: len(weights)="
+                f"{len(weights)}"
+            )
+        return layerwise_relative_perturbation(weights, gradients, gamma, mask)
 
     def data_loss(self, y, y_pred, sample_weight=None):
         """The compiled loss alone (no regularisation losses), as the mean
@@ -372,7 +389,9 @@ class AdversarialModel(keras.Model):
                 tuple(validation_data), validation_batch_size or batch_size or 32)
             validation_batch_size = None
         if self.awp is not None:
-            callbacks.append(_AWPGammaFromConfig())
+            # First in the list, so that a gamma a user's callback sets at the
+            # start of an epoch is the one in force, not overwritten.
+            callbacks.insert(0, _AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
         return super().fit(
             x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
