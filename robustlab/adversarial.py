@@ -354,7 +354,8 @@ class AdversarialModel(keras.Model):
             shuffle=True, validation_split=0.0, validation_data=None,
             sample_weight=None, validation_batch_size=None, **kwargs):
         """As `keras.Model.fit`. NumPy training data is checked (value range,
-        labels) and served in the seeded order of
+        labels) as a whole, a `tf.data.Dataset` batch by batch as it is read,
+        and NumPy data is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`), NumPy
         validation data through a pipeline built once; a non-finite loss
         stops training with `NonFiniteLossError`."""
@@ -367,6 +368,8 @@ class AdversarialModel(keras.Model):
                 validation_data = (x[split:], y[split:])
                 x, y = x[:split], y[:split]
                 if sample_weight is not None:
+                    sample_weight = np.asarray(sample_weight)
+                    validation_data += (sample_weight[split:],)
                     sample_weight = sample_weight[:split]
                 validation_split = 0.0
             batch_size = batch_size or 32
@@ -382,29 +385,39 @@ class AdversarialModel(keras.Model):
             else:
                 x, y, sample_weight = (tuple(x) + (None,))[:3]
             shuffle = False  # the order is set above; Keras must not change it
+        elif validation.is_tf_dataset(x):
+            x = validation.checked_dataset(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")
             validation_data = backend.batched(
                 tuple(validation_data), validation_batch_size or batch_size or 32)
             validation_batch_size = None
+        elif validation.is_tf_dataset(validation_data):
+            validation_data = validation.checked_dataset(
+                validation_data, self.model, self.attack.value_range,
+                "validation_data[0]", "validation_data[1]")
         if self.awp is not None:
             # First in the list, so that a gamma a user's callback sets at the
             # start of an epoch is the one in force, not overwritten.
             callbacks.insert(0, _AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
-        return super().fit(
-            x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+        return validation.dataset_errors_raised(
+            super().fit, x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
             shuffle=shuffle, validation_split=validation_split,
             validation_data=validation_data, sample_weight=sample_weight,
             validation_batch_size=validation_batch_size, **kwargs,
         )
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        """As `keras.Model.evaluate`, with NumPy inputs checked first."""
+        """As `keras.Model.evaluate`, with NumPy inputs checked first and
+        the batches of a `tf.data.Dataset` as they are read."""
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
-        return super().evaluate(x, y, batch_size, *args, **kwargs)
+        elif validation.is_tf_dataset(x):
+            x = validation.checked_dataset(x, self.model, self.attack.value_range)
+        return validation.dataset_errors_raised(
+            super().evaluate, x, y, batch_size, *args, **kwargs)
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)
