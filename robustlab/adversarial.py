@@ -402,7 +402,7 @@ class AdversarialModel(keras.Model):
             # start of an epoch is the one in force, not overwritten.
             callbacks.insert(0, _AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
-        return validation.dataset_errors_raised(
+        return self._raising_input_errors(
             super().fit, x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
             shuffle=shuffle, validation_split=validation_split,
             validation_data=validation_data, sample_weight=sample_weight,
@@ -416,8 +416,31 @@ class AdversarialModel(keras.Model):
             self._check_arrays(x, y, "x", "y")
         elif validation.is_tf_dataset(x):
             x = validation.checked_dataset(x, self.model, self.attack.value_range)
-        return validation.dataset_errors_raised(
+        return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
+
+    def _raising_input_errors(self, function, *args, **kwargs):
+        """`function(...)`, with a failed check of a tf.data batch raised as
+        the check's own error. Keras's JAX trainer detaches the variables'
+        values while it loops over the data, and an error raised by the data
+        leaves them detached: those are put back to their values before the
+        call, so that the model stays usable."""
+        saved = []
+        if _backend.name() == "jax" and any(
+                validation.is_tf_dataset(a) for a in list(args) + list(kwargs.values())):
+            variables = list(self.variables) + list(self.metrics_variables)
+            if self.optimizer is not None and self.optimizer.built:
+                variables += list(self.optimizer.variables)
+            # Copies: the trainer donates the buffers of the values it takes.
+            saved = [(v, np.array(v.value))
+                     for v in {id(v): v for v in variables}.values()]
+        try:
+            return validation.dataset_errors_raised(function, *args, **kwargs)
+        except (TypeError, ValueError):
+            for variable, value in saved:
+                if getattr(variable, "_value", value) is None:
+                    variable.assign(value)
+            raise
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)

@@ -208,7 +208,9 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     or twice. A failing batch stops the pipeline; `dataset_errors_raised`
     turns that into the check's own `ValueError` / `TypeError`.
 
-    Elements of another structure (inputs only, dicts) pass unchecked.
+    Elements of another structure (inputs only, dicts) pass unchecked, and
+    so do non-finite input values: a NaN or inf reaches the training loss,
+    where `StopOnNonFiniteLoss` reports the epoch and batch.
     """
     import tensorflow as tf
 
@@ -224,7 +226,11 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
 
     def check(x, y):
         try:
-            check_inputs(x, value_range, name=x_name)
+            # Non-finite inputs are left to the non-finite-loss guard, which
+            # names the epoch and batch where they are met.
+            finite = x[np.isfinite(x)]
+            if finite.size:
+                check_inputs(finite, value_range, name=x_name)
             check_labels(y, num_classes, len(x), name=y_name)
         except (TypeError, ValueError) as error:
             mark = _DATASET_ERROR_MARK
