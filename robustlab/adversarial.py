@@ -63,8 +63,7 @@ class AdversarialModel(keras.Model):
             crafting (BatchNorm normalises with batch statistics, Dropout is
             active); the state these passes write is discarded (see below).
 
-    State contract (both attack modes, both backends, also under
-    `tf.distribute.MirroredStrategy` / `keras.distribution.DataParallel`):
+    State contract (both attack modes, both backends):
 
     - Crafting, for training and for evaluation, changes no variable of the
       model except the attack's seed (`attack_seed_variables`): the
