@@ -227,14 +227,16 @@ class AdversarialModel(keras.Model):
         # away; only the attack seed's advance is carried out. The scope maps
         # each variable to the value it has where crafting is called, which
         # inside the JAX steps is the step's state, not the variable's.
-        variables = list(self.variables)
-        mapping = [(v, v.value) for v in variables]
+        mapping = [(v, v.value) for v in self.variables]
+        state = dict((id(v), value) for v, value in mapping)[id(seed.state)]
         with keras.StatelessScope(state_mapping=mapping) as scope:
             x_adv = attacks.perturb(
                 lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
             )
         new_state = scope.get_current_value(seed.state)
-        if new_state is not None:
+        # Written only when drawn from (no random start: no write, which a
+        # replica of a distributed step could not make to a mirrored seed).
+        if new_state is not state:
             seed.state.assign(new_state)
         return x_adv
 

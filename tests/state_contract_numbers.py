@@ -74,7 +74,10 @@ def numbers(attack_training_mode):
         model.train_on_batch(x[32:], y[32:])
     result["evaluate_after"] = model.evaluate(x, y, batch_size=32, verbose=0,
                                               return_dict=True)
-    result["variables"] = {v.path: np.asarray(v) for v in model.model.variables
+    # Keyed by layer and name: the model's own name depends on how many
+    # models the process built before.
+    result["variables"] = {v.path.split("/", 1)[1]: np.asarray(v)
+                           for v in model.model.variables
                            if "seed_generator" not in v.path}
     return _plain(result)
 
