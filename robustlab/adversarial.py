@@ -60,7 +60,23 @@ class AdversarialModel(keras.Model):
         seed: seeds the attacks' random starts and the epoch order of NumPy
             training data.
         attack_training_mode: call the model with `training=True` while
-            crafting (BatchNorm batch statistics; state updates discarded).
+            crafting (BatchNorm normalises with batch statistics, Dropout is
+            active); the state these passes write is discarded (see below).
+
+    State contract (both attack modes, both backends):
+
+    - Crafting, for training and for evaluation, changes no variable of the
+      model except the attack's seed (`attack_seed_variables`): the
+      BatchNorm moving statistics and Dropout's seed are left as they were.
+    - A training step moves BatchNorm's statistics (and Dropout's seed)
+      exactly as one training forward pass at the adversarial batch does.
+    - `evaluate` (and validation) changes no weight and no statistic; only
+      the evaluation attack's seed advances, so that successive validations
+      draw fresh random starts.
+    - TensorFlow and JAX give the same numbers within float tolerance where
+      no random number is drawn; Keras's random generators differ between
+      the backends, so random starts and Dropout masks do not agree across
+      them (each is reproducible on its own backend from the seed).
 
     Example:
 
@@ -125,8 +141,11 @@ class AdversarialModel(keras.Model):
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
             )
         if awp is not None:
-            # An unbuilt model has no variables yet: `build` selects them.
-            self._awp_mask = awp.select(model.trainable_variables) if model.built else []
+            # A selection that matches nothing fails here (or at `build` for
+            # an unbuilt model); each step selects again over the variables
+            # trainable then.
+            if model.built:
+                awp.select(model.trainable_variables)
             self.awp_gamma = self.add_weight(
                 shape=(),
                 initializer=keras.initializers.Constant(awp.gamma_at(0)),
@@ -138,8 +157,8 @@ class AdversarialModel(keras.Model):
     def build(self, input_shape):
         if not self.model.built:
             self.model.build(input_shape)
-        if self.awp is not None and not self._awp_mask:
-            self._awp_mask = self.awp.select(self.model.trainable_variables)
+        if self.awp is not None:
+            self.awp.select(self.model.trainable_variables)
         self.built = True
 
     def call(self, inputs, training=None):
@@ -202,9 +221,24 @@ class AdversarialModel(keras.Model):
         attack = self.attack if training_attack else self.eval_attack
         seed = self._train_seed if training_attack else self._eval_seed
         mode = self.attack_training_mode
-        return attacks.perturb(
-            lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
-        )
+        # Every write of the attack's forward passes (BatchNorm statistics and
+        # Dropout's seed in training mode, or values traced inside the
+        # attack's loop and gradient on JAX) lands in a scope that is thrown
+        # away; only the attack seed's advance is carried out. The scope maps
+        # each variable to the value it has where crafting is called, which
+        # inside the JAX steps is the step's state, not the variable's.
+        mapping = [(v, v.value) for v in self.variables]
+        state = dict((id(v), value) for v, value in mapping)[id(seed.state)]
+        with keras.StatelessScope(state_mapping=mapping) as scope:
+            x_adv = attacks.perturb(
+                lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
+            )
+        new_state = scope.get_current_value(seed.state)
+        # Written only when drawn from (no random start: no write, which a
+        # replica of a distributed step could not make to a mirrored seed).
+        if new_state is not state:
+            seed.state.assign(new_state)
+        return x_adv
 
     @property
     def attack_seed_variables(self):
@@ -225,8 +259,22 @@ class AdversarialModel(keras.Model):
                 variable.assign(value)
 
     def awp_perturbation(self, weights, gradients, gamma):
-        """AWP's v for the trainable weights (None where not perturbed)."""
-        return layerwise_relative_perturbation(weights, gradients, gamma, self._awp_mask)
+        """AWP's v for the trainable weights (None where not perturbed).
+
+        The selection is made over the variables trainable now, not at build:
+        a variable frozen since (or unfrozen) is left out (or taken in) as if
+        it had been so from the start, and a frozen variable is never
+        perturbed.
+        """
+        mask = self.awp.select(self.trainable_variables)
+        if len(mask) != len(weights):
+            raise ValueError(
+                "AWP's perturbation needs one weight per trainable variable of "
+                f"the model ({len(mask)}); the trainable variables changed inside "
+                "a compiled step. Received: len(weights)="
+                f"{len(weights)}"
+            )
+        return layerwise_relative_perturbation(weights, gradients, gamma, mask)
 
     def data_loss(self, y, y_pred, sample_weight=None):
         """The compiled loss alone (no regularisation losses), as the mean
@@ -307,7 +355,8 @@ class AdversarialModel(keras.Model):
             shuffle=True, validation_split=0.0, validation_data=None,
             sample_weight=None, validation_batch_size=None, **kwargs):
         """As `keras.Model.fit`. NumPy training data is checked (value range,
-        labels) and served in the seeded order of
+        labels) as a whole, a `tf.data.Dataset` batch by batch as it is read,
+        and NumPy data is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`), NumPy
         validation data through a pipeline built once; a non-finite loss
         stops training with `NonFiniteLossError`."""
@@ -320,6 +369,8 @@ class AdversarialModel(keras.Model):
                 validation_data = (x[split:], y[split:])
                 x, y = x[:split], y[:split]
                 if sample_weight is not None:
+                    sample_weight = np.asarray(sample_weight)
+                    validation_data += (sample_weight[split:],)
                     sample_weight = sample_weight[:split]
                 validation_split = 0.0
             batch_size = batch_size or 32
@@ -335,27 +386,62 @@ class AdversarialModel(keras.Model):
             else:
                 x, y, sample_weight = (tuple(x) + (None,))[:3]
             shuffle = False  # the order is set above; Keras must not change it
+        elif validation.is_tf_dataset(x):
+            x = validation.checked_dataset(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")
             validation_data = backend.batched(
                 tuple(validation_data), validation_batch_size or batch_size or 32)
             validation_batch_size = None
+        elif validation.is_tf_dataset(validation_data):
+            validation_data = validation.checked_dataset(
+                validation_data, self.model, self.attack.value_range,
+                "validation_data[0]", "validation_data[1]")
         if self.awp is not None:
-            callbacks.append(_AWPGammaFromConfig())
+            # First in the list, so that a gamma a user's callback sets at the
+            # start of an epoch is the one in force, not overwritten.
+            callbacks.insert(0, _AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
-        return super().fit(
-            x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
+        return self._raising_input_errors(
+            super().fit, x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
             shuffle=shuffle, validation_split=validation_split,
             validation_data=validation_data, sample_weight=sample_weight,
             validation_batch_size=validation_batch_size, **kwargs,
         )
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
-        """As `keras.Model.evaluate`, with NumPy inputs checked first."""
+        """As `keras.Model.evaluate`, with NumPy inputs checked first and
+        the batches of a `tf.data.Dataset` as they are read."""
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
-        return super().evaluate(x, y, batch_size, *args, **kwargs)
+        elif validation.is_tf_dataset(x):
+            x = validation.checked_dataset(x, self.model, self.attack.value_range)
+        return self._raising_input_errors(
+            super().evaluate, x, y, batch_size, *args, **kwargs)
+
+    def _raising_input_errors(self, function, *args, **kwargs):
+        """`function(...)`, with a failed check of a tf.data batch raised as
+        the check's own error. Keras's JAX trainer detaches the variables'
+        values while it loops over the data, and an error raised by the data
+        leaves them detached: those are put back to their values before the
+        call, so that the model stays usable."""
+        saved = []
+        if _backend.name() == "jax" and any(
+                validation.is_tf_dataset(a) for a in list(args) + list(kwargs.values())):
+            variables = list(self.variables) + list(self.metrics_variables)
+            if self.optimizer is not None and self.optimizer.built:
+                variables += list(self.optimizer.variables)
+            # Copies: the trainer donates the buffers of the values it takes.
+            saved = [(v, np.array(v.value))
+                     for v in {id(v): v for v in variables}.values()]
+        try:
+            return validation.dataset_errors_raised(function, *args, **kwargs)
+        except (TypeError, ValueError):
+            for variable, value in saved:
+                if getattr(variable, "_value", value) is None:
+                    variable.assign(value)
+            raise
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)

@@ -38,7 +38,9 @@ class AWP:
             default: the kernels of Dense, Conv and EinsumDense layers, not
             biases nor BatchNorm), `"all"` (every trainable variable), or a
             regular expression matched (`re.search`) against each variable's
-            `path` (e.g. `"dense.*kernel"`).
+            `path` (e.g. `"dense.*kernel"`). The selection is made over the
+            variables trainable at each step: a variable frozen after the
+            model was built is not perturbed.
         schedule: optional `schedule(epoch) -> gamma`, applied after the
             warm-up; without it gamma stays constant.
 
@@ -154,8 +156,14 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
     >>> np.round(keras.ops.convert_to_numpy(v[0]), 6).tolist()
     [0.0, 0.5]
     """
+    if not len(weights) == len(gradients) == len(mask):
+        raise ValueError(
+            "Arguments `weights`, `gradients` and `mask` must be aligned (one "
+            "entry per variable). Received: len(weights)="
+            f"{len(weights)}, len(gradients)={len(gradients)}, len(mask)={len(mask)}"
+        )
     perturbations = []
-    for w, g, selected in zip(weights, gradients, mask):
+    for w, g, selected in zip(weights, gradients, mask, strict=True):
         if not selected or g is None:
             perturbations.append(None)
             continue

@@ -132,6 +132,23 @@ def test_unit_sample_weights_and_a_validation_split_train_as_expected():
     assert "val_robust_accuracy" in split and "val_clean_loss" in split
 
 
+def test_a_validation_split_keeps_the_validation_sample_weights():
+    weights = np.where(np.arange(len(X6)) % 3 == 0, 3.0, 0.5).astype("float32")
+    fixed = robustlab.PGD(eps=0.1, steps=2, random_start=False)
+    model = compiled(softmax_regression(W3, B3), attack=fixed)
+    history = model.fit(X6, Y6, sample_weight=weights, validation_split=0.5,
+                        batch_size=4, epochs=1, shuffle=False, verbose=0).history
+    x_val, y_val, w_val = X6[8:], Y6[8:], weights[8:]
+    weighted = model.evaluate(x_val, y_val, sample_weight=w_val, batch_size=4,
+                              verbose=0, return_dict=True)
+    unweighted = model.evaluate(x_val, y_val, batch_size=4, verbose=0,
+                                return_dict=True)
+    assert weighted["clean_loss"] != pytest.approx(unweighted["clean_loss"], rel=1e-3)
+    for key in ("loss", "robust_loss", "clean_loss", "clean_accuracy",
+                "robust_accuracy"):
+        assert history["val_" + key][0] == pytest.approx(weighted[key], rel=1e-5), key
+
+
 # -- determinism ------------------------------------------------------------------
 
 
@@ -261,6 +278,60 @@ def test_validation_data_is_checked_too():
     model = compiled(softmax_regression(W3, B3))
     with pytest.raises(ValueError, match=r"`validation_data\[0\]` must lie inside"):
         model.fit(X6, Y6, verbose=0, validation_data=(X6 + 5.0, Y6))
+
+
+def _dataset(x, y, batch_size=8):
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+@pytest.mark.parametrize("where", ["fit", "validation_data", "evaluate"])
+def test_tf_data_inputs_get_the_checks_of_arrays(where):
+    model = compiled(softmax_regression(W3, B3))
+    good = _dataset(X6, Y6)
+    bad_range = _dataset(np.concatenate([X6[:8], X6[8:] * 255.0]), Y6)
+    bad_labels = _dataset(X6, np.concatenate([Y6[:8], Y6[8:] + 3]))
+    names = {"fit": ("x", "y"), "evaluate": ("x", "y"),
+             "validation_data": ("validation_data[0]", "validation_data[1]")}[where]
+
+    def run(data):
+        if where == "fit":
+            return model.fit(data, epochs=1, verbose=0)
+        if where == "evaluate":
+            return model.evaluate(data, verbose=0)
+        return model.fit(good, epochs=1, verbose=0, validation_data=data)
+
+    x_name, y_name = (n.replace("[", r"\[").replace("]", r"\]") for n in names)
+    with pytest.raises(ValueError, match=(
+            rf"^Argument `{x_name}` must lie inside value_range=\(0, 1\).*"
+            rf"Received: {x_name} with values in \[\d\S*, \d+\.?\d*\]$")):
+        run(bad_range)
+    with pytest.raises(ValueError, match=(
+            rf"^Labels `{y_name}` must be class indices in \[0, 2\].*"
+            rf"Received: {y_name} with values in \[\d, [345]\]$")):
+        run(bad_labels)
+    run(good)
+
+
+def test_tf_data_inputs_are_checked_without_an_extra_pass():
+    # As many reads as Keras itself makes (on JAX it also counts the batches
+    # of a dataset of unknown length once).
+    def reads_of(model):
+        reads = []
+
+        def examples():
+            for i in range(len(X6)):
+                reads.append(i)
+                yield X6[i], Y6[i]
+
+        data = tf.data.Dataset.from_generator(examples, output_signature=(
+            tf.TensorSpec((X6.shape[1],), tf.float32), tf.TensorSpec((), tf.int64),
+        )).batch(8)
+        model.fit(data, epochs=2, verbose=0)
+        return len(reads)
+
+    plain = softmax_regression(W3, B3)
+    plain.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    assert reads_of(compiled(softmax_regression(W3, B3))) == reads_of(plain)
 
 
 def test_a_regression_model_is_rejected_at_construction():

@@ -192,3 +192,54 @@ def test_set_awp_gamma_rejects_negative_values_and_models_without_awp():
     plain = robustlab.AdversarialModel(softmax_regression(W3, B3), attack=FIXED_ATTACK)
     with pytest.raises(ValueError, match=r"has no AWP"):
         plain.set_awp_gamma(0.1)
+
+
+# -- gamma from a user's callback; the selection over the variables trainable now --
+
+
+def test_a_gamma_a_callback_sets_at_epoch_begin_is_the_one_in_force():
+    class SetGamma(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.set_awp_gamma(0.002 * (epoch + 1))
+
+    model = awp_model(softmax_regression(W3, B3), robustlab.AWP(0.01))
+    history = model.fit(X6, Y6, batch_size=len(X6), epochs=2, verbose=0,
+                        callbacks=[SetGamma()]).history
+    np.testing.assert_allclose(history["awp_gamma"], [0.002, 0.004], rtol=1e-6)
+
+
+def hidden_and_output_net():
+    """A hidden Dense without bias and an output Dense with one: the kernels
+    selection at build is (hidden kernel, output kernel, not the bias)."""
+    rng = np.random.default_rng(0)
+    net = keras.Sequential([keras.Input((X6.shape[1],)),
+                            keras.layers.Dense(5, use_bias=False, name="hidden"),
+                            keras.layers.Dense(3, name="output")])
+    net.set_weights([rng.normal(size=(X6.shape[1], 5)).astype("float32"),
+                     rng.normal(size=(5, 3)).astype("float32"),
+                     np.full(3, 0.1, "float32")])
+    return net
+
+
+def test_a_variable_frozen_after_build_is_not_perturbed_and_the_rest_are_selected_right():
+    frozen_first = hidden_and_output_net()
+    frozen_first.get_layer("hidden").trainable = False
+    reference = awp_model(frozen_first, robustlab.AWP(0.5), lr=0.1)
+    late = robustlab.AdversarialModel(hidden_and_output_net(), attack=FIXED_ATTACK,
+                                      awp=robustlab.AWP(0.5))
+    late.model.get_layer("hidden").trainable = False
+    late.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=["accuracy"])
+    expected = reference.fit(X6, Y6, batch_size=len(X6), epochs=2, shuffle=False,
+                             verbose=0).history
+    history = late.fit(X6, Y6, batch_size=len(X6), epochs=2, shuffle=False,
+                       verbose=0).history
+    np.testing.assert_allclose(history["awp_perturbed_loss"],
+                               expected["awp_perturbed_loss"], rtol=1e-6)
+    for a, b in zip(late.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_a_misaligned_selection_is_an_error_not_a_silent_zip():
+    with pytest.raises(ValueError, match=r"aligned.*Received: len\(weights\)=2, "
+                                         r"len\(gradients\)=2, len\(mask\)=3"):
+        layerwise_relative_perturbation([W3, B3], [W3, B3], 0.1, [True, True, False])
