@@ -34,6 +34,7 @@ from keras.src.utils import tracking
 
 from robustlab import attacks
 from robustlab import backend as _backend
+from robustlab import model_validation
 from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
@@ -137,7 +138,7 @@ class AdversarialModel(keras.Model):
             seed + 1_000_003, name="eval_attack_seed"
         )
         if model.built and getattr(model, "inputs", None):
-            validation.check_classifier(
+            model_validation.check_classifier(
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
             )
         if awp is not None:
@@ -386,16 +387,16 @@ class AdversarialModel(keras.Model):
             else:
                 x, y, sample_weight = (tuple(x) + (None,))[:3]
             shuffle = False  # the order is set above; Keras must not change it
-        elif validation.is_tf_dataset(x):
-            x = validation.checked_dataset(x, self.model, self.attack.value_range)
+        elif model_validation.is_tf_dataset(x):
+            x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")
             validation_data = backend.batched(
                 tuple(validation_data), validation_batch_size or batch_size or 32)
             validation_batch_size = None
-        elif validation.is_tf_dataset(validation_data):
-            validation_data = validation.checked_dataset(
+        elif model_validation.is_tf_dataset(validation_data):
+            validation_data = model_validation.checked_dataset(
                 validation_data, self.model, self.attack.value_range,
                 "validation_data[0]", "validation_data[1]")
         if self.awp is not None:
@@ -415,8 +416,8 @@ class AdversarialModel(keras.Model):
         the batches of a `tf.data.Dataset` as they are read."""
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
-        elif validation.is_tf_dataset(x):
-            x = validation.checked_dataset(x, self.model, self.attack.value_range)
+        elif model_validation.is_tf_dataset(x):
+            x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
@@ -428,7 +429,7 @@ class AdversarialModel(keras.Model):
         call, so that the model stays usable."""
         saved = []
         if _backend.name() == "jax" and any(
-                validation.is_tf_dataset(a) for a in list(args) + list(kwargs.values())):
+                model_validation.is_tf_dataset(a) for a in list(args) + list(kwargs.values())):
             variables = list(self.variables) + list(self.metrics_variables)
             if self.optimizer is not None and self.optimizer.built:
                 variables += list(self.optimizer.variables)
@@ -436,7 +437,7 @@ class AdversarialModel(keras.Model):
             saved = [(v, np.array(v.value))
                      for v in {id(v): v for v in variables}.values()]
         try:
-            return validation.dataset_errors_raised(function, *args, **kwargs)
+            return model_validation.dataset_errors_raised(function, *args, **kwargs)
         except (TypeError, ValueError):
             for variable, value in saved:
                 if getattr(variable, "_value", value) is None:
@@ -445,7 +446,7 @@ class AdversarialModel(keras.Model):
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)
-        num_classes = validation.check_classifier(self.model, x[:1])
+        num_classes = model_validation.check_classifier(self.model, x[:1])
         validation.check_inputs(x, self.attack.value_range, name=x_name)
         if y is not None:
             validation.check_labels(y, num_classes, len(x), name=y_name)

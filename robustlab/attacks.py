@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from robustlab import backend as _backend
+from robustlab import model_validation
 from robustlab import validation
 
 NORMS = ("linf", "l2")
@@ -399,7 +400,7 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     validation.check_int_at_least("batch_size", batch_size, 1)
     x = np.asarray(x)
     y = np.asarray(y)
-    num_classes = validation.check_classifier(model, x[:1])
+    num_classes = model_validation.check_classifier(model, x[:1])
     validation.check_inputs(x, value_range)
     labels_sparse = validation.check_labels(y, num_classes, len(x))
     loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)

@@ -10,6 +10,9 @@ simulations of the scalar process (with the stated sampling error).
 import io
 import itertools
 import math
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -392,16 +395,18 @@ def test_record_at_keeps_only_the_requested_steps():
         np.testing.assert_array_equal(got, want[[0, 9, 29]])
 
 
-def test_recursion_is_fast_for_many_directions():
+def test_recursion_over_many_directions_is_each_direction_on_its_own():
+    # Vectorised over directions (its speed is bench_probes.py's business):
+    # every direction's variance is the one the recursion gives it alone.
     rng = np.random.default_rng(1)
-    lam = rng.uniform(0.0, 30.0, size=100_000)
-    s2 = rng.uniform(0.0, 1.0, size=100_000)
+    lam = rng.uniform(0.0, 30.0, size=10_000)
+    s2 = rng.uniform(0.0, 1.0, size=10_000)
     lrs = np.r_[np.full(500, 0.1), np.full(500, 0.01)]
-    start = time.perf_counter()
     var = covariance_recursion(lrs, 0.9, lam, s2, 64, record_at=[999])
-    elapsed = time.perf_counter() - start
-    assert var.shape == (1, 100_000)
-    assert elapsed < 10.0  # about 1 s on 2 CPU cores
+    assert var.shape == (1, 10_000)
+    for i in rng.choice(10_000, size=5, replace=False):
+        alone = covariance_recursion(lrs, 0.9, lam[i:i + 1], s2[i:i + 1], 64, record_at=[999])
+        np.testing.assert_allclose(var[0, i], alone[0, 0], rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------
@@ -895,14 +900,20 @@ def test_replica_variance_rejects_bad_arguments(args, kwargs, message):
         replica_variance(*args, **kwargs)
 
 
-@pytest.mark.parametrize("module", [posterior, bounds], ids=["posterior", "bounds"])
-def test_the_maths_modules_use_no_framework(module):
-    source = open(module.__file__).read()
-    for framework in (
-        "import keras",
-        "import tensorflow",
-        "import jax",
-        "from keras",
-        "from jax",
-    ):
-        assert framework not in source
+@pytest.mark.parametrize("module", ["posterior", "bounds"])
+def test_the_maths_modules_import_no_framework(module):
+    # In a fresh interpreter, the module alone (the package's __init__, which
+    # imports Keras for the rest of robustlab, is bypassed): what it imports,
+    # directly or through the modules it uses, must not include a framework.
+    package = os.path.dirname(os.path.abspath(posterior.__file__))
+    code = (
+        "import sys, types\n"
+        "package = types.ModuleType('robustlab')\n"
+        f"package.__path__ = [{package!r}]\n"
+        "sys.modules['robustlab'] = package\n"
+        f"import robustlab.{module}\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

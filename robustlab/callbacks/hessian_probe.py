@@ -11,6 +11,7 @@ import numpy as np
 
 from robustlab import attacks
 from robustlab import curvature
+from robustlab import model_validation
 from robustlab import validation
 
 
@@ -236,7 +237,7 @@ class HessianProbe(keras.callbacks.Callback):
         model = self.model
         net = classifier(model)
         self._loss = compiled_loss(model)
-        num_classes = validation.check_classifier(net, self.x[:1])
+        num_classes = model_validation.check_classifier(net, self.x[:1])
         validation.check_labels(self.y, num_classes, len(self.x), name="y")
         if self.robust:
             self._attack = self.attack or getattr(model, "eval_attack", None)

@@ -13,6 +13,7 @@ from keras import ops
 from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import posterior
+from robustlab import model_validation
 from robustlab import validation
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks.hessian_probe import check_probe_data
@@ -310,7 +311,7 @@ class PosteriorTracker(keras.callbacks.Callback):
         self._momentum = float(optimizer.momentum)
         self._loss = compiled_loss(model)
         x, y = (self.x, self.y) if self.x is not None else (self.probe.x, self.probe.y)
-        num_classes = validation.check_classifier(net, x[:1])
+        num_classes = model_validation.check_classifier(net, x[:1])
         validation.check_labels(y, num_classes, len(x), name="y")
         if self.train_size is not None and self.train_size < len(x):
             raise ValueError(

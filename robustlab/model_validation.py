@@ -1,0 +1,120 @@
+"""Checks that need Keras: that a model is a classifier, and `tf.data`
+inputs checked batch by batch with the checks of `robustlab.validation`.
+
+Like those, every check raises `ValueError` (or `TypeError`) naming the
+argument and the allowed range, ending with "Received: name=value".
+"""
+
+import weakref
+
+import keras
+import numpy as np
+
+from robustlab.validation import check_inputs
+from robustlab.validation import check_labels
+
+_NUM_CLASSES = weakref.WeakKeyDictionary()
+
+
+def check_classifier(model, example_batch):
+    """The model must map a batch to a single `(batch, classes)` output with
+    at least two classes. Returns the number of classes."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a keras.Model classifier. "
+            f"Received: model={type(model).__name__!r}"
+        )
+    cached = _NUM_CLASSES.get(model)
+    if cached is not None:
+        return cached
+    if model.built:
+        spec = model.compute_output_spec(
+            keras.KerasTensor(tuple(example_batch.shape), dtype=str(example_batch.dtype))
+        )
+    else:
+        # Symbolic shape inference is unreliable on unbuilt models; one real
+        # example builds the model and answers exactly.
+        spec = model(example_batch[:1], training=False)
+    shape = getattr(spec, "shape", None)
+    if shape is None or len(shape) != 2 or shape[-1] is None or shape[-1] < 2:
+        raise ValueError(
+            "Argument `model` must be a classifier with one output of shape "
+            "(batch, classes) and at least 2 classes. "
+            f"Received: model with output {getattr(spec, 'shape', spec)!r}"
+        )
+    _NUM_CLASSES[model] = int(shape[-1])
+    return int(shape[-1])
+
+
+# -- tf.data inputs: the same checks, batch by batch, in the one pass `fit`
+# or `evaluate` makes over the data -------------------------------------------
+
+# Delimits a check's error inside the text of the TensorFlow error that carries
+# it out of the input pipeline.
+_DATASET_ERROR_MARK = "<<robustlab input check>>"
+
+
+def is_tf_dataset(x):
+    """Whether `x` is a `tf.data.Dataset` (without importing TensorFlow)."""
+    import sys
+
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, tf.data.Dataset)
+
+
+def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
+    """`dataset` with each `(x, y[, sample_weight])` batch passed through
+    `check_inputs` and `check_labels` as it is read: nothing is read ahead
+    or twice. A failing batch stops the pipeline; `dataset_errors_raised`
+    turns that into the check's own `ValueError` / `TypeError`.
+
+    Elements of another structure (inputs only, dicts) pass unchecked, and
+    so do non-finite input values: a NaN or inf reaches the training loss,
+    where `StopOnNonFiniteLoss` reports the epoch and batch.
+    """
+    import tensorflow as tf
+
+    spec = dataset.element_spec
+    if not (isinstance(spec, tuple) and len(spec) >= 2
+            and all(isinstance(s, tf.TensorSpec) for s in spec[:2])):
+        return dataset
+    x_shape = spec[0].shape
+    if x_shape.rank is None or None in x_shape[1:]:
+        return dataset
+    num_classes = check_classifier(
+        model, np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype))
+
+    def check(x, y):
+        try:
+            # Non-finite inputs are left to the non-finite-loss guard, which
+            # names the epoch and batch where they are met.
+            finite = x[np.isfinite(x)]
+            if finite.size:
+                check_inputs(finite, value_range, name=x_name)
+            check_labels(y, num_classes, len(x), name=y_name)
+        except (TypeError, ValueError) as error:
+            mark = _DATASET_ERROR_MARK
+            raise ValueError(f"{mark}{type(error).__name__}{mark}{error}{mark}") from None
+        return np.bool_(True)
+
+    def checked(x, y, *rest):
+        # Stateful, so that tf.data keeps the check although nothing reads
+        # its result.
+        passed = tf.numpy_function(check, [x, y], tf.bool, stateful=True)
+        with tf.control_dependencies([passed]):
+            return (tf.identity(x), tf.identity(y)) + rest
+
+    return dataset.map(checked)
+
+
+def dataset_errors_raised(function, *args, **kwargs):
+    """Call `function`; a failed `checked_dataset` check surfaces as its own
+    `ValueError` / `TypeError` instead of TensorFlow's wrapping error."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001  (re-raised unless it is ours)
+        parts = str(error).split(_DATASET_ERROR_MARK)
+        if len(parts) < 4:
+            raise
+        kind = TypeError if parts[1] == "TypeError" else ValueError
+        raise kind(parts[2]) from None
