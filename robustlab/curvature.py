@@ -50,7 +50,6 @@ and seed give the same numbers.
 
 import contextlib
 import dataclasses
-import importlib
 import math
 import numbers
 import weakref
@@ -739,11 +738,6 @@ def _single_threaded_blas():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _backend_curvature():
-    _backend.check_supported()
-    return importlib.import_module(f"robustlab.backend.{_backend.name()}.curvature")
-
-
 _COMPILED = weakref.WeakKeyDictionary()  # model -> {key: compiled function}
 
 
@@ -760,7 +754,7 @@ def _compiled(model, kind, loss_key, per_example_loss):
     )
     function = per_model.get(key)
     if function is None:
-        module = _backend_curvature()
+        module = _backend.get()
         make = (
             module.make_hessian_vector_product
             if kind == "hvp"

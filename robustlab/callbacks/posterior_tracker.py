@@ -1,6 +1,5 @@
 """The width of the SGD weight cloud within each epoch, measured and predicted."""
 
-import importlib
 import math
 import numbers
 import weakref
@@ -653,10 +652,7 @@ def _directional_function(model, loss):
            tuple(id(v) for v in model.trainable_variables))
     function = per_model.get(key)
     if function is None:
-        _backend.check_supported()
-        module = importlib.import_module(
-            f"robustlab.backend.{_backend.name()}.directional")
-        function = module.make_directional_derivative(model, _per_example_losses(loss))
+        function = _backend.get().make_directional_derivative(model, _per_example_losses(loss))
         per_model[key] = function
     return function
 

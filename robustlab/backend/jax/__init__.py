@@ -3,6 +3,8 @@
 from robustlab.backend.jax.autodiff import compile_attack
 from robustlab.backend.jax.autodiff import input_gradient
 from robustlab.backend.jax.autodiff import repeat
+from robustlab.backend.jax.curvature import make_hessian_vector_product
+from robustlab.backend.jax.curvature import make_loss_gradient
 from robustlab.backend.jax.data import batched
 from robustlab.backend.jax.data import epoch_shuffled
 from robustlab.backend.jax.directional import make_directional_derivative
@@ -17,5 +19,7 @@ __all__ = [
     "epoch_shuffled",
     "input_gradient",
     "make_directional_derivative",
+    "make_hessian_vector_product",
+    "make_loss_gradient",
     "repeat",
 ]

@@ -3,6 +3,8 @@
 from robustlab.backend.tensorflow.autodiff import compile_attack
 from robustlab.backend.tensorflow.autodiff import input_gradient
 from robustlab.backend.tensorflow.autodiff import repeat
+from robustlab.backend.tensorflow.curvature import make_hessian_vector_product
+from robustlab.backend.tensorflow.curvature import make_loss_gradient
 from robustlab.backend.tensorflow.data import batched
 from robustlab.backend.tensorflow.data import epoch_shuffled
 from robustlab.backend.tensorflow.directional import make_directional_derivative
@@ -17,5 +19,7 @@ __all__ = [
     "epoch_shuffled",
     "input_gradient",
     "make_directional_derivative",
+    "make_hessian_vector_product",
+    "make_loss_gradient",
     "repeat",
 ]
