@@ -41,6 +41,10 @@ from robustlab.awp import layerwise_relative_perturbation
 from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss
 from robustlab.shuffling import epoch_shuffled_batches
 
+__all__ = [
+    "AdversarialModel",
+]
+
 _SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
 _ACCURACY_ALIASES = ("accuracy", "acc")
 

@@ -36,6 +36,22 @@ from robustlab import backend as _backend
 from robustlab import model_validation
 from robustlab import validation
 
+__all__ = [
+    "NORMS",
+    "PGD",
+    "attack_loss",
+    "default_classification_loss",
+    "fgsm",
+    "fgsm_config",
+    "final_activation_is_softmax",
+    "loss_gradient",
+    "per_example_loss",
+    "perturb",
+    "pgd",
+    "project",
+    "run_attack",
+]
+
 NORMS = ("linf", "l2")
 
 

@@ -23,6 +23,12 @@ from keras import ops
 
 from robustlab import validation
 
+__all__ = [
+    "AWP",
+    "VARIABLE_SELECTIONS",
+    "layerwise_relative_perturbation",
+]
+
 VARIABLE_SELECTIONS = ("kernels", "all")
 
 

@@ -29,6 +29,11 @@ import sys
 
 import numpy as np
 
+__all__ = [
+    "main",
+    "seeds_summary",
+]
+
 
 def _parser():
     parser = argparse.ArgumentParser(

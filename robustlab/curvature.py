@@ -74,6 +74,7 @@ __all__ = [
     "LanczosDecomposition",
     "SpectralDensity",
     "TraceEstimate",
+    "WHICH",
     "flatten_weights",
     "hessian_trace",
     "hessian_vector_product",

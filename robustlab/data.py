@@ -31,6 +31,20 @@ import numpy as np
 
 from robustlab import validation
 
+__all__ = [
+    "AVAILABLE_DATASETS",
+    "CONNECT_TIMEOUT_S",
+    "DATA_DIR_ENV",
+    "DIGITS_DEFAULT_TRAIN_SIZE",
+    "Dataset",
+    "DatasetNotAvailableError",
+    "balanced_class_counts",
+    "balanced_sample",
+    "can_reach_download_host",
+    "load",
+    "with_symmetric_label_noise",
+]
+
 DIGITS_DEFAULT_TRAIN_SIZE = 1000
 """Training examples `load("digits")` takes when `train_size=None` (100 a class;
 the other 797 become the test set), the course's `quick` setting."""

@@ -40,6 +40,20 @@ from robustlab.callbacks.posterior_tracker import PosteriorTracker
 from robustlab.callbacks.robust_evaluation import RobustEvaluation
 from robustlab.schedules import PiecewiseConstant
 
+__all__ = [
+    "EXPERIMENTS",
+    "Experiment",
+    "PRIOR_VARIANCE",
+    "PROBE_EXAMPLES",
+    "QUICK",
+    "RESUME_DIR",
+    "build",
+    "get",
+    "instruments",
+    "run",
+    "summarize",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class Experiment:

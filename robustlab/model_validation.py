@@ -13,6 +13,13 @@ import numpy as np
 from robustlab.validation import check_inputs
 from robustlab.validation import check_labels
 
+__all__ = [
+    "check_classifier",
+    "checked_dataset",
+    "dataset_errors_raised",
+    "is_tf_dataset",
+]
+
 _NUM_CLASSES = weakref.WeakKeyDictionary()
 
 

@@ -25,6 +25,12 @@ import numpy as np
 
 from robustlab import validation
 
+__all__ = [
+    "mlp",
+    "preact_resnet18",
+    "small_cnn",
+]
+
 
 def mlp(
     input_shape=(8, 8, 1),

@@ -3,6 +3,18 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
+__all__ = [
+    "PANELS",
+    "STUDY_PANELS",
+    "band",
+    "close",
+    "fork_widths",
+    "gap_against_train_accuracy",
+    "learning_curves",
+    "mark_drops",
+    "study_curves",
+]
+
 # (title, y label, [(log key, label)], log scale)
 PANELS = (
     ("Accuracy", "accuracy", [("train_robust_accuracy", "robust train"),

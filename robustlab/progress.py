@@ -4,6 +4,11 @@ import time
 
 import keras
 
+__all__ = [
+    "DEFAULT_COLUMNS",
+    "EpochTable",
+]
+
 # (log key, column title, format)
 DEFAULT_COLUMNS = (
     ("learning_rate", "lr", "{:.3g}"),

@@ -15,6 +15,10 @@ import numpy as np
 
 from robustlab import validation
 
+__all__ = [
+    "PiecewiseConstant",
+]
+
 
 @dataclasses.dataclass(frozen=True)
 class PiecewiseConstant:

@@ -12,6 +12,11 @@ import numpy as np
 
 from robustlab import backend as _backend
 
+__all__ = [
+    "epoch_permutation",
+    "epoch_shuffled_batches",
+]
+
 
 def epoch_permutation(n, seed):
     """`permutation(epoch) -> indices`, the order of each epoch.

@@ -59,6 +59,28 @@ import numpy as np
 from robustlab import experiments as experiments_module
 from robustlab import validation
 
+__all__ = [
+    "Arm",
+    "FIGURES",
+    "FULL_SCALE_STUDIES",
+    "Forks",
+    "REFERENCE_DIR",
+    "SCALES",
+    "SELECTION_CRITERIA",
+    "STUDIES",
+    "Study",
+    "StudyResults",
+    "checkpoint_selection",
+    "command",
+    "get",
+    "mean_and_stderr",
+    "read_reference_file",
+    "reference",
+    "reproduce",
+    "write_figures",
+    "write_reference_file",
+]
+
 REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reference")
 
 # The summary figures `reproduce` tabulates, with how to print them.

@@ -14,6 +14,15 @@ import numbers
 
 import numpy as np
 
+__all__ = [
+    "check_finite_at_least",
+    "check_finite_positive",
+    "check_inputs",
+    "check_int_at_least",
+    "check_labels",
+    "check_value_range",
+]
+
 
 def _received(name, value):
     return f"Received: {name}={value!r}"

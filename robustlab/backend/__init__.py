@@ -10,6 +10,14 @@ expose the same functions. `get()` returns the one of the active backend.
 import importlib
 import os
 
+__all__ = [
+    "SUPPORTED_BACKENDS",
+    "check_requested",
+    "check_supported",
+    "get",
+    "name",
+]
+
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
 
 

@@ -14,6 +14,10 @@ from robustlab.callbacks.hessian_probe import atomic_savez
 from robustlab.callbacks.hessian_probe import classifier
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
 
+__all__ = [
+    "BoundTracker",
+]
+
 _POSTERIORS = ("diagonal", "isotropic")
 _STATE_FILE = "bound_tracker_initial_weights.npz"
 _DEFAULT_FLOOR_RATIO = 1e-12

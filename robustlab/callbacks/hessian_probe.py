@@ -14,6 +14,18 @@ from robustlab import curvature
 from robustlab import model_validation
 from robustlab import validation
 
+__all__ = [
+    "HessianProbe",
+    "ProbeResult",
+    "atomic_savez",
+    "check_probe_data",
+    "check_schedule",
+    "classifier",
+    "compiled_loss",
+    "is_selected",
+    "warn_if_never_selected",
+]
+
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ProbeResult:

@@ -4,6 +4,11 @@ import math
 
 import keras
 
+__all__ = [
+    "NonFiniteLossError",
+    "StopOnNonFiniteLoss",
+]
+
 
 class NonFiniteLossError(ValueError):
     """The training loss became NaN or infinite."""

@@ -22,6 +22,12 @@ from robustlab.callbacks.hessian_probe import compiled_loss
 from robustlab.callbacks.hessian_probe import is_selected
 from robustlab.callbacks.hessian_probe import warn_if_never_selected
 
+__all__ = [
+    "PosteriorTracker",
+    "expected_window_variance",
+    "per_example_directional_derivatives",
+]
+
 
 class PosteriorTracker(keras.callbacks.Callback):
     """Measure the weight cloud of each epoch and compare it with the

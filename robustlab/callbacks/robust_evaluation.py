@@ -5,6 +5,10 @@ import numpy as np
 
 from robustlab import backend as _backend
 
+__all__ = [
+    "RobustEvaluation",
+]
+
 
 class RobustEvaluation(keras.callbacks.Callback):
     """Evaluate an `AdversarialModel` on extra data and write the results into

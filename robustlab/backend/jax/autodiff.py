@@ -3,6 +3,13 @@
 import jax
 import keras
 
+__all__ = [
+    "compile_attack",
+    "input_gradient",
+    "repeat",
+    "run_stateless",
+]
+
 
 def input_gradient(fn, x):
     """d fn(x) / d x for a scalar `fn`. Only `x` is differentiated: the

@@ -17,7 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["make_hessian_vector_product", "make_loss_gradient"]
+__all__ = [
+    "HessianVectorProduct",
+    "LossGradient",
+    "make_hessian_vector_product",
+    "make_loss_gradient",
+]
 
 
 class _CompiledOnModel:

@@ -4,6 +4,11 @@ arrays are served as they are."""
 import keras
 import numpy as np
 
+__all__ = [
+    "batched",
+    "epoch_shuffled",
+]
+
 
 def batched(arrays, batch_size):
     """The arrays themselves (Keras batches them without a rebuild cost)."""

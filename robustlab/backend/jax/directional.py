@@ -17,7 +17,10 @@ import weakref
 import jax
 import numpy as np
 
-__all__ = ["make_directional_derivative"]
+__all__ = [
+    "DirectionalDerivative",
+    "make_directional_derivative",
+]
 
 
 class DirectionalDerivative:

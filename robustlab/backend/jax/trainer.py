@@ -6,6 +6,11 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 
 from robustlab.backend.jax.autodiff import run_stateless
 
+__all__ = [
+    "adversarial_test_step",
+    "adversarial_train_step",
+]
+
 
 def _craft(model, trainable, non_trainable, x, y, training_attack=True):
     variables = list(model.trainable_variables) + list(model.non_trainable_variables)

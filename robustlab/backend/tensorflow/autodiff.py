@@ -3,6 +3,13 @@
 import keras
 import tensorflow as tf
 
+__all__ = [
+    "MAX_UNROLLED_STEPS",
+    "compile_attack",
+    "input_gradient",
+    "repeat",
+]
+
 
 def input_gradient(fn, x):
     """d fn(x) / d x for a scalar `fn`; the weights are not watched, so no

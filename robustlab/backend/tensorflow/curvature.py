@@ -23,7 +23,12 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["make_hessian_vector_product", "make_loss_gradient"]
+__all__ = [
+    "HessianVectorProduct",
+    "LossGradient",
+    "make_hessian_vector_product",
+    "make_loss_gradient",
+]
 
 _ZERO = tf.UnconnectedGradients.ZERO
 

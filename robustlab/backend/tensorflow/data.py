@@ -8,6 +8,11 @@ epoch of the quick experiment's training); these pipelines are built once.
 import numpy as np
 import tensorflow as tf
 
+__all__ = [
+    "batched",
+    "epoch_shuffled",
+]
+
 
 def batched(arrays, batch_size):
     """A cached dataset of the given arrays in order, `batch_size` a batch."""

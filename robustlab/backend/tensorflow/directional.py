@@ -19,7 +19,10 @@ import weakref
 
 import tensorflow as tf
 
-__all__ = ["make_directional_derivative"]
+__all__ = [
+    "DirectionalDerivative",
+    "make_directional_derivative",
+]
 
 _ZERO = tf.UnconnectedGradients.ZERO
 

@@ -10,6 +10,11 @@ import tensorflow as tf
 from keras.src.losses import loss as loss_module
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+__all__ = [
+    "adversarial_test_step",
+    "adversarial_train_step",
+]
+
 
 def _batch_size(x):
     return tf.shape(x)[0]
