@@ -38,8 +38,9 @@ from robustlab import model_validation
 from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
-from robustlab.callbacks.non_finite_loss import StopOnNonFiniteLoss
 from robustlab.shuffling import epoch_shuffled_batches
+from robustlab.training_guards import AWPGammaFromConfig
+from robustlab.training_guards import StopOnNonFiniteLoss
 
 __all__ = [
     "AdversarialModel",
@@ -406,7 +407,7 @@ class AdversarialModel(keras.Model):
         if self.awp is not None:
             # First in the list, so that a gamma a user's callback sets at the
             # start of an epoch is the one in force, not overwritten.
-            callbacks.insert(0, _AWPGammaFromConfig())
+            callbacks.insert(0, AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
         return self._raising_input_errors(
             super().fit, x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
@@ -494,13 +495,6 @@ class AdversarialModel(keras.Model):
         if "train_attack_seed" in seeds:
             self._train_seed.state.assign(np.asarray(seeds["train_attack_seed"]))
             self._eval_seed.state.assign(np.asarray(seeds["eval_attack_seed"]))
-
-
-class _AWPGammaFromConfig(keras.callbacks.Callback):
-    """Sets AWP's gamma at each epoch from its warm-up and schedule."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.set_awp_gamma(self.model.awp.gamma_at(epoch))
 
 
 def _is_array(x):

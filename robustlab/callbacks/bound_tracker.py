@@ -10,8 +10,8 @@ from keras import ops
 
 from robustlab import bounds
 from robustlab import validation
-from robustlab.callbacks.hessian_probe import atomic_savez
-from robustlab.callbacks.hessian_probe import classifier
+from robustlab.callbacks._shared import atomic_savez
+from robustlab.callbacks._shared import classifier
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
 
 __all__ = [

@@ -15,12 +15,12 @@ from robustlab import posterior
 from robustlab import model_validation
 from robustlab import validation
 from robustlab.callbacks.hessian_probe import HessianProbe
-from robustlab.callbacks.hessian_probe import check_probe_data
-from robustlab.callbacks.hessian_probe import check_schedule
-from robustlab.callbacks.hessian_probe import classifier
-from robustlab.callbacks.hessian_probe import compiled_loss
-from robustlab.callbacks.hessian_probe import is_selected
-from robustlab.callbacks.hessian_probe import warn_if_never_selected
+from robustlab.callbacks._shared import check_probe_data
+from robustlab.callbacks._shared import check_schedule
+from robustlab.callbacks._shared import classifier
+from robustlab.callbacks._shared import compiled_loss
+from robustlab.callbacks._shared import is_selected
+from robustlab.callbacks._shared import warn_if_never_selected
 
 __all__ = [
     "PosteriorTracker",

@@ -1,10 +1,18 @@
-"""Stop training with a clear error when the loss stops being finite."""
+"""Guards of the training loop that `AdversarialModel.fit` always adds: a
+non-finite loss stops training with a clear error, and AWP's gamma follows
+its warm-up and schedule epoch by epoch.
+
+They belong to training, not to the instruments of `robustlab.callbacks`
+(which re-exports the error and the guard for users who add it to a plain
+Keras fit).
+"""
 
 import math
 
 import keras
 
 __all__ = [
+    "AWPGammaFromConfig",
     "NonFiniteLossError",
     "StopOnNonFiniteLoss",
 ]
@@ -60,3 +68,13 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "rate, check the inputs for NaN, or check the loss for log(0) on "
                 f"probabilities. Received: loss={value}"
             )
+
+
+class AWPGammaFromConfig(keras.callbacks.Callback):
+    """Sets AWP's gamma at the start of each epoch from the model's
+    `AWP.gamma_at(epoch)` (its warm-up and schedule). `fit` puts it first
+    among the callbacks, so a gamma a user's callback sets at the start of an
+    epoch is the one in force."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.set_awp_gamma(self.model.awp.gamma_at(epoch))
