@@ -11,6 +11,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["bench_training_step.py", "bench_awp_paired.py", "bench_hvp.py",
            "bench_probes.py", "bench_main_job.py"]
+# Scripts that measure one backend only (the main job's baseline is a
+# hand-written TensorFlow loop, and the script runs its children on it).
+ONE_BACKEND = {"bench_main_job.py": "tensorflow"}
 # script: (modules it imports beyond robustlab's own, backends it runs on)
 PEER_SCRIPTS = {
     "bench_peers_training.py": (("torch", "torchattacks", "art"), ("tensorflow",)),
@@ -24,6 +27,8 @@ def missing_modules(modules):
 
 def should_run(script, backend):
     """Whether `script` runs on `backend`; prints why a comparison is skipped."""
+    if script in ONE_BACKEND:
+        return backend == ONE_BACKEND[script]
     if script not in PEER_SCRIPTS:
         return True
     modules, backends = PEER_SCRIPTS[script]
