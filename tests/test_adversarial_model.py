@@ -313,8 +313,12 @@ def test_tf_data_inputs_get_the_checks_of_arrays(where):
 
 
 def test_tf_data_inputs_are_checked_without_an_extra_pass():
-    # As many reads as Keras itself makes (on JAX it also counts the batches
-    # of a dataset of unknown length once).
+    # As many passes as Keras itself makes (on JAX it also counts the batches
+    # of a dataset of unknown length once). Reads are compared to within less
+    # than one pass: tf.data's prefetching thread may or may not have read the
+    # last examples of a pass when Keras drops its iterator, so the exact count
+    # varies from run to run by a few examples, while an extra pass would add
+    # len(X6) of them.
     def reads_of(model):
         reads = []
 
@@ -331,7 +335,9 @@ def test_tf_data_inputs_are_checked_without_an_extra_pass():
 
     plain = softmax_regression(W3, B3)
     plain.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
-    assert reads_of(compiled(softmax_regression(W3, B3))) == reads_of(plain)
+    checked, unchecked = reads_of(compiled(softmax_regression(W3, B3))), reads_of(plain)
+    assert abs(checked - unchecked) < len(X6), (checked, unchecked)
+    assert checked >= 2 * len(X6)
 
 
 def test_a_regression_model_is_rejected_at_construction():
