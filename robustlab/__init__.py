@@ -40,7 +40,7 @@ from robustlab.adversarial import AdversarialModel  # noqa: E402
 from robustlab.attacks import PGD  # noqa: E402
 from robustlab.awp import AWP  # noqa: E402
 
-__version__ = "0.1.0"
+from robustlab._version import __version__  # noqa: E402
 
 __all__ = [
     "AWP",

@@ -29,6 +29,10 @@ import sys
 
 import numpy as np
 
+from robustlab import experiments
+from robustlab import studies
+from robustlab import validation
+
 __all__ = [
     "main",
     "seeds_summary",
@@ -92,8 +96,6 @@ def _parser():
 
 
 def _experiment_from(args):
-    from robustlab import experiments
-
     experiment = experiments.get(args.experiment)
     changes = {}
     if args.epochs is not None:
@@ -106,9 +108,6 @@ def _experiment_from(args):
 
 
 def _list():
-    from robustlab import experiments
-    from robustlab import studies
-
     for flag, registry in (("--quick ", studies.STUDIES),
                            ("", studies.FULL_SCALE_STUDIES)):
         scale = "quick, digits" if flag else "full scale, CIFAR-10, for a GPU"
@@ -140,9 +139,6 @@ def seeds_summary(summaries):
 
 
 def _train(args):
-    from robustlab import experiments
-    from robustlab import validation
-
     validation.check_int_at_least("probe_every", args.probe_every, 0)
     experiment = _experiment_from(args)
     out = args.out or os.path.join("runs", experiment.name)
@@ -169,8 +165,6 @@ def _train(args):
 
 
 def _figures(args):
-    from robustlab import studies
-
     out = args.out or os.path.join("figures", args.study)
     for path in studies.write_figures(studies.reference(args.study), out):
         print(path)
@@ -178,8 +172,6 @@ def _figures(args):
 
 
 def _reproduce(args):
-    from robustlab import studies
-
     seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,
                       scale="quick" if args.quick else "full",

@@ -26,11 +26,12 @@ import time
 import keras
 import numpy as np
 
-import robustlab
 from robustlab import data as data_module
 from robustlab import models as models_module
+from robustlab import plots
 from robustlab import run_checkpoint
 from robustlab import validation
+from robustlab._version import __version__
 from robustlab.adversarial import AdversarialModel
 from robustlab.attacks import PGD
 from robustlab.awp import AWP
@@ -38,6 +39,7 @@ from robustlab.callbacks.bound_tracker import BoundTracker
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
 from robustlab.callbacks.robust_evaluation import RobustEvaluation
+from robustlab.progress import EpochTable
 from robustlab.schedules import PiecewiseConstant
 
 __all__ = [
@@ -282,7 +284,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         "experiment": experiment.to_dict(),
         "probe_every": probe_every,
         "backend": keras.backend.backend(),
-        "robustlab_version": robustlab.__version__,
+        "robustlab_version": __version__,
         "keras_version": keras.__version__,
     }
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
@@ -311,8 +313,6 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         *callbacks,
     ]
     if verbose:
-        from robustlab.progress import EpochTable
-
         all_callbacks.append(EpochTable())
     checkpoint = None
     if out_dir is not None:
@@ -375,8 +375,6 @@ def _write_outputs(experiment, out_dir, history, summary):
     run_checkpoint.write_history(history, out_dir)
     run_checkpoint.write_json_atomically(
         os.path.join(out_dir, "summary.json"), summary, indent=2)
-    from robustlab import plots
-
     figure = plots.learning_curves(
         history, drop_epochs=experiment.lr_drop_epochs,
         title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",

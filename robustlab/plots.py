@@ -3,6 +3,8 @@
 import matplotlib.pyplot as plt
 import numpy as np
 
+from robustlab.summary_statistics import mean_and_stderr
+
 __all__ = [
     "PANELS",
     "STUDY_PANELS",
@@ -261,8 +263,6 @@ def gap_against_train_accuracy(results):
     Returns:
         The matplotlib Figure (close it with `close`).
     """
-    from robustlab.studies import mean_and_stderr
-
     figure, ax = plt.subplots(figsize=(6.5, 4.8))
     for index, arm in enumerate(results.study.arms):
         summaries = results.summaries(arm.experiment)

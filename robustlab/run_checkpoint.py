@@ -48,6 +48,7 @@ import json
 import math
 import os
 import re
+import time
 
 import keras
 import numpy as np
@@ -82,8 +83,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._started = None
 
     def on_train_begin(self, logs=None):
-        import time
-
         self._started = time.perf_counter()
         os.makedirs(self.directory, exist_ok=True)
 
@@ -97,8 +96,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
                 f"`restore_checkpoint`. Received: initial_epoch={epoch}")
 
     def on_epoch_end(self, epoch, logs=None):
-        import time
-
         for key, value in (logs or {}).items():
             self.history.setdefault(key, [math.nan] * epoch).append(float(value))
         for values in self.history.values():

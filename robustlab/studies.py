@@ -54,10 +54,18 @@ import math
 import os
 import shutil
 
+import keras
 import numpy as np
+from tqdm.auto import tqdm
 
 from robustlab import experiments as experiments_module
+from robustlab import forks as forks_module
+from robustlab import plots
+from robustlab import run_checkpoint
 from robustlab import validation
+from robustlab._version import __version__
+from robustlab.forks import ForkResult
+from robustlab.summary_statistics import mean_and_stderr
 
 __all__ = [
     "Arm",
@@ -73,7 +81,6 @@ __all__ = [
     "checkpoint_selection",
     "command",
     "get",
-    "mean_and_stderr",
     "read_reference_file",
     "reference",
     "reproduce",
@@ -573,30 +580,6 @@ def _rounded_fork(d, digits):
             for k, v in d.items()}
 
 
-def mean_and_stderr(values, axis=None):
-    """Mean and standard error of the mean (ddof=1) of the finite values
-    along `axis`; NaN where fewer than one (mean) or two (stderr) are finite.
-
-    >>> [round(v, 9) for v in mean_and_stderr(np.array([1.0, 2.0, 3.0, np.nan]))]
-    [2.0, 0.577350269]
-    """
-    values = np.asarray(values, dtype="float64")
-    finite = np.isfinite(values)
-    n = finite.sum(axis=axis)
-    filled = np.where(finite, values, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=axis) / n
-        deviation = np.where(finite, values - (mean if axis is None
-                                              else np.expand_dims(mean, axis)), 0.0)
-        variance = (deviation ** 2).sum(axis=axis) / (n - 1)
-        stderr = np.sqrt(variance / n)
-    mean = np.where(n >= 1, mean, np.nan)
-    stderr = np.where(n >= 2, stderr, np.nan)
-    if axis is None:
-        return float(mean), float(stderr)
-    return mean, stderr
-
-
 def _round(x, digits):
     x = float(x)
     if not math.isfinite(x):
@@ -733,8 +716,6 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     to each fork epoch and fork there; cached as JSON. With `resume`, a seed
     killed midway keeps its finished windows and the base run continues
     from its last epoch checkpoint."""
-    from robustlab import forks as forks_module
-    from robustlab import run_checkpoint
 
     path = os.path.join(forks.folder(out), f"seed{seed}.json")
     partial = os.path.join(forks.folder(out), f"seed{seed}.resume")
@@ -820,15 +801,11 @@ def command(study, seeds, epochs=None):
 
 
 def _metadata(study, seeds, epochs):
-    import keras
-
-    import robustlab
-
     return {
         "command": command(study, seeds, epochs),
         "scale": study.scale,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "robustlab_version": robustlab.__version__,
+        "robustlab_version": __version__,
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
         "shortened_to_epochs": epochs,
@@ -865,8 +842,6 @@ def write_figures(results, out):
     `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
     figures awp-tradeoff --out figures`.
     """
-    from robustlab import plots
-
     os.makedirs(out, exist_ok=True)
     written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)
@@ -892,7 +867,6 @@ class _StudyProgress:
     def __init__(self, plan, verbose, forks=0):
         self._bar = self._forks = None
         if verbose:
-            from tqdm.auto import tqdm
 
             total = sum(config.epochs for _, config, _ in plan)
             self._bar = tqdm(total=total, unit="epoch", desc="runs")
@@ -900,7 +874,6 @@ class _StudyProgress:
                 self._forks = tqdm(total=forks, unit="fork", desc="forks")
 
     def callback(self, experiment, seed):
-        import keras
 
         bar = self._bar
 
@@ -979,7 +952,6 @@ def read_reference_file(path):
                 f"`{command(study, payload['seeds'])} --write-reference`.")
         histories[arm.experiment] = [_history_from_json(h)
                                      for h in arm_payload["histories"]]
-    from robustlab.forks import ForkResult
 
     forks = {int(seed): [ForkResult.from_dict({k: (math.nan if v is None else v)
                                                for k, v in w.items()}) for w in windows]

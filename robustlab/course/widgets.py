@@ -20,6 +20,7 @@ import numpy as np
 
 from robustlab import attacks
 from robustlab import bounds
+from robustlab import plots
 from robustlab.course import exercises
 
 __all__ = ["AttackExplorer", "BoundExplorer", "CloudExplorer", "ForkExplorer", "LiveCurves",
@@ -194,8 +195,6 @@ class ReferenceExplorer:
         self.redraw_seconds = []
 
     def figure(self, key, seeds_shown=False):
-        from robustlab import plots
-
         figure, ax = plt.subplots(figsize=(8, 4.2))
         for arm in self.results.study.arms:
             stacked = self.results.stacked(arm.experiment, key)
@@ -277,8 +276,6 @@ class LiveCurves(keras.callbacks.Callback):
 
     def figure(self):
         """The current curves as a matplotlib figure."""
-        from robustlab import plots
-
         history = self.history
         figure, axes = plt.subplots(1, len(self.panels), figsize=(5 * len(self.panels), 3.6),
                                     squeeze=False)
