@@ -25,18 +25,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-# The argument checks are shared with the posterior module so that both speak
-# with one voice ("Argument `x` must be ... Received: x=...").
-from robustlab.posterior import (
-    _as_scalar_if_0d,
-    _finite,
-    _flatten_weights,
-    _float_array,
-    _is_layer_list,
-    _received,
-    _require,
-)
 from robustlab import validation
+
+# The argument checks are shared with the posterior's modules so that all
+# speak with one voice ("Argument `x` must be ... Received: x=...").
+from robustlab.validation import _as_scalar_if_0d
+from robustlab.validation import _finite
+from robustlab.validation import _flatten_weights
+from robustlab.validation import _float_array
+from robustlab.validation import _is_layer_list
+from robustlab.validation import _received
+from robustlab.validation import _require
 
 __all__ = [
     "TimeResolvedBound",

@@ -7,6 +7,11 @@ argument and the allowed range and ends, as Keras's own errors do, with
 The checks here need only NumPy (the maths modules use them without
 importing a framework); those that need Keras, of a classifier and of
 `tf.data` inputs, are in `robustlab.model_validation`.
+
+The private array checks at the end are shared by the NumPy maths modules
+(`robustlab.heavy_ball`, `robustlab.iterate_statistics`, `robustlab.bounds`),
+so that all of them speak with one voice; for arrays they quote the first
+offending entry with its index, so a bad direction among 10^5 can be found.
 """
 
 import math
@@ -162,3 +167,71 @@ def check_labels(y, num_classes, num_examples, name="y"):
             f"values in [{y.min()}, {y.max()}]"
         )
     return True
+
+
+# ---------------------------------------------------------------------------
+# Array arguments: a real number or an array of them, checked entry by entry,
+# and weights given as one array or as a list of per-layer arrays.
+# ---------------------------------------------------------------------------
+
+
+def _float_array(name, value):
+    if isinstance(value, (bool, np.bool_)) or (
+        isinstance(value, np.ndarray) and value.dtype == bool
+    ):
+        raise TypeError(
+            f"Argument `{name}` must be a real number or an array of real "
+            f"numbers, not booleans. " + _received(name, value)
+        )
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Argument `{name}` must be a real number or an array of real "
+            f"numbers. " + _received(name, value)
+        ) from None
+
+
+def _require(name, array, ok, requirement):
+    """Raise a ValueError quoting the first entry of `array` where not `ok`."""
+    ok = np.broadcast_to(ok, np.shape(array))
+    if np.all(ok):
+        return
+    array = np.asarray(array)
+    if array.ndim == 0:
+        received = f"{name}={array.item()!r}"
+    else:
+        index = tuple(int(i) for i in np.argwhere(~ok)[0])
+        label = ", ".join(str(i) for i in index)
+        received = f"{name}[{label}]={array[index].item()!r}"
+    raise ValueError(f"Argument `{name}` must be {requirement}. Received: {received}")
+
+
+def _finite(name, value):
+    array = _float_array(name, value)
+    _require(name, array, np.isfinite(array), "finite (no NaN or inf)")
+    return array
+
+
+def _finite_nonnegative(name, value):
+    array = _finite(name, value)
+    _require(name, array, array >= 0, "finite and >= 0")
+    return array
+
+
+def _as_scalar_if_0d(array):
+    # Scalar in, scalar (np.float64 / np.bool_) out; arrays stay arrays.
+    return array[()] if isinstance(array, np.ndarray) and array.ndim == 0 else array
+
+
+def _is_layer_list(value):
+    """A list of per-layer arrays, as opposed to a flat list of numbers."""
+    return isinstance(value, (list, tuple)) and any(np.ndim(v) > 0 for v in value)
+
+
+def _flatten_weights(name, weights):
+    """One flat float64 vector from an array or a list of per-layer arrays."""
+    if _is_layer_list(weights):
+        parts = [_float_array(name, w).ravel() for w in weights]
+        return np.concatenate(parts) if parts else np.zeros(0)
+    return _float_array(name, weights).ravel()

@@ -1,4 +1,6 @@
-"""Specification of `robustlab.posterior`.
+"""Specification of `robustlab.posterior`: the heavy-ball theory
+(`robustlab.heavy_ball`) and the measured statistics
+(`robustlab.iterate_statistics`) it re-exports.
 
 Expected values come from first principles: closed forms of the AR(1)/AR(2)
 process, the discrete Lyapunov equation solved by linear algebra, explicit
@@ -22,6 +24,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from robustlab import bounds
+from robustlab import heavy_ball
+from robustlab import iterate_statistics
 from robustlab import posterior
 from robustlab.posterior import (
     IterateStatistics,
@@ -900,7 +904,8 @@ def test_replica_variance_rejects_bad_arguments(args, kwargs, message):
         replica_variance(*args, **kwargs)
 
 
-@pytest.mark.parametrize("module", ["posterior", "bounds"])
+@pytest.mark.parametrize(
+    "module", ["posterior", "heavy_ball", "iterate_statistics", "validation", "bounds"])
 def test_the_maths_modules_import_no_framework(module):
     # In a fresh interpreter, the module alone (the package's __init__, which
     # imports Keras for the rest of robustlab, is bypassed): what it imports,
@@ -917,3 +922,17 @@ def test_the_maths_modules_import_no_framework(module):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_posterior_re_exports_the_theory_and_the_measurements():
+    assert sorted(posterior.__all__) == [
+        "CovarianceTrajectory", "IterateStatistics", "ReplicaVariance",
+        "covariance_recursion", "is_stable", "minibatch_noise_variance",
+        "relaxation_steps", "replica_variance", "spectral_radius",
+        "stability_margin", "stationary_covariance", "stationary_variance",
+    ]
+    homes = {name: module for module in (heavy_ball, iterate_statistics)
+             for name in module.__all__}
+    assert sorted(homes) == sorted(posterior.__all__)
+    for name, module in homes.items():
+        assert getattr(posterior, name) is getattr(module, name), name
