@@ -81,6 +81,7 @@ __all__ = [
     "checkpoint_selection",
     "command",
     "get",
+    "mean_and_stderr",
     "read_reference_file",
     "reference",
     "reproduce",
