@@ -12,7 +12,7 @@ import dataclasses
 import math
 import os
 import socket
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -461,10 +461,9 @@ def test_data_dir_defaults_to_the_environment_variable(tfds_dir, offline, monkey
 def test_missing_dataset_with_download_false_fails_fast_without_network(
     tmp_path, offline
 ):
-    start = time.monotonic()
+    # `offline` fails the test on any probe, connection or download.
     with pytest.raises(data.DatasetNotAvailableError) as info:
         data.load("cifar10", data_dir=str(tmp_path), download=False)
-    assert time.monotonic() - start < 5
     assert isinstance(info.value, OSError)
     message = str(info.value)
     assert f"data_dir={str(tmp_path)!r}" in message and "'digits'" in message
@@ -480,10 +479,8 @@ def test_missing_dataset_with_unreachable_host_fails_fast_without_downloading(
 
     monkeypatch.setattr(data, "can_reach_download_host", lambda host, port: False)
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", no_download)
-    start = time.monotonic()
     with pytest.raises(data.DatasetNotAvailableError, match="could not be reached"):
         data.load("mnist", data_dir=str(tmp_path))
-    assert time.monotonic() - start < 5
 
 
 def test_download_true_skips_the_probe_and_downloads(tmp_path, monkeypatch):
@@ -538,13 +535,39 @@ def closed_local_port():
         return sock.getsockname()[1]
 
 
-def test_probe_reports_an_unreachable_host_within_its_timeout(no_proxy_env):
-    start = time.monotonic()
+def test_probe_reports_an_unreachable_host(no_proxy_env):
     assert not data.can_reach_download_host(
         "127.0.0.1", closed_local_port(), timeout=1.0
     )
     assert not data.can_reach_download_host("host.invalid", 443, timeout=1.0)
-    assert time.monotonic() - start < 3
+
+
+def test_probe_gives_up_on_a_hanging_connection_after_its_timeout(
+        no_proxy_env, monkeypatch):
+    # A connection (or DNS lookup) that hangs: it completes only when the test
+    # releases it, after the probe has answered. A probe that waited for it
+    # would get the connection and answer True (the release also comes by
+    # itself after 60 s, so such a probe fails rather than hangs the suite).
+    release, timeouts = threading.Event(), []
+
+    class Connection:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def hanging_connection(address, timeout):
+        timeouts.append(timeout)
+        release.wait(60)
+        return Connection()
+
+    monkeypatch.setattr(socket, "create_connection", hanging_connection)
+    try:
+        assert not data.can_reach_download_host("example.org", 443, timeout=0.2)
+    finally:
+        release.set()
+    assert timeouts == [0.2]
 
 
 def test_probe_reports_a_listening_host_as_reachable(no_proxy_env):
