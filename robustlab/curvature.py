@@ -58,8 +58,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from robustlab import attacks
 from robustlab import backend as _backend
+from robustlab import losses
 from robustlab import validation
 
 try:  # a dependency of scikit-learn, which robustlab requires
@@ -665,35 +665,6 @@ def _split(flat, shapes, name):
 # ---------------------------------------------------------------------------
 
 
-def _resolve_loss(model, loss):
-    """`(cache_key, per_example_loss_fn)` for `loss` (None: the compiled loss)."""
-    if loss is None:
-        compiled_loss = getattr(model, "loss", None) if getattr(
-            model, "compiled", False) else None
-        if compiled_loss is None:
-            raise ValueError(
-                "Argument `loss` is required when the model is not compiled with "
-                "a loss: pass `loss=` (a Keras loss name, function or "
-                "keras.losses.Loss instance) or `model.compile(loss=...)` first. "
-                "Received: loss=None"
-            )
-        loss = compiled_loss
-    if isinstance(loss, (dict, list, tuple)):
-        raise ValueError(
-            "Argument `loss` must be a single Keras loss (multi-output models "
-            f"are not supported). Received: loss={loss!r}"
-        )
-    try:
-        per_example = attacks.per_example_loss(loss)
-    except (ValueError, TypeError):
-        raise ValueError(
-            "Argument `loss` must be a Keras loss name, a function "
-            f"`(y_true, y_pred) -> per-example losses` or a keras.losses.Loss. "
-            f"Received: loss={loss!r}"
-        ) from None
-    return (loss if isinstance(loss, (str, keras.losses.Loss)) else per_example), per_example
-
-
 _HALF_PRECISION = ("float16", "bfloat16")
 
 
@@ -865,7 +836,7 @@ class HessianOperator:
         _check_model(model)
         x, y = _check_probe_data(x, y)
         batch_size = _check_batch_size(batch_size)
-        loss_key, per_example = _resolve_loss(model, loss)
+        loss_key, per_example = losses.resolve_model_loss(model, loss)
         if attack is not None:
             x = _craft_adversarial(attack, model, x, y, seed)
         self.model = model
