@@ -900,7 +900,7 @@ def test_replica_variance_rejects_bad_arguments(args, kwargs, message):
         replica_variance(*args, **kwargs)
 
 
-@pytest.mark.parametrize("module", ["posterior", "bounds"])
+@pytest.mark.parametrize("module", ["posterior", "bounds", "spectral"])
 def test_the_maths_modules_import_no_framework(module):
     # In a fresh interpreter, the module alone (the package's __init__, which
     # imports Keras for the rest of robustlab, is bypassed): what it imports,
