@@ -13,8 +13,8 @@ Logits or probabilities: the attack maximises a cross-entropy. With `loss=None`
 it uses the model's compiled loss when the model is compiled; otherwise a
 (sparse) categorical cross-entropy whose `from_logits` is read from the model:
 a final softmax (a `Softmax` layer, or a layer whose `activation` is softmax)
-means probabilities, anything else means logits. Pass `from_logits=` or `loss=`
-to say it explicitly. Labels may be class indices `(batch,)` / `(batch, 1)` or
+means probabilities, anything else means logits (`robustlab.losses` resolves
+these). Pass `from_logits=` or `loss=` to say it explicitly. Labels may be class indices `(batch,)` / `(batch, 1)` or
 one-hot `(batch, classes)`.
 
 The model is called with `training=False` during the attack by default, so
@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from robustlab import backend as _backend
+from robustlab import losses
 from robustlab import model_validation
 from robustlab import validation
 
@@ -227,43 +228,11 @@ def perturb(loss_fn, x, y, attack, seed=None):
 # Losses: what the attack ascends.
 
 
-def final_activation_is_softmax(model):
-    """Whether `model` ends in a softmax (so it outputs probabilities)."""
-    layers = getattr(model, "layers", None)
-    if not layers:
-        return False
-    last = layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return activation is keras.activations.softmax or (
-        getattr(activation, "__name__", None) == "softmax"
-    )
-
-
-def per_example_loss(loss):
-    """A function `(y_true, y_pred) -> per-example losses` for a Keras loss
-    given as a string, a function or a `keras.losses.Loss`."""
-    if isinstance(loss, keras.losses.Loss):
-        return loss.call
-    resolved = keras.losses.get(loss)
-    if isinstance(resolved, keras.losses.Loss):
-        return resolved.call
-    if resolved is None or not callable(resolved):
-        raise ValueError(
-            f"Argument `loss` must be a Keras loss. Received: loss={loss!r}"
-        )
-    return resolved
-
-
-def default_classification_loss(sparse_labels, from_logits):
-    if sparse_labels:
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=from_logits, reduction="sum"
-        )
-    return keras.losses.CategoricalCrossentropy(
-        from_logits=from_logits, reduction="sum"
-    )
+# robustlab.losses resolves `loss=`; its names stay importable from here,
+# where they were first defined.
+default_classification_loss = losses.default_classification_loss
+final_activation_is_softmax = losses.final_activation_is_softmax
+per_example_loss = losses.per_example_loss
 
 
 def attack_loss(model, labels_sparse, loss=None, from_logits=None):
@@ -272,12 +241,12 @@ def attack_loss(model, labels_sparse, loss=None, from_logits=None):
         loss = model.loss
     if loss is None:
         if from_logits is None:
-            from_logits = not final_activation_is_softmax(model)
-        per_example = per_example_loss(
-            default_classification_loss(labels_sparse, from_logits)
+            from_logits = not losses.final_activation_is_softmax(model)
+        per_example = losses.per_example_loss(
+            losses.default_classification_loss(labels_sparse, from_logits)
         )
     else:
-        per_example = per_example_loss(loss)
+        per_example = losses.per_example_loss(loss)
 
     def summed(x, y, training=False):
         return ops.sum(per_example(y, model(x, training=training)))

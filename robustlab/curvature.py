@@ -1,16 +1,16 @@
 """Curvature of a model's loss: Hessian-vector products, top eigenvalues,
 trace and spectral density.
 
-Two layers:
-
-- **Operator level** (`power_iteration`, `lanczos`, `lanczos_eigenpairs`,
-  `hutchinson_trace`, `slq_density`): pure NumPy algorithms on a symmetric
-  linear operator given as `matvec(v) -> A v` on flat float64 vectors. They
-  know nothing about Keras and are tested on matrices with known spectra.
-- **Model level** (`hessian_vector_product`, `top_hessian_eigenvalue`,
-  `top_hessian_eigenvalues`, `hessian_trace`, `spectral_density`): the same
-  algorithms applied to `HessianOperator`, the Hessian of the mean loss of a
-  Keras model over a fixed probe set with respect to `model.trainable_variables`.
+This module holds the **model level**: `HessianOperator`, the Hessian of the
+mean loss of a Keras model over a fixed probe set with respect to
+`model.trainable_variables` as a linear operator; `hessian_vector_product`;
+and `top_hessian_eigenvalue`, `top_hessian_eigenvalues`, `hessian_trace` and
+`spectral_density`, which run the algorithms of `robustlab.spectral` on that
+operator. Those algorithms (`power_iteration`, `lanczos`,
+`lanczos_eigenpairs`, `hutchinson_trace`, `slq_density`), pure NumPy on a
+symmetric operator given as `matvec(v) -> A v`, and their results
+(`EigenvalueEstimate`, ...) are importable from here too. What `loss=` may be
+is resolved by `robustlab.losses`.
 
 What "the loss" is, for every model-level function:
 
@@ -51,15 +51,15 @@ and seed give the same numbers.
 import contextlib
 import dataclasses
 import math
-import numbers
 import weakref
 
 import keras
 import numpy as np
 from keras import ops
 
-from robustlab import attacks
 from robustlab import backend as _backend
+from robustlab import losses
+from robustlab import spectral
 from robustlab import validation
 
 try:  # a dependency of scikit-learn, which robustlab requires
@@ -89,528 +89,20 @@ __all__ = [
     "unflatten_weights",
 ]
 
-WHICH = ("largest_magnitude", "largest_algebraic")
-
-
-# ---------------------------------------------------------------------------
-# Results
-# ---------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class EigenvalueEstimate:
-    """One eigenpair found by power iteration.
-
-    Attributes:
-        eigenvalue: the Rayleigh quotient `v^T A v` of `eigenvector`.
-        eigenvector: unit-norm vector (flat float64 at the operator level; a
-            list of arrays shaped like the trainable variables at the model
-            level).
-        iterations: matrix-vector products used.
-        converged: whether the relative change of the Rayleigh quotient
-            between two iterations fell to `tol` or below.
-    """
-
-    eigenvalue: float
-    eigenvector: object
-    iterations: int
-    converged: bool
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class EigenpairsEstimate:
-    """The k eigenpairs of largest magnitude found by Lanczos.
-
-    Attributes:
-        eigenvalues: float64 array `(k,)`, sorted by magnitude, largest first.
-        eigenvectors: the unit-norm Ritz vectors in the same order (a `(k,
-            dim)` array at the operator level; a list of k weight-shaped lists
-            at the model level).
-        residuals: float64 array `(k,)`, `||A u - lambda u||` of each pair.
-        iterations: Lanczos steps (matrix-vector products) used.
-        converged: whether every residual is <= `tol * |eigenvalue|`.
-    """
-
-    eigenvalues: np.ndarray
-    eigenvectors: object
-    residuals: np.ndarray
-    iterations: int
-    converged: bool
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class TraceEstimate:
-    """A Hutchinson estimate of a trace.
-
-    Attributes:
-        trace: mean of the per-probe estimates `z^T A z`.
-        stderr: their sample standard deviation (ddof=1) over sqrt(probes);
-            NaN with a single probe.
-        samples: float64 array `(probes,)`, the per-probe estimates.
-    """
-
-    trace: float
-    stderr: float
-    samples: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class SpectralDensity:
-    """A spectral density estimated by stochastic Lanczos quadrature.
-
-    Attributes:
-        grid: float64 array `(points,)`, where the density is evaluated.
-        density: float64 array `(points,)`, Gaussian-broadened and normalised
-            so that its trapezoidal integral over `grid` is 1.
-        nodes: float64 array `(probes, steps)`, the Ritz values of each probe.
-        weights: float64 array `(probes, steps)`, their quadrature weights
-            (squared first components of the Ritz vectors; each row sums to 1).
-        sigma: the standard deviation of the Gaussian broadening.
-    """
-
-    grid: np.ndarray
-    density: np.ndarray
-    nodes: np.ndarray
-    weights: np.ndarray
-    sigma: float
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class LanczosDecomposition:
-    """`A V^T ~= V^T T` with `V` orthonormal rows and `T` tridiagonal.
-
-    Attributes:
-        alphas: float64 array `(m,)`, the diagonal of T.
-        betas: float64 array `(m - 1,)`, its off-diagonal. A zero marks a
-            restart after an invariant subspace was exhausted.
-        residual_norm: norm of the part of `A v_m` outside the basis; the
-            residual of Ritz pair i is `residual_norm * |S[m - 1, i]|`.
-        basis: float64 array `(m, dim)`, the orthonormal Lanczos vectors.
-    """
-
-    alphas: np.ndarray
-    betas: np.ndarray
-    residual_norm: float
-    basis: np.ndarray
-
-    def tridiagonal(self):
-        """The tridiagonal matrix T as a dense `(m, m)` array."""
-        return (
-            np.diag(self.alphas)
-            + np.diag(self.betas, 1)
-            + np.diag(self.betas, -1)
-        )
-
-    def ritz_pairs(self):
-        """`(values, vectors_in_basis)`: eigh of T, ascending values; column i
-        of `vectors_in_basis` holds the coefficients of Ritz vector i."""
-        return np.linalg.eigh(self.tridiagonal())
-
-
-# ---------------------------------------------------------------------------
-# Operator-level algorithms (flat float64 NumPy vectors)
-# ---------------------------------------------------------------------------
-
-
-def _unit(vector, name):
-    vector = np.asarray(vector, dtype=np.float64).ravel()
-    norm = np.linalg.norm(vector)
-    if not np.isfinite(norm) or norm == 0.0:
-        raise ValueError(
-            f"Argument `{name}` must be a finite, non-zero vector. "
-            f"Received: {name} with norm {norm!r}"
-        )
-    return vector / norm
-
-
-def _matvec64(matvec, vector):
-    return np.asarray(matvec(vector), dtype=np.float64).ravel()
-
-
-def _check_which(which):
-    if which not in WHICH:
-        raise ValueError(
-            f"Argument `which` must be one of {WHICH}. Received: which={which!r}"
-        )
-
-
-def _power_iteration_run(matvec, initial, iterations, tol, shift):
-    """Power iteration on `A - shift I`; returns the shifted eigenvalue."""
-    v = _unit(initial, "initial")
-    eigenvalue, previous = 0.0, None
-    for step in range(1, iterations + 1):
-        w = _matvec64(matvec, v)
-        if shift:
-            w = w - shift * v
-        eigenvalue = float(v @ w)  # Rayleigh quotient of v
-        if previous is not None and abs(eigenvalue - previous) <= tol * abs(eigenvalue):
-            return EigenvalueEstimate(eigenvalue, v, step, True)
-        norm = np.linalg.norm(w)
-        if norm == 0.0:  # v is in the null space: eigenvalue 0, exactly
-            return EigenvalueEstimate(0.0, v, step, True)
-        previous, v = eigenvalue, w / norm
-    return EigenvalueEstimate(eigenvalue, v, iterations, False)
-
-
-def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
-                    which="largest_magnitude"):
-    """The dominant eigenpair of a symmetric operator by power iteration.
-
-    With `which="largest_magnitude"` (the default) this finds the eigenvalue
-    of LARGEST MAGNITUDE, which is negative when the most negative eigenvalue
-    outweighs the most positive one. `which="largest_algebraic"` returns the
-    most positive eigenvalue instead: when the dominant one is negative,
-    lambda_dom, a second power iteration runs on `A - lambda_dom I`, whose
-    dominant eigenvalue is `lambda_max - lambda_dom`.
-
-    Each iteration costs one product: `w = A v`, Rayleigh quotient `v . w`,
-    `v <- w / ||w||`. It stops when the Rayleigh quotient changes by at most
-    `tol` relative to its value, or after `iterations` products (per run).
-    Convergence is geometric with ratio |lambda_2 / lambda_1|; when the top
-    two magnitudes are close, small relative change does not mean small
-    error.
-
-    Args:
-        matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
-        initial: starting vector (not orthogonal to the dominant
-            eigenvector); it is normalised.
-        iterations: maximum number of products per run, >= 1.
-        tol: relative tolerance on the Rayleigh quotient, > 0.
-        which: `"largest_magnitude"` or `"largest_algebraic"`.
-
-    Returns:
-        `EigenvalueEstimate` with a flat unit-norm eigenvector.
-
-    Example:
-
-    >>> import numpy as np
-    >>> a = np.diag([1.0, 2.0, -5.0])
-    >>> result = power_iteration(lambda v: a @ v, np.ones(3), iterations=200,
-    ...                          tol=1e-12)
-    >>> round(result.eigenvalue, 6), result.converged
-    (-5.0, True)
-    >>> round(power_iteration(lambda v: a @ v, np.ones(3), 200, 1e-12,
-    ...                       which="largest_algebraic").eigenvalue, 6)
-    2.0
-    """
-    iterations = validation.check_int_at_least("iterations", iterations, 1)
-    tol = validation.check_finite_positive("tol", tol)
-    _check_which(which)
-    result = _power_iteration_run(matvec, initial, iterations, tol, 0.0)
-    if which == "largest_magnitude" or result.eigenvalue >= 0.0:
-        return result
-    shift = result.eigenvalue
-    shifted = _power_iteration_run(matvec, initial, iterations, tol, shift)
-    return EigenvalueEstimate(
-        eigenvalue=shifted.eigenvalue + shift,
-        eigenvector=shifted.eigenvector,
-        iterations=result.iterations + shifted.iterations,
-        converged=shifted.converged,
-    )
-
-
-_BREAKDOWN = 1e-10  # beta below this times ||A|| (so far) ends a Krylov space
-
-
-def _orthogonalize(w, rows):
-    """Remove from w its components along the orthonormal `rows` (twice:
-    "twice is enough" for full reorthogonalisation in floating point)."""
-    for _ in range(2):
-        w = w - rows.T @ (rows @ w)
-    return w
-
-
-def _lanczos_iterations(matvec, initial, steps, rng):
-    """Run Lanczos with full reorthogonalisation, yielding after every step.
-
-    Yields `(alphas, betas, residual_norm, basis)`, where `basis` is a view
-    of the rows built so far (live: copy what you keep). When the Krylov
-    space of the start vector is exhausted (an exact invariant subspace,
-    beta ~ 0), it restarts from a random vector orthogonal to the basis with
-    a zero off-diagonal, so T stays the restriction of A to the basis and
-    `steps` may go up to the dimension.
-    """
-    v = _unit(initial, "initial")
-    dim = v.size
-    steps = min(steps, dim)
-    basis = np.empty((steps, dim))
-    alphas, betas = [], []
-    operator_norm = 0.0
-    beta = 0.0
-    for step in range(steps):
-        basis[step] = v
-        built = basis[: step + 1]
-        w = _matvec64(matvec, v)
-        operator_norm = max(operator_norm, float(np.linalg.norm(w)))
-        alpha = float(v @ w)
-        w = w - alpha * v
-        if step > 0:
-            w = w - beta * basis[step - 1]
-        w = _orthogonalize(w, built)
-        residual_norm = float(np.linalg.norm(w))
-        alphas.append(alpha)
-        yield alphas, betas, residual_norm, built
-        if step == steps - 1:
-            return
-        if residual_norm > _BREAKDOWN * operator_norm:
-            beta, v = residual_norm, w / residual_norm
-        else:
-            restart = _orthogonalize(rng.standard_normal(dim), built)
-            beta, v = 0.0, restart / np.linalg.norm(restart)
-        betas.append(beta)
-
-
-def _decomposition(alphas, betas, residual_norm, basis):
-    return LanczosDecomposition(
-        alphas=np.array(alphas, dtype=np.float64),
-        betas=np.array(betas, dtype=np.float64),
-        residual_norm=float(residual_norm),
-        basis=np.array(basis, dtype=np.float64),
-    )
-
-
-def lanczos(matvec, initial, steps, *, rng=None):
-    """Lanczos tridiagonalisation with full reorthogonalisation.
-
-    Builds an orthonormal basis `v_1..v_m` of the Krylov space of `initial`
-    and the tridiagonal `T = V A V^T` (m = min(steps, dim)). Each step costs
-    one product and O(m dim) for the reorthogonalisation. If the Krylov
-    space is exhausted before m steps (beta ~ 0), it restarts from a random
-    vector orthogonal to the basis, recording a zero off-diagonal.
-
-    Args:
-        matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
-        initial: non-zero starting vector; it is normalised.
-        steps: number of steps, >= 1 (at most the dimension is used).
-        rng: `numpy.random.Generator` for restart vectors (default seed 0).
-
-    Returns:
-        `LanczosDecomposition`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> a = np.diag([3.0, 1.0, -2.0])
-    >>> decomposition = lanczos(lambda v: a @ v, np.ones(3), steps=3)
-    >>> np.round(decomposition.ritz_pairs()[0], 6)
-    array([-2.,  1.,  3.])
-    """
-    steps = validation.check_int_at_least("steps", steps, 1)
-    rng = np.random.default_rng(0) if rng is None else rng
-    state = None
-    for state in _lanczos_iterations(matvec, initial, steps, rng):
-        pass
-    return _decomposition(*state)
-
-
-def _top_ritz_pairs(decomposition, k):
-    """The k Ritz pairs of largest magnitude: values, coefficient columns and
-    residual norms, largest magnitude first."""
-    values, coefficients = decomposition.ritz_pairs()
-    order = np.argsort(-np.abs(values), kind="stable")[:k]
-    residuals = decomposition.residual_norm * np.abs(coefficients[-1, order])
-    return values[order], coefficients[:, order], residuals
-
-
-def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
-    """The k eigenpairs of largest magnitude of a symmetric operator, by
-    Lanczos with full reorthogonalisation (no deflation).
-
-    Runs up to `steps` Lanczos steps and stops early as soon as each of the
-    k Ritz pairs of largest magnitude has residual `||A u - theta u|| <=
-    tol * |theta|` (the eigenvalue error is then about residual^2 / gap).
-    Limitation: a single Krylov space holds one copy of a repeated
-    eigenvalue; further copies appear only after the space is exhausted.
-
-    Args:
-        matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
-        initial: non-zero starting vector.
-        k: number of eigenpairs, 1 <= k <= dim.
-        steps: maximum number of Lanczos steps, k <= steps (capped at dim).
-        tol: relative residual tolerance, > 0.
-        rng: `numpy.random.Generator` for restart vectors (default seed 0).
-
-    Returns:
-        `EigenpairsEstimate` with eigenvectors as a `(k, dim)` array.
-
-    Example:
-
-    >>> import numpy as np
-    >>> a = np.diag([4.0, 1.0, 0.5, -3.0])
-    >>> result = lanczos_eigenpairs(lambda v: a @ v, np.ones(4), k=2, steps=4)
-    >>> np.round(result.eigenvalues, 6)
-    array([ 4., -3.])
-    """
-    dim = np.asarray(initial).size
-    k = _check_k(k, dim)
-    steps = validation.check_int_at_least("steps", steps, 1)
-    if steps < k:
-        raise ValueError(
-            f"Argument `steps` must be >= k={k}: Lanczos needs at least k steps "
-            f"to produce k eigenpairs. Received: steps={steps}"
-        )
-    tol = validation.check_finite_positive("tol", tol)
-    rng = np.random.default_rng(0) if rng is None else rng
-    converged = False
-    for alphas, betas, residual_norm, basis in _lanczos_iterations(
-        matvec, initial, steps, rng
-    ):
-        if len(alphas) < k:
-            continue
-        decomposition = _decomposition(alphas, betas, residual_norm, basis[:0])
-        values, _, residuals = _top_ritz_pairs(decomposition, k)
-        converged = bool(np.all(residuals <= tol * np.abs(values)))
-        if converged:
-            break
-    decomposition = _decomposition(alphas, betas, residual_norm, basis)
-    values, coefficients, residuals = _top_ritz_pairs(decomposition, k)
-    vectors = coefficients.T @ decomposition.basis
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return EigenpairsEstimate(
-        eigenvalues=values,
-        eigenvectors=vectors,
-        residuals=residuals,
-        iterations=len(alphas),
-        converged=converged,
-    )
-
-
-def _rademacher(rng, dim):
-    return rng.integers(0, 2, size=dim).astype(np.float64) * 2.0 - 1.0
-
-
-def hutchinson_trace(matvec, dim, probes, rng):
-    """Hutchinson's trace estimate with Rademacher probes.
-
-    For z with independent +-1 entries, E[z^T A z] = tr(A). Returns the mean
-    of `probes` such samples and its standard error (sample standard
-    deviation, ddof=1, over sqrt(probes)).
-
-    Args:
-        matvec: `v -> A v` for a flat float64 vector.
-        dim: dimension of the operator, >= 1.
-        probes: number of probe vectors, >= 1.
-        rng: `numpy.random.Generator`.
-
-    Returns:
-        `TraceEstimate`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> estimate = hutchinson_trace(lambda v: 2.0 * v, dim=5, probes=3,
-    ...                             rng=np.random.default_rng(0))
-    >>> estimate.trace, estimate.stderr
-    (10.0, 0.0)
-    """
-    dim = validation.check_int_at_least("dim", dim, 1)
-    probes = validation.check_int_at_least("probes", probes, 1)
-    samples = np.empty(probes)
-    for i in range(probes):
-        z = _rademacher(rng, dim)
-        samples[i] = z @ _matvec64(matvec, z)
-    stderr = (
-        float(np.std(samples, ddof=1) / math.sqrt(probes)) if probes > 1 else math.nan
-    )
-    return TraceEstimate(trace=float(np.mean(samples)), stderr=stderr, samples=samples)
-
-
-if hasattr(np, "trapezoid"):
-    _trapezoid = np.trapezoid
-else:  # NumPy < 2
-    _trapezoid = np.trapz
-
-
-def _check_grid(grid):
-    grid = np.asarray(grid, dtype=np.float64)
-    if grid.ndim != 1 or grid.size < 2 or not np.all(np.isfinite(grid)) or not np.all(
-        np.diff(grid) > 0
-    ):
-        raise ValueError(
-            "Argument `grid` must be None or a 1-D array of at least 2 finite, "
-            f"strictly increasing values. Received: grid with shape {grid.shape}"
-        )
-    return grid
-
-
-def _gaussian_broadened_density(nodes, weights, grid, sigma):
-    """`sum_j weights_j N(t; nodes_j, sigma^2)` at each t of `grid`, summed
-    over all probes' nodes, then normalised so that the trapezoidal integral
-    over `grid` is 1 (which also averages over the probes)."""
-    nodes = np.asarray(nodes, dtype=np.float64).reshape(-1)
-    weights = np.asarray(weights, dtype=np.float64).reshape(-1)
-    offsets = (grid[:, None] - nodes[None, :]) / sigma
-    kernel = np.exp(-0.5 * offsets**2) / (sigma * math.sqrt(2.0 * math.pi))
-    density = kernel @ weights
-    mass = _trapezoid(density, grid)
-    if not mass > 0.0:
-        raise ValueError(
-            "Argument `grid` holds no spectral mass: widen it to cover the Ritz "
-            f"values in [{nodes.min():g}, {nodes.max():g}]. Received: grid over "
-            f"[{grid[0]:g}, {grid[-1]:g}]"
-        )
-    return density / mass
-
-
-def slq_density(matvec, dim, steps, probes, grid=None, sigma=None, rng=None):
-    """Spectral density of a symmetric operator by stochastic Lanczos
-    quadrature (Ubaru, Chen & Saad 2017; Ghorbani et al. 2019).
-
-    For each normalised Rademacher probe z, `steps` Lanczos steps give T with
-    eigenpairs (theta_j, s_j); the Gauss quadrature nodes theta_j with weights
-    s_j[0]^2 approximate the spectral measure seen by z, whose expectation is
-    (1/dim) sum_i delta(lambda_i). The nodes are broadened by Gaussians of
-    width `sigma` and averaged over the probes. With steps = dim each probe's
-    nodes are the exact eigenvalues.
-
-    Args:
-        matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
-        dim: dimension of the operator, >= 1.
-        steps: Lanczos steps per probe, >= 1 (capped at dim).
-        probes: number of probe vectors, >= 1.
-        grid: where to evaluate the density; default 1001 points from
-            5 sigma below the smallest node to 5 sigma above the largest.
-        sigma: broadening, > 0; default 1% of the node range (or 1e-3 times
-            the largest |node|, at least 1e-12, when all nodes coincide).
-        rng: `numpy.random.Generator` (default seed 0).
-
-    Returns:
-        `SpectralDensity`.
-
-    Example:
-
-    >>> import numpy as np
-    >>> a = np.diag([1.0, 2.0, 3.0, 4.0])
-    >>> result = slq_density(lambda v: a @ v, dim=4, steps=4, probes=2)
-    >>> np.round(result.nodes[0], 6), np.round(result.weights[0], 6)
-    (array([1., 2., 3., 4.]), array([0.25, 0.25, 0.25, 0.25]))
-    """
-    dim = validation.check_int_at_least("dim", dim, 1)
-    steps = validation.check_int_at_least("steps", steps, 1)
-    probes = validation.check_int_at_least("probes", probes, 1)
-    if sigma is not None:
-        sigma = validation.check_finite_positive("sigma", sigma)
-    if grid is not None:
-        grid = _check_grid(grid)
-    rng = np.random.default_rng(0) if rng is None else rng
-    steps = min(steps, dim)
-    nodes = np.empty((probes, steps))
-    weights = np.empty((probes, steps))
-    for p in range(probes):
-        decomposition = lanczos(matvec, _rademacher(rng, dim), steps, rng=rng)
-        values, coefficients = decomposition.ritz_pairs()
-        nodes[p] = values
-        weights[p] = coefficients[0] ** 2
-    if sigma is None:
-        spread = float(nodes.max() - nodes.min())
-        scale = float(np.abs(nodes).max())
-        sigma = 0.01 * spread if spread > 0 else max(1e-3 * scale, 1e-12)
-    if grid is None:
-        grid = np.linspace(nodes.min() - 5 * sigma, nodes.max() + 5 * sigma, 1001)
-    density = _gaussian_broadened_density(nodes, weights, grid, sigma)
-    return SpectralDensity(
-        grid=grid, density=density, nodes=nodes, weights=weights, sigma=float(sigma)
-    )
+# The operator-level algorithms and their results live in robustlab.spectral;
+# they stay importable from here, next to the model-level functions that
+# return the same results.
+EigenpairsEstimate = spectral.EigenpairsEstimate
+EigenvalueEstimate = spectral.EigenvalueEstimate
+LanczosDecomposition = spectral.LanczosDecomposition
+SpectralDensity = spectral.SpectralDensity
+TraceEstimate = spectral.TraceEstimate
+WHICH = spectral.WHICH
+hutchinson_trace = spectral.hutchinson_trace
+lanczos = spectral.lanczos
+lanczos_eigenpairs = spectral.lanczos_eigenpairs
+power_iteration = spectral.power_iteration
+slq_density = spectral.slq_density
 
 
 # ---------------------------------------------------------------------------
@@ -663,35 +155,6 @@ def _split(flat, shapes, name):
 # ---------------------------------------------------------------------------
 # The Hessian of a model's mean loss as a linear operator
 # ---------------------------------------------------------------------------
-
-
-def _resolve_loss(model, loss):
-    """`(cache_key, per_example_loss_fn)` for `loss` (None: the compiled loss)."""
-    if loss is None:
-        compiled_loss = getattr(model, "loss", None) if getattr(
-            model, "compiled", False) else None
-        if compiled_loss is None:
-            raise ValueError(
-                "Argument `loss` is required when the model is not compiled with "
-                "a loss: pass `loss=` (a Keras loss name, function or "
-                "keras.losses.Loss instance) or `model.compile(loss=...)` first. "
-                "Received: loss=None"
-            )
-        loss = compiled_loss
-    if isinstance(loss, (dict, list, tuple)):
-        raise ValueError(
-            "Argument `loss` must be a single Keras loss (multi-output models "
-            f"are not supported). Received: loss={loss!r}"
-        )
-    try:
-        per_example = attacks.per_example_loss(loss)
-    except (ValueError, TypeError):
-        raise ValueError(
-            "Argument `loss` must be a Keras loss name, a function "
-            f"`(y_true, y_pred) -> per-example losses` or a keras.losses.Loss. "
-            f"Received: loss={loss!r}"
-        ) from None
-    return (loss if isinstance(loss, (str, keras.losses.Loss)) else per_example), per_example
 
 
 _HALF_PRECISION = ("float16", "bfloat16")
@@ -808,15 +271,6 @@ def _check_batch_size(batch_size):
     return validation.check_int_at_least("batch_size", batch_size, 1)
 
 
-def _check_k(k, dim):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k <= dim:
-        raise ValueError(
-            f"Argument `k` must be an integer in [1, {dim}] (the dimension: the "
-            f"number of trainable parameters for a model). Received: k={k!r}"
-        )
-    return int(k)
-
-
 class HessianOperator:
     """The Hessian of a model's mean loss over a fixed probe set, as a
     symmetric linear operator on weight space.
@@ -865,7 +319,7 @@ class HessianOperator:
         _check_model(model)
         x, y = _check_probe_data(x, y)
         batch_size = _check_batch_size(batch_size)
-        loss_key, per_example = _resolve_loss(model, loss)
+        loss_key, per_example = losses.resolve_model_loss(model, loss)
         if attack is not None:
             x = _craft_adversarial(attack, model, x, y, seed)
         self.model = model
@@ -1099,13 +553,13 @@ def top_hessian_eigenvalue(model, x, y, *, loss=None, attack=None, iterations=20
     """
     iterations = validation.check_int_at_least("iterations", iterations, 1)
     tol = validation.check_finite_positive("tol", tol)
-    _check_which(which)
+    spectral.check_which(which)
     operator = HessianOperator(
         model, x, y, loss=loss, attack=attack, batch_size=batch_size, seed=seed
     )
     initial = _initial(operator, initial_vector, np.random.default_rng(seed))
     with _single_threaded_blas():
-        result = power_iteration(operator.matvec, initial, iterations, tol, which=which)
+        result = spectral.power_iteration(operator.matvec, initial, iterations, tol, which=which)
     return dataclasses.replace(
         result, eigenvector=operator.unflatten(result.eigenvector)
     )
@@ -1150,7 +604,7 @@ def top_hessian_eigenvalues(model, x, y, k, *, loss=None, attack=None,
     """
     _check_model(model)
     dim = int(sum(math.prod(v.shape) for v in model.trainable_variables))
-    k = _check_k(k, dim)
+    k = spectral.check_eigenpair_count(k, dim)
     if iterations is None:
         iterations = min(dim, max(20, 2 * k + 10))
     iterations = validation.check_int_at_least("iterations", iterations, k)
@@ -1161,7 +615,7 @@ def top_hessian_eigenvalues(model, x, y, k, *, loss=None, attack=None,
     rng = np.random.default_rng(seed)
     initial = _initial(operator, initial_vector, rng)
     with _single_threaded_blas():
-        result = lanczos_eigenpairs(
+        result = spectral.lanczos_eigenpairs(
             operator.matvec, initial, k, iterations, tol, rng=rng
         )
     return dataclasses.replace(
@@ -1199,7 +653,7 @@ def hessian_trace(model, x, y, *, probes=100, loss=None, attack=None,
         model, x, y, loss=loss, attack=attack, batch_size=batch_size, seed=seed
     )
     with _single_threaded_blas():
-        return hutchinson_trace(
+        return spectral.hutchinson_trace(
             operator.matvec, operator.dim, probes, np.random.default_rng(seed)
         )
 
@@ -1240,12 +694,12 @@ def spectral_density(model, x, y, *, lanczos_steps=30, probes=4, grid=None,
     if sigma is not None:
         sigma = validation.check_finite_positive("sigma", sigma)
     if grid is not None:
-        grid = _check_grid(grid)
+        grid = spectral.check_density_grid(grid)
     operator = HessianOperator(
         model, x, y, loss=loss, attack=attack, batch_size=batch_size, seed=seed
     )
     with _single_threaded_blas():
-        return slq_density(
+        return spectral.slq_density(
             operator.matvec, operator.dim, lanczos_steps, probes, grid=grid,
             sigma=sigma, rng=np.random.default_rng(seed),
         )

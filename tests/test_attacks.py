@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import robustlab
 from robustlab import attacks
+from robustlab import losses
 from tests.conftest import softmax_regression
 
 RNG = np.random.default_rng(1234)
@@ -187,12 +188,20 @@ def test_a_softmax_output_is_attacked_as_probabilities():
         [keras.Input((6,)), keras.layers.Dense(3, activation="softmax")]
     )
     probs_model.set_weights([W3, B3])
-    assert attacks.final_activation_is_softmax(probs_model)
-    assert not attacks.final_activation_is_softmax(logits_model)
+    assert losses.final_activation_is_softmax(probs_model)
+    assert not losses.final_activation_is_softmax(logits_model)
     np.testing.assert_array_equal(
         attacks.pgd(logits_model, X6, Y6, eps=0.1, steps=3, random_start=False),
         attacks.pgd(probs_model, X6, Y6, eps=0.1, steps=3, random_start=False),
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["default_classification_loss", "final_activation_is_softmax", "per_example_loss"],
+)
+def test_the_loss_resolution_stays_importable_from_attacks(name):
+    assert getattr(attacks, name) is getattr(losses, name)
 
 
 def test_one_hot_labels_give_the_same_attack_as_class_indices():

@@ -1,7 +1,7 @@
-"""Curvature probes against exact Hessians and known spectra.
+"""Curvature probes against exact Hessians (the algorithms they run are
+specified on known spectra in test_spectral.py).
 
 The references are computed without robustlab and without autodiff:
-- explicit symmetric matrices Q diag(lambda) Q^T with chosen spectra;
 - the analytic Hessian of softmax regression,
   H = (1/n) sum_i (x~_i x~_i^T) kron (diag p_i - p_i p_i^T), x~ = (x, 1);
 - for a tanh MLP, central differences (float64) of a hand-written NumPy
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from robustlab import curvature
+from robustlab import spectral
 
 BACKEND = keras.backend.backend()
 integral = getattr(np, "trapezoid", None) or np.trapz
@@ -25,13 +26,6 @@ FLOAT64_ACCURACY = 1e-10 if BACKEND == "tensorflow" else 1e-6
 # ---------------------------------------------------------------------------
 # References
 # ---------------------------------------------------------------------------
-
-
-def symmetric_with_spectrum(eigenvalues, seed=0):
-    eigenvalues = np.asarray(eigenvalues, dtype=np.float64)
-    q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal(
-        (eigenvalues.size, eigenvalues.size)))
-    return (q * eigenvalues) @ q.T
 
 
 def softmax(z):
@@ -157,122 +151,13 @@ def logistic(precise):
     return Problem(model, x, y, softmax_regression_hessian(kernel, bias, x, y))
 
 
-# ---------------------------------------------------------------------------
-# Operator level, on explicit matrices
-# ---------------------------------------------------------------------------
-
-
-SPECTRUM = np.array([5.0, 3.0, 2.0, 1.0, 0.5, 0.0, -0.5, -1.0])
-NEGATIVE_DOMINANT = np.array([-6.0, 4.0, 2.0, 1.0, 0.3, -0.2, -1.0])
-
-
-@pytest.mark.parametrize("spectrum", [SPECTRUM, NEGATIVE_DOMINANT])
-def test_power_iteration_finds_largest_magnitude(spectrum):
-    a = symmetric_with_spectrum(spectrum)
-    result = curvature.power_iteration(
-        lambda v: a @ v, np.ones(spectrum.size), iterations=500, tol=1e-12
-    )
-    assert result.converged
-    assert result.eigenvalue == pytest.approx(dominant(spectrum), rel=1e-6)
-    assert np.linalg.norm(result.eigenvector) == pytest.approx(1.0)
-    residual = a @ result.eigenvector - result.eigenvalue * result.eigenvector
-    assert np.linalg.norm(residual) < 1e-4
-
-
-def test_power_iteration_largest_algebraic_uses_a_shift():
-    a = symmetric_with_spectrum(NEGATIVE_DOMINANT, seed=3)
-    result = curvature.power_iteration(
-        lambda v: a @ v, np.ones(7), 1000, 1e-12, which="largest_algebraic"
-    )
-    assert result.eigenvalue == pytest.approx(4.0, rel=1e-6)
-    positive = curvature.power_iteration(
-        lambda v: -a @ v, np.ones(7), 1000, 1e-12, which="largest_algebraic"
-    )  # spectrum of -a: 6 dominant and largest: no shift needed
-    assert positive.eigenvalue == pytest.approx(6.0, rel=1e-6)
-
-
-def test_power_iteration_stops_at_tolerance_and_cap():
-    a = symmetric_with_spectrum(SPECTRUM)
-    capped = curvature.power_iteration(lambda v: a @ v, np.ones(8), 3, 1e-12)
-    assert capped.iterations == 3 and not capped.converged
-    loose = curvature.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-2)
-    tight = curvature.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-10)
-    assert loose.converged and loose.iterations < tight.iterations
-    null = curvature.power_iteration(lambda v: 0 * v, np.ones(3), 10, 1e-3)
-    assert null.eigenvalue == 0.0 and null.converged
-
-
-def test_lanczos_full_steps_recover_the_spectrum_with_repeats():
-    spectrum = np.array([4.0, 4.0, 1.0, 0.0, 0.0, 0.0, -2.0])
-    a = symmetric_with_spectrum(spectrum, seed=4)
-    decomposition = curvature.lanczos(lambda v: a @ v, np.ones(7), steps=50)
-    assert decomposition.basis.shape == (7, 7)
-    np.testing.assert_allclose(decomposition.basis @ decomposition.basis.T,
-                               np.eye(7), atol=1e-12)
-    values, _ = decomposition.ritz_pairs()
-    np.testing.assert_allclose(values, np.sort(spectrum), atol=1e-10)
-
-
-def test_lanczos_eigenpairs_top_k_by_magnitude():
-    a = symmetric_with_spectrum(NEGATIVE_DOMINANT, seed=5)
-    result = curvature.lanczos_eigenpairs(
-        lambda v: a @ v, np.ones(7), k=3, steps=7, tol=1e-8
-    )
-    np.testing.assert_allclose(result.eigenvalues, [-6.0, 4.0, 2.0], rtol=1e-8)
-    assert result.converged
-    for value, vector in zip(result.eigenvalues, result.eigenvectors):
-        assert np.linalg.norm(a @ vector - value * vector) < 1e-6
-    np.testing.assert_allclose(result.eigenvectors @ result.eigenvectors.T,
-                               np.eye(3), atol=1e-10)
-
-
-def test_lanczos_eigenpairs_stops_early_on_a_large_operator():
-    spectrum = np.concatenate([[10.0, -8.0, 6.0], np.linspace(-1, 1, 397)])
-    a = symmetric_with_spectrum(spectrum, seed=6)
-    result = curvature.lanczos_eigenpairs(
-        lambda v: a @ v, np.random.default_rng(0).standard_normal(400), k=3,
-        steps=200, tol=1e-6
-    )
-    assert result.converged and result.iterations < 100
-    np.testing.assert_allclose(result.eigenvalues, [10.0, -8.0, 6.0], rtol=1e-8)
-
-
-def test_hutchinson_is_unbiased_on_a_known_matrix():
-    a = symmetric_with_spectrum(SPECTRUM)
-    estimate = curvature.hutchinson_trace(
-        lambda v: a @ v, 8, probes=400, rng=np.random.default_rng(0)
-    )
-    assert abs(estimate.trace - SPECTRUM.sum()) <= 3 * estimate.stderr
-    assert estimate.stderr == pytest.approx(
-        np.std(estimate.samples, ddof=1) / np.sqrt(400))
-    diagonal = curvature.hutchinson_trace(
-        lambda v: SPECTRUM * v, 8, probes=2, rng=np.random.default_rng(0))
-    assert diagonal.trace == pytest.approx(SPECTRUM.sum())  # exact for diagonals
-
-
-def test_slq_on_a_diagonal_gives_uniform_weights_at_the_eigenvalues():
-    spectrum = np.array([-1.0, 0.5, 2.0, 3.0, 7.0])
-    result = curvature.slq_density(lambda v: spectrum * v, dim=5, steps=5,
-                                   probes=3, rng=np.random.default_rng(0))
-    np.testing.assert_allclose(result.nodes, np.tile(spectrum, (3, 1)), atol=1e-10)
-    np.testing.assert_allclose(result.weights, 0.2, atol=1e-10)
-    assert integral(result.density, result.grid) == pytest.approx(1.0)
-    # the density is a mixture of Gaussians at the eigenvalues
-    peaks = result.grid[np.argmin(np.abs(result.grid[:, None] - spectrum), axis=0)]
-    assert np.all(np.interp(peaks, result.grid, result.density)
-                  > 0.2 / (result.sigma * np.sqrt(2 * np.pi)) * 0.99)
-
-
-def test_slq_with_few_steps_keeps_the_first_moment():
-    a = symmetric_with_spectrum(np.linspace(-2, 5, 60), seed=7)
-    result = curvature.slq_density(lambda v: a @ v, dim=60, steps=8, probes=20,
-                                   rng=np.random.default_rng(1))
-    np.testing.assert_allclose(result.weights.sum(axis=1), 1.0, atol=1e-12)
-    # Gauss quadrature is exact for f(t) = t: sum_j w_j theta_j = z^T A z / dim
-    first_moment = np.mean(np.sum(result.weights * result.nodes, axis=1))
-    assert first_moment == pytest.approx(np.trace(a) / 60, abs=0.3)
-    assert result.nodes.max() == pytest.approx(5.0, rel=0.05)
-    assert result.nodes.min() == pytest.approx(-2.0, rel=0.05)
+@pytest.mark.parametrize("name", [
+    "EigenpairsEstimate", "EigenvalueEstimate", "LanczosDecomposition",
+    "SpectralDensity", "TraceEstimate", "WHICH", "hutchinson_trace", "lanczos",
+    "lanczos_eigenpairs", "power_iteration", "slq_density",
+])
+def test_the_spectral_algorithms_stay_importable_from_curvature(name):
+    assert getattr(curvature, name) is getattr(spectral, name)
 
 
 # ---------------------------------------------------------------------------
@@ -428,7 +313,7 @@ def test_hessian_trace_within_three_standard_errors(mlp):
     assert estimate.stderr > 0
     assert abs(estimate.trace - exact) <= 3 * estimate.stderr
     # and exactly the Hutchinson estimate built from the exact matrix
-    reference = curvature.hutchinson_trace(
+    reference = spectral.hutchinson_trace(
         lambda v: mlp.hessian @ v, mlp.dim, 300, np.random.default_rng(1))
     assert estimate.trace == pytest.approx(reference.trace, rel=1e-6)
 
@@ -619,17 +504,3 @@ def test_bad_vectors_are_named(mlp):
     with pytest.raises(ValueError, match="`attack` must return"):
         curvature.hessian_trace(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY,
                                 attack=lambda model, x, y, seed=None: x[:1])
-
-
-def test_operator_level_arguments_are_checked():
-    identity = lambda v: v  # noqa: E731
-    with pytest.raises(ValueError, match="Received: iterations=0"):
-        curvature.power_iteration(identity, np.ones(2), iterations=0)
-    with pytest.raises(ValueError, match="Received: tol=0"):
-        curvature.power_iteration(identity, np.ones(2), tol=0)
-    with pytest.raises(ValueError, match="`initial`"):
-        curvature.lanczos(identity, np.zeros(2), steps=2)
-    with pytest.raises(ValueError, match="Received: probes=0"):
-        curvature.hutchinson_trace(identity, 2, 0, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="Received: k=3"):
-        curvature.lanczos_eigenpairs(identity, np.ones(2), k=3, steps=3)

@@ -905,7 +905,8 @@ def test_replica_variance_rejects_bad_arguments(args, kwargs, message):
 
 
 @pytest.mark.parametrize(
-    "module", ["posterior", "heavy_ball", "iterate_statistics", "validation", "bounds"])
+    "module", ["posterior", "heavy_ball", "iterate_statistics", "validation", "bounds",
+               "spectral", "summary_statistics"])
 def test_the_maths_modules_import_no_framework(module):
     # In a fresh interpreter, the module alone (the package's __init__, which
     # imports Keras for the rest of robustlab, is bypassed): what it imports,

@@ -14,6 +14,7 @@ from robustlab import backend as _backend
 from robustlab import posterior
 from robustlab import model_validation
 from robustlab import validation
+from robustlab.losses import per_example_loss
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks._shared import check_probe_data
 from robustlab.callbacks._shared import check_schedule
@@ -637,7 +638,7 @@ _HALF_PRECISION = ("float16", "bfloat16")
 
 
 def _per_example_losses(loss):
-    per_example = attacks.per_example_loss(loss)
+    per_example = per_example_loss(loss)
 
     def losses(y, y_pred):
         if keras.backend.standardize_dtype(y_pred.dtype) in _HALF_PRECISION:

@@ -1,0 +1,103 @@
+"""Specifications of robustlab.losses: what a `loss=` argument resolves to."""
+
+import ast
+import math
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+from robustlab import losses
+
+# Two examples, two classes, equal logits: each cross-entropy is log 2.
+LABELS = np.array([0, 1])
+EQUAL_LOGITS = np.zeros((2, 2), "float32")
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [
+        "sparse_categorical_crossentropy",
+        keras.losses.sparse_categorical_crossentropy,
+        keras.losses.SparseCategoricalCrossentropy(reduction="sum"),
+    ],
+    ids=["name", "function", "Loss"],
+)
+def test_every_form_of_a_loss_gives_one_value_per_example(loss):
+    probabilities = keras.ops.softmax(EQUAL_LOGITS)
+    values = keras.ops.convert_to_numpy(
+        losses.per_example_loss(loss)(LABELS, probabilities))
+    np.testing.assert_allclose(values, [math.log(2.0)] * 2, rtol=1e-6)
+
+
+def test_no_loss_is_rejected():
+    with pytest.raises(ValueError, match="a Keras loss. Received: loss=None"):
+        losses.per_example_loss(None)
+
+
+@pytest.mark.parametrize(
+    "sparse, labels, expected_type",
+    [
+        (True, LABELS, keras.losses.SparseCategoricalCrossentropy),
+        (False, np.eye(2)[LABELS], keras.losses.CategoricalCrossentropy),
+    ],
+)
+def test_the_default_classification_loss_is_a_summed_cross_entropy(
+        sparse, labels, expected_type):
+    loss = losses.default_classification_loss(sparse, from_logits=True)
+    assert isinstance(loss, expected_type)
+    assert float(loss(labels, EQUAL_LOGITS)) == pytest.approx(2 * math.log(2.0))
+
+
+def test_a_final_softmax_means_probabilities():
+    logits = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    activation = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    layer = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2), keras.layers.Softmax()])
+    assert not losses.final_activation_is_softmax(logits)
+    assert losses.final_activation_is_softmax(activation)
+    assert losses.final_activation_is_softmax(layer)
+
+
+def test_no_loss_means_the_compiled_loss():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    compiled = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(loss=compiled)
+    key, per_example = losses.resolve_model_loss(model, None)
+    assert key is compiled
+    assert per_example == compiled.call
+
+
+def test_a_function_is_its_own_cache_key():
+    key, per_example = losses.resolve_model_loss(
+        None, keras.losses.sparse_categorical_crossentropy)
+    assert key is per_example is keras.losses.sparse_categorical_crossentropy
+
+
+@pytest.mark.parametrize(
+    "loss, message",
+    [
+        (None, "`loss` is required.*Received: loss=None"),
+        (["mse", "mse"], "single Keras loss.*Received: loss=\\['mse', 'mse'\\]"),
+        ("no_such_loss", "Received: loss='no_such_loss'"),
+    ],
+)
+def test_a_model_loss_that_cannot_be_resolved_is_named(loss, message):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=message):
+        losses.resolve_model_loss(model, loss)
+
+
+def test_loss_resolution_depends_on_no_other_robustlab_module():
+    # The attacks, the curvature probes and the posterior tracker all use it:
+    # importing any of them back would make a cycle.
+    tree = ast.parse(pathlib.Path(losses.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add(node.module)
+    assert imported == {"keras"}
