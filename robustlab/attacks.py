@@ -36,6 +36,11 @@ from robustlab import backend as _backend
 from robustlab import losses
 from robustlab import model_validation
 from robustlab import validation
+# robustlab.losses resolves `loss=`; its names stay importable from here,
+# where they were first defined.
+from robustlab.losses import default_classification_loss
+from robustlab.losses import final_activation_is_softmax
+from robustlab.losses import per_example_loss
 
 __all__ = [
     "NORMS",
@@ -226,13 +231,6 @@ def perturb(loss_fn, x, y, attack, seed=None):
 
 # ---------------------------------------------------------------------------
 # Losses: what the attack ascends.
-
-
-# robustlab.losses resolves `loss=`; its names stay importable from here,
-# where they were first defined.
-default_classification_loss = losses.default_classification_loss
-final_activation_is_softmax = losses.final_activation_is_softmax
-per_example_loss = losses.per_example_loss
 
 
 def attack_loss(model, labels_sparse, loss=None, from_logits=None):

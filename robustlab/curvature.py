@@ -61,6 +61,19 @@ from robustlab import backend as _backend
 from robustlab import losses
 from robustlab import spectral
 from robustlab import validation
+# The operator-level algorithms and their results (robustlab.spectral) stay
+# importable from here, next to the model-level functions returning them.
+from robustlab.spectral import EigenpairsEstimate
+from robustlab.spectral import EigenvalueEstimate
+from robustlab.spectral import LanczosDecomposition
+from robustlab.spectral import SpectralDensity
+from robustlab.spectral import TraceEstimate
+from robustlab.spectral import WHICH
+from robustlab.spectral import hutchinson_trace
+from robustlab.spectral import lanczos
+from robustlab.spectral import lanczos_eigenpairs
+from robustlab.spectral import power_iteration
+from robustlab.spectral import slq_density
 
 try:  # a dependency of scikit-learn, which robustlab requires
     from threadpoolctl import threadpool_limits
@@ -88,21 +101,6 @@ __all__ = [
     "top_hessian_eigenvalues",
     "unflatten_weights",
 ]
-
-# The operator-level algorithms and their results live in robustlab.spectral;
-# they stay importable from here, next to the model-level functions that
-# return the same results.
-EigenpairsEstimate = spectral.EigenpairsEstimate
-EigenvalueEstimate = spectral.EigenvalueEstimate
-LanczosDecomposition = spectral.LanczosDecomposition
-SpectralDensity = spectral.SpectralDensity
-TraceEstimate = spectral.TraceEstimate
-WHICH = spectral.WHICH
-hutchinson_trace = spectral.hutchinson_trace
-lanczos = spectral.lanczos
-lanczos_eigenpairs = spectral.lanczos_eigenpairs
-power_iteration = spectral.power_iteration
-slq_density = spectral.slq_density
 
 
 # ---------------------------------------------------------------------------
@@ -170,8 +168,8 @@ def _weighted_mean_loss(per_example_loss):
             y_pred = ops.cast(y_pred, "float32")
         if keras.backend.is_float_dtype(y.dtype):
             y = ops.cast(y, y_pred.dtype)
-        losses = per_example_loss(y, y_pred)
-        shape = tuple(losses.shape)
+        example_losses = per_example_loss(y, y_pred)
+        shape = tuple(example_losses.shape)
         if not shape:
             raise ValueError(
                 "Argument `loss` must return one value per example, not a "
@@ -180,10 +178,10 @@ def _weighted_mean_loss(per_example_loss):
         if len(shape) > 1:  # sum / count: ops.mean runs float64 in float32 on JAX
             axes = tuple(range(1, len(shape)))
             if None in shape[1:]:
-                losses = ops.mean(losses, axis=axes)
+                example_losses = ops.mean(example_losses, axis=axes)
             else:
-                losses = ops.sum(losses, axis=axes) / float(math.prod(shape[1:]))
-        return ops.sum(losses * ops.cast(sample_weight, losses.dtype))
+                example_losses = ops.sum(example_losses, axis=axes) / float(math.prod(shape[1:]))
+        return ops.sum(example_losses * ops.cast(sample_weight, example_losses.dtype))
 
     return weighted_loss
 
