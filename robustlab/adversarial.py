@@ -29,9 +29,8 @@ import contextlib
 import keras
 import numpy as np
 from keras import ops
-from keras.src.losses.loss import unscale_loss_for_distribution
-from keras.src.utils import tracking
 
+from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import model_validation
@@ -172,7 +171,7 @@ class AdversarialModel(keras.Model):
 
     # -- compile -------------------------------------------------------------
 
-    @tracking.no_automatic_dependency_tracking
+    @_keras_compat.no_automatic_dependency_tracking
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """As `keras.Model.compile`; `loss` is required (a classification
         loss), `metrics` are computed twice in evaluation (`robust_` and
@@ -201,7 +200,7 @@ class AdversarialModel(keras.Model):
         )
         self._attack_loss = attacks.attack_loss(self.model, sparse, loss=loss)
         # Keras saved metrics=None (they were not passed to it): save ours.
-        self._compile_config.config["metrics"] = metrics
+        _keras_compat.saved_compile_arguments(self)["metrics"] = metrics
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; this one's
@@ -215,7 +214,10 @@ class AdversarialModel(keras.Model):
     def metrics(self):
         if not self.compiled:
             return []
-        own = [self._loss_tracker, self._robust_loss_tracker, self._clean_loss_tracker]
+        own = [
+            _keras_compat.loss_tracker(self), self._robust_loss_tracker,
+            self._clean_loss_tracker,
+        ]
         if self._awp_loss_tracker is not None:
             own.append(self._awp_loss_tracker)
         return own + self._robust_metrics + self._clean_metrics
@@ -286,8 +288,8 @@ class AdversarialModel(keras.Model):
         """The compiled loss alone (no regularisation losses), as the mean
         over the whole batch also under a distribution strategy (Keras
         divides each replica's loss by the number of replicas)."""
-        return unscale_loss_for_distribution(
-            self._compile_loss(y, y_pred, sample_weight)
+        return _keras_compat.unscale_loss_for_distribution(
+            _keras_compat.compiled_loss_function(self)(y, y_pred, sample_weight)
         )
 
     def update_training_metrics(
@@ -295,14 +297,15 @@ class AdversarialModel(keras.Model):
         gamma=None,
     ):
         """Update the training metrics; `y_pred` is at the weights w."""
-        self._loss_tracker.update_state(objective, sample_weight=batch_size)
+        loss_tracker = _keras_compat.loss_tracker(self)
+        loss_tracker.update_state(objective, sample_weight=batch_size)
         self._robust_loss_tracker.update_state(
             self.data_loss(y, y_pred, sample_weight), sample_weight=batch_size
         )
         for metric in self._robust_metrics:
             metric.update_state(y, y_pred, sample_weight=sample_weight)
         logs = {
-            "loss": self._loss_tracker.result(),
+            "loss": loss_tracker.result(),
             "robust_loss": self._robust_loss_tracker.result(),
         }
         logs.update({m.name: m.result() for m in self._robust_metrics})
@@ -318,10 +321,11 @@ class AdversarialModel(keras.Model):
         y_clean = self(x, training=False)
         y_adv = self(x_adv, training=False)
         batch_size = ops.shape(x)[0]
-        objective = unscale_loss_for_distribution(self._compute_loss(
-            x=x_adv, y=y, y_pred=y_adv, sample_weight=sample_weight, training=False
-        ))
-        self._loss_tracker.update_state(objective, sample_weight=batch_size)
+        objective = _keras_compat.unscale_loss_for_distribution(
+            _keras_compat.compute_loss(self, x_adv, y, y_adv, sample_weight, training=False)
+        )
+        loss_tracker = _keras_compat.loss_tracker(self)
+        loss_tracker.update_state(objective, sample_weight=batch_size)
         self._robust_loss_tracker.update_state(
             self.data_loss(y, y_adv, sample_weight), sample_weight=batch_size
         )
@@ -332,7 +336,7 @@ class AdversarialModel(keras.Model):
             metric.update_state(y, y_adv, sample_weight=sample_weight)
         for metric in self._clean_metrics:
             metric.update_state(y, y_clean, sample_weight=sample_weight)
-        trackers = [self._loss_tracker, self._robust_loss_tracker, self._clean_loss_tracker]
+        trackers = [loss_tracker, self._robust_loss_tracker, self._clean_loss_tracker]
         return {
             m.name: m.result()
             for m in trackers + self._robust_metrics + self._clean_metrics
@@ -445,7 +449,7 @@ class AdversarialModel(keras.Model):
             return model_validation.dataset_errors_raised(function, *args, **kwargs)
         except (TypeError, ValueError):
             for variable, value in saved:
-                if getattr(variable, "_value", value) is None:
+                if _keras_compat.is_detached(variable):
                     variable.assign(value)
             raise
 

@@ -9,6 +9,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import posterior
@@ -418,8 +419,8 @@ class PosteriorTracker(keras.callbacks.Callback):
             return None
         if self.schedule is not None:
             return float(self.schedule(epoch - 1))
-        schedule = getattr(self._optimizer, "_learning_rate", None)
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        schedule = _keras_compat.learning_rate_schedule(self._optimizer)
+        if schedule is not None:
             step = int(ops.convert_to_numpy(self._optimizer.iterations))
             return float(ops.convert_to_numpy(schedule(max(step - 1, 0))))
         if self._end_lr is not None and self._end_lr[0] == epoch - 1:
@@ -442,8 +443,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             l2 = getattr(getattr(variable, "regularizer", None), "l2", None)
             if l2:
                 total += 2.0 * float(l2) * weight
-            if decay and getattr(self._optimizer, "_use_weight_decay",
-                                 lambda v: True)(variable):
+            if decay and _keras_compat.applies_weight_decay(self._optimizer, variable):
                 total += (1.0 - self._momentum) * float(decay) * weight
         return total
 

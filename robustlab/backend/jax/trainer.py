@@ -2,8 +2,9 @@
 Keras's JAX trainer with the state passed in and out)."""
 
 import jax
-from keras.src.trainers.data_adapters import data_adapter_utils
+import keras
 
+from robustlab import _keras_compat
 from robustlab.backend.jax.autodiff import run_stateless
 
 __all__ = [
@@ -34,9 +35,11 @@ def _non_trainable_value(model, variable, non_trainable):
 
 def adversarial_train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_adv, non_trainable = _craft(model, trainable, non_trainable, x, y)
-    grad_fn = jax.value_and_grad(model.compute_loss_and_updates, has_aux=True)
+    grad_fn = jax.value_and_grad(
+        _keras_compat.stateless_loss_and_updates(model), has_aux=True
+    )
 
     def loss_and_gradients(weights):
         return grad_fn(
@@ -78,7 +81,7 @@ def adversarial_train_step(model, state, data):
 
 def adversarial_test_step(model, state, data):
     trainable, non_trainable, metrics_vars = state
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     variables = (
         list(model.trainable_variables)
         + list(model.non_trainable_variables)

@@ -7,8 +7,8 @@ the gradient tape and how the perturbed weights enter the forward pass.
 
 import keras
 import tensorflow as tf
-from keras.src.losses import loss as loss_module
-from keras.src.trainers.data_adapters import data_adapter_utils
+
+from robustlab import _keras_compat
 
 __all__ = [
     "adversarial_test_step",
@@ -22,14 +22,12 @@ def _batch_size(x):
 
 def _objective_and_prediction(model, x, y, sample_weight):
     y_pred = model(x, training=True)
-    loss = model._compute_loss(
-        x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
-    )
+    loss = _keras_compat.compute_loss(model, x, y, y_pred, sample_weight, training=True)
     return loss, y_pred
 
 
 def adversarial_train_step(model, data):
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_adv = model.craft_adversarial_batch(x, y)
     variables = model.trainable_variables
     optimizer = model.optimizer
@@ -38,7 +36,7 @@ def adversarial_train_step(model, data):
     if model.awp is None:
         with tf.GradientTape() as tape:
             loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
-            unscaled = loss_module.unscale_loss_for_distribution(loss)
+            unscaled = _keras_compat.unscale_loss_for_distribution(loss)
             loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, variables)
         y_pred_at_w = y_pred
@@ -71,7 +69,7 @@ def adversarial_train_step(model, data):
             with keras.StatelessScope(state_mapping=mapping) as scope:
                 loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
                 perturbed_loss = model.data_loss(y, y_pred, sample_weight)
-            unscaled = loss_module.unscale_loss_for_distribution(loss)
+            unscaled = _keras_compat.unscale_loss_for_distribution(loss)
             loss = optimizer.scale_loss(loss)
         gradients = tape.gradient(loss, perturbed)
         for v in model.non_trainable_variables:
@@ -87,6 +85,6 @@ def adversarial_train_step(model, data):
 
 
 def adversarial_test_step(model, data):
-    x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+    x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     return model.evaluate_batch(x, y, sample_weight)
 
