@@ -220,6 +220,35 @@ def test_probe_state_resumes_from_the_newest_result_before_the_resume_epoch(
     assert probe().latest_before(1) is None  # only epoch 0 older, and it is gone
 
 
+def test_probe_state_resumed_twice_at_a_probed_epoch_keeps_the_result_it_resumed_from(
+        run, tmp_path):
+    model, x, y = run["model"], run["x"][:16], run["y"][:16]
+
+    def probe():
+        instance = HessianProbe(x, y, epochs=[0, 1, 2], iterations=2,
+                                state_dir=tmp_path)
+        instance.set_model(model)
+        instance.set_params({"epochs": EPOCHS, "steps": None, "verbose": 0})
+        instance.on_train_begin()
+        return instance
+
+    writer = probe()
+    for epoch in (0, 1, 2):
+        writer.on_epoch_end(epoch, {})
+        if epoch == 1:
+            epoch_1 = writer.latest
+    # Killed after the probe saved epoch 2 but before the backup of epoch 2;
+    # the resumed fit probes epoch 2 again and is killed at the same moment.
+    resumed = probe()
+    resumed.on_epoch_begin(2)
+    resumed.on_epoch_end(2, {})
+    restored = probe().latest_before(2)
+    assert restored is not None and restored.epoch == 1
+    assert restored.eigenvalue == epoch_1.eigenvalue
+    for a, b in zip(restored.eigenvector, epoch_1.eigenvector):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- PosteriorTracker -------------------------------------------------------------
 
 

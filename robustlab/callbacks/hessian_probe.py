@@ -93,16 +93,22 @@ class HessianProbe(keras.callbacks.Callback):
     one thing carried is the previous eigenvector: with `state_dir` it is
     written there at every probe and read back when a fit resumes (e.g. with
     `keras.callbacks.BackupAndRestore`), so a resumed run logs exactly the
-    numbers of an uninterrupted one. Without `state_dir`, the first probe
+    numbers of an uninterrupted one, also after a SIGKILL at any moment but
+    one: BackupAndRestore writes the weights and then, separately, the epoch
+    number, and a kill between the two resumes an epoch's weights as if they
+    were those of the epoch before (`robustlab.run_checkpoint`, behind
+    `robustlab train`, has no such gap). Without `state_dir`, the first probe
     after a resume starts from the seeded random vector instead: its
     eigenvalue agrees with the warm-started one to about `tol` once both
     converge, but iterations, the last digits (and, when the top two
     eigenvalues are close, possibly which eigenvector is found) differ, and
     a `PosteriorTracker` sharing the probe has no direction until that
     probe. `state_dir` can be the `BackupAndRestore` directory (then it is
-    removed with it when training ends); it holds two files,
-    `hessian_probe.npz` and the previous one, of two float64 copies of the
-    weights each (per kind).
+    removed with it when training ends); it holds two files of two float64
+    copies of the weights each (per kind): `hessian_probe.npz`, the newest
+    result, and `hessian_probe.previous.npz`, the result that one started
+    from (what a fit killed after the probe wrote, before the backup of the
+    epoch, resumes from).
 
     Sharing with `PosteriorTracker`: pass the same probe object to both;
     the tracker reads `latest_before(epoch)` (the direction and eigenvalue
@@ -270,6 +276,7 @@ class HessianProbe(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         values = dict.fromkeys(self.log_keys(), math.nan)
         if is_selected(epoch, self.every, self.epochs, end_of_epoch=True):
+            started_from = dict(self._results)
             for kind in self.kinds:
                 result = self._measure(kind, epoch)
                 self._results[kind] = result
@@ -281,7 +288,7 @@ class HessianProbe(keras.callbacks.Callback):
                     values[f"hessian_trace{suffix}"] = result.trace
                     values[f"hessian_trace_stderr{suffix}"] = result.trace_stderr
             if self.state_dir is not None:
-                self._write_state()
+                self._write_state(started_from)
         if logs is not None:
             logs.update(values)
 
@@ -329,18 +336,25 @@ class HessianProbe(keras.callbacks.Callback):
         current = os.path.join(self.state_dir, "hessian_probe.npz")
         return current, current[:-4] + ".previous.npz"
 
-    def _write_state(self):
-        arrays = {}
-        for kind, result in self._results.items():
-            arrays[f"{kind}/scalars"] = np.array(
-                [result.epoch, result.eigenvalue, result.iterations,
-                 result.converged, result.trace, result.trace_stderr], np.float64)
-            for i, part in enumerate(result.eigenvector):
-                arrays[f"{kind}/vector_{i}"] = part
+    def _write_state(self, started_from):
+        """Write the new results as the current file, and keep as the
+        previous file the results `started_from` (those in force before
+        this probe): a fit killed after this write but before its backup of
+        this epoch resumes at this epoch and needs them."""
         current, previous = self._paths()
-        if os.path.exists(current):
+        if not started_from:
+            if os.path.exists(previous):
+                os.remove(previous)
+        # A rename suffices when the current file holds them. It does not
+        # after a resume from the previous file: the current one is then
+        # newer than the backup (a killed attempt wrote it after the backup
+        # this fit resumed from), and renaming it would lose what this fit
+        # resumed from.
+        elif _saved_epoch(current) == _epoch_of(started_from):
             os.replace(current, previous)
-        atomic_savez(current, arrays)
+        elif _saved_epoch(previous) != _epoch_of(started_from):
+            atomic_savez(previous, _state_arrays(started_from))
+        atomic_savez(current, _state_arrays(self._results))
 
     def _read_state(self, net):
         shapes = [tuple(v.shape) for v in net.trainable_variables]
@@ -376,7 +390,32 @@ class HessianProbe(keras.callbacks.Callback):
         if self._restored is None:
             return
         candidates, self._restored = self._restored, None
-        usable = [c for c in candidates
-                  if max(r.epoch for r in c.values()) < epoch]
+        usable = [c for c in candidates if _epoch_of(c) < epoch]
         if usable:
-            self._results = max(usable, key=lambda c: max(r.epoch for r in c.values()))
+            self._results = max(usable, key=_epoch_of)
+
+
+def _epoch_of(results):
+    """The epoch of a probe's results (kind -> ProbeResult)."""
+    return max(r.epoch for r in results.values())
+
+
+def _state_arrays(results):
+    arrays = {}
+    for kind, result in results.items():
+        arrays[f"{kind}/scalars"] = np.array(
+            [result.epoch, result.eigenvalue, result.iterations,
+             result.converged, result.trace, result.trace_stderr], np.float64)
+        for i, part in enumerate(result.eigenvector):
+            arrays[f"{kind}/vector_{i}"] = part
+    return arrays
+
+
+def _saved_epoch(path):
+    """The epoch of the results in a state file, None when there is none."""
+    try:
+        with np.load(path) as data:
+            return max(int(data[name][0]) for name in data.files
+                       if name.endswith("/scalars"))
+    except (OSError, KeyError, ValueError):
+        return None

@@ -125,10 +125,12 @@ class PosteriorTracker(keras.callbacks.Callback):
     except the remembered learning rate above, so a fit resumed with
     `keras.callbacks.BackupAndRestore` logs the numbers of an uninterrupted
     one (with `schedule`, and a probe that restores its direction, see
-    `HessianProbe(state_dir=...)`). Persistent memory: the mean and M2
-    accumulators, two copies of the parameters (float32 by default: as many
-    bytes as two copies of float32 weights; `dtype="float64"` doubles it);
-    the direction is the probe's own array, not copied. `nbytes` reports it.
+    `HessianProbe(state_dir=...)`; after a SIGKILL too, but for the one
+    moment in BackupAndRestore's save that `HessianProbe` describes).
+    Persistent memory: the mean and M2 accumulators, two copies of the
+    parameters (float32 by default: as many bytes as two copies of float32
+    weights; `dtype="float64"` doubles it); the direction is the probe's own
+    array, not copied. `nbytes` reports it.
 
     Place it before CSVLogger (and before a `BoundTracker` reading it, which
     is not required: it reads the accumulators, complete after the last
