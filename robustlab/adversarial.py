@@ -82,6 +82,18 @@ class AdversarialModel(keras.Model):
       no random number is drawn; Keras's random generators differ between
       the backends, so random starts and Dropout masks do not agree across
       them (each is reproducible on its own backend from the seed).
+    - Under data parallelism (`tf.distribute.MirroredStrategy`,
+      `keras.distribution.DataParallel`; tested on two devices, with random
+      starts): crafting and `evaluate` keep the first and third points on
+      every device, the replicas start from the noise one device draws for
+      the whole batch and the attack seeds advance as on one device, so
+      training agrees with one device's within float tolerance (tested
+      without BatchNorm and Dropout, with and without AWP). On TensorFlow,
+      BatchNorm and Dropout act per replica (Keras's behaviour there: each
+      replica normalises with its shard's statistics and moves its own copy
+      of the moving statistics, and Dropout draws every replica's mask from
+      the same seed state), so the second point, and crafting with
+      `attack_training_mode`, hold per replica, not for the global batch.
 
     Example:
 
@@ -242,8 +254,10 @@ class AdversarialModel(keras.Model):
                 lambda z, t: self._attack_loss(z, t, training=mode), x, y, attack, seed
             )
         new_state = scope.get_current_value(seed.state)
-        # Written only when drawn from (no random start: no write, which a
-        # replica of a distributed step could not make to a mirrored seed).
+        # Written only when drawn from (no random start: no write). Under
+        # tf.distribute each replica writes its own copy of the mirrored seed
+        # (aggregation "none"): the same advance everywhere, as every replica
+        # draws for the whole batch (robustlab.backend.tensorflow.distribution).
         if new_state is not state:
             seed.state.assign(new_state)
         return x_adv

@@ -159,18 +159,25 @@ def _per_example_sq_norm(t):
 
 def _random_start(x, attack, seed):
     eps = attack.eps
+    # Each draw is made for the global batch and cut to this replica's rows,
+    # so that under a distribution strategy the replicas start from the
+    # noise one device would draw (on one device: a draw for `x`'s batch).
+    rows = _backend.get().draw_replica_rows
+    batch, features = ops.shape(x)[0], tuple(ops.shape(x)[1:])
     if attack.norm == "linf":
-        return keras.random.uniform(
-            ops.shape(x), minval=-eps, maxval=eps, dtype=x.dtype, seed=seed
-        )
+        return rows(lambda n: keras.random.uniform(
+            (n,) + features, minval=-eps, maxval=eps, dtype=x.dtype, seed=seed
+        ), batch)
     # Uniform in the L2 ball: a uniform direction times eps * U^(1/d).
-    direction = keras.random.normal(ops.shape(x), dtype=x.dtype, seed=seed)
+    direction = rows(lambda n: keras.random.normal(
+        (n,) + features, dtype=x.dtype, seed=seed), batch)
     direction = direction / ops.sqrt(
         ops.maximum(_per_example_sq_norm(direction), 1e-24)
     )
     dim = math.prod(x.shape[1:])
-    radius_shape = (ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-    u = keras.random.uniform(radius_shape, dtype=x.dtype, seed=seed)
+    radius_shape = (1,) * len(features)
+    u = rows(lambda n: keras.random.uniform(
+        (n,) + radius_shape, dtype=x.dtype, seed=seed), batch)
     return direction * eps * ops.power(u, 1.0 / dim)
 
 

@@ -8,6 +8,7 @@ from robustlab.backend.jax.curvature import make_loss_gradient
 from robustlab.backend.jax.data import batched
 from robustlab.backend.jax.data import epoch_shuffled
 from robustlab.backend.jax.directional import make_directional_derivative
+from robustlab.backend.jax.distribution import draw_replica_rows
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
 
@@ -16,6 +17,7 @@ __all__ = [
     "adversarial_train_step",
     "batched",
     "compile_attack",
+    "draw_replica_rows",
     "epoch_shuffled",
     "input_gradient",
     "make_directional_derivative",

@@ -8,6 +8,7 @@ from robustlab.backend.tensorflow.curvature import make_loss_gradient
 from robustlab.backend.tensorflow.data import batched
 from robustlab.backend.tensorflow.data import epoch_shuffled
 from robustlab.backend.tensorflow.directional import make_directional_derivative
+from robustlab.backend.tensorflow.distribution import draw_replica_rows
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
 
@@ -16,6 +17,7 @@ __all__ = [
     "adversarial_train_step",
     "batched",
     "compile_attack",
+    "draw_replica_rows",
     "epoch_shuffled",
     "input_gradient",
     "make_directional_derivative",
