@@ -26,7 +26,7 @@ def digits():
 
 # Module fixtures that train models: the tests that use one run in one xdist
 # worker, so that it is built once rather than once per worker.
-SHARED_TRAINING_FIXTURES = {"run", "bare_fit", "forked", "reproduced"}
+SHARED_TRAINING_FIXTURES = {"run", "bare_fit", "forked", "reproduced", "contract"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups

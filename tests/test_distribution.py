@@ -30,14 +30,13 @@ def run_distributed(*args):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("random_start", [False, True],
-                         ids=["no-random-start", "random-start"])
 @pytest.mark.parametrize("awp", [False, True], ids=["pgd", "pgd+awp"])
-def test_two_devices_train_like_one(awp, random_start):
+def test_two_devices_train_like_one_with_random_starts(awp):
     # TensorFlow: tf.distribute.MirroredStrategy; JAX: keras.distribution.DataParallel.
-    # With random starts the replicas use the noise one device draws for the
-    # whole batch, so the runs agree as closely as without.
-    args = (["--awp"] if awp else []) + (["--random-start"] if random_start else [])
+    # The replicas use the noise one device draws for the whole batch, so the
+    # runs agree up to float rounding. (Without random starts nothing is
+    # drawn: that path is the one a random start takes after its draw.)
+    args = (["--awp"] if awp else []) + ["--random-start"]
     result = run_distributed(*args)
     assert result["replicas"] == 2
     assert result["max_weight_difference"] < 1e-4
