@@ -85,15 +85,20 @@ class AdversarialModel(keras.Model):
     - Under data parallelism (`tf.distribute.MirroredStrategy`,
       `keras.distribution.DataParallel`; tested on two devices, with random
       starts): crafting and `evaluate` keep the first and third points on
-      every device, the replicas start from the noise one device draws for
-      the whole batch and the attack seeds advance as on one device, so
-      training agrees with one device's within float tolerance (tested
-      without BatchNorm and Dropout, with and without AWP). On TensorFlow,
-      BatchNorm and Dropout act per replica (Keras's behaviour there: each
-      replica normalises with its shard's statistics and moves its own copy
-      of the moving statistics, and Dropout draws every replica's mask from
-      the same seed state), so the second point, and crafting with
+      every device, a step of `fit` keeps the second (on each device: it
+      moves the statistics as one training forward pass at its adversarial
+      batch, split over the devices as the step splits it, does), the
+      replicas start from the noise one device draws for the whole batch
+      and the attack seeds advance as on one device, so training agrees
+      with one device's within float tolerance (tested without BatchNorm
+      and Dropout, with and without AWP). On TensorFlow, BatchNorm and
+      Dropout act per replica (Keras's behaviour there: each replica
+      normalises with its shard's statistics and moves its own copy of the
+      moving statistics, and Dropout draws every replica's mask from the
+      same seed state), so the second point, and crafting with
       `attack_training_mode`, hold per replica, not for the global batch.
+      Keras's `train_on_batch` under `tf.distribute` hands every replica the
+      whole batch rather than a shard; `fit` splits it.
 
     Example:
 

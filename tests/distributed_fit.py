@@ -112,6 +112,24 @@ def craft_on_replicas(model, x, y, training_attack=True):
     return np.asarray(model.craft_adversarial_batch(x, y, training_attack))
 
 
+def forward_on_replicas(model, x):
+    """One training forward pass of the network at the batch `x`, split over
+    the devices as a training step splits it."""
+    x, _, _ = split_over_devices(x, np.zeros(len(x), "int64"))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        strategy = tf.distribute.get_strategy()
+
+        @tf.function
+        def forward(x):
+            return strategy.run(lambda a: model.model(a, training=True), args=(x,))
+
+        forward(x)
+    else:
+        model.model(x, training=True)
+
+
 def replica_copies(variable):
     """The values of `variable` on each device."""
     value = variable.value
@@ -132,6 +150,46 @@ def snapshot(model):
     metrics = {id(v) for v in model.metrics_variables}
     return {names.get(id(v), v.path): np.stack(replica_copies(v))
             for v in model.variables if id(v) not in metrics}
+
+
+def restore(model, values):
+    """Give every variable of `model` the values `snapshot` took, on each
+    device (on TensorFlow a replica's copy of a BatchNorm statistic is its
+    own)."""
+    metrics = {id(v) for v in model.metrics_variables}
+    names = {id(model._train_seed.state): "train_attack_seed",
+             id(model._eval_seed.state): "eval_attack_seed"}
+    for v in model.variables:
+        if id(v) in metrics:
+            continue
+        copies = values[names.get(id(v), v.path)]
+        parts = getattr(v.value, "values", None) if backend == "tensorflow" else None
+        if parts is None:
+            v.assign(copies[0])
+        else:
+            for part, copy in zip(parts, copies):
+                part.assign(copy)
+
+
+def step_against_forward_pass(model, x, y):
+    """The largest difference, over every device's copy of every
+    non-trainable variable of the network, between one training step and
+    one training forward pass at the step's adversarial batch, and the
+    variables that pass moved."""
+    model.train_on_batch(x, y)  # builds the optimizer, moves the statistics
+    before = snapshot(model)
+    x_adv = craft_on_replicas(model, x, y)
+    restore(model, before)
+    forward_on_replicas(model, x_adv)
+    expected = snapshot(model)
+    restore(model, before)
+    # A one-step fit, not train_on_batch: on TensorFlow, train_on_batch hands
+    # every replica the whole batch, fit splits it as a distributed step does.
+    model.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    after = snapshot(model)
+    paths = [v.path for v in model.model.non_trainable_variables]
+    difference = max(float(np.max(np.abs(after[p] - expected[p]))) for p in paths)
+    return difference, changed({p: before[p] for p in paths}, expected)
 
 
 def changed(before, after):
@@ -195,6 +253,10 @@ def state_contract(distributed, replicas):
             seeds)
         report["seeds_as_on_one_device"] = all(
             copy == one_seeds[k][0] for k, copies in seeds.items() for copy in copies)
+        with distributed():
+            report["step_against_forward_pass"], report["forward_pass_moved"] = (
+                step_against_forward_pass(batch_norm_dropout_model(mode == "training"),
+                                          x[:32], y[:32]))
         if mode == "inference":
             report["train_adversarial_difference"] = float(
                 np.max(np.abs(x_train_adv - one_train_adv)))

@@ -71,6 +71,18 @@ def test_evaluate_on_two_devices_changes_no_variable_but_the_evaluation_seed(
 
 @pytest.mark.slow
 @MODES
+def test_a_step_on_two_devices_moves_the_state_as_one_forward_pass_at_its_batch(
+        contract, mode):
+    # On each device (TensorFlow's replicas keep their own BatchNorm
+    # statistics and Dropout seed, as Keras does under tf.distribute).
+    assert contract[mode]["step_against_forward_pass"] < 1e-5
+    moved = contract[mode]["forward_pass_moved"]
+    assert any("moving_mean" in p for p in moved)
+    assert any("seed_generator" in p for p in moved)  # Dropout drew once
+
+
+@pytest.mark.slow
+@MODES
 def test_the_attack_seeds_advance_on_every_device_as_on_one(contract, mode):
     assert contract[mode]["seeds_differing_between_devices"] == []
     assert contract[mode]["seeds_as_on_one_device"]
