@@ -9,6 +9,7 @@ most tests; the resume test adds an interrupted and a resumed fit.
 """
 
 import csv
+import functools
 import math
 import warnings
 
@@ -193,18 +194,20 @@ def test_probe_keeps_unit_eigenvectors_aligned_with_the_weights(run):
     assert sum(float(np.sum(v * v)) for v in vector) == pytest.approx(1.0)
 
 
+def _probe_with_state(run, state_dir):
+    """A HessianProbe of the shared run's model, probing epochs 0-2 and
+    keeping its state in `state_dir`, as a fresh fit would start it."""
+    model, x, y = run["model"], run["x"][:16], run["y"][:16]
+    instance = HessianProbe(x, y, epochs=[0, 1, 2], iterations=2, state_dir=state_dir)
+    instance.set_model(model)
+    instance.set_params({"epochs": EPOCHS, "steps": None, "verbose": 0})
+    instance.on_train_begin()
+    return instance
+
+
 def test_probe_state_resumes_from_the_newest_result_before_the_resume_epoch(
         run, tmp_path):
-    model, x, y = run["model"], run["x"][:16], run["y"][:16]
-
-    def probe():
-        instance = HessianProbe(x, y, epochs=[0, 1, 2], iterations=2,
-                                state_dir=tmp_path)
-        instance.set_model(model)
-        instance.set_params({"epochs": EPOCHS, "steps": None, "verbose": 0})
-        instance.on_train_begin()
-        return instance
-
+    probe = functools.partial(_probe_with_state, run, tmp_path)
     writer, saved = probe(), {}
     for epoch in (0, 1, 2):
         writer.on_epoch_end(epoch, {})
@@ -222,16 +225,7 @@ def test_probe_state_resumes_from_the_newest_result_before_the_resume_epoch(
 
 def test_probe_state_resumed_twice_at_a_probed_epoch_keeps_the_result_it_resumed_from(
         run, tmp_path):
-    model, x, y = run["model"], run["x"][:16], run["y"][:16]
-
-    def probe():
-        instance = HessianProbe(x, y, epochs=[0, 1, 2], iterations=2,
-                                state_dir=tmp_path)
-        instance.set_model(model)
-        instance.set_params({"epochs": EPOCHS, "steps": None, "verbose": 0})
-        instance.on_train_begin()
-        return instance
-
+    probe = functools.partial(_probe_with_state, run, tmp_path)
     writer = probe()
     for epoch in (0, 1, 2):
         writer.on_epoch_end(epoch, {})
