@@ -420,8 +420,8 @@ class AdversarialModel(keras.Model):
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]")
-            validation_data = backend.batched(
-                tuple(validation_data), validation_batch_size or batch_size or 32)
+            validation_data = model_validation.mark_checked(backend.batched(
+                tuple(validation_data), validation_batch_size or batch_size or 32))
             validation_batch_size = None
         elif model_validation.is_tf_dataset(validation_data):
             validation_data = model_validation.checked_dataset(

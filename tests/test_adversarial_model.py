@@ -340,6 +340,41 @@ def test_tf_data_inputs_are_checked_without_an_extra_pass():
     assert checked >= 2 * len(X6)
 
 
+def test_arrays_are_checked_once_not_again_at_every_epochs_evaluation(monkeypatch):
+    # NumPy training, validation and RobustEvaluation data are checked whole
+    # when fit starts; the per-epoch evaluations of the pipelines built from
+    # them must not check (nor wrap) their batches again.
+    from robustlab import model_validation
+    from robustlab import validation
+
+    calls = {"inputs": 0, "wrapped": 0}
+    check_inputs, checked_dataset = validation.check_inputs, model_validation.checked_dataset
+
+    def counting_check(*args, **kwargs):
+        calls["inputs"] += 1
+        return check_inputs(*args, **kwargs)
+
+    def counting_wrap(dataset, *args, **kwargs):
+        wrapped = checked_dataset(dataset, *args, **kwargs)
+        calls["wrapped"] += wrapped is not dataset
+        return wrapped
+
+    monkeypatch.setattr(validation, "check_inputs", counting_check)
+    monkeypatch.setattr(model_validation, "check_inputs", counting_check)
+    monkeypatch.setattr(model_validation, "checked_dataset", counting_wrap)
+    model = compiled(softmax_regression(W3, B3))
+    evaluation = robustlab.callbacks.RobustEvaluation(X6, Y6, batch_size=8)
+    history = model.fit(X6, Y6, epochs=3, verbose=0, validation_data=(X6, Y6),
+                        validation_batch_size=8, callbacks=[evaluation]).history
+    assert len(history["val_robust_accuracy"]) == len(history["train_robust_accuracy"]) == 3
+    # x, validation_data[0], RobustEvaluation's x: once each, whatever the
+    # epochs. (On JAX the evaluations are handed the arrays themselves, and
+    # `evaluate` checks arrays whole at each call: a NumPy pass, no pipeline.)
+    once = 3
+    per_epoch = 0 if keras.backend.backend() == "tensorflow" else 2
+    assert calls == {"inputs": once + 3 * per_epoch, "wrapped": 0}
+
+
 def test_a_regression_model_is_rejected_at_construction():
     regression = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match=r"classifier.*at least 2 classes"):

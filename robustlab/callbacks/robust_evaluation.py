@@ -4,6 +4,7 @@ import keras
 import numpy as np
 
 from robustlab import backend as _backend
+from robustlab import model_validation
 
 __all__ = [
     "RobustEvaluation",
@@ -59,7 +60,8 @@ class RobustEvaluation(keras.callbacks.Callback):
         self.model._check_arrays(self.x, self.y, "x", "y")
         # Built once: re-adapting NumPy arrays at every call costs as much as
         # a small evaluation on TensorFlow.
-        self._data = _backend.get().batched((self.x, self.y), self.batch_size)
+        self._data = model_validation.mark_checked(
+            _backend.get().batched((self.x, self.y), self.batch_size))
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or ((epoch + 1) % self.every and epoch != self._last_epoch):
