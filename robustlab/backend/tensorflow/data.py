@@ -14,9 +14,16 @@ __all__ = [
 ]
 
 
+def _untuned(dataset):
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def batched(arrays, batch_size):
     """A cached dataset of the given arrays in order, `batch_size` a batch."""
-    return tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(batch_size).cache()
+    return _untuned(
+        tf.data.Dataset.from_tensor_slices(tuple(arrays)).batch(batch_size).cache())
 
 
 def epoch_shuffled(arrays, batch_size, permutation):
@@ -35,7 +42,7 @@ def epoch_shuffled(arrays, batch_size, permutation):
             lambda e: permutation(int(e)).astype(np.int64), [epoch], tf.int64)
         return tf.data.Dataset.from_tensor_slices(tf.reshape(indices, [-1]))
 
-    dataset = (
+    dataset = _untuned(
         tf.data.Dataset.from_tensors(0)
         .flat_map(order)
         .batch(batch_size)
