@@ -361,12 +361,86 @@ def test_same_inputs_give_the_same_numbers(mlp):
 
 
 def test_power_iteration_reuses_one_compiled_product(mlp):
+    counts = []
     for _ in range(2):
         curvature.top_hessian_eigenvalue(mlp.model, mlp.x, mlp.y,
                                          loss=CROSS_ENTROPY, iterations=10,
                                          tol=1e-12, batch_size=3)
-    (compiled,) = curvature._COMPILED[mlp.model].values()
-    assert compiled.trace_count == 1  # 3 padded batches, 2 x 10 products
+        (compiled,) = curvature._COMPILED[mlp.model].values()
+        counts.append(compiled.trace_count)
+    # 3 padded batches, 2 x 10 products: one trace of each compiled program
+    # (TensorFlow: the product; JAX: the linearization and its application).
+    assert counts == [1, 1] if BACKEND == "tensorflow" else [2, 2]
+
+
+# -- JAX: the linearization is kept between products ---------------------------
+
+jax_only = pytest.mark.skipif(BACKEND != "jax", reason="JAX's product keeps a linearization")
+
+
+def _jvp_of_grad_product(operator, vector):
+    """The product as `jax.jvp` of `jax.grad`, computed afresh (what the
+    kept linearization must reproduce bit for bit)."""
+    import jax
+
+    hvp = operator._hvp
+    trainable, non_trainable = hvp._current_values()
+    total = 0.0
+    for x, y, weight in operator._batches:
+        loss = hvp._loss_of_weights(non_trainable, x, y, weight)
+        tangent = hvp._split(np.asarray(vector, operator._float_dtype))
+        _, product = jax.jit(lambda t, v: jax.jvp(jax.grad(loss), (t,), (v,)))(trainable, tangent)
+        total = total + np.asarray(hvp._concat(product, operator._float_dtype), "float64")
+    return total
+
+
+def _counting_linearizations(hvp):
+    calls = []
+    linearize = hvp._compiled
+
+    def counted(*args):
+        calls.append(1)
+        return linearize(*args)
+
+    hvp._compiled = counted
+    return calls
+
+
+@jax_only
+def test_products_on_one_batch_linearize_once_and_equal_jvp_of_grad(mlp):
+    operator = curvature.HessianOperator(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY)
+    calls = _counting_linearizations(operator._hvp)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        v = rng.standard_normal(operator.dim)
+        np.testing.assert_array_equal(operator.matvec(v), _jvp_of_grad_product(operator, v))
+    assert len(calls) == 1
+
+
+@jax_only
+def test_new_weights_are_linearized_again(mlp):
+    operator = curvature.HessianOperator(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY)
+    calls = _counting_linearizations(operator._hvp)
+    v = np.random.default_rng(0).standard_normal(operator.dim)
+    before = operator.matvec(v)
+    mlp.model.set_weights([1.1 * w for w in mlp.model.get_weights()])
+    after = operator.matvec(v)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(after, _jvp_of_grad_product(operator, v))
+    assert not np.allclose(after, before)
+
+
+@jax_only
+def test_the_linearization_is_dropped_with_its_operator(mlp):
+    import gc
+
+    operator = curvature.HessianOperator(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY)
+    hvp = operator._hvp
+    operator.matvec(np.ones(operator.dim))
+    assert hvp._linearization is not None
+    del operator
+    gc.collect()
+    assert hvp._linearization is None
 
 
 def test_compiled_products_do_not_keep_models_alive():

