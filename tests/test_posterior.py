@@ -15,7 +15,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -23,7 +22,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from robustlab import bounds
 from robustlab import heavy_ball
 from robustlab import iterate_statistics
 from robustlab import posterior

@@ -1,7 +1,6 @@
 """nbgrader_config.py: the course layout, the limits, and which stderr a
 test cell may write without losing its points."""
 
-import os
 import re
 
 import pytest
