@@ -6,7 +6,9 @@ named ones (their `version` changes whenever a setting does, and is written
 next to every result). `run` trains one experiment with `AdversarialModel` and
 writes into an output folder:
 
-- `config.json`: the experiment, the backend and the package version;
+- `config.json`: the experiment, the backend, the package version and the
+  identity of the code that made the run (`robustlab.provenance`; a run is
+  resumed only by that code);
 - `history.csv` and `history.json`: one row per epoch of every logged number;
 - `summary.json`: the robust-overfitting figures of `summarize`;
 - `curves.png`: the learning curves (`robustlab.plots.learning_curves`).
@@ -29,6 +31,7 @@ import numpy as np
 from robustlab import data as data_module
 from robustlab import models as models_module
 from robustlab import plots
+from robustlab import provenance
 from robustlab import run_checkpoint
 from robustlab import validation
 from robustlab._version import __version__
@@ -286,6 +289,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         "backend": keras.backend.backend(),
         "robustlab_version": __version__,
         "keras_version": keras.__version__,
+        "code": provenance.code_identity(),
     }
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
     if resume:
@@ -349,9 +353,17 @@ def _resumable(out_dir, config, experiment):
         return None
     with open(path) as f:
         saved = json.load(f)
-    # The same backend too: the other one gives other last digits.
-    for key in ("experiment", "probe_every", "backend"):
+    # The same backend too: the other one gives other last digits; and the
+    # same code (`robustlab.provenance`), or the resumed results would mix
+    # two codes' numbers.
+    for key in ("experiment", "probe_every", "backend", "code"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
+            if key == "code":
+                raise ValueError(
+                    f"{out_dir} holds a run made by other code ({saved.get(key)!r}): "
+                    "only the code that started a run can continue or reuse it, "
+                    "so train it again (without resuming) or write to another "
+                    f"folder. Received: code={config[key]!r}")
             raise ValueError(
                 f"{out_dir} holds a run with another `{key}` ({saved.get(key)!r}); "
                 f"resume it with the same settings, or write to another folder. "

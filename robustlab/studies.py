@@ -61,6 +61,7 @@ from tqdm.auto import tqdm
 from robustlab import experiments as experiments_module
 from robustlab import forks as forks_module
 from robustlab import plots
+from robustlab import provenance
 from robustlab import run_checkpoint
 from robustlab import validation
 from robustlab._version import __version__
@@ -616,12 +617,14 @@ def _completed_history(folder, config):
     configuration, or None."""
     try:
         with open(os.path.join(folder, "config.json")) as f:
-            saved = json.load(f)["experiment"]
+            saved = json.load(f)
         with open(os.path.join(folder, "history.json")) as f:
             history = json.load(f)
     except (OSError, ValueError, KeyError):
         return None
-    if saved != json.loads(json.dumps(config.to_dict())):
+    # Another code's run is not reused: `experiments.run` then says so.
+    if (saved.get("experiment") != json.loads(json.dumps(config.to_dict()))
+            or saved.get("code") != provenance.code_identity()):
         return None
     return _history_from_json(history)
 
@@ -640,10 +643,12 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             CIFAR-10 setting of `FULL_SCALE_STUDIES` (for a GPU; CIFAR-10
             comes through tensorflow-datasets, see `robustlab.data.load`).
         resume: reuse every run and fork already finished under `out` with
-            the same configuration, and continue a run or fork killed midway
-            from its last finished epoch (`robustlab.experiments.run`): the
-            results are those of an uninterrupted reproduction. Without it
-            everything is computed again.
+            the same configuration and made by the same code
+            (`robustlab.provenance`), and continue a run or fork killed
+            midway from its last finished epoch (`robustlab.experiments.run`):
+            the results are those of an uninterrupted reproduction. A run of
+            other code is refused (`ValueError`); forks of other code are
+            computed again. Without it everything is computed again.
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
         write_reference: also write the results as the package's reference
@@ -722,16 +727,18 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     partial = os.path.join(forks.folder(out), f"seed{seed}.resume")
     config = forks.config.replace(seed=seed)
     expected = json.loads(json.dumps(config.to_dict()))
+    code = provenance.code_identity()
     if resume and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
-                and saved.get("steps") == forks.steps):
+                and saved.get("steps") == forks.steps and saved.get("code") == code):
             progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
             return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
     # What the partial folder was started for: anything else in it is
     # thrown away rather than resumed.
-    started_for = {"experiment": expected, "replicas": forks.replicas, "steps": forks.steps}
+    started_for = {"experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
+                   "code": code}
     started_path = os.path.join(partial, "started_for.json")
     if resume and os.path.exists(started_path):
         with open(started_path) as f:
@@ -774,7 +781,7 @@ def _forks_of_seed(forks, seed, out, resume, progress):
         progress.advance(f"forks seed {seed}", kind="forks")
     run_checkpoint.write_json_atomically(path, {
         "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
-        "windows": [w.to_dict() for w in windows]})
+        "code": code, "windows": [w.to_dict() for w in windows]})
     shutil.rmtree(partial)
     return windows
 
@@ -809,6 +816,7 @@ def _metadata(study, seeds, epochs):
         "robustlab_version": __version__,
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
+        "code": provenance.code_identity(),
         "shortened_to_epochs": epochs,
     }
 

@@ -26,7 +26,7 @@ FLOORS = [
      "robustlab.posterior", "robustlab.bounds", "robustlab.schedules",
      "robustlab.model_validation", "robustlab.losses", "robustlab.shuffling",
      "robustlab.awp", "robustlab.data", "robustlab.models", "robustlab.run_checkpoint",
-     "robustlab.plots"),
+     "robustlab.plots", "robustlab.provenance"),
     # What acts on a model: attacks and the Hessian operator.
     ("robustlab.attacks", "robustlab.curvature"),
     # Training.

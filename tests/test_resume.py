@@ -21,6 +21,7 @@ import pytest
 
 from robustlab import experiments
 from robustlab import forks
+from robustlab import provenance
 from robustlab import run_checkpoint
 from robustlab import studies
 from tests.test_studies import TINY
@@ -168,6 +169,18 @@ def test_resuming_on_another_backend_is_refused(tmp_path):
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f)
     with pytest.raises(ValueError, match="another `backend`"):
+        experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+
+
+def test_resuming_a_run_of_other_code_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=1)
+    config = read_json(out, "config.json")
+    assert config["code"] == provenance.code_identity()
+    config["code"]["robustlab_sources"] = "0" * 16
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match=r"made by other code.*train it again"):
         experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
 
 

@@ -82,6 +82,33 @@ def test_resume_reuses_finished_runs_and_forks(reproduced, monkeypatch):
     assert [w.to_dict() for w in again.forks[0]] == [w.to_dict() for w in results.forks[0]]
 
 
+def _from_other_code(path):
+    with open(path) as f:
+        saved = json.load(f)
+    saved["code"] = dict(saved["code"], robustlab_sources="0" * 16)
+    with open(path, "w") as f:
+        json.dump(saved, f)
+
+
+def test_runs_and_forks_of_other_code_are_not_reused(reproduced, tmp_path, monkeypatch):
+    # Results must come from one code: a stale run reused by --resume is how
+    # instrument values of older code once reached the shipped references.
+    import shutil
+
+    out, _ = reproduced
+    shutil.copytree(out, tmp_path / "copy")
+    out = str(tmp_path / "copy")
+    _from_other_code(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed1.json"))
+    forked = []
+    real_fork = forks.fork
+    monkeypatch.setattr(forks, "fork", lambda *a, **k: forked.append(k["seed"]) or real_fork(*a, **k))
+    studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+    assert forked == [1, 1]  # seed 1's two windows, forked again
+    _from_other_code(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json"))
+    with pytest.raises(ValueError, match=r"holds a run made by other code .*Received: code="):
+        studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+
+
 def test_a_changed_experiment_is_not_reused(reproduced, tmp_path, monkeypatch):
     out, _ = reproduced
     # A copy, so that the other tests keep their finished runs.
