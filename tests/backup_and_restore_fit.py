@@ -3,6 +3,7 @@ stateful robustlab callback, resumable after a SIGKILL; run as a subprocess
 by tests/test_backup_and_restore.py, which kills it and runs it again.
 
     python tests/backup_and_restore_fit.py OUT [--kill-before-backup EPOCH]
+                                               [--kill-after-batch EPOCH BATCH]
 
 OUT/backup is the BackupAndRestore directory and the instruments'
 `state_dir`, as their docstrings recommend. While it trains the script
@@ -16,7 +17,11 @@ and the optimizer's variables.
 `--kill-before-backup EPOCH` SIGKILLs the process at the end of EPOCH after
 every instrument has written its state and logs, just before
 BackupAndRestore saves the epoch: the moment where an instrument's files
-are one epoch ahead of the backup.
+are one epoch ahead of the backup. `--kill-after-batch EPOCH BATCH`
+SIGKILLs it when that training step has finished (and progress.json says
+so): in the middle of an epoch, and never while BackupAndRestore writes its
+files, which Keras does in place (a kill during that write leaves a
+truncated weights file that the next fit cannot open).
 """
 
 import json
@@ -95,6 +100,19 @@ class KillBeforeBackup(keras.callbacks.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class KillAfterBatch(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 def build_model():
     net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=0,
                                      weight_decay=5e-4)
@@ -116,12 +134,14 @@ def instruments(x, y, state_dir):
     return [probe, tracker, RobustEvaluation(x[:64], y[:64], batch_size=64), bound]
 
 
-def main(out, kill_before_backup=None):
+def main(out, kill_before_backup=None, kill_after_batch=None):
     data = robustlab.data.load("digits", train_size=N_TRAIN, seed=0)
     x, y = data.x_train, data.y_train
     backup = os.path.join(out, "backup")
     model = build_model()
     kill = [] if kill_before_backup is None else [KillBeforeBackup(kill_before_backup)]
+    if kill_after_batch is not None:
+        kill.append(KillAfterBatch(*kill_after_batch))
     model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, callbacks=[
         SCHEDULE.callback(), *instruments(x, y, backup),
         Progress(os.path.join(out, "progress.json")),
@@ -143,4 +163,9 @@ if __name__ == "__main__":
         index = arguments.index("--kill-before-backup")
         kill_at = int(arguments.pop(index + 1))
         arguments.pop(index)
-    main(arguments[0], kill_at)
+    kill_after = None
+    if "--kill-after-batch" in arguments:
+        index = arguments.index("--kill-after-batch")
+        kill_after = (int(arguments[index + 1]), int(arguments[index + 2]))
+        del arguments[index:index + 3]
+    main(arguments[0], kill_at, kill_after)
