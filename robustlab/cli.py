@@ -2,11 +2,12 @@
 
     robustlab list
     robustlab reproduce NAME [--quick] [--seeds N | --seeds 0 1 ...] [--out DIR]
-                    [--resume] [--epochs N] [--write-reference] [--quiet]
+                    [--resume] [--epochs N] [--write-reference] [--threads N]
+                    [--quiet]
     robustlab figures NAME [--out DIR]
     robustlab train [--experiment quick] [--out runs/quick] [--seeds 0 1 ...]
                     [--epochs N] [--awp-gamma G] [--label-noise P]
-                    [--probe-every N] [--resume] [--quiet]
+                    [--probe-every N] [--resume] [--threads N] [--quiet]
 
 `reproduce` runs a named study over seeds and writes its results, table and
 figures (`robustlab.studies`): with `--quick` the course's digits setting
@@ -20,6 +21,14 @@ summary.json and curves.png into the output folder (one sub-folder per seed
 when several are given, plus `seeds_summary.json` with means and standard
 errors across seeds). The Keras backend is chosen, as always with Keras, by
 the KERAS_BACKEND environment variable (tensorflow by default, or jax).
+
+`--threads N` runs TensorFlow's CPU kernels on N threads instead of one per
+CPU. On a CPU the thread count decides a run's last digits, and over 100
+epochs its trajectory, as the seed does: the shipped reference results were
+made on 2 threads (a 2-core machine), so `--threads 2` is how another
+machine tries to reproduce them (the same numbers also need the same kind of
+CPU). Runs record their thread count, and `--resume` continues a run only on
+the same count.
 """
 
 import argparse
@@ -29,6 +38,7 @@ import sys
 
 import numpy as np
 
+from robustlab import backend
 from robustlab import experiments
 from robustlab import studies
 from robustlab import validation
@@ -92,7 +102,19 @@ def _parser():
                        help="continue a run killed midway from its last finished "
                             "epoch (a finished run is reported, not retrained)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch table")
+    for command in (reproduce, train):
+        command.add_argument(
+            "--threads", type=int, default=None,
+            help="run TensorFlow's CPU kernels on N threads (default: one per CPU); "
+                 "the count changes a CPU run's numbers, and the reference results "
+                 "were made on 2")
     return parser
+
+
+def _set_threads(args):
+    if args.threads is not None:
+        validation.check_int_at_least("threads", args.threads, 1)
+        backend.get().set_cpu_threads(args.threads)
 
 
 def _experiment_from(args):
@@ -140,6 +162,7 @@ def seeds_summary(summaries):
 
 def _train(args):
     validation.check_int_at_least("probe_every", args.probe_every, 0)
+    _set_threads(args)
     experiment = _experiment_from(args)
     out = args.out or os.path.join("runs", experiment.name)
     seeds = args.seeds if args.seeds else [experiment.seed]
@@ -172,6 +195,7 @@ def _figures(args):
 
 
 def _reproduce(args):
+    _set_threads(args)
     seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,
                       scale="quick" if args.quick else "full",

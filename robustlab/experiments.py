@@ -290,6 +290,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         "robustlab_version": __version__,
         "keras_version": keras.__version__,
         "code": provenance.code_identity(),
+        "cpu_threads": provenance.cpu_threads(),
     }
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
     if resume:
@@ -356,8 +357,15 @@ def _resumable(out_dir, config, experiment):
     # The same backend too: the other one gives other last digits; and the
     # same code (`robustlab.provenance`), or the resumed results would mix
     # two codes' numbers.
-    for key in ("experiment", "probe_every", "backend", "code"):
+    for key in ("experiment", "probe_every", "backend", "code", "cpu_threads"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
+            if key == "cpu_threads":
+                raise ValueError(
+                    f"{out_dir} holds a run made on {saved.get(key)} CPU threads, and "
+                    "the thread count changes a CPU run's last digits: continue it on "
+                    f"as many (`robustlab train --threads {saved.get(key)}` on "
+                    "TensorFlow), or train it again (without resuming). "
+                    f"Received: cpu_threads={config[key]}")
             if key == "code":
                 raise ValueError(
                     f"{out_dir} holds a run made by other code ({saved.get(key)!r}): "

@@ -1,4 +1,5 @@
-"""Which code produced a result: robustlab's sources, Keras and the backend.
+"""Which code produced a result: robustlab's sources, Keras and the backend;
+and on how many CPU threads it ran.
 
 A finished run or fork is reused by `--resume` only when it was produced by
 the same code as the one resuming: results are "those of an uninterrupted
@@ -28,10 +29,12 @@ import os
 
 import keras
 
+from robustlab import backend as _backend
 from robustlab._version import __version__
 
 __all__ = [
     "code_identity",
+    "cpu_threads",
     "source_digest",
 ]
 
@@ -77,3 +80,11 @@ def code_identity():
         "keras": keras.__version__,
         "backend": f"{backend} {backend_version}",
     }
+
+
+def cpu_threads():
+    """The CPU threads the backend's kernels split their sums across in this
+    process (`robustlab.backend.<name>.threads`). Like the code, it decides
+    the last digits of a CPU run, and so the run's trajectory: a run is
+    resumed or reused only with the same count."""
+    return int(_backend.get().cpu_threads())

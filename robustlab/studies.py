@@ -622,9 +622,11 @@ def _completed_history(folder, config):
             history = json.load(f)
     except (OSError, ValueError, KeyError):
         return None
-    # Another code's run is not reused: `experiments.run` then says so.
+    # A run of other code, or made on another number of CPU threads, is not
+    # reused: `experiments.run` then says so.
     if (saved.get("experiment") != json.loads(json.dumps(config.to_dict()))
-            or saved.get("code") != provenance.code_identity()):
+            or saved.get("code") != provenance.code_identity()
+            or saved.get("cpu_threads") != provenance.cpu_threads()):
         return None
     return _history_from_json(history)
 
@@ -728,17 +730,19 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     config = forks.config.replace(seed=seed)
     expected = json.loads(json.dumps(config.to_dict()))
     code = provenance.code_identity()
+    threads = provenance.cpu_threads()
     if resume and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
-                and saved.get("steps") == forks.steps and saved.get("code") == code):
+                and saved.get("steps") == forks.steps and saved.get("code") == code
+                and saved.get("cpu_threads") == threads):
             progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
             return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
     # What the partial folder was started for: anything else in it is
     # thrown away rather than resumed.
     started_for = {"experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
-                   "code": code}
+                   "code": code, "cpu_threads": threads}
     started_path = os.path.join(partial, "started_for.json")
     if resume and os.path.exists(started_path):
         with open(started_path) as f:
@@ -781,7 +785,8 @@ def _forks_of_seed(forks, seed, out, resume, progress):
         progress.advance(f"forks seed {seed}", kind="forks")
     run_checkpoint.write_json_atomically(path, {
         "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
-        "code": code, "windows": [w.to_dict() for w in windows]})
+        "code": code, "cpu_threads": threads,
+        "windows": [w.to_dict() for w in windows]})
     shutil.rmtree(partial)
     return windows
 
@@ -817,6 +822,7 @@ def _metadata(study, seeds, epochs):
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
         "code": provenance.code_identity(),
+        "cpu_threads": provenance.cpu_threads(),
         "shortened_to_epochs": epochs,
     }
 

@@ -184,6 +184,19 @@ def test_resuming_a_run_of_other_code_is_refused(tmp_path):
         experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
 
 
+def test_resuming_a_run_made_on_another_thread_count_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=1)
+    config = read_json(out, "config.json")
+    assert config["cpu_threads"] == provenance.cpu_threads()
+    config["cpu_threads"] = provenance.cpu_threads() + 3
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match=rf"made on {provenance.cpu_threads() + 3} CPU threads"
+                                         rf".*--threads {provenance.cpu_threads() + 3}"):
+        experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+
+
 def test_resuming_needs_the_run_folder():
     with pytest.raises(ValueError, match="Received: out_dir=None, resume=True"):
         experiments.run(TINY, None, verbose=0, resume=True)

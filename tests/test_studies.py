@@ -10,6 +10,7 @@ import pytest
 from robustlab import cli
 from robustlab import experiments
 from robustlab import forks
+from robustlab import provenance
 from robustlab import studies
 
 TINY = experiments.QUICK.replace(
@@ -107,6 +108,43 @@ def test_runs_and_forks_of_other_code_are_not_reused(reproduced, tmp_path, monke
     _from_other_code(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json"))
     with pytest.raises(ValueError, match=r"holds a run made by other code .*Received: code="):
         studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+
+
+def _made_on_other_threads(path):
+    with open(path) as f:
+        saved = json.load(f)
+    saved["cpu_threads"] = saved["cpu_threads"] + 1
+    with open(path, "w") as f:
+        json.dump(saved, f)
+
+
+def test_runs_and_forks_made_on_another_thread_count_are_not_reused(
+        reproduced, tmp_path, monkeypatch):
+    # The CPU thread count changes a run's last digits, as the code does.
+    import shutil
+
+    out, _ = reproduced
+    shutil.copytree(out, tmp_path / "copy")
+    out = str(tmp_path / "copy")
+    _made_on_other_threads(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed0.json"))
+    forked = []
+    real_fork = forks.fork
+    monkeypatch.setattr(forks, "fork", lambda *a, **k: forked.append(k["seed"]) or real_fork(*a, **k))
+    studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+    assert forked == [0, 0]
+    _made_on_other_threads(os.path.join(out, "runs", "tiny-v1-probe2", "seed1", "config.json"))
+    with pytest.raises(ValueError, match=r"made on \d+ CPU threads.*--threads \d+.*"
+                                         r"Received: cpu_threads="):
+        studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+
+
+def test_results_record_the_cpu_threads(reproduced):
+    out, results = reproduced
+    assert results.metadata["cpu_threads"] == provenance.cpu_threads()
+    with open(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json")) as f:
+        assert json.load(f)["cpu_threads"] == provenance.cpu_threads()
+    with open(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed0.json")) as f:
+        assert json.load(f)["cpu_threads"] == provenance.cpu_threads()
 
 
 def test_a_changed_experiment_is_not_reused(reproduced, tmp_path, monkeypatch):

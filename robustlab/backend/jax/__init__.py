@@ -9,6 +9,8 @@ from robustlab.backend.jax.data import batched
 from robustlab.backend.jax.data import epoch_shuffled
 from robustlab.backend.jax.directional import make_directional_derivative
 from robustlab.backend.jax.distribution import draw_replica_rows
+from robustlab.backend.jax.threads import cpu_threads
+from robustlab.backend.jax.threads import set_cpu_threads
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
 
@@ -17,6 +19,7 @@ __all__ = [
     "adversarial_train_step",
     "batched",
     "compile_attack",
+    "cpu_threads",
     "draw_replica_rows",
     "epoch_shuffled",
     "input_gradient",
@@ -24,4 +27,5 @@ __all__ = [
     "make_hessian_vector_product",
     "make_loss_gradient",
     "repeat",
+    "set_cpu_threads",
 ]

@@ -1,0 +1,43 @@
+"""The CPU threads XLA's kernels split their work across, on JAX.
+
+As on TensorFlow (see `robustlab.backend.tensorflow.threads`), the thread
+count can change the last digits of a CPU run and, over many epochs, its
+trajectory. JAX has no supported setting for XLA:CPU's thread count
+(jax-ml/jax#1539); `--xla_cpu_multi_thread_eigen=false` in `XLA_FLAGS`, read
+when JAX starts, turns its multi-threaded kernels off.
+"""
+
+import os
+import re
+
+__all__ = [
+    "cpu_threads",
+    "set_cpu_threads",
+]
+
+
+def _available_cpus():
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
+
+
+def cpu_threads():
+    """The threads XLA:CPU's kernels use: 1 with
+    `--xla_cpu_multi_thread_eigen=false` in `XLA_FLAGS`, else one per CPU
+    the process may run on (XLA's default)."""
+    if re.search(r"--xla_cpu_multi_thread_eigen=(false|0)\b", os.environ.get("XLA_FLAGS", "")):
+        return 1
+    return _available_cpus()
+
+
+def set_cpu_threads(threads):
+    """Not possible on JAX: raises `ValueError` unless the process already
+    uses `threads` threads."""
+    if cpu_threads() == threads:
+        return
+    raise ValueError(
+        "Setting the CPU threads is supported on the TensorFlow backend only "
+        "(JAX reads its thread settings when it starts, and has no supported "
+        f"one for a count); this process runs on {cpu_threads()}. "
+        f"Received: threads={threads}")
