@@ -234,6 +234,47 @@ def test_the_shipped_reference_matches_this_robustlab():
                                                "backend"}
 
 
+def _shipped_references():
+    files = sorted(f for f in os.listdir(studies.REFERENCE_DIR) if f.endswith(".json.gz"))
+    return [studies.reference(f[: -len(".json.gz")]) for f in files]
+
+
+def test_every_shipped_reference_was_written_by_one_and_the_same_code():
+    references = _shipped_references()
+    assert {r.study.name for r in references} == {
+        "robust-overfitting", "lr-drop-collapse", "awp-tradeoff"}
+    codes = {r.study.name: r.metadata.get("code") for r in references}
+    assert all(codes.values()), f"a reference records no code identity: {codes}"
+    digests = {name: code["robustlab_sources"] for name, code in codes.items()}
+    assert len(set(digests.values())) == 1, (
+        f"the references were written by different code: {digests}")
+
+
+def test_a_run_shared_by_two_shipped_references_is_the_same_run_in_both():
+    # The same experiment with the same instruments is one run folder, so two
+    # studies that share it must ship it number for number (a stale run reused
+    # by one of them would show here).
+    shared = 0
+    references = _shipped_references()
+    for i, first in enumerate(references):
+        for second in references[i + 1:]:
+            for arm in first.study.arms:
+                other = [a for a in second.study.arms if a.folder("", 0) == arm.folder("", 0)]
+                if not other:
+                    continue
+                shared += 1
+                mine, theirs = first.runs(arm.experiment), second.runs(other[0].experiment)
+                assert len(mine) == len(theirs)
+                for seed, (a, b) in enumerate(zip(mine, theirs)):
+                    assert set(a) == set(b)
+                    for key in a:
+                        np.testing.assert_array_equal(
+                            np.asarray(a[key], dtype=float), np.asarray(b[key], dtype=float),
+                            err_msg=f"{arm.experiment} seed {seed} {key}: "
+                                    f"{first.study.name} and {second.study.name} differ")
+    assert shared >= 2  # quick: robust-overfitting with lr-drop-collapse and awp-tradeoff
+
+
 def test_the_shipped_forks_hold_every_window_of_every_seed():
     reference = studies.reference("lr-drop-collapse")
     assert reference.seeds == list(range(8))
