@@ -355,16 +355,16 @@ def _resumable(out_dir, config, experiment):
     with open(path) as f:
         saved = json.load(f)
     # The same backend too: the other one gives other last digits; and the
-    # same code (`robustlab.provenance`), or the resumed results would mix
-    # two codes' numbers.
+    # same code and CPU thread count (`robustlab.provenance`), or the resumed
+    # results would mix two codes' (or two thread counts') numbers.
     for key in ("experiment", "probe_every", "backend", "code", "cpu_threads"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
             if key == "cpu_threads":
                 raise ValueError(
                     f"{out_dir} holds a run made on {saved.get(key)} CPU threads, and "
                     "the thread count changes a CPU run's last digits: continue it on "
-                    f"as many (`robustlab train --threads {saved.get(key)}` on "
-                    "TensorFlow), or train it again (without resuming). "
+                    f"as many (`--threads {saved.get(key)}` on TensorFlow), or train "
+                    "it again (without resuming). "
                     f"Received: cpu_threads={config[key]}")
             if key == "code":
                 raise ValueError(
