@@ -83,15 +83,29 @@ def test_resume_reuses_finished_runs_and_forks(reproduced, monkeypatch):
     assert [w.to_dict() for w in again.forks[0]] == [w.to_dict() for w in results.forks[0]]
 
 
-def _from_other_code(path):
+def _rewrite(path, change):
     with open(path) as f:
         saved = json.load(f)
-    saved["code"] = dict(saved["code"], robustlab_sources="0" * 16)
+    change(saved)
     with open(path, "w") as f:
         json.dump(saved, f)
 
 
-def test_runs_and_forks_of_other_code_are_not_reused(reproduced, tmp_path, monkeypatch):
+def _from_other_code(saved):
+    saved["code"] = dict(saved["code"], robustlab_sources="0" * 16)
+
+
+def _made_on_other_threads(saved):
+    saved["cpu_threads"] = saved["cpu_threads"] + 1
+
+
+@pytest.mark.parametrize("make_stale, refusal", [
+    (_from_other_code, r"holds a run made by other code .*Received: code="),
+    # The CPU thread count changes a run's last digits, as the code does.
+    (_made_on_other_threads, r"made on \d+ CPU threads.*--threads \d+.*Received: cpu_threads="),
+], ids=["other code", "other thread count"])
+def test_runs_and_forks_of_other_code_or_threads_are_not_reused(
+        reproduced, tmp_path, monkeypatch, make_stale, refusal):
     # Results must come from one code: a stale run reused by --resume is how
     # instrument values of older code once reached the shipped references.
     import shutil
@@ -99,42 +113,14 @@ def test_runs_and_forks_of_other_code_are_not_reused(reproduced, tmp_path, monke
     out, _ = reproduced
     shutil.copytree(out, tmp_path / "copy")
     out = str(tmp_path / "copy")
-    _from_other_code(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed1.json"))
+    _rewrite(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed1.json"), make_stale)
     forked = []
     real_fork = forks.fork
     monkeypatch.setattr(forks, "fork", lambda *a, **k: forked.append(k["seed"]) or real_fork(*a, **k))
     studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
     assert forked == [1, 1]  # seed 1's two windows, forked again
-    _from_other_code(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json"))
-    with pytest.raises(ValueError, match=r"holds a run made by other code .*Received: code="):
-        studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
-
-
-def _made_on_other_threads(path):
-    with open(path) as f:
-        saved = json.load(f)
-    saved["cpu_threads"] = saved["cpu_threads"] + 1
-    with open(path, "w") as f:
-        json.dump(saved, f)
-
-
-def test_runs_and_forks_made_on_another_thread_count_are_not_reused(
-        reproduced, tmp_path, monkeypatch):
-    # The CPU thread count changes a run's last digits, as the code does.
-    import shutil
-
-    out, _ = reproduced
-    shutil.copytree(out, tmp_path / "copy")
-    out = str(tmp_path / "copy")
-    _made_on_other_threads(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed0.json"))
-    forked = []
-    real_fork = forks.fork
-    monkeypatch.setattr(forks, "fork", lambda *a, **k: forked.append(k["seed"]) or real_fork(*a, **k))
-    studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
-    assert forked == [0, 0]
-    _made_on_other_threads(os.path.join(out, "runs", "tiny-v1-probe2", "seed1", "config.json"))
-    with pytest.raises(ValueError, match=r"made on \d+ CPU threads.*--threads \d+.*"
-                                         r"Received: cpu_threads="):
+    _rewrite(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json"), make_stale)
+    with pytest.raises(ValueError, match=refusal):
         studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
 
 

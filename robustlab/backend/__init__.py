@@ -12,6 +12,7 @@ import os
 
 __all__ = [
     "SUPPORTED_BACKENDS",
+    "available_cpus",
     "check_requested",
     "check_supported",
     "get",
@@ -19,6 +20,14 @@ __all__ = [
 ]
 
 SUPPORTED_BACKENDS = ("tensorflow", "jax")
+
+
+def available_cpus():
+    """The CPUs this process may run on: what TensorFlow's and XLA's CPU
+    thread pools size themselves to by default."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
 
 
 def _unsupported(backend):

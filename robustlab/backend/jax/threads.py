@@ -10,16 +10,12 @@ when JAX starts, turns its multi-threaded kernels off.
 import os
 import re
 
+from robustlab.backend import available_cpus
+
 __all__ = [
     "cpu_threads",
     "set_cpu_threads",
 ]
-
-
-def _available_cpus():
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
 
 
 def cpu_threads():
@@ -28,7 +24,7 @@ def cpu_threads():
     the process may run on (XLA's default)."""
     if re.search(r"--xla_cpu_multi_thread_eigen=(false|0)\b", os.environ.get("XLA_FLAGS", "")):
         return 1
-    return _available_cpus()
+    return available_cpus()
 
 
 def set_cpu_threads(threads):

@@ -15,16 +15,12 @@ import os
 
 import tensorflow as tf
 
+from robustlab.backend import available_cpus
+
 __all__ = [
     "cpu_threads",
     "set_cpu_threads",
 ]
-
-
-def _available_cpus():
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover (macOS, Windows)
 
 
 def cpu_threads():
@@ -37,7 +33,7 @@ def cpu_threads():
     from_environment = os.environ.get("TF_NUM_INTRAOP_THREADS", "")
     if from_environment.strip().isdigit() and int(from_environment) > 0:
         return int(from_environment)
-    return _available_cpus()
+    return available_cpus()
 
 
 def set_cpu_threads(threads):
