@@ -1,8 +1,9 @@
 """The CPU threads a run's kernels use: recorded, settable on TensorFlow.
 
-On a CPU the thread count decides the last digits of a run (the kernels cut
-their sums into one piece per thread), so it is recorded with every run like
-the code, and `--threads` makes a machine run on the count another one used.
+On a CPU the thread count changes the last digits of a run (measured: 1
+thread against 2 differ from the first step), so it is recorded with every
+run like the code, and `--threads` makes a machine run on the count another
+one used.
 """
 
 import json
@@ -15,7 +16,6 @@ import pytest
 
 from robustlab import backend
 from robustlab import cli
-from robustlab import provenance
 from robustlab.backend.jax import threads as jax_threads
 
 on_tensorflow = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -24,10 +24,6 @@ on_tensorflow = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
 
 def _cpus():
     return len(os.sched_getaffinity(0))
-
-
-def test_the_recorded_count_is_the_backends():
-    assert provenance.cpu_threads() == backend.get().cpu_threads() >= 1
 
 
 def test_jax_counts_one_thread_per_cpu_unless_multithreading_is_off(monkeypatch):

@@ -1,9 +1,9 @@
 """The CPU threads TensorFlow's kernels split their work across.
 
-On CPU the thread count is part of what a run's numbers depend on: a
-convolution's or a matrix product's sums are cut into per-thread pieces, so
-another count adds them in another order and changes the last digits, from
-the first training step on. Over 100 epochs of adversarial training those
+On CPU the thread count is part of what a run's numbers depend on: the
+kernels divide their work among the threads, and another count changes the
+last digits of their results from the first training step on (measured; sums
+added in another order is the likely cause, not isolated). Over 100 epochs of adversarial training those
 digits grow into another trajectory (seed 0 of the quick setting with one
 thread instead of two: a robust overfitting gap of 2.7 points instead of
 6.8), as a different seed would. TensorFlow's default is one intra-op thread
