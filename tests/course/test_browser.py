@@ -40,6 +40,7 @@ if not _browser_available():
 
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 
@@ -111,7 +112,12 @@ def browser():
 def _wait(condition, timeout, what, driver):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except StaleElementReferenceException:
+            # The page redrew an element between finding it and reading it
+            # (the explorer replaces its image on every redraw): look again.
+            value = None
         if value:
             return value
         time.sleep(1)
@@ -177,6 +183,10 @@ def test_the_widget_shows_its_controls_and_redraws_when_moved(ran, browser):
     handle = widget[-1].find_elements(By.CSS_SELECTOR, ".noUi-handle")[0]
     handle.click()
     handle.send_keys(Keys.ARROW_RIGHT)
-    _wait(lambda: widget[-1].find_elements(By.CSS_SELECTOR, "img") and widget[-1].find_element(
-        By.CSS_SELECTOR, "img").get_attribute("src") != before, 60,
-        "the explorer to redraw after moving eps", browser)
+
+    def redrawn():
+        boxes = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output .widget-vbox")
+        images = boxes[-1].find_elements(By.CSS_SELECTOR, "img") if boxes else []
+        return images and images[0].get_attribute("src") != before
+
+    _wait(redrawn, 60, "the explorer to redraw after moving eps", browser)
