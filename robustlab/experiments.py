@@ -244,7 +244,7 @@ finishes)."""
 
 
 def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
-        probe_every=None, resume=False):
+        probe_every=None, resume=False, reference=None):
     """Train `experiment` and, with `out_dir`, write its results there.
 
     With `out_dir`, the run is resumable: after every epoch the model's
@@ -268,6 +268,9 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
             folder must hold a run of the same experiment and instruments
             (`ValueError` otherwise). Without it, a run already in `out_dir`
             is replaced.
+        reference: `(curves, seeds)` of other runs of this setting
+            (`robustlab.studies.reference_curves`) that curves.png draws
+            this run against; None: the run alone.
 
     Returns:
         `(history, summary)`: the per-epoch logs as a dict of lists, and
@@ -290,6 +293,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         "robustlab_version": __version__,
         "keras_version": keras.__version__,
         "code": provenance.code_identity(),
+        "hardware": provenance.hardware(),
         "cpu_threads": provenance.cpu_threads(),
     }
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
@@ -341,7 +345,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     summary = summarize(history, drop_epoch=min(experiment.lr_drop_epochs, default=None))
     summary["seconds"] = seconds
     if out_dir is not None:
-        _write_outputs(experiment, out_dir, history, summary)
+        _write_outputs(experiment, out_dir, history, summary, reference)
         shutil.rmtree(resume_dir)
     return history, summary
 
@@ -355,10 +359,16 @@ def _resumable(out_dir, config, experiment):
     with open(path) as f:
         saved = json.load(f)
     # The same backend too: the other one gives other last digits; and the
-    # same code and CPU thread count (`robustlab.provenance`), or the resumed
-    # results would mix two codes' (or two thread counts') numbers.
-    for key in ("experiment", "probe_every", "backend", "code", "cpu_threads"):
+    # same code, hardware and CPU thread count (`robustlab.provenance`), or the
+    # resumed results would mix two codes' (or two machines') numbers.
+    for key in ("experiment", "probe_every", "backend", "code", "hardware", "cpu_threads"):
         if saved.get(key) != json.loads(json.dumps(config[key])):
+            if key == "hardware":
+                raise ValueError(
+                    f"{out_dir} holds a run made on other hardware ({saved.get(key)!r}), "
+                    "and the hardware changes a run's last digits: continue it on that "
+                    "kind of machine, or train it again here (without resuming). "
+                    f"Received: hardware={config[key]!r}")
             if key == "cpu_threads":
                 raise ValueError(
                     f"{out_dir} holds a run made on {saved.get(key)} CPU threads, and "
@@ -391,13 +401,15 @@ def _resumable(out_dir, config, experiment):
     return history, summary
 
 
-def _write_outputs(experiment, out_dir, history, summary):
+def _write_outputs(experiment, out_dir, history, summary, reference=None):
     run_checkpoint.write_history(history, out_dir)
     run_checkpoint.write_json_atomically(
         os.path.join(out_dir, "summary.json"), summary, indent=2)
+    curves, seeds = reference if reference is not None else (None, 0)
     figure = plots.learning_curves(
         history, drop_epochs=experiment.lr_drop_epochs,
         title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",
+        reference=curves, reference_label=f"dashed: {seeds} seeds' mean +/- s.e.",
     )
     figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
     plots.close(figure)

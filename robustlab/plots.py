@@ -41,6 +41,10 @@ PANELS = (
 )
 
 
+# Settings, the same in every run of a setting: not drawn against a reference.
+_SETTINGS = ("learning_rate", "awp_gamma")
+
+
 def _series(history, key):
     values = np.asarray(history[key], dtype="float64")
     if key == "pac_bayes_kl":
@@ -48,7 +52,8 @@ def _series(history, key):
     return values
 
 
-def learning_curves(history, drop_epochs=(), title=None):
+def learning_curves(history, drop_epochs=(), title=None, reference=None,
+                    reference_label="reference: mean +/- s.e."):
     """A 2x3 figure of a run: accuracy, robust loss, curvature, weight-cloud
     width, PAC-Bayes KL and bound, and the optimisation settings; panels
     whose keys were not logged say so.
@@ -57,6 +62,12 @@ def learning_curves(history, drop_epochs=(), title=None):
         history: per-epoch logs (a dict of lists, e.g. `History.history`).
         drop_epochs: epochs of learning-rate drops, drawn as dotted lines.
         title: figure title.
+        reference: `{key: (mean, stderr)}` of other runs of the same setting
+            (`robustlab.studies.reference_curves`): each key the run logged
+            is drawn against them, dashed in its colour with a band of one
+            standard error, so one run (one draw) is seen against many.
+        reference_label: the legend entry of the first reference curve of a
+            panel.
 
     Returns:
         The matplotlib Figure (close it with `close`).
@@ -68,9 +79,10 @@ def learning_curves(history, drop_epochs=(), title=None):
     6
     >>> close(fig)
     """
+    reference = reference or {}
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
-        shown = False
+        shown = referenced = False
         for key, label in keys:
             if key not in history:
                 continue
@@ -79,8 +91,14 @@ def learning_curves(history, drop_epochs=(), title=None):
             finite = np.isfinite(values)
             # Probes run every few epochs (NaN between): markers, not gaps.
             style = "o-" if finite.sum() < len(values) else "-"
-            ax.plot(epochs[finite], values[finite], style, markersize=3, label=label)
+            (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3, label=label)
             shown = True
+            if key in reference and key not in _SETTINGS:
+                scale = _series({key: [1.0]}, key)[0]
+                mean, stderr = (np.asarray(c, dtype="float64") * scale for c in reference[key])
+                band(ax, mean, stderr, label=None if referenced else reference_label,
+                     color=line.get_color(), linestyle="--", linewidth=1)
+                referenced = True
         if not shown:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center",
                     transform=ax.transAxes, color="0.5")

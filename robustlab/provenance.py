@@ -1,5 +1,6 @@
 """Which code produced a result: robustlab's sources, Keras and the backend;
-and on how many CPU threads it ran.
+and on what hardware (which accelerator, or which kind of CPU on how many
+threads) it ran.
 
 A finished run or fork is reused by `--resume` only when it was produced by
 the same code as the one resuming: results are "those of an uninterrupted
@@ -14,6 +15,16 @@ each concrete one) changed their values in the last digits; runs trained
 before it were reused by a `--resume` after it, and results holding both
 were written as if one code had produced them.
 
+The hardware decides the last digits too. Measured on two 2-core machines
+that both call themselves "AMD EPYC", on 2 threads with the same code and
+versions: the one with AVX-512 (family 25 model 17) matched the other's
+`quick` run of seed 0 at epoch 1 and no later (681 of its 2,700 stored
+values). A likely cause, not isolated: oneDNN, which many of TensorFlow's
+CPU kernels use, picks its kernels by the instruction sets a CPU has
+(`ONEDNN_MAX_CPU_ISA=AVX2` changed the numbers again, and still did not give
+the other machine's). So a run is resumed or reused only on the same
+hardware: `hardware()` names it.
+
 Example:
 
 >>> identity = code_identity()
@@ -26,6 +37,7 @@ Example:
 import hashlib
 import importlib.metadata
 import os
+import platform
 
 import keras
 
@@ -34,7 +46,9 @@ from robustlab._version import __version__
 
 __all__ = [
     "code_identity",
+    "cpu_kind",
     "cpu_threads",
+    "hardware",
     "source_digest",
 ]
 
@@ -88,3 +102,53 @@ def cpu_threads():
     the last digits of a CPU run, and so the run's trajectory: a run is
     resumed or reused only with the same count."""
     return int(_backend.get().cpu_threads())
+
+
+# The instruction-set extensions that change which kernels oneDNN, Eigen and
+# XLA run (x86 "flags", aarch64 "Features"); the rest of the flags don't.
+_KERNEL_FLAG_PREFIXES = {
+    "flags": ("sse4", "avx", "fma", "f16c", "amx"),
+    "Features": ("asimd", "sve", "sme", "fphp", "bf16", "i8mm"),
+}
+
+
+def cpu_kind(cpuinfo=None):
+    """The kind of CPU this process computes on, as its kernels see it: the
+    model, its family and model numbers, and the instruction-set extensions
+    kernels choose by, e.g. `"AMD EPYC (AuthenticAMD family 25 model 17;
+    avx avx2 avx512f ... fma)"`.
+
+    Args:
+        cpuinfo: the text of Linux's `/proc/cpuinfo`; None reads it. Where
+            there is none (macOS, Windows), the platform's own names.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpuinfo = f.read()
+        except OSError:  # pragma: no cover (not Linux)
+            return f"{platform.machine()} {platform.processor()}".strip() or "unknown"
+    # Every core of one machine reports the same kind: the first one's block.
+    fields = {}
+    for line in cpuinfo.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    kernel_flags = sorted({flag for key, prefixes in _KERNEL_FLAG_PREFIXES.items()
+                           for flag in fields.get(key, "").split() if flag.startswith(prefixes)})
+    name = fields.get("model name") or fields.get("CPU part", platform.machine() or "unknown")
+    vendor = fields.get("vendor_id", fields.get("CPU implementer", ""))
+    numbers = " ".join(f"{label} {fields[key]}"
+                       for key, label in (("cpu family", "family"), ("model", "model"))
+                       if key in fields)
+    identity = " ".join(part for part in (vendor, numbers) if part)
+    return f"{name} ({identity}; {' '.join(kernel_flags)})"
+
+
+def hardware():
+    """What a result's numbers are computed on: the accelerator the backend
+    uses (`"gpu: NVIDIA H200"`), else `"cpu: "` and `cpu_kind()`. Like the
+    code, it decides a run's last digits and so its trajectory: a run is
+    resumed or reused only on the same hardware (and, on a CPU, the same
+    `cpu_threads()`)."""
+    accelerator = _backend.get().accelerator()
+    return accelerator if accelerator else f"cpu: {cpu_kind()}"

@@ -85,6 +85,7 @@ __all__ = [
     "mean_and_stderr",
     "read_reference_file",
     "reference",
+    "reference_curves",
     "reproduce",
     "write_figures",
     "write_reference_file",
@@ -622,10 +623,11 @@ def _completed_history(folder, config):
             history = json.load(f)
     except (OSError, ValueError, KeyError):
         return None
-    # A run of other code, or made on another number of CPU threads, is not
-    # reused: `experiments.run` then says so.
+    # A run of other code, or made on other hardware or another number of
+    # CPU threads, is not reused: `experiments.run` then says so.
     if (saved.get("experiment") != json.loads(json.dumps(config.to_dict()))
             or saved.get("code") != provenance.code_identity()
+            or saved.get("hardware") != provenance.hardware()
             or saved.get("cpu_threads") != provenance.cpu_threads()):
         return None
     return _history_from_json(history)
@@ -730,19 +732,20 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     config = forks.config.replace(seed=seed)
     expected = json.loads(json.dumps(config.to_dict()))
     code = provenance.code_identity()
+    hardware = provenance.hardware()
     threads = provenance.cpu_threads()
     if resume and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
         if (saved.get("experiment") == expected and saved.get("replicas") == forks.replicas
                 and saved.get("steps") == forks.steps and saved.get("code") == code
-                and saved.get("cpu_threads") == threads):
+                and saved.get("hardware") == hardware and saved.get("cpu_threads") == threads):
             progress.skip(f"forks seed {seed}", len(forks.epochs), kind="forks")
             return [forks_module.ForkResult.from_dict(w) for w in saved["windows"]]
     # What the partial folder was started for: anything else in it is
     # thrown away rather than resumed.
     started_for = {"experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
-                   "code": code, "cpu_threads": threads}
+                   "code": code, "hardware": hardware, "cpu_threads": threads}
     started_path = os.path.join(partial, "started_for.json")
     if resume and os.path.exists(started_path):
         with open(started_path) as f:
@@ -785,7 +788,7 @@ def _forks_of_seed(forks, seed, out, resume, progress):
         progress.advance(f"forks seed {seed}", kind="forks")
     run_checkpoint.write_json_atomically(path, {
         "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
-        "code": code, "cpu_threads": threads,
+        "code": code, "hardware": hardware, "cpu_threads": threads,
         "windows": [w.to_dict() for w in windows]})
     shutil.rmtree(partial)
     return windows
@@ -822,6 +825,7 @@ def _metadata(study, seeds, epochs):
         "keras_version": keras.__version__,
         "backend": keras.backend.backend(),
         "code": provenance.code_identity(),
+        "hardware": provenance.hardware(),
         "cpu_threads": provenance.cpu_threads(),
         "shortened_to_epochs": epochs,
     }
@@ -999,6 +1003,42 @@ def reference(name):
             f"robustlab ships no reference results for study {name!r} yet; "
             f"reproduce them with `{command(study, range(8))} --write-reference`.")
     return assembled
+
+
+def reference_curves(experiment, keys=None):
+    """The shipped reference runs of `experiment`, epoch by epoch: the mean
+    and standard error over their seeds of every key they logged; what a
+    single run can be drawn against (`robustlab train` does).
+
+    Args:
+        experiment: an `robustlab.experiments.Experiment`; its seed does not
+            matter, everything else must be a configuration robustlab ships
+            reference runs of.
+        keys: the logged keys wanted; None: all of them.
+
+    Returns:
+        `(curves, seeds)`: `{key: (mean, stderr)}` and the number of seeds;
+        None when robustlab ships no reference runs of this configuration.
+        Of the arms that share it, the one with the most logged keys (the
+        instruments') is used.
+    """
+    wanted = dict(json.loads(json.dumps(experiment.to_dict())), seed=None)
+    best = None
+    for study in STUDIES.values():
+        if not os.path.exists(os.path.join(REFERENCE_DIR, f"{study.name}.json.gz")):
+            continue
+        for arm in study.arms:
+            if dict(json.loads(json.dumps(arm.config.to_dict())), seed=None) != wanted:
+                continue
+            if best is None or (arm.probe_every or 0) > (best[1].probe_every or 0):
+                best = (study, arm)
+    if best is None:
+        return None
+    results = reference(best[0].name)
+    runs = results.runs(best[1].experiment)
+    logged = set.intersection(*(set(h) for h in runs))
+    chosen = logged if keys is None else logged & set(keys)
+    return {key: results.curve(best[1].experiment, key) for key in sorted(chosen)}, len(runs)
 
 
 def _assembled_reference(study):

@@ -1,8 +1,10 @@
-"""Which code produced a result: the digest of robustlab's sources."""
+"""Which code produced a result (the digest of robustlab's sources) and on
+what hardware."""
 
 import keras
 import pytest
 
+from robustlab import backend
 from robustlab import provenance
 from robustlab._version import __version__
 
@@ -50,3 +52,54 @@ def test_the_identity_names_robustlab_its_sources_keras_and_the_backend():
     assert identity["robustlab_sources"] == provenance.source_digest()
     assert identity["keras"] == keras.__version__
     assert identity["backend"].startswith(keras.backend.backend() + " ")
+
+
+# Two cores of a 2-core x86 machine, shortened: the fields cpu_kind reads,
+# and flags that do not choose kernels (fpu, smep, ...) around those that do.
+ZEN3 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 smep sha_ni
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 1
+model name\t: AMD EPYC
+flags\t\t: fpu sse sse2 ssse3 fma sse4_1 sse4_2 avx f16c avx2 smep sha_ni
+"""
+
+
+def test_the_cpu_kind_names_the_model_and_the_extensions_kernels_choose_by():
+    assert provenance.cpu_kind(ZEN3) == (
+        "AMD EPYC (AuthenticAMD family 25 model 1; avx avx2 f16c fma sse4_1 sse4_2)")
+
+
+def test_a_cpu_of_the_same_name_with_avx512_is_another_kind():
+    # Measured: such a pair of machines, both "AMD EPYC", trained other runs.
+    zen4 = ZEN3.replace("model\t\t: 1", "model\t\t: 17").replace(
+        "avx2 ", "avx2 avx512f avx512_bf16 ")
+    assert provenance.cpu_kind(zen4) == (
+        "AMD EPYC (AuthenticAMD family 25 model 17; "
+        "avx avx2 avx512_bf16 avx512f f16c fma sse4_1 sse4_2)")
+
+
+def test_an_arm_cpu_is_named_by_its_part_and_features():
+    graviton = ("processor\t: 0\nBogoMIPS\t: 243.75\n"
+                "Features\t: fp asimd evtstrm aes sve asimdhp bf16 i8mm cpuid\n"
+                "CPU implementer\t: 0x41\nCPU part\t: 0xd40\n")
+    assert provenance.cpu_kind(graviton) == "0xd40 (0x41; asimd asimdhp bf16 i8mm sve)"
+
+
+def test_without_an_accelerator_the_hardware_is_this_cpus_kind(monkeypatch):
+    monkeypatch.setattr(backend.get(), "accelerator", lambda: None)
+    assert provenance.hardware() == "cpu: " + provenance.cpu_kind()
+
+
+def test_with_an_accelerator_the_hardware_is_the_accelerator(monkeypatch):
+    # A GPU run's numbers do not depend on the host's CPU: resumed on another
+    # host with the same GPU, it is the same run.
+    monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
+    assert provenance.hardware() == "gpu: NVIDIA H200"

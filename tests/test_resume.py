@@ -197,6 +197,19 @@ def test_resuming_a_run_made_on_another_thread_count_is_refused(tmp_path):
         experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
 
 
+def test_resuming_a_run_made_on_other_hardware_is_refused(tmp_path):
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=1)
+    config = read_json(out, "config.json")
+    assert config["hardware"] == provenance.hardware()
+    config["hardware"] = "cpu: AMD EPYC (AuthenticAMD family 25 model 1; avx avx2 fma)"
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config, f)
+    with pytest.raises(ValueError, match=r"made on other hardware \('cpu: AMD EPYC .*"
+                                         r"train it again here.*Received: hardware='"):
+        experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+
+
 def test_resuming_needs_the_run_folder():
     with pytest.raises(ValueError, match="Received: out_dir=None, resume=True"):
         experiments.run(TINY, None, verbose=0, resume=True)

@@ -99,12 +99,19 @@ def _made_on_other_threads(saved):
     saved["cpu_threads"] = saved["cpu_threads"] + 1
 
 
+def _made_on_other_hardware(saved):
+    saved["hardware"] = "gpu: NVIDIA H200"
+
+
 @pytest.mark.parametrize("make_stale, refusal", [
     (_from_other_code, r"holds a run made by other code .*Received: code="),
-    # The CPU thread count changes a run's last digits, as the code does.
+    # The hardware and the CPU thread count change a run's last digits, as
+    # the code does.
+    (_made_on_other_hardware, r"made on other hardware \('gpu: NVIDIA H200'\).*"
+                              r"Received: hardware='"),
     (_made_on_other_threads, r"made on \d+ CPU threads.*--threads \d+.*Received: cpu_threads="),
-], ids=["other code", "other thread count"])
-def test_runs_and_forks_of_other_code_or_threads_are_not_reused(
+], ids=["other code", "other hardware", "other thread count"])
+def test_runs_and_forks_of_other_code_hardware_or_threads_are_not_reused(
         reproduced, tmp_path, monkeypatch, make_stale, refusal):
     # Results must come from one code: a stale run reused by --resume is how
     # instrument values of older code once reached the shipped references.
@@ -124,13 +131,15 @@ def test_runs_and_forks_of_other_code_or_threads_are_not_reused(
         studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
 
 
-def test_results_record_the_cpu_threads(reproduced):
+@pytest.mark.parametrize("key, value", [("hardware", provenance.hardware),
+                                        ("cpu_threads", provenance.cpu_threads)])
+def test_results_record_the_hardware_and_the_cpu_threads(reproduced, key, value):
     out, results = reproduced
-    assert results.metadata["cpu_threads"] == provenance.cpu_threads()
+    assert results.metadata[key] == value()
     with open(os.path.join(out, "runs", "tiny-v1-probe2", "seed0", "config.json")) as f:
-        assert json.load(f)["cpu_threads"] == provenance.cpu_threads()
+        assert json.load(f)[key] == value()
     with open(os.path.join(out, "forks", "tiny-v1-at1-2-r3", "seed0.json")) as f:
-        assert json.load(f)["cpu_threads"] == provenance.cpu_threads()
+        assert json.load(f)[key] == value()
 
 
 def test_a_changed_experiment_is_not_reused(reproduced, tmp_path, monkeypatch):
@@ -360,6 +369,41 @@ def test_a_study_sharing_its_runs_is_assembled_from_their_reference():
                                   source.stacked("quick", "hessian_top_eig"))
     assert assembled.metadata["command"] == (
         "robustlab reproduce checkpoint-selection --quick --seeds 8")
+
+
+def test_reference_curves_are_the_mean_and_stderr_of_the_shipped_runs_of_a_setting():
+    curves, seeds = studies.reference_curves(experiments.get("quick").replace(seed=5))
+    runs = studies.reference("robust-overfitting").runs("quick")
+    accuracy = np.array([run["val_robust_accuracy"] for run in runs])
+    mean, stderr = curves["val_robust_accuracy"]
+    assert seeds == len(runs) == 8
+    np.testing.assert_allclose(mean, accuracy.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stderr, accuracy.std(axis=0, ddof=1) / np.sqrt(8), rtol=1e-12)
+    # Of the arms with this setting, the instrumented one: its curvature too.
+    assert "hessian_top_eig" in curves
+
+
+def test_reference_curves_give_only_the_keys_asked_for():
+    curves, _ = studies.reference_curves(experiments.get("quick"), keys=["val_robust_loss", "x"])
+    assert list(curves) == ["val_robust_loss"]
+
+
+def test_a_setting_without_shipped_runs_has_no_reference_curves():
+    assert studies.reference_curves(experiments.get("quick").replace(epochs=10)) is None
+    assert studies.reference_curves(TINY) is None
+
+
+def test_train_draws_its_run_against_the_shipped_runs_of_its_setting(monkeypatch, tmp_path):
+    given = []
+    monkeypatch.setattr(experiments, "run",
+                        lambda *a, **k: given.append((a[0], k["reference"])) or ({}, {}))
+    cli.main(["train", "--seeds", "3", "--out", str(tmp_path), "--quiet"])
+    cli.main(["train", "--epochs", "5", "--out", str(tmp_path), "--quiet"])
+    (quick, reference), (shortened, none) = given
+    assert quick.seed == 3 and reference[1] == 8
+    np.testing.assert_array_equal(reference[0]["val_robust_accuracy"][0],
+                                  studies.reference_curves(quick)[0]["val_robust_accuracy"][0])
+    assert shortened.epochs == 5 and none is None
 
 
 def test_the_figures_command_draws_a_reference_without_training(tmp_path, capsys, monkeypatch):

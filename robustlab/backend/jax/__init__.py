@@ -7,6 +7,7 @@ from robustlab.backend.jax.curvature import make_hessian_vector_product
 from robustlab.backend.jax.curvature import make_loss_gradient
 from robustlab.backend.jax.data import batched
 from robustlab.backend.jax.data import epoch_shuffled
+from robustlab.backend.jax.device import accelerator
 from robustlab.backend.jax.directional import make_directional_derivative
 from robustlab.backend.jax.distribution import draw_replica_rows
 from robustlab.backend.jax.threads import cpu_threads
@@ -15,6 +16,7 @@ from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
 
 __all__ = [
+    "accelerator",
     "adversarial_test_step",
     "adversarial_train_step",
     "batched",

@@ -7,6 +7,7 @@ from robustlab.backend.tensorflow.curvature import make_hessian_vector_product
 from robustlab.backend.tensorflow.curvature import make_loss_gradient
 from robustlab.backend.tensorflow.data import batched
 from robustlab.backend.tensorflow.data import epoch_shuffled
+from robustlab.backend.tensorflow.device import accelerator
 from robustlab.backend.tensorflow.directional import make_directional_derivative
 from robustlab.backend.tensorflow.distribution import draw_replica_rows
 from robustlab.backend.tensorflow.threads import cpu_threads
@@ -15,6 +16,7 @@ from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
 
 __all__ = [
+    "accelerator",
     "adversarial_test_step",
     "adversarial_train_step",
     "batched",

@@ -1,0 +1,74 @@
+"""A run's figure, drawn alone or against the runs of its setting."""
+
+import matplotlib.colors as mcolors
+import numpy as np
+
+from robustlab import plots
+
+HISTORY = {
+    "val_robust_accuracy": [0.5, 0.7, 0.6],
+    "train_robust_accuracy": [0.4, 0.5, 0.6],
+    "hessian_top_eig": [np.nan, 3.0, np.nan],
+    "pac_bayes_kl": [1000.0, 2000.0, 3000.0],
+    "learning_rate": [0.2, 0.2, 0.02],
+}
+REFERENCE = {
+    "val_robust_accuracy": ([0.55, 0.8, 0.7], [0.01, 0.02, 0.03]),
+    "hessian_top_eig": ([np.nan, 4.0, np.nan], [np.nan, 0.5, np.nan]),
+    "pac_bayes_kl": ([1500.0, 2500.0, 3500.0], [100.0, 100.0, 100.0]),
+    "learning_rate": ([0.2, 0.2, 0.02], [0.0, 0.0, 0.0]),
+    "val_loss": ([1.0, 1.0, 1.0], [0.1, 0.1, 0.1]),
+}
+
+
+def _panel(figure, title):
+    return next(ax for ax in figure.axes if ax.get_title() == title)
+
+
+def _dashed(ax):
+    return [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+
+
+def test_without_a_reference_only_the_run_is_drawn():
+    figure = plots.learning_curves(HISTORY)
+    assert not any(_dashed(ax) for ax in figure.axes)
+    assert not any(ax.collections for ax in figure.axes)
+    plots.close(figure)
+
+
+def test_a_referenced_key_is_drawn_dashed_in_its_colour_with_a_band_of_one_stderr():
+    figure = plots.learning_curves(HISTORY, reference=REFERENCE)
+    accuracy = _panel(figure, "Accuracy")
+    run = next(line for line in accuracy.get_lines() if line.get_label() == "robust test")
+    (dashed,) = _dashed(accuracy)  # robust train has no reference curve
+    np.testing.assert_array_equal(dashed.get_ydata(), [0.55, 0.8, 0.7])
+    assert mcolors.same_color(dashed.get_color(), run.get_color())
+    (fill,) = accuracy.collections
+    lower_and_upper = fill.get_paths()[0].vertices[:, 1]
+    assert np.isclose(lower_and_upper.min(), 0.54) and np.isclose(lower_and_upper.max(), 0.82)
+    plots.close(figure)
+
+
+def test_a_probed_reference_joins_its_points_and_a_scaled_key_is_scaled_alike():
+    figure = plots.learning_curves(HISTORY, reference=REFERENCE)
+    (curvature,) = _dashed(_panel(figure, "Curvature of the robust loss"))
+    np.testing.assert_array_equal(curvature.get_xdata(), [1])
+    # The KL is drawn in thousands, the run's and the reference's alike.
+    (kl,) = _dashed(_panel(figure, "PAC-Bayes"))
+    np.testing.assert_array_equal(kl.get_ydata(), [1.5, 2.5, 3.5])
+    plots.close(figure)
+
+
+def test_settings_and_keys_the_run_did_not_log_get_no_reference_curve():
+    figure = plots.learning_curves(HISTORY, reference=REFERENCE)
+    assert not _dashed(_panel(figure, "Optimisation"))  # the learning rate is a setting
+    assert not _dashed(_panel(figure, "Robust loss"))  # val_loss: not a panel's, not logged
+    plots.close(figure)
+
+
+def test_the_reference_label_appears_once_a_panel():
+    figure = plots.learning_curves(HISTORY, reference=REFERENCE, reference_label="8 seeds")
+    for ax in figure.axes:
+        labels = ax.get_legend_handles_labels()[1]
+        assert labels.count("8 seeds") == (1 if _dashed(ax) else 0)
+    plots.close(figure)
