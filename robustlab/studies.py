@@ -1019,8 +1019,8 @@ def reference_curves(experiment, keys=None):
     Returns:
         `(curves, seeds)`: `{key: (mean, stderr)}` and the number of seeds;
         None when robustlab ships no reference runs of this configuration.
-        Of the arms that share it, the one with the most logged keys (the
-        instruments') is used.
+        Of the arms that share it, the first one with the instruments (their
+        keys too) is used.
     """
     wanted = dict(json.loads(json.dumps(experiment.to_dict())), seed=None)
     best = None
@@ -1030,7 +1030,7 @@ def reference_curves(experiment, keys=None):
         for arm in study.arms:
             if dict(json.loads(json.dumps(arm.config.to_dict())), seed=None) != wanted:
                 continue
-            if best is None or (arm.probe_every or 0) > (best[1].probe_every or 0):
+            if best is None or (arm.probe_every and not best[1].probe_every):
                 best = (study, arm)
     if best is None:
         return None
