@@ -166,17 +166,17 @@ def _train(args):
     experiment = _experiment_from(args)
     out = args.out or os.path.join("runs", experiment.name)
     seeds = args.seeds if args.seeds else [experiment.seed]
+    # curves.png draws each run against the shipped runs of its setting
+    # (other seeds): one run is one draw.
+    reference = studies.reference_curves(experiment)
     summaries = []
     for seed in seeds:
         folder = out if len(seeds) == 1 else os.path.join(out, f"seed{seed}")
         if not args.quiet:
             print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
-        # curves.png draws the run against the shipped runs of its setting
-        # (other seeds): one run is one draw.
         _, summary = experiments.run(
             experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1,
-            probe_every=args.probe_every or None, resume=args.resume,
-            reference=studies.reference_curves(experiment),
+            probe_every=args.probe_every or None, resume=args.resume, reference=reference,
         )
         summaries.append(summary)
         print(json.dumps(summary, indent=2, sort_keys=True))

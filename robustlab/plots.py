@@ -94,8 +94,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3, label=label)
             shown = True
             if key in reference and key not in _SETTINGS:
-                scale = _series({key: [1.0]}, key)[0]
-                mean, stderr = (np.asarray(c, dtype="float64") * scale for c in reference[key])
+                mean, stderr = (_series({key: curve}, key) for curve in reference[key])
                 band(ax, mean, stderr, label=None if referenced else reference_label,
                      color=line.get_color(), linestyle="--", linewidth=1)
                 referenced = True
