@@ -15,6 +15,7 @@ and the input of the prediction, measured from per-example gradients:
 All pure NumPy.
 """
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -224,7 +225,9 @@ class IterateStatistics:
     precision when the spread is tiny compared with the weights themselves,
     as it is after a learning-rate drop. The persistent state is two copies
     of the parameters (mean and M2; float64, or float32 with
-    ``dtype="float32"``) plus two scalars per tracked direction.
+    ``dtype="float32"``) plus two scalars per tracked direction; `update`
+    also keeps two work buffers the size of the largest layer (in the dtype
+    of ``w - mean``), so that it allocates nothing per update.
 
     Variances use ddof=0 by default (the population variance of the iterates
     in the window, what ``np.var`` of the stacked iterates gives, as in
@@ -297,6 +300,7 @@ class IterateStatistics:
         self._projections = {}  # name -> _ScalarWelford
         self._shapes = None
         self._count = 0
+        self._scratch = None  # reused buffers of `update`
         self._mean = None
         self._m2 = None
         if directions is not None:
@@ -476,9 +480,18 @@ class IterateStatistics:
         self._count += 1
         n = self._count
         for w, mean, m2 in zip(arrays, self._mean, self._m2):
-            delta = w - mean
-            mean += delta / n  # (rounded to the accumulator dtype in place)
-            delta *= w - mean
+            delta, scratch = self._scratch_for(w, mean)
+            # The arithmetic of `delta = w - mean; mean += delta / n;
+            # delta *= w - mean; m2 += delta`, into reused buffers: fresh
+            # temporaries of a large layer are new pages from the OS on every
+            # update, and faulting them in cost more than the arithmetic
+            # (2.4 ms against 0.8 ms an update of the 272,586 weights of the
+            # digits CNN).
+            np.subtract(w, mean, out=delta)
+            np.divide(delta, n, out=scratch)
+            mean += scratch  # (rounded to the accumulator dtype in place)
+            np.subtract(w, mean, out=scratch)
+            delta *= scratch
             m2 += delta
         for name, parts in self._direction_parts.items():
             inv_norm = self._direction_source[name][1]
@@ -489,6 +502,18 @@ class IterateStatistics:
                 float(np.einsum("i,i->", w.ravel(), u)) for w, u in zip(arrays, parts)
             )
             self._projections[name].update(value * inv_norm, n)
+
+    def _scratch_for(self, w, mean):
+        """Two buffers shaped like `w`, in the dtype of `w - mean`: views of
+        two flat arrays as large as the largest layer, reused by every layer
+        and update (so the extra memory is two copies of one layer, not of
+        the model)."""
+        dtype = np.result_type(w.dtype, mean.dtype)
+        largest = max(math.prod(shape) for shape in self._shapes)
+        if (self._scratch is None or self._scratch[0].dtype != dtype
+                or self._scratch[0].size < largest):
+            self._scratch = (np.empty(largest, dtype), np.empty(largest, dtype))
+        return tuple(b[:w.size].reshape(w.shape) for b in self._scratch)
 
     def reset(self):
         """Start a new window: forget the iterates, keep names and directions."""

@@ -735,6 +735,32 @@ def test_float32_weights_are_accumulated_in_float64():
     )
 
 
+@pytest.mark.parametrize("accumulator", ["float64", "float32"])
+@pytest.mark.parametrize("weights", [np.float32, np.float64, np.int64])
+def test_update_is_welfords_arithmetic_bit_for_bit(accumulator, weights):
+    # `update` works in buffers it reuses across layers and updates; the
+    # numbers must be those of the plain expressions, in the dtype of
+    # w - mean, rounded into the accumulators (a small layer after a large
+    # one, and a large one again, reuse the same buffers).
+    rng = np.random.default_rng(11)
+    shapes = [(40, 30), (3,), (7, 5, 2), ()]
+    iterates = [[(rng.normal(size=s) * 50).astype(weights) for s in shapes]
+                for _ in range(6)]
+    stats = feed(IterateStatistics(dtype=accumulator), iterates)
+    means = [np.zeros(s, accumulator) for s in shapes]
+    m2s = [np.zeros(s, accumulator) for s in shapes]
+    for n, iterate in enumerate(iterates, start=1):
+        for w, mean, m2 in zip(iterate, means, m2s):
+            delta = w - mean
+            mean += delta / n
+            delta *= w - mean
+            m2 += delta
+    for got, want in zip(stats.mean(), means):
+        np.testing.assert_array_equal(got, want.astype(np.float64))
+    for got, m2 in zip(stats.variance(), m2s):
+        np.testing.assert_array_equal(got, m2.astype(np.float64) / len(iterates))
+
+
 def test_summary_reports_per_layer_overall_and_projected_variances():
     iterates = [
         [np.array([[0.0, 1.0]]), np.array([5.0])],
