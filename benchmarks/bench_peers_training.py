@@ -11,6 +11,10 @@ TensorFlow without XLA (Keras's CPU default). Four ways to train it:
 
 - robustlab: `AdversarialModel(model, PGD(...)).fit` (the quick setting's
   compiled model, metrics included), one `fit(epochs=1)` call an epoch;
+  "robustlab spe=16": the same compiled with Keras's
+  `steps_per_execution=16`, the whole epoch in one compiled call (its
+  trained weights must equal robustlab's bit for bit, or the script exits
+  with status 1);
 - hand: a hand-written `tf.function` PGD-k SGD step (as in
   `bench_training_step.py`) looped in Python over the epoch's batches;
 - torch+torchattacks: the same network built in PyTorch with the Keras
@@ -75,13 +79,16 @@ LEARNING_EPOCHS = 5
 LEARNING_STEPS = 3
 LOGIT_TOLERANCE = 1e-5
 # Rows of the timing table read off robustlab's timed epochs, not run.
-DERIVED = ("robustlab in fit", "robustlab fit-call setup")
+ONE_CALL = f"robustlab spe={-(-SETTING.train_size // SETTING.batch_size)}"
+DERIVED = ("robustlab in fit", "robustlab fit-call setup", f"{ONE_CALL} in fit")
 THREADS = len(os.sched_getaffinity(0))
 TARGETS = {
     "robustlab/hand": "<= 1.05",
     "robustlab in fit/hand": "<= 1.05",
     "robustlab/torch+torchattacks": "<= 1.0",
     "robustlab in fit/torch+torchattacks": "<= 1.0",
+    f"{ONE_CALL} in fit/hand": "<= 1.05",
+    f"{ONE_CALL} in fit/torch+torchattacks": "<= 1.0",
     "ART/robustlab": ">= 2",
     "ART/torch+torchattacks": "",
 }
@@ -239,15 +246,17 @@ def pgd_config(steps):
     return SETTING.replace(train_steps=steps).train_attack
 
 
-def robustlab_model(steps, attack_seed=None):
+def robustlab_model(steps, attack_seed=None, steps_per_execution=1):
     """The quick setting's compiled `AdversarialModel` at PGD-`steps`
     (`experiments.build`); `attack_seed` changes only the attack's random
     starts and the epoch order, not the initial weights."""
-    dataset, model = experiments.build(SETTING.replace(train_steps=steps))
+    dataset, model = experiments.build(SETTING.replace(train_steps=steps),
+                                       steps_per_execution=steps_per_execution)
     if attack_seed is not None:
         initial = model.model.get_weights()
         _, model = experiments.build(
-            SETTING.replace(train_steps=steps, seed=attack_seed))
+            SETTING.replace(train_steps=steps, seed=attack_seed),
+            steps_per_execution=steps_per_execution)
         model.model.set_weights(initial)
     return dataset, model
 
@@ -425,17 +434,20 @@ def epoch_runners(steps, seed=0):
     same initial weights, `seed` setting each tool's random starts and epoch
     order; also the models being trained, to read back."""
     dataset, model = robustlab_model(steps, attack_seed=seed or None)
+    _, one_call = robustlab_model(steps, attack_seed=seed or None,
+                                  steps_per_execution=steps_per_epoch())
     attack = pgd_config(steps)
     net = keras_net()
     torch_module = torch_model_from(keras_net())
     art_module = torch_model_from(keras_net())
     runners = {
         "robustlab": robustlab_epochs(model, dataset),
+        ONE_CALL: robustlab_epochs(one_call, dataset),
         "hand": hand_written_epochs(net, attack, dataset, seed),
         "torch+torchattacks": torchattacks_epochs(torch_module, attack, dataset, seed),
         "ART": art_epochs(art_module, attack, dataset),
     }
-    trained = {"robustlab": model.model, "hand": net,
+    trained = {"robustlab": model.model, ONE_CALL: one_call.model, "hand": net,
                "torch+torchattacks": torch_module, "ART": art_module}
     return dataset, runners, trained
 
@@ -461,9 +473,24 @@ def interleaved_seconds(runners, repeats, warmup=1):
             runners[name]()
             times[name].append(time.perf_counter() - start)
     times["robustlab in fit"] = runners["robustlab"].inside_fit[warmup:]
+    times[f"{ONE_CALL} in fit"] = runners[ONE_CALL].inside_fit[warmup:]
     times["robustlab fit-call setup"] = [
         call - inside for call, inside in zip(times["robustlab"], times["robustlab in fit"])]
     return times
+
+
+def steps_per_epoch():
+    return -(-SETTING.train_size // SETTING.batch_size)
+
+
+def check_same_weights(net, other, steps):
+    """Exit with status 1 unless the two trained networks hold the same
+    weights bit for bit (same initial weights, seeds and epochs)."""
+    same = all(np.array_equal(a, b) for a, b in zip(net.get_weights(), other.get_weights()))
+    print(f"PGD-{steps}: weights after every timed epoch, robustlab and {ONE_CALL}: "
+          f"{'identical' if same else 'DIFFERENT'}")
+    if not same:
+        sys.exit(1)
 
 
 def paired_ratio(times, numerator, denominator):
@@ -473,9 +500,10 @@ def paired_ratio(times, numerator, denominator):
 def timing_rows(steps_list, repeats):
     rows = []
     for steps in steps_list:
-        dataset, runners, _ = epoch_runners(steps)
+        dataset, runners, trained = epoch_runners(steps)
         runners["robustlab data pipeline"] = robustlab_pipeline_epochs(dataset)
         times = interleaved_seconds(runners, repeats)
+        check_same_weights(trained["robustlab"], trained[ONE_CALL], steps)
         rows.append((steps, times, {
             "robustlab/hand": paired_ratio(times, "robustlab", "hand"),
             "robustlab in fit/hand": paired_ratio(times, "robustlab in fit", "hand"),
@@ -483,6 +511,9 @@ def timing_rows(steps_list, repeats):
                 times, "robustlab", "torch+torchattacks"),
             "robustlab in fit/torch+torchattacks": paired_ratio(
                 times, "robustlab in fit", "torch+torchattacks"),
+            f"{ONE_CALL} in fit/hand": paired_ratio(times, f"{ONE_CALL} in fit", "hand"),
+            f"{ONE_CALL} in fit/torch+torchattacks": paired_ratio(
+                times, f"{ONE_CALL} in fit", "torch+torchattacks"),
             "ART/robustlab": paired_ratio(times, "ART", "robustlab"),
             "ART/torch+torchattacks": paired_ratio(times, "ART", "torch+torchattacks"),
         }))
@@ -495,8 +526,7 @@ def print_timing(rows, repeats):
     medians = [{name: statistics.median(t) for name, t in times.items()}
                for _, times, _ in rows]
     columns = "".join(f"{'PGD-' + str(steps):>9s}" for steps, _, _ in rows)
-    steps_per_epoch = -(-SETTING.train_size // SETTING.batch_size)
-    print(f"\nseconds per training epoch ({steps_per_epoch} steps of batch "
+    print(f"\nseconds per training epoch ({steps_per_epoch()} steps of batch "
           f"{SETTING.batch_size}), median of "
           f"{repeats} interleaved repeats after 1 warm-up epoch each")
     print(f"{'tool':30s}{columns}")
@@ -551,6 +581,8 @@ def learning_rows(seeds):
     for seed in seeds:
         dataset, runners, trained = epoch_runners(LEARNING_STEPS, seed)
         for name, run_epoch in runners.items():
+            if name == ONE_CALL:  # trains to robustlab's weights (checked above)
+                continue
             np.random.seed(seed)  # ART's shuffling and random starts
             torch.manual_seed(seed)  # torchattacks' random starts
             for _ in range(LEARNING_EPOCHS):

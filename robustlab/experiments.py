@@ -21,6 +21,7 @@ has what it measures over 8 seeds).
 
 import dataclasses
 import json
+import numbers
 import os
 import shutil
 import time
@@ -183,12 +184,27 @@ def get(name):
         ) from None
 
 
-def build(experiment):
-    """The data and the compiled `AdversarialModel` of an experiment."""
+def build(experiment, *, steps_per_execution=1):
+    """The data and the compiled `AdversarialModel` of an experiment.
+
+    `steps_per_execution` is Keras's (`compile`): the training steps run in
+    one compiled call, an integer >= 1 or `"epoch"` (all of an epoch's
+    steps). The weights and history are bit for bit those of 1; more saves
+    host round trips (see `robustlab.AdversarialModel`), but per-batch
+    callbacks then see one batch in so many (`PosteriorTracker` requires 1).
+    """
+    integer = (isinstance(steps_per_execution, numbers.Integral)
+               and not isinstance(steps_per_execution, bool))
+    if steps_per_execution != "epoch" and not (integer and steps_per_execution >= 1):
+        raise (ValueError if integer else TypeError)(
+            'Argument `steps_per_execution` must be an integer >= 1 or "epoch". '
+            f"Received: steps_per_execution={steps_per_execution!r}")
     dataset = data_module.load(
         experiment.dataset, train_size=experiment.train_size,
         seed=experiment.data_seed, label_noise=experiment.label_noise,
     )
+    if steps_per_execution == "epoch":
+        steps_per_execution = -(-len(dataset.x_train) // experiment.batch_size)
     builder = getattr(models_module, experiment.model)
     net = builder(
         input_shape=dataset.input_shape, num_classes=dataset.num_classes,
@@ -207,6 +223,7 @@ def build(experiment):
                                        momentum=experiment.momentum),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
     return dataset, model
 
@@ -258,7 +275,12 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         out_dir: folder for config.json, history.csv/json, summary.json and
             curves.png (created); None writes nothing.
         callbacks: extra Keras callbacks (run after the robust training-set
-            evaluation, so they see its numbers).
+            evaluation, so they see its numbers). Without instruments and
+            without a callback that has a per-batch training hook, each
+            epoch trains in one compiled call (Keras's
+            `steps_per_execution`; the same numbers bit for bit, fewer host
+            round trips); with either, one step a call, so that per-batch
+            hooks see every batch.
         verbose: 1 prints a per-epoch table with a progress bar, 0 nothing.
         epochs: override the number of epochs (for a shorter look).
         probe_every: add the `instruments` (Hessian probe every this many
@@ -308,7 +330,13 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         for name in ("history.json", "summary.json"):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
-    dataset, model = build(experiment)
+    # A callback that looks at single batches (the instruments' weight
+    # cloud) needs them one a call; otherwise a whole epoch runs in one
+    # compiled call: the same numbers bit for bit, without a host round trip
+    # a step.
+    watches_batches = probe_every is not None or any(map(_watches_batches, callbacks))
+    dataset, model = build(
+        experiment, steps_per_execution=1 if watches_batches else "epoch")
     initial_epoch, earlier, elapsed = 0, {}, 0.0
     if resume:
         initial_epoch, earlier, elapsed = run_checkpoint.restore_checkpoint(model, resume_dir)
@@ -348,6 +376,16 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         _write_outputs(experiment, out_dir, history, summary, reference)
         shutil.rmtree(resume_dir)
     return history, summary
+
+
+_BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
+                "on_batch_end")
+
+
+def _watches_batches(callback):
+    """Whether a Keras callback overrides a per-batch training hook."""
+    return any(getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
+               for hook in _BATCH_HOOKS)
 
 
 def _resumable(out_dir, config, experiment):

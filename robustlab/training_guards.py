@@ -62,9 +62,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         value = float(keras.ops.convert_to_numpy(loss))
         if not math.isfinite(value):
             self.model.stop_training = True
+            where = f"batch {batch}"
+            steps = getattr(self.model, "steps_per_execution", 1) or 1
+            if steps > 1:
+                # Keras reports once per compiled call of `steps` steps, with
+                # the index of its nominal last step; the loss is the epoch's
+                # running mean, non-finite since the first bad step.
+                last = batch
+                if self.params and self.params.get("steps"):
+                    last = min(batch, self.params["steps"] - 1)
+                where = (f"in batches {max(batch - steps + 1, 0)}-{last} (checked "
+                         f"once per compiled call: steps_per_execution={steps})")
             raise NonFiniteLossError(
                 "The training loss became non-finite at epoch "
-                f"{getattr(self, '_epoch', 0)}, batch {batch}. Lower the learning "
+                f"{getattr(self, '_epoch', 0)}, {where}. Lower the learning "
                 "rate, check the inputs for NaN, or check the loss for log(0) on "
                 f"probabilities. Received: loss={value}"
             )

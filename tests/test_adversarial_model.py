@@ -163,6 +163,28 @@ def test_the_same_seed_gives_identical_histories(digits):
     assert run() == run()
 
 
+def test_several_steps_per_execution_train_bit_for_bit_as_one_at_a_time(digits):
+    # Keras's steps_per_execution runs several steps in one compiled call
+    # (fewer host round trips); the attack's random starts and every weight
+    # must come out exactly as with one step a call, the short last batch
+    # included (250 = 3 * 64 + 58: executions of 3 steps and of 1).
+    def run(steps_per_execution):
+        model = robustlab.AdversarialModel(
+            robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=5),
+            robustlab.PGD(eps=0.1, steps=3), seed=5)
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOGITS_CE,
+                      metrics=["accuracy"], steps_per_execution=steps_per_execution)
+        history = model.fit(digits.x_train[:250], digits.y_train[:250], batch_size=64,
+                            epochs=2, verbose=0).history
+        return history, model.model.get_weights()
+
+    history_one, weights_one = run(1)
+    history_three, weights_three = run(3)
+    for a, b in zip(weights_one, weights_three):
+        np.testing.assert_array_equal(a, b)
+    assert history_one == history_three
+
+
 def test_another_seed_gives_other_numbers(digits):
     def run(seed):
         return small_cnn_model(seed=seed).fit(
@@ -412,6 +434,17 @@ def test_the_nan_check_lets_keras_dispatch_batch_callbacks_asynchronously():
 
     callbacks = keras.callbacks.CallbackList([StopOnNonFiniteLoss()])
     assert callbacks._async_train
+
+
+def test_a_nan_loss_under_several_steps_per_execution_names_the_calls_batches():
+    x = np.repeat(X6, 4, axis=0)  # 24 examples: 6 batches of 4, 2 calls of 3
+    y = np.repeat(Y6, 4, axis=0)
+    model = adversarial(softmax_regression(W3, B3))
+    model.compile(keras.optimizers.SGD(1e38), LOGITS_CE, steps_per_execution=3)
+    with pytest.raises(NonFiniteLossError, match=(
+            r"non-finite at epoch 0, in batches (0-2|3-5) \(checked once per compiled "
+            r"call: steps_per_execution=3\)")):
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
 
 
 def test_a_nan_loss_in_a_later_batch_names_that_batch():

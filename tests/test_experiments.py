@@ -1,0 +1,72 @@
+"""How `experiments.run` drives `fit`: one compiled call an epoch when nothing
+looks at single batches, the same numbers as one step a call (the numbers
+themselves are specified in test_resume.py and test_studies.py)."""
+
+import keras
+
+from robustlab import experiments
+from tests.test_studies import TINY
+
+STEPS_PER_EPOCH = -(-TINY.train_size // TINY.batch_size)
+
+
+class EpochCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+
+
+class BatchCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+
+def record_steps_per_execution(monkeypatch):
+    """The `steps_per_execution` of every model `experiments.run` builds."""
+    built = []
+    build = experiments.build
+
+    def recording_build(experiment, **kwargs):
+        dataset, model = build(experiment, **kwargs)
+        built.append(model.steps_per_execution)
+        return dataset, model
+
+    monkeypatch.setattr(experiments, "build", recording_build)
+    return built
+
+
+def test_an_epoch_trains_in_one_call_with_the_numbers_of_one_step_a_call(monkeypatch):
+    built = record_steps_per_execution(monkeypatch)
+    whole_epochs, _ = experiments.run(TINY, None, verbose=0, callbacks=[EpochCounter()])
+    batches = BatchCounter()
+    step_by_step, _ = experiments.run(TINY, None, verbose=0, callbacks=[batches])
+    assert built == [STEPS_PER_EPOCH, 1]
+    assert batches.batches == STEPS_PER_EPOCH * TINY.epochs
+    assert whole_epochs == step_by_step
+
+
+def test_the_instruments_see_every_batch(monkeypatch):
+    built = record_steps_per_execution(monkeypatch)
+    experiments.run(TINY.replace(epochs=2), None, verbose=0, probe_every=2)
+    assert built == [1]
+
+
+def test_build_takes_an_epoch_or_a_count_of_steps_and_rejects_anything_else():
+    import pytest
+
+    assert experiments.build(TINY, steps_per_execution="epoch")[1].steps_per_execution == (
+        STEPS_PER_EPOCH)
+    assert experiments.build(TINY, steps_per_execution=3)[1].steps_per_execution == 3
+    with pytest.raises(ValueError, match=r'>= 1 or "epoch"\. Received: steps_per_execution=0'):
+        experiments.build(TINY, steps_per_execution=0)
+    with pytest.raises(TypeError, match=r"Received: steps_per_execution='all'"):
+        experiments.build(TINY, steps_per_execution="all")
+    with pytest.raises(TypeError, match=r"Received: steps_per_execution=True"):
+        experiments.build(TINY, steps_per_execution=True)
