@@ -102,11 +102,14 @@ class AdversarialModel(keras.Model):
 
     Speed: `compile(..., steps_per_execution=k)` runs k training steps in one
     compiled call and trains to the same weights bit for bit (tested on
-    both backends, a short last batch included). On TensorFlow it saves the
-    host round trip of each step: a PGD-3 epoch of the digits setting on 2
-    CPU cores took 12% less time with k = 16 (`benchmarks/README.md`); on
-    JAX it made no measurable difference. Per-batch callbacks then see the
-    weights once per k steps, so `PosteriorTracker` requires k = 1.
+    both backends, a short last batch included). On TensorFlow it saves
+    Keras's host round trip of each step: an epoch of the digits setting
+    (16 steps) on 2 CPU cores took 0.157 s instead of 0.194 s at PGD-3 and
+    0.346 s instead of 0.385 s at PGD-10 with k = 16, the time of a
+    hand-written `tf.function` loop (`benchmarks/README.md`); on JAX it made
+    no measurable difference. Per-batch callbacks then see one batch in k,
+    so `PosteriorTracker` requires k = 1. (`robustlab.experiments.run` uses
+    a whole epoch a call when no callback watches single batches.)
 
     Example:
 
