@@ -482,11 +482,11 @@ class IterateStatistics:
         for w, mean, m2 in zip(arrays, self._mean, self._m2):
             delta, scratch = self._scratch_for(w, mean)
             # The arithmetic of `delta = w - mean; mean += delta / n;
-            # delta *= w - mean; m2 += delta`, into reused buffers: fresh
-            # temporaries of a large layer are new pages from the OS on every
-            # update, and faulting them in cost more than the arithmetic
-            # (2.4 ms against 0.8 ms an update of the 272,586 weights of the
-            # digits CNN).
+            # delta *= w - mean; m2 += delta`, into reused buffers: with
+            # TensorFlow in the process, allocating fresh layer-sized
+            # temporaries at every update cost more than the arithmetic
+            # (2.7 ms against 0.8 ms an update of the digits CNN's 272,586
+            # weights).
             np.subtract(w, mean, out=delta)
             np.divide(delta, n, out=scratch)
             mean += scratch  # (rounded to the accumulator dtype in place)
