@@ -133,14 +133,20 @@ class InterruptAfter(keras.callbacks.Callback):
             raise KeyboardInterrupt("interrupted")
 
 
-def test_a_run_interrupted_in_process_resumes_to_the_uninterrupted_history(tmp_path):
-    history, _ = experiments.run(TINY, str(tmp_path / "a"), verbose=0, probe_every=2)
+# With the instruments, one step a compiled call; without, an epoch a call.
+@pytest.mark.parametrize("probe_every", [2, None])
+def test_a_run_interrupted_in_process_resumes_to_the_uninterrupted_history(
+        tmp_path, probe_every):
+    history, _ = experiments.run(TINY, str(tmp_path / "a"), verbose=0,
+                                 probe_every=probe_every)
     out = str(tmp_path / "b")
     # The user's callbacks run before the checkpoint: epoch 1 is not saved.
     with pytest.raises(KeyboardInterrupt):
-        experiments.run(TINY, out, verbose=0, probe_every=2, callbacks=[InterruptAfter(1)])
+        experiments.run(TINY, out, verbose=0, probe_every=probe_every,
+                        callbacks=[InterruptAfter(1)])
     assert checkpointed_epoch(out) == 1
-    resumed, _ = experiments.run(TINY, out, verbose=0, probe_every=2, resume=True)
+    resumed, _ = experiments.run(TINY, out, verbose=0, probe_every=probe_every,
+                                 resume=True)
     assert same(resumed, history)
 
 
