@@ -78,8 +78,9 @@ SETTING = experiments.QUICK
 LEARNING_EPOCHS = 5
 LEARNING_STEPS = 3
 LOGIT_TOLERANCE = 1e-5
+STEPS_PER_EPOCH = -(-SETTING.train_size // SETTING.batch_size)
+ONE_CALL = f"robustlab spe={STEPS_PER_EPOCH}"  # the whole epoch in one compiled call
 # Rows of the timing table read off robustlab's timed epochs, not run.
-ONE_CALL = f"robustlab spe={-(-SETTING.train_size // SETTING.batch_size)}"
 DERIVED = ("robustlab in fit", "robustlab fit-call setup", f"{ONE_CALL} in fit")
 THREADS = len(os.sched_getaffinity(0))
 TARGETS = {
@@ -435,7 +436,7 @@ def epoch_runners(steps, seed=0):
     order; also the models being trained, to read back."""
     dataset, model = robustlab_model(steps, attack_seed=seed or None)
     _, one_call = robustlab_model(steps, attack_seed=seed or None,
-                                  steps_per_execution=steps_per_epoch())
+                                  steps_per_execution=STEPS_PER_EPOCH)
     attack = pgd_config(steps)
     net = keras_net()
     torch_module = torch_model_from(keras_net())
@@ -477,10 +478,6 @@ def interleaved_seconds(runners, repeats, warmup=1):
     times["robustlab fit-call setup"] = [
         call - inside for call, inside in zip(times["robustlab"], times["robustlab in fit"])]
     return times
-
-
-def steps_per_epoch():
-    return -(-SETTING.train_size // SETTING.batch_size)
 
 
 def check_same_weights(net, other, steps):
@@ -526,7 +523,7 @@ def print_timing(rows, repeats):
     medians = [{name: statistics.median(t) for name, t in times.items()}
                for _, times, _ in rows]
     columns = "".join(f"{'PGD-' + str(steps):>9s}" for steps, _, _ in rows)
-    print(f"\nseconds per training epoch ({steps_per_epoch()} steps of batch "
+    print(f"\nseconds per training epoch ({STEPS_PER_EPOCH} steps of batch "
           f"{SETTING.batch_size}), median of "
           f"{repeats} interleaved repeats after 1 warm-up epoch each")
     print(f"{'tool':30s}{columns}")
