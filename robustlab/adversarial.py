@@ -37,6 +37,7 @@ from robustlab import model_validation
 from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
+from robustlab.iterate_observers import IterateObservers
 from robustlab.shuffling import epoch_shuffled_batches
 from robustlab.training_guards import AWPGammaFromConfig
 from robustlab.training_guards import StopOnNonFiniteLoss
@@ -107,9 +108,11 @@ class AdversarialModel(keras.Model):
     (16 steps) on 2 CPU cores took 0.157 s instead of 0.194 s at PGD-3 and
     0.346 s instead of 0.385 s at PGD-10 with k = 16, the time of a
     hand-written `tf.function` loop (`benchmarks/README.md`); on JAX it made
-    no measurable difference. Per-batch callbacks then see one batch in k,
-    so `PosteriorTracker` requires k = 1. (`robustlab.experiments.run` uses
-    a whole epoch a call when no callback watches single batches.)
+    no measurable difference. Per-batch callbacks then see one batch in k;
+    an instrument that needs every iterate registers with
+    `observe_iterates`, as `PosteriorTracker` does, and receives each one
+    from inside the compiled step. (`robustlab.experiments.run` uses a
+    whole epoch a call unless a callback of yours has a per-batch hook.)
 
     Example:
 
@@ -169,6 +172,7 @@ class AdversarialModel(keras.Model):
         self._eval_seed = keras.random.SeedGenerator(
             seed + 1_000_003, name="eval_attack_seed"
         )
+        self._iterate_observers = IterateObservers()
         if model.built and getattr(model, "inputs", None):
             model_validation.check_classifier(
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
@@ -372,6 +376,39 @@ class AdversarialModel(keras.Model):
             for m in trackers + self._robust_metrics + self._clean_metrics
         }
 
+    # -- iterates handed to the host from inside the compiled step --------------
+
+    @property
+    def iterate_observers(self):
+        """The `robustlab.iterate_observers.IterateObservers` the compiled
+        training step calls (see `observe_iterates`)."""
+        return self._iterate_observers
+
+    def observe_iterates(self, observer, variables):
+        """During the current `fit`, call `observer(learning_rate, weights)`
+        on the host after every optimizer step, from inside the compiled step:
+        `learning_rate` is the rate the step used (a float), `weights` the
+        values of `variables` (trainable variables of this model) after it, as
+        NumPy arrays valid only during the call. Every step is seen, in
+        order, whatever `steps_per_execution`. Meant for a callback's
+        `on_train_begin`; the observer is removed when `fit` returns or
+        raises. It must not raise (keep an error and report it on the host).
+
+        Returns:
+            True when registered; False where the step cannot hand values to
+            the host (TensorFlow with `jit_compile=True` or under a
+            `tf.distribute` strategy; JAX under a Keras distribution): then
+            read the weights in a per-batch callback, with
+            `steps_per_execution=1`.
+        """
+        if not _backend.get().can_observe_iterates_in_step(self):
+            return False
+        observers = self._iterate_observers
+        observers.add(observer, list(variables), self.trainable_variables)
+        if self.train_function is not None and observers.traced_with_observers is False:
+            self.make_train_function(force=True)  # traced without the hand-off
+        return True
+
     def train_step(self, *args):
         return _backend.get().adversarial_train_step(self, *args)
 
@@ -443,12 +480,25 @@ class AdversarialModel(keras.Model):
             # start of an epoch is the one in force, not overwritten.
             callbacks.insert(0, AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
-        return self._raising_input_errors(
-            super().fit, x, y, batch_size=batch_size, epochs=epochs, callbacks=callbacks,
-            shuffle=shuffle, validation_split=validation_split,
-            validation_data=validation_data, sample_weight=sample_weight,
-            validation_batch_size=validation_batch_size, **kwargs,
-        )
+        try:
+            return self._raising_input_errors(
+                super().fit, x, y, batch_size=batch_size, epochs=epochs,
+                callbacks=callbacks, shuffle=shuffle, validation_split=validation_split,
+                validation_data=validation_data, sample_weight=sample_weight,
+                validation_batch_size=validation_batch_size, **kwargs,
+            )
+        finally:
+            self._end_iterate_observation()
+
+    def _end_iterate_observation(self):
+        """Remove this fit's iterate observers; a train function traced with
+        the hand-off is dropped (rebuilt by the next fit), so that later fits
+        do not pay for it."""
+        observers = self._iterate_observers
+        observers.clear()
+        if observers.traced_with_observers:
+            self.train_function = None
+            observers.traced_with_observers = None
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """As `keras.Model.evaluate`, with NumPy inputs checked first and

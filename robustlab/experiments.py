@@ -191,7 +191,8 @@ def build(experiment, *, steps_per_execution=1):
     one compiled call, an integer >= 1 or `"epoch"` (all of an epoch's
     steps). The weights and history are bit for bit those of 1; more saves
     host round trips (see `robustlab.AdversarialModel`), but per-batch
-    callbacks then see one batch in so many (`PosteriorTracker` requires 1).
+    callbacks then see one batch in so many (`PosteriorTracker` sees every
+    iterate all the same: the model hands them over from inside its step).
     """
     integer = (isinstance(steps_per_execution, numbers.Integral)
                and not isinstance(steps_per_execution, bool))
@@ -275,12 +276,12 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         out_dir: folder for config.json, history.csv/json, summary.json and
             curves.png (created); None writes nothing.
         callbacks: extra Keras callbacks (run after the robust training-set
-            evaluation, so they see its numbers). Without instruments and
-            without a callback that has a per-batch training hook, each
-            epoch trains in one compiled call (Keras's
-            `steps_per_execution`; the same numbers bit for bit, fewer host
-            round trips); with either, one step a call, so that per-batch
-            hooks see every batch.
+            evaluation, so they see its numbers). Unless one of them has a
+            per-batch training hook, each epoch trains in one compiled call
+            (Keras's `steps_per_execution`; the same numbers bit for bit,
+            fewer host round trips; the instruments see every iterate
+            either way); with one, one step a call, so that per-batch hooks
+            see every batch.
         verbose: 1 prints a per-epoch table with a progress bar, 0 nothing.
         epochs: override the number of epochs (for a shorter look).
         probe_every: add the `instruments` (Hessian probe every this many
@@ -334,7 +335,9 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     # cloud) needs them one a call; otherwise a whole epoch runs in one
     # compiled call: the same numbers bit for bit, without a host round trip
     # a step.
-    watches_batches = probe_every is not None or any(map(_watches_batches, callbacks))
+    # The instruments see every iterate whatever steps_per_execution (the
+    # model hands the iterates over from inside its compiled step).
+    watches_batches = any(map(_watches_batches, callbacks))
     dataset, model = build(
         experiment, steps_per_execution=1 if watches_batches else "epoch")
     initial_epoch, earlier, elapsed = 0, {}, 0.0

@@ -585,3 +585,62 @@ def test_an_instrument_changes_no_weight_and_no_other_logged_number(
             history[key], values, err_msg=f"{name} changed the logged {key!r}")
     for a, b in zip(model.get_weights(), bare_model.get_weights()):
         np.testing.assert_array_equal(a, b, err_msg=f"{name} changed a weight")
+
+
+# -- iterates handed over from inside the compiled step ---------------------------
+
+
+def _instrumented_history(x, y, steps_per_execution=1):
+    model = small_cnn_model()
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), LOSS, metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+    probe, tracker, bound = instruments(x, y)
+    return model, fit(model, x, y, probe, tracker, bound)
+
+
+def test_iterates_from_the_compiled_step_log_what_reading_every_batch_logs(
+        digits, monkeypatch):
+    # AdversarialModel hands each iterate (and its step's learning rate) to
+    # the tracker from inside the step; the same values read by a per-batch
+    # callback (the route of any other model) must give the same numbers,
+    # also when all of an epoch's 3 steps run in one compiled call.
+    x, y = digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+    in_step = {k: _instrumented_history(x, y, k)[1] for k in (1, 3)}
+    with monkeypatch.context() as patch:
+        patch.setattr(robustlab.AdversarialModel, "observe_iterates",
+                      lambda self, observer, variables: False)
+        read_after_each_batch = _instrumented_history(x, y)[1]
+    assert np.isfinite(read_after_each_batch["posterior_var_top"][1:]).all()
+    for steps, history in in_step.items():
+        assert history.keys() == read_after_each_batch.keys()
+        for key, values in read_after_each_batch.items():
+            np.testing.assert_array_equal(
+                history[key], values, err_msg=f"{key} (steps_per_execution={steps})")
+
+
+def test_the_observers_of_a_fit_leave_with_it_even_when_it_raises(digits):
+    x, y = digits.x_train[:N_TRAIN], digits.y_train[:N_TRAIN]
+    model, _ = _instrumented_history(x, y)
+    assert not model.iterate_observers
+    assert model.train_function is None  # the next fit traces a step without them
+
+    class Fail(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        fit(model, x, y, PosteriorTracker(), Fail())
+    assert not model.iterate_observers
+
+
+def test_a_model_read_batch_by_batch_needs_one_step_a_call(digits):
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=0)
+    net.compile(keras.optimizers.SGD(0.1), LOSS, steps_per_execution=2)
+    with pytest.raises(ValueError, match=r"steps_per_execution=1.*"
+                                         r"Received: steps_per_execution=2"):
+        net.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[PosteriorTracker()])
+    net.compile(keras.optimizers.SGD(0.1), LOSS)
+    tracker = PosteriorTracker()
+    history = net.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[tracker])
+    assert tracker.statistics.count == 4 and history.history["posterior_var"][0] > 0

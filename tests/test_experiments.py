@@ -3,6 +3,7 @@ looks at single batches, the same numbers as one step a call (the numbers
 themselves are specified in test_resume.py and test_studies.py)."""
 
 import keras
+import numpy as np
 
 from robustlab import experiments
 from tests.test_studies import TINY
@@ -52,10 +53,24 @@ def test_an_epoch_trains_in_one_call_with_the_numbers_of_one_step_a_call(monkeyp
     assert whole_epochs == step_by_step
 
 
-def test_the_instruments_see_every_batch(monkeypatch):
+def test_the_instruments_train_an_epoch_a_call_with_the_numbers_of_one_step_a_call(
+        monkeypatch):
+    # The posterior tracker receives every iterate from inside the compiled
+    # step, so an epoch in one call logs its numbers bit for bit too.
     built = record_steps_per_execution(monkeypatch)
-    experiments.run(TINY.replace(epochs=2), None, verbose=0, probe_every=2)
-    assert built == [1]
+    whole_epochs, _ = experiments.run(TINY.replace(epochs=3), None, verbose=0,
+                                      probe_every=1)
+    build = experiments.build
+    monkeypatch.setattr(experiments, "build",
+                        lambda experiment, **kwargs: build(experiment, steps_per_execution=1))
+    step_by_step, _ = experiments.run(TINY.replace(epochs=3), None, verbose=0,
+                                      probe_every=1)
+    assert built == [STEPS_PER_EPOCH, 1]
+    assert step_by_step.keys() == whole_epochs.keys()
+    assert sum(k.startswith("posterior_var") for k in whole_epochs) >= 4
+    assert np.isfinite(whole_epochs["posterior_var_top"][1:]).all()
+    for key, values in step_by_step.items():  # NaNs (unmeasured) compare equal
+        np.testing.assert_array_equal(whole_epochs[key], values, err_msg=key)
 
 
 def test_build_takes_an_epoch_or_a_count_of_steps_and_rejects_anything_else():

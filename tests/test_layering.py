@@ -30,7 +30,7 @@ FLOORS = [
     # What acts on a model: attacks and the Hessian operator.
     ("robustlab.attacks", "robustlab.curvature"),
     # Training.
-    ("robustlab.training_guards", "robustlab.adversarial"),
+    ("robustlab.training_guards", "robustlab.iterate_observers", "robustlab.adversarial"),
     # Instruments observing a training run.
     ("robustlab.callbacks",),
     # Experiments built from all of the above.

@@ -134,9 +134,14 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     Place it before CSVLogger (and before a `BoundTracker` reading it, which
     is not required: it reads the accumulators, complete after the last
-    batch). Needs `steps_per_execution=1` (every iterate is seen) and, for
-    the prediction, `keras.optimizers.SGD` without Nesterov (Keras's
-    momentum form is exactly the heavy-ball recursion).
+    batch). Every iterate is seen: a `robustlab.AdversarialModel` hands each
+    one to the tracker from inside its compiled training step
+    (`AdversarialModel.observe_iterates`), so any `steps_per_execution`
+    works and logs the same numbers bit for bit; another model (or one
+    under XLA on TensorFlow, or under a distribution) is read after every
+    batch and needs `steps_per_execution=1`. For the prediction: a
+    `keras.optimizers.SGD` without Nesterov (Keras's momentum form is
+    exactly the heavy-ball recursion).
 
     Args:
         probe: optional `HessianProbe` providing the direction and curvature.
@@ -257,6 +262,8 @@ class PosteriorTracker(keras.callbacks.Callback):
         self.window_epoch = None
         self.last_prediction = None
         self._end_lr = None  # (epoch, learning rate at that epoch's end)
+        self._in_step = False  # iterates handed over by the compiled step
+        self._observer_error = None
 
     # -- public ------------------------------------------------------------------
 
@@ -296,12 +303,19 @@ class PosteriorTracker(keras.callbacks.Callback):
             )
         self._names = [v.path for v in self._variables]
         self._layers = list(dict.fromkeys(_layer_of(name) for name in self._names))
-        if getattr(model, "steps_per_execution", 1) != 1:
+        self._observer_error = None
+        # An AdversarialModel hands every iterate over from inside its
+        # compiled step, whatever steps_per_execution; other models are read
+        # batch by batch.
+        observe = getattr(model, "observe_iterates", None)
+        self._in_step = bool(observe is not None and observe(self._observe, self._variables))
+        if not self._in_step and getattr(model, "steps_per_execution", 1) != 1:
             raise ValueError(
-                "PosteriorTracker sees the weights only once per execution; "
-                "compile with steps_per_execution=1 so that every iterate "
-                f"enters the window. Received: steps_per_execution="
-                f"{model.steps_per_execution}"
+                "PosteriorTracker reads the weights of this model once per "
+                "execution; compile with steps_per_execution=1 so that every "
+                "iterate enters the window (a robustlab.AdversarialModel, "
+                "without XLA or a distribution, needs no such setting). "
+                f"Received: steps_per_execution={model.steps_per_execution}"
             )
         _check_window_steps(self.params.get("steps"))
         warn_if_never_selected(self, self.params.get("epochs"), end_of_epoch=False)
@@ -358,18 +372,39 @@ class PosteriorTracker(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         # Kept only once the step has run: Keras may announce a batch and
         # then find the data exhausted.
-        if self.statistics is not None:
+        if self.statistics is not None and not self._in_step:
             self._pending_lr = _learning_rate(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.statistics is not None:
+        if self._in_step:
+            self._raise_observer_error()
+        elif self.statistics is not None:
             self.model  # noqa: B018 (on JAX: attaches the step's weights)
-            self.statistics.update(
-                [ops.convert_to_numpy(v) for v in self._variables]
-            )
-            self._lrs.append(self._pending_lr)
+            self._add_iterate(
+                self._pending_lr, [ops.convert_to_numpy(v) for v in self._variables])
+
+    def _observe(self, learning_rate, weights):
+        """The model's iterate observer: called from inside the compiled step."""
+        if self.statistics is None or self._observer_error is not None:
+            return
+        try:
+            self._add_iterate(learning_rate, weights)
+        except Exception as error:  # noqa: BLE001 (raised on the host, below)
+            self._observer_error = error
+
+    def _add_iterate(self, learning_rate, weights):
+        self.statistics.update(weights)
+        self._lrs.append(learning_rate)
+
+    def _raise_observer_error(self):
+        error, self._observer_error = self._observer_error, None
+        if error is not None:
+            raise error
 
     def on_epoch_end(self, epoch, logs=None):
+        if self._in_step:
+            _backend.get().wait_for_iterate_observers()
+            self._raise_observer_error()
         self._end_lr = (epoch, _learning_rate(self.model.optimizer))
         if logs is None:
             return

@@ -14,12 +14,15 @@ from robustlab.backend.jax.threads import cpu_threads
 from robustlab.backend.jax.threads import set_cpu_threads
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
+from robustlab.backend.jax.trainer import can_observe_iterates_in_step
+from robustlab.backend.jax.trainer import wait_for_iterate_observers
 
 __all__ = [
     "accelerator",
     "adversarial_test_step",
     "adversarial_train_step",
     "batched",
+    "can_observe_iterates_in_step",
     "compile_attack",
     "cpu_threads",
     "draw_replica_rows",
@@ -30,4 +33,5 @@ __all__ = [
     "make_loss_gradient",
     "repeat",
     "set_cpu_threads",
+    "wait_for_iterate_observers",
 ]

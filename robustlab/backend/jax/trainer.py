@@ -3,6 +3,7 @@ Keras's JAX trainer with the state passed in and out)."""
 
 import jax
 import keras
+from jax.experimental import io_callback
 
 from robustlab import _keras_compat
 from robustlab.backend.jax.autodiff import run_stateless
@@ -10,6 +11,8 @@ from robustlab.backend.jax.autodiff import run_stateless
 __all__ = [
     "adversarial_test_step",
     "adversarial_train_step",
+    "can_observe_iterates_in_step",
+    "wait_for_iterate_observers",
 ]
 
 
@@ -63,10 +66,21 @@ def adversarial_train_step(model, state, data):
         unscaled, y_pred, non_trainable, metrics_vars = aux
         perturbed_loss = model.data_loss(y, y_pred, sample_weight)
 
+    observers = model.iterate_observers
+    observers.traced_with_observers = bool(observers)
+    if observers:
+        # Read before the update: the rate this step uses (a schedule's
+        # value at the step's own `iterations`).
+        learning_rate, _ = run_stateless(
+            model.optimizer.variables, optimizer_vars,
+            lambda: keras.ops.convert_to_tensor(model.optimizer.learning_rate))
     # The update starts from the unperturbed weights: restoring w is exact.
     trainable, optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, gradients, trainable
     )
+    if observers:
+        # Ordered: the host sees the iterates in the order of the steps.
+        io_callback(observers.dispatch, None, learning_rate, *trainable, ordered=True)
     logs, metrics_vars = run_stateless(
         model.metrics_variables,
         metrics_vars,
@@ -77,6 +91,18 @@ def adversarial_train_step(model, state, data):
         keep=model.metrics_variables,
     )
     return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+
+def can_observe_iterates_in_step(model):
+    """Whether the compiled step can hand iterates to the host: not under a
+    Keras distribution (ordered host calls need a single device)."""
+    return keras.distribution.distribution() is None
+
+
+def wait_for_iterate_observers():
+    """Wait until the host calls of every dispatched step have run (JAX
+    dispatches steps asynchronously)."""
+    jax.effects_barrier()
 
 
 def adversarial_test_step(model, state, data):

@@ -14,12 +14,15 @@ from robustlab.backend.tensorflow.threads import cpu_threads
 from robustlab.backend.tensorflow.threads import set_cpu_threads
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
+from robustlab.backend.tensorflow.trainer import can_observe_iterates_in_step
+from robustlab.backend.tensorflow.trainer import wait_for_iterate_observers
 
 __all__ = [
     "accelerator",
     "adversarial_test_step",
     "adversarial_train_step",
     "batched",
+    "can_observe_iterates_in_step",
     "compile_attack",
     "cpu_threads",
     "draw_replica_rows",
@@ -30,4 +33,5 @@ __all__ = [
     "make_loss_gradient",
     "repeat",
     "set_cpu_threads",
+    "wait_for_iterate_observers",
 ]

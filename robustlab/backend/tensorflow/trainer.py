@@ -13,6 +13,8 @@ from robustlab import _keras_compat
 __all__ = [
     "adversarial_test_step",
     "adversarial_train_step",
+    "can_observe_iterates_in_step",
+    "wait_for_iterate_observers",
 ]
 
 
@@ -77,11 +79,40 @@ def adversarial_train_step(model, data):
             if value is not None:
                 v.assign(value)
 
+    observers = model.iterate_observers
+    observers.traced_with_observers = bool(observers)
+    # Read before the update: the rate this step uses (a schedule's value at
+    # the step's own `iterations`).
+    learning_rate = tf.identity(optimizer.learning_rate) if observers else None
     optimizer.apply_gradients(zip(gradients, variables))
+    if observers:
+        # Stateful, so it runs in every step in program order; its inputs are
+        # read after the update.
+        tf.numpy_function(
+            _dispatcher(observers), [learning_rate, *[v.value for v in variables]],
+            Tout=[], stateful=True, name="iterate_observers")
     return model.update_training_metrics(
         y, y_pred_at_w, sample_weight, unscaled, _batch_size(x),
         perturbed_loss=perturbed_loss, gamma=gamma,
     )
+
+
+def _dispatcher(observers):
+    def dispatch(*args):
+        observers.dispatch(*args)
+        return []
+    return dispatch
+
+
+def can_observe_iterates_in_step(model):
+    """Whether the compiled step can hand iterates to the host: not under
+    XLA (which cannot compile a host call) nor `tf.distribute` (where each
+    replica would hand over its own copy)."""
+    return not model.jit_compile and not tf.distribute.has_strategy()
+
+
+def wait_for_iterate_observers():
+    """Nothing to wait for: a host call completes within its step."""
 
 
 def adversarial_test_step(model, data):
