@@ -38,9 +38,6 @@ class IterateObservers:
     def __bool__(self):
         return bool(self._entries)
 
-    def __len__(self):
-        return len(self._entries)
-
     def add(self, observer, variables, trainable_variables):
         """Register `observer` for `variables` (all among `trainable_variables`,
         the model's, in whose order the step passes values)."""
