@@ -46,7 +46,8 @@ class _CompiledOnModel:
         self._sizes = [int(np.prod(s)) for s in self._shapes]
         self._weighted_loss = weighted_loss
         self.trace_count = 0
-        self._compiled = tf.function(self._graph, reduce_retracing=True)
+        # No AutoGraph: no tensor-dependent Python control flow to convert.
+        self._compiled = tf.function(self._graph, reduce_retracing=True, autograph=False)
 
     def _split(self, flat):
         pieces = tf.split(flat, self._sizes)

@@ -38,7 +38,8 @@ class DirectionalDerivative:
         self._variables = list(model.trainable_variables)
         self._per_example_loss = per_example_loss
         self.trace_count = 0
-        self._compiled = tf.function(self._graph, reduce_retracing=True)
+        # No AutoGraph: no tensor-dependent Python control flow to convert.
+        self._compiled = tf.function(self._graph, reduce_retracing=True, autograph=False)
 
     def _graph(self, x, y, tangents):
         self.trace_count += 1  # Python side effect: runs only while tracing
