@@ -44,12 +44,18 @@ def net_and_data():
     return net, x, y
 
 
+def unit_vector(variables, seed):
+    """A random unit vector of weight space (flat, float64)."""
+    u = np.random.default_rng(seed).standard_normal(
+        sum(math.prod(v.shape) for v in variables))
+    return u / np.linalg.norm(u)
+
+
 def test_power_iteration_finds_robustlabs_eigenvalue(by_hand, net_and_data):
     net, x, y = net_and_data
     compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
     variables = list(net.trainable_variables)
-    start = np.random.default_rng(1).standard_normal(
-        sum(math.prod(v.shape) for v in variables))
+    start = unit_vector(variables, 1)
     eigenvalue, vector, products = by_hand.top_eigenpair(
         compiled["hvp"], variables, x, y, start)
     expected = curvature.top_hessian_eigenvalue(
@@ -66,9 +72,7 @@ def test_directional_derivatives_match_robustlabs(by_hand, net_and_data):
     net, x, y = net_and_data
     compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
     variables = list(net.trainable_variables)
-    u = np.random.default_rng(2).standard_normal(
-        sum(math.prod(v.shape) for v in variables))
-    u /= np.linalg.norm(u)
+    u = unit_vector(variables, 2)
     derivatives = compiled["directional"](
         x, y, by_hand.unflat(u, variables, np.float32)).numpy()
     expected = per_example_directional_derivatives(
@@ -82,8 +86,7 @@ def test_weight_cloud_in_the_step_is_the_variance_of_the_iterates(by_hand, net_a
     optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
     optimizer.build(net.trainable_variables)
     cloud = by_hand.WeightCloud(net)
-    u = np.random.default_rng(4).standard_normal(cloud.size)
-    u /= np.linalg.norm(u)
+    u = unit_vector(net.trainable_variables, 4)
     cloud.reset(by_hand.unflat(u, net.trainable_variables, np.float64))
     train_step, _ = by_hand.make_steps(net, optimizer, q, cloud)
     iterates, projections = [], []
