@@ -106,5 +106,6 @@ def main():
     print(f"peak memory <= {LIMIT_GIB} GiB: {'met' if peak <= LIMIT_GIB else 'NOT met'} "
           f"({peak:.2f})")
 
+
 if __name__ == "__main__":
     main()

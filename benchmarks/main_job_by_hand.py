@@ -216,7 +216,7 @@ def window_prediction(q, epoch, steps, n, eigenvalue, regularization, noise_vari
     start_lr = float(q.schedule(epoch - 1)) if epoch else lr
     lam = eigenvalue + regularization
     if not lam > 0 or max(lr, start_lr) * lam >= 2.0 * (1.0 + beta):
-        return math.nan, math.nan, lam
+        return math.nan, math.nan
     sizes = np.full(steps, q.batch_size)
     if steps == math.ceil(n / q.batch_size) and n % q.batch_size:
         sizes[-1] = n - (steps - 1) * q.batch_size
@@ -225,7 +225,7 @@ def window_prediction(q, epoch, steps, n, eigenvalue, regularization, noise_vari
     predicted = expected_window_variance(np.full(steps, lr), beta, lam, noise,
                                          initial=initial)
     stationary = heavy_ball.stationary_variance(lr, beta, lam, noise[0], 1)
-    return float(predicted), float(stationary), lam
+    return float(predicted), float(stationary)
 
 
 def make_steps(net, optimizer, q, cloud=None):
@@ -353,7 +353,7 @@ def measure_epoch(q, epoch, net, cloud, window, projections, initial_weights,
               "posterior_var_top_stationary": math.nan, "posterior_noise_top": math.nan}
     if window is not None:
         eigenvalue, regularization, noise_variance = window
-        predicted, stationary, _ = window_prediction(
+        predicted, stationary = window_prediction(
             q, epoch, len(projections), n, eigenvalue, regularization, noise_variance)
         values.update(posterior_var_top=float(np.var(projections)),
                       posterior_var_top_predicted=predicted,
