@@ -296,13 +296,15 @@ def robustlab_epochs(model, dataset):
 def robustlab_pipeline_epochs(dataset):
     """`run_epoch()` that only reads one epoch of the seeded, shuffled
     batches robustlab's `fit` trains on: the data part of its epoch."""
-    data, set_epoch = epoch_shuffled_batches(
+    data, set_epoch, steps = epoch_shuffled_batches(
         dataset.x_train, dataset.y_train, None, SETTING.batch_size, SETTING.seed)
     epochs = itertools.count()
 
     def run_epoch():
+        # On TensorFlow the data is an endless stream of epochs that reads
+        # its first epoch when iteration starts.
         set_epoch.on_epoch_begin(next(epochs))
-        for _ in data:
+        for _ in data.take(steps):
             pass
 
     return run_epoch

@@ -409,6 +409,31 @@ class AdversarialModel(keras.Model):
             self.make_train_function(force=True)  # traced without the hand-off
         return True
 
+    def make_train_function(self, force=False):
+        """As Keras's. On TensorFlow without XLA or a distribution strategy,
+        one step a call reads the batch and runs the step in a single
+        `tf.function` that returns the logs (Keras's nests a second one and
+        wraps the logs for the host to unpack: 0.7 ms a step more on two
+        CPU cores); the numbers are the same bit for bit."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        function = _backend.get().one_step_function(self, self.train_step)
+        if function is None:
+            return super().make_train_function(force=force)
+        self.train_function = function
+        return function
+
+    def make_test_function(self, force=False):
+        """As Keras's; on TensorFlow, one step a call runs in a single
+        `tf.function`."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        function = _backend.get().one_step_function(self, self.test_step)
+        if function is None:
+            return super().make_test_function(force=force)
+        self.test_function = function
+        return function
+
     def train_step(self, *args):
         return _backend.get().adversarial_train_step(self, *args)
 
@@ -452,8 +477,9 @@ class AdversarialModel(keras.Model):
                 validation_split = 0.0
             batch_size = batch_size or 32
             if shuffle:
-                x, epoch_callback = epoch_shuffled_batches(
-                    x, y, sample_weight, batch_size, self.seed)
+                x, epoch_callback, kwargs["steps_per_epoch"] = epoch_shuffled_batches(
+                    x, y, sample_weight, batch_size, self.seed,
+                    kwargs.get("steps_per_epoch"), self.steps_per_execution)
                 callbacks.append(epoch_callback)
             else:
                 arrays = (x, y) if sample_weight is None else (x, y, sample_weight)

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from robustlab import backend as _backend
+from robustlab import validation
 
 __all__ = [
     "epoch_permutation",
@@ -36,22 +37,57 @@ def epoch_permutation(n, seed):
     return permutation
 
 
-def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed):
-    """The data for `fit` and the callback that selects each epoch's order.
+def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed, steps_per_epoch=None,
+                           steps_per_execution=1):
+    """The data for `fit`, the callback that selects each epoch's order, and
+    the `steps_per_epoch` to pass with them.
+
+    Epoch e trains on the first `steps_per_epoch` batches of the examples in
+    the order `epoch_permutation(len(x), seed)(e)`, whatever the epoch a
+    `fit` call starts from.
 
     Args:
         x, y: arrays of equal length; `sample_weight`: optional array.
         batch_size: examples per batch (the last batch may be smaller).
         seed: integer seed of the epoch orders.
+        steps_per_epoch: batches an epoch, from 1 to the batches of one pass
+            over the examples (the default).
+        steps_per_execution: the model's (`compile`): on TensorFlow, when it
+            divides `steps_per_epoch`, `data` is an endless stream of epochs,
+            so that one iterator serves the whole `fit` call.
 
     Returns:
-        `(data, callback)`: pass `data` to `fit` as `x` (with `shuffle=False`)
-        and `callback` in its callbacks.
+        `(data, callback, steps_per_epoch)`: pass `data` to `fit` as `x`
+        (with `shuffle=False`), `callback` in its callbacks and
+        `steps_per_epoch` as its own (None where `data` ends with each
+        epoch).
+
+    Example:
+
+    >>> import numpy as np
+    >>> x, y = np.zeros((10, 2), "float32"), np.arange(10)
+    >>> data, callback, steps = epoch_shuffled_batches(x, y, None, 4, seed=0)
+    >>> steps
+    3
     """
+    batches = -(-len(x) // int(batch_size))
+    if steps_per_epoch is None:
+        steps_per_epoch = batches
+    validation.check_int_at_least("steps_per_epoch", steps_per_epoch, 1)
+    if steps_per_epoch > batches:
+        raise ValueError(
+            f"Argument `steps_per_epoch` must be at most {batches}, the batches of "
+            f"one pass over the {len(x)} training examples in batches of "
+            f"{batch_size}: each epoch is one seeded order of the examples. "
+            f"Received: steps_per_epoch={steps_per_epoch}")
     arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
+    # Keras runs every execution in full: over an endless stream, the last
+    # one of an epoch would run into the next unless it ends the epoch.
+    endless = steps_per_epoch % int(steps_per_execution) == 0
     data, set_epoch = _backend.get().epoch_shuffled(
-        arrays, int(batch_size), epoch_permutation(len(x), int(seed)))
-    return data, _SetEpoch(set_epoch)
+        arrays, int(batch_size), epoch_permutation(len(x), int(seed)), int(steps_per_epoch),
+        endless=endless)
+    return data, _SetEpoch(set_epoch), int(steps_per_epoch) if endless else None
 
 
 class _SetEpoch(keras.callbacks.Callback):

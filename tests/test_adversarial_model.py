@@ -185,6 +185,68 @@ def test_several_steps_per_execution_train_bit_for_bit_as_one_at_a_time(digits):
     assert history_one == history_three
 
 
+def test_steps_per_epoch_trains_on_the_first_batches_of_each_epochs_order(digits):
+    # Epoch e trains on the first steps_per_epoch batches of the seeded order
+    # of epoch e: the same as fitting those rows, in that order, unshuffled.
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    limited = small_cnn_model(seed=2)
+    history = limited.fit(x, y, batch_size=64, epochs=2, steps_per_epoch=2,
+                          verbose=0).history
+    by_hand = small_cnn_model(seed=2)
+    order = robustlab.shuffling.epoch_permutation(len(x), seed=2)
+    losses = []
+    for epoch in range(2):
+        rows = order(epoch)[:128]
+        losses += by_hand.fit(x[rows], y[rows], batch_size=64, epochs=epoch + 1,
+                              initial_epoch=epoch, shuffle=False,
+                              verbose=0).history["loss"]
+    assert history["loss"] == losses
+    for a, b in zip(limited.model.get_weights(), by_hand.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_steps_per_epoch_beyond_one_pass_is_rejected(digits):
+    with pytest.raises(ValueError, match=r"at most 4.*Received: steps_per_epoch=5"):
+        small_cnn_model().fit(digits.x_train[:256], digits.y_train[:256],
+                              batch_size=64, steps_per_epoch=5, verbose=0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="on JAX the model uses Keras's own functions")
+def test_the_one_step_functions_give_keras_own_numbers(digits):
+    # robustlab's train and test functions for one step a call (one
+    # tf.function, no Optional round trip) against Keras's own.
+    def run(keras_functions):
+        model = small_cnn_model(seed=4)
+        if keras_functions:
+            model.make_train_function = lambda force=False: keras.Model.make_train_function(
+                model, force)
+            model.make_test_function = lambda force=False: keras.Model.make_test_function(
+                model, force)
+        history = model.fit(digits.x_train[:250], digits.y_train[:250], batch_size=64,
+                            epochs=2, verbose=0,
+                            validation_data=(digits.x_test[:100], digits.y_test[:100]))
+        return history.history, model.model.get_weights()
+
+    (history, weights), (keras_history, keras_weights) = run(False), run(True)
+    assert history == keras_history
+    for a, b in zip(weights, keras_weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="TensorFlow's train function")
+@pytest.mark.parametrize("setting", ["steps_per_execution", "jit_compile"])
+def test_keras_makes_the_train_function_beyond_one_plain_step_a_call(setting):
+    from robustlab.backend import tensorflow as tf_backend
+
+    model = adversarial(softmax_regression(W3, B3))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE,
+                  **{"steps_per_execution": 2} if setting == "steps_per_execution"
+                  else {"jit_compile": True})
+    assert tf_backend.one_step_function(model, model.train_step) is None
+
+
 def test_another_seed_gives_other_numbers(digits):
     def run(seed):
         return small_cnn_model(seed=seed).fit(

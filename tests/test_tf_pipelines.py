@@ -24,15 +24,58 @@ def test_batched_serves_the_arrays_in_order_in_batches():
     np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), Y)
 
 
-def test_epoch_shuffled_serves_each_epochs_permutation():
+def _rows_of_batches(dataset, batches):
+    return np.concatenate([b[1] for b in _batches(dataset.take(batches))])
+
+
+def test_epoch_shuffled_streams_the_permutations_from_the_epoch_set_last():
     def permutation(epoch):
         return np.roll(np.arange(5), epoch)
 
-    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation)
+    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
     for epoch in (0, 3):
         set_epoch(epoch)
-        rows = np.concatenate([b[1] for b in _batches(dataset)])
-        np.testing.assert_array_equal(rows, permutation(epoch))
+        np.testing.assert_array_equal(
+            _rows_of_batches(dataset, 6),
+            np.concatenate([permutation(epoch), permutation(epoch + 1)]))
+
+
+def test_epoch_shuffled_reads_the_first_epoch_when_iteration_starts():
+    dataset, set_epoch = data.epoch_shuffled(
+        (X, Y), 5, lambda epoch: np.roll(np.arange(5), epoch), steps=1)
+    iterator = iter(dataset)  # Keras creates iterators before on_epoch_begin
+    set_epoch(2)
+    np.testing.assert_array_equal(next(iterator)[1].numpy(), np.roll(np.arange(5), 2))
+
+
+def test_epoch_shuffled_serves_the_first_steps_batches_of_each_epoch():
+    def permutation(epoch):
+        return np.roll(np.arange(5), epoch)
+
+    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=2)
+    set_epoch(1)
+    np.testing.assert_array_equal(
+        _rows_of_batches(dataset, 4),
+        np.concatenate([permutation(1)[:4], permutation(2)[:4]]))
+
+
+def test_epoch_shuffled_is_endless_so_that_one_iterator_serves_a_fit():
+    import tensorflow as tf
+
+    dataset, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
+    assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
+
+
+def test_epoch_shuffled_not_endless_serves_one_epoch():
+    def permutation(epoch):
+        return np.roll(np.arange(5), epoch)
+
+    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=2,
+                                             endless=False)
+    set_epoch(4)
+    assert dataset.cardinality() == 2
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in _batches(dataset)]),
+                                  permutation(4)[:4])
 
 
 @pytest.mark.parametrize("pipeline", ["batched", "epoch_shuffled"])
@@ -43,5 +86,5 @@ def test_pipelines_run_without_autotuning(pipeline):
     if pipeline == "batched":
         dataset = data.batched((X, Y), 2)
     else:
-        dataset, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5))
+        dataset, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
     assert dataset.options().autotune.enabled is False

@@ -15,6 +15,7 @@ from robustlab.backend.jax.threads import set_cpu_threads
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
 from robustlab.backend.jax.trainer import can_observe_iterates_in_step
+from robustlab.backend.jax.trainer import one_step_function
 from robustlab.backend.jax.trainer import wait_for_iterate_observers
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "make_directional_derivative",
     "make_hessian_vector_product",
     "make_loss_gradient",
+    "one_step_function",
     "repeat",
     "set_cpu_threads",
     "wait_for_iterate_observers",

@@ -16,27 +16,30 @@ def batched(arrays, batch_size):
 
 
 class _EpochOrdered(keras.utils.PyDataset):
-    def __init__(self, arrays, batch_size, permutation):
+    def __init__(self, arrays, batch_size, permutation, steps):
         super().__init__()
         self.arrays = arrays
         self.batch_size = batch_size
         self.permutation = permutation
+        self.steps = steps
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
         self._order = self.permutation(int(epoch))
 
     def __len__(self):
-        return -(-len(self.arrays[0]) // self.batch_size)
+        return self.steps
 
     def __getitem__(self, index):
         rows = self._order[index * self.batch_size:(index + 1) * self.batch_size]
         return tuple(a[rows] for a in self.arrays)
 
 
-def epoch_shuffled(arrays, batch_size, permutation):
-    """Batches of `arrays` in the order `permutation(epoch)`; returns
-    `(dataset, set_epoch)`."""
+def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
+    """The first `steps` batches of `arrays` in the order `permutation(e)`,
+    e the epoch last passed to `set_epoch`; returns `(dataset, set_epoch)`
+    (a `keras.utils.PyDataset` of `steps` batches: Keras iterates NumPy data
+    without a rebuild cost here, so `endless` makes no difference)."""
     dataset = _EpochOrdered(tuple(np.asarray(a) for a in arrays), batch_size,
-                            permutation)
+                            permutation, steps)
     return dataset, dataset.set_epoch

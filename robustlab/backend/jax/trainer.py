@@ -12,6 +12,7 @@ __all__ = [
     "adversarial_test_step",
     "adversarial_train_step",
     "can_observe_iterates_in_step",
+    "one_step_function",
     "wait_for_iterate_observers",
 ]
 
@@ -97,6 +98,11 @@ def can_observe_iterates_in_step(model):
     """Whether the compiled step can hand iterates to the host: not under a
     Keras distribution (ordered host calls need a single device)."""
     return keras.distribution.distribution() is None
+
+
+def one_step_function(model, step):
+    """None: Keras's own JAX train and test functions are used."""
+    return None
 
 
 def wait_for_iterate_observers():
