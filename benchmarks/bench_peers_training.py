@@ -301,10 +301,11 @@ def robustlab_pipeline_epochs(dataset):
     epochs = itertools.count()
 
     def run_epoch():
-        # On TensorFlow the data is an endless stream of epochs that reads
-        # its first epoch when iteration starts.
+        # On TensorFlow the data is an endless stream of epochs (`steps` is
+        # then fit's steps_per_epoch) that reads its first epoch when
+        # iteration starts.
         set_epoch.on_epoch_begin(next(epochs))
-        for _ in data.take(steps):
+        for _ in (data if steps is None else data.take(steps)):
             pass
 
     return run_epoch

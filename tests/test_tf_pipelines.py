@@ -32,7 +32,7 @@ def test_epoch_shuffled_streams_the_permutations_from_the_epoch_set_last():
     def permutation(epoch):
         return np.roll(np.arange(5), epoch)
 
-    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
+    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
     for epoch in (0, 3):
         set_epoch(epoch)
         np.testing.assert_array_equal(
@@ -41,7 +41,7 @@ def test_epoch_shuffled_streams_the_permutations_from_the_epoch_set_last():
 
 
 def test_epoch_shuffled_reads_the_first_epoch_when_iteration_starts():
-    dataset, set_epoch = data.epoch_shuffled(
+    dataset, set_epoch, _ = data.epoch_shuffled(
         (X, Y), 5, lambda epoch: np.roll(np.arange(5), epoch), steps=1)
     iterator = iter(dataset)  # Keras creates iterators before on_epoch_begin
     set_epoch(2)
@@ -52,7 +52,7 @@ def test_epoch_shuffled_serves_the_first_steps_batches_of_each_epoch():
     def permutation(epoch):
         return np.roll(np.arange(5), epoch)
 
-    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=2)
+    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=2)
     set_epoch(1)
     np.testing.assert_array_equal(
         _rows_of_batches(dataset, 4),
@@ -62,18 +62,21 @@ def test_epoch_shuffled_serves_the_first_steps_batches_of_each_epoch():
 def test_epoch_shuffled_is_endless_so_that_one_iterator_serves_a_fit():
     import tensorflow as tf
 
-    dataset, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
+    dataset, _, fit_steps = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5),
+                                                steps=3)
     assert dataset.cardinality() == tf.data.INFINITE_CARDINALITY
+    assert fit_steps == 3  # fit's steps_per_epoch: Keras needs it to end an epoch
 
 
 def test_epoch_shuffled_not_endless_serves_one_epoch():
     def permutation(epoch):
         return np.roll(np.arange(5), epoch)
 
-    dataset, set_epoch = data.epoch_shuffled((X, Y), 2, permutation, steps=2,
-                                             endless=False)
+    dataset, set_epoch, fit_steps = data.epoch_shuffled((X, Y), 2, permutation, steps=2,
+                                                     endless=False)
     set_epoch(4)
     assert dataset.cardinality() == 2
+    assert fit_steps is None
     np.testing.assert_array_equal(np.concatenate([b[1] for b in _batches(dataset)]),
                                   permutation(4)[:4])
 
@@ -86,5 +89,5 @@ def test_pipelines_run_without_autotuning(pipeline):
     if pipeline == "batched":
         dataset = data.batched((X, Y), 2)
     else:
-        dataset, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
+        dataset, _, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
     assert dataset.options().autotune.enabled is False

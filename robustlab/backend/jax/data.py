@@ -37,9 +37,12 @@ class _EpochOrdered(keras.utils.PyDataset):
 
 def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
     """The first `steps` batches of `arrays` in the order `permutation(e)`,
-    e the epoch last passed to `set_epoch`; returns `(dataset, set_epoch)`
-    (a `keras.utils.PyDataset` of `steps` batches: Keras iterates NumPy data
-    without a rebuild cost here, so `endless` makes no difference)."""
+    e the epoch last passed to `set_epoch`.
+
+    Returns `(dataset, set_epoch, None)`: a `keras.utils.PyDataset` of
+    `steps` batches, which `fit` takes without `steps_per_epoch` (Keras
+    iterates it without a rebuild cost, so `endless` makes no difference).
+    """
     dataset = _EpochOrdered(tuple(np.asarray(a) for a in arrays), batch_size,
                             permutation, steps)
-    return dataset, dataset.set_epoch
+    return dataset, dataset.set_epoch, None

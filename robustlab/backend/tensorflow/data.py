@@ -32,10 +32,11 @@ def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
     where e is the epoch last passed to `set_epoch` when iteration starts;
     endless, or only epoch e's when not `endless`.
 
-    Returns `(dataset, set_epoch)`. `fit` takes the endless stream with
-    `steps_per_epoch=steps` and keeps one iterator for the whole call; over
-    a dataset that ends with each epoch it creates two iterators an epoch
-    (one it never reads). Creating one costs about 6 ms on two CPU cores,
+    Returns `(dataset, set_epoch, steps_per_epoch)`, the last what `fit`
+    takes with the dataset: `steps` for the endless stream (Keras then keeps
+    one iterator for the whole call), else None. Over a dataset that ends
+    with each epoch Keras creates two iterators an epoch (one it never
+    reads). Creating one costs about 6 ms on two CPU cores,
     since TensorFlow instantiates the pipeline's functions anew: about 8%
     of a quick-setting PGD-3 epoch. (The endless stream needs `steps` to be
     a multiple of `steps_per_execution`: Keras runs every execution in
@@ -65,4 +66,4 @@ def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
         .apply(tf.data.experimental.assert_cardinality(
             tf.data.INFINITE_CARDINALITY if endless else steps))
     )
-    return dataset, first_epoch.assign
+    return dataset, first_epoch.assign, steps if endless else None
