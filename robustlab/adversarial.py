@@ -459,9 +459,10 @@ class AdversarialModel(keras.Model):
         """As `keras.Model.fit`. NumPy training data is checked (value range,
         labels) as a whole, a `tf.data.Dataset` batch by batch as it is read,
         and NumPy data is served in the seeded order of
-        `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`), NumPy
-        validation data through a pipeline built once; a non-finite loss
-        stops training with `NonFiniteLossError`."""
+        `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
+        `steps_per_epoch`, each epoch trains on the first so many batches of
+        its order), NumPy validation data through a pipeline built once; a
+        non-finite loss stops training with `NonFiniteLossError`."""
         callbacks = list(callbacks or [])
         backend = _backend.get()
         if _is_array(x):
