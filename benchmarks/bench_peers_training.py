@@ -11,10 +11,13 @@ TensorFlow without XLA (Keras's CPU default). Four ways to train it:
 
 - robustlab: `AdversarialModel(model, PGD(...)).fit` (the quick setting's
   compiled model, metrics included), one `fit(epochs=1)` call an epoch;
-  "robustlab spe=16": the same compiled with Keras's
-  `steps_per_execution=16`, the whole epoch in one compiled call (its
-  trained weights must equal robustlab's bit for bit, or the script exits
-  with status 1);
+  "robustlab in fit": one `fit` call over all the timed epochs, as the main
+  job and the lessons train (it runs in a thread that a callback holds at
+  the start of each epoch until its turn; each epoch is timed from
+  `on_epoch_begin` to `on_epoch_end`); "robustlab spe=16" and "robustlab
+  spe=16 in fit": the same compiled with Keras's `steps_per_execution=16`,
+  the whole epoch in one compiled call. All four must end with the same
+  weights bit for bit, or the script exits with status 1;
 - hand: a hand-written `tf.function` PGD-k SGD step (as in
   `bench_training_step.py`) looped in Python over the epoch's batches;
 - torch+torchattacks: the same network built in PyTorch with the Keras
@@ -28,12 +31,11 @@ Each tool trains its own model; after one warm-up epoch each, every repeat
 times one epoch of each tool in turn (the order rotates), and the table holds
 the medians of seconds an epoch and the medians of the per-repeat ratios.
 Every tool runs on the same number of threads (TensorFlow's intra-op pool
-and torch's are both set to the cores this process may use). Parts of
-robustlab's epoch are listed too: "robustlab in fit" is the epoch from
-`on_epoch_begin` to `on_epoch_end` (what each epoch of a many-epoch `fit`
-costs), "robustlab fit-call setup" the rest of the one-epoch `fit` call,
-and "robustlab data pipeline" one pass over the shuffled batches `fit`
-reads, without training.
+and torch's are both set to the cores this process may use). Also listed:
+"robustlab fit-call setup", the one-epoch `fit` call's time beyond an epoch
+of the long `fit` (paired by repeat), and "robustlab data pipeline", one
+epoch of the shuffled batches `fit` reads, read as `fit` reads them,
+without training.
 
 Then every tool trains 5 epochs at PGD-3 from the same initial weights, with
 three seeds (each seed sets a tool's random starts and epoch order), and
@@ -56,6 +58,7 @@ import itertools
 import os
 import statistics
 import sys
+import threading
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -80,8 +83,11 @@ LEARNING_STEPS = 3
 LOGIT_TOLERANCE = 1e-5
 STEPS_PER_EPOCH = -(-SETTING.train_size // SETTING.batch_size)
 ONE_CALL = f"robustlab spe={STEPS_PER_EPOCH}"  # the whole epoch in one compiled call
-# Rows of the timing table read off robustlab's timed epochs, not run.
-DERIVED = ("robustlab in fit", "robustlab fit-call setup", f"{ONE_CALL} in fit")
+# The epochs of one many-epoch `fit` call, timed inside it.
+IN_FIT = "robustlab in fit"
+ONE_CALL_IN_FIT = f"{ONE_CALL} in fit"
+# Rows of the timing table computed from other rows, not run.
+DERIVED = ("robustlab fit-call setup",)
 THREADS = len(os.sched_getaffinity(0))
 TARGETS = {
     "robustlab/hand": "<= 1.05",
@@ -262,51 +268,98 @@ def robustlab_model(steps, attack_seed=None, steps_per_execution=1):
     return dataset, model
 
 
-class _EpochSeconds(keras.callbacks.Callback):
-    """Seconds from the start to the end of each epoch inside `fit`: the
-    epoch without `fit`'s own setup, as a many-epoch `fit` pays it."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
 def robustlab_epochs(model, dataset):
-    """`run_epoch()`, one `fit` call an epoch; `run_epoch.inside_fit` lists
-    the seconds of each epoch without the call's setup."""
+    """`run_epoch()`, one `fit` call an epoch: what a user pays who calls
+    `fit(epochs=1)` in a loop (the call's setup included)."""
     epochs = itertools.count()
-    timer = _EpochSeconds()
 
     def run_epoch():
         # initial_epoch moves on, so each epoch gets its own seeded order.
         epoch = next(epochs)
         model.fit(dataset.x_train, dataset.y_train, batch_size=SETTING.batch_size,
-                  epochs=epoch + 1, initial_epoch=epoch, verbose=0, callbacks=[timer])
+                  epochs=epoch + 1, initial_epoch=epoch, verbose=0)
 
-    run_epoch.inside_fit = timer.seconds
+    return run_epoch
+
+
+class _PacedEpochs(keras.callbacks.Callback):
+    """Holds a `fit` running in another thread at the start of each epoch
+    until `run_epoch` lets it go, and times each epoch from `on_epoch_begin`
+    to `on_epoch_end`."""
+
+    def __init__(self):
+        super().__init__()
+        self.go = threading.Semaphore(0)
+        self.finished = threading.Semaphore(0)
+        self.seconds = []
+        self._first = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self._first:
+            # Released here, not in on_epoch_end, so that the epoch's other
+            # end-of-epoch callbacks have run before the next tool starts.
+            self.finished.release()
+        self._first = False
+        self.go.acquire()
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, logs=None):
+        self.finished.release()
+
+
+def robustlab_long_fit_epochs(model, dataset, epochs):
+    """`run_epoch()` that lets one `fit(epochs=epochs)` call, running in a
+    thread, train its next epoch: what each epoch of a many-epoch `fit`
+    costs (the main job's, the lessons'). `run_epoch.seconds` lists each
+    epoch's seconds inside `fit`; call it exactly `epochs` times."""
+    pacer = _PacedEpochs()
+    errors = []
+
+    def train():
+        try:
+            model.fit(dataset.x_train, dataset.y_train, batch_size=SETTING.batch_size,
+                      epochs=epochs, verbose=0, callbacks=[pacer])
+        except BaseException as error:  # re-raised in the caller's thread
+            errors.append(error)
+            pacer.finished.release()
+
+    thread = threading.Thread(target=train, daemon=True)
+
+    def run_epoch():
+        if thread.ident is None:
+            thread.start()
+        pacer.go.release()
+        pacer.finished.acquire()
+        if errors:
+            raise errors[0]
+
+    run_epoch.seconds = pacer.seconds
     return run_epoch
 
 
 def robustlab_pipeline_epochs(dataset):
     """`run_epoch()` that only reads one epoch of the seeded, shuffled
-    batches robustlab's `fit` trains on: the data part of its epoch."""
+    batches robustlab's `fit` trains on, as `fit` reads them: the data part
+    of its epoch."""
     data, set_epoch, steps = epoch_shuffled_batches(
         dataset.x_train, dataset.y_train, None, SETTING.batch_size, SETTING.seed)
     epochs = itertools.count()
+    stream = []
 
     def run_epoch():
-        # On TensorFlow the data is an endless stream of epochs (`steps` is
-        # then fit's steps_per_epoch) that reads its first epoch when
-        # iteration starts.
         set_epoch.on_epoch_begin(next(epochs))
-        for _ in (data if steps is None else data.take(steps)):
-            pass
+        if steps is None:  # the data ends with each epoch
+            for _ in data:
+                pass
+            return
+        # An endless stream of epochs: one iterator serves the whole `fit`.
+        if not stream:
+            stream.append(iter(data))
+        for _ in range(steps):
+            next(stream[0])
 
     return run_epoch
 
@@ -433,13 +486,18 @@ def art_epochs(module, attack, dataset):
     return run_epoch
 
 
-def epoch_runners(steps, seed=0):
+def epoch_runners(steps, epochs, seed=0):
     """{tool: run_epoch} for PGD-`steps`, each on a fresh model with the
     same initial weights, `seed` setting each tool's random starts and epoch
-    order; also the models being trained, to read back."""
+    order; also the models being trained, to read back. The runners of one
+    long `fit` (`IN_FIT`, `ONE_CALL_IN_FIT`) must be called `epochs`
+    times."""
     dataset, model = robustlab_model(steps, attack_seed=seed or None)
     _, one_call = robustlab_model(steps, attack_seed=seed or None,
                                   steps_per_execution=STEPS_PER_EPOCH)
+    _, long_fit = robustlab_model(steps, attack_seed=seed or None)
+    _, one_call_long_fit = robustlab_model(steps, attack_seed=seed or None,
+                                           steps_per_execution=STEPS_PER_EPOCH)
     attack = pgd_config(steps)
     net = keras_net()
     torch_module = torch_model_from(keras_net())
@@ -447,12 +505,15 @@ def epoch_runners(steps, seed=0):
     runners = {
         "robustlab": robustlab_epochs(model, dataset),
         ONE_CALL: robustlab_epochs(one_call, dataset),
+        IN_FIT: robustlab_long_fit_epochs(long_fit, dataset, epochs),
+        ONE_CALL_IN_FIT: robustlab_long_fit_epochs(one_call_long_fit, dataset, epochs),
         "hand": hand_written_epochs(net, attack, dataset, seed),
         "torch+torchattacks": torchattacks_epochs(torch_module, attack, dataset, seed),
         "ART": art_epochs(art_module, attack, dataset),
     }
-    trained = {"robustlab": model.model, ONE_CALL: one_call.model, "hand": net,
-               "torch+torchattacks": torch_module, "ART": art_module}
+    trained = {"robustlab": model.model, ONE_CALL: one_call.model,
+               IN_FIT: long_fit.model, ONE_CALL_IN_FIT: one_call_long_fit.model,
+               "hand": net, "torch+torchattacks": torch_module, "ART": art_module}
     return dataset, runners, trained
 
 
@@ -463,8 +524,10 @@ def epoch_runners(steps, seed=0):
 def interleaved_seconds(runners, repeats, warmup=1):
     """{tool: [seconds of each repeat]}: every repeat runs each tool once, the
     order rotating by one tool a repeat, so that load from other processes
-    falls on all tools alike. robustlab's epochs are also listed without
-    `fit`'s per-call setup ("robustlab in fit")."""
+    falls on all tools alike. The epochs of one long `fit` are timed inside
+    it (`run_epoch.seconds`); "robustlab fit-call setup" is what a one-epoch
+    `fit` call costs beyond such an epoch (the same training: the weights
+    are checked equal)."""
     names = list(runners)
     for _ in range(warmup):
         for name in names:
@@ -476,19 +539,24 @@ def interleaved_seconds(runners, repeats, warmup=1):
             start = time.perf_counter()
             runners[name]()
             times[name].append(time.perf_counter() - start)
-    times["robustlab in fit"] = runners["robustlab"].inside_fit[warmup:]
-    times[f"{ONE_CALL} in fit"] = runners[ONE_CALL].inside_fit[warmup:]
+    for name in names:
+        if hasattr(runners[name], "seconds"):
+            times[name] = runners[name].seconds[warmup:]
     times["robustlab fit-call setup"] = [
-        call - inside for call, inside in zip(times["robustlab"], times["robustlab in fit"])]
+        call - inside for call, inside in zip(times["robustlab"], times[IN_FIT])]
     return times
 
 
-def check_same_weights(net, other, steps):
-    """Exit with status 1 unless the two trained networks hold the same
-    weights bit for bit (same initial weights, seeds and epochs)."""
-    same = all(np.array_equal(a, b) for a, b in zip(net.get_weights(), other.get_weights()))
-    print(f"PGD-{steps}: weights after every timed epoch, robustlab and {ONE_CALL}: "
-          f"{'identical' if same else 'DIFFERENT'}")
+def check_same_weights(trained, steps):
+    """Exit with status 1 unless robustlab's four ways of calling `fit`
+    trained to the same weights bit for bit (same initial weights, seeds and
+    epochs)."""
+    others = (ONE_CALL, IN_FIT, ONE_CALL_IN_FIT)
+    reference = trained["robustlab"].get_weights()
+    same = all(np.array_equal(a, b) for name in others
+               for a, b in zip(reference, trained[name].get_weights()))
+    print(f"PGD-{steps}: weights after every timed epoch, robustlab, "
+          f"{', '.join(others)}: {'identical' if same else 'DIFFERENT'}")
     if not same:
         sys.exit(1)
 
@@ -500,20 +568,20 @@ def paired_ratio(times, numerator, denominator):
 def timing_rows(steps_list, repeats):
     rows = []
     for steps in steps_list:
-        dataset, runners, trained = epoch_runners(steps)
+        dataset, runners, trained = epoch_runners(steps, epochs=1 + repeats)
         runners["robustlab data pipeline"] = robustlab_pipeline_epochs(dataset)
         times = interleaved_seconds(runners, repeats)
-        check_same_weights(trained["robustlab"], trained[ONE_CALL], steps)
+        check_same_weights(trained, steps)
         rows.append((steps, times, {
             "robustlab/hand": paired_ratio(times, "robustlab", "hand"),
-            "robustlab in fit/hand": paired_ratio(times, "robustlab in fit", "hand"),
+            f"{IN_FIT}/hand": paired_ratio(times, IN_FIT, "hand"),
             "robustlab/torch+torchattacks": paired_ratio(
                 times, "robustlab", "torch+torchattacks"),
-            "robustlab in fit/torch+torchattacks": paired_ratio(
-                times, "robustlab in fit", "torch+torchattacks"),
-            f"{ONE_CALL} in fit/hand": paired_ratio(times, f"{ONE_CALL} in fit", "hand"),
-            f"{ONE_CALL} in fit/torch+torchattacks": paired_ratio(
-                times, f"{ONE_CALL} in fit", "torch+torchattacks"),
+            f"{IN_FIT}/torch+torchattacks": paired_ratio(
+                times, IN_FIT, "torch+torchattacks"),
+            f"{ONE_CALL_IN_FIT}/hand": paired_ratio(times, ONE_CALL_IN_FIT, "hand"),
+            f"{ONE_CALL_IN_FIT}/torch+torchattacks": paired_ratio(
+                times, ONE_CALL_IN_FIT, "torch+torchattacks"),
             "ART/robustlab": paired_ratio(times, "ART", "robustlab"),
             "ART/torch+torchattacks": paired_ratio(times, "ART", "torch+torchattacks"),
         }))
@@ -579,10 +647,10 @@ def learning_rows(seeds):
 
     rows, worst_copy = [], 0.0
     for seed in seeds:
-        dataset, runners, trained = epoch_runners(LEARNING_STEPS, seed)
+        dataset, runners, trained = epoch_runners(LEARNING_STEPS, LEARNING_EPOCHS, seed)
         for name, run_epoch in runners.items():
-            if name == ONE_CALL:  # trains to robustlab's weights (checked above)
-                continue
+            if name in (ONE_CALL, IN_FIT, ONE_CALL_IN_FIT):
+                continue  # trains to robustlab's weights (checked above)
             np.random.seed(seed)  # ART's shuffling and random starts
             torch.manual_seed(seed)  # torchattacks' random starts
             for _ in range(LEARNING_EPOCHS):
