@@ -101,18 +101,19 @@ class AdversarialModel(keras.Model):
       Keras's `train_on_batch` under `tf.distribute` hands every replica the
       whole batch rather than a shard; `fit` splits it.
 
-    Speed: `compile(..., steps_per_execution=k)` runs k training steps in one
-    compiled call and trains to the same weights bit for bit (tested on
-    both backends, a short last batch included). On TensorFlow it saves
-    Keras's host round trip of each step: an epoch of the digits setting
-    (16 steps) on 2 CPU cores took 0.157 s instead of 0.194 s at PGD-3 and
-    0.346 s instead of 0.385 s at PGD-10 with k = 16, the time of a
-    hand-written `tf.function` loop (`benchmarks/README.md`); on JAX it made
-    no measurable difference. Per-batch callbacks then see one batch in k;
-    an instrument that needs every iterate registers with
-    `observe_iterates`, as `PosteriorTracker` does, and receives each one
-    from inside the compiled step. (`robustlab.experiments.run` uses a
-    whole epoch a call unless a callback of yours has a per-batch hook.)
+    Speed: on TensorFlow, an epoch of the digits setting (16 steps of PGD-3)
+    inside a many-epoch `fit` took 0.99x the time of a hand-written
+    `tf.function` loop on 2 CPU cores (`benchmarks/README.md`): `fit` keeps
+    one iterator over NumPy data for the whole call and runs each step in a
+    single `tf.function`. `compile(..., steps_per_execution=k)` runs k
+    training steps in one compiled call (0.95x with k = 16) and trains to
+    the same weights bit for bit (tested on both backends, a short last
+    batch included); on JAX it made no measurable difference. Per-batch
+    callbacks then see one batch in k; an instrument that needs every
+    iterate registers with `observe_iterates`, as `PosteriorTracker` does,
+    and receives each one from inside the compiled step.
+    (`robustlab.experiments.run` uses a whole epoch a call unless a
+    callback of yours has a per-batch hook.)
 
     Example:
 

@@ -36,9 +36,9 @@ def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
     takes with the dataset: `steps` for the endless stream (Keras then keeps
     one iterator for the whole call), else None. Over a dataset that ends
     with each epoch Keras creates two iterators an epoch (one it never
-    reads). Creating one costs about 6 ms on two CPU cores,
-    since TensorFlow instantiates the pipeline's functions anew: about 8%
-    of a quick-setting PGD-3 epoch. (The endless stream needs `steps` to be
+    reads), and creating one costs about 6 ms on two CPU cores, since
+    TensorFlow instantiates the pipeline's functions anew: the two, about
+    8% of a quick-setting PGD-3 epoch. (The endless stream needs `steps` to be
     a multiple of `steps_per_execution`: Keras runs every execution in
     full, and the last one of an epoch would run into the next.)
     """

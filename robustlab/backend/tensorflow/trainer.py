@@ -121,7 +121,6 @@ def adversarial_test_step(model, data):
     return model.evaluate_batch(x, y, sample_weight)
 
 
-
 def one_step_function(model, step):
     """Keras's `train_function` (or `test_function`) of `step` for one step
     a call, or None where Keras's own is used: with `steps_per_execution`
