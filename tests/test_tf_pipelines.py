@@ -43,7 +43,7 @@ def test_epoch_shuffled_streams_the_permutations_from_the_epoch_set_last():
 def test_epoch_shuffled_reads_the_first_epoch_when_iteration_starts():
     dataset, set_epoch, _ = data.epoch_shuffled(
         (X, Y), 5, lambda epoch: np.roll(np.arange(5), epoch), steps=1)
-    iterator = iter(dataset)  # Keras creates iterators before on_epoch_begin
+    iterator = iter(dataset)  # made before the epoch is set: read at the first batch
     set_epoch(2)
     np.testing.assert_array_equal(next(iterator)[1].numpy(), np.roll(np.arange(5), 2))
 
