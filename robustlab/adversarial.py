@@ -38,7 +38,7 @@ from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
 from robustlab.iterate_observers import IterateObservers
-from robustlab.shuffling import epoch_shuffled_batches
+from robustlab.shuffling import ReusedEpochData
 from robustlab.training_guards import AWPGammaFromConfig
 from robustlab.training_guards import StopOnNonFiniteLoss
 
@@ -174,6 +174,7 @@ class AdversarialModel(keras.Model):
             seed + 1_000_003, name="eval_attack_seed"
         )
         self._iterate_observers = IterateObservers()
+        self._epoch_data = ReusedEpochData()
         if model.built and getattr(model, "inputs", None):
             model_validation.check_classifier(
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
@@ -463,7 +464,11 @@ class AdversarialModel(keras.Model):
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
         `steps_per_epoch`, each epoch trains on the first so many batches of
         its order), NumPy validation data through a pipeline built once; a
-        non-finite loss stops training with `NonFiniteLossError`."""
+        non-finite loss stops training with `NonFiniteLossError`. The
+        training data built for NumPy arrays (up to 64 MiB) is kept for the
+        next call with arrays of the same content
+        (`robustlab.shuffling.ReusedEpochData`), so that `fit(epochs=1)` in
+        a loop does not pay for building it every epoch."""
         callbacks = list(callbacks or [])
         backend = _backend.get()
         if _is_array(x):
@@ -479,7 +484,7 @@ class AdversarialModel(keras.Model):
                 validation_split = 0.0
             batch_size = batch_size or 32
             if shuffle:
-                x, epoch_callback, kwargs["steps_per_epoch"] = epoch_shuffled_batches(
+                x, epoch_callback, kwargs["steps_per_epoch"] = self._epoch_data(
                     x, y, sample_weight, batch_size, self.seed,
                     kwargs.get("steps_per_epoch"), self.steps_per_execution)
                 callbacks.append(epoch_callback)

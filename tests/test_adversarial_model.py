@@ -163,6 +163,44 @@ def test_the_same_seed_gives_identical_histories(digits):
     assert run() == run()
 
 
+def test_one_fit_call_an_epoch_trains_bit_for_bit_as_one_fit_over_the_epochs(digits):
+    # The second and third calls get the data the first one built.
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    at_once = small_cnn_model(seed=4)
+    losses = at_once.fit(x, y, batch_size=64, epochs=3, verbose=0).history["loss"]
+    by_calls = small_cnn_model(seed=4)
+    losses_by_calls = [
+        by_calls.fit(x, y, batch_size=64, epochs=epoch + 1, initial_epoch=epoch,
+                     verbose=0).history["loss"][0]
+        for epoch in range(3)]
+    assert losses_by_calls == losses
+    for a, b in zip(at_once.model.get_weights(), by_calls.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("changed", ["x", "y"])
+def test_arrays_changed_in_place_between_fit_calls_are_trained_on_as_changed(
+        digits, changed):
+    def two_epochs(model, first, second):
+        for epoch, (x, y) in enumerate((first, second)):
+            model.fit(x, y, batch_size=64, epochs=epoch + 1, initial_epoch=epoch,
+                      verbose=0)
+        return model.model.get_weights()
+
+    x, y = digits.x_train[:256].copy(), digits.y_train[:256].copy()
+    before = (x.copy(), y.copy())
+    model = small_cnn_model(seed=6)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    if changed == "x":
+        x[:] = 1.0 - x
+    else:
+        y[:] = (y + 1) % 10
+    model.fit(x, y, batch_size=64, epochs=2, initial_epoch=1, verbose=0)
+    expected = two_epochs(small_cnn_model(seed=6), before, (x.copy(), y.copy()))
+    for a, b in zip(model.model.get_weights(), expected):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_several_steps_per_execution_train_bit_for_bit_as_one_at_a_time(digits):
     # Keras's steps_per_execution runs several steps in one compiled call
     # (fewer host round trips); the attack's random starts and every weight
