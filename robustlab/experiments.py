@@ -317,7 +317,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         "keras_version": keras.__version__,
         "code": provenance.code_identity(),
         "hardware": provenance.hardware(),
-        "cpu_threads": provenance.cpu_threads(),
+        "cpu_threads": provenance.run_cpu_threads(),
     }
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
     if resume:

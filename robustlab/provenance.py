@@ -49,6 +49,7 @@ __all__ = [
     "cpu_kind",
     "cpu_threads",
     "hardware",
+    "run_cpu_threads",
     "source_digest",
 ]
 
@@ -104,6 +105,15 @@ def cpu_threads():
     return int(_backend.get().cpu_threads())
 
 
+def run_cpu_threads():
+    """The CPU thread count a run records and is resumed or reused with:
+    `cpu_threads()` where the CPU computes the run, None where an
+    accelerator does (its kernels, not the host's thread count, compute the
+    model's sums), so that a GPU run resumes on a host with another number
+    of cores."""
+    return None if _backend.get().accelerator() else cpu_threads()
+
+
 # The instruction-set extensions that change which kernels oneDNN, Eigen and
 # XLA run (x86 "flags", aarch64 "Features"); the rest of the flags don't.
 _KERNEL_FLAG_PREFIXES = {
@@ -149,6 +159,6 @@ def hardware():
     uses (`"gpu: NVIDIA H200"`), else `"cpu: "` and `cpu_kind()`. Like the
     code, it decides a run's last digits and so its trajectory: a run is
     resumed or reused only on the same hardware (and, on a CPU, the same
-    `cpu_threads()`)."""
+    `cpu_threads()`: `run_cpu_threads()`)."""
     accelerator = _backend.get().accelerator()
     return accelerator if accelerator else f"cpu: {cpu_kind()}"

@@ -639,7 +639,7 @@ def _completed_history(folder, config):
     if (saved.get("experiment") != json.loads(json.dumps(config.to_dict()))
             or saved.get("code") != provenance.code_identity()
             or saved.get("hardware") != provenance.hardware()
-            or saved.get("cpu_threads") != provenance.cpu_threads()):
+            or saved.get("cpu_threads") != provenance.run_cpu_threads()):
         return None
     return _history_from_json(history)
 
@@ -744,7 +744,7 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     expected = json.loads(json.dumps(config.to_dict()))
     code = provenance.code_identity()
     hardware = provenance.hardware()
-    threads = provenance.cpu_threads()
+    threads = provenance.run_cpu_threads()
     if resume and os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
@@ -837,7 +837,7 @@ def _metadata(study, seeds, epochs):
         "backend": keras.backend.backend(),
         "code": provenance.code_identity(),
         "hardware": provenance.hardware(),
-        "cpu_threads": provenance.cpu_threads(),
+        "cpu_threads": provenance.run_cpu_threads(),
         "shortened_to_epochs": epochs,
     }
 

@@ -103,3 +103,15 @@ def test_with_an_accelerator_the_hardware_is_the_accelerator(monkeypatch):
     # host with the same GPU, it is the same run.
     monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
     assert provenance.hardware() == "gpu: NVIDIA H200"
+
+
+def test_a_cpu_run_records_its_cpu_thread_count(monkeypatch):
+    monkeypatch.setattr(backend.get(), "accelerator", lambda: None)
+    assert provenance.run_cpu_threads() == provenance.cpu_threads()
+
+
+def test_an_accelerator_run_records_no_cpu_thread_count(monkeypatch):
+    # The accelerator computes the model's sums, so a GPU run resumes on a
+    # host with another number of cores.
+    monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
+    assert provenance.run_cpu_threads() is None

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 
+from robustlab import backend
 from robustlab import experiments
 from robustlab import forks
 from robustlab import provenance
@@ -201,6 +202,18 @@ def test_resuming_a_run_made_on_another_thread_count_is_refused(tmp_path):
     with pytest.raises(ValueError, match=rf"made on {provenance.cpu_threads() + 3} CPU threads"
                                          rf".*--threads {provenance.cpu_threads() + 3}"):
         experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+
+
+def test_an_accelerator_run_resumes_on_a_host_with_another_thread_count(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
+    out = str(tmp_path / "run")
+    experiments.run(TINY, out, verbose=0, epochs=1)
+    assert read_json(out, "config.json")["cpu_threads"] is None
+    other_count = provenance.cpu_threads() + 3
+    monkeypatch.setattr(backend.get(), "cpu_threads", lambda: other_count)
+    history, _ = experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+    assert history == read_json(out, "history.json")
 
 
 def test_resuming_a_run_made_on_other_hardware_is_refused(tmp_path):

@@ -132,7 +132,7 @@ def test_runs_and_forks_of_other_code_hardware_or_threads_are_not_reused(
 
 
 @pytest.mark.parametrize("key, value", [("hardware", provenance.hardware),
-                                        ("cpu_threads", provenance.cpu_threads)])
+                                        ("cpu_threads", provenance.run_cpu_threads)])
 def test_results_record_the_hardware_and_the_cpu_threads(reproduced, key, value):
     out, results = reproduced
     assert results.metadata[key] == value()
