@@ -40,6 +40,47 @@ def test_epoch_shuffled_streams_the_permutations_from_the_epoch_set_last():
             np.concatenate([permutation(epoch), permutation(epoch + 1)]))
 
 
+def test_epoch_shuffled_ends_each_epoch_with_its_short_batch():
+    dataset, set_epoch, _ = data.epoch_shuffled(
+        (X, Y), 2, lambda epoch: np.roll(np.arange(5), epoch), steps=3)
+    set_epoch(0)
+    assert [len(b[1]) for b in _batches(dataset.take(6))] == [2, 2, 1, 2, 2, 1]
+
+
+def test_epoch_shuffled_computes_each_epochs_order_once():
+    calls = []
+
+    def permutation(epoch):
+        calls.append(epoch)
+        return np.roll(np.arange(5), epoch)
+
+    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
+    set_epoch(0)
+    _batches(dataset.take(9))
+    # (Epoch 3's may have been computed too, for the batch prefetched next.)
+    assert calls[:3] == [0, 1, 2] and len(calls) == len(set(calls))
+
+
+def test_epoch_shuffled_iterators_started_at_other_epochs_each_serve_their_own():
+    # Kept between fit calls, one stream can have an iterator left from the
+    # last call while the next call's reads from another epoch.
+    def permutation(epoch):
+        return np.roll(np.arange(5), epoch)
+
+    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 5, permutation, steps=1)
+    set_epoch(0)
+    earlier = iter(dataset)
+    first = [next(earlier)[1].numpy()]
+    set_epoch(7)
+    later = iter(dataset)
+    second = []
+    for _ in range(3):
+        first.append(next(earlier)[1].numpy())
+        second.append(next(later)[1].numpy())
+    np.testing.assert_array_equal(first, [permutation(e) for e in range(4)])
+    np.testing.assert_array_equal(second, [permutation(e) for e in range(7, 10)])
+
+
 def test_epoch_shuffled_reads_the_first_epoch_when_iteration_starts():
     dataset, set_epoch, _ = data.epoch_shuffled(
         (X, Y), 5, lambda epoch: np.roll(np.arange(5), epoch), steps=1)
