@@ -175,6 +175,7 @@ class AdversarialModel(keras.Model):
         )
         self._iterate_observers = IterateObservers()
         self._epoch_data = ReusedEpochData()
+        self._training_stream = None
         if model.built and getattr(model, "inputs", None):
             model_validation.check_classifier(
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
@@ -421,9 +422,30 @@ class AdversarialModel(keras.Model):
             return self.train_function
         function = _backend.get().one_step_function(self, self.train_step)
         if function is None:
-            return super().make_train_function(force=force)
-        self.train_function = function
-        return function
+            super().make_train_function(force=force)  # sets it; may return None
+            function = self.train_function
+        self.train_function = self._counting_batches_read(function)
+        return self.train_function
+
+    def _counting_batches_read(self, function):
+        """`function`, telling the stream of epochs `fit` reads (if it keeps
+        its iterator between calls) how many batches each call read, or
+        that a call failed, so that it hands the iterator to the next `fit`
+        only where it stands at that call's first batch."""
+
+        def train_function(*args, **kwargs):
+            stream = self._training_stream
+            if stream is None:
+                return function(*args, **kwargs)
+            try:
+                logs = function(*args, **kwargs)
+            except BaseException:
+                stream.abandon(args[0])
+                raise
+            stream.batches_read(args[0], self.steps_per_execution)
+            return logs
+
+        return train_function
 
     def make_test_function(self, force=False):
         """As Keras's; on TensorFlow, one step a call runs in a single
@@ -468,9 +490,13 @@ class AdversarialModel(keras.Model):
         training data built for NumPy arrays (up to 64 MiB) is kept for the
         next call with arrays of the same content
         (`robustlab.shuffling.ReusedEpochData`), so that `fit(epochs=1)` in
-        a loop does not pay for building it every epoch."""
+        a loop does not pay for building it every epoch; on TensorFlow,
+        with its iterator, which a call that starts at the epoch the
+        iterator stands at reads on from (the batches are those of a new
+        one, bit for bit)."""
         callbacks = list(callbacks or [])
         backend = _backend.get()
+        stream = None
         if _is_array(x):
             self._check_arrays(x, y, "x", "y")
             if validation_split:
@@ -488,6 +514,7 @@ class AdversarialModel(keras.Model):
                     x, y, sample_weight, batch_size, self.seed,
                     kwargs.get("steps_per_epoch"), self.steps_per_execution)
                 callbacks.append(epoch_callback)
+                stream = epoch_callback.stream
             else:
                 arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
                 x = backend.batched(arrays, batch_size)
@@ -513,6 +540,7 @@ class AdversarialModel(keras.Model):
             # start of an epoch is the one in force, not overwritten.
             callbacks.insert(0, AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
+        self._training_stream = stream
         try:
             return self._raising_input_errors(
                 super().fit, x, y, batch_size=batch_size, epochs=epochs,
@@ -521,6 +549,7 @@ class AdversarialModel(keras.Model):
                 validation_batch_size=validation_batch_size, **kwargs,
             )
         finally:
+            self._training_stream = None
             self._end_iterate_observation()
 
     def _end_iterate_observation(self):

@@ -201,6 +201,73 @@ def test_arrays_changed_in_place_between_fit_calls_are_trained_on_as_changed(
         np.testing.assert_array_equal(a, b)
 
 
+def _epoch_by_hand(model, x, y, epoch, batches=None):
+    # The seeded order of `epoch` (its first `batches` batches of 64),
+    # trained unshuffled: what fit's epoch trains on.
+    rows = robustlab.shuffling.epoch_permutation(len(x), seed=model.seed)(epoch)
+    rows = rows if batches is None else rows[:64 * batches]
+    model.fit(x[rows], y[rows], batch_size=64, epochs=epoch + 1, initial_epoch=epoch,
+              shuffle=False, verbose=0)
+
+
+class _StopAfterBatch(keras.callbacks.Callback):
+    def __init__(self, batch):
+        super().__init__()
+        self.batch = batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.batch:
+            self.model.stop_training = True
+
+
+def test_fit_after_a_call_stopped_mid_epoch_trains_on_the_next_epochs_order(digits):
+    # The stopped call's stream stands inside epoch 0: the next call must
+    # not go on from there.
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    model = small_cnn_model(seed=7)
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[_StopAfterBatch(1)])
+    model.fit(x, y, batch_size=64, epochs=2, initial_epoch=1, verbose=0)
+    by_hand = small_cnn_model(seed=7)
+    _epoch_by_hand(by_hand, x, y, 0, batches=2)
+    _epoch_by_hand(by_hand, x, y, 1)
+    for a, b in zip(model.model.get_weights(), by_hand.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_fit_going_back_to_an_earlier_epoch_trains_on_that_epochs_order(digits):
+    x, y = digits.x_train[:256], digits.y_train[:256]
+    model = small_cnn_model(seed=8)
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0)
+    model.fit(x, y, batch_size=64, epochs=1, initial_epoch=0, verbose=0)
+    by_hand = small_cnn_model(seed=8)
+    for epoch in (0, 1, 0):
+        _epoch_by_hand(by_hand, x, y, epoch)
+    for a, b in zip(model.model.get_weights(), by_hand.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_train_call_that_raises_abandons_the_streams_iterator():
+    # So that the stream never hands on an iterator it cannot account for.
+    events = []
+
+    class Stream:
+        def batches_read(self, iterator, batches):
+            events.append(("read", iterator, batches))
+
+        def abandon(self, iterator):
+            events.append(("abandon", iterator))
+
+    def failing(iterator):
+        raise RuntimeError("the step failed")
+
+    model = small_cnn_model()
+    model._training_stream = Stream()
+    with pytest.raises(RuntimeError, match="the step failed"):
+        model._counting_batches_read(failing)("iterator")
+    model._counting_batches_read(lambda iterator: {})("iterator")
+    assert events == [("abandon", "iterator"), ("read", "iterator", 1)]
+
+
 def test_several_steps_per_execution_train_bit_for_bit_as_one_at_a_time(digits):
     # Keras's steps_per_execution runs several steps in one compiled call
     # (fewer host round trips); the attack's random starts and every weight

@@ -132,3 +132,65 @@ def test_pipelines_run_without_autotuning(pipeline):
     else:
         dataset, _, _ = data.epoch_shuffled((X, Y), 2, lambda epoch: np.arange(5), steps=3)
     assert dataset.options().autotune.enabled is False
+
+
+# -- the endless stream's iterator, kept between fit calls --------------------
+
+
+def _roll(epoch):
+    return np.roll(np.arange(5), epoch)
+
+
+def _read_epoch(dataset, stream, epoch, batches=3):
+    """What `fit` does over one epoch of `steps` = 3 batches of 2."""
+    stream(epoch)
+    iterator = iter(dataset)
+    rows = []
+    for _ in range(batches):
+        rows.append(next(iterator)[1].numpy())
+        stream.batches_read(iterator, 1)
+    stream.epoch_ended()
+    return iterator, np.concatenate(rows)
+
+
+def test_the_stream_hands_its_iterator_to_a_call_starting_where_it_stands():
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    first, rows = _read_epoch(dataset, stream, 0)
+    np.testing.assert_array_equal(rows, _roll(0))
+    second, rows = _read_epoch(dataset, stream, 1)
+    assert second is first
+    np.testing.assert_array_equal(rows, _roll(1))
+
+
+@pytest.mark.parametrize("case", ["another epoch", "part of an epoch read", "abandoned"])
+def test_the_stream_starts_a_new_iterator_where_the_kept_one_does_not_stand_at_the_epoch(
+        case):
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    next_epoch = 5 if case == "another epoch" else 1
+    first, _ = _read_epoch(dataset, stream, 0, batches=2 if case == "part of an epoch read" else 3)
+    if case == "abandoned":
+        stream.abandon(first)
+    second, rows = _read_epoch(dataset, stream, next_epoch)
+    assert second is not first
+    np.testing.assert_array_equal(rows, _roll(next_epoch))
+
+
+def test_iterators_asked_for_outside_an_epochs_start_are_new_and_leave_the_kept_one():
+    # Keras builds an unbuilt model from a first batch before training.
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    kept, _ = _read_epoch(dataset, stream, 0)
+    other = iter(dataset)
+    next(other)
+    assert other is not kept
+    again, rows = _read_epoch(dataset, stream, 1)
+    assert again is kept
+    np.testing.assert_array_equal(rows, _roll(1))
+
+
+def test_batches_read_from_other_iterators_are_not_counted():
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    kept, _ = _read_epoch(dataset, stream, 0)
+    stream.batches_read(iter(dataset), 3)
+    stream.abandon(iter(dataset))
+    again, _ = _read_epoch(dataset, stream, 1)
+    assert again is kept
