@@ -10,6 +10,7 @@ import tensorflow as tf
 from tensorflow.python.data.ops import dataset_ops
 
 __all__ = [
+    "EpochStream",
     "batched",
     "epoch_shuffled",
 ]
