@@ -452,6 +452,56 @@ def test_the_linearization_is_dropped_with_its_operator(mlp):
     assert hvp._linearization is None
 
 
+@pytest.fixture
+def pooled_cnn(precise):
+    """Conv2D(relu) -> 2x2 MaxPooling2D -> Dense, float64, on 6 images."""
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([
+        keras.Input((4, 4, 1), dtype="float64"),
+        keras.layers.Conv2D(2, 3, padding="same", activation="relu", dtype="float64"),
+        keras.layers.MaxPooling2D(2, dtype="float64"),
+        keras.layers.Flatten(dtype="float64"),
+        keras.layers.Dense(3, dtype="float64"),
+    ])
+    model.set_weights([rng.standard_normal(v.shape) for v in model.trainable_variables])
+    return model, rng.standard_normal((6, 4, 4, 1)), rng.integers(0, 3, 6)
+
+
+def _plain_jax_product(operator, vector):
+    """The product by JAX's own rules: `jax.jvp` of `jax.grad` of the
+    operator's loss written directly over `stateless_call`, without the
+    tiled max pooling."""
+    import jax
+
+    hvp = operator._hvp
+    (x, y, weight), = operator._batches
+    trainable, non_trainable = hvp._current_values()
+    model = hvp._model()
+
+    def loss(weights):
+        logits, _ = model.stateless_call(weights, non_trainable, x, training=False)
+        return hvp._weighted_loss(y, logits, weight)
+
+    tangent = hvp._split(np.asarray(vector, operator._float_dtype))
+    _, product = jax.jit(lambda w, t: jax.jvp(jax.grad(loss), (w,), (t,)))(trainable, tangent)
+    return np.asarray(hvp._concat(product, operator._float_dtype))
+
+
+@jax_only
+def test_products_through_max_pooling_are_jax_own_without_its_windowed_selects(pooled_cnn):
+    import jax
+
+    model, x, y = pooled_cnn
+    operator = curvature.HessianOperator(model, x, y, loss=CROSS_ENTROPY)
+    v = np.random.default_rng(0).standard_normal(operator.dim)
+    _assert_equal_up_to_rounding(operator.matvec(v), _plain_jax_product(operator, v))
+    hvp = operator._hvp
+    (batch_x, batch_y, weight), = operator._batches
+    traced = jax.make_jaxpr(hvp._traced)(*hvp._current_values(), batch_x, batch_y, weight)
+    assert "select_and_scatter_add" not in str(traced)
+    assert "select_and_gather_add" not in str(traced)
+
+
 def test_compiled_products_do_not_keep_models_alive():
     import gc
     import weakref

@@ -23,6 +23,13 @@ the digits setting on 2 CPU cores a product went from 52 to 39 ms (the
 linearization itself: 14 ms). Only the latest linearization is kept, and
 it is dropped when its batch is: an estimator's memory holds one batch's
 residuals at a time, and none once its operator is gone.
+
+Max pooling over non-overlapping windows (Keras's `MaxPooling2D` with its
+default strides) is differentiated with one select per window instead of
+JAX's windowed `select_and_gather_add`/`select_and_scatter_add`, which XLA
+runs slowly on CPU (`robustlab.backend.jax.tiled_max`): the same elements are
+selected, so the products are the same (bit for bit on the digits CNN), and
+a product on that CNN went from 21 to 18 ms, its gradient from 16 to 10 ms.
 """
 
 import weakref
@@ -30,6 +37,8 @@ import weakref
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from robustlab.backend.jax.tiled_max import with_tiled_max_derivatives
 
 __all__ = [
     "HessianVectorProduct",
@@ -81,7 +90,7 @@ class _CompiledOnModel:
             )
             return self._weighted_loss(y, y_pred, sample_weight)
 
-        return loss
+        return with_tiled_max_derivatives(loss)
 
     def _current_values(self):
         return (

@@ -1,0 +1,165 @@
+"""Max pooling over non-overlapping windows, with a derivative that is one select.
+
+JAX differentiates `reduce_window_max` (what Keras's `MaxPooling2D` lowers to
+on JAX) with `select_and_gather_add` forward and `select_and_scatter_add`
+backward. On CPU, XLA runs both as general windowed reductions over pairs of
+values: for the digits CNN's 2x2 pool of a (256, 8, 8, 32) batch, the tangent
+map of its gradient took 5.8 ms where the same pooling written as a reshape
+took 1.0 ms, about a quarter of a whole Hessian-vector product.
+
+When the windows tile the input (window == stride on every axis, no padding,
+no dilation, each dimension a multiple of its window) every input element
+lies in exactly one window, and the derivative is a one-hot mask per window:
+`tiled_max` computes the pool with the same primitive, and its derivative
+picks, in each window, the element JAX's rule picks (the first maximum in
+row-major window order, NaN never chosen). The values are the same; only
+the kernels differ.
+
+`with_tiled_max_derivatives(fn)` applies this to a function written without
+it (a Keras model's `stateless_call`): it traces `fn` to a jaxpr and
+evaluates it, computing each top-level `reduce_window_max` whose windows tile
+its input with `tiled_max`, every other equation as traced. Equations nested
+inside other primitives (a `jit`, a `scan`) are left as they are.
+"""
+
+import jax
+import jax.extend.core
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["tiled_max", "windows_tile", "with_tiled_max_derivatives"]
+
+
+def windows_tile(shape, window_dimensions, window_strides, padding=None,
+                 base_dilation=None, window_dilation=None):
+    """Whether a max pool with these parameters has non-overlapping windows
+    that cover its input exactly (what `tiled_max` requires)."""
+    rank = len(shape)
+    ones = (1,) * rank
+    return (
+        len(window_dimensions) == rank
+        and tuple(window_dimensions) == tuple(window_strides)
+        and all(tuple(p) == (0, 0) for p in (padding or ((0, 0),) * rank))
+        and tuple(base_dilation or ones) == ones
+        and tuple(window_dilation or ones) == ones
+        and all(n % w == 0 for n, w in zip(shape, window_dimensions))
+    )
+
+
+def _as_windows(x, window):
+    """(n0, n1, ...) -> (n0/w0, n1/w1, ..., w0*w1*...): each window's
+    elements along the last axis, in row-major window order. (Measured
+    against a mask computed in place with reductions over the split axes,
+    which needs no transpose: this was faster, 0.8 against 1.6 ms for the
+    gradient of the CNN's pool.)"""
+    split = []
+    for n, w in zip(x.shape, window):
+        split += [n // w, w]
+    rank = len(window)
+    outer = [2 * i for i in range(rank)]
+    inner = [2 * i + 1 for i in range(rank)]
+    blocks = jnp.transpose(x.reshape(split), outer + inner)
+    return blocks.reshape(blocks.shape[:rank] + (-1,))
+
+
+def _first_maximum(x, window):
+    """Per window (`_as_windows` layout), a one-hot mask of the element JAX's
+    `reduce_window_max` derivative selects: the first maximum in row-major
+    window order, NaN never."""
+    windows = _as_windows(x, window)
+    keys = jnp.where(jnp.isnan(windows), -jnp.inf, windows)
+    chosen = jnp.argmax(keys, axis=-1)  # argmax returns the first maximum
+    return jnp.arange(windows.shape[-1]) == chosen[..., None]
+
+
+def _pooled(x, window):
+    return lax.reduce_window_max_p.bind(
+        x, window_dimensions=tuple(window), window_strides=tuple(window),
+        padding=((0, 0),) * len(window), base_dilation=(1,) * len(window),
+        window_dilation=(1,) * len(window))
+
+
+def tiled_max(x, window):
+    """Max pooling of `x` over the non-overlapping windows `window` (one size
+    per axis of `x`, each dividing that axis). The same values as
+    `reduce_window_max`; the derivative is a one-hot select per window.
+
+    Raises:
+        ValueError: if the windows do not tile `x`.
+    """
+    window = tuple(window)
+    if not (all(isinstance(w, int) and w >= 1 for w in window)
+            and windows_tile(x.shape, window, window)):
+        raise ValueError(
+            "tiled_max needs one window size per axis of `x`, each dividing "
+            f"that axis. Received: window={window} for x of shape {x.shape}")
+    return _tiled_max(x, window)
+
+
+_tiled_max = jax.custom_jvp(_pooled, nondiff_argnums=(1,))
+
+
+@_tiled_max.defjvp
+def _tiled_max_jvp(window, primals, tangents):
+    (x,), (t,) = primals, tangents
+    mask = _first_maximum(x, window)
+    # `where`, not a product with the mask: an infinite tangent stays finite
+    # outside its own element, as the select it replaces keeps it.
+    picked = jnp.where(mask, _as_windows(t, window), jnp.zeros((), t.dtype))
+    # The primal through `_tiled_max` itself, so that a derivative of this
+    # rule (second order: the tangent of a gradient) uses this rule again.
+    return _tiled_max(x, window), jnp.sum(picked, axis=-1)
+
+
+def _bind(eqn, invals):
+    params = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(params, tuple):  # older JAX: (subfuns, params)
+        subfuns, params = params
+        return eqn.primitive.bind(*subfuns, *invals, **params)
+    return eqn.primitive.bind(*invals, **params)
+
+
+def _tiles(eqn, x):
+    params = eqn.params
+    return windows_tile(
+        x.shape, params["window_dimensions"], params["window_strides"],
+        params["padding"], params["base_dilation"], params["window_dilation"])
+
+
+def with_tiled_max_derivatives(fn):
+    """`fn` (a function of arrays returning arrays), evaluated so that every
+    top-level max pool whose windows tile its input uses `tiled_max`.
+
+    The values are those of `fn`; first and higher derivatives select the same
+    elements as JAX's own rule (see the module docstring), with cheaper
+    kernels on CPU.
+    """
+
+    def evaluated(*args):
+        closed, out_tree = jax.make_jaxpr(fn, return_shape=True)(*args)
+        jaxpr = closed.jaxpr
+        env = {}
+
+        def read(var):
+            return var.val if isinstance(var, jax.extend.core.Literal) else env[var]
+
+        for var, value in zip(jaxpr.constvars, closed.consts):
+            env[var] = value
+        for var, value in zip(jaxpr.invars, jax.tree_util.tree_leaves(args)):
+            env[var] = value
+        for eqn in jaxpr.eqns:
+            invals = [read(v) for v in eqn.invars]
+            if eqn.primitive is lax.reduce_window_max_p and _tiles(eqn, invals[0]):
+                outs = [_tiled_max(invals[0], tuple(eqn.params["window_dimensions"]))]
+            else:
+                with eqn.ctx.manager:
+                    outs = _bind(eqn, invals)
+                if not eqn.primitive.multiple_results:
+                    outs = [outs]
+            for var, value in zip(eqn.outvars, outs):
+                env[var] = value
+        leaves = [read(v) for v in jaxpr.outvars]
+        return jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(out_tree), leaves)
+
+    return evaluated
