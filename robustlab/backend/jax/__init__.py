@@ -10,6 +10,7 @@ from robustlab.backend.jax.data import epoch_shuffled
 from robustlab.backend.jax.device import accelerator
 from robustlab.backend.jax.directional import make_directional_derivative
 from robustlab.backend.jax.distribution import draw_replica_rows
+from robustlab.backend.jax.metrics import metrics_in_one_call
 from robustlab.backend.jax.threads import cpu_threads
 from robustlab.backend.jax.threads import set_cpu_threads
 from robustlab.backend.jax.trainer import adversarial_test_step
@@ -32,6 +33,7 @@ __all__ = [
     "make_directional_derivative",
     "make_hessian_vector_product",
     "make_loss_gradient",
+    "metrics_in_one_call",
     "one_step_function",
     "repeat",
     "set_cpu_threads",

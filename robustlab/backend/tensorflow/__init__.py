@@ -10,6 +10,7 @@ from robustlab.backend.tensorflow.data import epoch_shuffled
 from robustlab.backend.tensorflow.device import accelerator
 from robustlab.backend.tensorflow.directional import make_directional_derivative
 from robustlab.backend.tensorflow.distribution import draw_replica_rows
+from robustlab.backend.tensorflow.metrics import metrics_in_one_call
 from robustlab.backend.tensorflow.threads import cpu_threads
 from robustlab.backend.tensorflow.threads import set_cpu_threads
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
@@ -32,6 +33,7 @@ __all__ = [
     "make_directional_derivative",
     "make_hessian_vector_product",
     "make_loss_gradient",
+    "metrics_in_one_call",
     "one_step_function",
     "repeat",
     "set_cpu_threads",
