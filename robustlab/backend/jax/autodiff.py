@@ -18,9 +18,19 @@ def input_gradient(fn, x):
 
 
 def repeat(steps, body, initial):
-    """`body(i, value)` applied `steps` times: one `lax.fori_loop`, so the
-    compiled program does not grow with the number of steps."""
-    return jax.lax.fori_loop(0, steps, body, initial)
+    """`body(i, value)` applied `steps` times: a `lax.fori_loop`, unrolled
+    where JAX computes on the CPU.
+
+    XLA:CPU runs convolutions inside a `while` loop far more slowly than the
+    same convolutions outside one: three PGD steps of the digits CNN's input
+    gradient (batch 64) took 22.4 ms in a rolled loop and 3.6-4.0 ms
+    unrolled, with the same numbers bit for bit and the same compile time
+    (0.15 s for 3 or 10 steps); a PGD-3 training epoch of the digits setting
+    went from 470 to 186 ms. On an accelerator the loop stays rolled (the
+    GPU run was measured that way, and a deep network's program would grow
+    with every step)."""
+    return jax.lax.fori_loop(0, steps, body, initial,
+                             unroll=jax.default_backend() == "cpu")
 
 
 def run_stateless(variables, values, fn, keep=()):
