@@ -415,8 +415,8 @@ class AdversarialModel(keras.Model):
 
     def reset_metrics(self):
         """As Keras's. On TensorFlow, Keras's own metrics are reset in one
-        compiled call (1-2 ms an epoch less on two CPU cores); the values
-        are the same."""
+        compiled call (with the read in `get_metrics_result`, about 1 ms an
+        epoch less on two CPU cores); the values are the same."""
         metrics = self._metrics_in_one_call()
         if metrics is None:
             return super().reset_metrics()
