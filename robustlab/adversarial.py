@@ -105,7 +105,7 @@ class AdversarialModel(keras.Model):
     inside a many-epoch `fit` took 0.99x the time of a hand-written
     `tf.function` loop on 2 CPU cores (`benchmarks/README.md`): `fit` keeps
     one iterator over NumPy data for the whole call (and from one call to
-    the next: `fit(epochs=1)` in a loop took 1.06x) and runs each step in a
+    the next: `fit(epochs=1)` in a loop took 1.06-1.13x) and runs each step in a
     single `tf.function`. `compile(..., steps_per_execution=k)` runs k
     training steps in one compiled call (0.95x with k = 16) and trains to
     the same weights bit for bit (tested on both backends, a short last
