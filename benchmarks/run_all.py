@@ -10,10 +10,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = ["bench_training_step.py", "bench_awp_paired.py", "bench_hvp.py",
-           "bench_probes.py", "bench_main_job.py"]
+           "bench_probes.py", "bench_main_job.py", "bench_jax_max_pool.py"]
 # Scripts that measure one backend only (the main job's baseline is a
-# hand-written TensorFlow loop, and the script runs its children on it).
-ONE_BACKEND = {"bench_main_job.py": "tensorflow"}
+# hand-written TensorFlow loop, and the script runs its children on it; the
+# max-pool rewrite is of JAX programs).
+ONE_BACKEND = {"bench_main_job.py": "tensorflow", "bench_jax_max_pool.py": "jax"}
 # script: (modules it imports beyond robustlab's own, backends it runs on)
 PEER_SCRIPTS = {
     "bench_peers_training.py": (("torch", "torchattacks", "art"), ("tensorflow",)),

@@ -48,21 +48,30 @@ The private uses, and why no public API serves:
 - `Variable._value`: None while Keras's JAX trainer has detached a
   variable's value during `fit`/`evaluate` (the public `value` then returns
   a placeholder instead).
+- `keras.src.backend.common.stateless_scope.get_stateless_scope` and a
+  `StatelessScope`'s `state_mapping`, `losses` and `collect_losses`: the
+  active scope and what it holds, so that `keras_writes_recorded` can run a
+  function reading every variable as the active scope does while keeping its
+  writes apart. Keras exports the class but neither the active scope nor
+  what a scope holds, except one variable at a time.
 
 `keras.utils.unpack_x_y_sample_weight` is public (the same function object
 as the private one robustlab used before) and is used directly.
 """
 
+import contextlib
 import importlib
 
 import keras
 
 __all__ = [
     "SUPPORTED_KERAS",
+    "WritesRecord",
     "applies_weight_decay",
     "compiled_loss_function",
     "compute_loss",
     "is_detached",
+    "keras_writes_recorded",
     "learning_rate_schedule",
     "loss_tracker",
     "no_automatic_dependency_tracking",
@@ -101,6 +110,8 @@ unscale_loss_for_distribution = _required_symbol(
     "keras.src.losses.loss", "unscale_loss_for_distribution")
 no_automatic_dependency_tracking = _required_symbol(
     "keras.src.utils.tracking", "no_automatic_dependency_tracking")
+_get_stateless_scope = _required_symbol(
+    "keras.src.backend.common.stateless_scope", "get_stateless_scope")
 _required_method(keras.Model, "Trainer", "_compute_loss")
 _required_method(keras.optimizers.Optimizer, "BaseOptimizer", "_use_weight_decay")
 if keras.backend.backend() == "jax":
@@ -173,3 +184,42 @@ def is_detached(variable):
     does so while looping over the data, and an error raised by the data
     leaves it so)."""
     return _instance_attribute(variable, "_value", "Variable") is None
+
+
+class WritesRecord:
+    """What `keras_writes_recorded` saw: `written` is None inside the block,
+    then whether anything in it updated a variable or collected a loss."""
+
+    written = None
+
+
+@contextlib.contextmanager
+def keras_writes_recorded():
+    """A block in which every Keras variable reads what it reads outside it
+    (its value in the active `keras.StatelessScope`, or its own value when no
+    scope is active or the scope maps no value to it), losses are collected
+    where the active scope collects them, and every write (a variable's
+    update, a collected loss) is kept apart and then dropped.
+
+    Yields a `WritesRecord`; after the block its `written` says whether
+    anything was written. A caller that traces a function here (as
+    `robustlab.backend.jax.autodiff.with_cheap_max_pool_derivatives` does)
+    learns whether the function writes Keras state, which the trace's values
+    must not reach.
+    """
+    outer = _get_stateless_scope()
+    reads = {} if outer is None else dict(_instance_attribute(
+        outer, "state_mapping", "StatelessScope"))
+    collects = outer is not None and _instance_attribute(
+        outer, "collect_losses", "StatelessScope")
+    scope = keras.StatelessScope(collect_losses=collects, initialize_variables=False)
+    mapping = _instance_attribute(scope, "state_mapping", "StatelessScope")
+    mapping.update(reads)
+    record = WritesRecord()
+    with scope:
+        yield record
+    record.written = bool(
+        _instance_attribute(scope, "losses", "StatelessScope")
+        or mapping.keys() != reads.keys()
+        or any(mapping[key] is not value for key, value in reads.items())
+    )

@@ -17,6 +17,8 @@ import weakref
 import jax
 import numpy as np
 
+from robustlab.backend.jax.autodiff import with_cheap_max_pool_derivatives
+
 __all__ = [
     "DirectionalDerivative",
     "make_directional_derivative",
@@ -49,7 +51,8 @@ class DirectionalDerivative:
             )
             return self._per_example_loss(y, y_pred)
 
-        return jax.jvp(losses, (trainable_values,), (tangents,))
+        return jax.jvp(with_cheap_max_pool_derivatives(losses),
+                       (trainable_values,), (tangents,))
 
     def __call__(self, x, y, tangents):
         losses, derivatives = self._compiled(

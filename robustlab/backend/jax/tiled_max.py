@@ -30,7 +30,13 @@ import jax.extend.core
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["tiled_max", "windows_tile", "with_tiled_max_derivatives"]
+__all__ = [
+    "TracedFunction",
+    "tiled_max",
+    "trace",
+    "windows_tile",
+    "with_tiled_max_derivatives",
+]
 
 
 def windows_tile(shape, window_dimensions, window_strides, padding=None,
@@ -151,17 +157,17 @@ def _tiles(eqn, x):
         params["padding"], params["base_dilation"], params["window_dilation"])
 
 
-def with_tiled_max_derivatives(fn):
-    """`fn` (a function of arrays returning arrays), evaluated so that every
-    top-level max pool whose windows tile its input uses `tiled_max`.
+class TracedFunction:
+    """A function traced once for given argument shapes (`trace`), to be
+    evaluated with each top-level max pool that tiles its input computed by
+    `tiled_max`. Calling it with arrays of the traced shapes and dtypes
+    returns what the function returns."""
 
-    The values are those of `fn`; first and higher derivatives select the same
-    elements as JAX's own rule (see the module docstring), with cheaper
-    kernels on CPU.
-    """
+    def __init__(self, fn, *args):
+        self.closed_jaxpr, self._out_shape = jax.make_jaxpr(fn, return_shape=True)(*args)
 
-    def evaluated(*args):
-        closed, out_tree = jax.make_jaxpr(fn, return_shape=True)(*args)
+    def __call__(self, *args):
+        closed = self.closed_jaxpr
         jaxpr = closed.jaxpr
         env = {}
 
@@ -185,6 +191,31 @@ def with_tiled_max_derivatives(fn):
                 env[var] = value
         leaves = [read(v) for v in jaxpr.outvars]
         return jax.tree_util.tree_unflatten(
-            jax.tree_util.tree_structure(out_tree), leaves)
+            jax.tree_util.tree_structure(self._out_shape), leaves)
+
+
+def trace(fn, *args):
+    """`fn` traced at `args` (arrays or tracers; only their shapes and dtypes
+    matter): a `TracedFunction`. Tracing runs `fn`'s Python once, so its
+    side effects happen here; `with_tiled_max_derivatives` traces and
+    evaluates in one go."""
+    return TracedFunction(fn, *args)
+
+
+def with_tiled_max_derivatives(fn):
+    """`fn` (a pure function of arrays returning arrays), evaluated so that
+    every top-level max pool whose windows tile its input uses `tiled_max`.
+
+    The values are those of `fn`; first and higher derivatives select the same
+    elements as JAX's own rule (see the module docstring), with cheaper
+    kernels on CPU. `fn` is traced on each call (under `jax.jit`, once per
+    compilation) in a trace of its own: a value it stores elsewhere while it
+    runs (a Keras variable's update, say) would leave that trace; see
+    `robustlab.backend.jax.autodiff.with_cheap_max_pool_derivatives` for
+    functions that may write Keras state.
+    """
+
+    def evaluated(*args):
+        return trace(fn, *args)(*args)
 
     return evaluated

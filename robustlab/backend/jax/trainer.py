@@ -6,7 +6,7 @@ import keras
 from jax.experimental import io_callback
 
 from robustlab import _keras_compat
-from robustlab.backend.jax.autodiff import run_stateless
+from robustlab.backend.jax.autodiff import run_stateless, with_cheap_max_pool_derivatives
 
 __all__ = [
     "adversarial_test_step",
@@ -41,14 +41,22 @@ def adversarial_train_step(model, state, data):
     trainable, non_trainable, optimizer_vars, metrics_vars = state
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     x_adv, non_trainable = _craft(model, trainable, non_trainable, x, y)
+    compute_loss_and_updates = _keras_compat.stateless_loss_and_updates(model)
+
+    def loss_and_updates(weights, non_trainable, metrics_vars, x, y, sample_weight,
+                         optimizer_vars):
+        return compute_loss_and_updates(
+            weights, non_trainable, metrics_vars, x, y, sample_weight,
+            training=True, optimizer_variables=optimizer_vars,
+        )
+
     grad_fn = jax.value_and_grad(
-        _keras_compat.stateless_loss_and_updates(model), has_aux=True
+        with_cheap_max_pool_derivatives(loss_and_updates), has_aux=True
     )
 
     def loss_and_gradients(weights):
         return grad_fn(
-            weights, non_trainable, metrics_vars, x_adv, y, sample_weight,
-            training=True, optimizer_variables=optimizer_vars,
+            weights, non_trainable, metrics_vars, x_adv, y, sample_weight, optimizer_vars
         )
 
     perturbed_loss = gamma = None
