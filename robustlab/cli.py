@@ -16,7 +16,9 @@ figures (`robustlab.studies`): with `--quick` the course's digits setting
 killed at any moment from its last finished epoch.
 
 `train` runs a named experiment (see `robustlab list`), prints a per-epoch
-table under a progress bar, and writes config.json, history.csv/json,
+table under a progress bar (the bars, here and in `reproduce`, draw only
+where standard error is a terminal; the rows and a line per finished run
+print to a log file too), and writes config.json, history.csv/json,
 summary.json and curves.png into the output folder (one sub-folder per seed
 when several are given, plus `seeds_summary.json` with means and standard
 errors across seeds). The Keras backend is chosen, as always with Keras, by
@@ -77,7 +79,7 @@ def _parser():
                            help="train fewer epochs (a shortened look)")
     reproduce.add_argument("--write-reference", action="store_true",
                            help="also write the package's reference results")
-    reproduce.add_argument("--quiet", action="store_true", help="no progress bar")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
     figures = commands.add_parser(
         "figures", help="draw a study's figures from the reference results that "
                         "ship with robustlab (no training)")

@@ -1,5 +1,6 @@
 """A per-epoch table with a progress bar, for the command line and notebooks."""
 
+import sys
 import time
 
 import keras
@@ -7,7 +8,27 @@ import keras
 __all__ = [
     "DEFAULT_COLUMNS",
     "EpochTable",
+    "progress_bar",
 ]
+
+
+def _is_notebook_bar(cls):
+    return any(c.__module__ == "tqdm.notebook" for c in cls.__mro__)
+
+
+def progress_bar(**kwargs):
+    """A `tqdm` progress bar (keyword arguments as tqdm's): a widget in a
+    notebook, a redrawn line on a terminal, and off where standard error is
+    not a terminal (a log file, a pipe), where the redrawn lines would pile
+    up among the printed rows. Messages written through the bar (`write`)
+    print in every case."""
+    from tqdm.auto import tqdm
+
+    if not _is_notebook_bar(tqdm):
+        stream = kwargs.get("file") or sys.stderr
+        isatty = getattr(stream, "isatty", None)
+        kwargs.setdefault("disable", not (callable(isatty) and isatty()))
+    return tqdm(**kwargs)
 
 # (log key, column title, format)
 DEFAULT_COLUMNS = (
@@ -23,9 +44,11 @@ DEFAULT_COLUMNS = (
 
 
 class EpochTable(keras.callbacks.Callback):
-    """Print one row per epoch of the chosen logs, under a tqdm progress bar.
+    """Print one row per epoch of the chosen logs, under a tqdm progress bar
+    (`progress_bar`: off where standard error is not a terminal).
 
-    Columns whose key never appears in the logs are left out.
+    Columns whose key is not in the first epoch's logs are left out; a value
+    missing later prints as "-".
 
     Args:
         columns: `(log key, title, format)` triples.
@@ -36,9 +59,7 @@ class EpochTable(keras.callbacks.Callback):
         self.columns = tuple(columns)
 
     def on_train_begin(self, logs=None):
-        from tqdm.auto import tqdm
-
-        self._bar = tqdm(total=self.params.get("epochs"), unit="epoch", leave=False)
+        self._bar = progress_bar(total=self.params.get("epochs"), unit="epoch", leave=False)
         self._shown = None
         self._started = time.perf_counter()
 

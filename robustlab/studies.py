@@ -53,10 +53,10 @@ import json
 import math
 import os
 import shutil
+import time
 
 import keras
 import numpy as np
-from tqdm.auto import tqdm
 
 from robustlab import experiments as experiments_module
 from robustlab import forks as forks_module
@@ -66,6 +66,7 @@ from robustlab import run_checkpoint
 from robustlab import validation
 from robustlab._version import __version__
 from robustlab.forks import ForkResult
+from robustlab.progress import progress_bar
 from robustlab.summary_statistics import mean_and_stderr
 
 __all__ = [
@@ -780,7 +781,9 @@ def _forks_of_seed(forks, seed, out, resume, progress):
     for fork_epoch in sorted(forks.epochs):
         if fork_epoch in done:
             windows.append(done[fork_epoch])
-            progress.advance(f"forks seed {seed}", kind="forks")
+            progress.advance(f"forks seed {seed}", kind="forks",
+                             line=f"forks seed {seed}: window at epoch {fork_epoch} "
+                                  "finished earlier, reused")
             continue
         if fork_epoch > epoch:
             checkpoint = run_checkpoint.EpochCheckpoint(partial, history)
@@ -796,7 +799,8 @@ def _forks_of_seed(forks, seed, out, resume, progress):
         done[fork_epoch] = windows[-1]
         run_checkpoint.write_json_atomically(windows_path, {
             "windows": {str(e): w.to_dict() for e, w in done.items()}})
-        progress.advance(f"forks seed {seed}", kind="forks")
+        progress.advance(f"forks seed {seed}", kind="forks",
+                         line=f"forks seed {seed}: window at epoch {fork_epoch} done")
     run_checkpoint.write_json_atomically(path, {
         "experiment": expected, "replicas": forks.replicas, "steps": forks.steps,
         "code": code, "hardware": hardware, "cpu_threads": threads,
@@ -892,16 +896,19 @@ def write_figures(results, out):
 
 class _StudyProgress:
     """One progress bar over every epoch of every run of a study, and one
-    over its fork windows."""
+    over its fork windows (`robustlab.progress.progress_bar`: off where
+    standard error is not a terminal). A line for each run as it ends, and
+    for each one resumed or reused, prints in every case, so a study's log
+    file shows how far it got."""
 
     def __init__(self, plan, verbose, forks=0):
         self._bar = self._forks = None
         if verbose:
 
             total = sum(config.epochs for _, config, _ in plan)
-            self._bar = tqdm(total=total, unit="epoch", desc="runs")
+            self._bar = progress_bar(total=total, unit="epoch", desc="runs")
             if forks:
-                self._forks = tqdm(total=forks, unit="fork", desc="forks")
+                self._forks = progress_bar(total=forks, unit="fork", desc="forks")
 
     def callback(self, experiment, seed):
 
@@ -910,6 +917,8 @@ class _StudyProgress:
         class _Advance(keras.callbacks.Callback):
             def on_train_begin(self, logs=None):
                 self._first = True
+                self._epochs_run = 0
+                self._started = time.perf_counter()
                 if bar is not None:
                     bar.set_description(f"{experiment} seed {seed}")
 
@@ -921,8 +930,16 @@ class _StudyProgress:
                 self._first = False
 
             def on_epoch_end(self, epoch, logs=None):
+                self._epochs_run = epoch + 1
                 if bar is not None:
                     bar.update(1)
+
+            def on_train_end(self, logs=None):
+                if bar is not None:
+                    bar.write(
+                        f"{experiment} seed {seed}: ended after epoch "
+                        f"{self._epochs_run} of {self.params.get('epochs')} "
+                        f"({time.perf_counter() - self._started:.0f} s)")
 
         return _Advance()
 
@@ -932,9 +949,11 @@ class _StudyProgress:
             bar.write(f"{what}: finished earlier, reused")
             bar.update(count)
 
-    def advance(self, what, kind="forks"):
+    def advance(self, what, kind="forks", line=None):
         bar = self._forks if kind == "forks" else self._bar
         if bar is not None:
+            if line is not None:
+                bar.write(line)
             bar.set_description(what)
             bar.update(1)
 

@@ -448,3 +448,14 @@ def test_the_hindsight_epoch_is_one_epoch_for_all_seeds_at_the_highest_mean(tiny
     assert hindsight["robust_test_accuracy"] == [0.8, 0.3]
     assert hindsight["below_best"]["mean"] == pytest.approx(0.25)
     assert hindsight["below_best"]["stderr"] == pytest.approx(0.25)
+
+
+def test_a_study_prints_a_line_as_each_run_and_fork_window_ends(tiny, tmp_path, capsys):
+    # Standard error is no terminal here: no bar, and the lines still print.
+    studies.reproduce("tiny-study", [0], str(tmp_path), verbose=1)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("tiny seed 0: ended after epoch 3 of 3 (") for line in lines)
+    assert "forks seed 0: window at epoch 1 done" in lines
+    assert "forks seed 0: window at epoch 2 done" in lines
+    studies.reproduce("tiny-study", [0], str(tmp_path), resume=True, verbose=1)
+    assert "tiny seed 0: finished earlier, reused" in capsys.readouterr().out.splitlines()

@@ -1,0 +1,84 @@
+"""The per-epoch table and the progress bars: a bar on a terminal, none in a
+log file or a pipe (where its redrawn lines would land among the rows), and
+the rows and messages printed in every case."""
+
+import io
+import sys
+
+import keras
+import numpy as np
+import tqdm.notebook
+import tqdm.std
+
+from robustlab.progress import EpochTable, _is_notebook_bar, progress_bar
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_the_bar_is_off_on_a_stream_that_is_not_a_terminal():
+    stream = io.StringIO()
+    bar = progress_bar(total=3, file=stream)
+    bar.update(3)
+    bar.close()
+    assert bar.disable
+    assert stream.getvalue() == ""
+
+
+def test_the_bar_draws_on_a_terminal():
+    stream = Terminal()
+    bar = progress_bar(total=3, unit="epoch", file=stream)
+    assert not bar.disable
+    bar.update(3)
+    bar.close()
+    assert "3/3" in stream.getvalue()
+
+
+def test_the_bar_follows_standard_error_by_default(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert not progress_bar(total=1).disable
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert progress_bar(total=1).disable
+
+
+def test_an_explicit_disable_is_kept():
+    assert not progress_bar(total=1, file=io.StringIO(), disable=False).disable
+
+
+def test_notebook_bars_are_told_from_text_bars():
+    assert _is_notebook_bar(tqdm.notebook.tqdm)
+    assert not _is_notebook_bar(tqdm.std.tqdm)
+
+
+def _fit_with_table(epochs, callbacks=()):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    net.compile(optimizer="sgd", loss="mse")
+    x = np.zeros((4, 2), "float32")
+    net.fit(x, np.zeros((4, 1), "float32"), epochs=epochs, verbose=0,
+            callbacks=[*callbacks, EpochTable()])
+
+
+def test_the_table_prints_a_header_and_a_row_per_epoch_and_no_bar_off_a_terminal(capsys):
+    _fit_with_table(3)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0].split() == ["epoch", "loss", "time"]
+    assert [line.split()[0] for line in lines[1:]] == ["0", "1", "2"]
+    assert [line.split()[1] for line in lines[1:]] == ["0.0000"] * 3
+    assert "epoch/s" not in out + err and "\r" not in out + err
+
+
+def test_columns_follow_the_first_epochs_logs_and_a_missing_value_prints_a_dash(capsys):
+    class Probe(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                logs["hessian_top_eig"] = 2.5
+
+    _fit_with_table(2, callbacks=[Probe()])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["epoch", "loss", "top.eig", "time"]
+    assert lines[1].split()[2] == "2.500"
+    assert lines[2].split()[2] == "-"
