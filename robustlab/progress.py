@@ -18,9 +18,10 @@ def _is_notebook_bar(cls):
 
 def progress_bar(**kwargs):
     """A `tqdm` progress bar (keyword arguments as tqdm's): a widget in a
-    notebook, a redrawn line on a terminal, and off where standard error is
-    not a terminal (a log file, a pipe), where the redrawn lines would pile
-    up among the printed rows. Messages written through the bar (`write`)
+    notebook, a redrawn line on a terminal, and off where its stream
+    (standard error, or `file=`) is not a terminal (a log file, a pipe),
+    where the redrawn lines would pile up among the printed rows. An
+    explicit `disable=` is kept. Messages written through the bar (`write`)
     print in every case."""
     from tqdm.auto import tqdm
 
@@ -29,6 +30,7 @@ def progress_bar(**kwargs):
         isatty = getattr(stream, "isatty", None)
         kwargs.setdefault("disable", not (callable(isatty) and isatty()))
     return tqdm(**kwargs)
+
 
 # (log key, column title, format)
 DEFAULT_COLUMNS = (
