@@ -18,25 +18,9 @@ import jax.numpy as jnp  # noqa: E402
 
 import robustlab  # noqa: E402
 from robustlab.backend.jax import autodiff, directional, tiled_max, trainer  # noqa: E402
+from tests.jaxpr_primitives import primitives  # noqa: E402
 
 WINDOWED_SELECTS = {"select_and_gather_add", "select_and_scatter_add"}
-
-
-def primitives(fn, *args):
-    """The names of the primitives in `fn`'s jaxpr, nested ones included."""
-    names = set()
-
-    def visit(jaxpr):
-        for eqn in jaxpr.eqns:
-            names.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                for inner in value if isinstance(value, (tuple, list)) else [value]:
-                    inner = getattr(inner, "jaxpr", inner)
-                    if hasattr(inner, "eqns"):
-                        visit(inner)
-
-    visit(jax.make_jaxpr(fn)(*args).jaxpr)
-    return names
 
 
 def pooled_cnn(*extra_layers, seed=0):

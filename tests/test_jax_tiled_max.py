@@ -24,28 +24,13 @@ from robustlab.backend.jax.tiled_max import (  # noqa: E402
     windows_tile,
     with_tiled_max_derivatives,
 )
+from tests.jaxpr_primitives import primitives  # noqa: E402
 
 WINDOWED_SELECTS = {"select_and_gather_add", "select_and_scatter_add"}
 
 
 def jax_max_pool(x, window, strides=None):
     return lax.reduce_window(x, -jnp.inf, lax.max, window, strides or window, "VALID")
-
-
-def primitives(fn, *args):
-    """The names of the primitives in `fn`'s jaxpr, nested ones included."""
-    names = set()
-
-    def visit(jaxpr):
-        for eqn in jaxpr.eqns:
-            names.add(eqn.primitive.name)
-            for value in eqn.params.values():
-                inner = getattr(value, "jaxpr", value)
-                if hasattr(inner, "eqns"):
-                    visit(inner)
-
-    visit(jax.make_jaxpr(fn)(*args).jaxpr)
-    return names
 
 
 @st.composite
