@@ -16,6 +16,16 @@ variance over the training examples (crafted by the training attack at the
 fork) of the per-example gradient projected on u, over B, times (n - B) /
 (n - 1) for minibatches drawn without replacement.
 
+That recursion treats the window's minibatch noises as independent. A
+window of one shuffled pass draws disjoint batches from the same n examples,
+and their noises are anticorrelated; `robustlab.heavy_ball.
+shuffled_pass_variance` gives Var(x_W) for that sampling, from the part of
+the noise that differs between examples (which the anticorrelation affects)
+and the part each example's gradient draws anew at every use (the training
+attack's random start), measured apart by attacking every example twice
+(`robustlab.iterate_statistics.split_gradient_noise`). Both predictions are
+kept: `predicted_top` (the recursion) and `predicted_top_shuffled`.
+
 A fork observes: the model's weights, optimizer state, learning rate and
 attack seeds are put back afterwards, so the run goes on exactly as without
 it.
@@ -33,6 +43,9 @@ from robustlab import validation
 from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
 
 __all__ = ["ForkResult", "fork"]
+
+# Derives the second attack draw's seed from the fork's.
+_SECOND_DRAW = 2
 
 
 @dataclasses.dataclass
@@ -54,6 +67,16 @@ class ForkResult:
             trainable parameters.
         path: `(replicas, steps + 1, 2)` coordinates of w_t - w_fork along
             the top two eigenvectors, step by step (the cloud, drawn).
+        example_variance: the population variance over the training
+            examples of their gradient along u, without the attack's
+            draw-to-draw noise (`split_gradient_noise`; an estimate, which
+            the prediction takes as 0 where it falls below 0); None in
+            windows recorded before it was measured.
+        draw_variance: the mean variance of one example's gradient along u
+            from one attack draw to another; None likewise.
+        predicted_top_shuffled: Var(x_W) from zero covariance with the
+            window's batches drawn without replacement
+            (`shuffled_pass_variance`); None likewise.
     """
 
     epoch: int
@@ -69,22 +92,34 @@ class ForkResult:
     predicted_top: float
     measured_overall: float
     path: np.ndarray
+    example_variance: float = None
+    draw_variance: float = None
+    predicted_top_shuffled: float = None
 
     @property
     def ratio(self):
         """measured_top / predicted_top."""
         return self.measured_top / self.predicted_top
 
+    @property
+    def ratio_shuffled(self):
+        """measured_top / predicted_top_shuffled (None where not predicted)."""
+        if self.predicted_top_shuffled is None:
+            return None
+        return self.measured_top / self.predicted_top_shuffled
+
     def to_dict(self):
         d = dataclasses.asdict(self)
         d["eigenvalues"] = [float(v) for v in self.eigenvalues]
         d["path"] = np.asarray(self.path, "float32").tolist()
         d["ratio"] = float(self.ratio)
+        if self.predicted_top_shuffled is not None:
+            d["ratio_shuffled"] = float(self.ratio_shuffled)
         return d
 
     @classmethod
     def from_dict(cls, d):
-        d = {k: v for k, v in d.items() if k != "ratio"}
+        d = {k: v for k, v in d.items() if k not in ("ratio", "ratio_shuffled")}
         d["eigenvalues"] = np.asarray(d["eigenvalues"], "float64")
         d["path"] = np.asarray(d["path"], "float64")
         return cls(**d)
@@ -188,8 +223,20 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     projected = per_example_directional_derivatives(net, x_adv, y, top, loss=loss)
     noise = float(posterior.minibatch_noise_variance(projected, batch_size, n=n))
     lam = float(probe.eigenvalues[0]) + float(weight_decay)
-    predicted = float(posterior.covariance_recursion(
-        np.full(steps, learning_rate), momentum, lam, noise, 1)[-1])
+    lrs = np.full(steps, learning_rate)
+    predicted = float(posterior.covariance_recursion(lrs, momentum, lam, noise, 1)[-1])
+    # Every example attacked again from other random starts: what differs
+    # between the two draws is the attack's own noise, which a shuffled pass
+    # does not anticorrelate.
+    second_seed = int(np.random.default_rng([seed, _SECOND_DRAW]).integers(2**31 - 1))
+    x_again = attacks.run_attack(net, x, y, model.attack, loss=loss, seed=second_seed)
+    again = per_example_directional_derivatives(net, x_again, y, top, loss=loss)
+    split = posterior.split_gradient_noise(projected, again)
+    # An estimate of a variance can fall below zero where the examples barely
+    # differ; the record keeps it as measured, the prediction takes it as 0.
+    predicted_shuffled = float(posterior.shuffled_pass_variance(
+        lrs, momentum, lam, max(float(split.example_variance), 0.0), batch_size, n,
+        independent_variance=float(split.draw_variance)))
 
     variables = list(net.trainable_variables)
     origin = _flat(variables)
@@ -223,4 +270,7 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
         measured_top=float(np.var(top_coordinates, ddof=1)), predicted_top=predicted,
         measured_overall=float(np.mean(squares / (replicas - 1))),
         path=np.stack(paths),
+        example_variance=float(split.example_variance),
+        draw_variance=float(split.draw_variance),
+        predicted_top_shuffled=predicted_shuffled,
     )

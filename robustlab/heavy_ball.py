@@ -19,6 +19,8 @@ All pure NumPy and vectorised over directions:
 
 - `covariance_recursion`: the weight variance after every step of a schedule
   (the time-resolved prediction; the one to compare measurements with).
+- `shuffled_pass_variance`: the same from zero covariance over one shuffled
+  pass, where the minibatches are disjoint and their noises anticorrelated.
 - `stationary_variance`, `stationary_covariance`: its constant-LR limit.
 - `spectral_radius`, `relaxation_steps`, `is_stable`, `stability_margin`:
   how fast, and whether, a direction forgets.
@@ -45,6 +47,7 @@ __all__ = [
     "covariance_recursion",
     "is_stable",
     "relaxation_steps",
+    "shuffled_pass_variance",
     "spectral_radius",
     "stability_margin",
     "stationary_covariance",
@@ -676,3 +679,136 @@ def covariance_recursion(
     if return_full:
         return CovarianceTrajectory(out_p, out_c, out_r)
     return out_p
+
+
+def _noise_responses(lrs, momentum, curvature):
+    """h_t, the response of x_T to a unit minibatch noise at step t, from
+    zero covariance: h_t = e1^T A_{T-1} ... A_{t+1} b_t, b_t = (-eta_t, 0).
+
+    A backward pass with the row vector v = e1^T A_{T-1} ... A_{t+1}:
+    v A_t = (a_t v_0 + v_1, -beta v_0). Shape (T,) + directions' shape.
+    """
+    shape = curvature.shape
+    h = np.empty((len(lrs),) + shape)
+    v0, v1 = np.ones(shape), np.zeros(shape)
+    for t in range(len(lrs) - 1, -1, -1):
+        h[t] = -lrs[t] * v0
+        v0, v1 = (1.0 + momentum - lrs[t] * curvature) * v0 + v1, -momentum * v0
+    return h
+
+
+def shuffled_pass_variance(
+    lrs,
+    momentum,
+    curvature,
+    example_variance,
+    batch_size,
+    n,
+    *,
+    independent_variance=0.0,
+    allow_unstable=False,
+):
+    """Weight variance of heavy-ball SGD after a window of one shuffled pass.
+
+    `covariance_recursion` treats the minibatch noises of different steps as
+    independent. Within one pass over a shuffled training set they are not:
+    the window's minibatches are disjoint draws without replacement from the
+    same n examples, so a batch that drew large gradients leaves smaller ones
+    to the others. With g_i the gradient of example i along the direction,
+    s^2 their population variance (ddof=0) and xi_t the deviation of step t's
+    batch mean from the mean over all n,
+
+        Var xi_t = s^2 / B * (n - B) / (n - 1),
+        Cov(xi_t, xi_u) = -s^2 / (n - 1)             for t != u,
+
+    and over a whole pass (T B = n) the noises sum to zero. From zero
+    covariance (replicas forked from one state, each drawing its own order),
+    x_T = sum_t h_t xi_t with h_t the response of x_T to a unit noise at step
+    t, so
+
+        Var x_T = s^2 / (n - 1) * ((n / B) sum_t h_t^2 - (sum_t h_t)^2)
+                  + s_ind^2 / B * sum_t h_t^2,
+
+    where s_ind^2 is the variance of a noise each example's gradient carries
+    independently at every draw (in adversarial training, the attack's random
+    start: the same example gives another gradient each time it is drawn).
+    The first term is what the anticorrelation changes. Where a direction
+    relaxes quickly compared to the window (a large eta lambda), the last few
+    h_t dominate and it is close to the independent-noise prediction; where
+    it relaxes slowly (after a learning-rate drop), the h_t keep one sign
+    over the window, (sum_t h_t)^2 approaches (n / B) sum_t h_t^2 as the
+    window approaches a whole pass, and the noises largely cancel.
+
+    With one step (T = 1) it is the one-step `covariance_recursion` with
+    ``sampling_correction=n`` (plus the independent part).
+
+    Args:
+        lrs: 1-D array, the learning rate eta_t of every step t = 0..T-1,
+            each finite and >= 0, with T * batch_size <= n (one pass).
+        momentum: beta in [0, 1).
+        curvature: curvature lambda of each direction (scalar or array),
+            finite.
+        example_variance: s^2, the population variance (ddof=0) over the n
+            training examples of their gradient along each direction, >= 0;
+            broadcast against `curvature`.
+        batch_size: B, an integer >= 1.
+        n: the number of training examples the pass draws from, an integer
+            >= max(2, T * B).
+        independent_variance: s_ind^2 >= 0, the variance of the noise that
+            is drawn anew every time an example is used (default 0).
+        allow_unstable: as in `covariance_recursion`: by default a step with
+            eta_t lambda >= 2 (1 + beta) or < 0 raises a ValueError.
+
+    Returns:
+        Var(x_T) after the last step (np.float64, or the directions' shape).
+
+    Raises:
+        ValueError: for out-of-range arguments, or an unstable step.
+
+    Example:
+
+    Plain SGD on a flat direction over a whole pass: the position moves by
+    -eta times the sum of the batches' noises, which is zero.
+
+    >>> print(shuffled_pass_variance([0.1] * 4, 0.0, 0.0, 1.0, 2, 8))
+    0.0
+
+    One step is the finite-population formula, eta^2 s^2 / B (n - B) / (n - 1):
+
+    >>> print(round(float(shuffled_pass_variance([0.5], 0.0, 1.0, 4.0, 2, 5)), 12))
+    0.375
+    """
+    lrs = _check_lrs(lrs)
+    beta = _check_momentum(momentum)
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+    n = validation.check_int_at_least("n", n, 2)
+    if len(lrs) * batch_size > n:
+        raise ValueError(
+            "Argument `n` must be at least len(lrs) * batch_size: one pass draws "
+            f"{len(lrs)} disjoint batches of {batch_size} examples. "
+            + _received("n", n)
+        )
+    curvature = _finite("curvature", curvature)
+    example_variance = _finite_nonnegative("example_variance", example_variance)
+    independent_variance = _finite_nonnegative("independent_variance", independent_variance)
+    try:
+        curvature, example_variance, independent_variance = np.broadcast_arrays(
+            curvature, example_variance, independent_variance)
+    except ValueError:
+        raise ValueError(
+            "Arguments `curvature`, `example_variance` and `independent_variance` "
+            "must broadcast to one shape (one entry per direction). Received: "
+            f"shapes {np.shape(curvature)}, {np.shape(example_variance)} and "
+            f"{np.shape(independent_variance)}"
+        ) from None
+    if not allow_unstable:
+        _check_schedule_stable(lrs, curvature, _stability_limit(beta))
+    h = _noise_responses(lrs, beta, curvature)
+    squares = np.sum(h * h, axis=0)
+    total = np.sum(h, axis=0)
+    # (n/B) sum h^2 - (sum h)^2 >= 0 by Cauchy-Schwarz (T <= n/B); rounding
+    # can leave it a few ulps below.
+    anticorrelated = np.maximum(n / batch_size * squares - total * total, 0.0)
+    variance = (example_variance / (n - 1) * anticorrelated
+                + independent_variance / batch_size * squares)
+    return _as_scalar_if_0d(variance)

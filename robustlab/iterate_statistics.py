@@ -10,7 +10,9 @@ one can observe a cloud of weights:
 and the input of the prediction, measured from per-example gradients:
 
 - `minibatch_noise_variance`: the variance of the minibatch-mean gradient
-  along a direction.
+  along a direction;
+- `split_gradient_noise`: that noise split into the part that differs from
+  example to example and the part drawn anew each time an example is used.
 
 All pure NumPy.
 """
@@ -30,10 +32,12 @@ from robustlab.validation import _received
 from robustlab.validation import _require
 
 __all__ = [
+    "GradientNoiseSplit",
     "IterateStatistics",
     "ReplicaVariance",
     "minibatch_noise_variance",
     "replica_variance",
+    "split_gradient_noise",
 ]
 
 
@@ -105,6 +109,77 @@ def minibatch_noise_variance(per_example_projections, batch_size, n=None):
             )
         factor = (n - batch_size) / (n - 1)
     return _as_scalar_if_0d(np.var(g, axis=0) / batch_size * factor)
+
+
+class GradientNoiseSplit(NamedTuple):
+    """The two parts of the per-example gradient noise along a direction.
+
+    Attributes:
+        example_variance: the population variance (ddof=0) over the examples
+            of their expected gradient: the part a draw without replacement
+            anticorrelates from batch to batch.
+        draw_variance: the mean over the examples of the variance of one
+            example's gradient from draw to draw (in adversarial training, the
+            attack's random start).
+    """
+
+    example_variance: object
+    draw_variance: object
+
+
+def split_gradient_noise(first_draw, second_draw):
+    """Split per-example gradient noise into its between-example and its
+    draw-to-draw part, from two independent draws of every example.
+
+    In adversarial training an example's gradient is not a fixed number: the
+    attack starts at random, so each time the example is drawn its gradient
+    along u is g_i + e_i, with e_i fresh at every draw. Given the projections
+    of two independent draws of the same examples, a_i = g_i + e_i and
+    b_i = g_i + e'_i,
+
+        draw_variance    = mean_i (a_i - b_i)^2 / 2,
+        example_variance = mean_i (a_i - mean a)(b_i - mean b),
+
+    are unbiased for the mean draw variance of e_i and for the population
+    variance (ddof=0) of the g_i: the cross term of two independent draws
+    leaves the draw noise out. `robustlab.heavy_ball.shuffled_pass_variance`
+    takes the two apart, because only the first is anticorrelated within a
+    shuffled pass. The example variance can come out slightly negative when
+    the examples barely differ; it is returned as measured.
+
+    Args:
+        first_draw, second_draw: shape (m,) or (m, k) (k directions),
+            finite, the same shape, the same examples in the same order,
+            m >= 1.
+
+    Returns:
+        A `GradientNoiseSplit` (np.float64 fields, or shape (k,)).
+
+    Example:
+
+    Examples whose gradients differ by +-1, each drawn with noise +-0.5:
+
+    >>> split = split_gradient_noise([1.5, -1.5], [0.5, -0.5])
+    >>> print(float(split.example_variance), float(split.draw_variance))
+    0.75 0.25
+    """
+    a = _finite("first_draw", first_draw)
+    b = _finite("second_draw", second_draw)
+    if a.ndim not in (1, 2) or a.shape[0] < 1:
+        raise ValueError(
+            "Argument `first_draw` must have shape (examples,) or "
+            "(examples, directions) with at least one example. "
+            f"Received: first_draw with shape {a.shape}"
+        )
+    if b.shape != a.shape:
+        raise ValueError(
+            "Argument `second_draw` must have the shape of `first_draw` "
+            f"{a.shape}: the same examples drawn again. "
+            f"Received: second_draw with shape {b.shape}"
+        )
+    example = np.mean((a - a.mean(axis=0)) * (b - b.mean(axis=0)), axis=0)
+    draw = np.mean((a - b) ** 2, axis=0) / 2.0
+    return GradientNoiseSplit(_as_scalar_if_0d(example), _as_scalar_if_0d(draw))
 
 
 # ---------------------------------------------------------------------------

@@ -222,9 +222,11 @@ def study_curves(results, panels=STUDY_PANELS):
 
 def fork_widths(results, seed=None):
     """Replica forks of a study: measured against predicted variance along
-    the top eigenvector, window by window (one point per seed, the ratio
-    written under each), and the cloud of one seed's replicas in the plane of
-    the top two eigenvectors at the end of each window.
+    the top eigenvector, window by window (one point per seed, joined to its
+    prediction; where the windows have it, also the prediction for one
+    shuffled pass, `ForkResult.predicted_top_shuffled`), and the cloud of one
+    seed's replicas in the plane of the top two eigenvectors at the end of
+    each window.
 
     Args:
         results: a `robustlab.studies.StudyResults` with forks.
@@ -238,14 +240,24 @@ def fork_widths(results, seed=None):
     windows = results.forks[seed]
     figure, axes = plt.subplots(1, 1 + len(windows), figsize=(5 * (1 + len(windows)), 4.2))
     ax = axes[0]
+    shuffled = all(results.forks[s][i].predicted_top_shuffled is not None
+                   for s in seeds for i in range(len(windows)))
     for i, window in enumerate(windows):
         measured = [results.forks[s][i].measured_top for s in seeds]
         predicted = [results.forks[s][i].predicted_top for s in seeds]
         x = np.full(len(seeds), 2.0 * i)
         ax.plot(x - 0.15, measured, "o", color="C0", label="measured" if i == 0 else None)
-        ax.plot(x + 0.15, predicted, "s", color="C1", label="predicted" if i == 0 else None)
+        ax.plot(x + 0.15, predicted, "s", color="C1",
+                label="predicted, independent batches" if i == 0 else None)
         for s_index, (m, p) in enumerate(zip(measured, predicted)):
             ax.plot([x[s_index] - 0.15, x[s_index] + 0.15], [m, p], color="0.7", linewidth=0.8)
+        if shuffled:
+            passes = [results.forks[s][i].predicted_top_shuffled for s in seeds]
+            ax.plot(x + 0.45, passes, "^", color="C2",
+                    label="predicted, one shuffled pass" if i == 0 else None)
+            for s_index, (m, p) in enumerate(zip(measured, passes)):
+                ax.plot([x[s_index] - 0.15, x[s_index] + 0.45], [m, p], color="C2",
+                        alpha=0.25, linewidth=0.8)
     ax.set_yscale("log")
     ax.set_xticks([2.0 * i for i in range(len(windows))])
     ax.set_xticklabels([f"epoch {w.epoch}\nlr {w.learning_rate:g}" for w in windows])

@@ -414,30 +414,40 @@ class StudyResults:
             table[arm.experiment] = figures
         return table
 
+    def _forks_shuffled(self):
+        """Whether every window has the shuffled-pass prediction (windows
+        recorded before it was measured, as in older results, do not)."""
+        return all(w.predicted_top_shuffled is not None
+                   for windows in self.forks.values() for w in windows)
+
     def fork_table(self):
         """Per fork epoch, over seeds: the measured and predicted variance along
         u, their ratio, and the overall variance; and the shrink factors from
-        the first fork to each later one (measured and predicted)."""
+        the first fork to each later one (measured and predicted). Where every
+        window has it, also the shuffled-pass prediction
+        (`ForkResult.predicted_top_shuffled`), its ratio and the two parts
+        of the noise it is fed."""
         if not self.forks:
             return {}
         epochs = [w.epoch for w in next(iter(self.forks.values()))]
+        keys = ["learning_rate", "curvature", "noise_variance", "measured_top",
+                "predicted_top", "ratio", "measured_overall"]
+        predictions = ["predicted_top"]
+        if self._forks_shuffled():
+            keys += ["example_variance", "draw_variance", "predicted_top_shuffled",
+                     "ratio_shuffled"]
+            predictions.append("predicted_top_shuffled")
         table = {"windows": {}, "shrink": {}}
         for i, epoch in enumerate(epochs):
             rows = [self.forks[seed][i] for seed in self.seeds]
-            table["windows"][epoch] = {
-                key: _stats([getattr(w, key) if key != "ratio" else w.ratio for w in rows])
-                for key in ("learning_rate", "curvature", "noise_variance", "measured_top",
-                            "predicted_top", "ratio", "measured_overall")}
+            table["windows"][epoch] = {key: _stats([getattr(w, key) for w in rows])
+                                       for key in keys}
             if i:
                 first = [self.forks[seed][0] for seed in self.seeds]
-                table["shrink"][f"{epochs[0]}->{epoch}"] = {
-                    "measured_top": _stats([a.measured_top / b.measured_top
-                                            for a, b in zip(first, rows)]),
-                    "predicted_top": _stats([a.predicted_top / b.predicted_top
-                                             for a, b in zip(first, rows)]),
-                    "measured_overall": _stats([a.measured_overall / b.measured_overall
-                                                for a, b in zip(first, rows)]),
-                }
+                shrink = {key: _stats([getattr(a, key) / getattr(b, key)
+                                       for a, b in zip(first, rows)])
+                          for key in ["measured_top"] + predictions + ["measured_overall"]}
+                table["shrink"][f"{epochs[0]}->{epoch}"] = shrink
         return table
 
     def format_table(self):
@@ -468,22 +478,38 @@ class StudyResults:
                     f"below the best {100 * row['below_best']['mean']:5.2f} +/- "
                     f"{100 * row['below_best']['stderr']:4.2f}  epochs {row['epochs']}")
         if self.forks:
+            shuffled = self._forks_shuffled()
             lines += ["", f"replica forks ({self.study.forks.replicas} replicas, one epoch "
-                          "each): variance along the top eigenvector u, measured vs predicted"]
-            lines.append(f"  {'seed':>4s} {'epoch':>5s} {'lr':>6s} {'lambda':>8s} "
-                         f"{'measured':>10s} {'predicted':>10s} {'ratio':>6s} {'overall':>10s}")
+                          "each): variance along the top eigenvector u, measured vs predicted"
+                          " (predicted: the recursion, independent batches"
+                          + ("; shuffled: one shuffled pass, disjoint batches" if shuffled
+                             else "") + ")"]
+            header = (f"  {'seed':>4s} {'epoch':>5s} {'lr':>6s} {'lambda':>8s} "
+                      f"{'measured':>10s} {'predicted':>10s} {'ratio':>6s}")
+            if shuffled:
+                header += f" {'shuffled':>10s} {'ratio':>6s}"
+            lines.append(header + f" {'overall':>10s}")
             for seed in self.seeds:
                 for w in self.forks[seed]:
-                    lines.append(
-                        f"  {seed:4d} {w.epoch:5d} {w.learning_rate:6.3g} {w.curvature:8.3f} "
-                        f"{w.measured_top:10.3e} {w.predicted_top:10.3e} {w.ratio:6.2f} "
-                        f"{w.measured_overall:10.3e}")
+                    line = (f"  {seed:4d} {w.epoch:5d} {w.learning_rate:6.3g} "
+                            f"{w.curvature:8.3f} {w.measured_top:10.3e} "
+                            f"{w.predicted_top:10.3e} {w.ratio:6.2f}")
+                    if shuffled:
+                        line += f" {w.predicted_top_shuffled:10.3e} {w.ratio_shuffled:6.2f}"
+                    lines.append(line + f" {w.measured_overall:10.3e}")
+            windows = [w for seed in self.seeds for w in self.forks[seed]]
+            within = sum(0.5 <= w.ratio <= 2.0 for w in windows)
+            lines.append(f"  within a factor 2: {within} of {len(windows)} windows (recursion)"
+                         + (f", {sum(0.5 <= w.ratio_shuffled <= 2.0 for w in windows)} of "
+                            f"{len(windows)} (shuffled pass)" if shuffled else ""))
             for label, row in self.fork_table()["shrink"].items():
                 lines.append(
                     f"  shrink {label}: along u {row['measured_top']['mean']:.1f}x +/- "
                     f"{row['measured_top']['stderr']:.1f} (predicted "
-                    f"{row['predicted_top']['mean']:.1f}x), overall "
-                    f"{row['measured_overall']['mean']:.1f}x +/- "
+                    f"{row['predicted_top']['mean']:.1f}x"
+                    + (f", shuffled {row['predicted_top_shuffled']['mean']:.1f}x" if shuffled
+                       else "")
+                    + f"), overall {row['measured_overall']['mean']:.1f}x +/- "
                     f"{row['measured_overall']['stderr']:.1f}")
         return "\n".join(lines)
 

@@ -85,6 +85,42 @@ def test_the_prediction_is_the_recursion_fed_the_measured_curvature_and_noise(fo
         0.02, pytest.approx(0.9), 2, 3)
 
 
+def test_the_shuffled_prediction_is_fed_the_noise_of_two_attack_draws(forked):
+    model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
+    net = model.model
+    probe = curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
+                                              attack=model.eval_attack, iterations=10, seed=5)
+    u = probe.eigenvectors[0]
+    second_seed = int(np.random.default_rng([5, 2]).integers(2**31 - 1))
+    a = per_example_directional_derivatives(
+        net, attacks.run_attack(net, x, y, model.attack, loss=LOSS, seed=5), y, u, loss=LOSS)
+    b = per_example_directional_derivatives(
+        net, attacks.run_attack(net, x, y, model.attack, loss=LOSS, seed=second_seed), y, u,
+        loss=LOSS)
+    # The attack's random start changes the gradients, so the draws differ.
+    assert np.max(np.abs(a - b)) > 0
+    example = np.mean((a - a.mean()) * (b - b.mean()))
+    draw = np.mean((a - b) ** 2) / 2
+    assert result.example_variance == pytest.approx(example, rel=1e-5)
+    assert result.draw_variance == pytest.approx(draw, rel=1e-5)
+    expected = posterior.shuffled_pass_variance([0.02, 0.02], 0.9, probe.eigenvalues[0] + WD,
+                                                max(example, 0.0), BATCH, N,
+                                                independent_variance=draw)
+    assert result.predicted_top_shuffled == pytest.approx(expected, rel=1e-5)
+    assert result.ratio_shuffled == pytest.approx(
+        result.measured_top / result.predicted_top_shuffled)
+
+
+def test_a_window_recorded_before_the_noise_was_split_loads_without_it(forked):
+    old = {k: v for k, v in forked["result"].to_dict().items()
+           if k not in ("example_variance", "draw_variance", "predicted_top_shuffled",
+                        "ratio_shuffled")}
+    window = forks.ForkResult.from_dict(old)
+    assert window.predicted_top_shuffled is None and window.ratio_shuffled is None
+    assert "ratio_shuffled" not in window.to_dict()
+    assert window.ratio == pytest.approx(forked["result"].ratio)
+
+
 def test_the_measured_spread_is_a_replica_replayed_by_hand(forked):
     model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
     net = model.model

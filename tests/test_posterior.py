@@ -32,7 +32,9 @@ from robustlab.posterior import (
     minibatch_noise_variance,
     relaxation_steps,
     replica_variance,
+    shuffled_pass_variance,
     spectral_radius,
+    split_gradient_noise,
     stability_margin,
     stationary_covariance,
     stationary_variance,
@@ -562,6 +564,158 @@ def test_recursion_rejects_bad_arguments(kwargs, error, message):
 
 
 # ---------------------------------------------------------------------------
+# shuffled_pass_variance
+# ---------------------------------------------------------------------------
+
+
+def heavy_ball_final_positions(lrs, momentum, curvature, batch_size, gradients, orders):
+    """x_T of the scalar heavy-ball process from x = 0, driven by the batch
+    means of `gradients` taken in each order (one row of indices per run)."""
+    finals = []
+    for order in orders:
+        x = previous = 0.0
+        for t, lr in enumerate(lrs):
+            batch = gradients[order[t * batch_size:(t + 1) * batch_size]]
+            x, previous = x - lr * (curvature * x + np.mean(batch)) + momentum * (x - previous), x
+        finals.append(x)
+    return np.array(finals)
+
+
+@SETTINGS
+@given(
+    st.lists(st.floats(-3.0, 3.0), min_size=4, max_size=6),
+    st.sampled_from([(1, 1), (1, 2), (1, 3), (2, 1), (2, 2)]),  # (B, T), T * B <= n
+    st.floats(0.0, 0.95),
+    st.floats(0.0, 4.0),
+    st.floats(0.01, 0.5),
+)
+def test_shuffled_pass_equals_enumerating_every_order(values, shape, momentum, lam, lr):
+    gradients = np.array(values)
+    n = len(gradients)
+    batch, steps = shape
+    lrs = np.full(steps, lr)
+    if lr * lam >= 2 * (1 + momentum):
+        return
+    orders = np.array(list(itertools.permutations(range(n))))  # every order equally likely
+    expected = np.var(heavy_ball_final_positions(lrs, momentum, lam, batch, gradients, orders))
+    got = shuffled_pass_variance(lrs, momentum, lam, np.var(gradients), batch, n)
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_a_whole_pass_of_plain_sgd_on_a_flat_direction_has_no_spread():
+    # x_T = -eta times the sum over all n examples of their deviations: zero.
+    assert shuffled_pass_variance(np.full(5, 0.3), 0.0, 0.0, 2.0, 4, 20) == 0.0
+
+
+def test_one_step_is_the_recursion_with_the_finite_population_factor():
+    one = shuffled_pass_variance([0.1], 0.9, 2.0, 3.0, 8, 50)
+    assert one == pytest.approx(
+        covariance_recursion([0.1], 0.9, 2.0, 3.0, 8, sampling_correction=50)[-1], rel=1e-14)
+
+
+def test_draw_noise_alone_is_the_recursion_with_independent_batches():
+    lrs = np.r_[np.full(6, 0.2), np.full(6, 0.02)]
+    got = shuffled_pass_variance(lrs, 0.9, 3.0, 0.0, 8, 100, independent_variance=5.0)
+    np.testing.assert_allclose(got, covariance_recursion(lrs, 0.9, 3.0, 5.0, 8)[-1],
+                               rtol=1e-12)
+
+
+def test_a_large_training_set_forgets_the_anticorrelation():
+    lrs = np.full(15, 0.02)
+    got = shuffled_pass_variance(lrs, 0.9, 3.0, 1.0, 64, 10**12)
+    assert got == pytest.approx(covariance_recursion(lrs, 0.9, 3.0, 1.0, 64)[-1], rel=1e-9)
+
+
+def test_after_a_drop_the_pass_halves_the_independent_noise_prediction():
+    # The quick setting's fork after the drop: eta 0.02, lambda 3.2, 15
+    # batches of 64 out of 1000. The responses h_t keep one sign over the
+    # window, so the anticorrelated noises cancel: by the formula, 0.544 of
+    # the recursion's (n - B) / (n - 1) prediction; before the drop (eta 0.2,
+    # fast rotation) 1.058.
+    after = shuffled_pass_variance(np.full(15, 0.02), 0.9, 3.2, 1.0, 64, 1000)
+    before = shuffled_pass_variance(np.full(15, 0.2), 0.9, 2.7, 1.0, 64, 1000)
+    iid_after = covariance_recursion(np.full(15, 0.02), 0.9, 3.2, 1.0, 64,
+                                     sampling_correction=1000)[-1]
+    iid_before = covariance_recursion(np.full(15, 0.2), 0.9, 2.7, 1.0, 64,
+                                      sampling_correction=1000)[-1]
+    assert after / iid_after == pytest.approx(0.5438, abs=1e-4)
+    assert before / iid_before == pytest.approx(1.0580, abs=1e-4)
+
+
+def test_shuffled_pass_is_computed_per_direction():
+    lrs = np.full(4, 0.1)
+    got = shuffled_pass_variance(lrs, 0.5, [1.0, 2.0], [3.0, 1.0], 2, 10,
+                                 independent_variance=[0.0, 0.5])
+    each = [shuffled_pass_variance(lrs, 0.5, 1.0, 3.0, 2, 10),
+            shuffled_pass_variance(lrs, 0.5, 2.0, 1.0, 2, 10, independent_variance=0.5)]
+    np.testing.assert_allclose(got, each, rtol=1e-14)
+
+
+@pytest.mark.parametrize("args, kwargs, message", [
+    (([0.1] * 3, 0.9, 1.0, 1.0, 4, 11), {}, r"`n` must be at least len\(lrs\) \* batch_size.*Received: n=11"),
+    (([0.1], 0.9, 1.0, -1.0, 4, 10), {}, r"`example_variance`.*Received"),
+    (([0.1], 0.9, 1.0, 1.0, 4, 10), dict(independent_variance=-0.1), r"`independent_variance`.*Received"),
+    (([0.1], 1.0, 1.0, 1.0, 4, 10), {}, r"`momentum`.*Received"),
+    (([0.1], 0.9, 1.0, 1.0, 0, 10), {}, r"`batch_size`.*Received"),
+    (([0.1], 0.9, 1.0, 1.0, 1, 1), {}, r"`n`.*Received"),
+    (([4.0], 0.9, 1.0, 1.0, 1, 10), {}, r"unstable.*Received"),
+    (([0.1], 0.9, [1.0, 2.0], [1.0, 2.0, 3.0], 1, 10), {}, r"must broadcast to one shape"),
+])
+def test_shuffled_pass_rejects_bad_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        shuffled_pass_variance(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# split_gradient_noise
+# ---------------------------------------------------------------------------
+
+
+def test_split_of_two_draws_by_hand():
+    split = split_gradient_noise([1.5, -1.5, 0.0], [0.5, -0.5, 1.0])
+    # means 0 and 1/3; cross term ((1.5)(1/6) + (-1.5)(-5/6) + 0) / 3
+    assert split.example_variance == pytest.approx((1.5 / 6 + 1.5 * 5 / 6) / 3, rel=1e-14)
+    assert split.draw_variance == pytest.approx((1.0 + 1.0 + 1.0) / 3 / 2, rel=1e-14)
+
+
+def test_split_recovers_both_parts_of_a_simulated_noise():
+    rng = np.random.default_rng(0)
+    g = rng.normal(0.0, 2.0, size=200_000)  # between examples: variance 4
+    a = g + rng.normal(0.0, 1.0, size=g.size)  # each draw: variance 1
+    b = g + rng.normal(0.0, 1.0, size=g.size)
+    split = split_gradient_noise(a, b)
+    # standard errors about 0.02 and 0.004
+    assert split.example_variance == pytest.approx(np.var(g), abs=0.06)
+    assert split.draw_variance == pytest.approx(1.0, abs=0.012)
+
+
+def test_split_of_identical_draws_is_all_between_examples():
+    split = split_gradient_noise(POPULATION, POPULATION)
+    assert split.example_variance == pytest.approx(np.var(POPULATION), rel=1e-14)
+    assert split.draw_variance == 0.0
+
+
+def test_split_is_computed_per_direction_along_axis_1():
+    a = np.stack([POPULATION, 2 * POPULATION], axis=1)
+    b = np.stack([POPULATION[::-1], POPULATION], axis=1)
+    split = split_gradient_noise(a, b)
+    for k in range(2):
+        one = split_gradient_noise(a[:, k], b[:, k])
+        assert split.example_variance[k] == pytest.approx(one.example_variance, rel=1e-14)
+        assert split.draw_variance[k] == pytest.approx(one.draw_variance, rel=1e-14)
+
+
+@pytest.mark.parametrize("a, b, message", [
+    ([1.0, 2.0], [1.0], r"`second_draw` must have the shape of `first_draw`.*Received"),
+    ([], [], r"`first_draw` must have shape.*Received"),
+    ([1.0, np.nan], [1.0, 2.0], r"`first_draw`.*Received"),
+])
+def test_split_rejects_bad_arguments(a, b, message):
+    with pytest.raises(ValueError, match=message):
+        split_gradient_noise(a, b)
+
+
+# ---------------------------------------------------------------------------
 # minibatch_noise_variance
 # ---------------------------------------------------------------------------
 
@@ -951,9 +1105,10 @@ def test_the_maths_modules_import_no_framework(module):
 
 def test_posterior_re_exports_the_theory_and_the_measurements():
     assert sorted(posterior.__all__) == [
-        "CovarianceTrajectory", "IterateStatistics", "ReplicaVariance",
-        "covariance_recursion", "is_stable", "minibatch_noise_variance",
-        "relaxation_steps", "replica_variance", "spectral_radius",
+        "CovarianceTrajectory", "GradientNoiseSplit", "IterateStatistics",
+        "ReplicaVariance", "covariance_recursion", "is_stable",
+        "minibatch_noise_variance", "relaxation_steps", "replica_variance",
+        "shuffled_pass_variance", "spectral_radius", "split_gradient_noise",
         "stability_margin", "stationary_covariance", "stationary_variance",
     ]
     homes = {name: module for module in (heavy_ball, iterate_statistics)

@@ -55,6 +55,27 @@ def test_reproduce_writes_runs_forks_results_and_figures(reproduced):
     assert [w.epoch for w in results.forks[1]] == [1, 2]
 
 
+def test_the_fork_table_compares_both_predictions_with_the_spread(reproduced):
+    out, results = reproduced
+    windows = results.fork_table()["windows"]
+    for i, epoch in enumerate((1, 2)):
+        row = windows[epoch]
+        assert row["ratio_shuffled"]["values"] == pytest.approx(
+            [results.forks[seed][i].measured_top / results.forks[seed][i].predicted_top_shuffled
+             for seed in results.seeds])
+        assert row["draw_variance"]["values"] == pytest.approx(
+            [results.forks[seed][i].draw_variance for seed in results.seeds])
+    shrink = results.fork_table()["shrink"]["1->2"]["predicted_top_shuffled"]
+    assert shrink["values"] == pytest.approx(
+        [results.forks[seed][0].predicted_top_shuffled / results.forks[seed][1].predicted_top_shuffled
+         for seed in results.seeds])
+    with open(os.path.join(out, "tiny-study", "summary.txt")) as f:
+        summary = f.read()
+    w = results.forks[1][1]
+    assert f"{w.predicted_top_shuffled:10.3e} {w.ratio_shuffled:6.2f}" in summary
+    assert "(shuffled pass)" in summary
+
+
 def test_the_study_histories_are_the_runs_histories(reproduced):
     out, results = reproduced
     for seed, history in zip(results.seeds, results.runs("tiny")):
@@ -280,6 +301,18 @@ def test_the_shipped_forks_hold_every_window_of_every_seed():
         for w in windows:
             assert w.path.shape == (64, 16, 2)
             assert w.measured_top == pytest.approx(np.var(w.path[:, -1, 0], ddof=1), rel=1e-4)
+
+
+def test_shipped_windows_without_the_shuffled_prediction_are_summarised_without_it():
+    # The shipped windows were recorded before the noise was split in two.
+    reference = studies.reference("lr-drop-collapse")
+    assert all(w.predicted_top_shuffled is None
+               for windows in reference.forks.values() for w in windows)
+    assert "ratio_shuffled" not in reference.fork_table()["windows"][40]
+    assert "predicted_top_shuffled" not in reference.fork_table()["shrink"]["39->40"]
+    summary = reference.format_table()
+    assert "within a factor 2: 13 of 16 windows (recursion)" in summary
+    assert "shuffled" not in summary
 
 
 # -- full scale --------------------------------------------------------------------
