@@ -157,11 +157,13 @@ def split_gradient_noise(first_draw, second_draw):
 
     Example:
 
-    Examples whose gradients differ by +-1, each drawn with noise +-0.5:
+    Two examples drawn twice; each one's draws differ by 1, so the draw
+    variance is half of 1^2, and the cross term of the draws, (1.5)(0.5),
+    is the spread between the examples:
 
     >>> split = split_gradient_noise([1.5, -1.5], [0.5, -0.5])
     >>> print(float(split.example_variance), float(split.draw_variance))
-    0.75 0.25
+    0.75 0.5
     """
     a = _finite("first_draw", first_draw)
     b = _finite("second_draw", second_draw)
