@@ -46,6 +46,7 @@ __all__ = ["ForkResult", "fork"]
 
 # Derives the second attack draw's seed from the fork's.
 _SECOND_DRAW = 2
+_BATCHES = ("pass", "independent")
 
 
 @dataclasses.dataclass
@@ -76,7 +77,9 @@ class ForkResult:
             from one attack draw to another; None likewise.
         predicted_top_shuffled: Var(x_W) from zero covariance with the
             window's batches drawn without replacement
-            (`shuffled_pass_variance`); None likewise.
+            (`shuffled_pass_variance`); None likewise, and for independent
+            batches.
+        batches: how the replicas drew their batches (`fork`'s argument).
     """
 
     epoch: int
@@ -95,6 +98,7 @@ class ForkResult:
     example_variance: float = None
     draw_variance: float = None
     predicted_top_shuffled: float = None
+    batches: str = "pass"
 
     @property
     def ratio(self):
@@ -158,7 +162,8 @@ class _Projections(keras.callbacks.Callback):
 
 
 def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None,
-         weight_decay=0.0, probe_examples=256, lanczos_iterations=30, seed=0, epoch=0):
+         weight_decay=0.0, probe_examples=256, lanczos_iterations=30, seed=0, epoch=0,
+         batches="pass"):
     """Fork `replicas` copies of `model` from its current state, run each for
     `steps` SGD steps, and compare the measured spread with the heavy-ball
     prediction.
@@ -185,10 +190,20 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             the probe's attack and start vector.
         epoch: the epoch the window stands for (recorded, and passed to `fit`
             as `initial_epoch`, so AWP's warm-up sees the right epoch).
+        batches: how each replica draws its batches. `"pass"` (default): one
+            shuffled pass, `steps` disjoint batches, as training does.
+            `"independent"`: each batch drawn on its own (B distinct
+            examples, independently of the other batches), the sampling the
+            recursion assumes; the control for the shuffled-pass
+            prediction, which is then not computed (`predicted_top_shuffled`
+            is None).
 
     Returns:
         A `ForkResult`.
     """
+    if batches not in _BATCHES:
+        raise ValueError(f"Argument `batches` must be one of {list(_BATCHES)}. "
+                         f"Received: batches={batches!r}")
     replicas = validation.check_int_at_least("replicas", replicas, 2)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     x, y = np.asarray(x), np.asarray(y)
@@ -234,9 +249,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     split = posterior.split_gradient_noise(projected, again)
     # An estimate of a variance can fall below zero where the examples barely
     # differ; the record keeps it as measured, the prediction takes it as 0.
-    predicted_shuffled = float(posterior.shuffled_pass_variance(
-        lrs, momentum, lam, max(float(split.example_variance), 0.0), batch_size, n,
-        independent_variance=float(split.draw_variance)))
+    predicted_shuffled = None
+    if batches == "pass":
+        predicted_shuffled = float(posterior.shuffled_pass_variance(
+            lrs, momentum, lam, max(float(split.example_variance), 0.0), batch_size, n,
+            independent_variance=float(split.draw_variance)))
 
     variables = list(net.trainable_variables)
     origin = _flat(variables)
@@ -248,7 +265,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             state.restore()
             optimizer.learning_rate.assign(learning_rate)
             rng = np.random.default_rng([seed, replica])
-            order = rng.permutation(n)[: steps * batch_size]
+            if batches == "pass":
+                order = rng.permutation(n)[: steps * batch_size]
+            else:
+                order = np.concatenate([rng.choice(n, batch_size, replace=False)
+                                        for _ in range(steps)])
             model.attack_seed_variables[0].assign(
                 keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
             recorder = _Projections(variables, origin, directions)
@@ -273,4 +294,5 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
         example_variance=float(split.example_variance),
         draw_variance=float(split.draw_variance),
         predicted_top_shuffled=predicted_shuffled,
+        batches=batches,
     )

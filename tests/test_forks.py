@@ -156,6 +156,46 @@ def test_the_measured_spread_is_a_replica_replayed_by_hand(forked):
     assert result.ratio == pytest.approx(result.measured_top / result.predicted_top)
 
 
+def test_independent_batches_are_drawn_batch_by_batch(data):
+    x, y = data
+    model = trained_model()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    net = model.model
+    saved = [keras.ops.convert_to_numpy(v.value).copy() for v in
+             list(model.variables) + list(model.optimizer.variables)
+             + list(model.attack_seed_variables)]
+    result = forks.fork(model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=2, steps=3,
+                        weight_decay=WD, probe_examples=32, lanczos_iterations=10, seed=5,
+                        epoch=1, batches="independent")
+    assert result.batches == "independent" and result.predicted_top_shuffled is None
+    u = np.stack([np.concatenate([np.ravel(a) for a in v]) for v in
+                  curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
+                                                    attack=model.eval_attack, iterations=10,
+                                                    seed=5).eigenvectors])
+
+    def trainable():
+        return np.concatenate([np.ravel(keras.ops.convert_to_numpy(v))
+                               for v in net.trainable_variables])
+
+    origin = trainable()
+    # Replica 1: three batches of 32 distinct digits each, drawn one by one,
+    # so a digit can come back in a later batch (with 3 x 32 of 128 digits,
+    # one pass would never repeat one).
+    rng = np.random.default_rng([5, 1])
+    order = np.concatenate([rng.choice(N, BATCH, replace=False) for _ in range(3)])
+    assert len(np.unique(order)) < len(order)
+    model.attack_seed_variables[0].assign(
+        keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
+    model.optimizer.learning_rate.assign(0.02)
+    model.fit(x[order], y[order], batch_size=BATCH, epochs=2, initial_epoch=1, shuffle=False,
+              verbose=0)
+    np.testing.assert_allclose(result.path[1, -1], u @ (trainable() - origin), rtol=1e-4,
+                               atol=1e-9)
+    for v, value in zip(list(model.variables) + list(model.optimizer.variables)
+                        + list(model.attack_seed_variables), saved):
+        v.assign(value)
+
+
 def test_results_survive_a_round_trip_through_a_dict(forked):
     result = forked["result"]
     again = forks.ForkResult.from_dict(result.to_dict())
@@ -166,6 +206,9 @@ def test_results_survive_a_round_trip_through_a_dict(forked):
     (dict(replicas=1), "Argument `replicas` must be an integer >= 2"),
     (dict(steps=10), "steps \\* batch_size <= 128"),
     (dict(learning_rate=-1.0), "Argument `learning_rate`"),
+    (dict(batches="with replacement"),
+     "Argument `batches` must be one of \\['pass', 'independent'\\]. "
+     "Received: batches='with replacement'"),
 ])
 def test_bad_fork_arguments_are_rejected(forked, kwargs, match):
     with pytest.raises(ValueError, match=match):
