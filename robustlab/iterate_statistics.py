@@ -50,6 +50,17 @@ def _check_ddof(ddof):
 # ---------------------------------------------------------------------------
 
 
+def _per_example_projections(name, value):
+    """Per-example gradients along directions: finite, shape (m,) or (m, k), m >= 1."""
+    g = _finite(name, value)
+    if g.ndim not in (1, 2) or g.shape[0] < 1:
+        raise ValueError(
+            f"Argument `{name}` must have shape (examples,) or (examples, directions) "
+            f"with at least one example. Received: {name} with shape {g.shape}"
+        )
+    return g
+
+
 def minibatch_noise_variance(per_example_projections, batch_size, n=None):
     """Variance of the minibatch-mean gradient along a direction.
 
@@ -90,13 +101,7 @@ def minibatch_noise_variance(per_example_projections, batch_size, n=None):
     >>> print(minibatch_noise_variance([-1.0, 1.0], batch_size=2, n=2))
     0.0
     """
-    g = _finite("per_example_projections", per_example_projections)
-    if g.ndim not in (1, 2) or g.shape[0] < 1:
-        raise ValueError(
-            "Argument `per_example_projections` must have shape (examples,) or "
-            "(examples, directions) with at least one example. "
-            f"Received: per_example_projections with shape {g.shape}"
-        )
+    g = _per_example_projections("per_example_projections", per_example_projections)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     factor = 1.0
     if n is not None:
@@ -165,14 +170,8 @@ def split_gradient_noise(first_draw, second_draw):
     >>> print(float(split.example_variance), float(split.draw_variance))
     0.75 0.5
     """
-    a = _finite("first_draw", first_draw)
+    a = _per_example_projections("first_draw", first_draw)
     b = _finite("second_draw", second_draw)
-    if a.ndim not in (1, 2) or a.shape[0] < 1:
-        raise ValueError(
-            "Argument `first_draw` must have shape (examples,) or "
-            "(examples, directions) with at least one example. "
-            f"Received: first_draw with shape {a.shape}"
-        )
     if b.shape != a.shape:
         raise ValueError(
             "Argument `second_draw` must have the shape of `first_draw` "

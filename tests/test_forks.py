@@ -121,34 +121,46 @@ def test_a_window_recorded_before_the_noise_was_split_loads_without_it(forked):
     assert window.ratio == pytest.approx(forked["result"].ratio)
 
 
-def test_the_measured_spread_is_a_replica_replayed_by_hand(forked):
-    model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
+def top_two_directions(model, x, y):
+    """The fork's top two eigenvectors of the robust loss, flattened."""
+    probe = curvature.top_hessian_eigenvalues(model.model, x[:32], y[:32], k=2, loss=LOSS,
+                                              attack=model.eval_attack, iterations=10, seed=5)
+    return np.stack([np.concatenate([np.ravel(a) for a in v]) for v in probe.eigenvectors])
+
+
+def replica_replayed_by_hand(model, x, y, order, rng, directions):
+    """Coordinates of w - w_fork along `directions` after training one
+    replica by the documented protocol: its batches in `order`, its attack
+    seed the next draw of `rng`, one window at learning rate 0.02 standing
+    for epoch 1. The model is put back afterwards."""
     net = model.model
-    u = np.stack([np.concatenate([np.ravel(a) for a in v]) for v in
-                  curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
-                                                    attack=model.eval_attack, iterations=10,
-                                                    seed=5).eigenvectors])
 
     def trainable():
         return np.concatenate([np.ravel(keras.ops.convert_to_numpy(v))
                                for v in net.trainable_variables])
 
+    state = (list(model.variables) + list(model.optimizer.variables)
+             + list(model.attack_seed_variables))
+    saved = [keras.ops.convert_to_numpy(v.value).copy() for v in state]
     origin = trainable()
-    saved = [keras.ops.convert_to_numpy(v.value).copy() for v in
-             list(model.variables) + list(model.optimizer.variables)
-             + list(model.attack_seed_variables)]
-    # Replica 1, by the documented protocol: its own order and attack seed.
-    rng = np.random.default_rng([5, 1])
-    order = rng.permutation(N)[: 2 * BATCH]
     model.attack_seed_variables[0].assign(
         keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
     model.optimizer.learning_rate.assign(0.02)
     model.fit(x[order], y[order], batch_size=BATCH, epochs=2, initial_epoch=1, shuffle=False,
               verbose=0)
-    coordinates = u @ (trainable() - origin)
-    for v, value in zip(list(model.variables) + list(model.optimizer.variables)
-                        + list(model.attack_seed_variables), saved):
+    coordinates = directions @ (trainable() - origin)
+    for v, value in zip(state, saved):
         v.assign(value)
+    return coordinates
+
+
+def test_the_measured_spread_is_a_replica_replayed_by_hand(forked):
+    model, x, y, result = forked["model"], forked["x"], forked["y"], forked["result"]
+    # Replica 1: one shuffled pass, then its attack seed.
+    rng = np.random.default_rng([5, 1])
+    order = rng.permutation(N)[: 2 * BATCH]
+    coordinates = replica_replayed_by_hand(model, x, y, order, rng,
+                                           top_two_directions(model, x, y))
     np.testing.assert_allclose(result.path[1, -1], coordinates, rtol=1e-4, atol=1e-9)
     assert result.path.shape == (3, 3, 2)
     np.testing.assert_array_equal(result.path[:, 0], 0.0)
@@ -160,40 +172,19 @@ def test_independent_batches_are_drawn_batch_by_batch(data):
     x, y = data
     model = trained_model()
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    net = model.model
-    saved = [keras.ops.convert_to_numpy(v.value).copy() for v in
-             list(model.variables) + list(model.optimizer.variables)
-             + list(model.attack_seed_variables)]
     result = forks.fork(model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=2, steps=3,
                         weight_decay=WD, probe_examples=32, lanczos_iterations=10, seed=5,
                         epoch=1, batches="independent")
     assert result.batches == "independent" and result.predicted_top_shuffled is None
-    u = np.stack([np.concatenate([np.ravel(a) for a in v]) for v in
-                  curvature.top_hessian_eigenvalues(net, x[:32], y[:32], k=2, loss=LOSS,
-                                                    attack=model.eval_attack, iterations=10,
-                                                    seed=5).eigenvectors])
-
-    def trainable():
-        return np.concatenate([np.ravel(keras.ops.convert_to_numpy(v))
-                               for v in net.trainable_variables])
-
-    origin = trainable()
     # Replica 1: three batches of 32 distinct digits each, drawn one by one,
-    # so a digit can come back in a later batch (with 3 x 32 of 128 digits,
-    # one pass would never repeat one).
+    # so a digit can come back in a later batch (in one pass of 3 x 32 of
+    # the 128 digits none would).
     rng = np.random.default_rng([5, 1])
     order = np.concatenate([rng.choice(N, BATCH, replace=False) for _ in range(3)])
     assert len(np.unique(order)) < len(order)
-    model.attack_seed_variables[0].assign(
-        keras.random.SeedGenerator(int(rng.integers(2**31 - 1))).state.value)
-    model.optimizer.learning_rate.assign(0.02)
-    model.fit(x[order], y[order], batch_size=BATCH, epochs=2, initial_epoch=1, shuffle=False,
-              verbose=0)
-    np.testing.assert_allclose(result.path[1, -1], u @ (trainable() - origin), rtol=1e-4,
-                               atol=1e-9)
-    for v, value in zip(list(model.variables) + list(model.optimizer.variables)
-                        + list(model.attack_seed_variables), saved):
-        v.assign(value)
+    coordinates = replica_replayed_by_hand(model, x, y, order, rng,
+                                           top_two_directions(model, x, y))
+    np.testing.assert_allclose(result.path[1, -1], coordinates, rtol=1e-4, atol=1e-9)
 
 
 def test_results_survive_a_round_trip_through_a_dict(forked):
