@@ -18,13 +18,16 @@ fork) of the per-example gradient projected on u, over B, times (n - B) /
 
 That recursion treats the window's minibatch noises as independent. A
 window of one shuffled pass draws disjoint batches from the same n examples,
-and their noises are anticorrelated; `robustlab.heavy_ball.
-shuffled_pass_variance` gives Var(x_W) for that sampling, from the part of
-the noise that differs between examples (which the anticorrelation affects)
-and the part each example's gradient draws anew at every use (the training
-attack's random start), measured apart by attacking every example twice
-(`robustlab.iterate_statistics.split_gradient_noise`). Both predictions are
-kept: `predicted_top` (the recursion) and `predicted_top_shuffled`.
+and their noises are anticorrelated. `posterior.shuffled_pass_variance`
+gives Var(x_W) for that sampling, from the part of the noise that differs
+between examples (which the anticorrelation affects) and the part each
+example's gradient draws anew at every use (the training attack's random
+start), measured apart by attacking every example twice
+(`posterior.split_gradient_noise`). Both predictions are kept:
+`predicted_top` (the recursion) and `predicted_top_shuffled`. With
+`batches="independent"` the replicas draw each batch on its own instead,
+the sampling the recursion assumes: the control that measures what the
+disjoint batches do.
 
 A fork observes: the model's weights, optimizer state, learning rate and
 attack seeds are put back afterwards, so the run goes on exactly as without
