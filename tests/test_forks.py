@@ -114,9 +114,10 @@ def test_the_shuffled_prediction_is_fed_the_noise_of_two_attack_draws(forked):
 def test_a_window_recorded_before_the_noise_was_split_loads_without_it(forked):
     old = {k: v for k, v in forked["result"].to_dict().items()
            if k not in ("example_variance", "draw_variance", "predicted_top_shuffled",
-                        "ratio_shuffled")}
+                        "ratio_shuffled", "batches")}
     window = forks.ForkResult.from_dict(old)
     assert window.predicted_top_shuffled is None and window.ratio_shuffled is None
+    assert window.batches == "pass"  # the only sampling forks had then
     assert "ratio_shuffled" not in window.to_dict()
     assert window.ratio == pytest.approx(forked["result"].ratio)
 
