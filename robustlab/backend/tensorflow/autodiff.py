@@ -3,6 +3,8 @@
 import keras
 import tensorflow as tf
 
+from robustlab.backend.tensorflow.tracing import concrete_function
+
 __all__ = [
     "MAX_UNROLLED_STEPS",
     "compile_attack",
@@ -67,11 +69,14 @@ def compile_attack(model, craft):
             # values, so the graph is the same without it, and converting
             # robustlab's code took 0.6 s of the first attack's 0.8 s (PGD-3
             # on 256 digits). Keras's train step is not converted either.
-            function = tf.function(run, autograph=False, input_signature=[
+            # A concrete function: each model traces its own attack, and
+            # TensorFlow would count those traces as retracing
+            # (`tracing.concrete_function`).
+            function = concrete_function(tf.function(run, autograph=False, input_signature=[
                 tf.TensorSpec((None,) + tuple(x.shape[1:]), x.dtype),
                 tf.TensorSpec((None,) + tuple(y.shape[1:]), y.dtype),
                 tf.TensorSpec(seed_state.shape, seed_state.dtype),
-            ])
+            ]))
             traced[key] = function
         return function(x, y, seed_state)
 

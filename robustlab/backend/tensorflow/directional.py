@@ -19,6 +19,8 @@ import weakref
 
 import tensorflow as tf
 
+from robustlab.backend.tensorflow.tracing import concrete_function
+
 __all__ = [
     "DirectionalDerivative",
     "make_directional_derivative",
@@ -52,7 +54,11 @@ class DirectionalDerivative:
         return losses, accumulator.jvp(losses, unconnected_gradients=_ZERO)
 
     def __call__(self, x, y, tangents):
-        losses, derivatives = self._compiled(x, y, list(tangents))
+        args = (tf.convert_to_tensor(x), tf.convert_to_tensor(y),
+                [tf.convert_to_tensor(t) for t in tangents])
+        # As a concrete function: each model traces its own, and TensorFlow
+        # would count those traces as retracing (`tracing.concrete_function`).
+        losses, derivatives = concrete_function(self._compiled, *args)(*args)
         return losses.numpy(), derivatives.numpy()
 
 

@@ -18,6 +18,8 @@ reset and read eagerly, as Keras does, every time.
 
 import tensorflow as tf
 
+from robustlab.backend.tensorflow.tracing import concrete_function
+
 __all__ = ["MetricsInOneCall", "metrics_in_one_call"]
 
 
@@ -51,6 +53,7 @@ class MetricsInOneCall:
         self._eager = [m for m, c in zip(self._metrics, self._is_compiled) if not c]
         self._reset = tf.function(self._reset_compiled, autograph=False)
         self._results = tf.function(self._results_compiled, autograph=False)
+        self._traced = None  # (reset, results) concrete functions, on first use
 
     def serves(self, metrics):
         """Whether `metrics` are the same objects, with the same variables, as
@@ -65,17 +68,25 @@ class MetricsInOneCall:
     def _results_compiled(self):
         return [metric.result() for metric in self._compiled]
 
+    def _concrete(self):
+        # Every model traces its own reset and read: as concrete functions,
+        # so that TensorFlow does not count those traces as retracing
+        # (`tracing.concrete_function`).
+        if self._traced is None:
+            self._traced = (concrete_function(self._reset), concrete_function(self._results))
+        return self._traced
+
     def reset(self):
         """Every metric's `reset_state`."""
         if self._compiled:
-            self._reset()
+            self._concrete()[0]()
         for metric in self._eager:
             metric.reset_state()
 
     def results(self):
         """`{name: result}` in the metrics' order, a metric whose result is a
         dict contributing its entries (as Keras's `get_metrics_result`)."""
-        compiled = iter(self._results() if self._compiled else [])
+        compiled = iter(self._concrete()[1]() if self._compiled else [])
         values = {}
         for metric, is_compiled in zip(self._metrics, self._is_compiled):
             result = next(compiled) if is_compiled else metric.result()
