@@ -83,8 +83,13 @@ class PosteriorTracker(keras.callbacks.Callback):
       attack, seed `seed + epoch`, model in inference mode). The minibatch
       noise is s^2 / B * (n - B) / (n - 1) (B distinct examples out of n;
       the last, smaller batch of an epoch gets its own B), and batches of
-      one epoch are treated as independent (they partition the data, which
-      correlates them slightly).
+      one epoch are treated as independent. They partition the data, so
+      their noises are anticorrelated and sum to zero over the epoch; where
+      every step's push reaches the end of the window with the same sign
+      (a small learning rate, after a drop) that narrows the cloud, for
+      replicas forked from one state to about 0.6 of what independent
+      batches give (`posterior.shuffled_pass_variance`, and the forks'
+      control in the project's docs/RESULTS.md).
     - `posterior_unstable`: 1.0 when the measured curvature makes the
       schedule unstable (eta lambda >= 2 (1 + beta) at some step, or lambda
       <= 0, where no stationary cloud exists); the predictions are then NaN
@@ -101,6 +106,18 @@ class PosteriorTracker(keras.callbacks.Callback):
     drop: there the prediction is dominated by the velocity the momentum
     carries over from the old rate, which the network shows less of than
     the linear model. Compare ratios averaged over seeds.
+
+    **A probe every k > 1 epochs.** Windows after the first reuse an older
+    direction. Where the learning rate is large the top eigenvector turns
+    within a few epochs (quick setting, learning rate 0.2, 8 seeds: from
+    one probe to the next, 5 epochs, |u_old . u_new| was 0.28 on average
+    and the curvature along u_old 0.24 of the new top eigenvalue; after
+    the drop to 0.02, 0.82 and 0.88). Such a window measures the cloud
+    along a direction that is no longer the top one, with the probe's
+    lambda, and its ratio is not a test of the model: there, windows 1-4
+    epochs after their probe came out 1.14-1.21x on average against
+    0.69-0.86x for the window right after a probe. Compare fresh windows
+    (the probe's `hessian_top_eig` is logged at the epochs it measured).
 
     **Learning rate before the window** (the prediction's start): with
     `schedule` (a callable epoch -> rate, e.g. a
