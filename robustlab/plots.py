@@ -44,6 +44,21 @@ PANELS = (
 # Settings, the same in every run of a setting: not drawn against a reference.
 _SETTINGS = ("learning_rate", "awp_gamma")
 
+# Measured along the probe's top eigenvector: in a window right after a probe
+# the direction is fresh; later windows reuse it while it turns (at a large
+# learning rate it turns within a few epochs), so they are drawn apart.
+_ALONG_PROBED_DIRECTION = ("posterior_var_top", "posterior_var_top_predicted")
+_OLDER_DIRECTION_LABEL = "hollow: older u"
+
+
+def _fresh_direction_epochs(history, n):
+    """Epochs whose window starts right after a probe (`hessian_top_eig` is
+    logged at the epochs the probe measured), or None without probes."""
+    if "hessian_top_eig" not in history:
+        return None
+    probed = np.flatnonzero(np.isfinite(_series(history, "hessian_top_eig")))
+    return np.isin(np.arange(n), probed + 1)
+
 
 def _series(history, key):
     values = np.asarray(history[key], dtype="float64")
@@ -56,7 +71,10 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
                     reference_label="reference: mean +/- s.e."):
     """A 2x3 figure of a run: accuracy, robust loss, curvature, weight-cloud
     width, PAC-Bayes KL and bound, and the optimisation settings; panels
-    whose keys were not logged say so.
+    whose keys were not logged say so. The cloud's width along the top
+    eigenvector, measured and predicted, has filled markers in the epoch
+    right after a probe and hollow ones in later epochs, which reuse that
+    probe's direction while it may have turned.
 
     Args:
         history: per-epoch logs (a dict of lists, e.g. `History.history`).
@@ -82,7 +100,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     reference = reference or {}
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
-        shown = referenced = False
+        shown = referenced = older_labelled = False
         for key, label in keys:
             if key not in history:
                 continue
@@ -91,7 +109,20 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             finite = np.isfinite(values)
             # Probes run every few epochs (NaN between): markers, not gaps.
             style = "o-" if finite.sum() < len(values) else "-"
-            (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3, label=label)
+            fresh = (_fresh_direction_epochs(history, len(values))
+                     if key in _ALONG_PROBED_DIRECTION else None)
+            if fresh is None or fresh[finite].all():
+                (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3,
+                                  label=label)
+            else:
+                (line,) = ax.plot(epochs[finite], values[finite], "o-", markersize=3,
+                                  markevery=list(np.flatnonzero(fresh[finite])), label=label)
+                older = finite & ~fresh
+                ax.plot(epochs[older], values[older], "o", markersize=3,
+                        color=line.get_color(), markerfacecolor="none")
+                if not older_labelled:
+                    line.set_label(f"{label} ({_OLDER_DIRECTION_LABEL})")
+                    older_labelled = True
             shown = True
             if key in reference and key not in _SETTINGS:
                 mean, stderr = (_series({key: curve}, key) for curve in reference[key])

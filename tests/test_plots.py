@@ -72,3 +72,50 @@ def test_the_reference_label_appears_once_a_panel():
         labels = ax.get_legend_handles_labels()[1]
         assert labels.count("8 seeds") == (1 if _dashed(ax) else 0)
     plots.close(figure)
+
+
+def _markers(line):
+    """The (x, y) points a line draws markers at."""
+    every = line.get_markevery()
+    x, y = line.get_xdata(), line.get_ydata()
+    if every is None:
+        return list(zip(x, y))
+    return [(x[i], y[i]) for i in every]
+
+
+def test_along_the_top_eigenvector_a_window_after_its_probe_is_filled_and_later_ones_hollow():
+    # Probes at the end of epochs 1 and 4: the windows of epochs 2 and 5 have
+    # a fresh direction, those of 3 and 4 reuse the probe of epoch 1.
+    nan = np.nan
+    history = {"hessian_top_eig": [nan, 3.0, nan, nan, 4.0, nan],
+               "posterior_var_top": [nan, nan, 1.0, 2.0, 3.0, 4.0],
+               "posterior_var_top_predicted": [nan, nan, 1.5, 2.5, 3.5, 4.5]}
+    figure = plots.learning_curves(history)
+    width = _panel(figure, "Width of the weight cloud")
+    for label, values in (("along top eigenvector", [1.0, 2.0, 3.0, 4.0]),
+                          ("predicted (heavy-ball)", [1.5, 2.5, 3.5, 4.5])):
+        (line,) = [line for line in width.get_lines() if line.get_label().startswith(label)]
+        np.testing.assert_array_equal(line.get_ydata(), values)  # one line through all
+        assert _markers(line) == [(2, values[0]), (5, values[3])]
+        (older,) = [o for o in width.get_lines() if o.get_linestyle() == "None"
+                    and mcolors.same_color(o.get_color(), line.get_color())]
+        assert older.get_markerfacecolor() == "none"
+        assert list(zip(older.get_xdata(), older.get_ydata())) == [(3, values[1]), (4, values[2])]
+    # Said once, on the first of the two.
+    labels = width.get_legend_handles_labels()[1]
+    assert [label for label in labels if plots._OLDER_DIRECTION_LABEL in label] == [
+        f"along top eigenvector ({plots._OLDER_DIRECTION_LABEL})"]
+    plots.close(figure)
+
+
+def test_without_probes_or_with_every_window_fresh_the_width_has_plain_markers():
+    nan = np.nan
+    for history in ({"posterior_var_top": [1.0, 2.0, 3.0]},
+                    {"hessian_top_eig": [1.0, 2.0, nan], "posterior_var_top": [nan, 2.0, 3.0]}):
+        figure = plots.learning_curves(history)
+        width = _panel(figure, "Width of the weight cloud")
+        assert [line.get_markevery() for line in width.get_lines()
+                if line.get_label() == "along top eigenvector"] == [None]
+        assert not any(plots._OLDER_DIRECTION_LABEL in label
+                       for label in width.get_legend_handles_labels()[1])
+        plots.close(figure)
