@@ -51,13 +51,25 @@ _ALONG_PROBED_DIRECTION = ("posterior_var_top", "posterior_var_top_predicted")
 _OLDER_DIRECTION_LABEL = "hollow: older u"
 
 
-def _fresh_direction_epochs(history, n):
-    """Epochs whose window starts right after a probe (`hessian_top_eig` is
-    logged at the epochs the probe measured), or None without probes."""
-    if "hessian_top_eig" not in history:
+def _fresh_direction_epochs(top_eigenvalues, n):
+    """Of epochs 0..n-1, those whose window starts right after a probe (the
+    top eigenvalue is finite at the epochs the probe measured), or None
+    without probes."""
+    if top_eigenvalues is None:
         return None
-    probed = np.flatnonzero(np.isfinite(_series(history, "hessian_top_eig")))
+    probed = np.flatnonzero(np.isfinite(np.asarray(top_eigenvalues, dtype="float64")))
     return np.isin(np.arange(n), probed + 1)
+
+
+def _plot_by_direction_age(ax, epochs, values, fresh, label=None, **style):
+    """One line through every point, filled markers where `fresh`, hollow
+    ones elsewhere (same colour, no legend entry of their own). The line."""
+    (line,) = ax.plot(epochs, values, marker="o", markersize=3,
+                      markevery=list(np.flatnonzero(fresh)), label=label, **style)
+    older = ~fresh
+    ax.plot(epochs[older], values[older], "o", markersize=3, color=line.get_color(),
+            markerfacecolor="none")
+    return line
 
 
 def _series(history, key):
@@ -109,20 +121,17 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             finite = np.isfinite(values)
             # Probes run every few epochs (NaN between): markers, not gaps.
             style = "o-" if finite.sum() < len(values) else "-"
-            fresh = (_fresh_direction_epochs(history, len(values))
+            fresh = (_fresh_direction_epochs(history.get("hessian_top_eig"), len(values))
                      if key in _ALONG_PROBED_DIRECTION else None)
             if fresh is None or fresh[finite].all():
                 (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3,
                                   label=label)
             else:
-                (line,) = ax.plot(epochs[finite], values[finite], "o-", markersize=3,
-                                  markevery=list(np.flatnonzero(fresh[finite])), label=label)
-                older = finite & ~fresh
-                ax.plot(epochs[older], values[older], "o", markersize=3,
-                        color=line.get_color(), markerfacecolor="none")
                 if not older_labelled:
-                    line.set_label(f"{label} ({_OLDER_DIRECTION_LABEL})")
+                    label = f"{label} ({_OLDER_DIRECTION_LABEL})"
                     older_labelled = True
+                line = _plot_by_direction_age(ax, epochs[finite], values[finite],
+                                              fresh[finite], label=label, linestyle="-")
             shown = True
             if key in reference and key not in _SETTINGS:
                 mean, stderr = (_series({key: curve}, key) for curve in reference[key])
@@ -171,9 +180,12 @@ STUDY_PANELS = (
 )
 
 
-def band(ax, mean, stderr, label=None, epochs=None, **style):
+def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
     """Draw a mean curve with a +/- one-standard-error band; epochs where the
     mean is NaN (not logged) are skipped, so probe curves join their points.
+    With `fresh` (a boolean per epoch), the markers are filled where it is
+    true and hollow elsewhere (a width measured along a probe's direction:
+    right after the probe, or later).
 
     Returns:
         The line.
@@ -182,9 +194,13 @@ def band(ax, mean, stderr, label=None, epochs=None, **style):
     stderr = np.asarray(stderr, dtype="float64")
     epochs = np.arange(len(mean)) if epochs is None else np.asarray(epochs)
     finite = np.isfinite(mean)
-    marker = "o" if finite.sum() < len(mean) else None
-    (line,) = ax.plot(epochs[finite], mean[finite], marker=marker, markersize=3,
-                      label=label, **style)
+    if fresh is not None and not np.asarray(fresh)[finite].all():
+        line = _plot_by_direction_age(ax, epochs[finite], mean[finite],
+                                      np.asarray(fresh)[finite], label=label, **style)
+    else:
+        marker = "o" if finite.sum() < len(mean) else None
+        (line,) = ax.plot(epochs[finite], mean[finite], marker=marker, markersize=3,
+                          label=label, **style)
     spread = np.where(np.isfinite(stderr), stderr, 0.0)[finite]
     ax.fill_between(epochs[finite], mean[finite] - spread, mean[finite] + spread,
                     color=line.get_color(), alpha=0.2, linewidth=0)
@@ -218,7 +234,7 @@ def study_curves(results, panels=STUDY_PANELS):
     drops = sorted({e for arm in results.study.arms
                     for e in arm.config.lr_drop_epochs})
     for ax, (title, ylabel, keys, log) in zip(axes.flat, panels):
-        shown = False
+        shown = older_labelled = False
         for index, arm in enumerate(results.study.arms):
             runs = results.runs(arm.experiment)
             for key, suffix, linestyle in keys:
@@ -227,8 +243,17 @@ def study_curves(results, panels=STUDY_PANELS):
                 mean, stderr = results.curve(arm.experiment, key)
                 if not np.isfinite(mean).any():
                     continue
-                band(ax, mean, stderr, label=arm.label + suffix, color=f"C{index}",
-                     linestyle=linestyle)
+                fresh = None
+                if key in _ALONG_PROBED_DIRECTION and all("hessian_top_eig" in h for h in runs):
+                    fresh = _fresh_direction_epochs(
+                        results.curve(arm.experiment, "hessian_top_eig")[0], len(mean))
+                label = arm.label + suffix
+                if fresh is not None and not fresh[np.isfinite(mean)].all() \
+                        and not older_labelled:
+                    label = f"{label} ({_OLDER_DIRECTION_LABEL})"
+                    older_labelled = True
+                band(ax, mean, stderr, label=label, color=f"C{index}",
+                     linestyle=linestyle, fresh=fresh)
                 shown = True
         if not shown:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center",

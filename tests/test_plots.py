@@ -119,3 +119,22 @@ def test_without_probes_or_with_every_window_fresh_the_width_has_plain_markers()
         assert not any(plots._OLDER_DIRECTION_LABEL in label
                        for label in width.get_legend_handles_labels()[1])
         plots.close(figure)
+
+
+def test_a_studys_width_along_the_top_eigenvector_is_marked_by_direction_age_too():
+    from robustlab import studies
+
+    results = studies.reference("lr-drop-collapse")  # probes at epochs 4, 9, ..., 99
+    figure = plots.study_curves(results)
+    width = _panel(figure, "Width along the top eigenvector")
+    measured, predicted = [line for line in width.get_lines()
+                           if line.get_linestyle() in ("-", "--")]
+    assert plots._OLDER_DIRECTION_LABEL in measured.get_label()  # said once
+    assert plots._OLDER_DIRECTION_LABEL not in predicted.get_label()
+    hollow = [line for line in width.get_lines() if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 2
+    for line, older in zip((measured, predicted), hollow):
+        fresh_epochs = [x for x, _ in _markers(line)]
+        assert fresh_epochs == list(range(5, 100, 5))
+        assert sorted(older.get_xdata()) == sorted(set(range(5, 100)) - set(fresh_epochs))
+    plots.close(figure)
