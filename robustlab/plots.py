@@ -48,7 +48,7 @@ _SETTINGS = ("learning_rate", "awp_gamma")
 # the direction is fresh; later windows reuse it while it turns (at a large
 # learning rate it turns within a few epochs), so they are drawn apart.
 _ALONG_PROBED_DIRECTION = ("posterior_var_top", "posterior_var_top_predicted")
-_OLDER_DIRECTION_LABEL = "hollow: older u"
+_OLDER_DIRECTION_NOTE = "hollow: an older probe's direction"
 
 
 def _fresh_direction_epochs(top_eigenvalues, n):
@@ -63,7 +63,8 @@ def _fresh_direction_epochs(top_eigenvalues, n):
 
 def _plot_by_direction_age(ax, epochs, values, fresh, label=None, **style):
     """One line through every point, filled markers where `fresh`, hollow
-    ones elsewhere (same colour, no legend entry of their own). The line."""
+    ones elsewhere (same colour, no legend entry of their own: the panel's
+    title says it). The line."""
     (line,) = ax.plot(epochs, values, marker="o", markersize=3,
                       markevery=list(np.flatnonzero(fresh)), label=label, **style)
     older = ~fresh
@@ -112,7 +113,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     reference = reference or {}
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
-        shown = referenced = older_labelled = False
+        shown = referenced = older_marked = False
         for key, label in keys:
             if key not in history:
                 continue
@@ -127,11 +128,9 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
                 (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3,
                                   label=label)
             else:
-                if not older_labelled:
-                    label = f"{label} ({_OLDER_DIRECTION_LABEL})"
-                    older_labelled = True
                 line = _plot_by_direction_age(ax, epochs[finite], values[finite],
                                               fresh[finite], label=label, linestyle="-")
+                older_marked = True
             shown = True
             if key in reference and key not in _SETTINGS:
                 mean, stderr = (_series({key: curve}, key) for curve in reference[key])
@@ -144,7 +143,8 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
         elif log:
             ax.set_yscale("log")
         mark_drops(ax, drop_epochs)
-        ax.set_title(name, fontsize=10)
+        ax.set_title(f"{name} ({_OLDER_DIRECTION_NOTE})" if older_marked else name,
+                     fontsize=10)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
@@ -234,7 +234,7 @@ def study_curves(results, panels=STUDY_PANELS):
     drops = sorted({e for arm in results.study.arms
                     for e in arm.config.lr_drop_epochs})
     for ax, (title, ylabel, keys, log) in zip(axes.flat, panels):
-        shown = older_labelled = False
+        shown = older_marked = False
         for index, arm in enumerate(results.study.arms):
             runs = results.runs(arm.experiment)
             for key, suffix, linestyle in keys:
@@ -247,12 +247,9 @@ def study_curves(results, panels=STUDY_PANELS):
                 if key in _ALONG_PROBED_DIRECTION and all("hessian_top_eig" in h for h in runs):
                     fresh = _fresh_direction_epochs(
                         results.curve(arm.experiment, "hessian_top_eig")[0], len(mean))
-                label = arm.label + suffix
-                if fresh is not None and not fresh[np.isfinite(mean)].all() \
-                        and not older_labelled:
-                    label = f"{label} ({_OLDER_DIRECTION_LABEL})"
-                    older_labelled = True
-                band(ax, mean, stderr, label=label, color=f"C{index}",
+                if fresh is not None and not fresh[np.isfinite(mean)].all():
+                    older_marked = True
+                band(ax, mean, stderr, label=arm.label + suffix, color=f"C{index}",
                      linestyle=linestyle, fresh=fresh)
                 shown = True
         if not shown:
@@ -261,7 +258,8 @@ def study_curves(results, panels=STUDY_PANELS):
         elif log:
             ax.set_yscale("log")
         mark_drops(ax, drops)
-        ax.set_title(title, fontsize=10)
+        ax.set_title(f"{title} ({_OLDER_DIRECTION_NOTE})" if older_marked else title,
+                     fontsize=10)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)

@@ -22,7 +22,9 @@ REFERENCE = {
 
 
 def _panel(figure, title):
-    return next(ax for ax in figure.axes if ax.get_title() == title)
+    """The panel titled `title` (and perhaps a note in brackets after it)."""
+    return next(ax for ax in figure.axes
+                if ax.get_title() == title or ax.get_title().startswith(title + " ("))
 
 
 def _dashed(ax):
@@ -94,17 +96,15 @@ def test_along_the_top_eigenvector_a_window_after_its_probe_is_filled_and_later_
     width = _panel(figure, "Width of the weight cloud")
     for label, values in (("along top eigenvector", [1.0, 2.0, 3.0, 4.0]),
                           ("predicted (heavy-ball)", [1.5, 2.5, 3.5, 4.5])):
-        (line,) = [line for line in width.get_lines() if line.get_label().startswith(label)]
+        (line,) = [line for line in width.get_lines() if line.get_label() == label]
         np.testing.assert_array_equal(line.get_ydata(), values)  # one line through all
         assert _markers(line) == [(2, values[0]), (5, values[3])]
         (older,) = [o for o in width.get_lines() if o.get_linestyle() == "None"
                     and mcolors.same_color(o.get_color(), line.get_color())]
         assert older.get_markerfacecolor() == "none"
         assert list(zip(older.get_xdata(), older.get_ydata())) == [(3, values[1]), (4, values[2])]
-    # Said once, on the first of the two.
-    labels = width.get_legend_handles_labels()[1]
-    assert [label for label in labels if plots._OLDER_DIRECTION_LABEL in label] == [
-        f"along top eigenvector ({plots._OLDER_DIRECTION_LABEL})"]
+    assert width.get_title() == f"Width of the weight cloud ({plots._OLDER_DIRECTION_NOTE})"
+    assert all(ax.get_title().count("(") == 0 for ax in figure.axes if ax is not width)
     plots.close(figure)
 
 
@@ -116,8 +116,7 @@ def test_without_probes_or_with_every_window_fresh_the_width_has_plain_markers()
         width = _panel(figure, "Width of the weight cloud")
         assert [line.get_markevery() for line in width.get_lines()
                 if line.get_label() == "along top eigenvector"] == [None]
-        assert not any(plots._OLDER_DIRECTION_LABEL in label
-                       for label in width.get_legend_handles_labels()[1])
+        assert width.get_title() == "Width of the weight cloud"
         plots.close(figure)
 
 
@@ -129,10 +128,9 @@ def test_a_studys_width_along_the_top_eigenvector_is_marked_by_direction_age_too
     width = _panel(figure, "Width along the top eigenvector")
     measured, predicted = [line for line in width.get_lines()
                            if line.get_linestyle() in ("-", "--")]
-    assert plots._OLDER_DIRECTION_LABEL in measured.get_label()  # said once
-    assert plots._OLDER_DIRECTION_LABEL not in predicted.get_label()
     hollow = [line for line in width.get_lines() if line.get_markerfacecolor() == "none"]
     assert len(hollow) == 2
+    assert width.get_title().endswith(f"({plots._OLDER_DIRECTION_NOTE})")
     for line, older in zip((measured, predicted), hollow):
         fresh_epochs = [x for x, _ in _markers(line)]
         assert fresh_epochs == list(range(5, 100, 5))
