@@ -4,8 +4,6 @@ The reference is Keras's own eager `reset_state` and `result` on the same
 metrics in the same states: the values must be the same bit for bit.
 """
 
-import logging
-
 import keras
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ import tensorflow as tf  # noqa: E402
 from robustlab import backend as _backend  # noqa: E402
 from robustlab.backend.tensorflow.metrics import MetricsInOneCall  # noqa: E402
 from tests.test_adversarial_model import small_cnn_model  # noqa: E402
+from tests.test_tf_tracing import retracing_warnings  # noqa: E402, F401 (a fixture)
 
 RNG = np.random.default_rng(0)
 X = RNG.random((40, 8, 8, 1)).astype("float32")
@@ -78,30 +77,16 @@ def test_each_reset_and_read_is_one_traced_call():
     assert metrics._results.experimental_get_tracing_count() == 1
 
 
-def test_many_models_in_one_process_log_no_retracing_warning(monkeypatch):
-    # TensorFlow's retracing detector counts, per Python function across all
-    # its instances, the calls that traced; from the fifth it logs "triggered
-    # tf.function retracing". Each model traces its own reset and read once,
-    # so a notebook that trains a few models briefly used to log it. A fresh
-    # detector, so that warnings already logged in this process (at most 5
-    # per function) cannot hide it.
-    from tensorflow.python.eager.polymorphic_function import polymorphic_function
-
-    monkeypatch.setattr(polymorphic_function, "_frequent_tracing_detector_manager",
-                        polymorphic_function._FrequentTracingDetectorManager())
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    tf_logger = logging.getLogger("tensorflow")
-    tf_logger.addHandler(handler)
-    try:
-        for _ in range(8):
-            metrics = MetricsInOneCall(updated_metrics())
-            metrics.reset()
-            metrics.results()
-    finally:
-        tf_logger.removeHandler(handler)
-    assert not [m for m in messages if "retracing" in m], messages
+def test_many_models_in_one_process_log_no_retracing_warning(retracing_warnings):
+    # Each model traces its own reset and read once; TensorFlow counts those
+    # traces together (`robustlab/backend/tensorflow/tracing.py`), so a
+    # notebook that trains a few models briefly used to log "triggered
+    # tf.function retracing".
+    for _ in range(8):
+        metrics = MetricsInOneCall(updated_metrics())
+        metrics.reset()
+        metrics.results()
+    assert retracing_warnings() == []
 
 
 def test_a_metric_with_its_own_reset_state_is_reset_eagerly_every_time():
