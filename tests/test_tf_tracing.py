@@ -72,7 +72,8 @@ def test_the_concrete_function_is_the_graph_the_call_runs():
 
 
 def test_a_python_function_is_refused():
-    with pytest.raises(TypeError, match="needs a tf.function.*Received: function of type function"):
+    with pytest.raises(TypeError, match="`function` must be a tf.function.*"
+                                        "Received: function of type function"):
         concrete_function(doubled, tf.constant(1.0))
 
 

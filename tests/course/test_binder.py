@@ -111,11 +111,10 @@ def lesson_00(binder_env):
 
 
 def test_lesson_00_runs_in_the_binder_environment(binder_env, lesson_00):
-    result = lesson_00
-    assert result["errors"] == []
-    assert result["backend"] == "tensorflow"
-    assert str(binder_env["bin"].parent) in result["robustlab"]  # the installed copy
-    assert 0 < result["peak"] <= 1.5 * 2**30
+    assert lesson_00["errors"] == []
+    assert lesson_00["backend"] == "tensorflow"
+    assert str(binder_env["bin"].parent) in lesson_00["robustlab"]  # the installed copy
+    assert 0 < lesson_00["peak"] <= 1.5 * 2**30
 
 
 def test_tensorflows_start_up_lines_stay_out_of_the_lesson(lesson_00):

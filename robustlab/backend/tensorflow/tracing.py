@@ -31,6 +31,6 @@ def concrete_function(function, *args):
     """
     if not isinstance(function, tf.types.experimental.PolymorphicFunction):
         raise TypeError(
-            "concrete_function needs a tf.function. "
+            "Argument `function` must be a tf.function. "
             f"Received: function of type {type(function).__name__}")
     return function.get_concrete_function(*args)
