@@ -24,6 +24,9 @@ when several are given, plus `seeds_summary.json` with means and standard
 errors across seeds). The Keras backend is chosen, as always with Keras, by
 the KERAS_BACKEND environment variable (tensorflow by default, or jax).
 
+Bad arguments stop the command with `robustlab COMMAND: error: ...`;
+warnings print as one line, `robustlab COMMAND: warning: ...`.
+
 `--threads N` runs TensorFlow's CPU kernels on N threads instead of one per
 CPU. On a CPU the thread count decides a run's last digits, and over 100
 epochs its trajectory, as the seed does: the shipped reference results were
@@ -34,9 +37,11 @@ the same count.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -209,18 +214,36 @@ def _reproduce(args):
     return 0
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(command):
+    """Warnings print as one line, `robustlab COMMAND: warning: MESSAGE`,
+    like the command's errors, instead of Python's file name, line number
+    and source line of the library code that issued them."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"robustlab {command}: warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
 def main(argv=None):
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "list":
-            _list()
-            return 0
-        if args.command == "reproduce":
-            return _reproduce(args)
-        if args.command == "figures":
-            return _figures(args)
-        return _train(args)
+        with _warnings_as_lines(args.command):
+            if args.command == "list":
+                _list()
+                return 0
+            if args.command == "reproduce":
+                return _reproduce(args)
+            if args.command == "figures":
+                return _figures(args)
+            return _train(args)
     except (ValueError, FileNotFoundError) as error:
         # Bad arguments: the message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 
 import pytest
 
@@ -52,3 +53,16 @@ def test_seeds_summary_gives_mean_and_standard_error():
     summary = cli.seeds_summary([{"gap": 0.1}, {"gap": 0.3}])
     assert summary["gap"]["mean"] == pytest.approx(0.2)
     assert summary["gap"]["stderr"] == pytest.approx(0.1)  # sd 0.1414 / sqrt(2)
+
+
+def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
+    # As the command's errors do; not Python's file, line and source line of
+    # the library code that issued it.
+    monkeypatch.setattr(cli, "_list", lambda: warnings.warn("46 parameters did not move",
+                                                             UserWarning))
+    shown = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["list"]) == 0
+    assert capsys.readouterr().err == "robustlab list: warning: 46 parameters did not move\n"
+    assert warnings.showwarning is shown  # put back when the command ends
