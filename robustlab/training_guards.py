@@ -7,7 +7,9 @@ They belong to training, not to the instruments of `robustlab.callbacks`
 Keras fit).
 """
 
+import bisect
 import math
+import threading
 
 import keras
 
@@ -34,8 +36,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     the next step before the last one's logs are read, instead of waiting
     for each step to finish (on JAX, a GPU would otherwise idle between
     steps). The error then surfaces at the latest when the epoch ends, still
-    naming the batch whose loss was not finite; the steps queued meanwhile
-    have run on non-finite weights.
+    naming the first batch whose loss was not finite; the steps queued
+    meanwhile have run on non-finite weights.
 
     Example:
 
@@ -52,10 +54,47 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
 
     async_safe = True
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def __init__(self):
+        super().__init__()
+        self._turn = threading.Condition()
+        self._start_epoch(0)
+
+    def _start_epoch(self, epoch):
         self._epoch = epoch
+        # Under asynchronous dispatch Keras checks the steps' logs in a pool
+        # of threads, in no set order, and raises the first error of a
+        # finished check it finds: a later step's check (its loss is
+        # non-finite too, as the weights are) could name the wrong batch.
+        # So the checks take turns in the order of the calls, which Keras
+        # begins in the fit's own thread, and the ones after an error pass.
+        self._call_begins = []
+        self._calls_checked = 0
+        self._failed = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras has waited for every check of the last epoch by now.
+        self._start_epoch(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._call_begins.append(batch)
 
     def on_train_batch_end(self, batch, logs=None):
+        # The call that began last at or before `batch` (its last step).
+        call = bisect.bisect_right(self._call_begins, batch) - 1
+        with self._turn:
+            self._turn.wait_for(lambda: self._calls_checked >= call)
+        try:
+            if not self._failed:
+                self._check(batch, logs)
+        except NonFiniteLossError:
+            self._failed = True
+            raise
+        finally:
+            with self._turn:
+                self._calls_checked = max(self._calls_checked, call + 1)
+                self._turn.notify_all()
+
+    def _check(self, batch, logs):
         loss = (logs or {}).get("loss")
         if loss is None:
             return
@@ -75,7 +114,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                          f"once per compiled call: steps_per_execution={steps})")
             raise NonFiniteLossError(
                 "The training loss became non-finite at epoch "
-                f"{getattr(self, '_epoch', 0)}, {where}. Lower the learning "
+                f"{self._epoch}, {where}. Lower the learning "
                 "rate, check the inputs for NaN, or check the loss for log(0) on "
                 f"probabilities. Received: loss={value}"
             )

@@ -2,6 +2,8 @@
 
 import csv
 import os
+import threading
+import time
 
 import keras
 import numpy as np
@@ -589,6 +591,81 @@ def test_a_nan_loss_stops_training_with_a_clear_error():
     data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
     with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0"):
         model.fit(data, epochs=3, verbose=0)
+
+
+class _SlowFirstBatchCheck(keras.callbacks.Callback):
+    """Delays the check of batch 0 (Keras runs a step's batch callbacks one
+    after the other, in one thread) and lets the check of batch 1 finish
+    before Keras dispatches batch 2's, where it looks for finished checks."""
+
+    async_safe = True
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 2:
+            time.sleep(0.3)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            time.sleep(1.0)
+
+
+def test_a_nan_loss_checked_out_of_order_still_names_the_first_batch():
+    # Under asynchronous dispatch (JAX) the later batches' checks, whose
+    # losses are non-finite too, finish first; the error must not name them.
+    x = X6.copy()
+    x[3, 1] = np.nan
+    model = compiled(softmax_regression(W3, B3))
+    data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0\."):
+        model.fit(data, epochs=1, verbose=0, callbacks=[_SlowFirstBatchCheck()])
+
+
+def _ended_in_a_thread(callback, batch, logs):
+    outcome = {}
+
+    def end():
+        try:
+            callback.on_train_batch_end(batch, logs)
+            outcome["returned"] = True
+        except Exception as error:  # noqa: BLE001 - the test reads it
+            outcome["raised"] = error
+
+    thread = threading.Thread(target=end, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_the_nan_checks_take_turns_in_the_order_of_the_calls():
+    from robustlab.callbacks import StopOnNonFiniteLoss
+
+    guard = StopOnNonFiniteLoss()
+    guard.set_model(compiled(softmax_regression(W3, B3)))
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_begin(0)
+    guard.on_train_batch_begin(1)
+    later, outcome = _ended_in_a_thread(guard, 1, {"loss": float("nan")})
+    later.join(timeout=0.3)
+    assert later.is_alive() and not outcome  # waits for batch 0's check
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, batch 0\."):
+        guard.on_train_batch_end(0, {"loss": float("nan")})
+    later.join(timeout=10)
+    assert outcome == {"returned": True}  # the first error is the one raised
+
+
+def test_a_nan_check_after_finite_ones_raises_for_its_own_batch():
+    from robustlab.callbacks import StopOnNonFiniteLoss
+
+    guard = StopOnNonFiniteLoss()
+    guard.set_model(compiled(softmax_regression(W3, B3)))
+    guard.on_epoch_begin(0)
+    for batch in range(3):
+        guard.on_train_batch_begin(batch)
+    later, outcome = _ended_in_a_thread(guard, 2, {"loss": float("inf")})
+    guard.on_train_batch_end(0, {"loss": 1.0})
+    guard.on_train_batch_end(1, {"loss": 0.5})
+    later.join(timeout=10)
+    assert isinstance(outcome.get("raised"), NonFiniteLossError)
+    assert "epoch 0, batch 2." in str(outcome["raised"])
 
 
 def test_the_nan_check_lets_keras_dispatch_batch_callbacks_asynchronously():
