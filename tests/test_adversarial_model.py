@@ -320,11 +320,16 @@ def test_steps_per_epoch_beyond_one_pass_is_rejected(digits):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="on JAX the model uses Keras's own functions")
-def test_the_one_step_functions_give_keras_own_numbers(digits):
-    # robustlab's train and test functions for one step a call (one
-    # tf.function, no Optional round trip) against Keras's own.
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_the_steps_functions_give_keras_own_numbers(digits, steps_per_execution):
+    # robustlab's train and test functions (one tf.function a call, no
+    # Optional round trip for one step; several steps in a while loop)
+    # against Keras's own. 250 digits in batches of 64: with 3 steps a call,
+    # the second call ends early, on the short last batch.
     def run(keras_functions):
         model = small_cnn_model(seed=4)
+        model.compile(keras.optimizers.SGD(0.05), LOGITS_CE, metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution)
         if keras_functions:
             model.make_train_function = lambda force=False: keras.Model.make_train_function(
                 model, force)
@@ -343,15 +348,14 @@ def test_the_one_step_functions_give_keras_own_numbers(digits):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="TensorFlow's train function")
-@pytest.mark.parametrize("setting", ["steps_per_execution", "jit_compile"])
-def test_keras_makes_the_train_function_beyond_one_plain_step_a_call(setting):
+@pytest.mark.parametrize("setting", [{"jit_compile": True},
+                                     {"steps_per_execution": 2, "jit_compile": True}])
+def test_keras_makes_the_train_function_under_xla(setting):
     from robustlab.backend import tensorflow as tf_backend
 
     model = adversarial(softmax_regression(W3, B3))
-    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE,
-                  **{"steps_per_execution": 2} if setting == "steps_per_execution"
-                  else {"jit_compile": True})
-    assert tf_backend.one_step_function(model, model.train_step) is None
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, **setting)
+    assert tf_backend.steps_function(model, model.train_step) is None
 
 
 def test_another_seed_gives_other_numbers(digits):

@@ -90,3 +90,17 @@ def test_several_short_fits_with_instruments_log_no_retracing_warning(retracing_
                   callbacks=[probe, tracker], verbose=0)
         model.evaluate(X[:16], Y[:16], verbose=0)
     assert retracing_warnings() == []
+
+
+@pytest.mark.parametrize("steps_per_execution", [3, 1])
+def test_several_short_fits_of_several_steps_a_call_log_no_retracing_warning(
+        retracing_warnings, steps_per_execution):
+    # An epoch a call (as `experiments.run` trains): a few calls a model.
+    for seed in range(6):
+        net = robustlab.models.small_cnn(filters=(4, 8), dense=32, seed=seed)
+        model = robustlab.AdversarialModel(net, attack=robustlab.PGD(0.1, steps=2), seed=seed)
+        model.compile(keras.optimizers.SGD(0.1), LOSS, metrics=["accuracy"],
+                      steps_per_execution=steps_per_execution)
+        model.fit(X, Y, batch_size=16, epochs=2, validation_data=(X[:16], Y[:16]),
+                  verbose=0)
+    assert retracing_warnings() == []

@@ -16,7 +16,7 @@ from robustlab.backend.jax.threads import set_cpu_threads
 from robustlab.backend.jax.trainer import adversarial_test_step
 from robustlab.backend.jax.trainer import adversarial_train_step
 from robustlab.backend.jax.trainer import can_observe_iterates_in_step
-from robustlab.backend.jax.trainer import one_step_function
+from robustlab.backend.jax.trainer import steps_function
 from robustlab.backend.jax.trainer import wait_for_iterate_observers
 
 __all__ = [
@@ -34,8 +34,8 @@ __all__ = [
     "make_hessian_vector_product",
     "make_loss_gradient",
     "metrics_in_one_call",
-    "one_step_function",
     "repeat",
     "set_cpu_threads",
+    "steps_function",
     "wait_for_iterate_observers",
 ]

@@ -12,7 +12,7 @@ __all__ = [
     "adversarial_test_step",
     "adversarial_train_step",
     "can_observe_iterates_in_step",
-    "one_step_function",
+    "steps_function",
     "wait_for_iterate_observers",
 ]
 
@@ -108,7 +108,7 @@ def can_observe_iterates_in_step(model):
     return keras.distribution.distribution() is None
 
 
-def one_step_function(model, step):
+def steps_function(model, step):
     """None: Keras's own JAX train and test functions are used."""
     return None
 

@@ -16,7 +16,7 @@ from robustlab.backend.tensorflow.threads import set_cpu_threads
 from robustlab.backend.tensorflow.trainer import adversarial_test_step
 from robustlab.backend.tensorflow.trainer import adversarial_train_step
 from robustlab.backend.tensorflow.trainer import can_observe_iterates_in_step
-from robustlab.backend.tensorflow.trainer import one_step_function
+from robustlab.backend.tensorflow.trainer import steps_function
 from robustlab.backend.tensorflow.trainer import wait_for_iterate_observers
 
 __all__ = [
@@ -34,8 +34,8 @@ __all__ = [
     "make_hessian_vector_product",
     "make_loss_gradient",
     "metrics_in_one_call",
-    "one_step_function",
     "repeat",
     "set_cpu_threads",
+    "steps_function",
     "wait_for_iterate_observers",
 ]
