@@ -347,6 +347,21 @@ def test_the_steps_functions_give_keras_own_numbers(digits, steps_per_execution)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="on JAX the model uses Keras's own functions")
+def test_several_steps_a_call_trace_the_step_once(digits):
+    # The first step of a call runs before the loop: a second trace of the
+    # step would keep a second copy of its graph in memory for every model.
+    model = small_cnn_model(seed=4)
+    model.compile(keras.optimizers.SGD(0.05), LOGITS_CE, steps_per_execution=3)
+    traced = []
+    train_step = model.train_step
+    model.train_step = lambda *args: traced.append(args) or train_step(*args)
+    model.fit(digits.x_train[:250], digits.y_train[:250], batch_size=64, epochs=2,
+              verbose=0)
+    assert len(traced) == 1
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
                     reason="TensorFlow's train function")
 @pytest.mark.parametrize("setting", [{"jit_compile": True},
                                      {"steps_per_execution": 2, "jit_compile": True}])
