@@ -141,14 +141,17 @@ def steps_function(model, step):
     and reads no batch beyond the call's last step; the same numbers bit for
     bit as one step a call.
 
-    Both are called as concrete functions (`tracing.concrete_function`):
-    robustlab builds them once per model, as Keras does, and TensorFlow
-    counts a call that traces against the Python function the `tf.function`
-    was made from, across models. With several steps a call there are few
-    calls a model (one an epoch when a call runs an epoch), so a process
-    that fitted a few models for an epoch or two, a sweep of short runs,
-    logged "triggered tf.function retracing" for traces that were all
-    expected: Keras's own function does.
+    Several steps a call are called as a concrete function
+    (`tracing.concrete_function`): robustlab builds the function once per
+    model, as Keras does, and TensorFlow counts a call that traces against
+    the Python function the `tf.function` was made from, across models.
+    With several steps a call there are few calls a model (one an epoch
+    when a call runs an epoch), so a process that fitted a few models for
+    an epoch or two, a sweep of short runs, logged "triggered tf.function
+    retracing" for traces that were all expected: Keras's own function
+    does. One step a call makes many calls a model, and the lookup of the
+    concrete function would cost about 25 us a step, so it is called as a
+    `tf.function`.
     """
     if (model.jit_compile or model.run_eagerly
             or getattr(model, "unrolled_steps_per_execution", 1) != 1
@@ -172,9 +175,8 @@ def steps_function(model, step):
 
         def function(iterator):
             if isinstance(iterator, tf.data.Iterator):
-                return concrete_function(on_iterator, iterator)(iterator)
-            batch = next(iter(iterator))
-            return concrete_function(on_batch, batch)(batch)
+                return on_iterator(iterator)
+            return on_batch(next(iter(iterator)))
 
         return function
 
