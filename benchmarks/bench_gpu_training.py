@@ -13,8 +13,9 @@ weight decay 5e-4, learning rate 0.1):
   pipeline).
 - `jax hand`: `jax.jit` over `net.stateless_call` of the same Keras model
   (same policy), PGD-10 by `jax.grad` w.r.t. the input, SGD momentum with
-  weight decay written out; the k attack steps unrolled into the program,
-  as robustlab unrolls them. Data: already on the device. Also timed with a
+  weight decay written out; the k attack steps unrolled into the program
+  (robustlab's attack is a `fori_loop` on a GPU; unrolling it left `fit`'s
+  speed unchanged on an H100). Data: already on the device. Also timed with a
   host sync after every step (`jax hand sync`), which is what `fit` pays
   when a callback reads the loss at every batch, and with the attack in a
   `jax.lax.fori_loop` instead (`jax hand fori_loop`; on an H200, 2% slower
@@ -310,8 +311,9 @@ def time_robustlab_fit(robustlab, cfg, batch):
 def make_hand_jax_step(net, cfg, unroll=True):
     """A jitted PGD-k + SGD-momentum step over `net.stateless_call`:
     `step(state, x, y, key) -> (state, loss)`, state donated. The k attack
-    steps are a Python loop unrolled into the program (as robustlab's attack
-    is, up to 32 steps), or with `unroll=False` a `jax.lax.fori_loop`."""
+    steps are a Python loop unrolled into the program, or with
+    `unroll=False` a `jax.lax.fori_loop` (what robustlab's attack is on an
+    accelerator)."""
     import functools
 
     import jax

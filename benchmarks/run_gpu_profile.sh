@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The prepared profiling run of the GPU training step (benchmarks/profile_gpu_step.py),
+# for the lent GPU machine, set up as benchmarks/run_gpu.sh says (carry .whl):
+#
+#   run(command="bash benchmarks/run_gpu_profile.sh", carry=[".whl"], timeout_s=480)
+#
+# With arguments, one run of profile_gpu_step.py with them. Without, each
+# setting below runs in its own process (XLA flags are read when JAX starts),
+# most important first; every result line starts with RESULT and lands in
+# $OUT/profile_runs.jsonl, the traces in $OUT/trace_*.json.gz.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 MPLBACKEND=Agg TF_CPP_MIN_LOG_LEVEL=3
+OUT=${OUT:-/tmp/robustlab-gpu-profile}
+mkdir -p "$OUT"
+if ! "$PYTHON" -c "import keras, namex, optree" 2>/dev/null; then
+  site=${TMPDIR:-/tmp}/robustlab-gpu-site
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target "$site" .whl/*.whl || exit 2
+  export PYTHONPATH="$site"
+fi
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.limit \
+  --format=csv 2>/dev/null
+profile() { "$PYTHON" benchmarks/profile_gpu_step.py --out "$OUT" "$@" ${PROFILE_ARGS:-} 2>&1 \
+  | grep -v "^WARNING\|^I0000\|^E0000" | tee -a "$OUT/profile.log"; }
+if [ "$#" -gt 0 ]; then
+  # One setting, from the arguments (e.g. --what fit --batch 128).
+  profile "$@"
+  exit
+fi
+profile --what hand
+profile --what fit
+profile --what fit --unroll-attack
+profile --what hand_fori --no-trace
+profile --what fit --batch 128 --no-trace
+profile --what fit --batch 128 --unroll-attack --no-trace
+XLA_FLAGS=--xla_gpu_enable_command_buffer= profile --what hand --no-trace \
+  --label "hand, command buffers off"
+XLA_FLAGS=--xla_gpu_use_runtime_fusion=true profile --what hand --no-trace \
+  --label "hand, cuDNN runtime fusion"
+XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
+  profile --what hand_fori --no-trace --label "hand_fori, command buffers with loops"
+grep -h "^RESULT" "$OUT/profile.log"
