@@ -14,8 +14,8 @@ weight decay 5e-4, learning rate 0.1):
 - `jax hand`: `jax.jit` over `net.stateless_call` of the same Keras model
   (same policy), PGD-10 by `jax.grad` w.r.t. the input, SGD momentum with
   weight decay written out; the k attack steps unrolled into the program
-  (robustlab's attack is a `fori_loop` on a GPU; unrolling it left `fit`'s
-  speed unchanged on an H100). Data: already on the device. Also timed with a
+  (robustlab's attack is a `fori_loop` on a GPU). Data: already on the
+  device. Also timed with a
   host sync after every step (`jax hand sync`), which is what `fit` pays
   when a callback reads the loss at every batch, and with the attack in a
   `jax.lax.fori_loop` instead (`jax hand fori_loop`; on an H200, 2% slower

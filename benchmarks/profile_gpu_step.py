@@ -13,7 +13,8 @@ attack and optimiser; its builders are imported from there):
 
 It prints the step time (median of `--repeats` epochs of `--steps` steps),
 XLA's own count of the step's FLOPs and bytes (`cost_analysis`, hand steps
-only) and, unless `--no-trace`, a table of the device's kernels from the
+only; on a GPU it leaves out the convolutions, which are cuDNN calls, and
+counts a loop's body once) and, unless `--no-trace`, a table of the device's kernels from the
 profiler's trace: time a step by kernel and by kind (cuDNN convolutions by
 pass, XLA fusions, copies), the device's busy time and its idle gaps. The
 trace (`perfetto_trace.json.gz`) is written under `--out` for a closer look;
@@ -205,16 +206,27 @@ def settings(args):
 
 
 def unroll_robustlab_attack():
-    """robustlab's attack loop unrolled on every backend (for this run)."""
+    """robustlab's attack loop unrolled on every backend (for this run).
+    Returns a list that counts the calls of the replacement: the attack
+    reaches `repeat` through the backend package (`robustlab.backend.jax`),
+    so both names are replaced, and the count shows that the replacement
+    was used (the first profile on an H100 replaced only the module's name,
+    so its "unrolled" rows ran the rolled loop)."""
+    import robustlab.backend.jax as backend_package
     from robustlab.backend.jax import autodiff
 
+    calls = []
+
     def repeat(steps, body, initial):
+        calls.append(steps)
         value = initial
         for i in range(steps):
             value = body(i, value)
         return value
 
     autodiff.repeat = repeat
+    backend_package.repeat = repeat
+    return calls
 
 
 def hand_run(args, cfg, trace_dir):
@@ -235,8 +247,7 @@ def hand_run(args, cfg, trace_dir):
     ys = jax.device_put(y.reshape(cfg["steps"], batch))
     key = jax.random.PRNGKey(0)
     # Compiled ahead, and the compiled program is what is timed: one
-    # compilation gives both the timings and XLA's cost analysis (of the
-    # program as written: a loop's body is counted once).
+    # compilation gives both the timings and XLA's cost analysis.
     step = step.lower(state, xs[0], ys[0], key).compile()
     try:
         analysis = step.cost_analysis()
@@ -273,8 +284,7 @@ def fit_run(args, cfg, trace_dir):
     import bench_gpu_training as bench
     import robustlab
 
-    if args.unroll_attack:
-        unroll_robustlab_attack()
+    unrolled_calls = unroll_robustlab_attack() if args.unroll_attack else None
     batch = args.batch
     x, y = bench.synthetic_images(batch * cfg["steps"])
     model = robustlab.AdversarialModel(bench.build_keras_net(robustlab, cfg),
@@ -305,7 +315,11 @@ def fit_run(args, cfg, trace_dir):
     epochs = 1 + cfg["repeats"] + (1 if trace_dir else 0)
     model.fit(x, y, batch_size=batch, epochs=epochs, shuffle=False, verbose=0,
               callbacks=[clock])
-    return clock.seconds[0], clock.seconds[1:1 + cfg["repeats"]], {}
+    if unrolled_calls is not None and not unrolled_calls:
+        raise RuntimeError("--unroll-attack: robustlab's attack never called the "
+                           "unrolled loop; the run would time the rolled one")
+    facts = {} if unrolled_calls is None else {"unrolled_traces": len(unrolled_calls)}
+    return clock.seconds[0], clock.seconds[1:1 + cfg["repeats"]], facts
 
 
 def main(argv=None):
@@ -329,7 +343,8 @@ def main(argv=None):
     if not args.no_trace and args.out:
         trace_dir = os.path.join(args.out, "trace_" + label.replace(" ", "_"))
     run = fit_run if args.what == "fit" else hand_run
-    warmup, times, cost = run(args, cfg, trace_dir)
+    warmup, times, facts = run(args, cfg, trace_dir)
+    cost = {} if args.what == "fit" else facts
     median = statistics.median(times)
     record = {
         "label": label, "what": args.what, "batch": args.batch,
@@ -341,6 +356,7 @@ def main(argv=None):
         "spread_pct": 100 * (max(times) - min(times)) / median,
         "compile_s": max(warmup - median, 0.0),
         "repeats_s": times, "cost_analysis": cost,
+        **({"unrolled_traces": facts.get("unrolled_traces")} if args.unroll_attack else {}),
     }
     if cost.get("flops"):
         record["xla_gflops_per_image"] = cost["flops"] / args.batch / 1e9
