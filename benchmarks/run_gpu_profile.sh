@@ -33,13 +33,16 @@ fi
 profile --what hand
 profile --what fit
 profile --what fit --unroll-attack
-profile --what hand_fori --no-trace
 profile --what fit --batch 128 --no-trace
 profile --what fit --batch 128 --unroll-attack --no-trace
-XLA_FLAGS=--xla_gpu_enable_command_buffer= profile --what hand --no-trace \
-  --label "hand, command buffers off"
-XLA_FLAGS=--xla_gpu_use_runtime_fusion=true profile --what hand --no-trace \
-  --label "hand, cuDNN runtime fusion"
-XLA_FLAGS=--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL \
-  profile --what hand_fori --no-trace --label "hand_fori, command buffers with loops"
+profile --what hand --batch 128 --no-trace
+profile --what hand_fori --batch 128 --no-trace
+profile --what fit --weight-decay 0 --no-trace
+# Measured on an H100 on 2026-12-05 (benchmarks/README.md), kept for reruns:
+if [ -n "${PROFILE_XLA_FLAGS:-}" ]; then
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= profile --what hand --no-trace \
+    --label "hand, command buffers off"
+  XLA_FLAGS=--xla_gpu_use_runtime_fusion=true profile --what hand --no-trace \
+    --label "hand, cuDNN runtime fusion"
+fi
 grep -h "^RESULT" "$OUT/profile.log"
