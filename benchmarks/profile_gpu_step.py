@@ -59,7 +59,15 @@ def parse_args(argv=None):
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--summarise", default=None,
                         help="summarise this perfetto_trace.json.gz and exit")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.unroll_attack and args.what != "fit":
+        parser.error("--unroll-attack applies to --what fit only (the hand-written "
+                     f"steps choose by --what). Received: --what {args.what}")
+    for name in ("batch", "steps", "repeats", "width", "pgd_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1. "
+                         f"Received: {getattr(args, name)}")
+    return args
 
 
 # ---------------------------------------------------------------------------
@@ -163,6 +171,14 @@ def summarise_trace(path, steps, top=25):
             table[key][1] += 1
     summary = {"span_ms": span_ms, "busy_ms": busy_ms, "summed_ms": summed_ms,
                "kernels_per_step": len(kernels) / steps, "by_kind": {}, "top": []}
+    # Every kernel of the traced epoch counts, the step's and those of the
+    # small programs around it (the batch's slice, a key split): by program.
+    by_module = collections.Counter()
+    for e in kernels:
+        by_module[e.get("args", {}).get("hlo_module", "?")] += e["dur"]
+    summary["by_program_ms"] = {m: d / 1000 / steps for m, d in by_module.items()}
+    lines.append("by program, ms a step: " + ", ".join(
+        f"{m} {d / 1000 / steps:.3f}" for m, d in by_module.most_common(6)))
     lines.append(f"{'kind':34s} {'ms/step':>8s} {'share':>6s} {'kernels/step':>12s}")
     for kind, (dur, count) in sorted(by_kind.items(), key=lambda kv: -kv[1][0]):
         ms = dur / 1000 / steps

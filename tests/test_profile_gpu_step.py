@@ -79,6 +79,7 @@ def test_the_summary_counts_device_stream_kernels_a_step(profile, tmp_path):
     assert summary["top"][0]["name"] == "sm90_xmma_fprop_implicit_gemm"
     assert summary["span_ms"] - summary["busy_ms"] == pytest.approx(0.035)
     assert "2 kernels" in text
+    assert summary["by_program_ms"] == {"?": pytest.approx(0.14)}
 
 
 def test_a_trace_without_device_kernels_says_so(profile, tmp_path):
