@@ -368,9 +368,9 @@ def make_hand_jax_step(net, cfg, unroll=True):
     return step
 
 
-def time_hand_jax(robustlab, cfg, batch, unroll=True):
-    """Rows for the hand-written step: asynchronous, and synced every step
-    (for the attack in a `fori_loop`: asynchronous only)."""
+def hand_jax_setup(robustlab, cfg, batch, unroll=True):
+    """The hand-written step and what it runs on: `(step, state, xs, ys)`,
+    the data on the device as `cfg["steps"]` stacked batches."""
     import jax
     import jax.numpy as jnp
 
@@ -382,21 +382,38 @@ def time_hand_jax(robustlab, cfg, batch, unroll=True):
     x, y = synthetic_images(batch * cfg["steps"])
     xs = jax.device_put(x.reshape((cfg["steps"], batch) + IMAGE_SHAPE))
     ys = jax.device_put(y.reshape(cfg["steps"], batch))
-    key = jax.random.PRNGKey(0)
+    return step, state, xs, ys
 
-    def epoch(sync_every_step):
-        nonlocal state, key
-        key, sub = jax.random.split(key)
-        keys = jax.random.split(sub, cfg["steps"])
+
+def hand_epoch_timer(step, state, xs, ys):
+    """`epoch(sync_every_step=False) -> seconds`: one timed pass of `step`
+    over the stacked batches. The (donated) state and the random key carry
+    over from pass to pass."""
+    import jax
+
+    carried = {"state": state, "key": jax.random.PRNGKey(0)}
+
+    def epoch(sync_every_step=False):
+        key, sub = jax.random.split(carried["key"])
+        keys = jax.random.split(sub, len(xs))
+        state = carried["state"]
         jax.block_until_ready(state)
         start = time.perf_counter()
-        for i in range(cfg["steps"]):
+        for i in range(len(xs)):
             state, loss = step(state, xs[i], ys[i], keys[i])
             if sync_every_step:
                 float(loss)
         jax.block_until_ready(state)
+        carried.update(state=state, key=key)
         return time.perf_counter() - start
 
+    return epoch
+
+
+def time_hand_jax(robustlab, cfg, batch, unroll=True):
+    """Rows for the hand-written step: asynchronous, and synced every step
+    (for the attack in a `fori_loop`: asynchronous only)."""
+    epoch = hand_epoch_timer(*hand_jax_setup(robustlab, cfg, batch, unroll=unroll))
     warmup = epoch(False)
     rows = [throughput_row(HAND if unroll else HAND_LOOPED, batch, cfg, warmup,
                            [epoch(False) for _ in range(cfg["repeats"])],

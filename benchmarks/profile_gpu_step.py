@@ -247,24 +247,15 @@ def unroll_robustlab_attack():
 
 def hand_run(args, cfg, trace_dir):
     import jax
-    import jax.numpy as jnp
 
     import bench_gpu_training as bench
     import robustlab
 
-    net = bench.build_keras_net(robustlab, cfg)
-    step = bench.make_hand_jax_step(net, cfg, unroll=args.what == "hand")
-    trainable = [v.value for v in net.trainable_variables]
-    state = (trainable, [v.value for v in net.non_trainable_variables],
-             [jnp.zeros_like(w) for w in trainable])
-    batch = args.batch
-    x, y = bench.synthetic_images(batch * cfg["steps"])
-    xs = jax.device_put(x.reshape((cfg["steps"], batch) + bench.IMAGE_SHAPE))
-    ys = jax.device_put(y.reshape(cfg["steps"], batch))
-    key = jax.random.PRNGKey(0)
+    step, state, xs, ys = bench.hand_jax_setup(robustlab, cfg, args.batch,
+                                               unroll=args.what == "hand")
     # Compiled ahead, and the compiled program is what is timed: one
     # compilation gives both the timings and XLA's cost analysis.
-    step = step.lower(state, xs[0], ys[0], key).compile()
+    step = step.lower(state, xs[0], ys[0], jax.random.PRNGKey(0)).compile()
     try:
         analysis = step.cost_analysis()
         if isinstance(analysis, (list, tuple)):
@@ -273,18 +264,7 @@ def hand_run(args, cfg, trace_dir):
                 if k in ("flops", "bytes accessed", "transcendentals")}
     except Exception as error:  # cost analysis is informative only
         cost = {"error": repr(error)}
-
-    def epoch():
-        nonlocal state, key
-        key, sub = jax.random.split(key)
-        keys = jax.random.split(sub, cfg["steps"])
-        jax.block_until_ready(state)
-        start = time.perf_counter()
-        for i in range(cfg["steps"]):
-            state, _ = step(state, xs[i], ys[i], keys[i])
-        jax.block_until_ready(state)
-        return time.perf_counter() - start
-
+    epoch = bench.hand_epoch_timer(step, state, xs, ys)
     warmup = epoch()
     times = [epoch() for _ in range(cfg["repeats"])]
     if trace_dir:
