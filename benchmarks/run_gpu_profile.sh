@@ -7,7 +7,12 @@
 # With arguments, one run of profile_gpu_step.py with them. Without, each
 # setting below runs in its own process (XLA flags are read when JAX starts),
 # most important first; every result line starts with RESULT and lands in
-# $OUT/profile_runs.jsonl, the traces in $OUT/trace_*.json.gz.
+# $OUT/profile_runs.jsonl, the traces in $OUT/trace_*.json.gz. A setting
+# that fails is reported and the next one runs. PROFILE_ARGS is added to every
+# run; the whole list on a CPU, tiny, as a check of the scripts (no timings):
+#
+#   PYTHON=python PROFILE_ARGS="--width 4 --batch 8 --steps 2 --repeats 2 \
+#     --pgd-steps 2" bash benchmarks/run_gpu_profile.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
