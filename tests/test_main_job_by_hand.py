@@ -5,9 +5,7 @@ derivatives, same weight cloud, from its own TensorFlow code.
 The benchmark's ratio is only meaningful if it is so; these tests keep it
 so. TensorFlow only (the baseline is a TensorFlow loop)."""
 
-import importlib.util
 import math
-import pathlib
 
 import keras
 import numpy as np
@@ -17,22 +15,19 @@ from robustlab import curvature
 from robustlab import models
 from robustlab import posterior
 from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
+from tests import benchmark_scripts
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow",
     reason="the hand-written baseline is a Keras + TensorFlow loop",
 )
 
-SCRIPT = pathlib.Path(__file__).parent.parent / "benchmarks" / "main_job_by_hand.py"
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 @pytest.fixture(scope="module")
 def by_hand():
-    spec = importlib.util.spec_from_file_location("main_job_by_hand", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_scripts.load("main_job_by_hand")
 
 
 @pytest.fixture

@@ -3,21 +3,17 @@ what a JAX profiler trace holds: the device's kernels, their kinds, the busy
 time as a union of intervals. Checked on traces built here (no GPU needed)."""
 
 import gzip
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).parent.parent / "benchmarks" / "profile_gpu_step.py"
+from tests import benchmark_scripts
+
 
 
 @pytest.fixture(scope="module")
 def profile():
-    spec = importlib.util.spec_from_file_location("profile_gpu_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_scripts.load("profile_gpu_step")
 
 
 def kernel(ts, dur, name, tid=7):
