@@ -11,12 +11,12 @@ PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadgroup
 test: test-tensorflow test-jax
 
 test-tensorflow:
-	KERAS_BACKEND=tensorflow $(PYTHON) -m pytest $(PYTEST_ARGS) tests --doctest-modules robustlab
+	KERAS_BACKEND=tensorflow $(PYTHON) -m pytest $(PYTEST_ARGS) tests --doctest-modules robustlab _robustlab_command.py
 
 # The course's notebooks run on TensorFlow (its default backend): their tests
 # run once, with the TensorFlow suite.
 test-jax:
-	KERAS_BACKEND=jax $(PYTHON) -m pytest $(PYTEST_ARGS) tests --ignore=tests/course --doctest-modules robustlab --ignore=robustlab/course
+	KERAS_BACKEND=jax $(PYTHON) -m pytest $(PYTEST_ARGS) tests --ignore=tests/course --doctest-modules robustlab _robustlab_command.py --ignore=robustlab/course
 
 bench:
 	$(PYTHON) benchmarks/run_all.py
