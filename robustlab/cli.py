@@ -171,8 +171,8 @@ def _train(args):
     validation.check_int_at_least("probe_every", args.probe_every, 0)
     _set_threads(args)
     experiment = _experiment_from(args)
-    out = args.out or os.path.join("runs", experiment.name)
-    seeds = args.seeds if args.seeds else [experiment.seed]
+    out = validation.check_folder("out", args.out or os.path.join("runs", experiment.name))
+    seeds = validation.check_distinct("seeds", args.seeds) if args.seeds else [experiment.seed]
     # curves.png draws each run against the shipped runs of its setting
     # (other seeds): one run is one draw.
     reference = studies.reference_curves(experiment)
@@ -198,13 +198,14 @@ def _train(args):
 
 
 def _figures(args):
-    out = args.out or os.path.join("figures", args.study)
+    out = validation.check_folder("out", args.out or os.path.join("figures", args.study))
     for path in studies.write_figures(studies.reference(args.study), out):
         print(path)
     return 0
 
 
 def _reproduce(args):
+    validation.check_folder("out", args.out)
     _set_threads(args)
     seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,

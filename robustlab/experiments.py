@@ -101,6 +101,17 @@ class Experiment:
     awp_warmup_epochs: int = 10
     seed: int = 0
 
+    def __post_init__(self):
+        # The settings a user changes (the command's --epochs, --awp-gamma)
+        # and those whose bad values would otherwise pass unnoticed: a
+        # negative gamma, say, would train without AWP.
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1),
+                              ("train_steps", 1), ("eval_steps", 1),
+                              ("awp_warmup_epochs", 0)):
+            validation.check_int_at_least(name, getattr(self, name), minimum)
+        validation.check_finite_at_least("awp_gamma", self.awp_gamma, 0.0)
+        validation.check_finite_positive("learning_rate", self.learning_rate)
+
     def replace(self, **changes):
         """A copy with some settings changed (the name gains no suffix)."""
         return dataclasses.replace(self, **changes)
@@ -309,6 +320,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     if resume and out_dir is None:
         raise ValueError("Resuming needs the folder of the run to resume. "
                          "Received: out_dir=None, resume=True")
+    if out_dir is not None:
+        validation.check_folder("out_dir", out_dir)
     config = {
         "experiment": experiment.to_dict(),
         "probe_every": probe_every,

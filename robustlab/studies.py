@@ -646,9 +646,7 @@ def _check_seeds(seeds):
         raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
     for seed in seeds:
         validation.check_int_at_least("seeds", seed, 0)
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"Argument `seeds` must not repeat a seed. Received: seeds={seeds}")
-    return [int(s) for s in seeds]
+    return [int(s) for s in validation.check_distinct("seeds", seeds)]
 
 
 def _completed_history(folder, config):
@@ -715,7 +713,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             "The package's reference results are the quick studies' (the lessons "
             f"read them); a full-scale study writes only its results folder. "
             f"Received: scale={scale!r}, write_reference=True")
-    out = out or "runs"
+    out = validation.check_folder("out", out or "runs")
     study_dir = os.path.join(out, study.folder_name)
     if verbose and scale == "full":
         print(f"{name} at full scale: {study.description} A run is 200 epochs on "
@@ -902,7 +900,7 @@ def write_figures(results, out):
     `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
     figures awp-tradeoff --out figures`.
     """
-    os.makedirs(out, exist_ok=True)
+    os.makedirs(validation.check_folder("out", out), exist_ok=True)
     written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)
     figure.savefig(os.path.join(out, "curves.png"), dpi=110)

@@ -16,12 +16,15 @@ offending entry with its index, so a bad direction among 10^5 can be found.
 
 import math
 import numbers
+import os
 
 import numpy as np
 
 __all__ = [
+    "check_distinct",
     "check_finite_at_least",
     "check_finite_positive",
+    "check_folder",
     "check_inputs",
     "check_int_at_least",
     "check_labels",
@@ -67,6 +70,25 @@ def check_int_at_least(name, value, minimum):
             + _received(name, value)
         )
     return int(value)
+
+
+def check_distinct(name, values):
+    """`values` as a list, none of them repeated."""
+    values = list(values)
+    if len(set(values)) != len(values):
+        raise ValueError(f"Argument `{name}` must not repeat a value. "
+                         + _received(name, values))
+    return values
+
+
+def check_folder(name, path):
+    """`path`, unless something other than a folder is there (a folder
+    that does not exist yet is made later)."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(
+            f"Argument `{name}` must be a folder, or a path where one can be "
+            "made; a file is there. " + _received(name, path))
+    return path
 
 
 def check_value_range(value_range):

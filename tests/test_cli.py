@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import warnings
 
 import pytest
@@ -66,3 +67,77 @@ def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
         assert cli.main(["list"]) == 0
     assert capsys.readouterr().err == "robustlab list: warning: 46 parameters did not move\n"
     assert warnings.showwarning is shown  # put back when the command ends
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--epochs", "0"],
+     "Argument `epochs` must be an integer >= 1. Received: epochs=0"),
+    (["train", "--awp-gamma", "-1"],
+     "Argument `awp_gamma` must be a finite number >= 0. Received: awp_gamma=-1.0"),
+    (["train", "--seeds", "0", "0"],
+     "Argument `seeds` must not repeat a value. Received: seeds=[0, 0]"),
+    (["reproduce", "robust-overfitting", "--quick", "--seeds", "1", "1"],
+     "Argument `seeds` must not repeat a value. Received: seeds=[1, 1]"),
+    (["reproduce", "robust-overfitting", "--quick", "--epochs", "0"],
+     "Argument `epochs` must be an integer >= 1. Received: epochs=0"),
+])
+def test_a_bad_argument_stops_the_command_before_any_training(capsys, monkeypatch, args,
+                                                              message):
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained despite a bad argument")
+
+    monkeypatch.setattr(experiments, "run", no_training)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(args)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"robustlab {args[0]}: error: {message}\n"
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--epochs", "1"],
+    ["reproduce", "robust-overfitting", "--quick", "--epochs", "1"],
+    ["figures", "robust-overfitting"],
+])
+def test_an_output_folder_that_is_a_file_is_refused_by_name(tmp_path, capsys, monkeypatch,
+                                                            command):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--out", str(a_file)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"robustlab {command[0]}: error: Argument `out` must be a folder, or a path "
+        f"where one can be made; a file is there. Received: out={str(a_file)!r}\n")
+    assert a_file.read_text() == "mine"
+
+
+def test_the_runner_refuses_a_file_as_its_folder(tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    with pytest.raises(ValueError, match=r"Argument `out_dir` must be a folder.*Received: "
+                                         r"out_dir='.*notes.txt'"):
+        experiments.run("quick", str(a_file), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 0}, "`epochs` must be an integer >= 1. Received: epochs=0"),
+    ({"epochs": 2.5}, "`epochs` must be an integer >= 1. Received: epochs=2.5"),
+    ({"batch_size": 0}, "`batch_size` must be an integer >= 1. Received: batch_size=0"),
+    ({"train_steps": 0}, "`train_steps` must be an integer >= 1. Received: train_steps=0"),
+    ({"awp_gamma": -0.01}, "`awp_gamma` must be a finite number >= 0. Received: awp_gamma=-0.01"),
+    ({"awp_gamma": float("nan")}, "`awp_gamma` must be a finite number >= 0. Received: "
+                                  "awp_gamma=nan"),
+    ({"awp_warmup_epochs": -1}, "`awp_warmup_epochs` must be an integer >= 0. Received: "
+                                "awp_warmup_epochs=-1"),
+    ({"learning_rate": 0.0}, "`learning_rate` must be a finite number > 0. Received: "
+                             "learning_rate=0.0"),
+])
+def test_an_experiment_with_a_bad_setting_cannot_be_made(change, message):
+    with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+        experiments.get("quick").replace(**change)
+
+
+def test_every_named_experiment_passes_its_own_checks():
+    for experiment in experiments.EXPERIMENTS.values():
+        assert experiment.replace() == experiment

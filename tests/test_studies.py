@@ -213,7 +213,7 @@ def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
 
 @pytest.mark.parametrize("seeds, match", [
     (0, "Argument `seeds` must be an integer >= 1"),
-    ([1, 1], "must not repeat a seed"),
+    ([1, 1], "must not repeat a value"),
     ([], "at least one seed"),
     ([-1], "Argument `seeds` must be an integer >= 0"),
 ])
