@@ -46,6 +46,7 @@ import warnings
 import numpy as np
 
 from robustlab import backend
+from robustlab import data
 from robustlab import experiments
 from robustlab import studies
 from robustlab import validation
@@ -248,6 +249,10 @@ def main(argv=None):
     except (ValueError, FileNotFoundError) as error:
         # Bad arguments: the message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")
+    except data.DatasetNotAvailableError as error:
+        # Not an argument's fault: the data is missing here, and the message
+        # says how to get it.
+        parser.exit(1, f"robustlab {args.command}: error: {error}\n")
 
 
 if __name__ == "__main__":

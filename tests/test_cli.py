@@ -141,3 +141,20 @@ def test_an_experiment_with_a_bad_setting_cannot_be_made(change, message):
 def test_every_named_experiment_passes_its_own_checks():
     for experiment in experiments.EXPERIMENTS.values():
         assert experiment.replace() == experiment
+
+
+def test_data_that_cannot_be_had_here_is_an_error_line_not_a_traceback(capsys, monkeypatch,
+                                                                        tmp_path):
+    from robustlab import data
+
+    def missing(*args, **kwargs):
+        raise data.DatasetNotAvailableError(
+            "Dataset 'cifar10' is not prepared in data_dir='/x' and cannot be downloaded now")
+
+    monkeypatch.setattr(experiments, "run", missing)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--experiment", "cifar10_rice", "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        "robustlab train: error: Dataset 'cifar10' is not prepared in data_dir='/x' and "
+        "cannot be downloaded now\n")
