@@ -317,6 +317,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         experiment = experiment.replace(epochs=epochs)
     if probe_every is not None:
         validation.check_int_at_least("probe_every", probe_every, 1)
+    verbose = validation.check_verbose(verbose)
     if resume and out_dir is None:
         raise ValueError("Resuming needs the folder of the run to resume. "
                          "Received: out_dir=None, resume=True")

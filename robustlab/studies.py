@@ -702,6 +702,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     """
     study = get(name, scale)
     seeds = _check_seeds(seeds)
+    verbose = validation.check_verbose(verbose)
     if epochs is not None:
         validation.check_int_at_least("epochs", epochs, 1)
         if write_reference:

@@ -29,6 +29,7 @@ __all__ = [
     "check_int_at_least",
     "check_labels",
     "check_value_range",
+    "check_verbose",
 ]
 
 
@@ -89,6 +90,14 @@ def check_folder(name, path):
             f"Argument `{name}` must be a folder, or a path where one can be "
             "made; a file is there. " + _received(name, path))
     return path
+
+
+def check_verbose(verbose):
+    """`verbose` as 0 (silent) or 1 (a bool is taken as 0 or 1)."""
+    if isinstance(verbose, numbers.Integral) and verbose in (0, 1):
+        return int(verbose)
+    raise ValueError("Argument `verbose` must be 0 (silent) or 1 (progress and "
+                     "tables). " + _received("verbose", verbose))
 
 
 def check_value_range(value_range):

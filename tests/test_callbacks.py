@@ -494,6 +494,18 @@ def test_bad_tracker_and_bound_arguments_are_rejected():
         BoundTracker(10, prior_variance=1.0, tracker=None)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(every=0), ValueError, r"`every` must be an integer >= 1. Received: every=0"),
+    (dict(batch_size=0), ValueError, r"`batch_size` must be an integer >= 1. "
+                                     r"Received: batch_size=0"),
+    (dict(batch_size=2.5), TypeError, r"`batch_size` must be an integer >= 1. "
+                                      r"Received: batch_size=2.5"),
+])
+def test_bad_robust_evaluation_arguments_are_rejected(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        RobustEvaluation(np.zeros((4, 8, 8, 1)), np.zeros(4, int), **kwargs)
+
+
 def test_fits_that_cannot_be_measured_say_so(digits):
     x, y = digits.x_train[:128], digits.y_train[:128]
     probe = HessianProbe(x[:16], y[:16], every=5, iterations=2)

@@ -158,3 +158,11 @@ def test_data_that_cannot_be_had_here_is_an_error_line_not_a_traceback(capsys, m
     assert capsys.readouterr().err == (
         "robustlab train: error: Dataset 'cifar10' is not prepared in data_dir='/x' and "
         "cannot be downloaded now\n")
+
+
+@pytest.mark.parametrize("verbose", [2, -1, 0.5, "auto", None])
+def test_the_runner_takes_verbose_0_or_1_only(verbose):
+    with pytest.raises(ValueError, match=re.escape(
+            f"Argument `verbose` must be 0 (silent) or 1 (progress and tables). "
+            f"Received: verbose={verbose!r}")):
+        experiments.run("quick", epochs=1, verbose=verbose)

@@ -222,6 +222,11 @@ def test_bad_seeds_are_rejected(tiny, tmp_path, seeds, match):
         studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
 
 
+def test_a_verbose_other_than_0_or_1_is_rejected(tiny, tmp_path):
+    with pytest.raises(ValueError, match=r"Argument `verbose` must be 0 .*Received: verbose=2"):
+        studies.reproduce("tiny-study", 1, str(tmp_path), verbose=2)
+
+
 def test_an_unknown_study_is_rejected_by_the_command(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["reproduce", "nope"])

@@ -5,6 +5,7 @@ import numpy as np
 
 from robustlab import backend as _backend
 from robustlab import model_validation
+from robustlab import validation
 
 __all__ = [
     "RobustEvaluation",
@@ -49,6 +50,7 @@ class RobustEvaluation(keras.callbacks.Callback):
             raise ValueError(
                 f"Argument `every` must be an integer >= 1. Received: every={every!r}"
             )
+        validation.check_int_at_least("batch_size", batch_size, 1)
         self.x = np.asarray(x)
         self.y = np.asarray(y)
         self.prefix = prefix
