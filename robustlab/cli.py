@@ -253,6 +253,15 @@ def main(argv=None):
         # Not an argument's fault: the data is missing here, and the message
         # says how to get it.
         parser.exit(1, f"robustlab {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        # Ctrl-C: a line, not a traceback through TensorFlow. Every run
+        # checkpoints each finished epoch, so nothing finished is lost.
+        again = ""
+        if args.command in ("train", "reproduce"):
+            again = ("; the same command with --resume continues from the last "
+                     "finished epoch")
+        print(f"\nrobustlab {args.command}: interrupted{again}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -124,6 +124,27 @@ def test_a_train_killed_twice_and_resumed_logs_the_uninterrupted_history(tmp_pat
         "config.json", "curves.png", "history.csv", "history.json", "summary.json"]
 
 
+@kills_processes
+def test_ctrl_c_ends_the_command_with_a_line_that_says_how_to_resume(tmp_path):
+    out = str(tmp_path / "run")
+    args = ("train", "--epochs", "20", "--probe-every", "0", "--out", out, "--quiet")
+    process = subprocess.Popen(robustlab_command(*args), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while checkpointed_epoch(out) < 1:
+        assert process.poll() is None, process.stderr.read()[-2000:]
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr[-2000:]
+    assert stderr.endswith(
+        "robustlab train: interrupted; the same command with --resume continues from "
+        "the last finished epoch\n"), stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert 1 <= checkpointed_epoch(out) < 20
+
+
 class InterruptAfter(keras.callbacks.Callback):
     def __init__(self, epoch):
         super().__init__()
