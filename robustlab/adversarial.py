@@ -625,7 +625,7 @@ class AdversarialModel(keras.Model):
 
     def _check_arrays(self, x, y, x_name, y_name):
         x = np.asarray(x)
-        num_classes = model_validation.check_classifier(self.model, x[:1])
+        num_classes = model_validation.check_classifier(self.model, x[:1], x_name)
         validation.check_inputs(x, self.attack.value_range, name=x_name)
         if y is not None:
             validation.check_labels(y, num_classes, len(x), name=y_name)

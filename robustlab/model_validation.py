@@ -15,6 +15,7 @@ from robustlab.validation import check_labels
 
 __all__ = [
     "check_classifier",
+    "check_input_shape",
     "checked_dataset",
     "dataset_errors_raised",
     "is_tf_dataset",
@@ -24,14 +25,16 @@ __all__ = [
 _NUM_CLASSES = weakref.WeakKeyDictionary()
 
 
-def check_classifier(model, example_batch):
+def check_classifier(model, example_batch, name="x"):
     """The model must map a batch to a single `(batch, classes)` output with
-    at least two classes. Returns the number of classes."""
+    at least two classes, and `example_batch` (inputs named `name`) must have
+    the shape of its input. Returns the number of classes."""
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Argument `model` must be a keras.Model classifier. "
             f"Received: model={type(model).__name__!r}"
         )
+    check_input_shape(model, example_batch, name)
     cached = _NUM_CLASSES.get(model)
     if cached is not None:
         return cached
@@ -52,6 +55,25 @@ def check_classifier(model, example_batch):
         )
     _NUM_CLASSES[model] = int(shape[-1])
     return int(shape[-1])
+
+
+def check_input_shape(model, example_batch, name="x"):
+    """Each example of `example_batch` must have the shape of the model's
+    (single, declared) input, where the input declares it. Keras itself would
+    add a missing last axis of size 1 once the model is built, but not before,
+    so an image batch without its channel axis is refused outright."""
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if not inputs or len(inputs) != 1:
+        return
+    expected = tuple(inputs[0].shape[1:])
+    received = tuple(np.shape(example_batch)[1:])
+    if len(received) != len(expected) or any(
+            e is not None and e != r for e, r in zip(expected, received)):
+        shown = "(" + ", ".join("any" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(
+            f"Each example of `{name}` must have the model's input shape {shown}. "
+            f"Received: {name} with examples of shape {received}"
+        )
 
 
 # -- tf.data inputs: the same checks, batch by batch, in the one pass `fit`

@@ -270,6 +270,31 @@ def test_a_model_that_is_not_a_classifier_is_rejected():
         attacks.pgd(regression, X6, np.zeros(16), eps=0.1)
 
 
+def test_inputs_of_another_shape_than_the_models_are_rejected_every_time():
+    net = robustlab.models.small_cnn(seed=0)
+    x = RNG.uniform(0, 1, (4, 8, 8, 1)).astype("float32")
+    y = np.arange(4)
+    message = (r"Each example of `x` must have the model's input shape \(8, 8, 1\). "
+               r"Received: x with examples of shape \(8, 8\)$")
+    with pytest.raises(ValueError, match=message):
+        attacks.pgd(net, x[..., 0], y, eps=0.1)
+    attacks.pgd(net, x, y, eps=0.1)
+    # Once the model has run, Keras would add the missing channel axis
+    # itself; the attack still refuses, as it did before.
+    with pytest.raises(ValueError, match=message):
+        attacks.pgd(net, x[..., 0], y, eps=0.1)
+    with pytest.raises(ValueError, match=r"shape \(8, 8, 1\).*examples of shape \(16, 16, 1\)"):
+        attacks.pgd(net, np.zeros((4, 16, 16, 1), "float32"), y, eps=0.1)
+
+
+def test_an_input_axis_the_model_leaves_open_takes_any_size():
+    net = keras.Sequential([keras.Input((None, 3)), keras.layers.GlobalAveragePooling1D(),
+                            keras.layers.Dense(2)])
+    for length in (2, 5):
+        x = np.full((3, length, 3), 0.5, "float32")
+        assert attacks.pgd(net, x, np.zeros(3, int), eps=0.1).shape == x.shape
+
+
 def test_non_finite_inputs_are_rejected():
     model = softmax_regression(W3, B3)
     x = X6.copy()
