@@ -1,5 +1,7 @@
 """Figures of a run's history: the robust-overfitting picture at a glance."""
 
+import collections.abc
+
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -110,6 +112,11 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     6
     >>> close(fig)
     """
+    if not isinstance(history, collections.abc.Mapping):
+        raise TypeError(
+            "Argument `history` must be the per-epoch logs, a dict of lists "
+            "(`History.history`, not the History). "
+            f"Received: history={type(history).__name__}")
     reference = reference or {}
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):

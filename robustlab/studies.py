@@ -1066,9 +1066,9 @@ def reference_curves(experiment, keys=None):
     single run can be drawn against (`robustlab train` does).
 
     Args:
-        experiment: an `robustlab.experiments.Experiment`; its seed does not
-            matter, everything else must be a configuration robustlab ships
-            reference runs of.
+        experiment: a `robustlab.experiments.Experiment` or the name of
+            one; its seed does not matter, everything else must be a
+            configuration robustlab ships reference runs of.
         keys: the logged keys wanted; None: all of them.
 
     Returns:
@@ -1077,6 +1077,12 @@ def reference_curves(experiment, keys=None):
         Of the arms that share it, the first one with the instruments (their
         keys too) is used.
     """
+    if isinstance(experiment, str):
+        experiment = experiments_module.get(experiment)
+    if not isinstance(experiment, experiments_module.Experiment):
+        raise TypeError(
+            "Argument `experiment` must be a robustlab.experiments.Experiment or "
+            f"the name of one. Received: experiment={experiment!r}")
     wanted = dict(json.loads(json.dumps(experiment.to_dict())), seed=None)
     best = None
     for study in STUDIES.values():

@@ -2,6 +2,7 @@
 
 import matplotlib.colors as mcolors
 import numpy as np
+import pytest
 
 from robustlab import plots
 
@@ -136,3 +137,9 @@ def test_a_studys_width_along_the_top_eigenvector_is_marked_by_direction_age_too
         assert fresh_epochs == list(range(5, 100, 5))
         assert sorted(older.get_xdata()) == sorted(set(range(5, 100)) - set(fresh_epochs))
     plots.close(figure)
+
+
+def test_a_history_that_is_not_a_dict_of_lists_is_refused_by_type():
+    with pytest.raises(TypeError, match=r"`history` must be the per-epoch logs.*"
+                                        r"Received: history=list"):
+        plots.learning_curves([0.5, 0.6])

@@ -426,6 +426,18 @@ def test_reference_curves_give_only_the_keys_asked_for():
     assert list(curves) == ["val_robust_loss"]
 
 
+def test_reference_curves_of_an_experiment_by_name_are_those_of_the_experiment():
+    by_name, seeds = studies.reference_curves("quick", keys=["val_robust_loss"])
+    given, same_seeds = studies.reference_curves(experiments.get("quick"),
+                                                 keys=["val_robust_loss"])
+    assert seeds == same_seeds and np.array_equal(by_name["val_robust_loss"],
+                                                  given["val_robust_loss"])
+    with pytest.raises(ValueError, match=r"Unknown experiment.*Received: name='nope'"):
+        studies.reference_curves("nope")
+    with pytest.raises(TypeError, match=r"`experiment` must be .*Received: experiment=3"):
+        studies.reference_curves(3)
+
+
 def test_a_setting_without_shipped_runs_has_no_reference_curves():
     assert studies.reference_curves(experiments.get("quick").replace(epochs=10)) is None
     assert studies.reference_curves(TINY) is None
