@@ -24,8 +24,13 @@ when several are given, plus `seeds_summary.json` with means and standard
 errors across seeds). The Keras backend is chosen, as always with Keras, by
 the KERAS_BACKEND environment variable (tensorflow by default, or jax).
 
-Bad arguments stop the command with `robustlab COMMAND: error: ...`;
-warnings print as one line, `robustlab COMMAND: warning: ...`.
+Bad arguments stop the command with `robustlab COMMAND: error: ...` (exit
+status 2), data that cannot be had on this machine (CIFAR-10 offline, say)
+with the same kind of line (status 1), and Ctrl-C with a line saying how to
+resume (status 130); warnings print as one line, `robustlab COMMAND:
+warning: ...`. The installed command drops TensorFlow's start-up lines from
+its standard error (see `_robustlab_command`); `python -m robustlab.cli`
+does not.
 
 `--threads N` runs TensorFlow's CPU kernels on N threads instead of one per
 CPU. On a CPU the thread count decides a run's last digits, and over 100
