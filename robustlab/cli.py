@@ -204,14 +204,13 @@ def _train(args):
 
 
 def _figures(args):
-    out = validation.check_folder("out", args.out or os.path.join("figures", args.study))
+    out = args.out or os.path.join("figures", args.study)
     for path in studies.write_figures(studies.reference(args.study), out):
         print(path)
     return 0
 
 
 def _reproduce(args):
-    validation.check_folder("out", args.out)
     _set_threads(args)
     seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,

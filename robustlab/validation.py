@@ -83,12 +83,17 @@ def check_distinct(name, values):
 
 
 def check_folder(name, path):
-    """`path`, unless something other than a folder is there (a folder
-    that does not exist yet is made later)."""
-    if os.path.exists(path) and not os.path.isdir(path):
+    """`path`, where a folder is or can be made: nothing but folders on the
+    way to it (a folder that does not exist yet is made later)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        there = "a file is there" if existing == os.path.abspath(path) else (
+            f"{existing!r} is a file")
         raise ValueError(
             f"Argument `{name}` must be a folder, or a path where one can be "
-            "made; a file is there. " + _received(name, path))
+            f"made; {there}. " + _received(name, path))
     return path
 
 

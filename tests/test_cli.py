@@ -112,12 +112,28 @@ def test_an_output_folder_that_is_a_file_is_refused_by_name(tmp_path, capsys, mo
     assert a_file.read_text() == "mine"
 
 
-def test_the_runner_refuses_a_file_as_its_folder(tmp_path):
+def test_the_runner_refuses_a_file_as_its_folder_or_on_the_way_to_it(tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    with pytest.raises(ValueError, match=r"Argument `out_dir` must be a folder.*Received: "
+    with pytest.raises(ValueError, match=r"Argument `out_dir` must be a folder, or a path "
+                                         r"where one can be made; a file is there. Received: "
                                          r"out_dir='.*notes.txt'"):
         experiments.run("quick", str(a_file), epochs=1, verbose=0)
+    below = str(a_file / "seed0" / "run")
+    with pytest.raises(ValueError, match=rf"made; {re.escape(repr(str(a_file)))} is a file. "
+                                         rf"Received: out_dir={re.escape(repr(below))}"):
+        experiments.run("quick", below, epochs=1, verbose=0)
+
+
+def test_several_seeds_under_a_file_are_refused_before_training(tmp_path, capsys,
+                                                                monkeypatch):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--seeds", "0", "1", "--out", str(a_file / "sweep")])
+    assert exit_.value.code == 2
+    assert f"{str(a_file)!r} is a file" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("change, message", [
