@@ -1,6 +1,7 @@
 """The `robustlab` command: reproduce the experiments.
 
     robustlab list
+    robustlab --version
     robustlab reproduce NAME [--quick] [--seeds N | --seeds 0 1 ...] [--out DIR]
                     [--resume] [--epochs N] [--write-reference] [--threads N]
                     [--quiet]
@@ -48,6 +49,7 @@ import os
 import sys
 import warnings
 
+import keras
 import numpy as np
 
 from robustlab import backend
@@ -55,6 +57,7 @@ from robustlab import data
 from robustlab import experiments
 from robustlab import studies
 from robustlab import validation
+from robustlab._version import __version__
 
 __all__ = [
     "main",
@@ -67,6 +70,9 @@ def _parser():
         prog="robustlab",
         description="Adversarial training and robust overfitting experiments.",
     )
+    parser.add_argument(
+        "--version", action="version",
+        version=f"robustlab {__version__} (Keras {keras.__version__}, backend {backend.name()})")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="list the named experiments")
     reproduce = commands.add_parser(

@@ -18,6 +18,19 @@ def test_list_names_every_experiment(capsys):
         assert name in out
 
 
+def test_version_names_robustlab_keras_and_the_backend(capsys):
+    import keras
+
+    import robustlab
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == (
+        f"robustlab {robustlab.__version__} (Keras {keras.__version__}, "
+        f"backend {keras.backend.backend()})\n")
+
+
 def test_the_quick_experiment_is_the_design_setting():
     quick = experiments.get("quick")
     assert (quick.train_size, quick.label_noise, quick.epochs) == (1000, 0.2, 100)
