@@ -167,10 +167,6 @@ def test_an_experiment_with_a_bad_setting_cannot_be_made(change, message):
         experiments.get("quick").replace(**change)
 
 
-def test_every_named_experiment_passes_its_own_checks():
-    for experiment in experiments.EXPERIMENTS.values():
-        assert experiment.replace() == experiment
-
 
 def test_data_that_cannot_be_had_here_is_an_error_line_not_a_traceback(capsys, monkeypatch,
                                                                         tmp_path):
