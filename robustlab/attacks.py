@@ -428,6 +428,9 @@ def run_attack(
 ):
     """Run the `PGD` configuration `attack` on NumPy data in compiled batches
     (see `pgd` for the arguments)."""
+    if seed is not None:
+        # Keras would take a negative seed; robustlab's seeds are >= 0 everywhere.
+        validation.check_int_at_least("seed", seed, 0)
     x, y_in, loss_fn, loss_key = _prepared(
         model, x, y, loss, from_logits, batch_size, attack.value_range)
     runner = _runner(model, attack, loss_key, loss_fn, bool(training))

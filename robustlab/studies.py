@@ -715,6 +715,10 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             f"read them); a full-scale study writes only its results folder. "
             f"Received: scale={scale!r}, write_reference=True")
     out = validation.check_folder("out", out or "runs")
+    reference_path = os.path.join(REFERENCE_DIR, f"{name}.json.gz")
+    if write_reference:
+        # Checked before hours of training, not when the results are in.
+        _check_writable_reference(reference_path)
     study_dir = os.path.join(out, study.folder_name)
     if verbose and scale == "full":
         print(f"{name} at full scale: {study.description} A run is 200 epochs on "
@@ -751,7 +755,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
                            metadata=_metadata(study, seeds, epochs), forks=fork_results)
     _write_outputs(results, study_dir)
     if write_reference:
-        write_reference_file(results, os.path.join(REFERENCE_DIR, f"{name}.json.gz"))
+        write_reference_file(results, reference_path)
     if verbose:
         print(results.format_table())
         print(f"\nresults, table and figures: {study_dir}/")
@@ -995,12 +999,32 @@ class _StudyProgress:
 def write_reference_file(results, path):
     """Write `results` as gzipped JSON (the format `reference` reads). The
     gzip header carries no time stamp, so the same results give the same
-    bytes."""
+    bytes. The file is written beside `path` and renamed into place, so a
+    process killed while writing leaves the previous file whole."""
     payload = json.dumps(results.to_json(), sort_keys=True, separators=(",", ":"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as raw:
+    partial = f"{path}.partial"
+    with open(partial, "wb") as raw:
         with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
             f.write(payload.encode("utf-8"))
+    os.replace(partial, path)
+
+
+def _check_writable_reference(path):
+    """Refuse `write_reference` where the package's reference file cannot be
+    written (robustlab installed into a read-only location): say so before
+    any training."""
+    folder = os.path.dirname(path)
+    target = path if os.path.exists(path) else folder
+    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)
+            and os.access(target, os.W_OK)):
+        raise ValueError(
+            "Argument `write_reference` writes the package's reference results "
+            f"into {folder}, which this user cannot write (robustlab is installed "
+            "read-only there). Reference results are regenerated from a source "
+            "checkout installed with `pip install -e .`; to keep results "
+            "elsewhere, drop `write_reference`: the study's results go to `out`. "
+            f"Received: write_reference=True, reference file {path!r}")
 
 
 def read_reference_file(path):

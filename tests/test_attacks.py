@@ -249,6 +249,14 @@ def test_non_integer_steps_raise_type_error():
         robustlab.PGD(eps=0.1, steps=2.5)
 
 
+def test_a_negative_seed_is_rejected():
+    model = softmax_regression(W3, B3)
+    with pytest.raises(ValueError, match=r"`seed`.*>= 0.*Received: seed=-1"):
+        attacks.pgd(model, X6, Y6, eps=0.1, seed=-1)
+    with pytest.raises(TypeError, match=r"`seed`.*Received: seed=0.5"):
+        robustlab.PGD(eps=0.1)(model, X6, Y6, seed=0.5)
+
+
 def test_inputs_outside_the_value_range_are_rejected():
     model = softmax_regression(W3, B3)
     x = np.concatenate([X6, [[2.0] * 6]]).astype("float32")

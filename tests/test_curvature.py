@@ -591,6 +591,8 @@ def test_an_uncompiled_model_needs_a_loss(mlp):
         ("top_hessian_eigenvalues", dict(k=5, iterations=3),
          "Received: iterations=3"),
         ("hessian_trace", dict(probes=0), "Received: probes=0"),
+        ("hessian_trace", dict(seed=-1), r"`seed`.*>= 0.*Received: seed=-1"),
+        ("top_hessian_eigenvalue", dict(seed=-3), "Received: seed=-3"),
         ("spectral_density", dict(lanczos_steps=0), "Received: lanczos_steps=0"),
         ("spectral_density", dict(probes=0), "Received: probes=0"),
         ("spectral_density", dict(sigma=0.0), "Received: sigma=0.0"),

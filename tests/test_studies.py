@@ -206,6 +206,55 @@ def test_a_reference_of_another_configuration_is_refused(reproduced, tmp_path, m
         studies.read_reference_file(path)
 
 
+def test_an_unwritable_reference_folder_is_refused_before_any_training(
+        tiny, tmp_path, monkeypatch):
+    # robustlab installed where this user cannot write (site-packages owned
+    # by another user). Tests may run as root, whom permission bits do not
+    # stop, so the answer of the permission check is what is replaced.
+    folder = tmp_path / "site-packages" / "robustlab" / "reference"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        False if str(path).startswith(str(folder)) and mode & os.W_OK
+        else real_access(path, mode, **kw)))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"cannot write .*Received: write_reference=True"):
+        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+
+
+def test_a_reference_folder_that_is_a_file_is_refused(tiny, tmp_path, monkeypatch):
+    (tmp_path / "reference").write_text("not a folder")
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(tmp_path / "reference"))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="Received: write_reference=True"):
+        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+
+
+def test_a_failed_reference_write_leaves_the_previous_file_whole(
+        reproduced, tmp_path, monkeypatch):
+    _, results = reproduced
+    path = str(tmp_path / "ref.json.gz")
+    studies.write_reference_file(results, path)
+    with open(path, "rb") as f:
+        before = f.read()
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+    monkeypatch.setattr(studies.gzip.GzipFile, "write", killed)
+    with pytest.raises(Killed):
+        studies.write_reference_file(results, path)
+    monkeypatch.undo()
+    with open(path, "rb") as f:
+        assert f.read() == before
+    assert studies.read_reference_file(path).seeds == results.seeds
+
+
 def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
     with pytest.raises(ValueError, match="Received: epochs=2"):
         studies.reproduce("tiny-study", 1, str(tmp_path), epochs=2, write_reference=True)
