@@ -111,8 +111,10 @@ def gaussian_kl(mean_q, var_q, mean_p, var_p, *, axis=None):
 
     Every argument broadcasts against the others, so a scalar var_p is the
     isotropic prior sigma_0^2 I, and a scalar var_q an isotropic posterior.
-    The term x - ln(1 + x), x = vq/vp - 1, is evaluated with log1p so that
-    near-equal variances do not lose digits to cancellation.
+    The term x - ln(1 + x), x = vq/vp - 1, is evaluated with log1p where
+    |x| <= 1/2, so that near-equal variances do not lose digits to
+    cancellation, and as x - (ln vq - ln vp) elsewhere, so that a posterior
+    variance far below the prior's (1e-12 of it, say) loses none either.
 
     Args:
         mean_q: posterior mean (e.g. the trained weights): an array, or a
@@ -154,18 +156,32 @@ def gaussian_kl(mean_q, var_q, mean_p, var_p, *, axis=None):
             f"var_p={var_p.shape}"
         ) from None
     if axis is not None and not (
-        isinstance(axis, numbers.Integral) and -len(shape) <= axis < len(shape)
+        isinstance(axis, numbers.Integral) and not isinstance(axis, bool)
+        and -len(shape) <= axis < len(shape)
     ):
         raise ValueError(
             f"Argument `axis` must be None or an axis of the {len(shape)}-D "
             "broadcast parameters. " + _received("axis", axis)
         )
-    ratio_minus_one = (var_q - var_p) / var_p
-    per_parameter = 0.5 * (
-        ratio_minus_one - np.log1p(ratio_minus_one) + (mean_q - mean_p) ** 2 / var_p
-    )
+    with np.errstate(over="ignore"):
+        ratio_minus_one = (var_q - var_p) / var_p
+        mean_term = (mean_q - mean_p) ** 2 / var_p
+    per_parameter = 0.5 * (_x_minus_log1p(ratio_minus_one, var_q, var_p) + mean_term)
     per_parameter = np.broadcast_to(per_parameter, shape)
     return _as_scalar_if_0d(np.asarray(per_parameter.sum(axis=axis)))
+
+
+def _x_minus_log1p(x, var_q, var_p):
+    """x - ln(1 + x) for x = var_q / var_p - 1, accurate over the whole range.
+
+    Near x = 0 log1p keeps the digits the subtraction would cancel. Away from
+    it the log is taken as ln var_q - ln var_p: 1 + x recomputed in floats is
+    0 once var_q < 1e-16 var_p (a KL of inf instead of about 19 nats at
+    1e-17) and loses digits long before, and x itself may overflow (inf - inf
+    would be NaN)."""
+    small = x - np.log1p(np.clip(x, -0.5, 0.5))
+    large = x - (np.log(var_q) - np.log(var_p))
+    return np.where(np.abs(x) <= 0.5, small, large)
 
 
 def kl_bernoulli(q, p):
@@ -193,24 +209,28 @@ def kl_bernoulli(q, p):
     p = _probability("p", p)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         d = p - q
-        interior = _scaled_x_minus_log1p(q, d) + _scaled_x_minus_log1p(1 - q, -d)
+        interior = (_scaled_x_minus_log1p(q, d, np.log(q), np.log(p))
+                    + _scaled_x_minus_log1p(1 - q, -d, np.log1p(-q), np.log1p(-p)))
         kl = np.where(q == 0, -np.log1p(-p), np.where(q == 1, -np.log(p), interior))
     return _as_scalar_if_0d(np.asarray(kl))
 
 
-def _scaled_x_minus_log1p(scale, d):
-    """scale * phi(d / scale) with phi(x) = x - ln(1 + x) >= 0, for scale > 0.
+def _scaled_x_minus_log1p(scale, d, log_scale, log_target):
+    """scale * phi(d / scale) with phi(x) = x - ln(1 + x) >= 0, for scale > 0,
+    where scale + d is the probability whose log is `log_target`.
 
     kl(q || p) = q phi(d/q) + (1-q) phi(-d/(1-q)) with d = p - q: the two O(d)
     parts of the textbook form cancel exactly, so near p = q the rounding
     error is relative to kl ~ d^2 rather than to 1 (otherwise kl_inverse(q, 0)
     would stop ~1e-8 above q). For |x| > 1/2 phi has no cancellation and
-    scale * phi(x) = d - scale ln(1 + d/scale) is evaluated with logs of the
-    probabilities, which stays finite when d / scale overflows (subnormal q).
+    scale * phi(x) = d - scale (ln(scale + d) - ln(scale)) is evaluated with
+    the logs of the probabilities themselves: scale + d recomputed in floats
+    rounds a p far below q to 0 (kl(0.5 || 1e-300) would be inf, not 344.69),
+    and d / scale may overflow (subnormal q).
     """
     x = d / scale
     small = scale * (x - np.log1p(x))
-    large = d - scale * (np.log(scale + d) - np.log(scale))
+    large = d - scale * (log_target - log_scale)
     return np.where(np.abs(x) <= 0.5, small, large)
 
 
@@ -467,8 +487,13 @@ def time_resolved_bound(
     - empirical_risks[t] should be the Gibbs risk of Q_t (the robust error
       averaged over weights sampled from Q_t); the robust error of the mean
       weights is a cheaper stand-in that the theorem does not cover.
-    - each bound holds with probability >= 1 - delta on its own; for all
-      epochs at once use delta / epochs (a union bound).
+    - empirical_risks[t] is meant over the same n examples; a risk measured
+      on a subset of them estimates it (the theorem for the subset alone
+      takes the subset's size as n).
+    - no union bound over the epochs is needed: the theorem holds for every
+      Q at once, so with probability >= 1 - delta the bounds of all epochs
+      hold together, as long as the prior, delta and the n examples are
+      fixed before training.
     - the prior may not depend on the training data: w_0 (the initialisation)
       is fine; a prior_variance picked after looking at the bounds needs a
       union bound over the candidates tried.

@@ -327,9 +327,11 @@ class IterateStatistics:
             then take twice the bytes of the weights, not four times).
             Welford's update keeps float32 accumulators accurate to about the
             float32 resolution of the weights (~1e-7 relative to |w|), far
-            below the spread SGD leaves; results (`mean`, `variance`,
-            `summary`) are float64 either way, and projections always
-            accumulate in float64.
+            below the spread SGD leaves; weights of another dtype are first
+            rounded to float32 (the statistics are those of the rounded
+            iterates). Results (`mean`, `variance`, `summary`) are float64
+            either way, and projections always accumulate in float64 from
+            the weights as given.
 
     Example:
 
@@ -556,6 +558,12 @@ class IterateStatistics:
         self._count += 1
         n = self._count
         for w, mean, m2 in zip(arrays, self._mean, self._m2):
+            if w.dtype != mean.dtype and mean.dtype == np.float32:
+                # Welford's first delta is w itself: in float64 it would
+                # meet a mean rounded to float32 and leave M2 an error of
+                # |w| times half a float32 spacing (variances below zero).
+                # Rounded first, the update is that of the float32 iterates.
+                w = w.astype(np.float32)
             delta, scratch = self._scratch_for(w, mean)
             # The arithmetic of `delta = w - mean; mean += delta / n;
             # delta *= w - mean; m2 += delta`, into reused buffers: with

@@ -121,6 +121,23 @@ def test_kl_of_nearly_equal_variances_keeps_its_precision():
     assert gaussian_kl(0.0, 1.0 + 1e-12, 0.0, 1.0) == pytest.approx(0.25e-24, rel=1e-3)
 
 
+@pytest.mark.parametrize("ratio", [0.3, 1e-6, 1e-12, 1e-17, 1e-200])
+def test_kl_of_a_posterior_far_narrower_than_the_prior_by_hand(ratio):
+    # 1/2 (r - 1 - ln r): what a parameter that barely moved adds. Near
+    # r = 1e-17, 1 + (r - 1) is 0 in floats: the KL must not be inf.
+    expected = 0.5 * (ratio - 1.0 - math.log(ratio))
+    for var_p in (1.0, 1e-3, 0.037):
+        assert gaussian_kl(0.0, ratio * var_p, 0.0, var_p) == pytest.approx(
+            expected, rel=1e-13)
+
+
+def test_kl_of_a_posterior_far_wider_than_the_prior_by_hand():
+    assert gaussian_kl(0.0, 1e12, 0.0, 1.0) == pytest.approx(
+        0.5 * (1e12 - 1.0 - math.log(1e12)), rel=1e-15)
+    # r overflows: the KL is infinite, not NaN.
+    assert gaussian_kl(0.0, 1e300, 0.0, 1e-300) == math.inf
+
+
 def test_kl_accepts_per_layer_lists_and_per_row_sums():
     layers_q = [np.array([[1.0, 2.0]]), np.array([3.0])]
     flat_q = np.array([1.0, 2.0, 3.0])
@@ -150,6 +167,11 @@ def test_kl_rejects_bad_arguments(args, message):
         gaussian_kl(*args)
 
 
+def test_kl_rejects_a_boolean_axis():
+    with pytest.raises(ValueError, match="Received: axis=True"):
+        gaussian_kl(np.zeros((2, 3)), 1.0, 0.0, 1.0, axis=True)
+
+
 # ---------------------------------------------------------------------------
 # kl_bernoulli
 # ---------------------------------------------------------------------------
@@ -158,6 +180,16 @@ def test_kl_rejects_bad_arguments(args, message):
 def test_binary_kl_by_hand():
     # kl(1/2 || 1/4) = 1/2 ln(2) + 1/2 ln(2/3) = 1/2 ln(4/3)
     assert kl_bernoulli(0.5, 0.25) == pytest.approx(0.5 * math.log(4 / 3), rel=1e-14)
+
+
+@pytest.mark.parametrize("q, p", [(0.5, 1e-300), (1e-6, 1e-300), (0.5, 1e-12),
+                                  (0.3, 1.0 - 1e-12), (0.999, 1e-9)])
+def test_binary_kl_far_from_q_by_hand(q, p):
+    # Logs of the probabilities themselves: p rebuilt as q + (p - q) rounds
+    # to 0 or loses digits.
+    expected = q * (math.log(q) - math.log(p)) + (1 - q) * (
+        math.log1p(-q) - math.log1p(-p))
+    assert kl_bernoulli(q, p) == pytest.approx(expected, rel=1e-13)
 
 
 def test_binary_kl_edges():

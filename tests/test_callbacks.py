@@ -384,6 +384,29 @@ def test_bound_equals_the_bounds_functions_fed_the_same_inputs(run):
     assert history["pac_bayes_kl"][2] > history["pac_bayes_kl"][1]
 
 
+def test_an_accuracy_key_outside_the_unit_interval_is_refused(digits):
+    # A loss named by mistake is not clipped into a risk.
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    tracker = PosteriorTracker()
+    bound = BoundTracker(128, prior_variance=1e-2, tracker=tracker, accuracy_key="loss")
+    with pytest.raises(ValueError, match=r"accuracy in \[0, 1\].*Received: accuracy_key='loss'"):
+        small_cnn_model().fit(x, y, batch_size=64, epochs=1, verbose=0,
+                              callbacks=[tracker, bound])
+
+
+def test_an_isotropic_posterior_below_the_floor_counts_every_parameter(digits):
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    tracker = PosteriorTracker()
+    # A floor above any within-epoch variance: every parameter is raised to it.
+    bound = BoundTracker(128, prior_variance=1.0, tracker=tracker, posterior="isotropic",
+                         variance_floor=0.5, accuracy_key="robust_accuracy",
+                         delta=np.float32(0.05))
+    model = small_cnn_model()
+    with pytest.warns(UserWarning, match="raised to it"):
+        model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[tracker, bound])
+    assert bound.last["floored"] == model.model.count_params()
+
+
 # -- kill and resume ------------------------------------------------------------------
 
 

@@ -895,7 +895,8 @@ def test_update_is_welfords_arithmetic_bit_for_bit(accumulator, weights):
     # `update` works in buffers it reuses across layers and updates; the
     # numbers must be those of the plain expressions, in the dtype of
     # w - mean, rounded into the accumulators (a small layer after a large
-    # one, and a large one again, reuse the same buffers).
+    # one, and a large one again, reuse the same buffers). Float32
+    # accumulators take the weights rounded to float32.
     rng = np.random.default_rng(11)
     shapes = [(40, 30), (3,), (7, 5, 2), ()]
     iterates = [[(rng.normal(size=s) * 50).astype(weights) for s in shapes]
@@ -905,6 +906,8 @@ def test_update_is_welfords_arithmetic_bit_for_bit(accumulator, weights):
     m2s = [np.zeros(s, accumulator) for s in shapes]
     for n, iterate in enumerate(iterates, start=1):
         for w, mean, m2 in zip(iterate, means, m2s):
+            if accumulator == "float32":
+                w = w.astype(np.float32)
             delta = w - mean
             mean += delta / n
             delta *= w - mean
@@ -913,6 +916,22 @@ def test_update_is_welfords_arithmetic_bit_for_bit(accumulator, weights):
         np.testing.assert_array_equal(got, want.astype(np.float64))
     for got, m2 in zip(stats.variance(), m2s):
         np.testing.assert_array_equal(got, m2.astype(np.float64) / len(iterates))
+
+
+def test_float32_accumulators_fed_float64_weights_give_the_rounded_iterates_variance():
+    # A cloud 16 float32 spacings wide around 0.7, the width a learning-rate
+    # drop leaves. Welford's first delta is w itself: met in float64 by a
+    # mean rounded to float32, it once left M2 an error of |w| times half a
+    # spacing, and half the variances came out negative.
+    rng = np.random.default_rng(0)
+    iterates = 0.7 + 1e-6 * rng.standard_normal((100, 1000))
+    stats = feed(IterateStatistics(dtype="float32"), [[w] for w in iterates])
+    rounded = iterates.astype(np.float32).astype(np.float64).var(axis=0)
+    assert np.all(stats.variance()[0] >= 0)
+    # Float32 accumulators resolve about 1e-7 of |w|: a few percent of
+    # this spread per parameter, 1% on the mean over parameters.
+    np.testing.assert_allclose(stats.variance()[0], rounded, rtol=0.2)
+    assert stats.summary()["overall"] == pytest.approx(rounded.mean(), rel=0.02)
 
 
 def test_summary_reports_per_layer_overall_and_projected_variances():

@@ -1,6 +1,7 @@
 """A time-resolved PAC-Bayes bound, one per epoch, from the tracked weight cloud."""
 
 import math
+import numbers
 import os
 import warnings
 
@@ -36,8 +37,8 @@ class BoundTracker(keras.callbacks.Callback):
       over all parameters, `posterior_var`, for every parameter). Variances
       below `variance_floor` (a parameter that did not move at all, such as
       the zero bias of a dead ReLU unit) are raised to it, so the KL stays
-      finite; each such parameter adds about 1/2 ln(prior_variance /
-      variance_floor) nats (13.8 with the default floor), and `last`
+      finite; each such parameter adds about 1/2 (ln(prior_variance /
+      variance_floor) - 1) nats (13.3 with the default floor), and `last`
       counts them.
     - prior P = N(w_0, sigma_0^2 I): w_0 the weights at the start of
       training (data-independent), sigma_0^2 = `prior_variance`, to be fixed
@@ -53,9 +54,10 @@ class BoundTracker(keras.callbacks.Callback):
 
     Logged: `pac_bayes_kl` = KL(Q_t || P) in nats (`bounds.gaussian_kl`),
     `pac_bayes_bound` (`bounds.seeger_bound`, the kl-inverse form) and
-    `pac_bayes_bound_mcallester` (`bounds.mcallester_bound`), each with
-    confidence 1 - `delta` per epoch (for all epochs at once use
-    delta / epochs). NaN on epochs the tracker did not measure or without
+    `pac_bayes_bound_mcallester` (`bounds.mcallester_bound`), with
+    confidence 1 - `delta` for all epochs together (the theorem holds for
+    every posterior at once, so no union bound over the epochs is needed;
+    the prior, `delta` and `n` are fixed before training). NaN on epochs the tracker did not measure or without
     the accuracy. With a within-epoch cloud the KL is large and the bounds
     vacuous (>= 1): what the course shows is how the KL jumps when the cloud
     collapses at the learning-rate drop.
@@ -71,7 +73,9 @@ class BoundTracker(keras.callbacks.Callback):
     the weights).
 
     Args:
-        n: number of training examples, an integer >= 1.
+        n: number of training examples, an integer >= 1 (the sample the
+            theorem is about; the empirical risk read from the logs
+            estimates the risk on it, see the caveats above).
         prior_variance: sigma_0^2, > 0.
         tracker: the `PosteriorTracker` in the same callback list.
         delta: confidence parameter in (0, 1).
@@ -132,7 +136,7 @@ class BoundTracker(keras.callbacks.Callback):
                 f"callback list. Received: tracker={tracker!r}"
             )
         self.tracker = tracker
-        if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not (
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not (
             0 < delta < 1
         ):
             raise ValueError(
@@ -255,14 +259,24 @@ class BoundTracker(keras.callbacks.Callback):
         logs.update(values)
 
     def _bound(self, epoch, stats, accuracy):
-        risk = min(max(1.0 - accuracy, 0.0), 1.0)
+        if not 0.0 <= accuracy <= 1.0:
+            # The theorem needs a risk in [0, 1]; a key that names another
+            # quantity (a loss, say) must not be clipped into one.
+            raise ValueError(
+                f"BoundTracker reads an accuracy in [0, 1] from "
+                f"logs[{self.accuracy_key!r}]; at epoch {epoch} it holds "
+                f"{accuracy!r}. Received: accuracy_key={self.accuracy_key!r}")
+        risk = 1.0 - accuracy
         weights = self._current_weights()
         if self.posterior == "diagonal":
             variance = [np.maximum(v, self.variance_floor) for v in stats.variance()]
             floored = sum(int(np.sum(v <= self.variance_floor)) for v in variance)
         else:
-            variance = max(stats.summary()["overall"], self.variance_floor)
-            floored = 0
+            overall = stats.summary()["overall"]
+            variance = max(overall, self.variance_floor)
+            # One variance for every parameter: all of them are raised or none.
+            floored = (sum(int(np.size(w)) for w in weights)
+                       if overall < self.variance_floor else 0)
         if floored and not self._warned_floor:
             self._warned_floor = True
             warnings.warn(
