@@ -525,8 +525,10 @@ def top_hessian_eigenvalue(model, x, y, *, loss=None, attack=None, iterations=20
     Args:
         model, x, y, loss, attack, batch_size: as in `hessian_vector_product`;
             the adversarial inputs are crafted once, before the iteration.
-        iterations: maximum number of Hessian-vector products (per power
-            iteration run), >= 1.
+        iterations: maximum number of power steps (Hessian-vector
+            products) per power-iteration run, >= 1; a run that reaches it
+            takes one more product for the returned vector's Rayleigh
+            quotient (`spectral.power_iteration`).
         tol: stop when the Rayleigh quotient changes by at most `tol`
             relative to its value, > 0.
         seed: seed of the random start vector and of the attack.

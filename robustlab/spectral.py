@@ -63,7 +63,9 @@ class EigenvalueEstimate:
         eigenvector: unit-norm vector (flat float64 at the operator level; a
             list of arrays shaped like the trainable variables at the model
             level).
-        iterations: matrix-vector products used.
+        iterations: matrix-vector products used (the cap plus one when
+            not converged: the last one gives the Rayleigh quotient of the
+            returned vector).
         converged: whether the relative change of the Rayleigh quotient
             between two iterations fell to `tol` or below.
     """
@@ -207,7 +209,13 @@ def _power_iteration_run(matvec, initial, iterations, tol, shift):
         if norm == 0.0:  # v is in the null space: eigenvalue 0, exactly
             return EigenvalueEstimate(0.0, v, step, True)
         previous, v = eigenvalue, w / norm
-    return EigenvalueEstimate(eigenvalue, v, iterations, False)
+    # At the cap, `eigenvalue` is the quotient of the vector before the last
+    # step; one more product gives that of the vector returned, so that the
+    # pair agrees (and is the newest estimate of both).
+    w = _matvec64(matvec, v)
+    if shift:
+        w = w - shift * v
+    return EigenvalueEstimate(float(v @ w), v, iterations + 1, False)
 
 
 def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
@@ -223,7 +231,9 @@ def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
 
     Each iteration costs one product: `w = A v`, Rayleigh quotient `v . w`,
     `v <- w / ||w||`. It stops when the Rayleigh quotient changes by at most
-    `tol` relative to its value, or after `iterations` products (per run).
+    `tol` relative to its value, or after `iterations` steps (per run); a
+    run stopped there takes one more product, for the Rayleigh quotient of
+    the vector it returns.
     Convergence is geometric with ratio |lambda_2 / lambda_1|; when the top
     two magnitudes are close, small relative change does not mean small
     error.
@@ -232,7 +242,8 @@ def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
         matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
         initial: starting vector (not orthogonal to the dominant
             eigenvector); it is normalised.
-        iterations: maximum number of products per run, >= 1.
+        iterations: maximum number of power steps per run, >= 1 (products:
+            one more when the run stops at the cap).
         tol: relative tolerance on the Rayleigh quotient, > 0.
         which: `"largest_magnitude"` or `"largest_algebraic"`.
 

@@ -473,6 +473,22 @@ def test_directional_derivatives_match_per_example_gradients_and_differences():
     np.testing.assert_allclose(losses, per_example_loss(kernel, bias), rtol=1e-5)
 
 
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(model="net"), TypeError, r"`model` must be a built keras.Model. "
+                                   r"Received: model of type str"),
+    (dict(loss=3), ValueError, r"`loss` must be a Keras loss.*Received: loss=3"),
+    (dict(loss=None), ValueError, r"`loss` is required.*Received: loss=None"),
+])
+def test_directional_derivatives_name_a_bad_model_or_loss(kwargs, error, match):
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    arguments = dict(model=net, loss=LOSS)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        per_example_directional_derivatives(
+            arguments.pop("model"), np.zeros((3, 2), "float32"), np.zeros(3, int),
+            [np.zeros((2, 2)), np.zeros(2)], **arguments)
+
+
 # -- bad input ---------------------------------------------------------------------
 
 

@@ -49,10 +49,21 @@ def test_power_iteration_largest_algebraic_uses_a_shift():
     assert positive.eigenvalue == pytest.approx(6.0, rel=1e-6)
 
 
+def test_a_capped_power_iteration_returns_the_quotient_of_its_vector():
+    a = np.diag([1.0, 0.9, 0.1])
+    capped = spectral.power_iteration(lambda v: a @ v, np.array([0.1, 1.0, 1.0]), 3, 1e-12)
+    assert not capped.converged
+    v = capped.eigenvector
+    assert capped.eigenvalue == pytest.approx(v @ a @ v, rel=1e-14)
+    # Three steps from v0: v is a^3 v0 normalised.
+    expected = a @ a @ a @ np.array([0.1, 1.0, 1.0])
+    np.testing.assert_allclose(v, expected / np.linalg.norm(expected), rtol=1e-14)
+
+
 def test_power_iteration_stops_at_tolerance_and_cap():
     a = symmetric_with_spectrum(SPECTRUM)
     capped = spectral.power_iteration(lambda v: a @ v, np.ones(8), 3, 1e-12)
-    assert capped.iterations == 3 and not capped.converged
+    assert capped.iterations == 4 and not capped.converged  # 3 steps, then a quotient
     loose = spectral.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-2)
     tight = spectral.power_iteration(lambda v: a @ v, np.ones(8), 500, 1e-10)
     assert loose.converged and loose.iterations < tight.iterations

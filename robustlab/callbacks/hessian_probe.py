@@ -129,7 +129,9 @@ class HessianProbe(keras.callbacks.Callback):
         clean: measure the clean loss.
         attack: a `robustlab.PGD` for the robust loss; default the
             `AdversarialModel`'s `eval_attack`.
-        iterations: power-iteration cap (Hessian-vector products), >= 1.
+        iterations: power-iteration cap (power steps), >= 1; a probe that
+            reaches it logs one product more (the returned vector's
+            Rayleigh quotient) and `hessian_converged` 0.
         tol: relative tolerance on the Rayleigh quotient, > 0.
         trace_probes: Hutchinson probes for the trace; 0 (default) skips it.
         batch_size: examples per compiled Hessian-vector product and attack

@@ -11,6 +11,7 @@ from keras import ops
 
 from robustlab import _keras_compat
 from robustlab import attacks
+from robustlab import losses as losses_module
 from robustlab import backend as _backend
 from robustlab import posterior
 from robustlab import model_validation
@@ -753,6 +754,14 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     >>> np.round(d, 6).tolist()  # p_0 - [y == 0] with p = (1/2, 1/2)
     [-0.5, 0.5]
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a built keras.Model. "
+            f"Received: model of type {type(model).__name__}")
+    if loss is None:
+        raise ValueError("Argument `loss` is required (a Keras loss name, function "
+                         "or keras.losses.Loss). Received: loss=None")
+    losses_module.resolve_model_loss(model, loss)  # a clear error for a non-loss
     x, y = check_probe_data(x, y)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     variables = list(model.trainable_variables)
