@@ -207,6 +207,7 @@ def kl_bernoulli(q, p):
     """
     q = _probability("q", q)
     p = _probability("p", p)
+    validation.check_broadcast(q=q, p=p)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         d = p - q
         interior = (_scaled_x_minus_log1p(q, d, np.log(q), np.log(p))
@@ -330,6 +331,7 @@ def mcallester_bound(empirical_risk, kl, n, delta=0.05, *, clip=False):
     """
     q = _check_empirical_risk(empirical_risk)
     kl = _check_kl(kl)
+    validation.check_broadcast(empirical_risk=q, kl=kl)
     n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     bound = q + np.sqrt(_complexity(kl, n, delta) / 2.0)
@@ -368,6 +370,7 @@ def seeger_bound(empirical_risk, kl, n, delta=0.05, *, tol=1e-12):
     """
     q = _check_empirical_risk(empirical_risk)
     kl = _check_kl(kl)
+    validation.check_broadcast(empirical_risk=q, kl=kl)
     n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     return kl_inverse(q, _complexity(kl, n, delta), tol=tol)
@@ -446,7 +449,8 @@ def _per_epoch_rows(name, value, epochs):
         except TypeError:
             raise TypeError(
                 f"Argument `{name}` must be an (epochs, P) array or a sequence "
-                f"with one entry per epoch. " + _received(name, type(value).__name__)
+                f"with one entry per epoch. Received: {name} of type "
+                f"{type(value).__name__}"
             ) from None
         sizes = {r.size for r in rows}
         if len(sizes) > 1:
@@ -558,6 +562,13 @@ def time_resolved_bound(
             f"posterior_variances with {variances.shape[1]} and "
             f"initial_weights with {prior_mean.size} entries per epoch"
         )
+    # Checked under the names the caller used (gaussian_kl would name them
+    # mean_q, var_q, var_p).
+    _finite("weights", means)
+    _finite_positive("posterior_variances", variances)
+    _finite("initial_weights", prior_mean)
+    prior_variance = _finite_positive("prior_variance", prior_variance)
+    validation.check_broadcast(prior_variance=prior_variance, initial_weights=prior_mean)
     n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     kl = np.array(

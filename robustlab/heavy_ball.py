@@ -64,7 +64,12 @@ __all__ = [
 def _check_momentum(momentum):
     # beta = 1 has no damping and no stationary state; beta < 0 is not what
     # an optimizer's `momentum` means.
-    if not _is_real_number(momentum) or not 0 <= momentum < 1:
+    if not _is_real_number(momentum):
+        raise TypeError(
+            "Argument `momentum` must be a number in [0, 1). "
+            + _received("momentum", momentum)
+        )
+    if not 0 <= momentum < 1:
         raise ValueError(
             "Argument `momentum` must be a number in [0, 1). "
             + _received("momentum", momentum)
@@ -134,7 +139,7 @@ def stability_margin(lr, momentum, curvature):
     -0.5
     """
     momentum = _check_momentum(momentum)
-    eta_lambda = _finite_nonnegative("lr", lr) * _finite("curvature", curvature)
+    eta_lambda = _eta_lambda(lr, curvature)
     limit = _stability_limit(momentum)
     margin = np.minimum(eta_lambda, limit - eta_lambda) / limit
     return _as_scalar_if_0d(margin)
@@ -187,7 +192,7 @@ def spectral_radius(lr, momentum, curvature):
     1.0 1.0
     """
     momentum = _check_momentum(momentum)
-    eta_lambda = _finite_nonnegative("lr", lr) * _finite("curvature", curvature)
+    eta_lambda = _eta_lambda(lr, curvature)
     return _as_scalar_if_0d(1.0 - _spectral_gap(eta_lambda, momentum))
 
 
@@ -225,7 +230,7 @@ def relaxation_steps(lr, momentum, curvature):
     inf
     """
     momentum = _check_momentum(momentum)
-    eta_lambda = _finite_nonnegative("lr", lr) * _finite("curvature", curvature)
+    eta_lambda = _eta_lambda(lr, curvature)
     gap = _spectral_gap(eta_lambda, momentum)
     with np.errstate(divide="ignore"):
         # log1p keeps the precision of a tiny gap (ln rho = log1p(-gap)).
@@ -238,12 +243,20 @@ def relaxation_steps(lr, momentum, curvature):
 # ---------------------------------------------------------------------------
 
 
+def _eta_lambda(lr, curvature):
+    lr = _finite_nonnegative("lr", lr)
+    curvature = _finite("curvature", curvature)
+    validation.check_broadcast(lr=lr, curvature=curvature)
+    return lr * curvature
+
+
 def _check_stationary_args(lr, momentum, curvature, noise_variance, batch_size):
     momentum = _check_momentum(momentum)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     lr = _finite_nonnegative("lr", lr)
     curvature = _finite("curvature", curvature)
     noise_variance = _finite_nonnegative("noise_variance", noise_variance)
+    validation.check_broadcast(lr=lr, curvature=curvature, noise_variance=noise_variance)
     _require(
         "curvature",
         curvature,

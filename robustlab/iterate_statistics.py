@@ -351,6 +351,12 @@ class IterateStatistics:
     """
 
     def __init__(self, names=None, directions=None, dtype="float64"):
+        if isinstance(names, (str, bytes)):
+            # list("ab") would name two layers "a" and "b".
+            raise TypeError(
+                "Argument `names` must be a list of layer names, not one string. "
+                + _received("names", names)
+            )
         if names is not None:
             names = list(names)
             if not all(isinstance(n, str) for n in names) or len(set(names)) != len(

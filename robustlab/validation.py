@@ -219,13 +219,31 @@ def _float_array(name, value):
             f"Argument `{name}` must be a real number or an array of real "
             f"numbers, not booleans. " + _received(name, value)
         )
+    # None would become NaN and "0.1" 0.1: neither is a number handed over.
+    not_numbers = value is None or isinstance(value, (str, bytes))
     try:
-        return np.asarray(value, dtype=np.float64)
+        raw = None if not_numbers else np.asarray(value)
     except (TypeError, ValueError):
+        raw = None
+    if raw is None or raw.dtype.kind not in "iuf":
         raise TypeError(
             f"Argument `{name}` must be a real number or an array of real "
             f"numbers. " + _received(name, value)
-        ) from None
+        )
+    return raw.astype(np.float64, copy=False)
+
+
+def check_broadcast(**arrays):
+    """The shape the named arrays broadcast to; a ValueError naming them
+    and their shapes when they do not."""
+    try:
+        return np.broadcast_shapes(*(np.shape(a) for a in arrays.values()))
+    except ValueError:
+        names = ", ".join(f"`{name}`" for name in arrays)
+        shapes = ", ".join(f"{name}={np.shape(a)}" for name, a in arrays.items())
+        raise ValueError(
+            f"Arguments {names} must broadcast to one shape. Received: shapes "
+            f"{shapes}") from None
 
 
 def _require(name, array, ok, requirement):

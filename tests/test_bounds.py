@@ -492,15 +492,40 @@ def test_time_resolved_bound_accepts_isotropic_variances_and_per_layer_weights()
     np.testing.assert_allclose(a.bound, b.bound, rtol=1e-15)
 
 
+def test_time_resolved_bound_names_a_non_sequence_by_its_type():
+    with pytest.raises(TypeError, match="Received: weights of type int"):
+        time_resolved_bound([0.1], np.ones((1, 4)), 5, np.zeros(4), 1.0, n=100)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: mcallester_bound([0.1, 0.2], [1.0, 2.0, 3.0], 100),
+     r"`empirical_risk`, `kl` must broadcast.*empirical_risk=\(2,\), kl=\(3,\)"),
+    (lambda: seeger_bound([0.1, 0.2], [1.0, 2.0, 3.0], 100), "`empirical_risk`, `kl`"),
+    (lambda: kl_bernoulli([0.1, 0.2], [0.3, 0.4, 0.5]), r"`q`, `p` must broadcast"),
+])
+def test_shapes_that_do_not_broadcast_are_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("value", [None, "0.1", np.array(["0.1"]), 0.1 + 0.2j])
+def test_a_risk_that_is_not_a_number_is_a_type_error(value):
+    with pytest.raises(TypeError, match="`empirical_risk` must be a real number"):
+        mcallester_bound(value, 1.0, 100)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(kind="catoni"), "kind='catoni'"),
         (dict(empirical_risks=[0.1, 1.5]), r"empirical_risks\[1\]=1.5"),
         (dict(weights=np.zeros((3, 4))), "one entry per epoch"),
-        (dict(posterior_variances=np.zeros((2, 4))), "var_q"),
+        (dict(posterior_variances=np.zeros((2, 4))),
+         r"`posterior_variances`.*Received: posterior_variances\[0, 0\]=0.0"),
+        (dict(weights=np.full((2, 4), np.inf)), r"`weights`.*Received: weights\[0, 0\]=inf"),
         (dict(initial_weights=np.zeros(5)), "one entry per parameter"),
-        (dict(prior_variance=0.0), "var_p"),
+        (dict(prior_variance=0.0), r"`prior_variance`.*Received: prior_variance=0.0"),
+        (dict(prior_variance=np.ones(3)), r"`prior_variance`, `initial_weights` must broadcast"),
         (dict(n=0), "n=0"),
         (dict(delta=1.5), "delta=1.5"),
     ],

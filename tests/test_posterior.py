@@ -666,6 +666,30 @@ def test_shuffled_pass_rejects_bad_arguments(args, kwargs, message):
         shuffled_pass_variance(*args, **kwargs)
 
 
+@pytest.mark.parametrize("function", [heavy_ball.is_stable, heavy_ball.stability_margin,
+                                      heavy_ball.spectral_radius, heavy_ball.relaxation_steps])
+def test_stability_functions_name_shapes_that_do_not_broadcast(function):
+    with pytest.raises(ValueError, match=r"`lr`, `curvature` must broadcast.*"
+                                         r"lr=\(2,\), curvature=\(3,\)"):
+        function([0.1, 0.2], 0.9, [1.0, 2.0, 3.0])
+
+
+def test_stationary_variance_names_shapes_that_do_not_broadcast():
+    with pytest.raises(ValueError, match="`lr`, `curvature`, `noise_variance` must broadcast"):
+        heavy_ball.stationary_variance([0.1, 0.2], 0.9, 1.0, [1.0, 2.0, 3.0], 4)
+
+
+@pytest.mark.parametrize("momentum", ["0.9", True, None])
+def test_a_momentum_that_is_not_a_number_is_a_type_error(momentum):
+    with pytest.raises(TypeError, match="`momentum` must be a number in"):
+        heavy_ball.spectral_radius(0.1, momentum, 1.0)
+
+
+def test_one_string_is_not_a_list_of_layer_names():
+    with pytest.raises(TypeError, match="`names` must be a list of layer names.*Received: names='ab'"):
+        iterate_statistics.IterateStatistics(names="ab")
+
+
 # ---------------------------------------------------------------------------
 # split_gradient_noise
 # ---------------------------------------------------------------------------
