@@ -45,6 +45,7 @@ the same count.
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 import warnings
@@ -57,6 +58,7 @@ from robustlab import data
 from robustlab import experiments
 from robustlab import studies
 from robustlab import validation
+from robustlab.summary_statistics import mean_and_stderr
 from robustlab._version import __version__
 
 __all__ = [
@@ -166,17 +168,26 @@ def _list():
 
 
 def seeds_summary(summaries):
-    """Mean and standard error across seeds of each numeric summary figure."""
+    """Mean and standard error across seeds of each numeric summary figure,
+    over the seeds that have it (a figure a run could not measure is NaN or
+    missing there); `n` counts them, and missing values are None (JSON's
+    null), as are a mean without values and a standard error below two."""
     result = {"seeds": len(summaries)}
-    for key in summaries[0]:
-        values = np.asarray([s[key] for s in summaries], dtype="float64")
+    keys = list(dict.fromkeys(key for s in summaries for key in s))
+    for key in keys:
+        values = np.asarray([s.get(key, math.nan) for s in summaries], dtype="float64")
+        mean, stderr = mean_and_stderr(values)
         result[key] = {
-            "mean": float(values.mean()),
-            "stderr": float(values.std(ddof=1) / np.sqrt(len(values)))
-            if len(values) > 1 else None,
-            "values": values.tolist(),
+            "mean": _json_number(mean),
+            "stderr": _json_number(stderr),
+            "n": int(np.isfinite(values).sum()),
+            "values": [_json_number(v) for v in values.tolist()],
         }
     return result
+
+
+def _json_number(value):
+    return float(value) if math.isfinite(value) else None
 
 
 def _train(args):

@@ -406,7 +406,7 @@ class StudyResults:
                 mean, stderr = mean_and_stderr(values)
                 figures[key] = {
                     "mean": float(mean),
-                    "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                    "sd": _finite_sd(values),
                     "stderr": float(stderr),
                     "n": int(np.isfinite(values).sum()),
                     "values": values.tolist(),
@@ -553,9 +553,12 @@ def checkpoint_selection(results, arm="quick"):
     `SELECTION_CRITERIA` and read the robust test accuracy there.
 
     The bound and curvature criteria use only training-set quantities, and
-    only the epochs where the probe ran; the curvature one only epochs at or
-    after the first learning-rate drop (before it, the large learning rate
-    keeps the curvature low for reasons unrelated to generalisation). The
+    only the epochs where their quantity was logged: the bounds every epoch
+    the weight cloud was measured (the first lowest value wins a tie, so a
+    bound pinned at 1 throughout picks epoch 0), the curvature the epochs
+    where the probe ran, and only those at or after the first learning-rate
+    drop (before it, the large learning rate keeps the curvature low for
+    reasons unrelated to generalisation). The
     validation criterion uses the test curve itself, so it is the best any
     selection could do. The hindsight criterion also reads the test curves:
     the one epoch whose accuracy, averaged over the seeds, is highest. It is
@@ -610,8 +613,15 @@ def checkpoint_selection(results, arm="quick"):
 def _stats(values):
     values = np.asarray(values, "float64")
     mean, stderr = mean_and_stderr(values)
-    return {"mean": mean, "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+    return {"mean": mean, "sd": _finite_sd(values),
             "stderr": stderr, "n": int(np.isfinite(values).sum()), "values": values.tolist()}
+
+
+def _finite_sd(values):
+    """Standard deviation (ddof=1) of the finite values, as `mean_and_stderr`
+    counts them (a seed without the figure is left out, not NaN for all)."""
+    finite = values[np.isfinite(values)]
+    return float(np.std(finite, ddof=1)) if finite.size > 1 else math.nan
 
 
 def _rounded_fork(d, digits):

@@ -69,6 +69,14 @@ def test_seeds_summary_gives_mean_and_standard_error():
     assert summary["gap"]["stderr"] == pytest.approx(0.1)  # sd 0.1414 / sqrt(2)
 
 
+def test_seeds_summary_leaves_out_a_figure_a_run_could_not_measure():
+    summary = cli.seeds_summary([{"gap": 0.1, "eig": 2.0}, {"gap": 0.3, "eig": float("nan")},
+                                 {"gap": 0.5}])
+    assert summary["eig"] == {"mean": 2.0, "stderr": None, "n": 1, "values": [2.0, None, None]}
+    assert summary["gap"]["n"] == 3 and summary["gap"]["mean"] == pytest.approx(0.3)
+    json.dumps(summary, allow_nan=False)  # standard JSON: no NaN
+
+
 def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
     # As the command's errors do; not Python's file, line and source line of
     # the library code that issued it.

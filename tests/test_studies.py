@@ -2,6 +2,7 @@
 reference results that ship with the package."""
 
 import json
+import math
 import os
 
 import numpy as np
@@ -558,3 +559,12 @@ def test_a_study_prints_a_line_as_each_run_and_fork_window_ends(tiny, tmp_path, 
     assert "forks seed 0: window at epoch 2 done" in lines
     studies.reproduce("tiny-study", [0], str(tmp_path), resume=True, verbose=1)
     assert "tiny seed 0: finished earlier, reused" in capsys.readouterr().out.splitlines()
+
+
+def test_summary_statistics_leave_out_a_seed_without_the_figure():
+    # A seed whose run did not probe (NaN) counts in none of mean, sd,
+    # standard error and n: not NaN for the sd alone.
+    stats = studies._stats([1.0, math.nan, 3.0])
+    assert stats["n"] == 2 and stats["mean"] == 2.0
+    assert stats["sd"] == pytest.approx(math.sqrt(2.0))
+    assert stats["stderr"] == pytest.approx(1.0)

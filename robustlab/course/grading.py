@@ -47,33 +47,43 @@ def check(condition, message):
         raise AssertionError(message)
 
 
-def describe(value, max_items=8):
+def describe(value, max_items=8, digits=6):
     """A short printable form of a number or an array (its first items and
-    its shape when it is long)."""
+    its shape when it is long), floats to `digits` significant digits."""
     array = np.asarray(value)
     if array.dtype == object:
         return repr(value)
     if array.ndim == 0:
-        return _number(array.item())
+        return _number(array.item(), digits)
     flat = array.reshape(-1)
     if flat.size <= max_items:
-        return _nested(array)
-    head = ", ".join(_number(v) for v in flat[:max_items].tolist())
+        return _nested(array, digits)
+    head = ", ".join(_number(v, digits) for v in flat[:max_items].tolist())
     return f"array of shape {array.shape} starting [{head}, ...]"
 
 
-def _number(v):
+def _number(v, digits=6):
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.6g}"
+        return f"{v:.{digits}g}"
     return str(v)
 
 
-def _nested(array):
+def _nested(array, digits=6):
     if array.ndim == 0:
-        return _number(array.item())
-    return "[" + ", ".join(_nested(a) for a in array) + "]"
+        return _number(array.item(), digits)
+    return "[" + ", ".join(_nested(a, digits) for a in array) + "]"
+
+
+def _described_apart(expected, actual):
+    """`describe` of both, with as many digits as it takes (up to 17) for
+    two different values not to print alike ("expected 1, got 1")."""
+    for digits in (6, 9, 12, 17):
+        pair = describe(expected, digits=digits), describe(actual, digits=digits)
+        if pair[0] != pair[1]:
+            return pair
+    return pair
 
 
 def check_shape(actual, shape, what):
@@ -124,8 +134,9 @@ def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
     where = f" at position {tuple(int(i) for i in index)}" if index != () else ""
     largest = difference[index] if index != () else float(difference)
     largest_text = "a NaN or infinity" if not math.isfinite(largest) else _number(float(largest))
+    expected_text, actual_text = _described_apart(expected_array, actual_array)
     raise AssertionError(
-        f"{what}: expected {describe(expected_array)}, got {describe(actual_array)}: "
+        f"{what}: expected {expected_text}, got {actual_text}: "
         f"the largest difference is {largest_text}{where}, more than the "
         f"tolerance {tol_text}.{suffix}")
 

@@ -778,6 +778,17 @@ def kl_inverse(q, c):
         lo, hi = (mid, hi) if kl(q, mid) <= c else (lo, mid)
     return lo
 """, True),
+    ("kl_inverse", "test_kl_inverse", "bisection to exactly the 1e-8 asked, no case for 1", """
+def kl_inverse(q, c):
+    def kl(p):
+        out = q * np.log(q / p) if q > 0 else 0.0
+        return out + ((1 - q) * np.log((1 - q) / (1 - p)) if p < 1 else np.inf)
+    low, high = q, 1.0
+    while high - low > 1e-8:
+        middle = (low + high) / 2
+        low, high = (middle, high) if kl(middle) <= c else (low, middle)
+    return low
+""", True),
     # -- pac_bayes_bound ------------------------------------------------------
     ("pac_bayes_bound", "test_pac_bayes_bound", "forgets ln(2 sqrt(n) / delta)", """
 def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):

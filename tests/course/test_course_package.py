@@ -22,6 +22,13 @@ def test_check_close_names_the_call_the_values_and_the_largest_difference():
     assert message.endswith("Clip each pixel.")
 
 
+def test_check_close_prints_enough_digits_to_tell_the_values_apart():
+    with pytest.raises(AssertionError) as failure:
+        grading.check_close(1.0 - 6e-9, 1.0, "kl_inverse(0.2, 50)", atol=1e-9)
+    assert str(failure.value).startswith(
+        "kl_inverse(0.2, 50): expected 1, got 0.999999994: the largest difference is 6e-09")
+
+
 def test_check_close_reports_shape_none_and_nan():
     with pytest.raises(AssertionError, match=r"expected shape \(3,\), got shape \(2,\)"):
         grading.check_close([1.0, 2.0], [1.0, 2.0, 3.0], "f()")
