@@ -169,7 +169,8 @@ class AdversarialModel(keras.Model):
         self.eval_attack = eval_attack or attack
         self.awp = awp
         self.seed = int(seed)
-        self.attack_training_mode = bool(attack_training_mode)
+        self.attack_training_mode = validation.check_bool(
+            "attack_training_mode", attack_training_mode)
         self._train_seed = keras.random.SeedGenerator(seed, name="train_attack_seed")
         self._eval_seed = keras.random.SeedGenerator(
             seed + 1_000_003, name="eval_attack_seed"

@@ -72,8 +72,10 @@ class PGD:
 
     Args:
         eps: radius of the perturbation ball, finite and >= 0.
-        step_size: step of each iteration, > 0. Defaults to `2.5 * eps /
-            steps` (Madry et al.), so that the iterates can cross the ball.
+        step_size: step of each iteration, > 0 (or 0 when eps is 0: the
+            ball is a point). Defaults to `2.5 * eps / steps` (the rule of
+            MadryLab's `robustness` library), so that the iterates can cross
+            the ball.
         steps: number of gradient steps, an integer >= 1.
         norm: `"linf"` or `"l2"`.
         random_start: start from a uniform random point of the ball.
@@ -103,6 +105,9 @@ class PGD:
         validation.check_int_at_least("steps", self.steps, 1)
         if self.step_size is None:
             step_size = 2.5 * float(self.eps) / self.steps
+        elif self.eps == 0 and self.step_size == 0:
+            # What the default gives at eps = 0, and what get_config stores.
+            step_size = 0.0
         else:
             validation.check_finite_positive("step_size", self.step_size)
             step_size = float(self.step_size)
@@ -114,7 +119,8 @@ class PGD:
         object.__setattr__(self, "eps", float(self.eps))
         object.__setattr__(self, "step_size", step_size)
         object.__setattr__(self, "steps", int(self.steps))
-        object.__setattr__(self, "random_start", bool(self.random_start))
+        object.__setattr__(self, "random_start",
+                           validation.check_bool("random_start", self.random_start))
         object.__setattr__(
             self, "value_range", validation.check_value_range(self.value_range)
         )
@@ -138,6 +144,7 @@ class PGD:
 def fgsm_config(eps, norm="linf", value_range=(0.0, 1.0)):
     """The `PGD` configuration that is FGSM: one step of size eps, no random
     start (Goodfellow et al. 2015)."""
+    eps = validation.check_finite_at_least("eps", eps, 0.0)
     return PGD(
         eps=eps,
         step_size=eps if eps > 0 else None,
@@ -390,6 +397,13 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     validation.check_int_at_least("batch_size", batch_size, 1)
     x = np.asarray(x)
     y = np.asarray(y)
+    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
+        # The attack moves the inputs by fractions of a unit, and its result
+        # is "typed like x": integers would truncate it.
+        raise TypeError(
+            "Argument `x` must hold floating-point inputs; convert them first, "
+            f"e.g. x.astype('float32') (and scale them to `value_range`). "
+            f"Received: x of dtype {x.dtype}")
     num_classes = model_validation.check_classifier(model, x[:1])
     validation.check_inputs(x, value_range)
     labels_sparse = validation.check_labels(y, num_classes, len(x))

@@ -43,12 +43,17 @@ def per_example_loss(loss):
     given as a string, a function or a `keras.losses.Loss`."""
     if isinstance(loss, keras.losses.Loss):
         return loss.call
-    resolved = keras.losses.get(loss)
+    try:
+        resolved = keras.losses.get(loss)
+    except (ValueError, TypeError):  # "Could not interpret loss identifier"
+        resolved = None
     if isinstance(resolved, keras.losses.Loss):
         return resolved.call
     if resolved is None or not callable(resolved):
         raise ValueError(
-            f"Argument `loss` must be a Keras loss. Received: loss={loss!r}"
+            "Argument `loss` must be a Keras loss name, a function "
+            "`(y_true, y_pred) -> per-example losses` or a keras.losses.Loss. "
+            f"Received: loss={loss!r}"
         )
     return resolved
 

@@ -105,9 +105,23 @@ def check_verbose(verbose):
                      "tables). " + _received("verbose", verbose))
 
 
+def check_bool(name, value):
+    """`value` as a bool; a TypeError for anything else (`bool("no")` is
+    True, so a string must not pass as a flag)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"Argument `{name}` must be True or False. "
+                        + _received(name, value))
+    return bool(value)
+
+
 def check_value_range(value_range):
     if value_range is None:
         return None
+    if isinstance(value_range, (str, bytes)):
+        # ("0", "1") from "01" would pass the float conversion below.
+        raise ValueError(
+            "Argument `value_range` must be None or a pair (low, high) of "
+            "finite numbers with low < high. " + _received("value_range", value_range))
     try:
         low, high = (float(v) for v in value_range)
     except (TypeError, ValueError):

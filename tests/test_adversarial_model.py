@@ -598,6 +598,13 @@ def test_a_non_model_and_a_non_attack_are_rejected():
         robustlab.AdversarialModel(softmax_regression(W3, B3), attack=0.1)
 
 
+def test_a_string_is_not_a_flag():
+    with pytest.raises(TypeError, match=r"`attack_training_mode` must be True or False. "
+                                        r"Received: attack_training_mode='no'"):
+        robustlab.AdversarialModel(softmax_regression(W3, B3), attack=robustlab.PGD(0.1),
+                                   attack_training_mode="no")
+
+
 def test_compile_requires_a_loss():
     with pytest.raises(ValueError, match=r"`loss`.*required.*Received: loss=None"):
         adversarial(softmax_regression(W3, B3)).compile("sgd")

@@ -249,6 +249,35 @@ def test_non_integer_steps_raise_type_error():
         robustlab.PGD(eps=0.1, steps=2.5)
 
 
+def test_a_zero_radius_attack_round_trips_its_config_and_leaves_x():
+    # eps = 0 makes the default step 0, which get_config stores.
+    for attack in (robustlab.PGD(0.0), attacks.fgsm_config(0.0)):
+        assert robustlab.PGD.from_config(attack.get_config()) == attack
+    model = softmax_regression(W3, B3)
+    np.testing.assert_array_equal(robustlab.PGD(0.0)(model, X6, Y6, seed=0), X6)
+
+
+def test_a_nonzero_radius_still_needs_a_positive_step():
+    with pytest.raises(ValueError, match="Received: step_size=0"):
+        robustlab.PGD(eps=0.1, step_size=0.0)
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m: robustlab.PGD(0.1, random_start="no"), TypeError,
+     r"`random_start` must be True or False. Received: random_start='no'"),
+    (lambda m: robustlab.PGD(0.1, value_range="01"), ValueError,
+     r"`value_range`.*Received: value_range='01'"),
+    (lambda m: attacks.fgsm(m, X6, Y6, eps="a"), ValueError, r"`eps`.*Received: eps='a'"),
+    (lambda m: attacks.pgd(m, X6, Y6, eps=0.1, loss="nonsense"), ValueError,
+     r"`loss` must be a Keras loss.*Received: loss='nonsense'"),
+    (lambda m: attacks.pgd(m, (X6 * 255).astype("uint8"), Y6, eps=8.0, value_range=(0, 255)),
+     TypeError, r"`x` must hold floating-point inputs.*Received: x of dtype uint8"),
+])
+def test_bad_attack_calls_are_named(call, error, match):
+    with pytest.raises(error, match=match):
+        call(softmax_regression(W3, B3))
+
+
 def test_a_negative_seed_is_rejected():
     model = softmax_regression(W3, B3)
     with pytest.raises(ValueError, match=r"`seed`.*>= 0.*Received: seed=-1"):

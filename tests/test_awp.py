@@ -92,6 +92,47 @@ def test_gamma_zero_trains_bitwise_like_plain_pgd(digits):
         np.testing.assert_array_equal(plain, zero)
 
 
+def activity_regularized_net():
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((5,)),
+        keras.layers.Dense(6, activation="relu",
+                           activity_regularizer=keras.regularizers.L2(0.5)),
+        keras.layers.Dense(3)])
+
+
+def test_gamma_zero_keeps_activity_regularisation_bitwise_like_plain_pgd():
+    # The losses a layer adds in its call (an activity regulariser) count in
+    # the training loss with AWP as without it.
+    x = np.random.default_rng(0).random((32, 5), dtype="float32")
+    y = np.arange(32) % 3
+
+    def train(awp):
+        model = awp_model(activity_regularized_net(), awp, lr=0.1)
+        logs = model.train_on_batch(x, y, return_dict=True)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        return logs, model.model.get_weights()
+
+    (plain_logs, plain), (zero_logs, zero) = train(None), train(robustlab.AWP(gamma=0.0))
+    assert plain_logs["loss"] > plain_logs["robust_loss"]  # the activity term is in
+    assert zero_logs["loss"] == plain_logs["loss"]
+    for a, b in zip(plain, zero):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_evaluate_counts_activity_regularisation_as_keras_does():
+    x = np.random.default_rng(1).random((16, 5), dtype="float32")
+    y = np.arange(16) % 3
+    model = awp_model(activity_regularized_net(), None)
+    x_adv = attacks.pgd(model.model, x, y, eps=0.1, steps=3, random_start=False,
+                        loss=LOGITS_CE)
+    model.model.compile(loss=LOGITS_CE)
+    keras_loss = model.model.evaluate(x_adv, y, batch_size=16, verbose=0)
+    logs = model.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    assert logs["loss"] > logs["robust_loss"]
+    assert logs["loss"] == pytest.approx(keras_loss, rel=1e-5)
+
+
 def test_one_awp_step_equals_the_closed_form_update():
     gamma, lr = 0.05, 0.5
     x_adv = attacks.pgd(softmax_regression(W3, B3), X6, Y6, **FIXED_ATTACK.get_config())

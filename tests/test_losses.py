@@ -32,8 +32,13 @@ def test_every_form_of_a_loss_gives_one_value_per_example(loss):
 
 
 def test_no_loss_is_rejected():
-    with pytest.raises(ValueError, match="a Keras loss. Received: loss=None"):
+    with pytest.raises(ValueError, match="a keras.losses.Loss. Received: loss=None"):
         losses.per_example_loss(None)
+
+
+def test_a_name_keras_does_not_know_is_rejected_in_robustlabs_words():
+    with pytest.raises(ValueError, match=r"`loss` must be a Keras loss name.*Received: loss='nonsense'"):
+        losses.per_example_loss("nonsense")
 
 
 @pytest.mark.parametrize(

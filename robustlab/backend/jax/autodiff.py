@@ -70,11 +70,14 @@ def repeat(steps, body, initial):
                              unroll=jax.default_backend() == "cpu")
 
 
-def run_stateless(variables, values, fn, keep=()):
+def run_stateless(variables, values, fn, keep=(), collect_losses=False):
     """Run `fn()` with `variables` reading `values`; return `fn`'s result and
     the values after it, where only the writes to the variables in `keep`
-    are kept (all other writes are dropped)."""
-    with keras.StatelessScope(state_mapping=list(zip(variables, values))) as scope:
+    are kept (all other writes are dropped). With `collect_losses`, the
+    losses layers add in their calls (activity regularisers, `add_loss`)
+    are kept for `model.losses` inside `fn`, as outside a scope."""
+    with keras.StatelessScope(state_mapping=list(zip(variables, values)),
+                              collect_losses=collect_losses) as scope:
         result = fn()
     keep_ids = {id(v) for v in keep}
     updated = []

@@ -129,8 +129,11 @@ def adversarial_test_step(model, state, data):
     )
     values = list(trainable) + list(non_trainable) + list(metrics_vars)
     keep = list(model.attack_seed_variables) + list(model.metrics_variables)
+    # The losses layers add (activity regularisers) count in the loss, as in
+    # Keras's evaluate and in TensorFlow's step.
     logs, updated = run_stateless(
-        variables, values, lambda: model.evaluate_batch(x, y, sample_weight), keep=keep
+        variables, values, lambda: model.evaluate_batch(x, y, sample_weight), keep=keep,
+        collect_losses=True,
     )
     n_t, n_nt = len(trainable), len(non_trainable)
     return logs, (trainable, updated[n_t:n_t + n_nt], updated[n_t + n_nt:])

@@ -47,13 +47,16 @@ def adversarial_train_step(model, data):
     else:
         # Both passes read the weights through a stateless scope that maps
         # every trainable variable (Keras computes regularisation losses from
-        # the mapped values, so the mapping must be complete).
+        # the mapped values, so the mapping must be complete) and collects
+        # the losses layers add in their calls (activity regularisers), which
+        # a scope otherwise drops.
         weights = [tf.convert_to_tensor(v.value) for v in variables]
         # Gradient at w, for the direction of v. The pass must not move
         # BatchNorm's statistics: the scope's writes are dropped.
         with tf.GradientTape() as tape:
             tape.watch(weights)
-            with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
+            with keras.StatelessScope(state_mapping=list(zip(variables, weights)),
+                                      collect_losses=True):
                 loss_w, y_pred_at_w = _objective_and_prediction(
                     model, x_adv, y, sample_weight
                 )
@@ -70,7 +73,7 @@ def adversarial_train_step(model, data):
         with tf.GradientTape() as tape:
             tape.watch(perturbed)
             mapping = list(zip(variables, perturbed))
-            with keras.StatelessScope(state_mapping=mapping) as scope:
+            with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
                 loss, y_pred = _objective_and_prediction(model, x_adv, y, sample_weight)
                 perturbed_loss = model.data_loss(y, y_pred, sample_weight)
             unscaled = _keras_compat.unscale_loss_for_distribution(loss)
