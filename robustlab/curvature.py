@@ -57,6 +57,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import losses
 from robustlab import spectral
@@ -292,7 +293,9 @@ class HessianOperator:
         y: probe labels, same number of examples.
         loss: a Keras loss, or None for the model's compiled loss.
         attack: None (clean loss), or `attack(model, x, y, seed=seed)`
-            returning adversarial inputs of x's shape (e.g. `robustlab.PGD`).
+            returning adversarial inputs of x's shape (e.g. `robustlab.PGD`,
+            which is then given `loss` too, so that it ascends the loss whose
+            Hessian is measured; another callable crafts as it likes).
         batch_size: examples per compiled product; None: all in one batch.
         seed: passed to the attack.
 
@@ -320,7 +323,7 @@ class HessianOperator:
         validation.check_int_at_least("seed", seed, 0)
         loss_key, per_example = losses.resolve_model_loss(model, loss)
         if attack is not None:
-            x = _craft_adversarial(attack, model, x, y, seed)
+            x = _craft_adversarial(attack, model, x, y, seed, loss)
         self.model = model
         self.inputs = x
         self._variables = list(model.trainable_variables)
@@ -406,14 +409,17 @@ def _sum_over_batches(per_batch_vectors):
     return total
 
 
-def _craft_adversarial(attack, model, x, y, seed):
+def _craft_adversarial(attack, model, x, y, seed, loss=None):
     if not callable(attack):
         raise TypeError(
             "Argument `attack` must be None or a callable `attack(model, x, y, "
             "seed=seed)` such as robustlab.PGD(...). "
             f"Received: attack of type {type(attack).__name__}"
         )
-    x_adv = np.asarray(attack(model, x, y, seed=seed))
+    if isinstance(attack, attacks.PGD) and loss is not None:
+        x_adv = np.asarray(attack(model, x, y, seed=seed, loss=loss))
+    else:
+        x_adv = np.asarray(attack(model, x, y, seed=seed))
     if x_adv.shape != x.shape or not np.all(np.isfinite(x_adv)):
         raise ValueError(
             "Argument `attack` must return finite adversarial inputs of x's "

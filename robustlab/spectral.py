@@ -236,7 +236,10 @@ def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
     the vector it returns.
     Convergence is geometric with ratio |lambda_2 / lambda_1|; when the top
     two magnitudes are close, small relative change does not mean small
-    error.
+    error. With two eigenvalues of about the same magnitude and opposite
+    signs the quotient can even settle between them and report convergence
+    (diag(1, -1, 0.1) from [1, 0.5, 1] stops at 0.6): `top_hessian_eigenvalues`
+    (Lanczos) tells them apart.
 
     Args:
         matvec: `v -> A v` for a flat float64 vector; A must be symmetric.

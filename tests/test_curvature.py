@@ -566,6 +566,26 @@ def test_robust_hvp_with_pgd():
     assert relative_error(robust, clean) > 1e-3
 
 
+def test_a_pgd_attack_ascends_the_loss_whose_hessian_is_measured():
+    import robustlab
+
+    rng = np.random.default_rng(10)
+    x = rng.random((12, 6)).astype("float32")
+    y = rng.integers(0, 3, 12)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    model.compile(loss=CROSS_ENTROPY)
+
+    def margin(y_true, logits):  # another loss than the compiled one
+        picked = keras.ops.take_along_axis(
+            logits, keras.ops.cast(keras.ops.reshape(y_true, (-1, 1)), "int32"), axis=1)
+        return keras.ops.max(logits, axis=1) - keras.ops.squeeze(picked, 1)
+
+    attack = robustlab.PGD(eps=0.1, steps=3, random_start=False)
+    operator = curvature.HessianOperator(model, x, y, loss=margin, attack=attack)
+    np.testing.assert_array_equal(operator.inputs, attack(model, x, y, loss=margin))
+    assert not np.array_equal(operator.inputs, attack(model, x, y))
+
+
 # ---------------------------------------------------------------------------
 # Bad inputs
 # ---------------------------------------------------------------------------
