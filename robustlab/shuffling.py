@@ -73,7 +73,19 @@ def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed, steps_per_epoc
     >>> steps in (3, None)  # 3 on TensorFlow, None on JAX
     True
     """
-    batches = -(-len(x) // int(batch_size))
+    batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+    seed = validation.check_int_at_least("seed", seed, 0)
+    steps_per_execution = validation.check_int_at_least(
+        "steps_per_execution", steps_per_execution, 1)
+    if len(x) == 0:
+        raise ValueError("Argument `x` must hold at least one example. "
+                         f"Received: x with shape {np.shape(x)}")
+    for name, array in (("y", y), ("sample_weight", sample_weight)):
+        if array is not None and len(array) != len(x):
+            raise ValueError(
+                f"Arguments `x` and `{name}` must hold the same number of examples. "
+                f"Received: x with {len(x)} and {name} with {len(array)}")
+    batches = -(-len(x) // batch_size)
     if steps_per_epoch is None:
         steps_per_epoch = batches
     validation.check_int_at_least("steps_per_epoch", steps_per_epoch, 1)
@@ -86,9 +98,9 @@ def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed, steps_per_epoc
     arrays = (x, y) if sample_weight is None else (x, y, sample_weight)
     # Keras runs every execution in full: over an endless stream, the last
     # one of an epoch would run into the next unless it ends the epoch.
-    endless = steps_per_epoch % int(steps_per_execution) == 0
+    endless = steps_per_epoch % steps_per_execution == 0
     data, set_epoch, fit_steps = _backend.get().epoch_shuffled(
-        arrays, int(batch_size), epoch_permutation(len(x), int(seed)), int(steps_per_epoch),
+        arrays, batch_size, epoch_permutation(len(x), seed), int(steps_per_epoch),
         endless=endless)
     return data, _SetEpoch(set_epoch), fit_steps
 
@@ -127,8 +139,8 @@ class ReusedEpochData:
     The arrays are compared by content (shape, dtype and a SHA-1 digest of
     their bytes, about 0.5 ms a MiB), not by identity, so arrays changed in
     place get a new pipeline. Training arrays over `max_bytes` together are
-    not kept: the pipeline holds a copy of them, and their epochs are long
-    enough that the setup does not matter.
+    not kept: a kept pipeline holds a copy of them (taken when it is built),
+    and their epochs are long enough that the setup does not matter.
 
     Args:
         max_bytes: the largest total size of `x`, `y` and `sample_weight`
@@ -163,6 +175,12 @@ class ReusedEpochData:
         if key is None or key != self._key:
             # Dropped first, so that two pipelines are never held at once.
             self._key = self._result = None
+            if key is not None:
+                # A kept pipeline must not see the caller's buffers change:
+                # the key is their content now (on JAX the pipeline would
+                # read the arrays themselves).
+                x, y, sample_weight = (None if a is None else np.array(a, copy=True)
+                                       for a in (x, y, sample_weight))
             result = epoch_shuffled_batches(
                 x, y, sample_weight, batch_size, seed, steps_per_epoch, steps_per_execution)
             if key is not None:

@@ -1,9 +1,12 @@
 """Specifications of the seeded epoch order's data, kept between `fit` calls."""
 
+import keras
 import numpy as np
 import pytest
 
 from robustlab.shuffling import ReusedEpochData
+from robustlab.shuffling import epoch_permutation
+from robustlab.shuffling import epoch_shuffled_batches
 
 X = np.arange(40, dtype="float32").reshape(10, 4) / 40.0
 Y = np.arange(10) % 3
@@ -67,3 +70,76 @@ def test_a_bad_steps_per_epoch_is_rejected_every_time():
 def test_bad_max_bytes_is_rejected(max_bytes, error):
     with pytest.raises(error, match=rf"`max_bytes`.*Received: max_bytes={max_bytes}"):
         ReusedEpochData(max_bytes=max_bytes)
+
+
+class _Record(keras.layers.Layer):
+    """Writes down the rows (their first feature, an index) of every batch
+    the model is called on: the order a fit trains on."""
+
+    def __init__(self, seen):
+        super().__init__()
+        self._write = seen.append  # (a list attribute would be tracked: copied)
+
+    def call(self, x):
+        try:
+            rows = keras.ops.convert_to_numpy(x)
+        except Exception:  # a symbolic pass (shape inference): nothing to record
+            return x
+        self._write(np.rint(rows[:, 0]).astype(int).tolist())
+        return x
+
+    def compute_output_spec(self, x):
+        return keras.KerasTensor(x.shape, x.dtype)
+
+
+def _recording_model(seen):
+    inputs = keras.Input((1,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(_Record(seen)(inputs)))
+    model.compile("sgd", "mse", run_eagerly=True)
+    return model
+
+
+def _batches_of(order, batch_size):
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def test_kept_data_trains_a_plain_keras_model_on_each_calls_epoch():
+    # A plain keras.Model does not count the batches it reads from the kept
+    # stream, so it must not be handed an iterator it has read from.
+    x, y = np.arange(10, dtype="float32")[:, None], np.zeros(10, "float32")
+    epoch_data, seen = ReusedEpochData(), []
+    model = _recording_model(seen)
+    for _ in range(2):
+        seen.clear()
+        data, callback, steps = epoch_data(x, y, None, 4, seed=7)
+        model.fit(data, epochs=1, steps_per_epoch=steps, callbacks=[callback],
+                  shuffle=False, verbose=0)
+        assert seen == _batches_of(epoch_permutation(10, 7)(0), 4)
+
+
+def test_kept_data_does_not_follow_the_callers_buffer():
+    x, y = np.arange(10, dtype="float32")[:, None], np.zeros(10, "float32")
+    epoch_data, seen = ReusedEpochData(), []
+    epoch_data(x, y, None, 4, seed=0)
+    original = x.copy()
+    x[:] = -1.0  # the caller reuses its buffer; the same content comes again
+    data, callback, steps = epoch_data(original, y, None, 4, seed=0)
+    _recording_model(seen).fit(data, epochs=1, steps_per_epoch=steps, callbacks=[callback],
+                               shuffle=False, verbose=0)
+    assert seen == _batches_of(epoch_permutation(10, 0)(0), 4)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(batch_size=0), ValueError, r"`batch_size` must be an integer >= 1. Received: batch_size=0"),
+    (dict(batch_size=2.7), TypeError, r"`batch_size`.*Received: batch_size=2.7"),
+    (dict(seed=-1), ValueError, r"`seed`.*Received: seed=-1"),
+    (dict(steps_per_execution=0), ValueError, r"Received: steps_per_execution=0"),
+    (dict(y=np.arange(9)), ValueError, r"`x` and `y`.*x with 10 and y with 9"),
+    (dict(sample_weight=np.ones(11)), ValueError, r"`sample_weight`.*sample_weight with 11"),
+    (dict(x=np.zeros((0, 4)), y=np.zeros(0)), ValueError, r"`x` must hold at least one"),
+])
+def test_bad_epoch_data_arguments_are_named(kwargs, error, match):
+    arguments = dict(x=X, y=Y, sample_weight=None, batch_size=4, seed=0)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        epoch_shuffled_batches(**arguments)

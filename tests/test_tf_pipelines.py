@@ -175,6 +175,30 @@ def test_the_stream_starts_a_new_iterator_where_the_kept_one_does_not_stand_at_t
     np.testing.assert_array_equal(rows, _roll(next_epoch))
 
 
+def test_an_iterator_read_without_counting_is_not_handed_on():
+    # A plain keras.Model reads the stream and never calls batches_read.
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    stream(0)
+    first = iter(dataset)
+    for _ in range(3):
+        next(first)
+    stream.epoch_ended()
+    second, rows = _read_epoch(dataset, stream, 0)
+    assert second is not first
+    np.testing.assert_array_equal(rows, _roll(0))
+
+
+def test_an_epoch_begun_and_never_ended_leaves_no_iterator_behind():
+    # A fit interrupted inside an epoch by a reader that does not count.
+    dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)
+    stream(0)
+    first = iter(dataset)
+    next(first)
+    second, rows = _read_epoch(dataset, stream, 0)
+    assert second is not first
+    np.testing.assert_array_equal(rows, _roll(0))
+
+
 def test_iterators_asked_for_outside_an_epochs_start_are_new_and_leave_the_kept_one():
     # Keras builds an unbuilt model from a first batch before training.
     dataset, stream, _ = data.epoch_shuffled((X, Y), 2, _roll, steps=3)

@@ -93,6 +93,13 @@ class EpochStream:
     `iter` between the two gets the kept iterator. Any other (Keras building
     a model from a first batch before training, say) gets a new one, so
     that nothing reads the kept iterator without counting.
+
+    A reader that does not count (a plain `keras.Model` fitting the stream,
+    whose train function never calls `batches_read`) must not pass the
+    iterator on: at each epoch's end the count must have reached that
+    epoch's last batch, and an epoch that began and never ended (a fit
+    interrupted inside it) must not leave the iterator behind. Otherwise it
+    is dropped, and the next call starts a new one.
     """
 
     def __init__(self, first_epoch, steps):
@@ -100,8 +107,12 @@ class EpochStream:
         self._steps = int(steps)
         self._iterator = self._next_batch = None
         self._wanted = None  # the batch an epoch's `iter` must start at
+        self._epoch = None  # the epoch begun and not yet ended
 
     def __call__(self, epoch):
+        if self._epoch is not None:  # the last epoch never ended
+            self._iterator = self._next_batch = None
+        self._epoch = int(epoch)
         self._first_epoch.assign(epoch)
         self._wanted = int(epoch) * self._steps
         if self._next_batch != self._wanted:
@@ -109,6 +120,9 @@ class EpochStream:
 
     def epoch_ended(self):
         self._wanted = None
+        if self._epoch is not None and self._next_batch != (self._epoch + 1) * self._steps:
+            self._iterator = self._next_batch = None  # read without counting
+        self._epoch = None
 
     def iterator(self, new_iterator):
         wanted, self._wanted = self._wanted, None
