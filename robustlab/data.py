@@ -297,6 +297,14 @@ def balanced_class_counts(class_sizes, size, rng):
     [1, 3, 3]
     """
     class_sizes = np.asarray(class_sizes, dtype=np.int64)
+    if class_sizes.ndim != 1 or class_sizes.size == 0 or np.any(class_sizes < 0):
+        raise ValueError("Argument `class_sizes` must be a non-empty list of counts >= 0. "
+                         f"Received: class_sizes={class_sizes.tolist()}")
+    available = int(class_sizes.sum())
+    validation.check_int_at_least("size", size, 0)
+    if size > available:
+        raise ValueError(f"Argument `size` must be at most {available}, the examples "
+                         f"available in all classes. Received: size={size}")
     counts = np.zeros_like(class_sizes)
     remaining = int(size)
     while remaining > 0:
@@ -335,6 +343,10 @@ def balanced_sample(labels, candidates, size, num_classes, rng):
     [2, 2]
     """
     candidates = np.asarray(candidates, dtype=np.int64)
+    validation.check_int_at_least("size", size, 0)
+    if size > len(candidates):
+        raise ValueError(f"Argument `size` must be at most {len(candidates)}, the number "
+                         f"of candidates. Received: size={size}")
     by_class = [
         rng.permutation(candidates[labels[candidates] == c]) for c in range(num_classes)
     ]
@@ -367,8 +379,19 @@ def with_symmetric_label_noise(labels, fraction, num_classes, rng):
     >>> int((noisy != clean).sum())
     3
     """
+    if not validation._is_real_number(fraction) or not 0 <= fraction < 1:
+        raise ValueError("Argument `fraction` must be a number in [0, 1). "
+                         + validation._received("fraction", fraction))
+    num_classes = validation.check_int_at_least("num_classes", num_classes, 1)
     noisy = np.array(labels, dtype=np.int32, copy=True)
+    if noisy.size and (noisy.min() < 0 or noisy.max() >= num_classes):
+        raise ValueError(
+            f"Argument `labels` must be class indices in [0, {num_classes}). "
+            f"Received: labels in [{noisy.min()}, {noisy.max()}]")
     n_flipped = round(fraction * len(noisy))
+    if n_flipped and num_classes < 2:
+        raise ValueError("Argument `num_classes` must be >= 2 to flip labels to another "
+                         f"class. Received: num_classes={num_classes}")
     if n_flipped == 0:
         return noisy
     flipped = rng.choice(len(noisy), size=n_flipped, replace=False)

@@ -587,3 +587,23 @@ def test_probe_goes_through_the_configured_proxy(no_proxy_env, monkeypatch):
         monkeypatch.delenv("no_proxy", raising=False)
         monkeypatch.delenv("NO_PROXY", raising=False)
         assert data.can_reach_download_host("host.invalid", 443, timeout=2.0)
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda rng: data.balanced_class_counts([3, 4], 8, rng),
+     r"`size` must be at most 7.*Received: size=8"),
+    (lambda rng: data.balanced_class_counts([3, -1], 1, rng), r"`class_sizes`"),
+    (lambda rng: data.balanced_sample(np.array([0, 1, 1]), np.arange(3), 4, 2, rng),
+     r"`size` must be at most 3.*Received: size=4"),
+    (lambda rng: data.with_symmetric_label_noise(np.zeros(10, int), 1.0, 3, rng),
+     r"`fraction` must be a number in \[0, 1\). Received: fraction=1.0"),
+    (lambda rng: data.with_symmetric_label_noise(np.zeros(10, int), -0.1, 3, rng),
+     r"Received: fraction=-0.1"),
+    (lambda rng: data.with_symmetric_label_noise(np.zeros(10, int), 0.5, 1, rng),
+     r"`num_classes` must be >= 2.*Received: num_classes=1"),
+    (lambda rng: data.with_symmetric_label_noise(np.array([0, 3]), 0.5, 3, rng),
+     r"`labels` must be class indices in \[0, 3\)"),
+])
+def test_the_sampling_helpers_name_a_bad_argument(call, match):
+    with pytest.raises(ValueError, match=match):
+        call(np.random.default_rng(0))
