@@ -56,6 +56,7 @@ import numpy as np
 from robustlab import backend
 from robustlab import data
 from robustlab import experiments
+from robustlab import provenance
 from robustlab import studies
 from robustlab import validation
 from robustlab.summary_statistics import mean_and_stderr
@@ -74,9 +75,10 @@ def _parser():
     )
     parser.add_argument(
         "--version", action="version",
-        version=f"robustlab {__version__} (Keras {keras.__version__}, backend {backend.name()})")
+        version=f"robustlab {__version__} (Keras {keras.__version__}, backend "
+                f"{provenance.code_identity()['backend']})")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the named experiments")
+    commands.add_parser("list", help="list the named studies and experiments")
     reproduce = commands.add_parser(
         "reproduce", help="reproduce a named study over seeds")
     reproduce.add_argument("study", help="study name (see `robustlab list`)")
@@ -161,7 +163,8 @@ def _list():
     print("experiments (robustlab train --experiment NAME):")
     for name, experiment in sorted(experiments.EXPERIMENTS.items()):
         print(f"  {name:22s} v{experiment.version}  {experiment.dataset}, "
-              f"{experiment.model}, {experiment.epochs} epochs, PGD-"
+              f"{experiment.model}, {experiment.epochs} epochs, LR "
+              f"{experiment.learning_rate:g}, PGD-"
               f"{experiment.train_steps} eps={experiment.eps:.4g}, "
               f"label noise {experiment.label_noise:g}, AWP gamma "
               f"{experiment.awp_gamma:g}")

@@ -231,13 +231,19 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     momentum = float(optimizer.momentum)
     epoch = validation.check_int_at_least("epoch", epoch, 0)
 
+    training = model.attack_training_mode  # crafted as the model crafts them
+
+    def probe_attack(net_, x_, y_, seed=None):
+        return model.eval_attack(net_, x_, y_, seed=seed, loss=loss, training=training)
+
     probe = curvature.top_hessian_eigenvalues(
         net, x[:probe_examples], y[:probe_examples], k=2, loss=loss,
-        attack=model.eval_attack, iterations=lanczos_iterations, seed=seed)
+        attack=probe_attack, iterations=lanczos_iterations, seed=seed)
     directions = np.stack([_flat(u) for u in probe.eigenvectors])
     top = probe.eigenvectors[0]
     # The noise along u: every training example, crafted as in training.
-    x_adv = attacks.run_attack(net, x, y, model.attack, loss=loss, seed=seed)
+    x_adv = attacks.run_attack(net, x, y, model.attack, loss=loss, training=training,
+                               seed=seed)
     projected = per_example_directional_derivatives(net, x_adv, y, top, loss=loss)
     noise = float(posterior.minibatch_noise_variance(projected, batch_size, n=n))
     lam = float(probe.eigenvalues[0]) + float(weight_decay)
@@ -247,7 +253,8 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     # between the two draws is the attack's own noise, which a shuffled pass
     # does not anticorrelate.
     second_seed = int(np.random.default_rng([seed, _SECOND_DRAW]).integers(2**31 - 1))
-    x_again = attacks.run_attack(net, x, y, model.attack, loss=loss, seed=second_seed)
+    x_again = attacks.run_attack(net, x, y, model.attack, loss=loss, training=training,
+                                 seed=second_seed)
     again = per_example_directional_derivatives(net, x_again, y, top, loss=loss)
     split = posterior.split_gradient_noise(projected, again)
     # An estimate of a variance can fall below zero where the examples barely

@@ -118,6 +118,9 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             "(`History.history`, not the History). "
             f"Received: history={type(history).__name__}")
     reference = reference or {}
+    # A drop the run never reached (a shortened run) would only stretch the axes.
+    length = max((len(np.atleast_1d(v)) for v in history.values()), default=0)
+    drop_epochs = [e for e in (drop_epochs or ()) if not length or e < length]
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
         shown = referenced = older_marked = False

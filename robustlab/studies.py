@@ -54,6 +54,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -741,7 +742,22 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             plan.append((arm, config.replace(seed=seed), seed))
     forks = study.forks
     if forks is not None and epochs is not None and max(forks.epochs) >= epochs:
+        warnings.warn(
+            f"{name} with epochs={epochs} leaves out its replica forks: they start "
+            f"at epochs {list(forks.epochs)}, the last beyond the shortened runs.",
+            stacklevel=2)
         forks = None
+    if epochs is not None:
+        unperturbed = sorted({arm.experiment for arm in study.arms
+                              if arm.config.awp_gamma > 0
+                              and arm.config.awp_warmup_epochs >= epochs})
+        if unperturbed:
+            warmup = max(arm.config.awp_warmup_epochs for arm in study.arms
+                         if arm.experiment in unperturbed)
+            warnings.warn(
+                f"{name} with epochs={epochs} ends before AWP's warm-up ({warmup} "
+                f"epochs) in {', '.join(unperturbed)}: those runs train exactly as "
+                "without AWP.", stacklevel=2)
     progress = _StudyProgress(plan, verbose, forks=len(seeds) * len(forks.epochs) if forks else 0)
     histories = {arm.experiment: [] for arm in study.arms}
     for arm, config, seed in plan:
@@ -1101,8 +1117,10 @@ def reference_curves(experiment, keys=None):
 
     Args:
         experiment: a `robustlab.experiments.Experiment` or the name of
-            one; its seed does not matter, everything else must be a
-            configuration robustlab ships reference runs of.
+            one; its seed does not matter, and a run shortened with
+            `epochs` gets the references' first so many epochs (the same
+            setting up to there); everything else must be a configuration
+            robustlab ships reference runs of.
         keys: the logged keys wanted; None: all of them.
 
     Returns:
@@ -1117,13 +1135,14 @@ def reference_curves(experiment, keys=None):
         raise TypeError(
             "Argument `experiment` must be a robustlab.experiments.Experiment or "
             f"the name of one. Received: experiment={experiment!r}")
-    wanted = dict(json.loads(json.dumps(experiment.to_dict())), seed=None)
+    wanted = dict(json.loads(json.dumps(experiment.to_dict())), seed=None, epochs=None)
     best = None
     for study in STUDIES.values():
         if not os.path.exists(os.path.join(REFERENCE_DIR, f"{study.name}.json.gz")):
             continue
         for arm in study.arms:
-            if dict(json.loads(json.dumps(arm.config.to_dict())), seed=None) != wanted:
+            shipped = dict(json.loads(json.dumps(arm.config.to_dict())), seed=None, epochs=None)
+            if shipped != wanted or experiment.epochs > arm.config.epochs:
                 continue
             if best is None or (arm.probe_every and not best[1].probe_every):
                 best = (study, arm)
@@ -1133,7 +1152,12 @@ def reference_curves(experiment, keys=None):
     runs = results.runs(best[1].experiment)
     logged = set.intersection(*(set(h) for h in runs))
     chosen = logged if keys is None else logged & set(keys)
-    return {key: results.curve(best[1].experiment, key) for key in sorted(chosen)}, len(runs)
+    epochs = experiment.epochs
+    curves = {}
+    for key in sorted(chosen):
+        mean, stderr = results.curve(best[1].experiment, key)
+        curves[key] = (mean[:epochs], stderr[:epochs])
+    return curves, len(runs)
 
 
 def _assembled_reference(study):

@@ -1,5 +1,6 @@
 """Specifications of the experiments runner and the `robustlab` command."""
 
+import importlib.metadata
 import json
 import os
 import re
@@ -26,9 +27,11 @@ def test_version_names_robustlab_keras_and_the_backend(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["--version"])
     assert exit_.value.code == 0
+    backend = keras.backend.backend()
+    version = importlib.metadata.version({"tensorflow": "tensorflow", "jax": "jaxlib"}[backend])
     assert capsys.readouterr().out == (
         f"robustlab {robustlab.__version__} (Keras {keras.__version__}, "
-        f"backend {keras.backend.backend()})\n")
+        f"backend {backend} {version})\n")
 
 
 def test_the_quick_experiment_is_the_design_setting():

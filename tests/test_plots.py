@@ -143,3 +143,13 @@ def test_a_history_that_is_not_a_dict_of_lists_is_refused_by_type():
     with pytest.raises(TypeError, match=r"`history` must be the per-epoch logs.*"
                                         r"Received: history=list"):
         plots.learning_curves([0.5, 0.6])
+
+
+def test_only_the_drops_the_run_reached_are_marked():
+    # A 3-epoch run of a setting that drops at epochs 2 and 40: the line at
+    # 40 would stretch every panel to an empty 40 epochs.
+    figure = plots.learning_curves(HISTORY, drop_epochs=(2, 40))
+    drops = [line.get_xdata()[0] for line in _panel(figure, "Accuracy").get_lines()
+             if line.get_linestyle() == ":"]
+    assert drops == [2]
+    plots.close(figure)

@@ -489,8 +489,20 @@ def test_reference_curves_of_an_experiment_by_name_are_those_of_the_experiment()
 
 
 def test_a_setting_without_shipped_runs_has_no_reference_curves():
-    assert studies.reference_curves(experiments.get("quick").replace(epochs=10)) is None
+    quick = experiments.get("quick")
+    assert studies.reference_curves(quick.replace(epochs=quick.epochs + 1)) is None
+    assert studies.reference_curves(quick.replace(label_noise=0.3)) is None
     assert studies.reference_curves(TINY) is None
+
+
+def test_a_shortened_run_gets_the_first_epochs_of_its_settings_references():
+    quick = experiments.get("quick")
+    full, seeds = studies.reference_curves(quick, keys=["val_robust_loss"])
+    short, same_seeds = studies.reference_curves(quick.replace(epochs=10),
+                                                 keys=["val_robust_loss"])
+    assert same_seeds == seeds
+    for part, whole in zip(short["val_robust_loss"], full["val_robust_loss"]):
+        np.testing.assert_array_equal(part, whole[:10])
 
 
 def test_train_draws_its_run_against_the_shipped_runs_of_its_setting(monkeypatch, tmp_path):
@@ -499,11 +511,13 @@ def test_train_draws_its_run_against_the_shipped_runs_of_its_setting(monkeypatch
                         lambda *a, **k: given.append((a[0], k["reference"])) or ({}, {}))
     cli.main(["train", "--seeds", "3", "--out", str(tmp_path), "--quiet"])
     cli.main(["train", "--epochs", "5", "--out", str(tmp_path), "--quiet"])
-    (quick, reference), (shortened, none) = given
+    cli.main(["train", "--label-noise", "0.3", "--out", str(tmp_path), "--quiet"])
+    (quick, reference), (shortened, first_epochs), (other, none) = given
     assert quick.seed == 3 and reference[1] == 8
     np.testing.assert_array_equal(reference[0]["val_robust_accuracy"][0],
                                   studies.reference_curves(quick)[0]["val_robust_accuracy"][0])
-    assert shortened.epochs == 5 and none is None
+    assert shortened.epochs == 5 and len(first_epochs[0]["val_robust_accuracy"][0]) == 5
+    assert other.label_noise == 0.3 and none is None
 
 
 def test_the_figures_command_draws_a_reference_without_training(tmp_path, capsys, monkeypatch):
@@ -568,3 +582,14 @@ def test_summary_statistics_leave_out_a_seed_without_the_figure():
     assert stats["n"] == 2 and stats["mean"] == 2.0
     assert stats["sd"] == pytest.approx(math.sqrt(2.0))
     assert stats["stderr"] == pytest.approx(1.0)
+
+
+def test_a_shortened_study_says_what_it_leaves_out(monkeypatch, tmp_path):
+    monkeypatch.setattr(experiments, "run", lambda config, *a, **k: (
+        {"val_robust_accuracy": [0.5] * config.epochs}, {}))
+    monkeypatch.setattr(studies, "_write_outputs", lambda *a: None)
+    monkeypatch.setattr(studies.StudyResults, "format_table", lambda self: "")
+    with pytest.warns(UserWarning, match=r"AWP's warm-up \(10 epochs\) in quick_awp"):
+        studies.reproduce("awp-tradeoff", 1, str(tmp_path), epochs=2, verbose=0)
+    with pytest.warns(UserWarning, match=r"leaves out its replica forks: they start at epochs"):
+        studies.reproduce("lr-drop-collapse", 1, str(tmp_path), epochs=2, verbose=0)
