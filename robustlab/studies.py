@@ -732,7 +732,8 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         _check_writable_reference(reference_path)
     study_dir = os.path.join(out, study.folder_name)
     if verbose and scale == "full":
-        print(f"{name} at full scale: {study.description} A run is 200 epochs on "
+        length = epochs or max(arm.config.epochs for arm in study.arms)
+        print(f"{name} at full scale: {study.description} A run is {length} epochs on "
               "CIFAR-10, sized for a GPU; `--quick` runs the digits setting.")
     os.makedirs(study_dir, exist_ok=True)
     plan = []
