@@ -239,12 +239,17 @@ def _float_array(name, value):
         raw = None if not_numbers else np.asarray(value)
     except (TypeError, ValueError):
         raw = None
-    if raw is None or raw.dtype.kind not in "iuf":
-        raise TypeError(
-            f"Argument `{name}` must be a real number or an array of real "
-            f"numbers. " + _received(name, value)
-        )
-    return raw.astype(np.float64, copy=False)
+    # Kind "V" covers ml_dtypes' bfloat16 (what a mixed-precision JAX array
+    # converts to); a structured array fails the conversion below.
+    if raw is not None and raw.dtype.kind in "iufV":
+        try:
+            return raw.astype(np.float64, copy=False)
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(
+        f"Argument `{name}` must be a real number or an array of real "
+        f"numbers. " + _received(name, value)
+    )
 
 
 def check_broadcast(**arrays):

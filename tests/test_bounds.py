@@ -542,3 +542,10 @@ def test_time_resolved_bound_rejects_bad_arguments(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         time_resolved_bound(**args)
+
+
+def test_a_bfloat16_risk_is_a_number():
+    # What a mixed-precision JAX array converts to (ml_dtypes' bfloat16).
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    risk = np.array([0.125], dtype=ml_dtypes.bfloat16)
+    assert mcallester_bound(risk, 1.0, 100) == pytest.approx(mcallester_bound(0.125, 1.0, 100))
