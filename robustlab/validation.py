@@ -21,6 +21,8 @@ import os
 import numpy as np
 
 __all__ = [
+    "check_bool",
+    "check_broadcast",
     "check_distinct",
     "check_finite_at_least",
     "check_finite_positive",
