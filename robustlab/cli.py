@@ -173,8 +173,9 @@ def _list():
 def seeds_summary(summaries):
     """Mean and standard error across seeds of each numeric summary figure,
     over the seeds that have it (a figure a run could not measure is NaN or
-    missing there); `n` counts them, and missing values are None (JSON's
-    null), as are a mean without values and a standard error below two."""
+    missing there); `n` counts them. Missing values are None (JSON's null),
+    as are the mean of a figure no seed has and the standard error of one
+    fewer than two seeds have."""
     result = {"seeds": len(summaries)}
     keys = list(dict.fromkeys(key for s in summaries for key in s))
     for key in keys:

@@ -320,7 +320,8 @@ class HessianOperator:
         _check_model(model)
         x, y = _check_probe_data(x, y)
         batch_size = _check_batch_size(batch_size)
-        validation.check_int_at_least("seed", seed, 0)
+        if seed is not None:
+            validation.check_int_at_least("seed", seed, 0)
         loss_key, per_example = losses.resolve_model_loss(model, loss)
         if attack is not None:
             x = _craft_adversarial(attack, model, x, y, seed, loss)

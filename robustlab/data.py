@@ -379,9 +379,7 @@ def with_symmetric_label_noise(labels, fraction, num_classes, rng):
     >>> int((noisy != clean).sum())
     3
     """
-    if not validation._is_real_number(fraction) or not 0 <= fraction < 1:
-        raise ValueError("Argument `fraction` must be a number in [0, 1). "
-                         + validation._received("fraction", fraction))
+    fraction = _check_label_noise(fraction, "fraction")
     num_classes = validation.check_int_at_least("num_classes", num_classes, 1)
     noisy = np.array(labels, dtype=np.int32, copy=True)
     if noisy.size and (noisy.min() < 0 or noisy.max() >= num_classes):
@@ -667,15 +665,15 @@ def _check_optional_int_at_least(arg, value, minimum):
         )
 
 
-def _check_label_noise(label_noise):
+def _check_label_noise(label_noise, name="label_noise"):
     if not isinstance(label_noise, numbers.Real) or isinstance(label_noise, bool):
         raise TypeError(
-            "Argument `label_noise` must be a number in [0, 1). "
-            f"Received: label_noise={label_noise!r}"
+            f"Argument `{name}` must be a number in [0, 1). "
+            f"Received: {name}={label_noise!r}"
         )
     if not 0.0 <= label_noise < 1.0:  # also rejects NaN
         raise ValueError(
-            "Argument `label_noise` must be a number in [0, 1). "
-            f"Received: label_noise={label_noise!r}"
+            f"Argument `{name}` must be a number in [0, 1). "
+            f"Received: {name}={label_noise!r}"
         )
     return float(label_noise)

@@ -1031,10 +1031,14 @@ def write_reference_file(results, path):
     payload = json.dumps(results.to_json(), sort_keys=True, separators=(",", ":"))
     os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = f"{path}.partial"
-    with open(partial, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            f.write(payload.encode("utf-8"))
-    os.replace(partial, path)
+    try:
+        with open(partial, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+                f.write(payload.encode("utf-8"))
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def _check_writable_reference(path):
@@ -1042,8 +1046,11 @@ def _check_writable_reference(path):
     written (robustlab installed into a read-only location): say so before
     any training."""
     folder = os.path.dirname(path)
-    target = path if os.path.exists(path) else folder
-    if not (os.path.isdir(folder) and os.access(folder, os.W_OK)
+    existing = folder  # where the file, or the folders it needs, would be made
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    target = path if os.path.exists(path) else existing
+    if not (os.path.isdir(existing) and os.access(existing, os.W_OK)
             and os.access(target, os.W_OK)):
         raise ValueError(
             "Argument `write_reference` writes the package's reference results "

@@ -108,9 +108,11 @@ def check_verbose(verbose):
 
 
 def check_bool(name, value):
-    """`value` as a bool; a TypeError for anything else (`bool("no")` is
-    True, so a string must not pass as a flag)."""
-    if not isinstance(value, (bool, np.bool_)):
+    """`value` as a bool (True, False, or the integers 1 and 0); a TypeError
+    for anything else (`bool("no")` is True, so a string must not pass as a
+    flag)."""
+    if not (isinstance(value, (bool, np.bool_))
+            or (isinstance(value, numbers.Integral) and value in (0, 1))):
         raise TypeError(f"Argument `{name}` must be True or False. "
                         + _received(name, value))
     return bool(value)
@@ -242,7 +244,7 @@ def _float_array(name, value):
     except (TypeError, ValueError):
         raw = None
     # Kind "V" covers ml_dtypes' bfloat16 (what a mixed-precision JAX array
-    # converts to); a structured array fails the conversion below.
+    # converts to); what does not convert to float64 is refused below.
     if raw is not None and raw.dtype.kind in "iufV":
         try:
             return raw.astype(np.float64, copy=False)

@@ -257,6 +257,13 @@ def test_a_zero_radius_attack_round_trips_its_config_and_leaves_x():
     np.testing.assert_array_equal(robustlab.PGD(0.0)(model, X6, Y6, seed=0), X6)
 
 
+def test_a_flag_takes_a_bool_or_the_integers_one_and_zero():
+    assert robustlab.PGD(0.1, random_start=0).random_start is False
+    assert robustlab.PGD(0.1, random_start=np.True_).random_start is True
+    with pytest.raises(TypeError, match="Received: random_start=2"):
+        robustlab.PGD(0.1, random_start=2)
+
+
 def test_a_nonzero_radius_still_needs_a_positive_step():
     with pytest.raises(ValueError, match="Received: step_size=0"):
         robustlab.PGD(eps=0.1, step_size=0.0)

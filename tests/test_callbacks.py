@@ -474,7 +474,7 @@ def test_directional_derivatives_match_per_example_gradients_and_differences():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    (dict(model="net"), TypeError, r"`model` must be a built keras.Model. "
+    (dict(model="net"), TypeError, r"`model` must be a keras.Model. "
                                    r"Received: model of type str"),
     (dict(loss=3), ValueError, r"`loss` must be a Keras loss.*Received: loss=3"),
     (dict(loss=None), ValueError, r"`loss` is required.*Received: loss=None"),

@@ -659,3 +659,10 @@ def test_bad_vectors_are_named(mlp):
     with pytest.raises(ValueError, match="`attack` must return"):
         curvature.hessian_trace(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY,
                                 attack=lambda model, x, y, seed=None: x[:1])
+
+
+def test_no_seed_still_draws_a_start_vector(mlp):
+    result = curvature.top_hessian_eigenvalue(mlp.model, mlp.x, mlp.y, loss=CROSS_ENTROPY,
+                                              iterations=3000, tol=1e-10, seed=None)
+    assert result.eigenvalue == pytest.approx(mlp.eigenvalues[np.argmax(np.abs(mlp.eigenvalues))],
+                                              rel=1e-4)

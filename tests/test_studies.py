@@ -254,6 +254,7 @@ def test_a_failed_reference_write_leaves_the_previous_file_whole(
     with open(path, "rb") as f:
         assert f.read() == before
     assert studies.read_reference_file(path).seeds == results.seeds
+    assert not os.path.exists(path + ".partial")
 
 
 def test_shortened_runs_cannot_become_reference(tiny, tmp_path):

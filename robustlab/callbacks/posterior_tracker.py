@@ -756,7 +756,7 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
-            "Argument `model` must be a built keras.Model. "
+            "Argument `model` must be a keras.Model. "
             f"Received: model of type {type(model).__name__}")
     if loss is None:
         raise ValueError("Argument `loss` is required (a Keras loss name, function "
