@@ -25,6 +25,8 @@ seed gives the same numbers, also across an interrupted and resumed fit.
 """
 
 import contextlib
+import math
+import numbers
 
 import keras
 import numpy as np
@@ -163,12 +165,12 @@ class AdversarialModel(keras.Model):
             raise TypeError(
                 f"Argument `awp` must be a robustlab.AWP or None. Received: awp={awp!r}"
             )
-        validation.check_int_at_least("seed", seed, 0)
+        seed = validation.check_seed("seed", seed)
         self.model = model
         self.attack = attack
         self.eval_attack = eval_attack or attack
         self.awp = awp
-        self.seed = int(seed)
+        self.seed = seed
         self.attack_training_mode = validation.check_bool(
             "attack_training_mode", attack_training_mode)
         self._train_seed = keras.random.SeedGenerator(seed, name="train_attack_seed")
@@ -225,6 +227,11 @@ class AdversarialModel(keras.Model):
                 f"{kwargs['weighted_metrics']!r}"
             )
         kwargs.pop("weighted_metrics", None)
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            # A string would be read letter by letter.
+            raise TypeError(
+                "Argument `metrics` must be a list of metrics, e.g. "
+                f"metrics=['accuracy']. Received: metrics={metrics!r}")
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         metrics = list(metrics or [])
         sparse = _loss_is_sparse(loss)
@@ -406,6 +413,9 @@ class AdversarialModel(keras.Model):
             read the weights in a per-batch callback, with
             `steps_per_execution=1`.
         """
+        if not callable(observer):
+            raise TypeError("Argument `observer` must be callable as "
+                            f"observer(learning_rate, weights). Received: observer={observer!r}")
         if not _backend.get().can_observe_iterates_in_step(self):
             return False
         observers = self._iterate_observers
@@ -526,17 +536,35 @@ class AdversarialModel(keras.Model):
         callbacks = list(callbacks or [])
         backend = _backend.get()
         stream = None
+        _check_fit_counts(batch_size, validation_batch_size, epochs, kwargs)
+        validation_split = _check_validation_split(validation_split, x)
+        shuffle = validation.check_bool("shuffle", shuffle)
+        x, y, sample_weight = (_as_numpy(a) for a in (x, y, sample_weight))
+        if isinstance(validation_data, (tuple, list)):
+            validation_data = tuple(_as_numpy(a) for a in validation_data)
+            if len(validation_data) not in (2, 3):
+                raise ValueError(
+                    "Argument `validation_data` must be a tuple (x_val, y_val) or "
+                    "(x_val, y_val, sample_weight_val). Received: validation_data "
+                    f"of length {len(validation_data)}")
         if _is_array(x):
-            self._check_arrays(x, y, "x", "y")
-            if validation_split:
+            self._check_arrays(x, y, "x", "y", self.attack, sample_weight, "sample_weight")
+            _check_class_weight(kwargs.get("class_weight"))
+            # As Keras: validation_data, when given, overrides validation_split.
+            if validation_split and validation_data is None:
                 split = int(len(x) * (1.0 - validation_split))
+                if split in (0, len(x)):
+                    raise ValueError(
+                        f"Argument `validation_split` must leave at least one "
+                        f"example on each side of the split of the {len(x)} "
+                        f"examples. Received: validation_split={validation_split!r}")
                 validation_data = (x[split:], y[split:])
                 x, y = x[:split], y[:split]
                 if sample_weight is not None:
                     sample_weight = np.asarray(sample_weight)
                     validation_data += (sample_weight[split:],)
                     sample_weight = sample_weight[:split]
-                validation_split = 0.0
+            validation_split = 0.0
             batch_size = batch_size or 32
             if shuffle:
                 x, epoch_callback, kwargs["steps_per_epoch"] = self._epoch_data(
@@ -556,13 +584,14 @@ class AdversarialModel(keras.Model):
             x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
-                               "validation_data[0]", "validation_data[1]")
+                               "validation_data[0]", "validation_data[1]", self.eval_attack,
+                               (validation_data + (None,))[2], "validation_data[2]")
             validation_data = model_validation.mark_checked(backend.batched(
                 tuple(validation_data), validation_batch_size or batch_size or 32))
             validation_batch_size = None
         elif model_validation.is_tf_dataset(validation_data):
             validation_data = model_validation.checked_dataset(
-                validation_data, self.model, self.attack.value_range,
+                validation_data, self.model, self.eval_attack.value_range,
                 "validation_data[0]", "validation_data[1]")
         if self.awp is not None:
             # First in the list, so that a gamma a user's callback sets at the
@@ -594,10 +623,18 @@ class AdversarialModel(keras.Model):
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """As `keras.Model.evaluate`, with NumPy inputs checked first and
         the batches of a `tf.data.Dataset` as they are read."""
+        if batch_size is not None:
+            validation.check_int_at_least("batch_size", batch_size, 1)
+        if kwargs.get("steps") is not None:
+            validation.check_int_at_least("steps", kwargs["steps"], 1)
+        x, y = _as_numpy(x), _as_numpy(y)
+        if kwargs.get("sample_weight") is not None:
+            kwargs["sample_weight"] = _as_numpy(kwargs["sample_weight"])
         if _is_array(x):
-            self._check_arrays(x, y, "x", "y")
+            self._check_arrays(x, y, "x", "y", self.eval_attack,
+                               kwargs.get("sample_weight"), "sample_weight")
         elif model_validation.is_tf_dataset(x):
-            x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
+            x = model_validation.checked_dataset(x, self.model, self.eval_attack.value_range)
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
@@ -624,12 +661,25 @@ class AdversarialModel(keras.Model):
                     variable.assign(value)
             raise
 
-    def _check_arrays(self, x, y, x_name, y_name):
+    def _check_arrays(self, x, y, x_name, y_name, attack, sample_weight=None,
+                      weight_name="sample_weight"):
+        """NumPy inputs checked against the value range of the attack that
+        will run on them (the training attack for `fit`'s data, the
+        evaluation attack for validation and `evaluate`), labels against the
+        model's classes, and per-example weights."""
         x = np.asarray(x)
+        # An attack moves inputs by fractions of a unit; integer inputs would
+        # truncate it (and on JAX fail inside Keras's random draw).
+        validation.check_inputs(x, attack.value_range, name=x_name, floating=True)
         num_classes = model_validation.check_classifier(self.model, x[:1], x_name)
-        validation.check_inputs(x, self.attack.value_range, name=x_name)
-        if y is not None:
-            validation.check_labels(y, num_classes, len(x), name=y_name)
+        if y is None:
+            raise ValueError(
+                f"Argument `{y_name}` must hold the labels of `{x_name}`: "
+                f"adversarial training and evaluation attack the loss of each "
+                f"example's label. Received: {y_name}=None")
+        validation.check_labels(y, num_classes, len(x), name=y_name)
+        if sample_weight is not None:
+            _check_sample_weight(sample_weight, len(x), weight_name)
 
     # -- saving ----------------------------------------------------------------
 
@@ -674,6 +724,78 @@ class AdversarialModel(keras.Model):
 
 def _is_array(x):
     return isinstance(x, np.ndarray)
+
+
+def _as_numpy(x):
+    """A TensorFlow or JAX tensor as a NumPy array, so that it is checked and
+    batched (in the seeded order) as NumPy data is; anything else as it is
+    (a `tf.data.Dataset`, a generator, a dict of inputs)."""
+    if x is None or isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__ or ""
+    if (module.split(".")[0] in ("tensorflow", "jax", "jaxlib")
+            and hasattr(x, "__array__") and hasattr(x, "shape")):
+        return np.asarray(x)
+    return x
+
+
+def _check_fit_counts(batch_size, validation_batch_size, epochs, kwargs):
+    """The counts of `fit`: Keras takes some of them silently (a batch size
+    of 0 as its default 32, a negative step count as none)."""
+    for name, value in (("batch_size", batch_size),
+                        ("validation_batch_size", validation_batch_size),
+                        ("steps_per_epoch", kwargs.get("steps_per_epoch")),
+                        ("validation_steps", kwargs.get("validation_steps"))):
+        if value is not None:
+            validation.check_int_at_least(name, value, 1)
+    validation.check_int_at_least("epochs", epochs, 1)
+    validation.check_int_at_least("initial_epoch", kwargs.get("initial_epoch", 0), 0)
+    validation.check_int_at_least("validation_freq", kwargs.get("validation_freq", 1), 1)
+
+
+def _check_validation_split(split, x):
+    if isinstance(split, bool) or not isinstance(split, numbers.Real) or not (
+            math.isfinite(split) and 0.0 <= split < 1.0):
+        raise ValueError(
+            "Argument `validation_split` must be a fraction in [0, 1). "
+            f"Received: validation_split={split!r}")
+    if split and not (_is_array(x) or _as_numpy(x) is not x):
+        raise ValueError(
+            "Argument `validation_split` is only supported for NumPy or tensor "
+            "inputs; pass `validation_data` for other data. "
+            f"Received: validation_split={split!r} with x of type {type(x).__name__}")
+    return float(split)
+
+
+def _check_sample_weight(sample_weight, num_examples, name):
+    weights = np.asarray(sample_weight)
+    if weights.shape not in ((num_examples,), (num_examples, 1)):
+        raise ValueError(
+            f"Argument `{name}` must hold one weight per example, shape "
+            f"({num_examples},). Received: {name} with shape {weights.shape}")
+    if not np.issubdtype(weights.dtype, np.number) or weights.dtype.kind == "c":
+        raise TypeError(f"Argument `{name}` must hold real numbers. "
+                        f"Received: {name} of dtype {weights.dtype}")
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        bad = ~np.isfinite(weights) | (weights < 0)
+        raise ValueError(
+            f"Argument `{name}` must hold finite weights >= 0 (a negative "
+            f"weight would ascend that example's loss). Received: {name} with "
+            f"{int(bad.sum())} entries that are not, e.g. {weights.ravel()[bad.ravel()][0]!r}")
+
+
+def _check_class_weight(class_weight):
+    if class_weight is None:
+        return
+    if not isinstance(class_weight, dict):
+        raise TypeError("Argument `class_weight` must be a dict {class: weight}. "
+                        f"Received: class_weight={class_weight!r}")
+    for value in class_weight.values():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and value >= 0):
+            raise ValueError(
+                "Argument `class_weight` must map classes to finite weights >= 0. "
+                f"Received: class_weight={class_weight!r}")
 
 
 def _loss_is_sparse(loss):

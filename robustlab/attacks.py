@@ -84,6 +84,7 @@ class PGD:
 
     Example:
 
+    >>> from robustlab.attacks import PGD
     >>> attack = PGD(eps=0.1, steps=3)
     >>> round(attack.step_size, 6)
     0.083333
@@ -323,7 +324,10 @@ def pgd(
             model outputs logits; `None` reads it from the final activation.
         training: call the model in training mode during the attack.
         batch_size: examples per compiled attack call.
-        seed: int or None; the same seed gives the same random start.
+        seed: None or an integer in [0, 2**31 - 1]. An integer gives the
+            same random start on every call; None draws a fresh seed on each
+            call, so two calls start from different random points. Unused
+            when `random_start` is False.
 
     Returns:
         A NumPy array of adversarial inputs, shaped and typed like `x`.
@@ -367,15 +371,56 @@ def fgsm(
     """Fast-gradient-sign adversarial examples: one step of size `eps` from
     `x` (no random start). With `norm="l2"`, one normalised-gradient step.
 
-    Args: as `pgd`.
+    This is `pgd` with `fgsm_config(eps, norm, value_range)`; without a
+    random start, the result is deterministic.
+
+    Args:
+        model: a Keras 3 classifier: `(batch, ...) -> (batch, classes)`.
+        x: inputs, a floating-point NumPy array (or anything `np.asarray`
+            takes), finite and inside `value_range`.
+        y: labels, class indices `(batch,)`/`(batch, 1)` or one-hot.
+        eps: size of the step (and radius of the ball), finite and >= 0.
+        norm: `"linf"` (every coordinate moves by `eps` along the sign of
+            its gradient) or `"l2"` (the whole example moves by `eps` along
+            its normalised gradient).
+        value_range: `(low, high)` with `low < high`, the range the inputs
+            live in: the result is clipped to it. `None` disables the clip
+            and the range check.
+        loss: the loss to ascend; default: the model's compiled loss, or a
+            cross-entropy (see the module docstring on logits/probabilities).
+        from_logits: with `loss=None` on an uncompiled model, whether the
+            model outputs logits; `None` reads it from the final activation.
+        training: call the model in training mode during the attack.
+        batch_size: examples per compiled attack call, an integer >= 1.
+
+    Returns:
+        A NumPy array of adversarial inputs, shaped and typed like `x`.
+
+    Raises:
+        ValueError: for `eps < 0`, an unknown `norm`, a bad `value_range`,
+            non-finite inputs or inputs outside `value_range`, or labels that
+            do not fit the model's classes.
+        TypeError: for integer or boolean inputs.
 
     Example:
 
+    With `"linf"`, every coordinate moves by exactly `eps`, up for a
+    positive gradient of the loss and down for a negative one (a zero
+    gradient leaves it), unless the step would leave the value range: then
+    it stops at the bound.
+
     >>> import numpy as np, keras, robustlab
-    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
-    >>> x = np.full((2, 4), 0.5, "float32"); y = np.array([0, 2])
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> model.set_weights([np.array([[1.0, -1.0], [-1.0, 1.0], [1.0, -1.0]]),
+    ...                    np.zeros(2)])
+    >>> x = np.array([[0.5, 0.95, 0.05], [0.5, 0.5, 0.5]], "float32")
+    >>> y = np.array([0, 1])
     >>> x_adv = robustlab.attacks.fgsm(model, x, y, eps=0.1)
-    >>> bool(np.allclose(np.abs(x_adv - x), 0.1) or np.any(x_adv == x))
+    >>> np.round(x_adv.astype(float), 6).tolist()  # 1.05 and -0.05 clipped
+    [[0.4, 1.0, 0.0], [0.6, 0.4, 0.6]]
+    >>> moved_by_eps = np.isclose(np.abs(x_adv - x), 0.1)
+    >>> at_a_bound = (x_adv == 0.0) | (x_adv == 1.0)
+    >>> bool(np.all(moved_by_eps | at_a_bound))
     True
     """
     return run_attack(
@@ -395,17 +440,13 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     """Checked NumPy inputs, sparse-or-one-hot labels as the loss takes
     them, the summed loss and its cache key."""
     validation.check_int_at_least("batch_size", batch_size, 1)
+    if from_logits is not None:
+        from_logits = validation.check_bool("from_logits", from_logits)
     x = np.asarray(x)
     y = np.asarray(y)
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
-        # The attack moves the inputs by fractions of a unit, and its result
-        # is "typed like x": integers would truncate it.
-        raise TypeError(
-            "Argument `x` must hold floating-point inputs; convert them first, "
-            f"e.g. x.astype('float32') (and scale them to `value_range`). "
-            f"Received: x of dtype {x.dtype}")
+    # The attack's result is "typed like x": integer inputs would truncate it.
+    validation.check_inputs(x, value_range, floating=True)
     num_classes = model_validation.check_classifier(model, x[:1])
-    validation.check_inputs(x, value_range)
     labels_sparse = validation.check_labels(y, num_classes, len(x))
     loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)
     loss_key = (
@@ -440,14 +481,59 @@ def run_attack(
     batch_size=256,
     seed=None,
 ):
-    """Run the `PGD` configuration `attack` on NumPy data in compiled batches
-    (see `pgd` for the arguments)."""
+    """Run the `PGD` configuration `attack` on NumPy data in compiled batches.
+
+    `pgd(model, x, y, eps, ...)` is `run_attack(model, x, y, PGD(eps, ...))`;
+    use this form to run one configuration, built once, on several arrays.
+
+    Args:
+        model: a Keras 3 classifier: `(batch, ...) -> (batch, classes)`.
+        x: inputs, a floating-point NumPy array (or anything `np.asarray`
+            takes), finite and inside `attack.value_range`.
+        y: labels, class indices `(batch,)`/`(batch, 1)` or one-hot.
+        attack: a `robustlab.PGD` (e.g. `fgsm_config(eps)` for FGSM).
+        loss: the loss to ascend; default: the model's compiled loss, or a
+            cross-entropy (see the module docstring on logits/probabilities).
+        from_logits: with `loss=None` on an uncompiled model, whether the
+            model outputs logits; `None` reads it from the final activation.
+        training: call the model in training mode during the attack.
+        batch_size: examples per compiled attack call, an integer >= 1.
+        seed: None or an integer in [0, 2**31 - 1]. An integer gives the
+            same random start on every call; None draws a fresh seed on each
+            call, so two calls start from different random points. Unused
+            when `attack.random_start` is False.
+
+    Returns:
+        A NumPy array of adversarial inputs, shaped and typed like `x`.
+
+    Raises:
+        TypeError: when `attack` is not a `robustlab.PGD`, or for integer or
+            boolean inputs.
+        ValueError: for a seed outside [0, 2**31 - 1], non-finite inputs or
+            inputs outside the attack's value range, or labels that do not
+            fit the model's classes.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> x = np.full((2, 4), 0.5, "float32"); y = np.array([0, 2])
+    >>> attack = robustlab.PGD(eps=0.1, steps=5)
+    >>> a = robustlab.attacks.run_attack(model, x, y, attack, seed=0)
+    >>> b = robustlab.attacks.run_attack(model, x, y, attack, seed=0)
+    >>> bool(np.array_equal(a, b)), bool(np.all(np.abs(a - x) <= 0.1 + 1e-6))
+    (True, True)
+    """
+    if not isinstance(attack, PGD):
+        raise TypeError("Argument `attack` must be a robustlab.PGD. "
+                        f"Received: attack={attack!r}")
     if seed is not None:
         # Keras would take a negative seed; robustlab's seeds are >= 0 everywhere.
-        validation.check_int_at_least("seed", seed, 0)
+        seed = validation.check_seed("seed", seed)
+    training = validation.check_bool("training", training)
     x, y_in, loss_fn, loss_key = _prepared(
         model, x, y, loss, from_logits, batch_size, attack.value_range)
-    runner = _runner(model, attack, loss_key, loss_fn, bool(training))
+    runner = _runner(model, attack, loss_key, loss_fn, training)
     seed_generator = keras.random.SeedGenerator(seed)
     outputs = _in_batches(runner, x, y_in, batch_size, seed_generator.state.value)
     if not outputs:
@@ -486,10 +572,11 @@ def loss_gradient(
     >>> g.round(3).tolist()  # W (softmax(0) - onehot(0)) = (-0.5, 0.5)
     [[-0.5, 0.5]]
     """
+    training = validation.check_bool("training", training)
     x, y_in, loss_fn, loss_key = _prepared(
         model, x, y, loss, from_logits, batch_size, None)
     per_model = _RUNNERS.setdefault(model, {})
-    key = ("loss_gradient", loss_key, bool(training))
+    key = ("loss_gradient", loss_key, training)
     runner = per_model.get(key)
     if runner is None:
         input_gradient = _backend.get().input_gradient

@@ -19,6 +19,7 @@ import dataclasses
 import re
 
 import keras  # noqa: F401  (the docstring examples use it)
+import numpy as np
 from keras import ops
 
 from robustlab import validation
@@ -52,6 +53,7 @@ class AWP:
 
     Example:
 
+    >>> from robustlab.awp import AWP
     >>> AWP(gamma=0.005, warmup_epochs=10).gamma_at(3)
     0.0
     >>> AWP(gamma=0.005, warmup_epochs=10).gamma_at(10)
@@ -90,13 +92,23 @@ class AWP:
 
     def gamma_at(self, epoch):
         """The gamma in force during `epoch` (0-based)."""
+        epoch = validation.check_int_at_least("epoch", epoch, 0)
         if epoch < self.warmup_epochs:
             return 0.0
         if self.schedule is None:
             return self.gamma
-        return validation.check_finite_at_least(
-            "gamma", float(self.schedule(epoch)), 0.0
-        )
+        returned = self.schedule(epoch)
+        value = None
+        if returned is not None and not isinstance(returned, (str, bytes, bool)):
+            try:
+                value = float(np.asarray(returned))  # a NumPy or tensor scalar too
+            except (TypeError, ValueError):
+                pass
+        if value is None:
+            raise TypeError(
+                "AWP's `schedule` must return a number (the gamma) for every "
+                f"epoch. Received: schedule({epoch})={returned!r}")
+        return validation.check_finite_at_least(f"schedule({epoch})", value, 0.0)
 
     def get_config(self):
         if self.schedule is not None:
@@ -156,7 +168,8 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
 
     Example:
 
-    >>> import numpy as np
+    >>> import keras, numpy as np
+    >>> from robustlab.awp import layerwise_relative_perturbation
     >>> v = layerwise_relative_perturbation(
     ...     [np.array([3.0, 4.0])], [np.array([0.0, 2.0])], 0.1, [True])
     >>> np.round(keras.ops.convert_to_numpy(v[0]), 6).tolist()

@@ -131,6 +131,7 @@ def gaussian_kl(mean_q, var_q, mean_p, var_p, *, axis=None):
 
     Example:
 
+    >>> from robustlab.bounds import gaussian_kl
     >>> print(gaussian_kl(0.0, 1.0, 0.0, 1.0))  # identical Gaussians
     0.0
     >>> print(f"{gaussian_kl(1.0, 2.0, 0.0, 1.0):.6f}")  # (2 + 1 - 1 - ln 2) / 2
@@ -200,6 +201,7 @@ def kl_bernoulli(q, p):
 
     Example:
 
+    >>> from robustlab.bounds import kl_bernoulli
     >>> print(kl_bernoulli(0.5, 0.5), kl_bernoulli(0.0, 0.0), kl_bernoulli(0.5, 1.0))
     0.0 0.0 inf
     >>> print(f"{kl_bernoulli(0.0, 0.5):.6f}")  # -ln(1 - 0.5) = ln 2
@@ -258,6 +260,8 @@ def kl_inverse(empirical_risk, bound, *, tol=1e-12):
 
     kl(0 || p) = -ln(1 - p), so the inverse at q = 0 is 1 - exp(-bound):
 
+    >>> import numpy as np
+    >>> from robustlab.bounds import kl_inverse
     >>> print(f"{kl_inverse(0.0, np.log(2.0)):.10f}")
     0.5000000000
     >>> print(f"{kl_inverse(0.3, 0.0):.10f}")  # no budget: p = q
@@ -325,6 +329,8 @@ def mcallester_bound(empirical_risk, kl, n, delta=0.05, *, clip=False):
     With n = 50, KL = 4 and delta = 2 sqrt(50) e^-5 (so ln(2 sqrt(n)/delta)
     = 5), the root is sqrt(9 / 100) = 0.3:
 
+    >>> import numpy as np
+    >>> from robustlab.bounds import mcallester_bound
     >>> delta = 2 * np.sqrt(50) * np.exp(-5)
     >>> print(f"{mcallester_bound(0.1, 4.0, 50, delta):.6f}")
     0.400000
@@ -335,7 +341,7 @@ def mcallester_bound(empirical_risk, kl, n, delta=0.05, *, clip=False):
     n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     bound = q + np.sqrt(_complexity(kl, n, delta) / 2.0)
-    if clip:
+    if validation.check_bool("clip", clip):
         bound = np.minimum(bound, 1.0)
     return _as_scalar_if_0d(np.asarray(bound))
 
@@ -364,6 +370,8 @@ def seeger_bound(empirical_risk, kl, n, delta=0.05, *, tol=1e-12):
     At q = 0 the inverse is 1 - exp(-budget); with the numbers of the
     `mcallester_bound` example the budget is 9 / 50:
 
+    >>> import numpy as np
+    >>> from robustlab.bounds import seeger_bound
     >>> delta = 2 * np.sqrt(50) * np.exp(-5)
     >>> print(f"{seeger_bound(0.0, 4.0, 50, delta):.6f}", f"{1 - np.exp(-0.18):.6f}")
     0.164730 0.164730
@@ -400,6 +408,7 @@ def expected_loss_under_posterior(loss, curvature, posterior_variance):
 
     Example:
 
+    >>> from robustlab.bounds import expected_loss_under_posterior
     >>> print(expected_loss_under_posterior(0.5, [2.0, 10.0], [0.1, 0.01]))
     0.65
     """
@@ -523,6 +532,8 @@ def time_resolved_bound(
     A posterior equal to the prior has KL = 0; as it narrows 100x the KL,
     and with it the bound, jumps (here P = 1 parameter):
 
+    >>> import numpy as np
+    >>> from robustlab.bounds import time_resolved_bound
     >>> result = time_resolved_bound([0.1, 0.1], [1.0, 0.01], [[0.0], [0.0]],
     ...                              [0.0], 1.0, n=1000)
     >>> print(np.round(result.kl, 4), np.round(result.bound, 4))

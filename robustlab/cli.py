@@ -114,9 +114,14 @@ def _parser():
                        help="output folder (default: runs/<experiment>)")
     train.add_argument("--seeds", type=int, nargs="+", default=None,
                        help="model/attack seeds (default: the experiment's)")
-    train.add_argument("--epochs", type=int, default=None)
-    train.add_argument("--awp-gamma", type=float, default=None)
-    train.add_argument("--label-noise", type=float, default=None)
+    train.add_argument("--epochs", type=int, default=None,
+                       help="train this many epochs instead of the experiment's "
+                            "(a shorter look; `robustlab list` shows each one's)")
+    train.add_argument("--awp-gamma", type=float, default=None,
+                       help="AWP's relative weight perturbation gamma >= 0 (0: no AWP)")
+    train.add_argument("--label-noise", type=float, default=None,
+                       help="the fraction in [0, 1) of training labels flipped to "
+                            "another class (the digits experiments: 0.2)")
     train.add_argument("--probe-every", type=int, default=5,
                        help="the instruments (Hessian probe, posterior tracker, "
                             "PAC-Bayes bound), the probe every N epochs; 0: none "
@@ -170,15 +175,24 @@ def _list():
               f"{experiment.awp_gamma:g}")
 
 
+_SUMMARY_SETTINGS = ("label_noise",)
+"""Keys of a run's summary that are settings, the same for every seed: kept
+as they are, not averaged."""
+
+
 def seeds_summary(summaries):
     """Mean and standard error across seeds of each numeric summary figure,
     over the seeds that have it (a figure a run could not measure is NaN or
     missing there); `n` counts them. Missing values are None (JSON's null),
     as are the mean of a figure no seed has and the standard error of one
-    fewer than two seeds have."""
+    fewer than two seeds have. Settings (the label noise) are copied from
+    the first run, not averaged."""
     result = {"seeds": len(summaries)}
     keys = list(dict.fromkeys(key for s in summaries for key in s))
     for key in keys:
+        if key in _SUMMARY_SETTINGS:
+            result[key] = summaries[0][key]
+            continue
         values = np.asarray([s.get(key, math.nan) for s in summaries], dtype="float64")
         mean, stderr = mean_and_stderr(values)
         result[key] = {
@@ -200,6 +214,8 @@ def _train(args):
     experiment = _experiment_from(args)
     out = validation.check_folder("out", args.out or os.path.join("runs", experiment.name))
     seeds = validation.check_distinct("seeds", args.seeds) if args.seeds else [experiment.seed]
+    for seed in seeds:
+        validation.check_seed("seeds", seed)
     # curves.png draws each run against the shipped runs of its setting
     # (other seeds): one run is one draw.
     reference = studies.reference_curves(experiment)
@@ -207,7 +223,8 @@ def _train(args):
     for seed in seeds:
         folder = out if len(seeds) == 1 else os.path.join(out, f"seed{seed}")
         if not args.quiet:
-            print(f"== {experiment.name} v{experiment.version}, seed {seed} -> {folder}")
+            print(f"== {experiment.name} v{experiment.version} ({experiment.labels}), "
+                  f"seed {seed} -> {folder}")
         _, summary = experiments.run(
             experiment.replace(seed=seed), folder, verbose=0 if args.quiet else 1,
             probe_every=args.probe_every or None, resume=args.resume, reference=reference,
@@ -219,7 +236,7 @@ def _train(args):
         with open(os.path.join(out, "seeds_summary.json"), "w") as f:
             json.dump(aggregate, f, indent=2, sort_keys=True)
         gap = aggregate["robust_overfitting_gap"]
-        print(f"robust overfitting gap over {len(seeds)} seeds: "
+        print(f"robust overfitting gap over {len(seeds)} seeds ({experiment.labels}): "
               f"{100 * gap['mean']:.1f} +/- {100 * gap['stderr']:.1f} points (s.e.)")
     return 0
 
@@ -272,8 +289,16 @@ def main(argv=None):
                 return _figures(args)
             return _train(args)
     except (ValueError, FileNotFoundError) as error:
-        # Bad arguments: the message names the argument and what it received.
+        # Bad arguments (or results asked for that are not there): the
+        # message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")
+    except OSError as error:
+        # The folder could be checked, then not written (a full disk, a
+        # read-only mount, /proc): say so in a line, naming where.
+        where = getattr(args, "out", None)
+        parser.exit(1, f"robustlab {args.command}: error: could not write the "
+                       f"results ({error.strerror or error}: {error.filename or ''}). "
+                       f"Received: --out {where!r}\n")
     except data.DatasetNotAvailableError as error:
         # Not an argument's fault: the data is missing here, and the message
         # says how to get it.

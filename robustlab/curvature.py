@@ -60,6 +60,7 @@ from keras import ops
 from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import losses
+from robustlab import model_validation
 from robustlab import spectral
 from robustlab import validation
 # The operator-level algorithms and their results (robustlab.spectral) stay
@@ -116,6 +117,7 @@ def flatten_weights(arrays):
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.curvature import flatten_weights
     >>> flatten_weights([np.ones((2, 2)), np.zeros(1)])
     array([1., 1., 1., 1., 0.])
     """
@@ -131,6 +133,7 @@ def unflatten_weights(vector, model):
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import unflatten_weights
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
     >>> [a.shape for a in unflatten_weights(np.arange(9.0), model)]
     [(2, 3), (3,)]
@@ -264,6 +267,24 @@ def _check_probe_data(x, y):
     return x, y
 
 
+def _check_class_labels(model, loss, x, y):
+    """Labels of a categorical cross-entropy must fit the model's classes:
+    out of range, TensorFlow fails deep inside a graph and JAX's one-hot
+    quietly gives a zero loss (and a zero Hessian). Other losses take other
+    targets, which are left to them."""
+    if loss is None:
+        loss = getattr(model, "loss", None)
+    if isinstance(loss, str):
+        name = loss
+    elif isinstance(loss, keras.losses.Loss):
+        name = type(loss).__name__
+    else:
+        name = getattr(loss, "__name__", "")
+    if "categoricalcrossentropy" in name.lower().replace("_", ""):
+        num_classes = model_validation.check_classifier(model, x[:1])
+        validation.check_labels(y, num_classes, len(x))
+
+
 def _check_batch_size(batch_size):
     if batch_size is None:
         return None
@@ -307,6 +328,7 @@ class HessianOperator:
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import HessianOperator
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> operator = HessianOperator(
     ...     model, np.eye(2), np.array([0, 1]),
@@ -321,8 +343,10 @@ class HessianOperator:
         x, y = _check_probe_data(x, y)
         batch_size = _check_batch_size(batch_size)
         if seed is not None:
-            validation.check_int_at_least("seed", seed, 0)
+            seed = validation.check_seed("seed", seed)
         loss_key, per_example = losses.resolve_model_loss(model, loss)
+        model_validation.check_input_shape(model, x)
+        _check_class_labels(model, loss, x, y)
         if attack is not None:
             x = _craft_adversarial(attack, model, x, y, seed, loss)
         self.model = model
@@ -487,6 +511,7 @@ def hessian_vector_product(model, x, y, vector, *, loss=None, attack=None,
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import hessian_vector_product
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> model.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -550,6 +575,7 @@ def top_hessian_eigenvalue(model, x, y, *, loss=None, attack=None, iterations=20
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import top_hessian_eigenvalue
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> model.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> model.compile(loss=keras.losses.SparseCategoricalCrossentropy(
@@ -602,6 +628,7 @@ def top_hessian_eigenvalues(model, x, y, k, *, loss=None, attack=None,
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import top_hessian_eigenvalues
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> model.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> result = top_hessian_eigenvalues(
@@ -648,6 +675,7 @@ def hessian_trace(model, x, y, *, probes=100, loss=None, attack=None,
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import hessian_trace
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> model.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> estimate = hessian_trace(
@@ -689,6 +717,7 @@ def spectral_density(model, x, y, *, lanczos_steps=30, probes=4, grid=None,
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.curvature import spectral_density
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> model.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> result = spectral_density(

@@ -129,6 +129,7 @@ class Dataset:
 
         Example:
 
+        >>> from robustlab.data import load
         >>> print(load("digits", seed=0, label_noise=0.2).summary())
         digits: 10 classes, images (8, 8, 1) in [0, 1]
           train 1000 (200 noisy labels, 20.0%)
@@ -210,6 +211,8 @@ def load(
 
     Example:
 
+    >>> import numpy as np
+    >>> from robustlab.data import load
     >>> data = load("digits", train_size=1000, seed=0, label_noise=0.2)
     >>> data.x_train.shape, data.x_test.shape
     ((1000, 8, 8, 1), (797, 8, 8, 1))
@@ -220,7 +223,7 @@ def load(
     """
     _check_name(name)
     _check_optional_int_at_least("train_size", train_size, 1)
-    validation.check_int_at_least("seed", seed, 0)
+    validation.check_seed("seed", seed)
     validation.check_int_at_least("validation_size", validation_size, 0)
     _check_optional_int_at_least("test_size", test_size, 1)
     label_noise = _check_label_noise(label_noise)
@@ -291,15 +294,23 @@ def balanced_class_counts(class_sizes, size, rng):
 
     Example:
 
+    >>> import numpy as np
+    >>> from robustlab.data import balanced_class_counts
     >>> balanced_class_counts([5, 5, 5], 6, np.random.default_rng(0)).tolist()
     [2, 2, 2]
     >>> balanced_class_counts([1, 9, 9], 7, np.random.default_rng(0)).tolist()
     [1, 3, 3]
     """
-    class_sizes = np.asarray(class_sizes, dtype=np.int64)
-    if class_sizes.ndim != 1 or class_sizes.size == 0 or np.any(class_sizes < 0):
-        raise ValueError("Argument `class_sizes` must be a non-empty list of counts >= 0. "
-                         f"Received: class_sizes={class_sizes.tolist()}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
+                        f"np.random.default_rng(0). Received: rng={rng!r}")
+    given = np.asarray(class_sizes)
+    if (given.ndim != 1 or given.size == 0 or not np.issubdtype(given.dtype, np.number)
+            or not np.all(np.isfinite(given)) or np.any(given < 0)
+            or np.any(given != np.round(given))):
+        raise ValueError("Argument `class_sizes` must be a non-empty list of whole "
+                         f"counts >= 0. Received: class_sizes={given.tolist()}")
+    class_sizes = given.astype(np.int64)
     available = int(class_sizes.sum())
     validation.check_int_at_least("size", size, 0)
     if size > available:
@@ -337,6 +348,8 @@ def balanced_sample(labels, candidates, size, num_classes, rng):
 
     Example:
 
+    >>> import numpy as np
+    >>> from robustlab.data import balanced_sample
     >>> labels = np.array([0, 0, 0, 1, 1, 1])
     >>> picked = balanced_sample(labels, np.arange(6), 4, 2, np.random.default_rng(0))
     >>> np.bincount(labels[picked]).tolist()
@@ -374,6 +387,8 @@ def with_symmetric_label_noise(labels, fraction, num_classes, rng):
 
     Example:
 
+    >>> import numpy as np
+    >>> from robustlab.data import with_symmetric_label_noise
     >>> clean = np.zeros(10, dtype=np.int32)
     >>> noisy = with_symmetric_label_noise(clean, 0.3, 4, np.random.default_rng(0))
     >>> int((noisy != clean).sum())
@@ -381,11 +396,21 @@ def with_symmetric_label_noise(labels, fraction, num_classes, rng):
     """
     fraction = _check_label_noise(fraction, "fraction")
     num_classes = validation.check_int_at_least("num_classes", num_classes, 1)
-    noisy = np.array(labels, dtype=np.int32, copy=True)
-    if noisy.size and (noisy.min() < 0 or noisy.max() >= num_classes):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
+                        f"np.random.default_rng(0). Received: rng={rng!r}")
+    given = np.asarray(labels)
+    if given.ndim != 1 or not (np.issubdtype(given.dtype, np.integer) or (
+            np.issubdtype(given.dtype, np.floating) and np.all(given == np.round(given)))):
+        # Cast first, 2.7 would become class 2 and 2**32 + 1 class 1.
+        raise ValueError(
+            "Argument `labels` must be a 1-D array of whole class indices. "
+            f"Received: labels of dtype {given.dtype} and shape {given.shape}")
+    if given.size and (given.min() < 0 or given.max() >= num_classes):
         raise ValueError(
             f"Argument `labels` must be class indices in [0, {num_classes}). "
-            f"Received: labels in [{noisy.min()}, {noisy.max()}]")
+            f"Received: labels in [{given.min()}, {given.max()}]")
+    noisy = np.array(given, dtype=np.int32, copy=True)
     n_flipped = round(fraction * len(noisy))
     if n_flipped and num_classes < 2:
         raise ValueError("Argument `num_classes` must be >= 2 to flip labels to another "
@@ -605,9 +630,11 @@ def can_reach_download_host(host, port, timeout=CONNECT_TIMEOUT_S):
 
     Example:
 
+    >>> from robustlab.data import can_reach_download_host
     >>> can_reach_download_host("host.invalid", 443, timeout=0.5)
     False
     """
+    timeout = validation.check_finite_positive("timeout", timeout)
     host, port = _through_proxy(host, port)
     reached = []
 

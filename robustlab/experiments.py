@@ -73,6 +73,80 @@ class Experiment:
     Weight decay follows the PyTorch / Rice et al. convention: `weight_decay
     * w` is added to the gradient of every weight and bias (Keras
     `L2(weight_decay / 2)`), so it passes through momentum.
+
+    The ranges below are checked when the experiment is made (`ValueError`
+    or `TypeError` otherwise); `dataset`, `model_kwargs` and `train_size`
+    against the size of the data are checked by `build`.
+
+    Args:
+        name: the experiment's name (its key in `EXPERIMENTS`; in titles
+            and `config.json`). `replace` keeps it.
+        version: an integer that changes whenever a setting of the named
+            experiment does; written next to every result.
+
+        dataset: one of `robustlab.data.AVAILABLE_DATASETS`: `"digits"`
+            (embedded, offline) or a tensorflow-datasets name.
+        train_size: training examples (class-balanced), an integer >= 1;
+            None: the dataset's default (`robustlab.data.load`).
+        label_noise: the fraction of training labels replaced by another
+            class, a number in [0, 1).
+        data_seed: seeds the splits and the label noise, an integer in
+            [0, 2**31 - 1].
+
+        model: the name of a builder in `robustlab.models`: `"small_cnn"`,
+            `"mlp"` or `"preact_resnet18"`.
+        model_kwargs: more keyword arguments of the builder, as a tuple of
+            `(name, value)` pairs, e.g. `(("filters", (32, 64)),)`.
+        weight_decay: the coefficient above, finite and >= 0.
+
+        epochs: training epochs, an integer >= 1.
+        batch_size: training batch size, an integer >= 1.
+        learning_rate: the SGD learning rate before the first drop, finite
+            and > 0.
+        lr_drop_epochs: the (0-based) epochs from which the learning rate is
+            multiplied by `lr_drop_factor` once more
+            (`robustlab.schedules.PiecewiseConstant`).
+        lr_drop_factor: finite and > 0.
+        momentum: the heavy-ball momentum of Keras `SGD`, a number in [0, 1).
+
+        eps: the L-inf radius of the training and evaluation attacks, finite
+            and >= 0.
+        train_steps: PGD steps of the training attack, an integer >= 1.
+        train_step_size: its step, finite and > 0; None: `PGD`'s default,
+            `2.5 * eps / train_steps`.
+        eval_steps: PGD steps of the evaluation attack (validation and the
+            training subset), an integer >= 1.
+        eval_step_size: its step, finite and > 0; None: `eps / 4`.
+
+        eval_train_examples: the first training examples on which the robust
+            training accuracy is measured every epoch (all of them when
+            fewer), an integer >= 1.
+        eval_batch_size: the batch of the per-epoch robust evaluations (see
+            above), an integer >= 1.
+
+        awp_gamma: AWP's relative weight perturbation (`robustlab.awp.AWP`),
+            finite and >= 0; 0 trains without AWP.
+        awp_warmup_epochs: epochs of plain adversarial training before AWP
+            starts, an integer >= 0.
+
+        seed: seeds the weight initialisation, the attacks' random starts
+            and the epoch order, an integer in [0, 2**31 - 1].
+
+    Example:
+
+    >>> from robustlab.experiments import Experiment, get
+    >>> quick = get("quick")
+    >>> quick.epochs, quick.batch_size, quick.eps, quick.train_steps
+    (100, 64, 0.1, 3)
+    >>> round(quick.train_attack.step_size, 6)  # 2.5 * eps / train_steps
+    0.083333
+    >>> shorter = quick.replace(epochs=10, awp_gamma=0.005)
+    >>> shorter.name, shorter.epochs, shorter.awp_gamma
+    ('quick', 10, 0.005)
+    >>> Experiment(name="mine", version=1, momentum=1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: Argument `momentum` must be a number in [0, 1). Received: momentum=1.0
     """
 
     name: str
@@ -111,6 +185,32 @@ class Experiment:
             validation.check_int_at_least(name, getattr(self, name), minimum)
         validation.check_finite_at_least("awp_gamma", self.awp_gamma, 0.0)
         validation.check_finite_positive("learning_rate", self.learning_rate)
+        validation.check_int_at_least("eval_train_examples", self.eval_train_examples, 1)
+        if self.train_size is not None:
+            validation.check_int_at_least("train_size", self.train_size, 1)
+        for name in ("seed", "data_seed"):
+            validation.check_seed(name, getattr(self, name))
+        validation.check_finite_at_least("eps", self.eps, 0.0)
+        validation.check_finite_at_least("weight_decay", self.weight_decay, 0.0)
+        validation.check_finite_positive("lr_drop_factor", self.lr_drop_factor)
+        for name in ("train_step_size", "eval_step_size"):
+            if getattr(self, name) is not None:
+                validation.check_finite_positive(name, getattr(self, name))
+        for name, value in (("label_noise", self.label_noise), ("momentum", self.momentum)):
+            if (not isinstance(value, numbers.Real) or isinstance(value, bool)
+                    or not 0.0 <= value < 1.0):
+                raise ValueError(f"Argument `{name}` must be a number in [0, 1). "
+                                 f"Received: {name}={value!r}")
+        if self.model not in models_module.__all__:
+            raise ValueError(
+                f"Argument `model` must name one of robustlab.models: "
+                f"{', '.join(models_module.__all__)}. Received: model={self.model!r}")
+
+    @property
+    def labels(self):
+        """How the training labels were made, for titles and headers:
+        "20% label noise" or "clean labels"."""
+        return f"{100 * self.label_noise:g}% label noise" if self.label_noise else "clean labels"
 
     def replace(self, **changes):
         """A copy with some settings changed (the name gains no suffix)."""
@@ -185,7 +285,27 @@ del _gamma, _name
 
 
 def get(name):
-    """The named experiment; `ValueError` listing the names otherwise."""
+    """The named experiment; `ValueError` listing the names otherwise.
+
+    Args:
+        name: a key of `EXPERIMENTS`, e.g. `"quick"` or `"quick_awp"`.
+
+    Returns:
+        The `Experiment`.
+
+    Raises:
+        ValueError: for a name not in `EXPERIMENTS` (the message lists them).
+
+    Example:
+
+    >>> from robustlab.experiments import get
+    >>> get("quick_awp").awp_gamma
+    0.005
+    >>> get("slow")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown experiment; available: ... Received: name='slow'
+    """
     try:
         return EXPERIMENTS[name]
     except KeyError:
@@ -196,7 +316,8 @@ def get(name):
 
 
 def build(experiment, *, steps_per_execution=1):
-    """The data and the compiled `AdversarialModel` of an experiment.
+    """The data and the compiled `AdversarialModel` of an experiment (an
+    `Experiment` or the name of one).
 
     `steps_per_execution` is Keras's (`compile`): the training steps run in
     one compiled call, an integer >= 1 or `"epoch"` (all of an epoch's
@@ -204,7 +325,44 @@ def build(experiment, *, steps_per_execution=1):
     host round trips (see `robustlab.AdversarialModel`), but per-batch
     callbacks then see one batch in so many (`PosteriorTracker` sees every
     iterate all the same: the model hands them over from inside its step).
+
+    Args:
+        experiment: an `Experiment`, or the name of one in `EXPERIMENTS`.
+        steps_per_execution: an integer >= 1 or `"epoch"` (see above).
+
+    Returns:
+        A pair `(dataset, model)`: the `robustlab.data.Dataset` (loaded with
+        the experiment's `dataset`, `train_size`, `data_seed` and
+        `label_noise`), and the `robustlab.AdversarialModel` around the
+        freshly built network, with the training and evaluation attacks
+        (and AWP when `awp_gamma > 0`), compiled with Keras `SGD` (the
+        learning rate before any drop, and the momentum), a sparse
+        cross-entropy on logits and the accuracy metric. The learning-rate
+        schedule is not attached: pass `experiment.schedule.callback()` to
+        `fit`, as `run` does.
+
+    Raises:
+        TypeError: when `experiment` is neither an `Experiment` nor a
+            string, or `steps_per_execution` is neither an integer nor
+            `"epoch"`.
+        ValueError: for an unknown name, an integer `steps_per_execution`
+            < 1, or a `dataset` / `train_size` that `robustlab.data.load`
+            refuses.
+
+    Example:
+
+    >>> from robustlab.experiments import build, get
+    >>> dataset, model = build(get("quick").replace(train_size=100))
+    >>> dataset.x_train.shape, model.attack.steps, model.eval_attack.steps
+    ((100, 8, 8, 1), 3, 10)
+    >>> type(model.optimizer).__name__, model.optimizer.momentum
+    ('SGD', 0.9)
     """
+    if isinstance(experiment, str):
+        experiment = get(experiment)
+    if not isinstance(experiment, Experiment):
+        raise TypeError("Argument `experiment` must be a robustlab.experiments.Experiment "
+                        f"or the name of one. Received: experiment={experiment!r}")
     integer = (isinstance(steps_per_execution, numbers.Integral)
                and not isinstance(steps_per_execution, bool))
     if steps_per_execution != "epoch" and not (integer and steps_per_execution >= 1):
@@ -338,13 +496,6 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         finished = _resumable(out_dir, config, experiment)
         if finished is not None:
             return finished
-    elif out_dir is not None:
-        # A fresh run: nothing of an earlier run in this folder may be
-        # mistaken for its results or resumed into it.
-        shutil.rmtree(resume_dir, ignore_errors=True)
-        for name in ("history.json", "summary.json"):
-            if os.path.exists(os.path.join(out_dir, name)):
-                os.remove(os.path.join(out_dir, name))
     # A callback that looks at single batches (the instruments' weight
     # cloud) needs them one a call; otherwise a whole epoch runs in one
     # compiled call: the same numbers bit for bit, without a host round trip
@@ -352,8 +503,17 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     # The instruments see every iterate whatever steps_per_execution (the
     # model hands the iterates over from inside its compiled step).
     watches_batches = any(map(_watches_batches, callbacks))
+    # Built (and so checked) before anything of an earlier run is removed:
+    # a setting refused here must leave that run as it was.
     dataset, model = build(
         experiment, steps_per_execution=1 if watches_batches else "epoch")
+    if not resume and out_dir is not None:
+        # A fresh run: nothing of an earlier run in this folder may be
+        # mistaken for its results or resumed into it.
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        for name in ("history.json", "summary.json"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
     initial_epoch, earlier, elapsed = 0, {}, 0.0
     if resume:
         initial_epoch, earlier, elapsed = run_checkpoint.restore_checkpoint(model, resume_dir)
@@ -389,6 +549,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     history = {k: [float(v) for v in values] for k, values in history.items()}
     summary = summarize(history, drop_epoch=min(experiment.lr_drop_epochs, default=None))
     summary["seconds"] = seconds
+    # A setting, not a figure: the summary says which labels it is about.
+    summary["label_noise"] = experiment.label_noise
     if out_dir is not None:
         _write_outputs(experiment, out_dir, history, summary, reference)
         shutil.rmtree(resume_dir)
@@ -403,6 +565,16 @@ def _watches_batches(callback):
     """Whether a Keras callback overrides a per-batch training hook."""
     return any(getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
                for hook in _BATCH_HOOKS)
+
+
+def _differences(saved, given):
+    """" (epochs 6 there, 7 here)" for two settings dicts; the saved value
+    for anything else."""
+    if not (isinstance(saved, dict) and isinstance(given, dict)):
+        return f" ({saved!r})"
+    changed = [f"{key} {saved.get(key)!r} there, {given.get(key)!r} here"
+               for key in sorted(set(saved) | set(given)) if saved.get(key) != given.get(key)]
+    return f" ({'; '.join(changed)})"
 
 
 def _resumable(out_dir, config, experiment):
@@ -438,7 +610,8 @@ def _resumable(out_dir, config, experiment):
                     "so train it again (without resuming) or write to another "
                     f"folder. Received: code={config[key]!r}")
             raise ValueError(
-                f"{out_dir} holds a run with another `{key}` ({saved.get(key)!r}); "
+                f"{out_dir} holds a run with another `{key}`"
+                f"{_differences(saved.get(key), json.loads(json.dumps(config[key])))}; "
                 f"resume it with the same settings, or write to another folder. "
                 f"Received: {key}={config[key]!r}")
     try:
@@ -463,7 +636,8 @@ def _write_outputs(experiment, out_dir, history, summary, reference=None):
     curves, seeds = reference if reference is not None else (None, 0)
     figure = plots.learning_curves(
         history, drop_epochs=experiment.lr_drop_epochs,
-        title=f"{experiment.name} (v{experiment.version}, seed {experiment.seed})",
+        title=(f"{experiment.name} (v{experiment.version}, seed {experiment.seed}, "
+               f"{experiment.labels})"),
         reference=curves, reference_label=f"dashed: {seeds} seeds' mean +/- s.e.",
     )
     figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
@@ -490,6 +664,7 @@ def summarize(history, drop_epoch=None, final_epochs=3):
 
     Example:
 
+    >>> from robustlab.experiments import summarize
     >>> h = {"val_robust_accuracy": [0.5, 0.8, 0.7, 0.6, 0.6],
     ...      "val_robust_loss": [1.0, 0.5, 0.6, 0.7, 0.8]}
     >>> s = summarize(h, drop_epoch=1, final_epochs=2)
@@ -498,6 +673,8 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     >>> round(s["robust_test_loss_rise"], 3)
     0.6
     """
+    # accuracy[-0:] would be every epoch.
+    final_epochs = validation.check_int_at_least("final_epochs", final_epochs, 1)
     accuracy = np.asarray(history["val_robust_accuracy"], dtype="float64")
     best_epoch = int(np.argmax(accuracy))
     final = float(np.mean(accuracy[-final_epochs:]))

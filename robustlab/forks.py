@@ -176,23 +176,30 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             optimizer, in the state to fork from.
         x, y: the training data (NumPy). Each replica draws its own order of
             it, seeded by `(seed, replica)`.
-        batch_size: B of the minibatches.
+        batch_size: B of the minibatches, an integer >= 1.
         learning_rate: the window's learning rate; default the optimizer's
             current one (a learning-rate callback sets it only when an epoch
-            begins, so pass it for a window that starts a new epoch).
+            begins, so pass it for a window that starts a new epoch); finite
+            and > 0.
         replicas: R, an integer >= 2.
-        steps: W; default one epoch of full batches, `len(x) // batch_size`.
+        steps: W, an integer >= 1 with `steps * batch_size <= len(x)` (the
+            window's batches are full and, with `batches="pass"`, disjoint);
+            default one epoch of full batches, `len(x) // batch_size`.
         weight_decay: the coefficient of the weight decay added to every
             gradient (Keras `L2(weight_decay / 2)` on every weight), which
-            adds `weight_decay` to the curvature.
-        probe_examples: training examples of the Hessian probe (the first
-            ones; their adversarial versions are crafted once, with the
-            evaluation attack).
-        lanczos_iterations: Lanczos steps for the top two eigenpairs.
+            adds `weight_decay` to the curvature; finite and >= 0.
+        probe_examples: training examples of the Hessian probe, an integer
+            >= 1 (the first ones, all of them when `len(x)` is smaller; their
+            adversarial versions are crafted once, with the evaluation
+            attack).
+        lanczos_iterations: Lanczos steps for the top two eigenpairs, an
+            integer >= 2.
         seed: base seed of the replicas' batch orders and attack starts, of
-            the probe's attack and start vector.
-        epoch: the epoch the window stands for (recorded, and passed to `fit`
-            as `initial_epoch`, so AWP's warm-up sees the right epoch).
+            the probe's attack and start vector; an integer in
+            [0, 2**31 - 1].
+        epoch: the epoch the window stands for, an integer >= 0 (recorded,
+            and passed to `fit` as `initial_epoch`, so AWP's warm-up sees the
+            right epoch).
         batches: how each replica draws its batches. `"pass"` (default): one
             shuffled pass, `steps` disjoint batches, as training does.
             `"independent"`: each batch drawn on its own (B distinct
@@ -202,7 +209,35 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             is None).
 
     Returns:
-        A `ForkResult`.
+        A `ForkResult`. The model's weights, optimizer state, learning rate
+        and attack seeds are put back afterwards.
+
+    Raises:
+        ValueError: for an argument outside the ranges above, or an unknown
+            `batches`.
+        TypeError: when the model's optimizer is not a Keras `SGD`, or an
+            integer argument is not an integer.
+
+    Example:
+
+    >>> import numpy as np, keras, robustlab
+    >>> from robustlab.forks import fork
+    >>> net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=2))
+    >>> model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+    ...               keras.losses.SparseCategoricalCrossentropy(True))
+    >>> x = np.random.default_rng(0).random((32, 4), dtype="float32")
+    >>> y = np.arange(32) % 3
+    >>> _ = model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    >>> before = net.get_weights()
+    >>> result = fork(model, x, y, batch_size=8, replicas=3, steps=2,
+    ...               probe_examples=16, lanczos_iterations=5)
+    >>> result.path.shape  # (replicas, steps + 1, top two directions)
+    (3, 3, 2)
+    >>> result.measured_top > 0, result.predicted_top > 0
+    (True, True)
+    >>> all(np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
+    True
     """
     if batches not in _BATCHES:
         raise ValueError(f"Argument `batches` must be one of {list(_BATCHES)}. "
@@ -230,6 +265,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     learning_rate = validation.check_finite_positive("learning_rate", learning_rate)
     momentum = float(optimizer.momentum)
     epoch = validation.check_int_at_least("epoch", epoch, 0)
+    seed = validation.check_seed("seed", seed)
+    weight_decay = validation.check_finite_at_least("weight_decay", weight_decay, 0.0)
+    probe_examples = validation.check_int_at_least("probe_examples", probe_examples, 1)
+    lanczos_iterations = validation.check_int_at_least(
+        "lanczos_iterations", lanczos_iterations, 2)
 
     training = model.attack_training_mode  # crafted as the model crafts them
 

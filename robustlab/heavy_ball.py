@@ -106,6 +106,7 @@ def is_stable(lr, momentum, curvature):
 
     Example:
 
+    >>> from robustlab.heavy_ball import is_stable
     >>> bool(is_stable(0.1, 0.9, 37.9)), bool(is_stable(0.1, 0.9, 38.0))
     (True, False)
     >>> is_stable([0.0, 0.1, 0.1], 0.9, [1.0, 1.0, -1.0]).tolist()
@@ -133,6 +134,7 @@ def stability_margin(lr, momentum, curvature):
 
     Example:
 
+    >>> from robustlab.heavy_ball import stability_margin
     >>> print(stability_margin(0.5, 0.0, 1.0))
     0.25
     >>> print(stability_margin(0.5, 0.0, 6.0))
@@ -183,6 +185,7 @@ def spectral_radius(lr, momentum, curvature):
 
     Example:
 
+    >>> from robustlab.heavy_ball import spectral_radius
     >>> print(spectral_radius(0.5, 0.0, 1.0))  # plain SGD: |1 - eta lambda|
     0.5
     >>> print(f"{spectral_radius(0.1, 0.81, 1.0):.4f}")  # complex pair: sqrt(beta)
@@ -222,6 +225,7 @@ def relaxation_steps(lr, momentum, curvature):
 
     Example:
 
+    >>> from robustlab.heavy_ball import relaxation_steps
     >>> print(f"{relaxation_steps(1e-4, 0.9, 1.0):.1f}")  # (1 - 0.9) / 1e-4 = 1000
     990.4
     >>> print(f"{relaxation_steps(0.1, 0.9, 1.0):.1f}")  # momentum floor
@@ -311,6 +315,7 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
 
     Example:
 
+    >>> from robustlab.heavy_ball import stationary_variance
     >>> print(f"{stationary_variance(0.1, 0.9, 1.0, 64.0, 64):.4f}")
     0.5135
     >>> stationary_variance(0.1, 0.9, 38.0, 1.0, 1)  # doctest: +ELLIPSIS
@@ -361,6 +366,7 @@ def stationary_covariance(lr, momentum, curvature, noise_variance, batch_size):
 
     Example:
 
+    >>> from robustlab.heavy_ball import stationary_covariance
     >>> var, cov, prev = stationary_covariance(0.5, 0.0, 1.0, 3.0, 1)
     >>> print(var, cov, prev)  # plain SGD: AR(1) with coefficient 0.5
     1.0 0.5 1.0
@@ -615,6 +621,8 @@ def covariance_recursion(
     Plain SGD (beta = 0) from zero: Var x_t = q (1 - a^{2t}) / (1 - a^2), with
     q = eta^2 s^2 / B and a = 1 - eta lambda.
 
+    >>> import numpy as np
+    >>> from robustlab.heavy_ball import covariance_recursion
     >>> covariance_recursion([0.5, 0.5, 0.5], 0.0, 1.0, 4.0, 1)
     array([1.    , 1.25  , 1.3125])
 
@@ -641,7 +649,7 @@ def covariance_recursion(
         ) from None
     factor = _sampling_factor(sampling_correction, batch_size)
     limit = _stability_limit(beta)
-    if not allow_unstable:
+    if not validation.check_bool("allow_unstable", allow_unstable):
         _check_schedule_stable(lrs, curvature, limit)
     record = _record_indices(record_at, len(lrs))
     shape = curvature.shape
@@ -785,6 +793,7 @@ def shuffled_pass_variance(
     Plain SGD on a flat direction over a whole pass: the position moves by
     -eta times the sum of the batches' noises, which is zero.
 
+    >>> from robustlab.heavy_ball import shuffled_pass_variance
     >>> print(shuffled_pass_variance([0.1] * 4, 0.0, 0.0, 1.0, 2, 8))
     0.0
 
@@ -816,7 +825,7 @@ def shuffled_pass_variance(
             f"shapes {np.shape(curvature)}, {np.shape(example_variance)} and "
             f"{np.shape(independent_variance)}"
         ) from None
-    if not allow_unstable:
+    if not validation.check_bool("allow_unstable", allow_unstable):
         _check_schedule_stable(lrs, curvature, _stability_limit(beta))
     h = _noise_responses(lrs, beta, curvature)
     squares = np.sum(h * h, axis=0)

@@ -61,6 +61,7 @@ def mlp(
 
     Example:
 
+    >>> from robustlab.models import mlp
     >>> model = mlp((8, 8, 1), num_classes=10, hidden=(32,), seed=0)
     >>> model.count_params()  # (64 * 32 + 32) + (32 * 10 + 10)
     2410
@@ -113,6 +114,7 @@ def small_cnn(
 
     Example:
 
+    >>> from robustlab.models import small_cnn
     >>> model = small_cnn((8, 8, 1), num_classes=10, seed=0)
     >>> model.count_params()
     272586
@@ -191,6 +193,7 @@ def preact_resnet18(
 
     Example:
 
+    >>> from robustlab.models import preact_resnet18
     >>> model = preact_resnet18((16, 16, 3), num_classes=10, width=4, seed=0)
     >>> model.output_shape
     (None, 10)
@@ -399,7 +402,7 @@ class _LayerSeeds:
     """
 
     def __init__(self, seed):
-        validation.check_int_at_least("seed", seed, 0)
+        validation.check_seed("seed", seed)
         self._seed = int(seed)
         self._count = 0
 

@@ -107,6 +107,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
 
     Example:
 
+    >>> from robustlab.plots import close, learning_curves
     >>> fig = learning_curves({"val_robust_accuracy": [0.5, 0.6]}, (1,))
     >>> len(fig.axes)
     6
@@ -153,7 +154,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
         elif log:
             ax.set_yscale("log")
         mark_drops(ax, drop_epochs)
-        ax.set_title(f"{name} ({_OLDER_DIRECTION_NOTE})" if older_marked else name,
+        ax.set_title(f"{name}\n({_OLDER_DIRECTION_NOTE})" if older_marked else name,
                      fontsize=10)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
@@ -197,8 +198,32 @@ def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
     true and hollow elsewhere (a width measured along a probe's direction:
     right after the probe, or later).
 
+    Args:
+        ax: the matplotlib Axes to draw on.
+        mean: the mean per epoch, a 1-D array-like (NaN where not logged).
+        stderr: the standard error per epoch, aligned with `mean`; a NaN
+            draws no band at that epoch.
+        label: the legend entry of the line, or None.
+        epochs: the x values, aligned with `mean`; default `0, 1, ...,
+            len(mean) - 1`.
+        fresh: None, or a boolean per epoch, aligned with `mean`.
+        **style: passed on to `ax.plot` (e.g. `color`, `linestyle`); the
+            band takes the line's colour.
+
     Returns:
-        The line.
+        The line (a matplotlib `Line2D`).
+
+    Example:
+
+    >>> import matplotlib.pyplot as plt
+    >>> import numpy as np
+    >>> from robustlab.plots import band, close
+    >>> figure, ax = plt.subplots()
+    >>> line = band(ax, [0.5, np.nan, 0.7], [0.02, np.nan, 0.03],
+    ...             label="robust test")
+    >>> line.get_xdata().tolist(), line.get_marker()  # epoch 1 skipped
+    ([0, 2], 'o')
+    >>> close(figure)
     """
     mean = np.asarray(mean, dtype="float64")
     stderr = np.asarray(stderr, dtype="float64")
@@ -218,7 +243,29 @@ def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
 
 
 def mark_drops(ax, drop_epochs):
-    """Dotted vertical lines at the learning-rate drops."""
+    """Dotted vertical lines at the learning-rate drops.
+
+    Args:
+        ax: the matplotlib Axes to draw on.
+        drop_epochs: the epochs of the drops (numbers on the x axis); None
+            or empty draws nothing.
+
+    Returns:
+        None. The first line has the legend entry "LR drop", the others
+        none.
+
+    Example:
+
+    >>> import matplotlib.pyplot as plt
+    >>> from robustlab.plots import close, mark_drops
+    >>> figure, ax = plt.subplots()
+    >>> mark_drops(ax, [40, 60])
+    >>> [line.get_xdata()[0] for line in ax.lines]
+    [40, 60]
+    >>> ax.get_legend_handles_labels()[1]  # one entry for all the drops
+    ['LR drop']
+    >>> close(figure)
+    """
     for i, epoch in enumerate(drop_epochs or ()):
         ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
                    label="LR drop" if i == 0 else None)
@@ -236,13 +283,28 @@ def study_curves(results, panels=STUDY_PANELS):
 
     Returns:
         The matplotlib Figure (close it with `close`).
+
+    Example:
+
+    >>> from robustlab.plots import close, study_curves
+    >>> from robustlab.studies import reference
+    >>> figure = study_curves(reference("awp-tradeoff"))
+    >>> ax = figure.axes[0]
+    >>> ax.get_title()
+    'Robust test accuracy'
+    >>> ax.get_legend_handles_labels()[1][:2]  # one line per arm
+    ['AWP gamma 0 (quick)', 'AWP gamma 0.002']
+    >>> close(figure)
     """
     columns = 3
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(15, 3.8 * rows),
                                 sharex=True, squeeze=False)
+    # A shortened study ends before a drop that its settings list.
+    length = max(len(h[next(iter(h))]) for arm in results.study.arms
+                 for h in results.runs(arm.experiment))
     drops = sorted({e for arm in results.study.arms
-                    for e in arm.config.lr_drop_epochs})
+                    for e in arm.config.lr_drop_epochs if e < length})
     for ax, (title, ylabel, keys, log) in zip(axes.flat, panels):
         shown = older_marked = False
         for index, arm in enumerate(results.study.arms):
@@ -268,7 +330,7 @@ def study_curves(results, panels=STUDY_PANELS):
         elif log:
             ax.set_yscale("log")
         mark_drops(ax, drops)
-        ax.set_title(f"{title} ({_OLDER_DIRECTION_NOTE})" if older_marked else title,
+        ax.set_title(f"{title}\n({_OLDER_DIRECTION_NOTE})" if older_marked else title,
                      fontsize=10)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
@@ -278,8 +340,8 @@ def study_curves(results, panels=STUDY_PANELS):
         ax.set_xlabel("epoch")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    figure.suptitle(f"{results.study.name}: mean and standard error over "
-                    f"{len(results.seeds)} seeds")
+    figure.suptitle(f"{results.study.name} ({_label_noise_note(results)}): mean and "
+                    f"standard error over {len(results.seeds)} seeds")
     figure.tight_layout()
     return figure
 
@@ -301,6 +363,9 @@ def fork_widths(results, seed=None):
     """
     seeds = results.seeds
     seed = seeds[0] if seed is None else seed
+    if seed not in results.forks:
+        raise ValueError(f"Argument `seed` must be one of the study's seeds with forks: "
+                         f"{sorted(results.forks)}. Received: seed={seed!r}")
     windows = results.forks[seed]
     figure, axes = plt.subplots(1, 1 + len(windows), figsize=(5 * (1 + len(windows)), 4.2))
     ax = axes[0]
@@ -326,7 +391,8 @@ def fork_widths(results, seed=None):
     ax.set_xticks([2.0 * i for i in range(len(windows))])
     ax.set_xticklabels([f"epoch {w.epoch}\nlr {w.learning_rate:g}" for w in windows])
     ax.set_ylabel("variance across replicas along u")
-    ax.set_title(f"Width along the top eigenvector ({len(seeds)} seeds)", fontsize=10)
+    ax.set_title(f"Width along the top eigenvector ({len(seeds)} seeds, "
+                 f"{_label_noise_note(results)})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     limit = max(np.abs(w.path[:, -1, :]).max() for w in windows)
@@ -368,12 +434,20 @@ def gap_against_train_accuracy(results):
                     capsize=3, label=f"gamma {arm.config.awp_gamma:g}")
     ax.set_xlabel("robust train accuracy at the end (points, its own labels)")
     ax.set_ylabel("best - final robust test accuracy (points)")
-    ax.set_title(f"{results.study.name}: the gap against fitting, "
-                 f"{len(results.seeds)} seeds (mean +/- s.e.)", fontsize=10)
+    ax.set_title(f"{results.study.name} ({_label_noise_note(results)}): the gap against "
+                 f"fitting,\n{len(results.seeds)} seeds (mean +/- s.e.)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
     return figure
+
+
+def _label_noise_note(results):
+    """How a study's training labels were made, for its figures' titles:
+    "20% label noise", "clean labels", or, where the arms differ, a pointer
+    to the legend (whose arm labels say it)."""
+    notes = {arm.config.labels for arm in results.study.arms}
+    return notes.pop() if len(notes) == 1 else "label noise per arm: see the legend"
 
 
 def close(figure):

@@ -32,6 +32,7 @@ class PiecewiseConstant:
 
     Example:
 
+    >>> from robustlab.schedules import PiecewiseConstant
     >>> schedule = PiecewiseConstant(0.2, drop_epochs=(40,), factor=0.1)
     >>> [round(schedule(e), 6) for e in (0, 39, 40, 99)]
     [0.2, 0.2, 0.02, 0.02]
@@ -45,6 +46,12 @@ class PiecewiseConstant:
 
     def __post_init__(self):
         validation.check_finite_positive("initial", self.initial)
+        if isinstance(self.drop_epochs, (str, bytes)) or not hasattr(
+                self.drop_epochs, "__iter__"):
+            # tuple("40") would read as the epochs 4 and 0.
+            raise TypeError(
+                "Argument `drop_epochs` must be a sequence of epochs, e.g. (40,). "
+                f"Received: drop_epochs={self.drop_epochs!r}")
         drops = tuple(self.drop_epochs)
         for epoch in drops:
             validation.check_int_at_least("drop_epochs", epoch, 1)

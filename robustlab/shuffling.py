@@ -27,6 +27,7 @@ def epoch_permutation(n, seed):
 
     Example:
 
+    >>> from robustlab.shuffling import epoch_permutation
     >>> order = epoch_permutation(5, seed=0)
     >>> sorted(order(3).tolist()) == list(range(5))
     True
@@ -68,13 +69,14 @@ def epoch_shuffled_batches(x, y, sample_weight, batch_size, seed, steps_per_epoc
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.shuffling import epoch_shuffled_batches
     >>> x, y = np.zeros((10, 2), "float32"), np.arange(10)
     >>> data, callback, steps = epoch_shuffled_batches(x, y, None, 4, seed=0)
     >>> steps in (3, None)  # 3 on TensorFlow, None on JAX
     True
     """
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
-    seed = validation.check_int_at_least("seed", seed, 0)
+    seed = validation.check_seed("seed", seed)
     steps_per_execution = validation.check_int_at_least(
         "steps_per_execution", steps_per_execution, 1)
     if len(x) == 0:
@@ -149,6 +151,7 @@ class ReusedEpochData:
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.shuffling import ReusedEpochData
     >>> epoch_data = ReusedEpochData()
     >>> x, y = np.zeros((10, 2), "float32"), np.arange(10)
     >>> first = epoch_data(x, y, None, 4, seed=0)

@@ -256,6 +256,7 @@ def power_iteration(matvec, initial, iterations=20, tol=1e-3, *,
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.spectral import power_iteration
     >>> a = np.diag([1.0, 2.0, -5.0])
     >>> result = power_iteration(lambda v: a @ v, np.ones(3), iterations=200,
     ...                          tol=1e-12)
@@ -362,13 +363,14 @@ def lanczos(matvec, initial, steps, *, rng=None):
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.spectral import lanczos
     >>> a = np.diag([3.0, 1.0, -2.0])
     >>> decomposition = lanczos(lambda v: a @ v, np.ones(3), steps=3)
     >>> np.round(decomposition.ritz_pairs()[0], 6)
     array([-2.,  1.,  3.])
     """
     steps = validation.check_int_at_least("steps", steps, 1)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = _check_rng(rng)
     state = None
     for state in _lanczos_iterations(matvec, initial, steps, rng):
         pass
@@ -418,6 +420,7 @@ def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.spectral import lanczos_eigenpairs
     >>> a = np.diag([4.0, 1.0, 0.5, -3.0])
     >>> result = lanczos_eigenpairs(lambda v: a @ v, np.ones(4), k=2, steps=4)
     >>> np.round(result.eigenvalues, 6)
@@ -432,7 +435,7 @@ def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
             f"to produce k eigenpairs. Received: steps={steps}"
         )
     tol = validation.check_finite_positive("tol", tol)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = _check_rng(rng)
     converged = False
     for alphas, betas, residual_norm, basis in _lanczos_iterations(
         matvec, initial, steps, rng
@@ -455,6 +458,16 @@ def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
         iterations=len(alphas),
         converged=converged,
     )
+
+
+def _check_rng(rng):
+    """`rng`, or a Generator of seed 0 for None."""
+    if rng is None:
+        return np.random.default_rng(0)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("Argument `rng` must be a numpy.random.Generator or None. "
+                        f"Received: rng={rng!r}")
+    return rng
 
 
 def _rademacher(rng, dim):
@@ -480,6 +493,7 @@ def hutchinson_trace(matvec, dim, probes, rng):
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.spectral import hutchinson_trace
     >>> estimate = hutchinson_trace(lambda v: 2.0 * v, dim=5, probes=3,
     ...                             rng=np.random.default_rng(0))
     >>> estimate.trace, estimate.stderr
@@ -487,6 +501,9 @@ def hutchinson_trace(matvec, dim, probes, rng):
     """
     dim = validation.check_int_at_least("dim", dim, 1)
     probes = validation.check_int_at_least("probes", probes, 1)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
+                        f"np.random.default_rng(0). Received: rng={rng!r}")
     samples = np.empty(probes)
     for i in range(probes):
         z = _rademacher(rng, dim)
@@ -564,6 +581,7 @@ def slq_density(matvec, dim, steps, probes, grid=None, sigma=None, rng=None):
     Example:
 
     >>> import numpy as np
+    >>> from robustlab.spectral import slq_density
     >>> a = np.diag([1.0, 2.0, 3.0, 4.0])
     >>> result = slq_density(lambda v: a @ v, dim=4, steps=4, probes=2)
     >>> np.round(result.nodes[0], 6), np.round(result.weights[0], 6)
@@ -576,7 +594,7 @@ def slq_density(matvec, dim, steps, probes, grid=None, sigma=None, rng=None):
         sigma = validation.check_finite_positive("sigma", sigma)
     if grid is not None:
         grid = check_density_grid(grid)
-    rng = np.random.default_rng(0) if rng is None else rng
+    rng = _check_rng(rng)
     steps = min(steps, dim)
     nodes = np.empty((probes, steps))
     weights = np.empty((probes, steps))

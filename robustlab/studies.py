@@ -35,6 +35,7 @@ PreActResNet-18 as in Rice, Wong & Kolter (2020), for a GPU
 
 Example:
 
+>>> from robustlab.studies import get, reference
 >>> study = get("robust-overfitting")
 >>> [arm.experiment for arm in study.arms]
 ['quick', 'quick_lr01', 'quick_clean']
@@ -567,11 +568,37 @@ def checkpoint_selection(results, arm="quick"):
     maximum of a noisy curve (a few hundred test digits), so even a fixed
     epoch known to be good falls short of it.
 
+    Args:
+        results: a `StudyResults` whose arm logged the instruments
+            (`pac_bayes_bound`, `pac_bayes_bound_mcallester`,
+            `hessian_top_eig`), e.g. `reference("checkpoint-selection")` or
+            what `reproduce("checkpoint-selection", ...)` returns.
+        arm: the arm, by label or experiment name (default `"quick"`); its
+            experiment's first `lr_drop_epochs` entry is the drop of the
+            curvature criterion.
+
     Returns:
         `{criterion: {"epochs": [...], "robust_test_accuracy": [...],
         "mean", "stderr", "below_best": {"mean", "stderr"}}}` (accuracies in
         [0, 1]; `below_best` paired by seed; epoch None and accuracy NaN
         where a run has no probe to choose from, e.g. a shortened one).
+        The criteria are the keys of `SELECTION_CRITERIA`, in its order;
+        the lists run over `results.seeds`.
+
+    Raises:
+        ValueError: when the study has no arm `arm`.
+
+    Example:
+
+    >>> from robustlab.studies import checkpoint_selection, reference
+    >>> table = checkpoint_selection(reference("checkpoint-selection"))
+    >>> table["final epoch"]["epochs"]
+    [99, 99, 99, 99, 99, 99, 99, 99]
+    >>> row = table["lowest top Hessian eigenvalue after the drop"]
+    >>> row["epochs"][:3]  # epochs where the probe ran (every 5), from 40
+    [44, 44, 49]
+    >>> print(f"{row['below_best']['mean']:.3f}")  # accuracy below the best
+    0.013
     """
     config = results.study.arm(arm).config
     drop = min(config.lr_drop_epochs, default=0)
@@ -869,6 +896,7 @@ def command(study, seeds, epochs=None):
     """The `robustlab reproduce` command line that reproduces `study` over
     `seeds`.
 
+    >>> from robustlab.studies import command, get
     >>> command(get("awp-tradeoff"), range(8))
     'robustlab reproduce awp-tradeoff --quick --seeds 8'
     >>> command(get("lr-drop-collapse", "full"), [3, 4], epochs=2)
@@ -1100,11 +1128,30 @@ def reference(name):
     from their files.
 
     Args:
-        name: a study name, e.g. `"robust-overfitting"`.
+        name: the name of a study of `STUDIES`: `"robust-overfitting"`,
+            `"lr-drop-collapse"`, `"awp-tradeoff"` or
+            `"checkpoint-selection"`.
 
     Returns:
         A `StudyResults` (`curve(arm, key)` gives mean and standard error
         over seeds, `table()` the summary figures).
+
+    Raises:
+        ValueError: for a name that is not a study.
+        FileNotFoundError: when robustlab ships no reference results for
+            the study (the message gives the command that makes them).
+
+    Example:
+
+    >>> from robustlab.studies import reference
+    >>> ref = reference("awp-tradeoff")
+    >>> ref.seeds
+    [0, 1, 2, 3, 4, 5, 6, 7]
+    >>> [arm.experiment for arm in ref.study.arms][:2]
+    ['quick', 'quick_awp_0.002']
+    >>> mean, stderr = ref.curve("quick_awp", "val_robust_accuracy")
+    >>> mean.shape, stderr.shape  # one value per epoch
+    ((100,), (100,))
     """
     study = get(name)
     path = os.path.join(REFERENCE_DIR, f"{study.name}.json.gz")
@@ -1129,7 +1176,9 @@ def reference_curves(experiment, keys=None):
             `epochs` gets the references' first so many epochs (the same
             setting up to there); everything else must be a configuration
             robustlab ships reference runs of.
-        keys: the logged keys wanted; None: all of them.
+        keys: the logged keys wanted (those the references did not log are
+            left out, so one list serves arms with and without the
+            instruments); None: all of them.
 
     Returns:
         `(curves, seeds)`: `{key: (mean, stderr)}` and the number of seeds;
@@ -1159,6 +1208,10 @@ def reference_curves(experiment, keys=None):
     results = reference(best[0].name)
     runs = results.runs(best[1].experiment)
     logged = set.intersection(*(set(h) for h in runs))
+    if isinstance(keys, str):
+        # set("val_loss") would be its letters.
+        raise TypeError("Argument `keys` must be a list of logged keys or None. "
+                        f"Received: keys={keys!r}")
     chosen = logged if keys is None else logged & set(keys)
     epochs = experiment.epochs
     curves = {}

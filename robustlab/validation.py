@@ -30,6 +30,7 @@ __all__ = [
     "check_inputs",
     "check_int_at_least",
     "check_labels",
+    "check_seed",
     "check_value_range",
     "check_verbose",
 ]
@@ -43,21 +44,33 @@ def _is_real_number(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _real_scalar(name, value, requirement):
+    """`value` as a real number (a 0-d NumPy array of one included); a
+    TypeError naming the requirement for anything else."""
+    if (isinstance(value, np.ndarray) and value.ndim == 0
+            and value.dtype.kind in "iuf"):
+        value = value.item()
+    if not _is_real_number(value):
+        raise TypeError(f"Argument `{name}` must be {requirement}. "
+                        + _received(name, value))
+    return value
+
+
 def check_finite_at_least(name, value, minimum):
-    if not _is_real_number(value) or not math.isfinite(value) or value < minimum:
-        raise ValueError(
-            f"Argument `{name}` must be a finite number >= {minimum:g}. "
-            + _received(name, value)
-        )
+    requirement = f"a finite number >= {minimum:g}"
+    value = _real_scalar(name, value, requirement)
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"Argument `{name}` must be {requirement}. "
+                         + _received(name, value))
     return float(value)
 
 
 def check_finite_positive(name, value):
-    if not _is_real_number(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(
-            f"Argument `{name}` must be a finite number > 0. "
-            + _received(name, value)
-        )
+    requirement = "a finite number > 0"
+    value = _real_scalar(name, value, requirement)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Argument `{name}` must be {requirement}. "
+                         + _received(name, value))
     return float(value)
 
 
@@ -73,6 +86,24 @@ def check_int_at_least(name, value, minimum):
             + _received(name, value)
         )
     return int(value)
+
+
+MAX_SEED = 2**31 - 1
+"""The largest seed accepted: every backend takes it (JAX's keys are 32-bit
+unsigned, and robustlab derives a few seeds from a given one by adding
+small offsets)."""
+
+
+def check_seed(name, value):
+    """`value` as a Python int in [0, MAX_SEED] (NumPy integers included:
+    Keras's seed generators refuse them, so they are converted here)."""
+    value = check_int_at_least(name, value, 0)
+    if value > MAX_SEED:
+        raise ValueError(
+            f"Argument `{name}` must be an integer in [0, {MAX_SEED}]. "
+            + _received(name, value)
+        )
+    return value
 
 
 def check_distinct(name, values):
@@ -96,6 +127,12 @@ def check_folder(name, path):
         raise ValueError(
             f"Argument `{name}` must be a folder, or a path where one can be "
             f"made; {there}. " + _received(name, path))
+    # The nearest existing folder must take new files (and folders); a
+    # read-only one would fail only when the first result is written.
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"Argument `{name}` must be a folder this process can write in; "
+            f"{existing!r} is not writable. " + _received(name, path))
     return path
 
 
@@ -127,6 +164,9 @@ def check_value_range(value_range):
             "Argument `value_range` must be None or a pair (low, high) of "
             "finite numbers with low < high. " + _received("value_range", value_range))
     try:
+        if len(value_range) != 2 or not all(map(_is_real_number, value_range)):
+            # float("1") and float(True) would pass as numbers.
+            raise TypeError
         low, high = (float(v) for v in value_range)
     except (TypeError, ValueError):
         raise ValueError(
@@ -141,18 +181,36 @@ def check_value_range(value_range):
     return (low, high)
 
 
-def check_inputs(x, value_range, name="x"):
-    """Inputs must be finite and, when a value range is declared, inside it."""
+def check_inputs(x, value_range, name="x", *, floating=False):
+    """Inputs must be numbers, finite and, when a value range is declared,
+    inside it. bfloat16 (ml_dtypes, what a mixed-precision array converts to)
+    counts as a floating type. With `floating`, integer and boolean inputs are
+    refused: an attack moves inputs by fractions of a unit, and a result typed
+    like integer inputs would truncate it."""
     x = np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(
+            f"Argument `{name}` must be a batch of examples (an array whose "
+            f"first axis indexes them). Received: {name}={x!r}")
     if x.size == 0:
         raise ValueError(
             f"Argument `{name}` must hold at least one example. "
             f"Received: {name} with shape {x.shape}"
         )
+    if x.dtype.kind == "V":
+        try:
+            x = x.astype(np.float32)
+        except (TypeError, ValueError):
+            pass
     if not np.issubdtype(x.dtype, np.number):
         raise TypeError(
             f"Argument `{name}` must be numeric. Received: {name} of dtype {x.dtype}"
         )
+    if floating and not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(
+            f"Argument `{name}` must hold floating-point inputs; convert them "
+            f"first, e.g. {name}.astype('float32') (and scale them to "
+            f"`value_range`). Received: {name} of dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise ValueError(
             f"Argument `{name}` must be finite (no NaN or inf). "
@@ -177,16 +235,26 @@ def check_labels(y, num_classes, num_examples, name="y"):
         True when the labels are sparse class indices, False when one-hot.
     """
     y = np.asarray(y)
-    if len(y) != num_examples:
+    if y.ndim == 0 or len(y) != num_examples:
         raise ValueError(
+            f"Argument `{name}` must have one label per input ({num_examples}). "
+            f"Received: {name}={y!r}" if y.ndim == 0 else
             f"Argument `{name}` must have one label per input ({num_examples}). "
             f"Received: {name} with shape {y.shape}"
         )
     if y.ndim == 2 and y.shape[1] == num_classes and num_classes > 1:
-        if not np.all(np.isfinite(y)) or np.any(y < 0):
+        if not np.issubdtype(y.dtype, np.number):
+            raise TypeError(
+                f"One-hot labels `{name}` must be numbers. "
+                f"Received: {name} of dtype {y.dtype}")
+        if not np.all(np.isfinite(y)):
             raise ValueError(
-                f"One-hot labels `{name}` must be finite and non-negative. "
-                f"Received: {name} with min {float(np.nanmin(y)):g}"
+                f"One-hot labels `{name}` must be finite. Received: {name} with "
+                f"{int(np.sum(~np.isfinite(y)))} non-finite values")
+        if np.any(y < 0):
+            raise ValueError(
+                f"One-hot labels `{name}` must be non-negative. "
+                f"Received: {name} with min {float(np.min(y)):g}"
             )
         if not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
             raise ValueError(

@@ -274,7 +274,7 @@ def test_a_nonzero_radius_still_needs_a_positive_step():
      r"`random_start` must be True or False. Received: random_start='no'"),
     (lambda m: robustlab.PGD(0.1, value_range="01"), ValueError,
      r"`value_range`.*Received: value_range='01'"),
-    (lambda m: attacks.fgsm(m, X6, Y6, eps="a"), ValueError, r"`eps`.*Received: eps='a'"),
+    (lambda m: attacks.fgsm(m, X6, Y6, eps="a"), TypeError, r"`eps`.*Received: eps='a'"),
     (lambda m: attacks.pgd(m, X6, Y6, eps=0.1, loss="nonsense"), ValueError,
      r"`loss` must be a Keras loss.*Received: loss='nonsense'"),
     (lambda m: attacks.pgd(m, (X6 * 255).astype("uint8"), Y6, eps=8.0, value_range=(0, 255)),

@@ -64,6 +64,8 @@ def test_train_writes_history_summary_config_and_plot(tmp_path, capsys):
         config = json.load(f)
     assert config["experiment"]["name"] == "quick"
     assert config["experiment"]["epochs"] == 2
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f)["label_noise"] == 0.2
 
 
 def test_seeds_summary_gives_mean_and_standard_error():

@@ -1,10 +1,19 @@
-"""The only place in robustlab that knows which Keras backend is running.
+"""Where robustlab does what depends on the Keras backend.
 
 Everything outside this package is written with `keras.ops`; what cannot be
 (gradients with respect to inputs or weights, Hessian-vector products, the
-stateless plumbing of a training step, input pipelines) lives in one package
-per backend, `robustlab.backend.tensorflow` and `robustlab.backend.jax`, which
-expose the same functions. `get()` returns the one of the active backend.
+stateless plumbing of a training step, robustlab's own input pipelines) lives
+in one package per backend, `robustlab.backend.tensorflow` and
+`robustlab.backend.jax`, which expose the same functions. `get()` returns the
+one of the active backend.
+
+Four places outside it know about a framework, none of them autodiff:
+`model_validation` checks a user's `tf.data.Dataset` batch by batch (a
+TensorFlow object that Keras accepts on either backend); `data` loads
+tensorflow-datasets (which needs TensorFlow on either backend);
+`AdversarialModel` puts back variable values that Keras's JAX trainer leaves
+detached when the data raises; `_keras_compat` holds one JAX detail of
+Keras's private API.
 """
 
 import importlib

@@ -136,7 +136,9 @@ class HessianProbe(keras.callbacks.Callback):
         trace_probes: Hutchinson probes for the trace; 0 (default) skips it.
         batch_size: examples per compiled Hessian-vector product and attack
             call.
-        seed: base seed (the epoch is added to it).
+        seed: base seed, an integer in [0, 2**31 - 1]; the probe at the end
+            of epoch `e` uses seed `seed + e`, which must not exceed
+            2**31 - 1 either (a probe with a larger one raises ValueError).
         warm_start: start each power iteration from the previous eigenvector.
         state_dir: optional directory where the latest result is kept for
             resumed fits (see above).
@@ -185,6 +187,8 @@ class HessianProbe(keras.callbacks.Callback):
         super().__init__()
         self.x, self.y = check_probe_data(x, y)
         self.every, self.epochs = check_schedule(every, epochs)
+        robust = validation.check_bool("robust", robust)
+        clean = validation.check_bool("clean", clean)
         if not (robust or clean):
             raise ValueError(
                 "HessianProbe needs something to measure: robust=True and/or "
@@ -195,8 +199,8 @@ class HessianProbe(keras.callbacks.Callback):
                 "Argument `attack` must be a robustlab.PGD or None. "
                 f"Received: attack={attack!r}"
             )
-        self.robust = bool(robust)
-        self.clean = bool(clean)
+        self.robust = robust
+        self.clean = clean
         self.attack = attack
         self.iterations = validation.check_int_at_least("iterations", iterations, 1)
         self.tol = validation.check_finite_positive("tol", tol)
@@ -204,8 +208,8 @@ class HessianProbe(keras.callbacks.Callback):
             "trace_probes", trace_probes, 0
         )
         self.batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
-        self.seed = validation.check_int_at_least("seed", seed, 0)
-        self.warm_start = bool(warm_start)
+        self.seed = validation.check_seed("seed", seed)
+        self.warm_start = validation.check_bool("warm_start", warm_start)
         self.state_dir = None if state_dir is None else os.fspath(state_dir)
         self._results = {}  # kind -> ProbeResult
         self._restored = None  # candidate results read from state_dir

@@ -170,13 +170,19 @@ class PosteriorTracker(keras.callbacks.Callback):
         batch_size: the training batch size B (required with a probe).
         train_size: the number n of training examples, for the
             finite-population factor and the last batch's size; None: no
-            correction, every batch of size B.
+            correction, every batch of size B. When given: an integer >= 2,
+            >= `batch_size`, and (checked when training starts, with a
+            probe) >= the number of noise examples (`len(x)`, or the
+            probe's).
         schedule: optional callable epoch -> learning rate (see above).
         regularization_curvature: None (read from the model) or a number >= 0.
         per_layer: also log `posterior_var/<layer>`.
         dtype: accumulator dtype, "float32" (default) or "float64".
         noise_batch_size: examples per compiled attack / derivative call.
-        seed: base seed of the noise examples' attack (the epoch is added).
+        seed: base seed of the noise examples' attack, an integer in
+            [0, 2**31 - 1]; the window of epoch `e` uses seed `seed + e`,
+            which must not exceed 2**31 - 1 either (the attack raises
+            ValueError on a larger one).
 
     Attributes:
         statistics: the window's `posterior.IterateStatistics` (None
@@ -269,13 +275,13 @@ class PosteriorTracker(keras.callbacks.Callback):
                 "regularization_curvature", regularization_curvature, 0.0
             )
         self.regularization_curvature = regularization_curvature
-        self.per_layer = bool(per_layer)
+        self.per_layer = validation.check_bool("per_layer", per_layer)
         posterior.IterateStatistics(dtype=dtype)  # validates dtype
         self.dtype = str(np.dtype(dtype))
         self.noise_batch_size = validation.check_int_at_least(
             "noise_batch_size", noise_batch_size, 1
         )
-        self.seed = validation.check_int_at_least("seed", seed, 0)
+        self.seed = validation.check_seed("seed", seed)
         self.statistics = None
         self.window_epoch = None
         self.last_prediction = None
@@ -630,6 +636,8 @@ def expected_window_variance(lrs, momentum, curvature, minibatch_noise, *,
     independent, so the expected ddof=0 variance over W = 4 steps is
     (1 - 1/4) eta^2 q:
 
+    >>> from robustlab.callbacks.posterior_tracker import (
+    ...     expected_window_variance)
     >>> print(expected_window_variance([0.5] * 4, 0.0, 2.0, 4.0))
     0.75
     """
@@ -745,6 +753,8 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.callbacks.posterior_tracker import (
+    ...     per_example_directional_derivatives)
     >>> net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
     >>> net.set_weights([np.zeros((2, 2)), np.zeros(2)])
     >>> u = [np.zeros((2, 2)), np.array([1.0, 0.0])]  # the first bias

@@ -26,9 +26,13 @@ class RobustEvaluation(keras.callbacks.Callback):
 
     Args:
         x, y: the data (NumPy arrays).
-        prefix: log-key prefix, e.g. `"train_"` gives `train_robust_accuracy`.
-        every: evaluate every `every` epochs (and always on the last one).
-        batch_size: evaluation batch size.
+        prefix: log-key prefix, a non-empty string (an empty one would
+            overwrite the training metrics): e.g. `"train_"` (default) gives
+            `train_robust_accuracy`.
+        every: evaluate at the end of every `every`-th epoch (0-based epochs
+            `every - 1`, `2 every - 1`, ...) and always at the end of the
+            last one; an integer >= 1.
+        batch_size: evaluation batch size, an integer >= 1.
 
     Example:
 
@@ -46,11 +50,14 @@ class RobustEvaluation(keras.callbacks.Callback):
 
     def __init__(self, x, y, prefix="train_", every=1, batch_size=256):
         super().__init__()
-        if not isinstance(every, int) or every < 1:
+        every = validation.check_int_at_least("every", every, 1)
+        batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+        if not isinstance(prefix, str) or not prefix:
+            # An empty prefix would write this evaluation's numbers over the
+            # training loss and accuracy in the logs.
             raise ValueError(
-                f"Argument `every` must be an integer >= 1. Received: every={every!r}"
-            )
-        validation.check_int_at_least("batch_size", batch_size, 1)
+                "Argument `prefix` must be a non-empty string (the logs' keys "
+                f"are prefix + the metric's name). Received: prefix={prefix!r}")
         self.x = np.asarray(x)
         self.y = np.asarray(y)
         self.prefix = prefix
@@ -59,7 +66,7 @@ class RobustEvaluation(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._last_epoch = self.params.get("epochs", 1) - 1
-        self.model._check_arrays(self.x, self.y, "x", "y")
+        self.model._check_arrays(self.x, self.y, "x", "y", self.model.eval_attack)
         # Built once: re-adapting NumPy arrays at every call costs as much as
         # a small evaluation on TensorFlow.
         self._data = model_validation.mark_checked(
