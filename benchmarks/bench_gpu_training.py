@@ -43,11 +43,12 @@ rows are written as they are measured, so a run cut short by `--deadline-s`
 still prints what it measured.
 
 Run (GPU machine, JAX with CUDA, PyTorch, no TensorFlow needed):
-`KERAS_BACKEND=jax python benchmarks/bench_gpu_training.py`; on the lent GPU
-machine use `benchmarks/run_gpu.sh`. `--smoke` runs a tiny network for a few
-steps (width 4, batch 8, PGD-2; a CPU is fine, one to three minutes) through
-every code path, torch included, and prints the same table: it checks the
-script, not speed, and fails if a part fails or TensorFlow was imported.
+`KERAS_BACKEND=jax python benchmarks/bench_gpu_training.py`; on a GPU
+machine without Keras or a network, use `benchmarks/run_gpu.sh`. `--smoke`
+runs a tiny network for a few steps (width 4, batch 8, PGD-2; a CPU is fine,
+one to three minutes) through every code path, torch included, and prints
+the same table: it checks the script, not speed, and fails if a part fails
+or TensorFlow was imported.
 """
 
 import argparse

@@ -4,8 +4,8 @@ autograde time of one submission (the solution) through nbgrader.
 
     KERAS_BACKEND=tensorflow python benchmarks/bench_lessons.py [LESSON ...]
 
-Budgets (the course's issue): at most 3 minutes and 1.5 GiB per notebook on 2
-CPU cores, at most 60 s to autograde one submission.
+Budgets (the course's stated targets): at most 3 minutes and 1.5 GiB per
+notebook on 2 CPU cores, at most 60 s to autograde one submission.
 """
 
 import os

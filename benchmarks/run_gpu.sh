@@ -3,13 +3,13 @@
 # `fit` on Keras-JAX against a hand-written jax.jit step and PyTorch (eager
 # and torch.compile), PreAct ResNet-18, batches 128 and 512.
 #
-# Made for the lent GPU machine (an H200): it receives a copy of this
+# Made for a borrowed GPU machine (an H200): it receives a copy of this
 # repository, has JAX with CUDA, PyTorch, numpy, matplotlib, absl-py, rich,
 # h5py, ml-dtypes, packaging and typing-extensions, but no Keras, no
 # TensorFlow and no network. Keras and the two packages of its own that the
 # machine lacks (namex, optree) travel as wheels in the git-ignored folder
-# .whl; build it once, here, in the repository's root, for that machine's
-# CPython 3.12 on x86-64:
+# .whl; build it once, on a machine with a network, in the repository's
+# root, for that machine's CPython 3.12 on x86-64:
 #
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #       --implementation cp --platform manylinux_2_28_x86_64 \
@@ -19,10 +19,11 @@
 # Carry nothing the machine already has (its numpy and jax must stay). robustlab
 # itself is not installed there: it is imported from this copy (PYTHONPATH).
 #
-# Then, with the device tool, one call (the run stops itself after
-# --deadline-s, 480 s by default, and prints what it measured by then):
+# Then copy the repository, .whl included, to the GPU machine and run this
+# there, allowing it up to 600 s (the run stops itself after --deadline-s,
+# 480 s by default, and prints what it measured by then):
 #
-#   run(command="bash benchmarks/run_gpu.sh", carry=[".whl"], timeout_s=600)
+#   bash benchmarks/run_gpu.sh
 #
 # The table, a JSON file with every repeat and the log land in $OUT when it
 # is set. Arguments are passed to the benchmark (--skip-torch, --batches 512,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared profiling run of the GPU training step (benchmarks/profile_gpu_step.py),
-# for the lent GPU machine, set up as benchmarks/run_gpu.sh says (carry .whl):
+# for a borrowed GPU machine, set up as benchmarks/run_gpu.sh says (the
+# repository copied there with .whl), allowing it up to 480 s:
 #
-#   run(command="bash benchmarks/run_gpu_profile.sh", carry=[".whl"], timeout_s=480)
+#   bash benchmarks/run_gpu_profile.sh
 #
 # With arguments, one run of profile_gpu_step.py with them. Without, each
 # setting below runs in its own process (XLA flags are read when JAX starts),
