@@ -9,6 +9,7 @@ mistake costs one exercise.
 
 Example:
 
+>>> from robustlab.course.grading import check_close
 >>> check_close([0.5, 0.2], [0.5, 0.25], "project_linf(x_adv, x, eps=0.1)",
 ...             atol=1e-6)
 Traceback (most recent call last):
@@ -37,6 +38,7 @@ __all__ = [
 def check(condition, message):
     """Fail with `message` unless `condition` holds.
 
+    >>> from robustlab.course.grading import check
     >>> check(1 + 1 == 2, "arithmetic")
     >>> check(False, "the result must lie inside the eps-ball")
     Traceback (most recent call last):
@@ -50,8 +52,14 @@ def check(condition, message):
 def describe(value, max_items=8, digits=6):
     """A short printable form of a number or an array (its first items and
     its shape when it is long), floats to `digits` significant digits."""
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # e.g. a tuple of a number and an array
+        array = np.empty(0, dtype=object)
     if array.dtype == object:
+        if isinstance(value, (tuple, list)):
+            items = ", ".join(describe(v, max_items, digits) for v in value)
+            return f"({items})" if isinstance(value, tuple) else f"[{items}]"
         return repr(value)
     if array.ndim == 0:
         return _number(array.item(), digits)
@@ -78,7 +86,11 @@ def _nested(array, digits=6):
 
 def _described_apart(expected, actual):
     """`describe` of both, with as many digits as it takes (up to 17) for
-    two different values not to print alike ("expected 1, got 1")."""
+    two different values not to print alike ("expected 1, got 1"). Arrays of
+    more than 8 items keep 6 digits: their first items are only a glimpse
+    (`check_close` names the values where they differ)."""
+    if max(np.size(expected), np.size(actual)) > 8:
+        return describe(expected), describe(actual)
     for digits in (6, 9, 12, 17):
         pair = describe(expected, digits=digits), describe(actual, digits=digits)
         if pair[0] != pair[1]:
@@ -132,6 +144,11 @@ def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
     tol_text = _number(float(atol)) if not rtol else (
         f"{_number(float(atol))} + {_number(float(rtol))} x |expected|")
     where = f" at position {tuple(int(i) for i in index)}" if index != () else ""
+    if index != () and expected_array.size > 8:
+        # `describe` shows the first 8 items only: name the two values there.
+        expected_there, actual_there = _described_apart(expected_array[index],
+                                                        actual_array[index])
+        where += f" (expected {expected_there}, got {actual_there} there)"
     largest = difference[index] if index != () else float(difference)
     largest_text = "a NaN or infinity" if not math.isfinite(largest) else _number(float(largest))
     expected_text, actual_text = _described_apart(expected_array, actual_array)
@@ -141,16 +158,33 @@ def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
         f"tolerance {tol_text}.{suffix}")
 
 
-def student_call(function, *args, name=None, **kwargs):
-    """Call a student's function; a `NotImplementedError` (the stub the
-    student has not replaced yet) becomes a failure that says so."""
+def student_call(function, *args, name=None, allow_none=False, **kwargs):
+    """Call a student's function and return its result; a
+    `NotImplementedError` (the stub the student has not replaced yet) becomes
+    a failure that says so, and so does a result of None (a forgotten
+    `return`) unless `allow_none`.
+
+    >>> from robustlab.course.grading import student_call
+    >>> student_call(lambda x: 2 * x, 3)
+    6
+    >>> def project_linf(x_adv, x, eps):
+    ...     clipped = min(max(x_adv, x - eps), x + eps)
+    >>> student_call(project_linf, 0.9, 0.5, 0.1)
+    Traceback (most recent call last):
+    ...
+    AssertionError: `project_linf` returned None: did the function forget to `return` its result?
+    """
     name = name or getattr(function, "__name__", "the function")
     try:
-        return function(*args, **kwargs)
+        result = function(*args, **kwargs)
     except NotImplementedError:
         raise AssertionError(
             f"`{name}` is not written yet: replace `raise NotImplementedError()` "
             "in its cell with your code, run that cell, then this one.") from None
+    if result is None and not allow_none:
+        raise AssertionError(
+            f"`{name}` returned None: did the function forget to `return` its result?")
+    return result
 
 
 class CallCounter:
@@ -158,6 +192,8 @@ class CallCounter:
     arrays), e.g. to check that PGD evaluates the gradient once a step, at
     the current iterate.
 
+    >>> import numpy as np
+    >>> from robustlab.course.grading import CallCounter
     >>> f = CallCounter(lambda x: 2 * x)
     >>> f(np.array([1.0])).tolist(), f.calls
     ([2.0], 1)
@@ -182,6 +218,8 @@ def reference_for(namespace, *names):
     notebook's `globals()`) by the course's reference implementations, so a
     student function that calls them is graded on its own code alone.
 
+    >>> from robustlab.course import exercises
+    >>> from robustlab.course.grading import reference_for
     >>> ns = {"project_linf": None}
     >>> with reference_for(ns, "project_linf"):
     ...     ns["project_linf"] is exercises.project_linf

@@ -75,6 +75,28 @@ def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
         out = np.clip(out, *value_range)
     return out
 """, True),
+    ("project_linf", "test_project_linf", "float32 (the images' dtype)", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    out = np.clip(x_adv, x - eps, x + eps).astype(np.float32)
+    if value_range is not None:
+        out = np.clip(out, value_range[0], value_range[1])
+    return out
+""", True),
+    ("project_linf", "test_project_linf", "clips x_adv in place (out=x_adv)", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    np.clip(x_adv, x - eps, x + eps, out=x_adv)
+    if value_range is not None:
+        np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", False),
+    ("project_linf", "test_project_linf", "clips a copy in place (out=)", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    out = np.array(x_adv, dtype=float, copy=True)
+    np.clip(out, x - eps, x + eps, out=out)
+    if value_range is not None:
+        np.clip(out, value_range[0], value_range[1], out=out)
+    return out
+""", True),
     # -- pgd_linf_step --------------------------------------------------------
     ("pgd_linf_step", "test_pgd_linf_step", "steps along the raw gradient", """
 def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
@@ -116,6 +138,11 @@ def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
     stepped = x_adv + np.sign(grad) * step_size
     return project_linf(x_adv=stepped, x=x, eps=eps, value_range=value_range)
 """, True),
+    ("pgd_linf_step", "test_pgd_linf_step", "a float32 step", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    s = np.sign(grad).astype(np.float32)
+    return project_linf((x_adv + step_size * s).astype(np.float32), x, eps, value_range)
+""", True),
     # -- fgsm_linf ------------------------------------------------------------
     ("fgsm_linf", "test_fgsm_linf", "half a step", """
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
@@ -144,6 +171,17 @@ def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     ("fgsm_linf", "test_fgsm_linf", "one step of the student's PGD", """
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     return pgd_linf(grad_fn, x, eps, eps, 1, value_range)
+""", True),
+    ("fgsm_linf", "test_fgsm_linf", "crashes with value_range=None", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(x + eps * np.sign(grad_fn(x)), *value_range)
+""", False),
+    ("fgsm_linf", "test_fgsm_linf", "in float32", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    x32 = np.asarray(x, np.float32)
+    out = x32 + np.float32(eps) * np.sign(grad_fn(x)).astype(np.float32)
+    out = np.clip(out, x32 - np.float32(eps), x32 + np.float32(eps))
+    return out if value_range is None else np.clip(out, *value_range)
 """, True),
     # -- pgd_linf -------------------------------------------------------------
     ("pgd_linf", "test_pgd_linf", "every gradient at the clean image", """
@@ -204,6 +242,51 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
     x_adv = x if x_init is None else project_linf(x_init, x, eps, value_range)
     for step in range(steps):
         x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", True),
+    ("pgd_linf", "test_pgd_linf", "projects around x_init instead of x", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    if x_init is not None:
+        x = x_init
+    x_adv = x.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "changes x_init in place", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init
+    for _ in range(steps):
+        x_adv += step_size * np.sign(grad_fn(x_adv))
+        np.clip(x_adv, x - eps, x + eps, out=x_adv)
+        if value_range is not None:
+            np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "clips into x_init (out=)", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init
+    for _ in range(steps):
+        np.clip(x_adv + step_size * np.sign(grad_fn(x_adv)), x - eps, x + eps, out=x_adv)
+        if value_range is not None:
+            x_adv = np.clip(x_adv, *value_range)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "in place on a private copy", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, dtype=float, copy=True)
+    for _ in range(steps):
+        x_adv += step_size * np.sign(grad_fn(x_adv))
+        np.clip(x_adv, x - eps, x + eps, out=x_adv)
+        if value_range is not None:
+            np.clip(x_adv, value_range[0], value_range[1], out=x_adv)
+    return x_adv
+""", True),
+    ("pgd_linf", "test_pgd_linf", "iterates kept in float32", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, dtype=np.float32)
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range).astype(np.float32)
     return x_adv
 """, True),
 ]
@@ -278,6 +361,27 @@ def flip_labels(y, fraction, num_classes, seed):
     out[mask] = others[y[mask], picks]
     return out
 """, True),
+    ("flip_labels", "test_flip_labels", "ceil instead of round", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    count = int(np.ceil(fraction * len(y)))
+    pos = rng.choice(len(y), size=count, replace=False)
+    out = y.copy()
+    out[pos] = (y[pos] + rng.integers(1, num_classes, size=count)) % num_classes
+    return out
+""", False),
+    ("flip_labels", "test_flip_labels", "round(fraction * n) in every class", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    out = y.copy()
+    for k in range(num_classes):
+        where = np.flatnonzero(y == k)
+        pos = rng.choice(where, size=round(fraction * len(where)), replace=False)
+        out[pos] = (k + rng.integers(1, num_classes, size=len(pos))) % num_classes
+    return out
+""", False),
     # -- RobustCheckpoint -----------------------------------------------------
     ("RobustCheckpoint", "test_RobustCheckpoint", "keeps the variables, not copies", """
 class RobustCheckpoint(keras.callbacks.Callback):
@@ -434,6 +538,13 @@ def best_and_final(robust_accuracy, final_epochs=3):
     final = np.mean(a[len(a) - final_epochs:])
     return a[epoch].item(), int(epoch), float(final), float(a[epoch] - final)
 """, True),
+    ("best_and_final", "test_best_and_final", "a float32 array", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, dtype=np.float32)
+    i = int(np.argmax(a))
+    final = float(a[-final_epochs:].mean())
+    return float(a[i]), i, final, float(a[i]) - final
+""", True),
 ]
 
 BATTERY_02 = [
@@ -515,6 +626,48 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
         previous = estimate
     return float(estimate), v
 """, True),
+    ("power_iteration", "test_power_iteration", "stops only when two estimates are equal", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, float) / np.linalg.norm(v0)
+    value = None
+    for _ in range(iterations):
+        w = hvp(v)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        if new == value:
+            break
+        value = new
+    return new, v
+""", False),
+    ("power_iteration", "test_power_iteration", "an absolute tolerance", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, float) / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        done = abs(new - value) <= tol
+        value = new
+        if done:
+            break
+    return value, v
+""", False),
+    ("power_iteration", "test_power_iteration", "in float32", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, dtype=np.float32)
+    v = v / np.linalg.norm(v)
+    value = 0.0
+    for _ in range(iterations):
+        w = np.asarray(hvp(v), dtype=np.float32)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        if abs(new - value) <= tol * abs(new):
+            value = new
+            break
+        value = new
+    return value, v
+""", True),
     # -- heavy_ball_variance --------------------------------------------------
     ("heavy_ball_variance", "test_heavy_ball_variance", "forgets the batch size", """
 def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
@@ -572,6 +725,16 @@ def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
     return robustlab.posterior.covariance_recursion(np.asarray(lrs, float), momentum, curvature,
                                                     noise_variance, batch_size)
 """, True),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "in float32", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = np.float32(0)
+    out = []
+    for lr in np.asarray(lrs, dtype=np.float32):
+        a = np.float32(1 + momentum) - lr * np.float32(curvature)
+        p, c, r = a * a * p - 2 * a * np.float32(momentum) * c + np.float32(momentum) ** 2 * r + lr * lr * np.float32(noise_variance / batch_size), a * p - np.float32(momentum) * c, p
+        out.append(p)
+    return np.array(out)
+""", True),
     # -- stationary_variance --------------------------------------------------
     ("stationary_variance", "test_stationary_variance", "the small-step approximation", """
 def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
@@ -596,6 +759,11 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
 def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
     el = lr * curvature
     return (noise_variance / batch_size) * (lr / curvature) * (1 + momentum) / ((1 - momentum) * (2 + 2 * momentum - el))
+""", True),
+    ("stationary_variance", "test_stationary_variance", "in float32", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    lr, b, lam, s2, B = (np.float32(v) for v in (lr, momentum, curvature, noise_variance, batch_size))
+    return float(lr * s2 * (1 + b) / (B * lam * (1 - b) * (2 * (1 + b) - lr * lam)))
 """, True),
 ]
 
@@ -645,6 +813,32 @@ def awp_perturbation(weights, grads, gamma):
         [True] * len(weights))
     return [np.asarray(keras.ops.convert_to_numpy(x), float) for x in v]
 """, True),
+    ("awp_perturbation", "test_awp_perturbation", "in float32", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        w, g = np.asarray(w, np.float32), np.asarray(g, np.float32)
+        n = np.linalg.norm(g)
+        out.append(np.zeros_like(g) if n == 0 else gamma * np.linalg.norm(w) * g / n)
+    return out
+""", True),
+    ("awp_perturbation", "test_awp_perturbation", "+1e-12 in the denominator", """
+def awp_perturbation(weights, grads, gamma):
+    return [gamma * np.linalg.norm(w) * g / (np.linalg.norm(g) + 1e-12) for w, g in zip(weights, grads)]
+""", True),
+    ("awp_perturbation", "test_awp_perturbation", "+1e-20 in the denominator (AWP's code)", """
+def awp_perturbation(weights, grads, gamma):
+    return [gamma * np.linalg.norm(w) * g / (np.linalg.norm(g) + 1e-20) for w, g in zip(weights, grads)]
+""", True),
+    ("awp_perturbation", "test_awp_perturbation", "norms per row of a kernel", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        wn = np.linalg.norm(w, axis=-1, keepdims=True) if np.ndim(w) > 1 else np.linalg.norm(w)
+        gn = np.linalg.norm(g, axis=-1, keepdims=True) if np.ndim(g) > 1 else np.linalg.norm(g)
+        out.append(np.where(gn > 0, gamma * wn * g / np.where(gn > 0, gn, 1), 0.0))
+    return out
+""", False),
     # -- pick_gamma -----------------------------------------------------------
     ("pick_gamma", "test_pick_gamma", "ignores the tolerance", """
 def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
@@ -686,6 +880,12 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
             chosen = (float(g), float(gap))
     return chosen[0]
 """, True),
+    ("pick_gamma", "test_pick_gamma", "strictly less than tolerance below", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, float)
+    ok = [i for i in range(len(acc)) if acc.max() - acc[i] < tolerance]
+    return float(gammas[min(ok, key=lambda i: (gaps[i], gammas[i]))])
+""", False),
 ]
 
 BATTERY_04 = [
@@ -719,6 +919,18 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p):
 def gaussian_kl(mu_q, var_q, mu_p, var_p):
     return float(robustlab.bounds.gaussian_kl(mu_q, var_q, mu_p, var_p))
 """, True),
+    ("gaussian_kl", "test_gaussian_kl", "in float32", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, mu_p = (np.asarray(a, np.float32) for a in (mu_q, var_q, mu_p))
+    var_p = np.float32(var_p) if np.ndim(var_p) == 0 else np.asarray(var_p, np.float32)
+    r = var_q / var_p
+    return float(0.5 * np.sum(r + (mu_q - mu_p) ** 2 / var_p - 1 - np.log(r)))
+""", True),
+    ("gaussian_kl", "test_gaussian_kl", "the mean over the weights", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    r = np.asarray(var_q) / var_p
+    return float(0.5 * np.mean(r + (np.asarray(mu_q) - mu_p) ** 2 / var_p - 1 - np.log(r)))
+""", False),
     # -- kl_inverse -----------------------------------------------------------
     ("kl_inverse", "test_kl_inverse", "Pinsker's approximation", """
 def kl_inverse(q, c):
@@ -938,3 +1150,153 @@ def test_a_wrong_answer_costs_only_its_own_exercise(namespaces, lesson, exercise
                 exec(compile(cell.source, test_id, "exec"), dict(namespace))
         except AssertionError as failure:
             pytest.fail(f"a wrong {exercise} also failed {test_id}: {failure}")
+
+
+# (lesson, test cell, name, source, words the failure message must contain)
+MESSAGES = [
+    ("00_pgd", "test_project_linf", "clips x_adv in place: says so, not value_range", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    np.clip(x_adv, x - eps, x + eps, out=x_adv)
+    if value_range is not None:
+        np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", "in place"),
+    ("00_pgd", "test_project_linf", "a box a hair too large: the distance in digits", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    eps = max(eps, 2e-5)
+    p = np.clip(x_adv, x - eps, x + eps)
+    return p if value_range is None else np.clip(p, *value_range)
+""", "is 2e-05 away from x"),
+    ("00_pgd", "test_pgd_linf", "projects around x_init: the distance from x", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    if x_init is not None:
+        x = x_init
+    x_adv = x.copy()
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv
+""", "away from x, more than eps"),
+    ("00_pgd", "test_pgd_linf", "changes x_init in place", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x.copy() if x_init is None else x_init
+    for _ in range(steps):
+        x_adv += step_size * np.sign(grad_fn(x_adv))
+        np.clip(x_adv, x - eps, x + eps, out=x_adv)
+        if value_range is not None:
+            np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", "changed x_init in place"),
+    ("00_pgd", "test_fgsm_linf", "crashes on value_range=None", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(x + eps * np.sign(grad_fn(x)), *value_range)
+""", "value_range=None"),
+    ("01_robust_overfitting", "test_flip_labels", "ceil: names the count", """
+def flip_labels(y, fraction, num_classes, seed):
+    rng = np.random.default_rng(seed)
+    y = np.asarray(y)
+    count = int(np.ceil(fraction * len(y)))
+    pos = rng.choice(len(y), size=count, replace=False)
+    out = y.copy()
+    out[pos] = (y[pos] + rng.integers(1, num_classes, size=count)) % num_classes
+    return out
+""", "round(0.22 * 10) = 2"),
+    ("01_robust_overfitting", "test_best_and_final", "best_epoch a float: names the type", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, float)
+    i = int(np.argmax(a))
+    final = float(a[-final_epochs:].mean())
+    return float(a[i]), float(i), final, float(a[i]) - final
+""", "got 1.0, of type float"),
+    ("02_lr_drop_collapse", "test_power_iteration", "an absolute tolerance: the count of products", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, float) / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = hvp(v)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        done = abs(new - value) <= tol
+        value = new
+        if done:
+            break
+    return value, v
+""", "products"),
+    ("03_awp", "test_awp_perturbation", "norms per row: not parallel to g", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        wn = np.linalg.norm(w, axis=-1, keepdims=True) if np.ndim(w) > 1 else np.linalg.norm(w)
+        gn = np.linalg.norm(g, axis=-1, keepdims=True) if np.ndim(g) > 1 else np.linalg.norm(g)
+        out.append(np.where(gn > 0, gamma * wn * g / np.where(gn > 0, gn, 1), 0.0))
+    return out
+""", "not parallel"),
+    ("03_awp", "test_pick_gamma", "strict < at the boundary: says inclusive", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, float)
+    ok = [i for i in range(len(acc)) if acc.max() - acc[i] < tolerance]
+    return float(gammas[min(ok, key=lambda i: (gaps[i], gammas[i]))])
+""", "exactly tolerance below"),
+    ("04_pac_bayes", "test_gaussian_kl", "the mean over the weights: says so", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    r = np.asarray(var_q) / var_p
+    return float(0.5 * np.mean(r + (np.asarray(mu_q) - mu_p) ** 2 / var_p - 1 - np.log(r)))
+""", "the mean"),
+    ("04_pac_bayes", "test_select_epoch", "epochs from 1: the value returned", """
+def select_epoch(history, key):
+    return int(np.nanargmin(np.asarray(history[key], float))) + 1
+""", "got 4"),
+    ("04_pac_bayes", "test_select_epoch", "returns np.int64: the type returned", """
+def select_epoch(history, key):
+    return np.nanargmin(history[key])
+""", "int64"),
+]
+
+
+def _failure_of(namespaces, lesson, test_id, source):
+    """The AssertionError message of test cell `test_id` with `source` in
+    place of the solution (None if the cell passes)."""
+    notebook, base = namespaces[lesson]
+    namespace = dict(base)
+    exec(textwrap.dedent(source), namespace)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(cell_by_grade_id(notebook, test_id).source, test_id, "exec"), namespace)
+    except AssertionError as failure:
+        return str(failure)
+    return None
+
+
+@pytest.mark.parametrize(
+    "lesson, test_id, source, words",
+    [pytest.param(lesson, test_id, source, words, id=f"{lesson}-{name.replace(' ', '_')}")
+     for lesson, test_id, name, source, words in MESSAGES])
+def test_a_failure_message_says_what_went_wrong(namespaces, lesson, test_id, source, words):
+    message = _failure_of(namespaces, lesson, test_id, source)
+    assert message is not None, f"{test_id} passed a wrong answer"
+    assert words in message, f"{test_id}'s message lacks {words!r}: {message}"
+
+
+def _exercises():
+    for lesson in BATTERIES:
+        released = read(notebook_path(REPO, "lessons", lesson))
+        for cell in released.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and meta.get("solution"):
+                yield pytest.param(lesson, meta["grade_id"], cell.source,
+                                   id=f"{lesson}-{meta['grade_id']}")
+
+
+@pytest.mark.parametrize("lesson, exercise, stub", _exercises())
+def test_an_untouched_exercise_fails_its_test_saying_it_is_not_written(
+        namespaces, lesson, exercise, stub):
+    message = _failure_of(namespaces, lesson, f"test_{exercise}", stub)
+    assert message is not None and "is not written yet" in message, message
+
+
+@pytest.mark.parametrize("lesson, exercise, stub", _exercises())
+def test_a_function_without_return_fails_its_test_saying_so(namespaces, lesson, exercise, stub):
+    if not stub.startswith("def "):
+        pytest.skip(f"{exercise} is a class")
+    message = _failure_of(namespaces, lesson, f"test_{exercise}",
+                          f"def {exercise}(*args, **kwargs):\n    pass\n")
+    assert message is not None and "forget to `return`" in message, message

@@ -19,8 +19,23 @@ def test_the_course_root_is_the_repository_with_solutions_and_lessons(config):
     assert config.CourseDirectory.root == REPO
     assert config.CourseDirectory.source_directory == "solutions"
     assert config.CourseDirectory.release_directory == "lessons"
-    assert [a["name"] for a in config.CourseDirectory.db_assignments] == LESSONS
     assert LESSONS[0] == "00_pgd"
+
+
+def test_every_option_is_one_nbgrader_has(config):
+    # nbgrader ignores an option it does not have, with a warning
+    # ("Config option ... not recognized") on every command.
+    import nbgrader.coursedir
+    import nbgrader.preprocessors
+
+    classes = {"CourseDirectory": nbgrader.coursedir.CourseDirectory,
+               "Execute": nbgrader.preprocessors.Execute,
+               "LimitOutput": nbgrader.preprocessors.LimitOutput,
+               "IgnorePattern": nbgrader.preprocessors.IgnorePattern}
+    for section, options in config.items():
+        known = classes[section].class_trait_names(config=True)
+        for name in options:
+            assert name in known, f"{section}.{name} is not an option of nbgrader"
 
 
 def test_cells_have_a_timeout_and_output_is_limited(config):

@@ -45,6 +45,23 @@ def test_check_close_accepts_relative_tolerance():
         grading.check_close([1000.5], [1000.0], "f()", atol=0.0, rtol=1e-4)
 
 
+def test_check_close_names_the_two_values_where_long_arrays_differ_past_the_first_eight():
+    expected = np.linspace(0.0, 1.0, 20)
+    actual = expected.copy()
+    actual[13] += 2e-7   # alike to 6 digits, past the 8 items the message shows
+    with pytest.raises(AssertionError) as failure:
+        grading.check_close(actual, expected, "f(...)", atol=1e-7)
+    message = str(failure.value)
+    head = "array of shape (20,) starting [0, 0.0526316, 0.105263, 0.157895, 0.210526, 0.263158, 0.315789, 0.368421, ...]"
+    assert message.startswith(f"f(...): expected {head}, got {head}: ")
+    assert "at position (13,) (expected 0.684210526, got 0.684210726 there)" in message
+
+
+def test_describe_prints_a_pair_of_a_number_and_an_array():
+    assert grading.describe((1.5, np.array([1.0, 0.0]))) == "(1.5, [1, 0])"
+    assert grading.describe(None) == "None"
+
+
 def test_long_arrays_are_described_by_shape_and_first_items():
     assert grading.describe(np.arange(20.0)).startswith("array of shape (20,) starting [0, 1, 2, 3")
     assert grading.describe(np.float32(0.1)) == "0.1"
@@ -56,6 +73,16 @@ def test_student_call_turns_the_stub_into_a_plain_message():
 
     with pytest.raises(AssertionError, match="`stub` is not written yet"):
         grading.student_call(stub)
+
+
+def test_student_call_says_when_a_function_forgot_to_return():
+    def flip_labels(y):
+        y = list(y)
+
+    with pytest.raises(AssertionError, match="`flip_labels` returned None: did the function forget"):
+        grading.student_call(flip_labels, [1, 2])
+    assert grading.student_call(flip_labels, [1, 2], allow_none=True) is None
+    assert grading.student_call(lambda y, k=1: y * k, 3, k=2) == 6
 
 
 def test_reference_for_swaps_and_restores_names():
