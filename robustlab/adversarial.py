@@ -180,6 +180,7 @@ class AdversarialModel(keras.Model):
         self._iterate_observers = IterateObservers()
         self._epoch_data = ReusedEpochData()
         self._training_stream = None
+        self._fit_depth = 0
         if model.built and getattr(model, "inputs", None):
             model_validation.check_classifier(
                 model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
@@ -301,15 +302,19 @@ class AdversarialModel(keras.Model):
 
     @contextlib.contextmanager
     def attack_seeds_preserved(self):
-        """Run evaluations that must leave no trace: the attack seeds are
-        restored on exit, so an instrument's own `evaluate` does not change
-        the random starts of the next validation pass (nor anything logged
-        after it)."""
-        saved = [keras.ops.convert_to_numpy(v.value) for v in self.attack_seed_variables]
+        """Run evaluations that must leave no trace: the attack seeds and the
+        metrics' state are restored on exit, so an instrument's own
+        `evaluate` does not change the random starts of the next validation
+        pass (nor anything logged after it), nor what `get_metrics_result()`
+        reports after `fit`."""
+        # The metrics' state too: after `fit`, `get_metrics_result()` must
+        # give the last validation's numbers, not an instrument's.
+        variables = list(self.attack_seed_variables) + list(self.metrics_variables)
+        saved = [keras.ops.convert_to_numpy(v.value).copy() for v in variables]
         try:
             yield
         finally:
-            for variable, value in zip(self.attack_seed_variables, saved):
+            for variable, value in zip(variables, saved):
                 variable.assign(value)
 
     def awp_perturbation(self, weights, gradients, gamma):
@@ -598,6 +603,18 @@ class AdversarialModel(keras.Model):
             # start of an epoch is the one in force, not overwritten.
             callbacks.insert(0, AWPGammaFromConfig())
         callbacks.append(StopOnNonFiniteLoss())
+        outer = None
+        if self._fit_depth:
+            # A fit inside another fit's callback (a fork at the end of an
+            # epoch): the outer fit's observers must not see these steps, and
+            # its train function (traced with their hand-off), observers and
+            # data stream must be in place again when this one returns.
+            outer = (self._iterate_observers.saved(), self.train_function,
+                     self._training_stream)
+            self._iterate_observers.clear()
+            self._iterate_observers.traced_with_observers = None
+            self.train_function = None
+        self._fit_depth += 1
         self._training_stream = stream
         try:
             return self._raising_input_errors(
@@ -607,8 +624,12 @@ class AdversarialModel(keras.Model):
                 validation_batch_size=validation_batch_size, **kwargs,
             )
         finally:
+            self._fit_depth -= 1
             self._training_stream = None
             self._end_iterate_observation()
+            if outer is not None:
+                observers, self.train_function, self._training_stream = outer
+                self._iterate_observers.restore(observers)
 
     def _end_iterate_observation(self):
         """Remove this fit's iterate observers; a train function traced with

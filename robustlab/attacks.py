@@ -326,8 +326,9 @@ def pgd(
         batch_size: examples per compiled attack call.
         seed: None or an integer in [0, 2**31 - 1]. An integer gives the
             same random start on every call; None draws a fresh seed on each
-            call, so two calls start from different random points. Unused
-            when `random_start` is False.
+            call from the operating system's entropy (no global random state
+            is read or changed), so two calls start from different random
+            points. Unused when `random_start` is False.
 
     Returns:
         A NumPy array of adversarial inputs, shaped and typed like `x`.
@@ -534,6 +535,11 @@ def run_attack(
     x, y_in, loss_fn, loss_key = _prepared(
         model, x, y, loss, from_logits, batch_size, attack.value_range)
     runner = _runner(model, attack, loss_key, loss_fn, training)
+    if seed is None:
+        # A fresh seed from the operating system's entropy: Keras's own
+        # default would draw it from Python's global `random`, and an
+        # unseeded attack would change what a seeded program draws next.
+        seed = int(np.random.SeedSequence().generate_state(1)[0]) % (validation.MAX_SEED + 1)
     seed_generator = keras.random.SeedGenerator(seed)
     outputs = _in_batches(runner, x, y_in, batch_size, seed_generator.state.value)
     if not outputs:

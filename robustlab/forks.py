@@ -138,12 +138,17 @@ class _State:
     def __init__(self, model):
         self.model = model
         self.variables = (list(model.variables) + list(model.optimizer.variables)
-                          + list(model.attack_seed_variables))
+                          + list(model.attack_seed_variables)
+                          + list(model.metrics_variables))
         self.values = [keras.ops.convert_to_numpy(v.value).copy() for v in self.variables]
+        self.history = getattr(model, "history", None)
 
     def restore(self):
         for variable, value in zip(self.variables, self.values):
             variable.assign(value)
+        if self.history is not None:
+            # Each replica's fit sets `model.history` to its own History.
+            self.model.history = self.history
 
 
 def _flat(arrays):
@@ -259,6 +264,10 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
                         f"keras.optimizers.SGD. Received: optimizer={type(optimizer).__name__}")
     net = model.model
     loss = model.loss
+    if not optimizer.built:
+        # Built by the first replica's fit otherwise, after the state was
+        # saved: the later replicas would start from its momentum.
+        optimizer.build(model.trainable_variables)
     state = _State(model)
     if learning_rate is None:
         learning_rate = float(keras.ops.convert_to_numpy(optimizer.learning_rate))

@@ -56,6 +56,13 @@ class IterateObservers:
     def clear(self):
         self._entries = []
 
+    def saved(self):
+        """The observers and what the last trace saw, for `restore`."""
+        return list(self._entries), self.traced_with_observers
+
+    def restore(self, saved):
+        self._entries, self.traced_with_observers = list(saved[0]), saved[1]
+
     def dispatch(self, learning_rate, *values):
         learning_rate = float(learning_rate)
         for observer, indices in list(self._entries):

@@ -93,6 +93,7 @@ def minibatch_noise_variance(per_example_projections, batch_size, n=None):
 
     Two examples with gradients -1 and 1 (s^2 = 1), batches of one:
 
+    >>> from robustlab.iterate_statistics import minibatch_noise_variance
     >>> print(minibatch_noise_variance([-1.0, 1.0], batch_size=1))
     1.0
 
@@ -166,6 +167,7 @@ def split_gradient_noise(first_draw, second_draw):
     variance is half of 1^2, and the cross term of the draws, (1.5)(0.5),
     is the spread between the examples:
 
+    >>> from robustlab.iterate_statistics import split_gradient_noise
     >>> split = split_gradient_noise([1.5, -1.5], [0.5, -0.5])
     >>> print(float(split.example_variance), float(split.draw_variance))
     0.75 0.5
@@ -232,6 +234,7 @@ def replica_variance(replica_weights, direction=None, ddof=1):
 
     Example:
 
+    >>> from robustlab.iterate_statistics import replica_variance
     >>> spread = replica_variance([[0.0, 1.0], [2.0, 1.0]], direction=[1.0, 0.0])
     >>> spread.per_parameter.tolist(), float(spread.overall), float(spread.projected)
     ([2.0, 0.0], 1.0, 2.0)
@@ -335,6 +338,8 @@ class IterateStatistics:
 
     Example:
 
+    >>> import numpy as np
+    >>> from robustlab.iterate_statistics import IterateStatistics
     >>> u = [np.array([1.0, 1.0]), np.array([0.0])]
     >>> stats = IterateStatistics(names=["w", "b"], directions={"u": u})
     >>> for w in ([[0.0, 0.0], [1.0]], [[2.0, 0.0], [3.0]]):

@@ -27,6 +27,7 @@ hardware: `hardware()` names it.
 
 Example:
 
+>>> from robustlab.provenance import code_identity
 >>> identity = code_identity()
 >>> sorted(identity)
 ['backend', 'keras', 'robustlab', 'robustlab_sources']

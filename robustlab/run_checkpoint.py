@@ -23,6 +23,8 @@ new one, never a mixture.
 Example:
 
 >>> import keras, numpy as np, tempfile
+>>> from robustlab.run_checkpoint import (
+...     EpochCheckpoint, restore_checkpoint)
 >>> def model():
 ...     net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
 ...     net.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")

@@ -15,6 +15,8 @@ def mean_and_stderr(values, axis=None):
     """Mean and standard error of the mean (ddof=1) of the finite values
     along `axis`; NaN where fewer than one (mean) or two (stderr) are finite.
 
+    >>> import numpy as np
+    >>> from robustlab.summary_statistics import mean_and_stderr
     >>> [round(v, 9) for v in mean_and_stderr(np.array([1.0, 2.0, 3.0, np.nan]))]
     [2.0, 0.577350269]
     """

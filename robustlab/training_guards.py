@@ -42,6 +42,8 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.training_guards import (
+    ...     NonFiniteLossError, StopOnNonFiniteLoss)
     >>> model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
     >>> model.compile("sgd", "mse")
     >>> try:

@@ -21,6 +21,7 @@ import os
 import numpy as np
 
 __all__ = [
+    "MAX_SEED",
     "check_bool",
     "check_broadcast",
     "check_distinct",

@@ -213,3 +213,17 @@ def test_only_sgd_is_predicted(data):
     model.compile(keras.optimizers.Adam(), LOSS)
     with pytest.raises(TypeError, match="keras.optimizers.SGD"):
         forks.fork(model, x, y, batch_size=BATCH)
+
+
+def test_replicas_of_a_model_never_fitted_all_start_without_momentum(data):
+    # The optimizer of an unfitted model is built by the first replica's fit;
+    # its momentum must not carry into the next replica. Forking twice must
+    # then measure the same spread.
+    x, y = data
+    model = trained_model()
+    first, second = (forks.fork(model, x, y, batch_size=BATCH, learning_rate=0.02,
+                                replicas=2, steps=2, probe_examples=16,
+                                lanczos_iterations=4, seed=5)
+                     for _ in range(2))
+    assert first.measured_top == second.measured_top
+    assert first.measured_overall == second.measured_overall

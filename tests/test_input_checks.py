@@ -445,3 +445,11 @@ def test_resuming_another_setting_names_the_settings_that_differ():
 def test_the_download_probe_needs_a_positive_timeout(timeout):
     with pytest.raises(ValueError, match=rf"`timeout` must be a finite number > 0"):
         data.can_reach_download_host("host.invalid", 443, timeout=timeout)
+
+
+def test_a_base_seed_at_the_top_of_the_range_still_probes_later_epochs():
+    from robustlab.callbacks._shared import epoch_seed
+
+    assert epoch_seed(5, 3) == 8
+    assert epoch_seed(validation.MAX_SEED, 1) == 0
+    assert epoch_seed(validation.MAX_SEED, 0) == validation.MAX_SEED

@@ -28,6 +28,13 @@ def compiled_loss(model):
     return loss
 
 
+def epoch_seed(seed, epoch):
+    """The seed of a measurement at `epoch`: `seed + epoch`, wrapped into
+    [0, validation.MAX_SEED] so that a base seed near the top of the range
+    stays valid (the same as `seed + epoch` for every smaller one)."""
+    return (seed + epoch) % (validation.MAX_SEED + 1)
+
+
 def check_probe_data(x, y, names=("x", "y")):
     x = np.asarray(x)
     y = np.asarray(y)

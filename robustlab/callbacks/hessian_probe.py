@@ -17,6 +17,7 @@ from robustlab.callbacks._shared import check_probe_data
 from robustlab.callbacks._shared import check_schedule
 from robustlab.callbacks._shared import classifier
 from robustlab.callbacks._shared import compiled_loss
+from robustlab.callbacks._shared import epoch_seed
 from robustlab.callbacks._shared import is_selected
 from robustlab.callbacks._shared import warn_if_never_selected
 
@@ -137,8 +138,7 @@ class HessianProbe(keras.callbacks.Callback):
         batch_size: examples per compiled Hessian-vector product and attack
             call.
         seed: base seed, an integer in [0, 2**31 - 1]; the probe at the end
-            of epoch `e` uses seed `seed + e`, which must not exceed
-            2**31 - 1 either (a probe with a larger one raises ValueError).
+            of epoch `e` uses seed `seed + e` (modulo 2**31).
         warm_start: start each power iteration from the previous eigenvector.
         state_dir: optional directory where the latest result is kept for
             resumed fits (see above).
@@ -309,7 +309,7 @@ class HessianProbe(keras.callbacks.Callback):
         return attacks.run_attack(
             classifier(self.model), self.x, self.y, self._attack, loss=self._loss,
             training=self._attack_training, batch_size=self.batch_size,
-            seed=self.seed + epoch,
+            seed=epoch_seed(self.seed, epoch),
         )
 
     def _measure(self, kind, epoch):
@@ -319,14 +319,14 @@ class HessianProbe(keras.callbacks.Callback):
         initial = previous.eigenvector if (self.warm_start and previous) else None
         estimate = curvature.top_hessian_eigenvalue(
             net, inputs, self.y, loss=self._loss, iterations=self.iterations,
-            tol=self.tol, batch_size=self.batch_size, seed=self.seed + epoch,
+            tol=self.tol, batch_size=self.batch_size, seed=epoch_seed(self.seed, epoch),
             initial_vector=initial,
         )
         trace = stderr = math.nan
         if self.trace_probes:
             trace_estimate = curvature.hessian_trace(
                 net, inputs, self.y, probes=self.trace_probes, loss=self._loss,
-                batch_size=self.batch_size, seed=self.seed + epoch,
+                batch_size=self.batch_size, seed=epoch_seed(self.seed, epoch),
             )
             trace, stderr = trace_estimate.trace, trace_estimate.stderr
         return ProbeResult(

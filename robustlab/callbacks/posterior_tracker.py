@@ -22,6 +22,7 @@ from robustlab.callbacks._shared import check_probe_data
 from robustlab.callbacks._shared import check_schedule
 from robustlab.callbacks._shared import classifier
 from robustlab.callbacks._shared import compiled_loss
+from robustlab.callbacks._shared import epoch_seed
 from robustlab.callbacks._shared import is_selected
 from robustlab.callbacks._shared import warn_if_never_selected
 
@@ -180,9 +181,8 @@ class PosteriorTracker(keras.callbacks.Callback):
         dtype: accumulator dtype, "float32" (default) or "float64".
         noise_batch_size: examples per compiled attack / derivative call.
         seed: base seed of the noise examples' attack, an integer in
-            [0, 2**31 - 1]; the window of epoch `e` uses seed `seed + e`,
-            which must not exceed 2**31 - 1 either (the attack raises
-            ValueError on a larger one).
+            [0, 2**31 - 1]; the window of epoch `e` uses seed `seed + e`
+            (modulo 2**31).
 
     Attributes:
         statistics: the window's `posterior.IterateStatistics` (None
@@ -468,7 +468,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             x = attacks.run_attack(
                 net, x, y, self._attack, loss=self._loss,
                 training=self._attack_training, batch_size=self.noise_batch_size,
-                seed=self.seed + epoch,
+                seed=epoch_seed(self.seed, epoch),
             )
         derivatives = per_example_directional_derivatives(
             net, x, y, direction, loss=self._loss, batch_size=self.noise_batch_size

@@ -40,6 +40,8 @@ def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
     """The point nearest to `x_adv` that is at most `eps` from `x` in every
     pixel and inside `value_range` (None: no range).
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import project_linf
     >>> project_linf(np.array([0.9, -0.3, 0.55]), np.array([0.5, 0.0, 0.5]), 0.1).tolist()
     [0.6, 0.0, 0.55]
     """
@@ -53,6 +55,8 @@ def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
     """One L-inf PGD step: move every pixel by `step_size` in the direction
     of the sign of the loss gradient, then project back.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import pgd_linf_step
     >>> pgd_linf_step(np.array([0.5, 0.5]), np.array([2.0, -0.1]),
     ...               np.array([0.5, 0.5]), 0.1, 0.04).tolist()
     [0.54, 0.46]
@@ -64,6 +68,8 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
     """`steps` PGD steps from `x_init` (default: `x` itself), each at the
     gradient of the current iterate, `grad_fn(x_adv)`.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import pgd_linf
     >>> w = np.array([1.0, -1.0])
     >>> pgd_linf(lambda z: w, np.array([0.5, 0.5]), 0.1, 0.04, 5).round(6).tolist()
     [0.6, 0.4]
@@ -77,6 +83,8 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     """The fast gradient sign method: one step of size `eps` from `x`.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import fgsm_linf
     >>> fgsm_linf(lambda z: np.array([3.0, -2.0]), np.array([0.95, 0.5]), 0.1).tolist()
     [1.0, 0.4]
     """
@@ -90,6 +98,8 @@ def flip_labels(y, fraction, num_classes, seed):
     """A copy of `y` with exactly `round(fraction * len(y))` labels replaced,
     each by a class drawn uniformly among the `num_classes - 1` others.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import flip_labels
     >>> noisy = flip_labels(np.zeros(10, int), 0.3, 4, seed=0)
     >>> int((noisy != 0).sum())
     3
@@ -108,6 +118,7 @@ def best_and_final(robust_accuracy, final_epochs=3):
     0-based epoch (the first, if tied), the mean of the last `final_epochs`,
     and best - final.
 
+    >>> from robustlab.course.exercises import best_and_final
     >>> best, epoch, final, gap = best_and_final([0.5, 0.8, 0.7, 0.6, 0.6], 2)
     >>> best, epoch, final, round(gap, 6)
     (0.8, 1, 0.6, 0.2)
@@ -158,6 +169,8 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
     products, stopping once the Rayleigh quotient changes by at most `tol`
     times its size.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import power_iteration
     >>> h = np.diag([3.0, -1.0, 0.5])
     >>> value, vector = power_iteration(lambda v: h @ v, np.ones(3))
     >>> round(value, 6), np.round(np.abs(vector), 3).tolist()
@@ -185,6 +198,7 @@ def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
     + beta (x_t - x_{t-1}), Var(xi_t) = s^2 / B, from x_0 = x_{-1} = 0
     (zero covariance): one value per learning rate in `lrs`.
 
+    >>> from robustlab.course.exercises import heavy_ball_variance
     >>> heavy_ball_variance([0.1, 0.1], 0.0, 1.0, 4.0, 2).round(6).tolist()
     [0.02, 0.0362]
     """
@@ -205,6 +219,7 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
     """The stationary weight variance of heavy-ball SGD along one direction:
     eta s^2 (1 + beta) / (B lambda (1 - beta) (2 (1 + beta) - eta lambda)).
 
+    >>> from robustlab.course.exercises import stationary_variance
     >>> round(stationary_variance(0.1, 0.0, 1.0, 4.0, 2), 6)  # 0.1 * 4 / (2 * 1.9)
     0.105263
     """
@@ -220,6 +235,8 @@ def awp_perturbation(weights, grads, gamma):
     """AWP's one-step layer-wise relative perturbation: for every layer l,
     v_l = gamma * ||w_l|| * g_l / ||g_l|| (zero where g_l is zero).
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import awp_perturbation
     >>> [v.tolist() for v in awp_perturbation([np.array([3.0, 4.0]), np.ones(2)],
     ...                                        [np.array([0.0, 2.0]), np.zeros(2)], 0.1)]
     [[0.0, 0.5], [0.0, 0.0]]
@@ -237,6 +254,7 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
     whose robust training accuracy is at most `tolerance` below the highest
     one of all gammas (the smaller gamma on a tie).
 
+    >>> from robustlab.course.exercises import pick_gamma
     >>> pick_gamma([0.0, 0.005, 0.02], [0.08, 0.02, 0.0], [0.80, 0.79, 0.40])
     0.005
     """
@@ -256,6 +274,8 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p):
     """KL(N(mu_q, diag var_q) || N(mu_p, diag var_p)) in nats; `var_p` a
     scalar or an array.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import gaussian_kl
     >>> round(gaussian_kl(np.zeros(2), np.ones(2), np.zeros(2), 1.0), 12)
     0.0
     """
@@ -275,6 +295,7 @@ def _kl_bernoulli(q, p):
 def kl_inverse(q, c):
     """The largest p in [q, 1] with kl(q || p) <= c (bisection).
 
+    >>> from robustlab.course.exercises import kl_inverse
     >>> round(kl_inverse(0.0, 0.18), 6)  # 1 - exp(-0.18)
     0.16473
     """
@@ -294,6 +315,8 @@ def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
     """The kl-inverse PAC-Bayes bound: kl_inverse(q, (KL + ln(2 sqrt(n) /
     delta)) / n).
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import pac_bayes_bound
     >>> delta = 2 * np.sqrt(50) * np.exp(-5)
     >>> round(pac_bayes_bound(0.0, 4.0, 50, delta), 6)
     0.16473
@@ -305,6 +328,8 @@ def select_epoch(history, key):
     """The 0-based epoch that minimises `history[key]`, skipping NaN (the
     epochs a probe did not run); the first on a tie.
 
+    >>> import numpy as np
+    >>> from robustlab.course.exercises import select_epoch
     >>> select_epoch({"hessian_top_eig": [np.nan, 3.0, np.nan, 2.0, 2.5]}, "hessian_top_eig")
     3
     """

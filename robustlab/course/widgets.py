@@ -83,6 +83,7 @@ class AttackExplorer:
     Example:
 
     >>> import keras, numpy as np
+    >>> from robustlab.course.widgets import AttackExplorer
     >>> net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
     ...                         keras.layers.Dense(10)])
     >>> x = np.random.default_rng(0).random((16, 8, 8, 1), dtype="float32")
