@@ -292,17 +292,18 @@ def main(argv=None):
         # Bad arguments (or results asked for that are not there): the
         # message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")
-    except OSError as error:
-        # The folder could be checked, then not written (a full disk, a
-        # read-only mount, /proc): say so in a line, naming where.
-        where = getattr(args, "out", None)
-        parser.exit(1, f"robustlab {args.command}: error: could not write the "
-                       f"results ({error.strerror or error}: {error.filename or ''}). "
-                       f"Received: --out {where!r}\n")
     except data.DatasetNotAvailableError as error:
         # Not an argument's fault: the data is missing here, and the message
         # says how to get it.
         parser.exit(1, f"robustlab {args.command}: error: {error}\n")
+    except OSError as error:
+        # (After the missing data above, itself an OSError.) The folder was
+        # checked, then could not be written (a full disk, a read-only
+        # mount, /proc): say so in a line, naming where.
+        where = getattr(args, "out", None)
+        parser.exit(1, f"robustlab {args.command}: error: could not write the "
+                       f"results ({error.strerror or error}: {error.filename or ''}). "
+                       f"Received: --out {where!r}\n")
     except KeyboardInterrupt:
         # Ctrl-C: a line, not a traceback through TensorFlow. Every run
         # checkpoints each finished epoch, so nothing finished is lost.

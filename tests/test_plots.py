@@ -23,9 +23,10 @@ REFERENCE = {
 
 
 def _panel(figure, title):
-    """The panel titled `title` (and perhaps a note in brackets after it)."""
+    """The panel titled `title` (and perhaps a note in brackets on a line
+    below it)."""
     return next(ax for ax in figure.axes
-                if ax.get_title() == title or ax.get_title().startswith(title + " ("))
+                if ax.get_title() == title or ax.get_title().startswith(title + "\n("))
 
 
 def _dashed(ax):
@@ -104,7 +105,7 @@ def test_along_the_top_eigenvector_a_window_after_its_probe_is_filled_and_later_
                     and mcolors.same_color(o.get_color(), line.get_color())]
         assert older.get_markerfacecolor() == "none"
         assert list(zip(older.get_xdata(), older.get_ydata())) == [(3, values[1]), (4, values[2])]
-    assert width.get_title() == f"Width of the weight cloud ({plots._OLDER_DIRECTION_NOTE})"
+    assert width.get_title() == f"Width of the weight cloud\n({plots._OLDER_DIRECTION_NOTE})"
     assert all(ax.get_title().count("(") == 0 for ax in figure.axes if ax is not width)
     plots.close(figure)
 
