@@ -317,7 +317,14 @@ def pgd(
         x: inputs, a NumPy array (or anything `np.asarray` takes) inside
             `value_range`.
         y: labels, class indices `(batch,)`/`(batch, 1)` or one-hot.
-        eps, step_size, steps, norm, random_start, value_range: see `PGD`.
+        eps: radius of the perturbation ball, finite and >= 0.
+        step_size: step of each iteration, > 0 (or 0 when eps is 0);
+            default `2.5 * eps / steps`.
+        steps: number of gradient steps, an integer >= 1.
+        norm: `"linf"` or `"l2"`.
+        random_start: start from a uniform random point of the ball.
+        value_range: `(low, high)` the inputs live in (`x` outside it is
+            refused; iterates are clipped to it), or `None` for neither.
         loss: the loss to ascend; default: the model's compiled loss, or a
             cross-entropy (see the module docstring on logits/probabilities).
         from_logits: with `loss=None` on an uncompiled model, whether the

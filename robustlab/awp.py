@@ -16,6 +16,7 @@ pure function of the weights and gradients written with `keras.ops`.
 """
 
 import dataclasses
+import numbers
 import re
 
 import keras  # noqa: F401  (the docstring examples use it)
@@ -159,7 +160,9 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
     Args:
         weights: list of weight tensors w_l.
         gradients: list of gradients g_l, aligned with `weights`.
-        gamma: scalar (float or tensor) relative size.
+        gamma: relative size, finite and >= 0: a Python or NumPy number
+            (checked here) or a scalar tensor (inside a compiled step, where
+            its value cannot be read; `AWP` checks the gamma it schedules).
         mask: list of bools, which variables to perturb.
 
     Returns:
@@ -181,11 +184,18 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
             "entry per variable). Received: len(weights)="
             f"{len(weights)}, len(gradients)={len(gradients)}, len(mask)={len(mask)}"
         )
+    if isinstance(gamma, (numbers.Number, np.ndarray)):
+        validation.check_finite_at_least("gamma", gamma, 0.0)
     perturbations = []
     for w, g, selected in zip(weights, gradients, mask, strict=True):
         if not selected or g is None:
             perturbations.append(None)
             continue
+        if tuple(w.shape) != tuple(g.shape):
+            raise ValueError(
+                "Each gradient must have its weight's shape. Received: "
+                f"weights[{len(perturbations)}].shape={tuple(w.shape)}, "
+                f"gradients[{len(perturbations)}].shape={tuple(g.shape)}")
         w_norm = ops.sqrt(ops.sum(ops.square(w)))
         g_norm = ops.sqrt(ops.sum(ops.square(g)))
         # A zero gradient has no direction: no perturbation rather than 0/0.

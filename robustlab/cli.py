@@ -2,7 +2,8 @@
 
     robustlab list
     robustlab --version
-    robustlab reproduce NAME [--quick] [--seeds N | --seeds 0 1 ...] [--out DIR]
+    robustlab reproduce NAME [--quick] [--seeds N | --seeds 0 1 ... | --seed S]
+                    [--out DIR]
                     [--resume] [--epochs N] [--write-reference] [--threads N]
                     [--quiet]
     robustlab figures NAME [--out DIR]
@@ -86,10 +87,14 @@ def _parser():
         "--quick", action="store_true",
         help="the digits setting (minutes a run on a CPU); without it: CIFAR-10 "
              "and PreActResNet-18 as in Rice et al. (2020), for a GPU")
-    reproduce.add_argument(
+    which_seeds = reproduce.add_mutually_exclusive_group()
+    which_seeds.add_argument(
         "--seeds", type=int, nargs="+", default=[8],
         help="a number of seeds (0..N-1) or, with several values, the seeds "
              "(default: 8)")
+    which_seeds.add_argument(
+        "--seed", type=int, default=None,
+        help="one seed, S (where --seeds S runs the S seeds 0..S-1)")
     reproduce.add_argument("--out", default="runs",
                            help="output root: runs/ and forks/ (shared between "
                                 "studies) and <study>/ with the results (default: runs)")
@@ -250,7 +255,10 @@ def _figures(args):
 
 def _reproduce(args):
     _set_threads(args)
-    seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
+    if args.seed is not None:
+        seeds = [validation.check_seed("seed", args.seed)]
+    else:
+        seeds = args.seeds[0] if len(args.seeds) == 1 else args.seeds
     studies.reproduce(args.study, seeds, args.out, resume=args.resume,
                       scale="quick" if args.quick else "full",
                       verbose=0 if args.quiet else 1, epochs=args.epochs,

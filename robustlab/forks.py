@@ -214,8 +214,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             is None).
 
     Returns:
-        A `ForkResult`. The model's weights, optimizer state, learning rate
-        and attack seeds are put back afterwards.
+        A `ForkResult`. The model's weights, optimizer state (built first if
+        the model was never fitted, so that every replica starts without
+        momentum), learning rate, attack seeds, metrics' state and
+        `model.history` are put back afterwards, so a fork taken from a
+        callback leaves the training run it observes unchanged.
 
     Raises:
         ValueError: for an argument outside the ranges above, or an unknown

@@ -10,6 +10,7 @@ import pytest
 
 from robustlab import cli
 from robustlab import experiments
+from robustlab import studies
 
 
 def test_list_names_every_experiment(capsys):
@@ -204,3 +205,31 @@ def test_the_runner_takes_verbose_0_or_1_only(verbose):
             f"Argument `verbose` must be 0 (silent) or 1 (progress and tables). "
             f"Received: verbose={verbose!r}")):
         experiments.run("quick", epochs=1, verbose=verbose)
+
+
+@pytest.mark.parametrize("args, seeds", [
+    (["--seeds", "3"], 3), (["--seeds", "3", "5"], [3, 5]), (["--seed", "3"], [3]),
+    ([], 8),
+])
+def test_reproduce_takes_a_count_a_list_or_one_seed(monkeypatch, args, seeds):
+    chosen = []
+    monkeypatch.setattr(studies, "reproduce", lambda name, s, *a, **k: chosen.append(s))
+    assert cli.main(["reproduce", "robust-overfitting", "--quick", *args]) == 0
+    assert chosen == [seeds]
+
+
+def test_one_seed_and_seeds_together_are_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["reproduce", "robust-overfitting", "--quick", "--seed", "3", "--seeds", "2"])
+    assert exit_.value.code == 2
+    assert "argument --seeds: not allowed with argument --seed" in capsys.readouterr().err
+
+
+def test_a_seed_outside_the_range_is_named_as_its_flag(capsys, monkeypatch):
+    monkeypatch.setattr(studies, "reproduce", lambda *a, **k: pytest.fail("reproduced"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["reproduce", "robust-overfitting", "--quick", "--seed", "-1"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "robustlab reproduce: error: Argument `seed` must be an integer >= 0. "
+        "Received: seed=-1\n")

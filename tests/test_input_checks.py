@@ -10,6 +10,7 @@ import pytest
 
 import robustlab
 from robustlab import attacks
+from robustlab import awp
 from robustlab import bounds
 from robustlab import curvature
 from robustlab import data
@@ -316,9 +317,24 @@ def test_a_schedule_needs_a_sequence_of_drop_epochs(drops):
 
 
 def test_awp_names_a_schedule_that_returns_no_number():
-    awp = robustlab.AWP(0.01, warmup_epochs=0, schedule=lambda epoch: None)
+    weight_perturbation = robustlab.AWP(0.01, warmup_epochs=0, schedule=lambda epoch: None)
     with pytest.raises(TypeError, match=r"must return a number.*Received: schedule\(3\)=None"):
-        awp.gamma_at(3)
+        weight_perturbation.gamma_at(3)
+
+
+@pytest.mark.parametrize("gamma, error", [(-0.1, ValueError), (float("nan"), ValueError),
+                                          (np.array([0.1, 0.2]), TypeError), (True, TypeError)])
+def test_the_layerwise_perturbation_checks_a_gamma_it_can_read(gamma, error):
+    w, g = [np.array([3.0, 4.0])], [np.array([0.0, 2.0])]
+    with pytest.raises(error, match=r"`gamma` must be a finite number >= 0\. Received: gamma="):
+        awp.layerwise_relative_perturbation(w, g, gamma, [True])
+
+
+def test_the_layerwise_perturbation_refuses_a_gradient_of_another_shape():
+    with pytest.raises(ValueError, match=r"Received: weights\[1\]\.shape=\(2,\), "
+                                         r"gradients\[1\]\.shape=\(3,\)"):
+        awp.layerwise_relative_perturbation(
+            [np.ones(1), np.ones(2)], [np.ones(1), np.ones(3)], 0.1, [True, True])
 
 
 def test_awp_refuses_a_negative_epoch():

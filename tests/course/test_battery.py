@@ -1152,54 +1152,27 @@ def test_a_wrong_answer_costs_only_its_own_exercise(namespaces, lesson, exercise
             pytest.fail(f"a wrong {exercise} also failed {test_id}: {failure}")
 
 
-# (lesson, test cell, name, source, words the failure message must contain)
+def _from_battery(lesson, name, words):
+    """The MESSAGES entry of the battery's wrong answer `name`."""
+    (_, test_id, _, source, correct), = [e for e in BATTERIES[lesson] if e[2] == name]
+    assert not correct, name
+    return (lesson, test_id, name, source, words)
+
+
+# (lesson, test cell, name, source, words the failure message must contain); a
+# wrong answer that the battery already holds is taken from it by name.
 MESSAGES = [
-    ("00_pgd", "test_project_linf", "clips x_adv in place: says so, not value_range", """
-def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
-    np.clip(x_adv, x - eps, x + eps, out=x_adv)
-    if value_range is not None:
-        np.clip(x_adv, *value_range, out=x_adv)
-    return x_adv
-""", "in place"),
+    _from_battery("00_pgd", "clips x_adv in place (out=x_adv)", "in place"),
     ("00_pgd", "test_project_linf", "a box a hair too large: the distance in digits", """
 def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
     eps = max(eps, 2e-5)
     p = np.clip(x_adv, x - eps, x + eps)
     return p if value_range is None else np.clip(p, *value_range)
 """, "is 2e-05 away from x"),
-    ("00_pgd", "test_pgd_linf", "projects around x_init: the distance from x", """
-def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
-    if x_init is not None:
-        x = x_init
-    x_adv = x.copy()
-    for _ in range(steps):
-        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
-    return x_adv
-""", "away from x, more than eps"),
-    ("00_pgd", "test_pgd_linf", "changes x_init in place", """
-def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
-    x_adv = x.copy() if x_init is None else x_init
-    for _ in range(steps):
-        x_adv += step_size * np.sign(grad_fn(x_adv))
-        np.clip(x_adv, x - eps, x + eps, out=x_adv)
-        if value_range is not None:
-            np.clip(x_adv, *value_range, out=x_adv)
-    return x_adv
-""", "changed x_init in place"),
-    ("00_pgd", "test_fgsm_linf", "crashes on value_range=None", """
-def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
-    return np.clip(x + eps * np.sign(grad_fn(x)), *value_range)
-""", "value_range=None"),
-    ("01_robust_overfitting", "test_flip_labels", "ceil: names the count", """
-def flip_labels(y, fraction, num_classes, seed):
-    rng = np.random.default_rng(seed)
-    y = np.asarray(y)
-    count = int(np.ceil(fraction * len(y)))
-    pos = rng.choice(len(y), size=count, replace=False)
-    out = y.copy()
-    out[pos] = (y[pos] + rng.integers(1, num_classes, size=count)) % num_classes
-    return out
-""", "round(0.22 * 10) = 2"),
+    _from_battery("00_pgd", "projects around x_init instead of x", "away from x, more than eps"),
+    _from_battery("00_pgd", "changes x_init in place", "changed x_init in place"),
+    _from_battery("00_pgd", "crashes with value_range=None", "value_range=None"),
+    _from_battery("01_robust_overfitting", "ceil instead of round", "round(0.22 * 10) = 2"),
     ("01_robust_overfitting", "test_best_and_final", "best_epoch a float: names the type", """
 def best_and_final(robust_accuracy, final_epochs=3):
     a = np.asarray(robust_accuracy, float)
@@ -1207,44 +1180,11 @@ def best_and_final(robust_accuracy, final_epochs=3):
     final = float(a[-final_epochs:].mean())
     return float(a[i]), float(i), final, float(a[i]) - final
 """, "got 1.0, of type float"),
-    ("02_lr_drop_collapse", "test_power_iteration", "an absolute tolerance: the count of products", """
-def power_iteration(hvp, v0, iterations=100, tol=1e-6):
-    v = np.asarray(v0, float) / np.linalg.norm(v0)
-    value = 0.0
-    for _ in range(iterations):
-        w = hvp(v)
-        new = float(v @ w)
-        v = w / np.linalg.norm(w)
-        done = abs(new - value) <= tol
-        value = new
-        if done:
-            break
-    return value, v
-""", "products"),
-    ("03_awp", "test_awp_perturbation", "norms per row: not parallel to g", """
-def awp_perturbation(weights, grads, gamma):
-    out = []
-    for w, g in zip(weights, grads):
-        wn = np.linalg.norm(w, axis=-1, keepdims=True) if np.ndim(w) > 1 else np.linalg.norm(w)
-        gn = np.linalg.norm(g, axis=-1, keepdims=True) if np.ndim(g) > 1 else np.linalg.norm(g)
-        out.append(np.where(gn > 0, gamma * wn * g / np.where(gn > 0, gn, 1), 0.0))
-    return out
-""", "not parallel"),
-    ("03_awp", "test_pick_gamma", "strict < at the boundary: says inclusive", """
-def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
-    acc = np.asarray(train_accuracies, float)
-    ok = [i for i in range(len(acc)) if acc.max() - acc[i] < tolerance]
-    return float(gammas[min(ok, key=lambda i: (gaps[i], gammas[i]))])
-""", "exactly tolerance below"),
-    ("04_pac_bayes", "test_gaussian_kl", "the mean over the weights: says so", """
-def gaussian_kl(mu_q, var_q, mu_p, var_p):
-    r = np.asarray(var_q) / var_p
-    return float(0.5 * np.mean(r + (np.asarray(mu_q) - mu_p) ** 2 / var_p - 1 - np.log(r)))
-""", "the mean"),
-    ("04_pac_bayes", "test_select_epoch", "epochs from 1: the value returned", """
-def select_epoch(history, key):
-    return int(np.nanargmin(np.asarray(history[key], float))) + 1
-""", "got 4"),
+    _from_battery("02_lr_drop_collapse", "an absolute tolerance", "products"),
+    _from_battery("03_awp", "norms per row of a kernel", "not parallel"),
+    _from_battery("03_awp", "strictly less than tolerance below", "exactly tolerance below"),
+    _from_battery("04_pac_bayes", "the mean over the weights", "the mean"),
+    _from_battery("04_pac_bayes", "epochs from 1", "got 4"),
     ("04_pac_bayes", "test_select_epoch", "returns np.int64: the type returned", """
 def select_epoch(history, key):
     return np.nanargmin(history[key])
