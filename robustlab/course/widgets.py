@@ -11,6 +11,8 @@ Needs the `course` extra (`pip install "robustlab[course]"`) for the
 controls; the figures need only matplotlib.
 """
 
+import html
+import io
 import math
 import time
 
@@ -37,22 +39,51 @@ def _controls_module():
     return ipywidgets
 
 
+def _png(figure):
+    """The figure as the PNG bytes Jupyter's inline backend would show."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
 def _interactive(draw, controls, timings):
-    """A VBox of `controls` over an output area that `draw(**values)`
-    redraws whenever a control changes."""
+    """A VBox of `controls` over an image that `draw(**values)` redraws
+    whenever a control changes; drawn once now.
+
+    The figure goes into an `ipywidgets.Image`, not an `Output` widget: a
+    headless executor (nbclient, which nbgrader uses) answers an Output
+    widget's outputs with comm messages on the shell channel, and one sent
+    while it awaits the cell's reply can leave that reply unseen until the
+    per-cell timeout (a cell of 0.5 s then takes the whole 60 s of
+    `nbgrader autograde`). An image is state only: nothing comes back.
+    """
     ipywidgets = _controls_module()
+    image = ipywidgets.Image(format="png",
+                             layout=ipywidgets.Layout(max_width="100%", height="auto"))
+    # A callback's exception would reach only the kernel's log: say it here.
+    failure = ipywidgets.HTML()
 
-    def redraw(**values):
-        from IPython.display import display
-
+    def redraw(change=None):
         started = time.perf_counter()
-        figure = draw(**values)
-        display(figure)
-        plt.close(figure)
+        try:
+            figure = draw(**{name: control.value for name, control in controls.items()})
+            try:
+                image.value = _png(figure)
+            finally:
+                plt.close(figure)
+        except Exception as error:
+            failure.value = (f"<pre>Redrawing failed: {html.escape(type(error).__name__)}: "
+                             f"{html.escape(str(error))}</pre>")
+            if change is None:
+                raise
+            return
+        failure.value = ""
         timings.append(time.perf_counter() - started)
 
-    output = ipywidgets.interactive_output(redraw, controls)
-    return ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), output])
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return ipywidgets.VBox([ipywidgets.HBox(list(controls.values())), image, failure])
 
 
 def _predicted_classes(model, x):

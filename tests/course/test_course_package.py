@@ -220,3 +220,72 @@ def test_bound_explorer_shows_the_library_bound_and_its_tightening_with_n():
     assert f"bound {explorer.bound(0.27, 2.4e6, 1000):.4f}" in figure._suptitle.get_text()
     box = explorer.widget()
     assert [c.description for c in box.children[0].children] == ["error", "KL", "n"]
+
+
+def _descendants(widget):
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from _descendants(child)
+
+
+def test_an_explorer_shows_its_figure_as_an_image_and_holds_no_output_widget():
+    # An Output widget makes headless executors (nbclient, under nbgrader) send
+    # comm messages back while they await a cell's reply, which can stall the
+    # cell until its timeout; an image widget sends nothing back.
+    import ipywidgets
+
+    from robustlab.course.widgets import BoundExplorer
+
+    box = BoundExplorer(empirical_risk=0.27, kl=2.4e6, n=1000).widget()
+    kinds = [type(w) for w in _descendants(box)]
+    assert ipywidgets.Output not in kinds
+    image = next(w for w in _descendants(box) if isinstance(w, ipywidgets.Image))
+    assert image.format == "png" and bytes(image.value).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_moving_a_control_redraws_the_image():
+    import ipywidgets
+
+    from robustlab.course.widgets import BoundExplorer
+
+    explorer = BoundExplorer(empirical_risk=0.27, kl=2.4e6, n=1000)
+    box = explorer.widget()
+    image = next(w for w in _descendants(box) if isinstance(w, ipywidgets.Image))
+    before = image.value
+    box.children[0].children[0].value = 0.5
+    assert len(explorer.redraw_seconds) == 2
+    assert bytes(image.value).startswith(b"\x89PNG") and bytes(image.value) != bytes(before)
+
+
+def test_a_redraw_that_fails_says_so_in_the_widget_and_keeps_the_last_figure(monkeypatch):
+    import ipywidgets
+
+    from robustlab.course import widgets
+
+    explorer = widgets.BoundExplorer(empirical_risk=0.27, kl=2.4e6, n=1000)
+    box = explorer.widget()
+    image = next(w for w in _descendants(box) if isinstance(w, ipywidgets.Image))
+    note = next(w for w in _descendants(box) if isinstance(w, ipywidgets.HTML))
+    before = image.value
+
+    def broken(figure):
+        raise ZeroDivisionError("no figure <today>")
+
+    monkeypatch.setattr(widgets, "_png", broken)
+    box.children[0].children[0].value = 0.5
+    assert bytes(image.value) == bytes(before) and len(explorer.redraw_seconds) == 1
+    assert note.value == "<pre>Redrawing failed: ZeroDivisionError: no figure &lt;today&gt;</pre>"
+    monkeypatch.undo()
+    box.children[0].children[0].value = 0.4
+    assert note.value == "" and bytes(image.value) != bytes(before)
+
+
+def test_a_first_drawing_that_fails_raises_in_the_cell(monkeypatch):
+    from robustlab.course import widgets
+
+    def broken(figure):
+        raise ZeroDivisionError("no figure")
+
+    monkeypatch.setattr(widgets, "_png", broken)
+    with pytest.raises(ZeroDivisionError, match="no figure"):
+        widgets.BoundExplorer().widget()

@@ -107,6 +107,19 @@ def test_the_solutions_score_full_marks_and_every_cell_runs(graded, lesson):
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
+def test_autograding_draws_the_explorers_without_an_output_widget(graded, lesson):
+    # nbclient answers an Output widget's outputs with comm messages on the
+    # shell channel; one sent while it awaits a cell's reply can leave the
+    # reply unseen until the per-cell timeout (a 0.5 s cell took 60 s).
+    autograded = read(os.path.join(graded, "autograded", "solution", lesson, f"{lesson}.ipynb"))
+    states = autograded.metadata.get("widgets", {}).get(
+        "application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    models = [state["model_name"] for state in states.values()]
+    assert "ImageModel" in models, "the lesson's explorer drew no figure"
+    assert "OutputModel" not in models
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
 def test_the_untouched_release_scores_zero(graded, lesson):
     got = scores(graded, lesson, "release")
     assert set(got) == set(max_scores(graded, lesson))
