@@ -14,8 +14,9 @@ kernel running three cells; the middle one writes 20 lines:
 
 - `Output widget`: the 20 lines go into an Output widget;
 - `Output widget, sliced wait`: the same, with the client waiting for the
-  reply in 0.25 s slices (each slice ends with a direct look at the socket);
-  if this removes the stall, the lost wake-up is the client's;
+  reply in 0.25 s slices (each slice ends with a direct look at the socket;
+  `robustlab.course.execution.run_notebook` waits this way); if this
+  removes the stall, the lost wake-up is the client's;
 - `Image widget`: 20 updates of an Image widget's bytes (what the course's
   explorers do): state only, nothing comes back from the client;
 - `plain prints`: the 20 lines printed.
@@ -29,10 +30,13 @@ import os
 import sys
 import tempfile
 import time
-from queue import Empty
 
 import nbformat
 from nbclient import NotebookClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from robustlab.course.execution import _wait_in_slices  # noqa: E402 (after the path)
 
 SETUP = "import ipywidgets as widgets\nfrom IPython.display import display"
 # A valid 1x1 PNG: the Image widget only carries bytes.
@@ -47,25 +51,6 @@ MIDDLE = {
                      f"for i in range(20):\n    image.value = {PIXEL} + bytes([i])"),
     "plain prints": "for i in range(20):\n    print(i)",
 }
-
-
-def _wait_in_slices(channel, slice_seconds=0.25):
-    """Make `channel.get_msg(timeout)` wait in short slices up to `timeout`."""
-    get_msg = channel.get_msg
-
-    async def get_msg_in_slices(timeout=None):
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            remaining = None if deadline is None else deadline - time.monotonic()
-            wait = slice_seconds if remaining is None else max(0.0, min(slice_seconds,
-                                                                        remaining))
-            try:
-                return await get_msg(timeout=wait)
-            except Empty:
-                if remaining is not None and remaining <= slice_seconds:
-                    raise
-
-    channel.get_msg = get_msg_in_slices
 
 
 def middle_cell_seconds(path, limit, sliced):

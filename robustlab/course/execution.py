@@ -13,6 +13,7 @@ Example (not run here: it starts a kernel)::
 import dataclasses
 import os
 import time
+from queue import Empty
 
 import nbformat
 
@@ -46,6 +47,52 @@ class NotebookRun:
     errors: list
 
 
+# How long one wait for a cell's reply may last before the client looks at
+# the socket directly.
+_REPLY_WAIT_SLICE = 0.25
+
+
+def _wait_in_slices(channel, slice_seconds=_REPLY_WAIT_SLICE):
+    """Make `channel.get_msg(timeout)` (an async jupyter_client channel) wait
+    in slices of at most `slice_seconds`, up to `timeout` in all.
+
+    nbclient imitates a front end for `ipywidgets.Output` and answers every
+    output that lands in one with a comm message on the shell channel, sent
+    while it waits on that socket for the cell's reply; the reply's wake-up
+    can then be lost, and the reply is found only when the wait times out
+    (a 0.1 s cell took its whole limit; benchmarks/README.md, "Why an
+    autograde sometimes took a minute longer"). Every slice ends with a
+    direct look at the socket, so a lost wake-up costs at most one slice.
+    """
+    get_msg = channel.get_msg
+
+    async def get_msg_in_slices(timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            wait = slice_seconds if remaining is None else max(
+                0.0, min(slice_seconds, remaining))
+            try:
+                return await get_msg(timeout=wait)
+            except Empty:
+                if remaining is not None and remaining <= slice_seconds:
+                    raise
+
+    channel.get_msg = get_msg_in_slices
+
+
+def _notebook_client_class():
+    from nbclient import NotebookClient
+
+    class SlicedWaitClient(NotebookClient):
+        async def async_start_new_kernel_client(self):
+            client = await super().async_start_new_kernel_client()
+            _wait_in_slices(client.shell_channel)
+            return client
+
+    return SlicedWaitClient
+
+
 def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None):
     """Execute the notebook at `path` in a fresh kernel, going on after
     errors, and measure it.
@@ -60,12 +107,14 @@ def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None
 
     Returns:
         A `NotebookRun`.
-    """
-    from nbclient import NotebookClient
 
+    Each cell's reply is awaited in slices of 0.25 s: nbclient, which runs
+    the notebook, can otherwise miss the reply of a cell that writes into an
+    `ipywidgets.Output` widget until `timeout` runs out.
+    """
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
-    client = NotebookClient(
+    client = _notebook_client_class()(
         notebook, timeout=timeout, kernel_name=kernel_name, allow_errors=True,
         resources={"metadata": {"path": cwd or os.path.dirname(os.path.abspath(path))}},
     )

@@ -1,5 +1,8 @@
 """robustlab.course: the grading checks, the reference implementations and
-the explorers, as the notebooks use them."""
+the explorers, as the notebooks use them, and how `run_notebook` waits."""
+
+import asyncio
+import queue
 
 import numpy as np
 import pytest
@@ -289,3 +292,59 @@ def test_a_first_drawing_that_fails_raises_in_the_cell(monkeypatch):
     monkeypatch.setattr(widgets, "_png", broken)
     with pytest.raises(ZeroDivisionError, match="no figure"):
         widgets.BoundExplorer().widget()
+
+
+# -- execution ------------------------------------------------------------------
+
+
+class _FakeShellChannel:
+    """A channel whose `get_msg(timeout)` finds nothing `empty` times, each
+    after advancing a fake clock by the timeout, then a reply."""
+
+    def __init__(self, clock, empty):
+        self.clock, self.empty, self.waits = clock, empty, []
+
+    async def get_msg(self, timeout=None):
+        self.waits.append(timeout)
+        self.clock[0] += timeout
+        if len(self.waits) <= self.empty:
+            raise queue.Empty
+        return {"msg_type": "execute_reply"}
+
+
+@pytest.fixture
+def fake_clock(monkeypatch):
+    from robustlab.course import execution
+
+    clock = [100.0]
+    monkeypatch.setattr(execution.time, "monotonic", lambda: clock[0])
+    return clock
+
+
+def test_the_reply_is_awaited_in_short_slices_until_it_comes(fake_clock):
+    from robustlab.course.execution import _wait_in_slices
+
+    channel = _FakeShellChannel(fake_clock, empty=3)
+    _wait_in_slices(channel, slice_seconds=0.25)
+    assert asyncio.run(channel.get_msg(timeout=60)) == {"msg_type": "execute_reply"}
+    assert channel.waits == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_the_sliced_wait_gives_up_at_the_cells_deadline(fake_clock):
+    from robustlab.course.execution import _wait_in_slices
+
+    channel = _FakeShellChannel(fake_clock, empty=100)
+    _wait_in_slices(channel, slice_seconds=0.25)
+    with pytest.raises(queue.Empty):
+        asyncio.run(channel.get_msg(timeout=0.6))
+    assert channel.waits == [0.25, 0.25, pytest.approx(0.1)]
+    assert fake_clock[0] == pytest.approx(100.6)
+
+
+def test_without_a_timeout_the_sliced_wait_waits_for_the_reply(fake_clock):
+    from robustlab.course.execution import _wait_in_slices
+
+    channel = _FakeShellChannel(fake_clock, empty=40)
+    _wait_in_slices(channel, slice_seconds=0.25)
+    assert asyncio.run(channel.get_msg()) == {"msg_type": "execute_reply"}
+    assert channel.waits == [0.25] * 41
