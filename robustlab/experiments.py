@@ -562,8 +562,11 @@ _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
 
 
 def _watches_batches(callback):
-    """Whether a Keras callback overrides a per-batch training hook."""
-    return any(getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
+    """Whether a Keras callback overrides a per-batch training hook, in its
+    class or on the instance (`keras.callbacks.LambdaCallback` sets the
+    hooks it is given as instance attributes)."""
+    return any(hook in vars(callback)
+               or getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
                for hook in _BATCH_HOOKS)
 
 

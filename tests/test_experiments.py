@@ -53,6 +53,27 @@ def test_an_epoch_trains_in_one_call_with_the_numbers_of_one_step_a_call(monkeyp
     assert whole_epochs == step_by_step
 
 
+def test_a_lambda_callback_with_a_batch_hook_sees_every_batch(monkeypatch):
+    # LambdaCallback keeps its hooks on the instance, not in its class.
+    built = record_steps_per_execution(monkeypatch)
+    seen = []
+    watcher = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(batch))
+    experiments.run(TINY, None, verbose=0, callbacks=[watcher])
+    assert built == [1]
+    assert seen == list(range(STEPS_PER_EPOCH)) * TINY.epochs
+
+
+def test_a_lambda_callback_without_a_batch_hook_keeps_an_epoch_a_call(monkeypatch):
+    built = record_steps_per_execution(monkeypatch)
+    epochs = []
+    watcher = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: epochs.append(epoch))
+    experiments.run(TINY, None, verbose=0, callbacks=[watcher])
+    assert built == [STEPS_PER_EPOCH]
+    assert epochs == list(range(TINY.epochs))
+
+
 def test_the_instruments_train_an_epoch_a_call_with_the_numbers_of_one_step_a_call(
         monkeypatch):
     # The posterior tracker receives every iterate from inside the compiled
