@@ -143,6 +143,10 @@ def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
     s = np.sign(grad).astype(np.float32)
     return project_linf((x_adv + step_size * s).astype(np.float32), x, eps, value_range)
 """, True),
+    ("pgd_linf_step", "test_pgd_linf_step", "keras.ops, returns a tensor", """
+def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
+    return project_linf(x_adv + step_size * keras.ops.sign(grad), x, eps, value_range)
+""", True),
     # -- fgsm_linf ------------------------------------------------------------
     ("fgsm_linf", "test_fgsm_linf", "half a step", """
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
@@ -183,6 +187,14 @@ def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     out = np.clip(out, x32 - np.float32(eps), x32 + np.float32(eps))
     return out if value_range is None else np.clip(out, *value_range)
 """, True),
+    ("fgsm_linf", "test_fgsm_linf", "writes into x", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    x_adv = x
+    x_adv += eps * np.sign(grad_fn(x))
+    if value_range is not None:
+        np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", False),
     # -- pgd_linf -------------------------------------------------------------
     ("pgd_linf", "test_pgd_linf", "every gradient at the clean image", """
 def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
@@ -287,6 +299,33 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
     x_adv = np.array(x if x_init is None else x_init, dtype=np.float32)
     for _ in range(steps):
         x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range).astype(np.float32)
+    return x_adv
+""", True),
+    ("pgd_linf", "test_pgd_linf", "the value range only once, after the last step", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, copy=True)
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, None)
+    return x_adv if value_range is None else np.clip(x_adv, *value_range)
+""", False),
+    ("pgd_linf", "test_pgd_linf", "writes into x when x_init is None", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = x if x_init is None else x_init.copy()
+    low, high = x.copy() - eps, x.copy() + eps
+    for _ in range(steps):
+        x_adv += step_size * np.sign(grad_fn(x_adv))
+        np.clip(x_adv, low, high, out=x_adv)
+        if value_range is not None:
+            np.clip(x_adv, *value_range, out=x_adv)
+    return x_adv
+""", False),
+    ("pgd_linf", "test_pgd_linf", "keras.ops iterates", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = keras.ops.convert_to_tensor(x if x_init is None else x_init)
+    for _ in range(steps):
+        x_adv = keras.ops.clip(x_adv + step_size * keras.ops.sign(grad_fn(x_adv)), x - eps, x + eps)
+        if value_range is not None:
+            x_adv = keras.ops.clip(x_adv, value_range[0], value_range[1])
     return x_adv
 """, True),
 ]
@@ -495,6 +534,36 @@ class RobustCheckpoint(keras.callbacks.Callback):
         if self.best_epoch is not None:
             self.model.set_weights(self.kept[self.best_epoch])
 """, True),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "skips an accuracy of 0.0 (a truthiness test)", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "restores only if best_epoch is truthy", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, -np.inf, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.best_epoch:
+            self.model.set_weights(self.saved)
+""", False),
     # -- best_and_final -------------------------------------------------------
     ("best_and_final", "test_best_and_final", "final is the last value", """
 def best_and_final(robust_accuracy, final_epochs=3):
@@ -668,6 +737,20 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
         value = new
     return value, v
 """, True),
+    ("power_iteration", "test_power_iteration", "the eigenvector as a list", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, dtype=float) / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = np.asarray(hvp(v), dtype=float)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        done = abs(new - value) <= tol * abs(new)
+        value = new
+        if done:
+            break
+    return value, v.tolist()
+""", True),
     # -- heavy_ball_variance --------------------------------------------------
     ("heavy_ball_variance", "test_heavy_ball_variance", "forgets the batch size", """
 def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
@@ -839,6 +922,14 @@ def awp_perturbation(weights, grads, gamma):
         out.append(np.where(gn > 0, gamma * wn * g / np.where(gn > 0, gn, 1), 0.0))
     return out
 """, False),
+    ("awp_perturbation", "test_awp_perturbation", "zeroes gradients of norm below 1e-6", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        n = np.linalg.norm(g)
+        out.append(np.zeros_like(g, dtype=float) if n < 1e-6 else gamma * np.linalg.norm(w) * g / n)
+    return out
+""", False),
     # -- pick_gamma -----------------------------------------------------------
     ("pick_gamma", "test_pick_gamma", "ignores the tolerance", """
 def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
@@ -886,6 +977,21 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
     ok = [i for i in range(len(acc)) if acc.max() - acc[i] < tolerance]
     return float(gammas[min(ok, key=lambda i: (gaps[i], gammas[i]))])
 """, False),
+    ("pick_gamma", "test_pick_gamma", "a loop keeping the last of equal gaps", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    top = max(train_accuracies)
+    best_gap, chosen = float("inf"), None
+    for g, gap, acc in zip(gammas, gaps, train_accuracies):
+        if acc >= top - tolerance and gap <= best_gap:
+            best_gap, chosen = gap, g
+    return float(chosen)
+""", False),
+    ("pick_gamma", "test_pick_gamma", "in float32", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    g, gap, acc = (np.asarray(a, np.float32) for a in (gammas, gaps, train_accuracies))
+    allowed = np.flatnonzero(acc >= acc.max() - np.float32(tolerance))
+    return float(g[min(allowed, key=lambda i: (gap[i], g[i]))])
+""", True),
 ]
 
 BATTERY_04 = [
@@ -999,6 +1105,37 @@ def kl_inverse(q, c):
     while high - low > 1e-8:
         middle = (low + high) / 2
         low, high = (middle, high) if kl(middle) <= c else (low, middle)
+    return low
+""", True),
+    ("kl_inverse", "test_kl_inverse", "a top-level kl helper that clips p", """
+def kl(q, p):
+    p = min(max(p, 1e-15), 1 - 1e-15)
+    out = q * np.log(q / p) if q > 0 else 0.0
+    return out + ((1 - q) * np.log((1 - q) / (1 - p)) if q < 1 else 0.0)
+
+
+def kl_inverse(q, c):
+    if kl(q, 1.0) <= c:
+        return 1.0
+    low, high = float(q), 1.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if kl(q, middle) <= c else (low, middle)
+    return low
+""", True),
+    ("kl_inverse", "test_kl_inverse", "vectorised, returns a 1-element array", """
+def kl_inverse(q, c):
+    q = np.atleast_1d(np.asarray(q, float))
+    low, high = q.copy(), np.ones_like(q)
+
+    def kl(p):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return (np.where(q > 0, q * np.log(q / p), 0.0)
+                    + np.where(q < 1, (1 - q) * np.log((1 - q) / (1 - p)), 0.0))
+    for _ in range(60):
+        middle = (low + high) / 2
+        inside = kl(middle) <= c
+        low, high = np.where(inside, middle, low), np.where(inside, high, middle)
     return low
 """, True),
     # -- pac_bayes_bound ------------------------------------------------------
