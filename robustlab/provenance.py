@@ -30,7 +30,7 @@ Example:
 >>> from robustlab.provenance import code_identity
 >>> identity = code_identity()
 >>> sorted(identity)
-['backend', 'keras', 'robustlab', 'robustlab_sources']
+['backend', 'keras', 'numpy', 'robustlab', 'robustlab_sources']
 >>> len(identity["robustlab_sources"])
 16
 """
@@ -41,6 +41,7 @@ import os
 import platform
 
 import keras
+import numpy as np
 
 from robustlab import backend as _backend
 from robustlab._version import __version__
@@ -83,7 +84,9 @@ _SOURCES = source_digest()
 
 def code_identity():
     """The code a result produced now comes from: robustlab's version and
-    source digest, the Keras version, and the backend with its version."""
+    source digest, the Keras version, the backend with its version, and
+    NumPy's version (it draws each epoch's order and the data's label noise,
+    and NumPy promises its random streams only within a version)."""
     backend = keras.backend.backend()
     distribution = _BACKEND_DISTRIBUTIONS.get(backend, backend)
     try:
@@ -95,6 +98,7 @@ def code_identity():
         "robustlab_sources": _SOURCES,
         "keras": keras.__version__,
         "backend": f"{backend} {backend_version}",
+        "numpy": np.__version__,
     }
 
 

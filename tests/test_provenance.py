@@ -2,6 +2,7 @@
 what hardware."""
 
 import keras
+import numpy as np
 import pytest
 
 from robustlab import backend
@@ -46,12 +47,14 @@ def test_the_course_bytecode_and_other_files_are_left_out(package):
     assert provenance.source_digest(str(package)) == before
 
 
-def test_the_identity_names_robustlab_its_sources_keras_and_the_backend():
+def test_the_identity_names_robustlab_its_sources_keras_the_backend_and_numpy():
     identity = provenance.code_identity()
     assert identity["robustlab"] == __version__
     assert identity["robustlab_sources"] == provenance.source_digest()
     assert identity["keras"] == keras.__version__
     assert identity["backend"].startswith(keras.backend.backend() + " ")
+    # NumPy draws the epochs' order; its streams are promised within a version only.
+    assert identity["numpy"] == np.__version__
 
 
 # Two cores of a 2-core x86 machine, shortened: the fields cpu_kind reads,
