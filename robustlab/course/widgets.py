@@ -1,11 +1,13 @@
 """Interactive explorers for the course notebooks (ipywidgets).
 
 Each explorer separates what it computes (`figure(...)`, a plain matplotlib
-figure for given settings, cached so that moving a control back and forth
-never recomputes) from the controls (`widget()`), so the drawing can be
-tested without a browser. None of them trains a model: they redraw from
-attacks on a fixed model (milliseconds on a few hundred digits) or from the
-reference results that ship with robustlab.
+figure for given settings) from the controls (`widget()`), so the drawing can
+be tested without a browser. None of them trains a model: they redraw from
+attacks on a fixed model (`AttackExplorer` caches every attack, so moving a
+control back is instant), from closed forms and a small simulation (well
+under a second a redraw), or from the reference results that ship with
+robustlab. Their arguments are checked when they are built, with the
+package's messages.
 
 Needs the `course` extra (`pip install "robustlab[course]"`) for the
 controls; the figures need only matplotlib.
@@ -23,6 +25,7 @@ import numpy as np
 from robustlab import attacks
 from robustlab import bounds
 from robustlab import plots
+from robustlab import validation
 from robustlab.course import exercises
 
 __all__ = ["AttackExplorer", "BoundExplorer", "CloudExplorer", "ForkExplorer", "LiveCurves",
@@ -65,8 +68,15 @@ def _interactive(draw, controls, timings):
 
     def redraw(change=None):
         started = time.perf_counter()
+        open_before = set(plt.get_fignums())
         try:
-            figure = draw(**{name: control.value for name, control in controls.items()})
+            try:
+                figure = draw(**{name: control.value for name, control in controls.items()})
+            except BaseException:
+                # A drawing that fails after plt.subplots leaves its figure open.
+                for number in set(plt.get_fignums()) - open_before:
+                    plt.close(number)
+                raise
             try:
                 image.value = _png(figure)
             finally:
@@ -90,6 +100,28 @@ def _predicted_classes(model, x):
     return keras.ops.convert_to_numpy(model(x, training=False)).argmax(axis=1)
 
 
+def _nonempty_list(name, values, check):
+    """`values` as a list of `check(name, v)`, at least one."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"Argument `{name}` must be a sequence of numbers. "
+                        f"Received: {name}={values!r}")
+    checked = [check(name, v) for v in values]
+    if not checked:
+        raise ValueError(f"Argument `{name}` must hold at least one value. "
+                         f"Received: {name}={values!r}")
+    return checked
+
+
+def _study_results(results, name="results"):
+    if not hasattr(results, "histories"):
+        raise TypeError(
+            f"Argument `{name}` must be a robustlab.studies.StudyResults, e.g. "
+            f"robustlab.studies.reference(\"{results}\")" if isinstance(results, str) else
+            f"Argument `{name}` must be a robustlab.studies.StudyResults. "
+            f"Received: {name}={results!r}")
+    return results
+
+
 class AttackExplorer:
     """Attack a few digits with PGD and see what changes as eps and the
     number of steps move.
@@ -102,11 +134,12 @@ class AttackExplorer:
             `robustlab.attacks`), e.g. a clean and an adversarially trained
             model.
         x, y: the digits to attack (a few hundred at most: accuracy is
-            measured on all of them).
-        eps_values: the eps the slider offers.
-        steps_values: the numbers of steps the slider offers.
-        shown: how many digits to draw.
-        value_range: the inputs' range.
+            measured on all of them); `y` class indices, shape `(n,)` or
+            `(n, 1)`, or one-hot rows.
+        eps_values: the eps the slider offers (at least one, each >= 0).
+        steps_values: the numbers of steps the slider offers (each >= 1).
+        shown: how many digits to draw (>= 1; at most all of them).
+        value_range: the inputs' range `(low, high)`; `x` must lie in it.
 
     Attributes:
         redraw_seconds: the time of every redraw so far.
@@ -131,12 +164,32 @@ class AttackExplorer:
             raise ValueError(f"Argument `models` must name at least one model. "
                              f"Received: models={models!r}")
         self.models = dict(models)
+        self.value_range = validation.check_value_range(value_range)
+        validation.check_inputs(x, self.value_range, name="x")
         self.x = np.asarray(x, dtype="float32")
-        self.y = np.asarray(y)
-        self.eps_values = [float(e) for e in eps_values]
-        self.steps_values = [int(s) for s in steps_values]
-        self.shown = int(min(shown, len(self.x)))
-        self.value_range = value_range
+        if self.x.ndim < 2:
+            raise ValueError("Argument `x` must be a batch of inputs, shape (n, ...). "
+                             f"Received: x with shape {self.x.shape}")
+        y = np.asarray(y)
+        # Accuracy compares predicted classes with y: a (n, 1) column would
+        # broadcast to an n x n comparison, one-hot rows not at all.
+        if y.ndim == 2 and y.shape[1] > 1:
+            y = y.argmax(axis=1)
+        elif y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1 or len(y) != len(self.x):
+            raise ValueError(
+                f"Argument `y` must hold one label per input ({len(self.x)}): class "
+                "indices of shape (n,) or (n, 1), or one-hot rows. "
+                f"Received: y with shape {np.shape(y)}")
+        self.y = y
+        self.eps_values = _nonempty_list(
+            "eps_values", eps_values,
+            lambda name, v: validation.check_finite_at_least(name, v, 0.0))
+        self.steps_values = _nonempty_list(
+            "steps_values", steps_values,
+            lambda name, v: validation.check_int_at_least(name, v, 1))
+        self.shown = min(validation.check_int_at_least("shown", shown, 1), len(self.x))
         self.redraw_seconds = []
         self._cache = {}
 
@@ -162,13 +215,14 @@ class AttackExplorer:
         (middle), the perturbation (bottom) and the accuracy."""
         _, clean_predicted, clean_accuracy = self.attack(model_name, 0.0, 1)
         x_adv, predicted, accuracy = self.attack(model_name, eps, steps)
+        low, high = self.value_range or (None, None)  # None: each image's own range
         figure, axes = plt.subplots(3, self.shown, figsize=(1.35 * self.shown, 4.6),
                                     squeeze=False)
         for i in range(self.shown):
             rows = ((self.x[i], f"{clean_predicted[i]}", clean_predicted[i] == self.y[i]),
                     (x_adv[i], f"{predicted[i]}", predicted[i] == self.y[i]))
             for row, (image, title, right) in enumerate(rows):
-                axes[row, i].imshow(image[..., 0], cmap="gray_r", vmin=0, vmax=1)
+                axes[row, i].imshow(image[..., 0], cmap="gray_r", vmin=low, vmax=high)
                 axes[row, i].set_title(title, color="green" if right else "red",
                                        fontsize=10)
             axes[2, i].imshow((x_adv[i] - self.x[i])[..., 0], cmap="coolwarm",
@@ -205,12 +259,13 @@ class AttackExplorer:
 class ReferenceExplorer:
     """Browse a study's reference results (or any `StudyResults`): one log
     key, every arm's mean with a standard-error band, and optionally the
-    seeds one by one, the learning-rate drop and each curve's best epoch
-    marked.
+    seeds one by one, the learning-rate drop marked and, for accuracy
+    curves, the best epoch of each mean.
 
     Args:
-        results: a `robustlab.studies.StudyResults`.
-        keys: the log keys offered.
+        results: a `robustlab.studies.StudyResults` (e.g.
+            `robustlab.studies.reference("robust-overfitting")`).
+        keys: the log keys offered (a sequence of names).
 
     Attributes:
         redraw_seconds: the time of every redraw so far.
@@ -218,7 +273,10 @@ class ReferenceExplorer:
 
     def __init__(self, results, keys=("val_robust_accuracy", "train_robust_accuracy",
                                       "val_robust_loss", "val_clean_accuracy")):
-        self.results = results
+        self.results = _study_results(results)
+        if isinstance(keys, (str, bytes)):
+            raise TypeError("Argument `keys` must be a sequence of log keys, e.g. "
+                            f"({keys!r},). Received: keys={keys!r}")
         self.keys = [k for k in keys
                      if all(k in h for runs in results.histories.values() for h in runs)]
         if not self.keys:
@@ -267,7 +325,7 @@ class LiveCurves(keras.callbacks.Callback):
 
     Args:
         panels: `(title, [(log key, label), ...])` per panel.
-        every: redraw every this many epochs (and at the end).
+        every: redraw every this many epochs (and at the end); >= 1.
         drop_epochs: learning-rate drops to mark.
         display: False records without drawing (e.g. in a script).
 
@@ -280,7 +338,7 @@ class LiveCurves(keras.callbacks.Callback):
     def __init__(self, panels, every=5, drop_epochs=(), display=True):
         super().__init__()
         self.panels = [(title, list(keys)) for title, keys in panels]
-        self.every = int(every)
+        self.every = validation.check_int_at_least("every", every, 1)
         self.drop_epochs = tuple(drop_epochs)
         self.display = bool(display)
         self._rows = []
@@ -349,16 +407,28 @@ class BoundExplorer:
     (at this n), with the unclipped McAllester form beside it.
 
     Args:
-        empirical_risk, kl, n: the starting point (e.g. a trained cloud's).
-        delta: the bound's confidence parameter.
+        empirical_risk, kl, n: the starting point (e.g. a trained cloud's):
+            an error in [0, 1), a KL >= 0 in nats, n >= 1 examples. The
+            controls' ranges (error up to 0.99, KL 1 to 1e10 nats, n 100 to
+            1e10) widen to hold it.
+        delta: the bound's confidence parameter, in (0, 1).
 
     Attributes:
         redraw_seconds: the time of every redraw so far.
     """
 
     def __init__(self, empirical_risk=0.25, kl=1e6, n=1000, delta=0.05):
-        self.start = dict(empirical_risk=float(empirical_risk), kl=float(kl), n=int(n))
-        self.delta = float(delta)
+        risk = validation.check_finite_at_least("empirical_risk", empirical_risk, 0.0)
+        if risk >= 1:
+            raise ValueError("Argument `empirical_risk` must be a finite number in [0, 1). "
+                             f"Received: empirical_risk={empirical_risk!r}")
+        self.start = dict(empirical_risk=risk,
+                          kl=validation.check_finite_at_least("kl", kl, 0.0),
+                          n=validation.check_int_at_least("n", n, 1))
+        self.delta = validation.check_finite_positive("delta", delta)
+        if self.delta >= 1:
+            raise ValueError("Argument `delta` must be a finite number in (0, 1). "
+                             f"Received: delta={delta!r}")
         self.redraw_seconds = []
 
     def bound(self, empirical_risk, kl, n):
@@ -401,14 +471,21 @@ class BoundExplorer:
         ipywidgets = _controls_module()
         slider = dict(continuous_update=False, readout_format=".3g")
         start = self.start
+        # ipywidgets clamps a value outside a slider's range: the ranges
+        # widen to hold the start instead (a KL below 1 nat starts at the
+        # log slider's 1e0, the nearest it can show).
         controls = {
             "empirical_risk": ipywidgets.FloatSlider(value=start["empirical_risk"], min=0.0,
-                                                     max=0.9, step=0.01,
+                                                     max=0.99, step=0.01,
                                                      description="error", **slider),
-            "kl": ipywidgets.FloatLogSlider(value=start["kl"], base=10, min=0, max=8,
-                                            step=0.1, description="KL", **slider),
-            "n": ipywidgets.FloatLogSlider(value=start["n"], base=10, min=2, max=10, step=0.1,
-                                           description="n", **slider),
+            "kl": ipywidgets.FloatLogSlider(
+                value=max(start["kl"], 1.0), base=10, min=0,
+                max=max(10, math.ceil(math.log10(max(start["kl"], 1.0)))),
+                step=0.1, description="KL", **slider),
+            "n": ipywidgets.FloatLogSlider(
+                value=start["n"], base=10, min=min(2, math.floor(math.log10(start["n"]))),
+                max=max(10, math.ceil(math.log10(start["n"]))), step=0.1,
+                description="n", **slider),
         }
         return _interactive(self.figure, controls, self.redraw_seconds)
 
@@ -423,9 +500,10 @@ class CloudExplorer:
     Args:
         steps_before, steps_after: steps at the first learning rate and after
             the drop.
-        drop_factor: the learning rate after the drop is lr / drop_factor.
-        particles: simulated copies of the process.
-        batch_size: B of the noise s^2 / B.
+        drop_factor: the learning rate after the drop is lr / drop_factor
+            (> 1: a drop).
+        particles: simulated copies of the process (>= 2).
+        batch_size: B of the noise s^2 / B (>= 1).
         seed: seed of the simulation (the same settings draw the same cloud).
 
     Attributes:
@@ -434,11 +512,16 @@ class CloudExplorer:
 
     def __init__(self, steps_before=300, steps_after=300, drop_factor=10.0,
                  particles=400, batch_size=64, seed=0):
-        self.steps_before, self.steps_after = int(steps_before), int(steps_after)
-        self.drop_factor = float(drop_factor)
-        self.particles = int(particles)
-        self.batch_size = int(batch_size)
-        self.seed = int(seed)
+        self.steps_before = validation.check_int_at_least("steps_before", steps_before, 1)
+        self.steps_after = validation.check_int_at_least("steps_after", steps_after, 1)
+        self.drop_factor = validation.check_finite_positive("drop_factor", drop_factor)
+        if self.drop_factor <= 1:
+            raise ValueError("Argument `drop_factor` must be a finite number > 1 (the "
+                             "learning rate is divided by it at the drop). "
+                             f"Received: drop_factor={drop_factor!r}")
+        self.particles = validation.check_int_at_least("particles", particles, 2)
+        self.batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+        self.seed = validation.check_seed("seed", seed)
         self.redraw_seconds = []
 
     def schedule(self, lr):
@@ -468,6 +551,10 @@ class CloudExplorer:
         unstable = lr * curvature >= 2 * (1 + momentum)
         for lam, label, color in ((curvature, "sharp direction (lambda)", "C3"),
                                   (curvature / 10, "flat direction (lambda / 10)", "C0")):
+            if lr * lam >= 2 * (1 + momentum):
+                # Its variance grows without bound (to inf, then NaN), which
+                # would leave the log axis unreadable: the text below says so.
+                continue
             predicted = exercises.heavy_ball_variance(lrs, momentum, lam, noise_variance,
                                                       self.batch_size)
             ax.plot(steps, predicted, color=color, label=label)
@@ -485,7 +572,8 @@ class CloudExplorer:
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         if unstable:
-            ax.text(0.5, 0.5, "lr x lambda >= 2 (1 + momentum): unstable", ha="center",
+            ax.text(0.5, 0.5, "lr x lambda >= 2 (1 + momentum): unstable\n(a variance that "
+                    "grows without bound is not drawn)", ha="center",
                     transform=ax.transAxes, color="red")
             for axis in (ax_before, ax_after):
                 axis.set_visible(False)
@@ -537,6 +625,7 @@ class ForkExplorer:
     """
 
     def __init__(self, results):
+        results = _study_results(results)
         if not results.forks:
             raise ValueError("These results hold no replica forks. Received: "
                              f"results={results!r}")

@@ -225,6 +225,107 @@ def test_bound_explorer_shows_the_library_bound_and_its_tightening_with_n():
     assert [c.description for c in box.children[0].children] == ["error", "KL", "n"]
 
 
+def test_attack_explorer_reads_labels_as_a_column_or_one_hot_like_class_indices(digits):
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    x, y = digits.x_test[:24], digits.y_test[:24]
+    accuracies = [
+        AttackExplorer({"net": net}, x, labels, eps_values=[0.1], steps_values=[2]).attack(
+            "net", 0.1, 2)[2]
+        for labels in (y, y[:, None], np.eye(10)[y])]
+    assert accuracies[0] == accuracies[1] == accuracies[2]
+    with pytest.raises(ValueError, match=r"one label per input \(24\)"):
+        AttackExplorer({"net": net}, x, y[:20], eps_values=[0.1], steps_values=[2])
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    (dict(eps_values=[]), ValueError, r"`eps_values` must hold at least one value"),
+    (dict(eps_values=[-0.1]), ValueError, r"Received: eps_values=-0.1"),
+    (dict(steps_values=[0, 5]), ValueError, r"`steps_values` must be an integer >= 1"),
+    (dict(shown=0), ValueError, r"Received: shown=0"),
+    (dict(value_range=(0.0, 0.5)), ValueError, r"`x`"),
+])
+def test_attack_explorer_refuses_bad_arguments_when_built(digits, arguments, error, message):
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    given = dict(eps_values=[0.1], steps_values=[2]) | arguments
+    with pytest.raises(error, match=message):
+        AttackExplorer({"net": net}, digits.x_test[:8], digits.y_test[:8], **given)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda w: w.BoundExplorer(empirical_risk=-0.1), r"Received: empirical_risk=-0.1"),
+    (lambda w: w.BoundExplorer(empirical_risk=1.0), r"in \[0, 1\)\. Received: empirical_risk=1.0"),
+    (lambda w: w.BoundExplorer(kl=float("nan")), r"Received: kl=nan"),
+    (lambda w: w.BoundExplorer(n=0), r"Received: n=0"),
+    (lambda w: w.BoundExplorer(delta=0.0), r"Received: delta=0.0"),
+    (lambda w: w.CloudExplorer(drop_factor=0.5), r"> 1 .*Received: drop_factor=0.5"),
+    (lambda w: w.CloudExplorer(particles=0), r"Received: particles=0"),
+    (lambda w: w.CloudExplorer(batch_size=0), r"Received: batch_size=0"),
+    (lambda w: w.CloudExplorer(seed=-1), r"Received: seed=-1"),
+    (lambda w: w.LiveCurves([], every=0), r"Received: every=0"),
+])
+def test_explorers_refuse_bad_arguments_when_built(build, message):
+    from robustlab.course import widgets
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        build(widgets)
+
+
+def test_reference_and_fork_explorers_say_what_they_take():
+    from robustlab.course.widgets import ForkExplorer
+    from robustlab.course.widgets import ReferenceExplorer
+
+    with pytest.raises(TypeError, match=r'robustlab.studies.reference\("robust-overfitting"\)'):
+        ReferenceExplorer("robust-overfitting")
+    with pytest.raises(TypeError, match=r"StudyResults"):
+        ForkExplorer(None)
+    with pytest.raises(TypeError, match=r"sequence of log keys.*Received: keys='val_robust_accuracy'"):
+        ReferenceExplorer(robustlab.studies.reference("robust-overfitting"), keys="val_robust_accuracy")
+
+
+def test_bound_explorer_controls_start_where_it_was_told_outside_their_usual_range():
+    from robustlab.course.widgets import BoundExplorer
+
+    controls = BoundExplorer(empirical_risk=0.95, kl=5e11, n=50).widget().children[0].children
+    assert [c.value for c in controls] == pytest.approx([0.95, 5e11, 50])
+
+
+def test_cloud_explorer_draws_the_stable_direction_of_an_unstable_setting_quietly():
+    import warnings
+
+    from robustlab.course.widgets import CloudExplorer
+
+    explorer = CloudExplorer(steps_before=50, steps_after=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the recursion
+        figure = explorer.figure(lr=0.2, momentum=0.9, curvature=10**1.5, noise_variance=4.0)
+    curves = [line.get_label() for line in figure.axes[0].get_lines()]
+    assert "flat direction (lambda / 10)" in curves and "sharp direction (lambda)" not in curves
+    low, high = figure.axes[0].get_ylim()
+    flat = next(line for line in figure.axes[0].get_lines()
+                if line.get_label().startswith("flat")).get_ydata()
+    assert low <= flat.min() and flat.max() <= high
+
+
+def test_a_drawing_that_fails_after_opening_its_figure_leaves_no_figure_open():
+    import matplotlib.pyplot as plt
+
+    from robustlab.course import widgets
+
+    explorer = widgets.CloudExplorer(steps_before=20, steps_after=20)
+    box = explorer.widget()
+    open_before = plt.get_fignums()
+    original = explorer.simulate
+    explorer.simulate = lambda *a: (_ for _ in ()).throw(ZeroDivisionError("no cloud"))
+    box.children[0].children[0].value = 0.1
+    assert "Redrawing failed: ZeroDivisionError" in box.children[2].value
+    assert plt.get_fignums() == open_before
+    explorer.simulate = original
+
+
 def _descendants(widget):
     yield widget
     for child in getattr(widget, "children", ()):
