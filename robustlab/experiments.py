@@ -19,6 +19,7 @@ digits data in one to two minutes a run on two CPU cores (docs/RESULTS.md
 has what it measures over 8 seeds).
 """
 
+import collections.abc
 import dataclasses
 import json
 import numbers
@@ -105,8 +106,9 @@ class Experiment:
             and > 0.
         lr_drop_epochs: the (0-based) epochs from which the learning rate is
             multiplied by `lr_drop_factor` once more
-            (`robustlab.schedules.PiecewiseConstant`).
-        lr_drop_factor: finite and > 0.
+            (`robustlab.schedules.PiecewiseConstant`): integers, strictly
+            increasing and >= 1.
+        lr_drop_factor: finite and in (0, 1].
         momentum: the heavy-ball momentum of Keras `SGD`, a number in [0, 1).
 
         eps: the L-inf radius of the training and evaluation attacks, finite
@@ -192,7 +194,27 @@ class Experiment:
             validation.check_seed(name, getattr(self, name))
         validation.check_finite_at_least("eps", self.eps, 0.0)
         validation.check_finite_at_least("weight_decay", self.weight_decay, 0.0)
-        validation.check_finite_positive("lr_drop_factor", self.lr_drop_factor)
+        # PiecewiseConstant refuses these only when `run` builds the schedule,
+        # and under its own names (`drop_epochs`, `factor`).
+        if isinstance(self.lr_drop_epochs, (str, bytes)) or not hasattr(
+                self.lr_drop_epochs, "__iter__"):
+            raise TypeError(
+                "Argument `lr_drop_epochs` must be a sequence of epochs, e.g. (40,). "
+                f"Received: lr_drop_epochs={self.lr_drop_epochs!r}")
+        drops = tuple(self.lr_drop_epochs)
+        if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
+                   for e in drops):
+            raise TypeError(
+                "Argument `lr_drop_epochs` must hold integers, strictly increasing "
+                f"and >= 1. Received: lr_drop_epochs={self.lr_drop_epochs!r}")
+        if any(e < 1 for e in drops) or any(b <= a for a, b in zip(drops, drops[1:])):
+            raise ValueError(
+                "Argument `lr_drop_epochs` must hold integers, strictly increasing "
+                f"and >= 1. Received: lr_drop_epochs={self.lr_drop_epochs!r}")
+        factor = validation.check_finite_positive("lr_drop_factor", self.lr_drop_factor)
+        if factor > 1:
+            raise ValueError("Argument `lr_drop_factor` must be a finite number in (0, 1]. "
+                             f"Received: lr_drop_factor={self.lr_drop_factor!r}")
         for name in ("train_step_size", "eval_step_size"):
             if getattr(self, name) is not None:
                 validation.check_finite_positive(name, getattr(self, name))
@@ -413,6 +435,16 @@ def instruments(experiment, dataset, probe_every, state_dir=None):
     (0-1 robust training error, prior N(w_0, PRIOR_VARIANCE I)). With
     `state_dir`, the probe's last eigenvector and the bound's w_0 are kept
     there, so a resumed run logs what an uninterrupted one would."""
+    # The posterior tracker would refuse this only when training starts
+    # (`on_train_begin`), after `run` has replaced an earlier run.
+    steps = -(-len(dataset.x_train) // experiment.batch_size)
+    if steps < 2:
+        raise ValueError(
+            "The instruments measure the weight cloud within an epoch, which needs "
+            f"at least 2 training steps an epoch; {len(dataset.x_train)} training "
+            f"examples in batches of {experiment.batch_size} make {steps}. Use a "
+            f"smaller `batch_size`, or no instruments (probe_every=None). "
+            f"Received: batch_size={experiment.batch_size}")
     x = dataset.x_train[:PROBE_EXAMPLES]
     y = dataset.y_train[:PROBE_EXAMPLES]
     probe = HessianProbe(x, y, every=probe_every, iterations=20, state_dir=state_dir)
@@ -444,22 +476,26 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         experiment: an `Experiment` or the name of one.
         out_dir: folder for config.json, history.csv/json, summary.json and
             curves.png (created); None writes nothing.
-        callbacks: extra Keras callbacks (run after the robust training-set
+        callbacks: extra Keras callbacks, any iterable of
+            `keras.callbacks.Callback` (run after the robust training-set
             evaluation, so they see its numbers). Unless one of them has a
-            per-batch training hook, each epoch trains in one compiled call
-            (Keras's `steps_per_execution`; the same numbers bit for bit,
-            fewer host round trips; the instruments see every iterate
-            either way); with one, one step a call, so that per-batch hooks
-            see every batch.
+            per-batch training or validation hook (`on_train_batch_*`,
+            `on_batch_*`, `on_test_batch_*`), each epoch trains in one
+            compiled call (Keras's `steps_per_execution`; the same numbers
+            bit for bit, fewer host round trips; the instruments see every
+            iterate either way); with one, one step a call, so that
+            per-batch hooks see every batch.
         verbose: 1 prints a per-epoch table with a progress bar, 0 nothing.
         epochs: override the number of epochs (for a shorter look).
         probe_every: add the `instruments` (Hessian probe every this many
             epochs, posterior tracker, PAC-Bayes bound); None: none.
-        resume: continue the run in `out_dir` from its last checkpoint, or,
-            when it finished, return its results without training; the
-            folder must hold a run of the same experiment and instruments
-            (`ValueError` otherwise). Without it, a run already in `out_dir`
-            is replaced.
+        resume: True or False. Continue the run in `out_dir` from its last
+            checkpoint, or, when it finished (its summary.json is written;
+            a run a callback stopped early finished too), return its results
+            without training; the folder must hold a run of the same
+            experiment and instruments (`ValueError` otherwise). Without it,
+            a run already in `out_dir` is replaced, once every setting has
+            been checked.
         reference: `(curves, seeds)` of other runs of this setting
             (`robustlab.studies.reference_curves`) that curves.png draws
             this run against; None: the run alone.
@@ -473,6 +509,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         experiment = get(experiment)
     if epochs is not None:
         experiment = experiment.replace(epochs=epochs)
+    callbacks = _check_callbacks(callbacks)
+    resume = validation.check_bool("resume", resume)
     if probe_every is not None:
         validation.check_int_at_least("probe_every", probe_every, 1)
     verbose = validation.check_verbose(verbose)
@@ -481,6 +519,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
                          "Received: out_dir=None, resume=True")
     if out_dir is not None:
         validation.check_folder("out_dir", out_dir)
+    _check_reference(reference)
     config = {
         "experiment": experiment.to_dict(),
         "probe_every": probe_every,
@@ -507,6 +546,16 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     # a setting refused here must leave that run as it was.
     dataset, model = build(
         experiment, steps_per_execution=1 if watches_batches else "epoch")
+    n_eval = min(experiment.eval_train_examples, len(dataset.x_train))
+    all_callbacks = [
+        experiment.schedule.callback(),
+        RobustEvaluation(dataset.x_train[:n_eval], dataset.y_train[:n_eval],
+                         prefix="train_", batch_size=experiment.eval_batch_size),
+        # (They read the state kept in `resume_dir` only when training starts.)
+        *(instruments(experiment, dataset, probe_every, state_dir=resume_dir)
+          if probe_every else []),
+        *callbacks,
+    ]
     if not resume and out_dir is not None:
         # A fresh run: nothing of an earlier run in this folder may be
         # mistaken for its results or resumed into it.
@@ -517,15 +566,6 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     initial_epoch, earlier, elapsed = 0, {}, 0.0
     if resume:
         initial_epoch, earlier, elapsed = run_checkpoint.restore_checkpoint(model, resume_dir)
-    n_eval = min(experiment.eval_train_examples, len(dataset.x_train))
-    all_callbacks = [
-        experiment.schedule.callback(),
-        RobustEvaluation(dataset.x_train[:n_eval], dataset.y_train[:n_eval],
-                         prefix="train_", batch_size=experiment.eval_batch_size),
-        *(instruments(experiment, dataset, probe_every, state_dir=resume_dir)
-          if probe_every else []),
-        *callbacks,
-    ]
     if verbose:
         all_callbacks.append(EpochTable())
     checkpoint = None
@@ -557,14 +597,60 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
     return history, summary
 
 
+# The validation at the end of every epoch runs with the training's
+# `steps_per_execution` too: a test-batch hook would see one batch in so many.
 _BATCH_HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_batch_begin",
-                "on_batch_end")
+                "on_batch_end", "on_test_batch_begin", "on_test_batch_end")
+
+
+def _check_callbacks(callbacks):
+    """`callbacks` as a list (a generator is read once, here), each a Keras
+    callback."""
+    try:
+        given = list(callbacks)
+    except TypeError:
+        given = None
+    if given is None or not all(isinstance(c, keras.callbacks.Callback) for c in given):
+        # What a generator held, since it is spent now.
+        shown = given if given is not None and iter(callbacks) is callbacks else callbacks
+        raise TypeError(
+            "Argument `callbacks` must be an iterable of keras.callbacks.Callback "
+            f"(a list, possibly empty). Received: callbacks={shown!r}")
+    return given
+
+
+def _check_reference(reference):
+    """`reference` must be None or `(curves, seeds)` as
+    `robustlab.studies.reference_curves` returns it: checked before training,
+    not when curves.png is drawn at the end."""
+    if reference is None:
+        return
+    pair = (isinstance(reference, (tuple, list)) and len(reference) == 2
+            and isinstance(reference[0], collections.abc.Mapping)
+            and isinstance(reference[1], numbers.Integral)
+            and not isinstance(reference[1], bool))
+    if not pair or reference[1] < 1:
+        # The curves are arrays over every epoch: named, not printed.
+        def shown(value):
+            if isinstance(value, collections.abc.Mapping):
+                return f"<{type(value).__name__} of {len(value)} keys>"
+            return repr(value)
+
+        if isinstance(reference, (tuple, list)):
+            received = f"({', '.join(map(shown, reference))})"
+        else:
+            received = shown(reference)
+        raise (ValueError if pair else TypeError)(
+            "Argument `reference` must be None or a pair (curves, seeds): a dict "
+            "{key: (mean, stderr)} and the number of seeds >= 1 it averages, as "
+            "robustlab.studies.reference_curves returns. "
+            f"Received: reference={received}")
 
 
 def _watches_batches(callback):
-    """Whether a Keras callback overrides a per-batch training hook, in its
-    class or on the instance (`keras.callbacks.LambdaCallback` sets the
-    hooks it is given as instance attributes)."""
+    """Whether a Keras callback overrides a per-batch training or validation
+    hook, in its class or on the instance (`keras.callbacks.LambdaCallback`
+    sets the hooks it is given as instance attributes)."""
     return any(hook in vars(callback)
                or getattr(type(callback), hook, None) is not getattr(keras.callbacks.Callback, hook)
                for hook in _BATCH_HOOKS)
@@ -624,18 +710,26 @@ def _resumable(out_dir, config, experiment):
             summary = json.load(f)
     except (OSError, ValueError):
         return None
-    if len(history.get("loss", ())) != experiment.epochs:
+    # summary.json is written last (`_write_outputs`): with it the run
+    # finished, also where a callback stopped it before `epochs`
+    # (EarlyStopping). A fresh run removes an earlier run's history.json and
+    # summary.json before it writes its config.json; should they be left
+    # all the same (copied in), a history longer than this run, or one the
+    # summary does not describe, is not this run's: it is trained again.
+    epochs = len(history.get("loss", ()))
+    if not 1 <= epochs <= experiment.epochs or summary.get("epochs") != epochs:
         return None
-    # history.json is written only once the run finished; a checkpoint left
-    # beside it is one a kill kept from being removed.
+    # A checkpoint left beside the results is one a kill kept from being
+    # removed.
     shutil.rmtree(os.path.join(out_dir, RESUME_DIR), ignore_errors=True)
     return history, summary
 
 
 def _write_outputs(experiment, out_dir, history, summary, reference=None):
+    # summary.json last, once everything else is in place: it is what marks
+    # the run finished (`_resumable`), so a run killed before it is completed
+    # by --resume, figure included. Each file is renamed into place whole.
     run_checkpoint.write_history(history, out_dir)
-    run_checkpoint.write_json_atomically(
-        os.path.join(out_dir, "summary.json"), summary, indent=2)
     curves, seeds = reference if reference is not None else (None, 0)
     figure = plots.learning_curves(
         history, drop_epochs=experiment.lr_drop_epochs,
@@ -643,8 +737,14 @@ def _write_outputs(experiment, out_dir, history, summary, reference=None):
                f"{experiment.labels})"),
         reference=curves, reference_label=f"dashed: {seeds} seeds' mean +/- s.e.",
     )
-    figure.savefig(os.path.join(out_dir, "curves.png"), dpi=110)
-    plots.close(figure)
+    path = os.path.join(out_dir, "curves.png")
+    try:
+        figure.savefig(path + ".partial", format="png", dpi=110)
+    finally:
+        plots.close(figure)
+    os.replace(path + ".partial", path)
+    run_checkpoint.write_json_atomically(
+        os.path.join(out_dir, "summary.json"), summary, indent=2)
 
 
 def summarize(history, drop_epoch=None, final_epochs=3):

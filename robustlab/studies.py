@@ -7,7 +7,9 @@ instruments) run for several seeds, and optionally replica forks
 run that is not already in the output folder (`OUT/runs/<experiment>-v<version>
 [-probe<N>]/seed<k>`, written by `robustlab.experiments.run`, shared by the
 studies that use the same run; forks in `OUT/forks/...`), then writes into
-`OUT/<study>/`
+`OUT/<study>/` (a study shortened to N epochs: its runs in
+`OUT/runs/<experiment>-v<version>[-probe<N>]-e<N>/seed<k>`, its results in
+`OUT/<study>-e<N>/`, apart from the full ones)
 
 - `results.json`: per arm, the summary figures of every seed and their mean,
   standard deviation, standard error and n; the fork windows;
@@ -132,14 +134,17 @@ class Arm:
     def config(self):
         return experiments_module.get(self.experiment)
 
-    def folder(self, out, seed):
+    def folder(self, out, seed, epochs=None):
         """The run's folder under the output root `out`: one per experiment
         version, instruments and seed, so studies that share a run share its
-        folder."""
+        folder. A run shortened to `epochs` (other than the experiment's)
+        has a folder of its own, so that it never replaces the full run."""
         config = self.config
         name = f"{config.name}-v{config.version}"
         if self.probe_every:
             name += f"-probe{self.probe_every}"
+        if epochs is not None and epochs != config.epochs:
+            name += f"-e{epochs}"
         return os.path.join(out, "runs", name, f"seed{seed}")
 
 
@@ -403,7 +408,9 @@ class StudyResults:
         for arm in self.study.arms:
             summaries = self.summaries(arm.experiment)
             figures = {}
-            for key in summaries[0]:
+            # Every figure any seed has (a seed whose run never reached a
+            # probe lacks the probe's), in the order the seeds first give them.
+            for key in dict.fromkeys(key for s in summaries for key in s):
                 values = np.asarray([s.get(key, math.nan) for s in summaries], "float64")
                 mean, stderr = mean_and_stderr(values)
                 figures[key] = {
@@ -525,7 +532,7 @@ class StudyResults:
             "arms": [
                 {
                     "label": arm.label,
-                    "experiment": arm.config.to_dict(),
+                    "experiment": _ran(arm, self.metadata).to_dict(),
                     "probe_every": arm.probe_every,
                     "histories": [
                         {k: [_round(x, digits) for x in v] for k, v in sorted(h.items())}
@@ -678,13 +685,25 @@ def _history_from_json(history):
 def _check_seeds(seeds):
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         validation.check_int_at_least("seeds", int(seeds), 1)
+        # The seeds 0..N-1, each of which must be a seed.
+        if seeds > validation.MAX_SEED + 1:
+            raise ValueError(
+                f"Argument `seeds` must be a number of seeds in [1, "
+                f"{validation.MAX_SEED + 1}] (the seeds 0..N-1) or a list of seeds. "
+                f"Received: seeds={seeds}")
         return list(range(int(seeds)))
     seeds = list(seeds)
     if not seeds:
         raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
-    for seed in seeds:
-        validation.check_int_at_least("seeds", seed, 0)
-    return [int(s) for s in validation.check_distinct("seeds", seeds)]
+    seeds = [validation.check_seed("seeds", seed) for seed in seeds]
+    return validation.check_distinct("seeds", seeds)
+
+
+def _ran(arm, metadata):
+    """The configuration of an arm's runs: shortened when the results say
+    so (`shortened_to_epochs`)."""
+    epochs = metadata.get("shortened_to_epochs")
+    return arm.config.replace(epochs=epochs) if epochs else arm.config
 
 
 def _completed_history(folder, config):
@@ -696,6 +715,10 @@ def _completed_history(folder, config):
         with open(os.path.join(folder, "history.json")) as f:
             history = json.load(f)
     except (OSError, ValueError, KeyError):
+        return None
+    # summary.json is written last: without it the run was killed while
+    # writing its results, and `experiments.run` completes it.
+    if not os.path.exists(os.path.join(folder, "summary.json")):
         return None
     # A run of other code, or made on other hardware or another number of
     # CPU threads, is not reused: `experiments.run` then says so.
@@ -716,7 +739,8 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         seeds: the number of seeds (0, 1, ...) or a list of seeds.
         out: the output root: runs go to `out/runs/...` and `out/forks/...`
             (shared between studies), the study's results to `out/<name>/`
-            (`out/<name>-full/` at full scale).
+            (`out/<name>-full/` at full scale; `-e<epochs>` appended when
+            shortened).
         scale: `"quick"`, the digits setting of `STUDIES`, or `"full"`, the
             CIFAR-10 setting of `FULL_SCALE_STUDIES` (for a GPU; CIFAR-10
             comes through tensorflow-datasets, see `robustlab.data.load`).
@@ -726,14 +750,18 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             midway from its last finished epoch (`robustlab.experiments.run`):
             the results are those of an uninterrupted reproduction. A run of
             other code is refused (`ValueError`); forks of other code are
-            computed again. Without it everything is computed again.
+            computed again. Without it everything is computed again. True
+            or False.
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
-        write_reference: also write the results as the package's reference
-            data (`robustlab/reference/<name>.json.gz`).
-        epochs: train fewer epochs (a shortened look; the results say so and
-            cannot be written as reference). Forks at epochs beyond it are
-            left out.
+        write_reference: True or False: also write the results as the
+            package's reference data (`robustlab/reference/<name>.json.gz`).
+        epochs: train fewer epochs than the study's runs (a shortened look,
+            an integer from 1 to one less than their epochs; the results say
+            so and cannot be written as reference). Its runs and results go
+            to folders of their own (see `out`), so the full runs are never
+            touched. Forks at the start of epoch `epochs` or later are left
+            out (with a warning); those before it are kept.
 
     Returns:
         The `StudyResults`.
@@ -741,8 +769,16 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     study = get(name, scale)
     seeds = _check_seeds(seeds)
     verbose = validation.check_verbose(verbose)
+    resume = validation.check_bool("resume", resume)
+    write_reference = validation.check_bool("write_reference", write_reference)
     if epochs is not None:
         validation.check_int_at_least("epochs", epochs, 1)
+        full = min(arm.config.epochs for arm in study.arms)
+        if epochs >= full:
+            raise ValueError(
+                f"Argument `epochs` shortens the runs of study {name!r}, which train "
+                f"{full} epochs: it must be an integer in [1, {full - 1}] (drop it for "
+                f"the full runs). Received: epochs={epochs}")
         if write_reference:
             raise ValueError(
                 "Reference results are full-length runs; drop `epochs` to write "
@@ -757,7 +793,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     if write_reference:
         # Checked before hours of training, not when the results are in.
         _check_writable_reference(reference_path)
-    study_dir = os.path.join(out, study.folder_name)
+    study_dir = os.path.join(out, study.folder_name + (f"-e{epochs}" if epochs else ""))
     if verbose and scale == "full":
         length = epochs or max(arm.config.epochs for arm in study.arms)
         print(f"{name} at full scale: {study.description} A run is {length} epochs on "
@@ -770,11 +806,24 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             plan.append((arm, config.replace(seed=seed), seed))
     forks = study.forks
     if forks is not None and epochs is not None and max(forks.epochs) >= epochs:
-        warnings.warn(
-            f"{name} with epochs={epochs} leaves out its replica forks: they start "
-            f"at epochs {list(forks.epochs)}, the last beyond the shortened runs.",
-            stacklevel=2)
-        forks = None
+        # A fork's base run trains up to the fork's epoch with the study's
+        # setting, whatever the runs' length: the windows before `epochs` are
+        # the full study's. As forks at those epochs alone they have a folder
+        # of their own (`Forks.folder` names the epochs), so the full forks'
+        # files never hold fewer windows.
+        kept = tuple(e for e in forks.epochs if e < epochs)
+        if kept:
+            warnings.warn(
+                f"{name} with epochs={epochs} leaves out its replica forks at epochs "
+                f"{[e for e in forks.epochs if e >= epochs]}, beyond the shortened "
+                f"runs, and keeps those at {list(kept)}.", stacklevel=2)
+            forks = dataclasses.replace(forks, epochs=kept)
+        else:
+            warnings.warn(
+                f"{name} with epochs={epochs} leaves out its replica forks: they start "
+                f"at epochs {list(forks.epochs)}, beyond the shortened runs.",
+                stacklevel=2)
+            forks = None
     if epochs is not None:
         unperturbed = sorted({arm.experiment for arm in study.arms
                               if arm.config.awp_gamma > 0
@@ -789,7 +838,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     progress = _StudyProgress(plan, verbose, forks=len(seeds) * len(forks.epochs) if forks else 0)
     histories = {arm.experiment: [] for arm in study.arms}
     for arm, config, seed in plan:
-        folder = arm.folder(out, seed)
+        folder = arm.folder(out, seed, epochs)
         history = _completed_history(folder, config) if resume else None
         if history is None:
             # With `resume`, a run killed midway continues from its last epoch.
@@ -901,6 +950,8 @@ def command(study, seeds, epochs=None):
     'robustlab reproduce awp-tradeoff --quick --seeds 8'
     >>> command(get("lr-drop-collapse", "full"), [3, 4], epochs=2)
     'robustlab reproduce lr-drop-collapse --seeds 3 4 --epochs 2'
+    >>> command(get("awp-tradeoff"), [3])
+    'robustlab reproduce awp-tradeoff --quick --seed 3'
     """
     seeds = list(seeds)
     line = f"robustlab reproduce {study.name}"
@@ -908,6 +959,9 @@ def command(study, seeds, epochs=None):
         line += " --quick"
     if seeds == list(range(len(seeds))):
         line += f" --seeds {len(seeds)}"
+    elif len(seeds) == 1:
+        # `--seeds 3` would be the three seeds 0, 1 and 2.
+        line += f" --seed {seeds[0]}"
     else:
         line += f" --seeds {' '.join(map(str, seeds))}"
     if epochs:
@@ -936,7 +990,7 @@ def _write_outputs(results, out):
                    "description": results.study.description,
                    "seeds": results.seeds, "metadata": results.metadata,
                    "arms": {a.experiment: {"label": a.label,
-                                           "experiment": a.config.to_dict()}
+                                           "experiment": _ran(a, results.metadata).to_dict()}
                             for a in results.study.arms},
                    "table": results.table(), "forks": results.fork_table(),
                    "checkpoint_selection": checkpoint_selection(

@@ -107,6 +107,10 @@ def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
      "Argument `seeds` must not repeat a value. Received: seeds=[1, 1]"),
     (["reproduce", "robust-overfitting", "--quick", "--epochs", "0"],
      "Argument `epochs` must be an integer >= 1. Received: epochs=0"),
+    (["reproduce", "robust-overfitting", "--quick", "--epochs", "100"],
+     "Argument `epochs` shortens the runs of study 'robust-overfitting', which train 100 "
+     "epochs: it must be an integer in [1, 99] (drop it for the full runs). "
+     "Received: epochs=100"),
 ])
 def test_a_bad_argument_stops_the_command_before_any_training(capsys, monkeypatch, args,
                                                               message):
@@ -175,6 +179,17 @@ def test_several_seeds_under_a_file_are_refused_before_training(tmp_path, capsys
                                 "awp_warmup_epochs=-1"),
     ({"learning_rate": 0.0}, "`learning_rate` must be a finite number > 0. Received: "
                              "learning_rate=0.0"),
+    # The schedule's, refused here under the experiment's names.
+    ({"lr_drop_factor": 2.0}, "`lr_drop_factor` must be a finite number in (0, 1]. Received: "
+                              "lr_drop_factor=2.0"),
+    ({"lr_drop_epochs": (0,)}, "`lr_drop_epochs` must hold integers, strictly increasing and "
+                               ">= 1. Received: lr_drop_epochs=(0,)"),
+    ({"lr_drop_epochs": (40, 40)}, "`lr_drop_epochs` must hold integers, strictly increasing "
+                                   "and >= 1. Received: lr_drop_epochs=(40, 40)"),
+    ({"lr_drop_epochs": (40.5,)}, "`lr_drop_epochs` must hold integers, strictly increasing "
+                                  "and >= 1. Received: lr_drop_epochs=(40.5,)"),
+    ({"lr_drop_epochs": "40"}, "`lr_drop_epochs` must be a sequence of epochs, e.g. (40,). "
+                               "Received: lr_drop_epochs='40'"),
 ])
 def test_an_experiment_with_a_bad_setting_cannot_be_made(change, message):
     with pytest.raises((ValueError, TypeError), match=re.escape(message)):
@@ -233,3 +248,12 @@ def test_a_seed_outside_the_range_is_named_as_its_flag(capsys, monkeypatch):
     assert capsys.readouterr().err == (
         "robustlab reproduce: error: Argument `seed` must be an integer >= 0. "
         "Received: seed=-1\n")
+
+
+def test_the_command_of_one_seed_reproduces_that_seed(monkeypatch):
+    # `--seeds 3` would be the three seeds 0, 1 and 2.
+    line = studies.command(studies.get("robust-overfitting"), [3])
+    chosen = []
+    monkeypatch.setattr(studies, "reproduce", lambda name, s, *a, **k: chosen.append(s))
+    assert cli.main(line.split()[1:]) == 0
+    assert chosen == [[3]]

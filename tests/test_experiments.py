@@ -2,8 +2,11 @@
 looks at single batches, the same numbers as one step a call (the numbers
 themselves are specified in test_resume.py and test_studies.py)."""
 
+import re
+
 import keras
 import numpy as np
+import pytest
 
 from robustlab import experiments
 from tests.test_studies import TINY
@@ -106,3 +109,54 @@ def test_build_takes_an_epoch_or_a_count_of_steps_and_rejects_anything_else():
         experiments.build(TINY, steps_per_execution="all")
     with pytest.raises(TypeError, match=r"Received: steps_per_execution=True"):
         experiments.build(TINY, steps_per_execution=True)
+
+
+class ValidationBatchCounter(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
+
+
+def test_a_callback_with_a_validation_batch_hook_sees_every_validation_batch(monkeypatch):
+    # The end-of-epoch validation runs with the training's steps_per_execution:
+    # with k steps a call, the hook would see batches k - 1, 2k - 1, ...
+    built = record_steps_per_execution(monkeypatch)
+    watcher = ValidationBatchCounter()
+    experiments.run(TINY.replace(epochs=1), None, verbose=0, callbacks=[watcher])
+    assert built == [1]
+    assert len(watcher.batches) >= 2
+    assert watcher.batches == list(range(len(watcher.batches)))
+
+
+def test_callbacks_may_be_any_iterable_of_callbacks():
+    counter = EpochCounter()
+    experiments.run(TINY.replace(epochs=1), None, verbose=0,
+                    callbacks=(c for c in [counter]))
+    assert counter.epochs == 1
+
+
+@pytest.mark.parametrize("callbacks, received", [
+    (None, "None"),
+    (EpochCounter(), "<tests.test_experiments.EpochCounter object"),
+    (["a callback"], "['a callback']"),
+    ((c for c in [EpochCounter(), "a callback"]),
+     "[<tests.test_experiments.EpochCounter object"),
+], ids=["None", "one callback", "not a callback", "a generator holding a non-callback"])
+def test_callbacks_other_than_an_iterable_of_callbacks_are_refused_before_training(
+        monkeypatch, callbacks, received):
+    monkeypatch.setattr(experiments, "build", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TypeError, match=re.escape(
+            "Argument `callbacks` must be an iterable of keras.callbacks.Callback "
+            f"(a list, possibly empty). Received: callbacks={received}")):
+        experiments.run(TINY, None, verbose=0, callbacks=callbacks)
+
+
+def test_resume_must_be_true_or_false(tmp_path, monkeypatch):
+    # bool("no") is True.
+    monkeypatch.setattr(experiments, "build", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TypeError, match=re.escape(
+            "Argument `resume` must be True or False. Received: resume='no'")):
+        experiments.run(TINY, str(tmp_path / "run"), verbose=0, resume="no")

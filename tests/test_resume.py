@@ -27,6 +27,7 @@ from robustlab import run_checkpoint
 from robustlab import studies
 from tests.test_studies import TINY
 from tests.test_studies import TINY_STUDY
+from tests.test_studies import folder_contents
 
 EPOCHS, PROBE_EVERY = 6, 2
 
@@ -265,6 +266,87 @@ def test_a_fresh_run_discards_what_an_earlier_run_left(tmp_path):
     assert not os.path.exists(os.path.join(out, experiments.RESUME_DIR))
 
 
+@pytest.mark.parametrize("refused, message", [
+    # The posterior tracker would refuse a window of one step only when
+    # training starts.
+    (dict(experiment=TINY.replace(epochs=1, batch_size=128), probe_every=1),
+     r"at least 2 training steps.*Received: batch_size=128"),
+    # The curves without their seed count would fail when curves.png is drawn.
+    (dict(experiment=TINY.replace(epochs=1), reference={"val_robust_loss": ([0.5], [0.1])}),
+     r"pair \(curves, seeds\).*Received: reference=<dict of 1 keys>"),
+], ids=["instruments", "reference"])
+def test_a_refused_setting_leaves_the_earlier_run_in_the_folder_as_it_was(
+        tmp_path, refused, message):
+    out = str(tmp_path / "run")
+    experiments.run(TINY.replace(epochs=1), out, verbose=0)
+    before = folder_contents(out)
+    refused = dict(refused)
+    with pytest.raises((ValueError, TypeError), match=message):
+        experiments.run(refused.pop("experiment"), out, verbose=0, **refused)
+    assert folder_contents(out) == before
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+def test_resuming_a_run_a_callback_stopped_early_returns_it_without_training(
+        tmp_path, monkeypatch):
+    out = str(tmp_path / "run")
+    history, summary = experiments.run(TINY, out, verbose=0,
+                                       callbacks=[StopAfterFirstEpoch()])
+    assert len(history["loss"]) == 1 < TINY.epochs
+    monkeypatch.setattr(experiments, "build", lambda *a, **k: pytest.fail("trained again"))
+    again, again_summary = experiments.run(TINY, out, verbose=0, resume=True)
+    assert same(again, history) and again_summary == summary
+
+
+def test_results_longer_than_the_run_are_not_taken_for_it(tmp_path):
+    # Files of a longer run left in the folder (a fresh run removes them
+    # before it starts; these were copied in) are not this run's results.
+    out = str(tmp_path / "run")
+    history, _ = experiments.run(TINY, out, verbose=0, epochs=1)
+    longer = {key: values * 2 for key, values in history.items()}
+    with open(os.path.join(out, "history.json"), "w") as f:
+        json.dump(longer, f)
+    summary = read_json(out, "summary.json")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(dict(summary, epochs=2), f)
+    resumed, _ = experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+    assert same(resumed, history)
+    assert same(read_json(out, "history.json"), history)
+
+
+class Killed(BaseException):
+    """What a SIGKILL does to the process, in this one."""
+
+
+def test_a_run_killed_while_drawing_its_figure_is_finished_by_resume(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    out = str(tmp_path / "run")
+
+    def killed_halfway(figure, path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG half a figure")
+        raise Killed
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", killed_halfway)
+    with pytest.raises(Killed):
+        experiments.run(TINY, out, verbose=0, epochs=1)
+    monkeypatch.undo()
+    # Not finished: summary.json, written last, marks a finished run.
+    assert not os.path.exists(os.path.join(out, "summary.json"))
+    assert not os.path.exists(os.path.join(out, "curves.png"))
+    experiments.run(TINY, out, verbose=0, epochs=1, resume=True)
+    with open(os.path.join(out, "curves.png"), "rb") as f:
+        figure = f.read()
+    assert figure.startswith(b"\x89PNG\r\n\x1a\n") and figure.endswith(b"IEND\xaeB`\x82")
+    assert sorted(os.listdir(out)) == [
+        "config.json", "curves.png", "history.csv", "history.json", "summary.json"]
+
+
 # -- the checkpoint itself --------------------------------------------------------------
 
 
@@ -340,17 +422,18 @@ def test_a_reproduction_killed_midway_and_resumed_gives_the_uninterrupted_result
     out = str(tmp_path / "killed")
     args = ("reproduce", "robust-overfitting", "--quick", "--seeds", "1", "--epochs", epochs,
             "--out", out, "--quiet")
-    second_arm = os.path.join(out, "runs", "quick_lr01-v2", "seed0")
+    second_arm = os.path.join(out, "runs", f"quick_lr01-v2-e{epochs}", "seed0")
     # Killed in the second run, after the first finished and the second
     # checkpointed an epoch.
     kill_when(start(*args), lambda: checkpointed_epoch(second_arm) >= 1)
-    assert os.path.exists(os.path.join(out, "runs", "quick-v2-probe5", "seed0", "history.json"))
+    assert os.path.exists(os.path.join(out, "runs", f"quick-v2-probe5-e{epochs}", "seed0",
+                                       "history.json"))
     done = subprocess.run(robustlab_command(*args, "--resume"), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    saved = read_json(out, "robust-overfitting", "results.json")
+    saved = read_json(out, f"robust-overfitting-e{epochs}", "results.json")
     assert same(saved["table"], json.loads(json.dumps(reference.table())))
     for arm in reference.study.arms:
-        folder = arm.folder(out, 0)
+        folder = arm.folder(out, 0, int(epochs))
         np.testing.assert_array_equal(
             read_json(folder, "history.json")["val_robust_accuracy"],
             reference.runs(arm.experiment)[0]["val_robust_accuracy"])

@@ -4,6 +4,9 @@ reference results that ship with the package."""
 import json
 import math
 import os
+import re
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -37,6 +40,30 @@ def tiny():
 def reproduced(tiny, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("study") / "out")
     return out, studies.reproduce("tiny-study", 2, out, verbose=0)
+
+
+def folder_contents(folder):
+    """Every file under `folder`, path and bytes."""
+    contents = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                contents[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return contents
+
+
+@pytest.fixture(scope="module")
+def shortened(reproduced, tmp_path_factory):
+    """A shortened look (2 of the 3 epochs, seed 0) at the study reproduced
+    in full, in a copy of its output root: `(out, the files there before it,
+    its results, the warnings it gave)`."""
+    out = str(tmp_path_factory.mktemp("shortened") / "out")
+    shutil.copytree(reproduced[0], out)
+    before = folder_contents(out)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = studies.reproduce("tiny-study", [0], out, verbose=0, epochs=2)
+    return out, before, results, [str(w.message) for w in caught]
 
 
 def test_reproduce_writes_runs_forks_results_and_figures(reproduced):
@@ -267,10 +294,78 @@ def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
     ([1, 1], "must not repeat a value"),
     ([], "at least one seed"),
     ([-1], "Argument `seeds` must be an integer >= 0"),
+    ([2**31], re.escape("Argument `seeds` must be an integer in [0, 2147483647]. "
+                        "Received: seeds=2147483648")),
+    (10**12, re.escape("Argument `seeds` must be a number of seeds in [1, 2147483648] "
+                       "(the seeds 0..N-1) or a list of seeds. Received: seeds=1000000000000")),
 ])
-def test_bad_seeds_are_rejected(tiny, tmp_path, seeds, match):
+def test_bad_seeds_are_rejected_before_anything_is_made(tiny, tmp_path, seeds, match):
     with pytest.raises(ValueError, match=match):
         studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("flag", ["resume", "write_reference"])
+def test_the_flags_of_reproduce_must_be_true_or_false(tiny, tmp_path, monkeypatch, flag):
+    # bool("no") is True: write_reference="no" would overwrite the reference.
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(tmp_path / "reference"))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(TypeError, match=re.escape(
+            f"Argument `{flag}` must be True or False. Received: {flag}='no'")):
+        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), verbose=0, **{flag: "no"})
+    assert not os.path.exists(tmp_path / "reference")
+
+
+@pytest.mark.parametrize("epochs", [3, 4])
+def test_epochs_not_fewer_than_the_studys_are_refused_before_anything_is_made(
+        tiny, tmp_path, monkeypatch, epochs):
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `epochs` shortens the runs of study 'tiny-study', which train 3 "
+            "epochs: it must be an integer in [1, 2] (drop it for the full runs). "
+            f"Received: epochs={epochs}")):
+        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), epochs=epochs, verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_shortened_study_leaves_the_full_runs_and_results_as_they_were(
+        shortened, monkeypatch):
+    out, before, _, _ = shortened
+    after = folder_contents(out)
+    assert {path: after.get(path) for path in before} == before
+    with open(os.path.join(out, "runs", "tiny-v1-probe2-e2", "seed0", "history.json")) as f:
+        assert len(json.load(f)["loss"]) == 2
+    assert os.path.exists(os.path.join(out, "tiny-study-e2", "results.json"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(experiments, "run", no_training)
+    monkeypatch.setattr(forks, "fork", no_training)
+    studies.reproduce("tiny-study", 2, out, resume=True, verbose=0)
+
+
+def test_a_shortened_study_records_the_configuration_that_ran(shortened):
+    out, _, results, _ = shortened
+    ran = json.loads(json.dumps(TINY.replace(epochs=2).to_dict()))
+    with open(os.path.join(out, "tiny-study-e2", "results.json")) as f:
+        assert json.load(f)["arms"]["tiny"]["experiment"] == ran
+    # (and so would a reference file of them)
+    assert json.loads(json.dumps(results.to_json()["arms"][0]["experiment"])) == ran
+
+
+def test_a_shortened_study_keeps_the_forks_before_its_last_epoch(shortened, reproduced):
+    _, _, results, warned = shortened
+    assert [w.epoch for w in results.forks[0]] == [1]
+    assert ("tiny-study with epochs=2 leaves out its replica forks at epochs [2], beyond "
+            "the shortened runs, and keeps those at [1]." in warned)
+    # A fork's base run does not depend on how long the runs are: the window
+    # is the full study's.
+    def as_text(window):
+        return json.dumps(window.to_dict(), sort_keys=True,
+                          default=lambda x: np.asarray(x).tolist())
+
+    assert as_text(results.forks[0][0]) == as_text(reproduced[1].forks[0][0])
 
 
 def test_a_verbose_other_than_0_or_1_is_rejected(tiny, tmp_path):
@@ -429,9 +524,9 @@ def test_the_full_scale_study_runs_on_cifar10_from_tfds(tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     assert cli.main(["reproduce", "robust-overfitting", "--seeds", "1", "--epochs", "1",
                      "--out", out, "--quiet"]) == 0
-    assert sorted(os.listdir(os.path.join(out, "robust-overfitting-full"))) == [
+    assert sorted(os.listdir(os.path.join(out, "robust-overfitting-full-e1"))) == [
         "curves.png", "results.json", "summary.txt"]
-    run_dir = os.path.join(out, "runs", "cifar10_rice-v2-probe10", "seed0")
+    run_dir = os.path.join(out, "runs", "cifar10_rice-v2-probe10-e1", "seed0")
     with open(os.path.join(run_dir, "config.json")) as f:
         config = json.load(f)["experiment"]
     assert (config["dataset"], config["model"], config["batch_size"], config["train_steps"]) == (
@@ -440,7 +535,7 @@ def test_the_full_scale_study_runs_on_cifar10_from_tfds(tmp_path, monkeypatch):
         history = json.load(f)
     assert len(history["val_robust_accuracy"]) == 1
     assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_robust_loss"][0])
-    with open(os.path.join(out, "robust-overfitting-full", "results.json")) as f:
+    with open(os.path.join(out, "robust-overfitting-full-e1", "results.json")) as f:
         results = json.load(f)
     assert results["metadata"]["scale"] == "full"
     assert results["metadata"]["command"] == (
@@ -574,6 +669,21 @@ def test_a_study_prints_a_line_as_each_run_and_fork_window_ends(tiny, tmp_path, 
     assert "forks seed 0: window at epoch 2 done" in lines
     studies.reproduce("tiny-study", [0], str(tmp_path), resume=True, verbose=1)
     assert "tiny seed 0: finished earlier, reused" in capsys.readouterr().out.splitlines()
+
+
+def test_the_table_has_every_figure_that_any_seed_has(tiny):
+    # Only seed 1's run probed 4 or more epochs after the drop (epoch 2).
+    def history(probed):
+        eig = np.full(8, np.nan)
+        if probed:
+            eig[6] = 5.0
+        return {"val_robust_accuracy": np.linspace(0.2, 0.5, 8),
+                "val_robust_loss": np.linspace(1.0, 0.5, 8), "hessian_top_eig": eig}
+
+    results = studies.StudyResults(tiny, [0, 1], {"tiny": [history(False), history(True)]})
+    row = results.table()["tiny"]["top_eig_after_drop"]
+    assert row["n"] == 1 and row["mean"] == 5.0
+    np.testing.assert_array_equal(row["values"], [np.nan, 5.0])
 
 
 def test_summary_statistics_leave_out_a_seed_without_the_figure():
