@@ -102,7 +102,8 @@ def _parser():
                            help="reuse the runs already finished in --out and "
                                 "continue an interrupted one from its last epoch")
     reproduce.add_argument("--epochs", type=int, default=None,
-                           help="train fewer epochs (a shortened look)")
+                           help="train fewer epochs than the study's runs (a shortened "
+                                "look; its runs and results go to folders of their own)")
     reproduce.add_argument("--write-reference", action="store_true",
                            help="also write the package's reference results")
     reproduce.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
