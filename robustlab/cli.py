@@ -297,31 +297,52 @@ def main(argv=None):
             if args.command == "figures":
                 return _figures(args)
             return _train(args)
-    except (ValueError, FileNotFoundError) as error:
-        # Bad arguments (or results asked for that are not there): the
-        # message names the argument and what it received.
+    except ValueError as error:
+        # Bad arguments: the message names the argument and what it received.
         parser.exit(2, f"robustlab {args.command}: error: {error}\n")
+    except FileNotFoundError as error:
+        if error.filename is None:
+            # Results asked for that are not there (`studies.reference`): the
+            # message says how to make them.
+            parser.exit(2, f"robustlab {args.command}: error: {error}\n")
+        # A path of the output folder that could not be made or written.
+        _could_not_write(parser, args, error)
     except data.DatasetNotAvailableError as error:
         # Not an argument's fault: the data is missing here, and the message
         # says how to get it.
         parser.exit(1, f"robustlab {args.command}: error: {error}\n")
     except OSError as error:
-        # (After the missing data above, itself an OSError.) The folder was
-        # checked, then could not be written (a full disk, a read-only
-        # mount, /proc): say so in a line, naming where.
-        where = getattr(args, "out", None)
-        parser.exit(1, f"robustlab {args.command}: error: could not write the "
-                       f"results ({error.strerror or error}: {error.filename or ''}). "
-                       f"Received: --out {where!r}\n")
+        # (After the missing data above, itself an OSError.)
+        _could_not_write(parser, args, error)
     except KeyboardInterrupt:
-        # Ctrl-C: a line, not a traceback through TensorFlow. Every run
-        # checkpoints each finished epoch, so nothing finished is lost.
-        again = ""
-        if args.command in ("train", "reproduce"):
-            again = ("; the same command with --resume continues from the last "
-                     "finished epoch")
-        print(f"\nrobustlab {args.command}: interrupted{again}", file=sys.stderr)
-        return 130
+        return _interrupted(args)
+    except SystemError as error:
+        # Ctrl-C while TensorFlow traces a function can surface as a
+        # SystemError from its C code, raised while the KeyboardInterrupt
+        # was being handled: the same interruption.
+        if isinstance(error.__context__, KeyboardInterrupt):
+            return _interrupted(args)
+        raise
+
+
+def _could_not_write(parser, args, error):
+    """The folder was checked, then could not be written (a full disk, a
+    read-only mount, /proc): say so in a line, naming where."""
+    where = getattr(args, "out", None)
+    parser.exit(1, f"robustlab {args.command}: error: could not write the "
+                   f"results ({error.strerror or error}: {error.filename or ''}). "
+                   f"Received: --out {where!r}\n")
+
+
+def _interrupted(args):
+    # Ctrl-C: a line, not a traceback through TensorFlow. Every run
+    # checkpoints each finished epoch, so nothing finished is lost.
+    again = ""
+    if args.command in ("train", "reproduce"):
+        again = ("; the same command with --resume continues from the last "
+                 "finished epoch")
+    print(f"\nrobustlab {args.command}: interrupted{again}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

@@ -214,6 +214,58 @@ def test_data_that_cannot_be_had_here_is_an_error_line_not_a_traceback(capsys, m
         "cannot be downloaded now\n")
 
 
+def test_an_output_path_that_cannot_be_written_is_an_error_line_with_status_1(capsys, monkeypatch,
+                                                                            tmp_path):
+    # What writing under /proc gives: a FileNotFoundError naming the path.
+    def unwritable(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/x/config.json")
+
+    monkeypatch.setattr(experiments, "run", unwritable)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--out", str(tmp_path / "run")])
+    assert exit_.value.code == 1
+    assert capsys.readouterr().err == (
+        "robustlab train: error: could not write the results (No such file or directory: "
+        f"/proc/x/config.json). Received: --out {str(tmp_path / 'run')!r}\n")
+
+
+def test_reference_results_that_are_not_there_are_a_bad_argument(capsys, monkeypatch, tmp_path):
+    from robustlab import studies
+
+    def missing(name):
+        raise FileNotFoundError(f"robustlab ships no reference results for study {name!r} yet")
+
+    monkeypatch.setattr(studies, "reference", missing)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["figures", "awp-tradeoff", "--out", str(tmp_path / "figures")])
+    assert exit_.value.code == 2
+    assert "ships no reference results for study 'awp-tradeoff'" in capsys.readouterr().err
+
+
+def test_ctrl_c_surfacing_as_a_system_error_from_tracing_is_an_interruption(capsys, monkeypatch,
+                                                                          tmp_path):
+    def interrupted_while_tracing(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemError("Objects/listobject.c:338: bad argument to internal function")
+
+    monkeypatch.setattr(experiments, "run", interrupted_while_tracing)
+    assert cli.main(["train", "--out", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err.strip() == (
+        "robustlab train: interrupted; the same command with --resume continues from "
+        "the last finished epoch")
+
+
+def test_a_system_error_of_its_own_is_not_taken_for_an_interruption(monkeypatch, tmp_path):
+    def broken(*args, **kwargs):
+        raise SystemError("bad argument to internal function")
+
+    monkeypatch.setattr(experiments, "run", broken)
+    with pytest.raises(SystemError):
+        cli.main(["train", "--out", str(tmp_path / "run")])
+
+
 @pytest.mark.parametrize("verbose", [2, -1, 0.5, "auto", None])
 def test_the_runner_takes_verbose_0_or_1_only(verbose):
     with pytest.raises(ValueError, match=re.escape(
