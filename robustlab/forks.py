@@ -35,6 +35,7 @@ it.
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -105,23 +106,29 @@ class ForkResult:
 
     @property
     def ratio(self):
-        """measured_top / predicted_top."""
-        return self.measured_top / self.predicted_top
+        """measured_top / predicted_top: inf where the prediction is 0 and
+        the measurement is not (a window without minibatch noise, a
+        full-batch one, predicts no spread), NaN where both are 0."""
+        return _ratio(self.measured_top, self.predicted_top)
 
     @property
     def ratio_shuffled(self):
-        """measured_top / predicted_top_shuffled (None where not predicted)."""
+        """measured_top / predicted_top_shuffled (None where not predicted;
+        inf or NaN where the prediction is 0, as `ratio`)."""
         if self.predicted_top_shuffled is None:
             return None
-        return self.measured_top / self.predicted_top_shuffled
+        return _ratio(self.measured_top, self.predicted_top_shuffled)
 
     def to_dict(self):
+        """The window as a JSON-ready dict, with its ratios; a ratio that is
+        not finite is None (JSON null: standard JSON has no inf or NaN, and
+        `from_dict` recomputes the ratios anyway)."""
         d = dataclasses.asdict(self)
         d["eigenvalues"] = [float(v) for v in self.eigenvalues]
         d["path"] = np.asarray(self.path, "float32").tolist()
-        d["ratio"] = float(self.ratio)
+        d["ratio"] = _finite_or_none(self.ratio)
         if self.predicted_top_shuffled is not None:
-            d["ratio_shuffled"] = float(self.ratio_shuffled)
+            d["ratio_shuffled"] = _finite_or_none(self.ratio_shuffled)
         return d
 
     @classmethod
@@ -130,6 +137,19 @@ class ForkResult:
         d["eigenvalues"] = np.asarray(d["eigenvalues"], "float64")
         d["path"] = np.asarray(d["path"], "float64")
         return cls(**d)
+
+
+def _ratio(measured, predicted):
+    if predicted == 0:
+        # Python's division would raise; a variance measured against none
+        # predicted is infinitely more, and 0 against 0 undefined.
+        return math.nan if measured == 0 else math.copysign(math.inf, measured)
+    return measured / predicted
+
+
+def _finite_or_none(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 class _State:

@@ -25,17 +25,58 @@ __all__ = [
 
 
 def final_activation_is_softmax(model):
-    """Whether `model` ends in a softmax (so it outputs probabilities)."""
+    """Whether `model` ends in a softmax (so it outputs probabilities).
+
+    The operation looked at is, for a functional model with one output, the
+    one that computes that output (a layer or a `keras.ops` call); for a
+    `keras.Sequential`, its last layer; for any other model (subclassed, or
+    functional with several outputs), the last of `model.layers`, which for
+    a subclassed model is the last layer assigned in `__init__`, not
+    necessarily the one `call` ends with. That operation is a softmax when
+    it is a `keras.layers.Softmax`, a `keras.ops.softmax` or
+    `keras.activations.softmax` call in a functional model, a layer whose
+    `activation` is softmax (`Dense(..., activation="softmax")`,
+    `Activation("softmax")`), or a model that ends in a softmax by these same
+    rules (a nested model, looked into recursively).
+
+    Anything else counts as logits (False), among them a softmax followed by
+    any other operation, one applied inside a subclassed model's `call`, and
+    a model with no layers.
+    """
+    outputs = getattr(model, "outputs", None)
+    if (not isinstance(model, keras.Sequential) and isinstance(outputs, list)
+            and len(outputs) == 1 and hasattr(outputs[0], "_keras_history")):
+        return _is_softmax(outputs[0]._keras_history.operation)
     layers = getattr(model, "layers", None)
     if not layers:
         return False
-    last = layers[-1]
-    if isinstance(last, keras.layers.Softmax):
+    return _is_softmax(layers[-1])
+
+
+def _is_softmax(operation):
+    if isinstance(operation, keras.Model):
+        return final_activation_is_softmax(operation)
+    if isinstance(operation, keras.layers.Softmax) or isinstance(
+            operation, _softmax_op_type()):
         return True
-    activation = getattr(last, "activation", None)
+    activation = getattr(operation, "activation", None)
     return activation is keras.activations.softmax or (
         getattr(activation, "__name__", None) == "softmax"
     )
+
+
+def _softmax_op_type():
+    # The class that a `keras.ops.softmax` call on a symbolic tensor records
+    # is not exported; it is read from such a call rather than imported from
+    # `keras.src`, whose layout changes between releases.
+    global _SOFTMAX_OP_TYPE
+    if _SOFTMAX_OP_TYPE is None:
+        symbolic = keras.ops.softmax(keras.KerasTensor((1, 2)))
+        _SOFTMAX_OP_TYPE = type(symbolic._keras_history.operation)
+    return _SOFTMAX_OP_TYPE
+
+
+_SOFTMAX_OP_TYPE = None
 
 
 def per_example_loss(loss):

@@ -46,6 +46,11 @@ PANELS = (
 # Settings, the same in every run of a setting: not drawn against a reference.
 _SETTINGS = ("learning_rate", "awp_gamma")
 
+# Drawn on a linear axis of their own on the right of a log-scale panel: AWP's
+# gamma is 0 throughout its warm-up, which a log axis cannot show.
+_LINEAR_TWIN = {"awp_gamma": "AWP gamma"}
+_TWIN_NOTE = " (right axis, linear)"
+
 # Measured along the probe's top eigenvector: in a window right after a probe
 # the direction is fresh; later windows reuse it while it turns (at a large
 # learning rate it turns within a few epochs), so they are drawn apart.
@@ -89,11 +94,15 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     whose keys were not logged say so. The cloud's width along the top
     eigenvector, measured and predicted, has filled markers in the epoch
     right after a probe and hollow ones in later epochs, which reuse that
-    probe's direction while it may have turned.
+    probe's direction while it may have turned. AWP's gamma, 0 during its
+    warm-up, is drawn on a linear axis of its own, on the right of the
+    (log-scale) optimisation panel.
 
     Args:
         history: per-epoch logs (a dict of lists, e.g. `History.history`).
-        drop_epochs: epochs of learning-rate drops, drawn as dotted lines.
+        drop_epochs: epochs of learning-rate drops, drawn as dotted lines
+            (any iterable of numbers, a NumPy array included; None for
+            none).
         title: figure title.
         reference: `{key: (mean, stderr)}` of other runs of the same setting
             (`robustlab.studies.reference_curves`): each key the run logged
@@ -121,13 +130,14 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     reference = reference or {}
     # A drop the run never reached (a shortened run) would only stretch the axes.
     length = max((len(np.atleast_1d(v)) for v in history.values()), default=0)
-    drop_epochs = [e for e in (drop_epochs or ()) if not length or e < length]
+    # (`drop_epochs or ()` would ask a NumPy array for its truth value.)
+    drop_epochs = [e for e in (() if drop_epochs is None else drop_epochs)
+                   if not length or e < length]
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
-        shown = referenced = older_marked = False
-        for key, label in keys:
-            if key not in history:
-                continue
+        shown = on_main = referenced = older_marked = False
+        twin = None
+        for drawn, (key, label) in enumerate(k for k in keys if k[0] in history):
             values = _series(history, key)
             epochs = np.arange(len(values))
             finite = np.isfinite(values)
@@ -135,13 +145,24 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             style = "o-" if finite.sum() < len(values) else "-"
             fresh = (_fresh_direction_epochs(history.get("hessian_top_eig"), len(values))
                      if key in _ALONG_PROBED_DIRECTION else None)
-            if fresh is None or fresh[finite].all():
+            # Named, not taken from the axis's cycle, which a line on the
+            # twin axis would not advance: each key keeps its colour.
+            color = f"C{drawn}"
+            if log and key in _LINEAR_TWIN:
+                if twin is None:
+                    twin = ax.twinx()
+                    twin.set_ylabel(f"{_LINEAR_TWIN[key]} (linear)")
+                (line,) = twin.plot(epochs[finite], values[finite], style, markersize=3,
+                                    label=label + _TWIN_NOTE, color=color)
+            elif fresh is None or fresh[finite].all():
                 (line,) = ax.plot(epochs[finite], values[finite], style, markersize=3,
-                                  label=label)
+                                  label=label, color=color)
+                on_main = True
             else:
                 line = _plot_by_direction_age(ax, epochs[finite], values[finite],
-                                              fresh[finite], label=label, linestyle="-")
-                older_marked = True
+                                              fresh[finite], label=label, linestyle="-",
+                                              color=color)
+                older_marked = on_main = True
             shown = True
             if key in reference and key not in _SETTINGS:
                 mean, stderr = (_series({key: curve}, key) for curve in reference[key])
@@ -151,14 +172,19 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
         if not shown:
             ax.text(0.5, 0.5, "not logged", ha="center", va="center",
                     transform=ax.transAxes, color="0.5")
-        elif log:
+        elif log and on_main:
             ax.set_yscale("log")
         mark_drops(ax, drop_epochs)
         ax.set_title(f"{name}\n({_OLDER_DIRECTION_NOTE})" if older_marked else name,
                      fontsize=10)
         ax.set_ylabel(ylabel)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=7)
+        handles, labels = ax.get_legend_handles_labels()
+        if twin is not None:
+            # One legend for both axes, the twin's lines last.
+            more = twin.get_legend_handles_labels()
+            handles, labels = handles + more[0], labels + more[1]
+        if handles:
+            ax.legend(handles, labels, fontsize=7)
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("epoch")
@@ -247,8 +273,8 @@ def mark_drops(ax, drop_epochs):
 
     Args:
         ax: the matplotlib Axes to draw on.
-        drop_epochs: the epochs of the drops (numbers on the x axis); None
-            or empty draws nothing.
+        drop_epochs: the epochs of the drops (numbers on the x axis: any
+            iterable, a NumPy array included); None or empty draws nothing.
 
     Returns:
         None. The first line has the legend entry "LR drop", the others
@@ -266,7 +292,8 @@ def mark_drops(ax, drop_epochs):
     ['LR drop']
     >>> close(figure)
     """
-    for i, epoch in enumerate(drop_epochs or ()):
+    # (`drop_epochs or ()` would ask a NumPy array for its truth value.)
+    for i, epoch in enumerate(() if drop_epochs is None else drop_epochs):
         ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
                    label="LR drop" if i == 0 else None)
 
@@ -355,11 +382,17 @@ def fork_widths(results, seed=None):
     each window.
 
     Args:
-        results: a `robustlab.studies.StudyResults` with forks.
+        results: a `robustlab.studies.StudyResults` with forks: at least one
+            window for every seed, at the same epochs for every seed (the
+            seeds are compared window by window).
         seed: the seed whose cloud is drawn (default: the first).
 
     Returns:
         The matplotlib Figure (close it with `close`).
+
+    Raises:
+        ValueError: for a `seed` without forks, or `results` whose seeds
+            have no windows, or windows at different epochs.
     """
     seeds = results.seeds
     seed = seeds[0] if seed is None else seed
@@ -367,7 +400,24 @@ def fork_widths(results, seed=None):
         raise ValueError(f"Argument `seed` must be one of the study's seeds with forks: "
                          f"{sorted(results.forks)}. Received: seed={seed!r}")
     windows = results.forks[seed]
-    figure, axes = plt.subplots(1, 1 + len(windows), figsize=(5 * (1 + len(windows)), 4.2))
+    epochs = {s: [w.epoch for w in results.forks[s]] if s in results.forks else None
+              for s in dict.fromkeys([seed, *seeds])}
+    received = f"Received: results with fork windows at epochs {epochs}"
+    if not windows:
+        raise ValueError(f"Argument `results` holds no fork window for seed {seed}: "
+                         f"there is nothing to draw. {received}")
+    for other in seeds:
+        if epochs[other] != epochs[seed]:
+            raise ValueError(
+                "Argument `results` must hold fork windows at the same epochs for "
+                f"every seed: seed {other} has "
+                + ("none" if epochs[other] is None else f"them at epochs {epochs[other]}")
+                + f", seed {seed} at epochs {epochs[seed]}. {received}")
+    # (An array of Axes whatever the number of panels: a row of one would
+    # otherwise be a bare Axes.)
+    figure, axes = plt.subplots(1, 1 + len(windows), figsize=(5 * (1 + len(windows)), 4.2),
+                                squeeze=False)
+    axes = axes[0]
     ax = axes[0]
     shuffled = all(results.forks[s][i].predicted_top_shuffled is not None
                    for s in seeds for i in range(len(windows)))

@@ -186,8 +186,27 @@ def _state_arrays(model):
 def write_history(history, folder):
     """Write `history.json` and `history.csv` (one row per epoch, an `epoch`
     column first, as `keras.callbacks.CSVLogger` writes) into `folder`, each
-    renamed into place once complete."""
+    renamed into place once complete.
+
+    Args:
+        history: `{key: [value per epoch]}`, every list of the same length
+            (as `EpochCheckpoint.history` is: it pads the epochs a key
+            missed with NaN).
+        folder: where the two files go (it must exist).
+
+    Raises:
+        ValueError: when the lists differ in length; nothing is written.
+    """
     keys = sorted(history)
+    lengths = {key: len(history[key]) for key in keys}
+    # Checked before either file is written: a history.json beside no
+    # history.csv, or a CSV cut to the first key's epochs, would pass for a
+    # whole run's.
+    if len(set(lengths.values())) > 1:
+        raise ValueError(
+            "Argument `history` must hold one value per epoch under every key: "
+            "lists of the same length (pad the epochs a key missed with NaN, as "
+            f"`EpochCheckpoint` does). Received: history with lengths {lengths}")
     epochs = len(history[keys[0]]) if keys else 0
     write_json_atomically(os.path.join(folder, "history.json"), history)
     path = os.path.join(folder, "history.csv")

@@ -168,13 +168,22 @@ class ReusedEpochData:
 
     def __call__(self, x, y, sample_weight, batch_size, seed, steps_per_epoch=None,
                  steps_per_execution=1):
+        # Checked before the key is made: a key of int(4.5) would match the
+        # data built for 4 and hand it back without a word.
+        batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+        seed = validation.check_seed("seed", seed)
+        if steps_per_epoch is not None:
+            steps_per_epoch = validation.check_int_at_least(
+                "steps_per_epoch", steps_per_epoch, 1)
+        steps_per_execution = validation.check_int_at_least(
+            "steps_per_execution", steps_per_execution, 1)
         arrays = [np.asarray(a) for a in (x, y, sample_weight) if a is not None]
         key = None
         if (sum(a.nbytes for a in arrays) <= self.max_bytes
                 and not any(a.dtype.hasobject for a in arrays)):
             key = (_backend.name(), tuple(_content_key(a) for a in arrays),
-                   sample_weight is None, int(batch_size), int(seed), steps_per_epoch,
-                   int(steps_per_execution))
+                   sample_weight is None, batch_size, seed, steps_per_epoch,
+                   steps_per_execution)
         if key is None or key != self._key:
             # Dropped first, so that two pipelines are never held at once.
             self._key = self._result = None

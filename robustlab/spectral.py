@@ -296,12 +296,13 @@ def _orthogonalize(w, rows):
 def _lanczos_iterations(matvec, initial, steps, rng):
     """Run Lanczos with full reorthogonalisation, yielding after every step.
 
-    Yields `(alphas, betas, residual_norm, basis)`, where `basis` is a view
-    of the rows built so far (live: copy what you keep). When the Krylov
-    space of the start vector is exhausted (an exact invariant subspace,
-    beta ~ 0), it restarts from a random vector orthogonal to the basis with
-    a zero off-diagonal, so T stays the restriction of A to the basis and
-    `steps` may go up to the dimension.
+    Yields `(alphas, betas, residual_norm, basis, exhausted)`, where `basis`
+    is a view of the rows built so far (live: copy what you keep) and
+    `exhausted` says whether this step ended a Krylov space (an exact
+    invariant subspace, beta ~ 0). After such a step, if any are left, it
+    restarts from a random vector orthogonal to the basis with a zero
+    off-diagonal, so T stays the restriction of A to the basis and `steps`
+    may go up to the dimension.
     """
     v = _unit(initial, "initial")
     dim = v.size
@@ -322,10 +323,11 @@ def _lanczos_iterations(matvec, initial, steps, rng):
         w = _orthogonalize(w, built)
         residual_norm = float(np.linalg.norm(w))
         alphas.append(alpha)
-        yield alphas, betas, residual_norm, built
+        exhausted = residual_norm <= _BREAKDOWN * operator_norm
+        yield alphas, betas, residual_norm, built, exhausted
         if step == steps - 1:
             return
-        if residual_norm > _BREAKDOWN * operator_norm:
+        if not exhausted:
             beta, v = residual_norm, w / residual_norm
         else:
             restart = _orthogonalize(rng.standard_normal(dim), built)
@@ -374,7 +376,7 @@ def lanczos(matvec, initial, steps, *, rng=None):
     state = None
     for state in _lanczos_iterations(matvec, initial, steps, rng):
         pass
-    return _decomposition(*state)
+    return _decomposition(*state[:4])
 
 
 def check_eigenpair_count(k, dim):
@@ -403,8 +405,20 @@ def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
     Runs up to `steps` Lanczos steps and stops early as soon as each of the
     k Ritz pairs of largest magnitude has residual `||A u - theta u|| <=
     tol * |theta|` (the eigenvalue error is then about residual^2 / gap).
-    Limitation: a single Krylov space holds one copy of a repeated
-    eigenvalue; further copies appear only after the space is exhausted.
+
+    A Krylov space holds one copy of a repeated eigenvalue, and none of an
+    eigenvalue whose eigenvectors are orthogonal to `initial`. When the
+    space is exhausted (an exact invariant subspace: its Ritz pairs all have
+    residual 0, which says nothing of the eigenvalues outside it) with steps
+    left, the run restarts from a random vector orthogonal to the basis and
+    from then on does not stop early: it takes all `steps` (capped at dim).
+
+    What is guaranteed: with `steps` >= dim the result is the exact top k
+    (up to rounding), each repeated eigenvalue as often as its multiplicity.
+    With fewer steps, `converged` certifies only the residual of each pair
+    returned, not that no eigenvalue of larger magnitude was missed (one
+    whose eigenvectors are nearly orthogonal to the space explored, or a
+    further copy not yet reached).
 
     Args:
         matvec: `v -> A v` for a flat float64 vector; A must be symmetric.
@@ -436,19 +450,26 @@ def lanczos_eigenpairs(matvec, initial, k, steps, tol=1e-3, *, rng=None):
         )
     tol = validation.check_finite_positive("tol", tol)
     rng = _check_rng(rng)
-    converged = False
-    for alphas, betas, residual_norm, basis in _lanczos_iterations(
+    restarted = False
+    for alphas, betas, residual_norm, basis, exhausted in _lanczos_iterations(
         matvec, initial, steps, rng
     ):
-        if len(alphas) < k:
+        # At an exhausted space every residual is 0, so the test below would
+        # pass whatever lies outside it (further copies of a repeated
+        # eigenvalue, say); after a restart the old pairs keep residual 0 and
+        # would pass it again as soon as the new space's first Ritz value
+        # falls outside the top k. So after an exhaustion only the last step
+        # is judged.
+        restarted = restarted or exhausted
+        if len(alphas) < k or restarted:
             continue
         decomposition = _decomposition(alphas, betas, residual_norm, basis[:0])
         values, _, residuals = _top_ritz_pairs(decomposition, k)
-        converged = bool(np.all(residuals <= tol * np.abs(values)))
-        if converged:
+        if np.all(residuals <= tol * np.abs(values)):
             break
     decomposition = _decomposition(alphas, betas, residual_norm, basis)
     values, coefficients, residuals = _top_ritz_pairs(decomposition, k)
+    converged = bool(np.all(residuals <= tol * np.abs(values)))
     vectors = coefficients.T @ decomposition.basis
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return EigenpairsEstimate(

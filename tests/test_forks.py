@@ -1,6 +1,8 @@
 """Replica forks: each piece of the measurement recomputed by a second route,
 and the fork leaves the run exactly as it was."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -192,6 +194,35 @@ def test_results_survive_a_round_trip_through_a_dict(forked):
     result = forked["result"]
     again = forks.ForkResult.from_dict(result.to_dict())
     assert again.to_dict() == result.to_dict()
+
+
+def window(measured_top, predicted_top, predicted_top_shuffled=None):
+    """A recorded window with these variances (the rest arbitrary)."""
+    return forks.ForkResult(
+        epoch=0, learning_rate=0.1, momentum=0.9, steps=1, replicas=2, batch_size=128,
+        eigenvalues=np.array([2.0, 1.0]), curvature=2.0, noise_variance=0.0,
+        measured_top=measured_top, predicted_top=predicted_top, measured_overall=1e-6,
+        path=np.zeros((2, 2, 2)), predicted_top_shuffled=predicted_top_shuffled)
+
+
+def test_a_spread_measured_where_none_is_predicted_has_an_infinite_ratio():
+    # A full-batch window: no minibatch noise, no predicted spread.
+    result = window(measured_top=1e-4, predicted_top=0.0, predicted_top_shuffled=0.0)
+    assert result.ratio == np.inf
+    assert result.ratio_shuffled == np.inf
+
+
+def test_no_spread_measured_where_none_is_predicted_has_an_undefined_ratio():
+    result = window(measured_top=0.0, predicted_top=0.0, predicted_top_shuffled=0.0)
+    assert np.isnan(result.ratio)
+    assert np.isnan(result.ratio_shuffled)
+
+
+def test_a_ratio_that_is_not_finite_is_written_as_json_null():
+    d = window(measured_top=1e-4, predicted_top=0.0, predicted_top_shuffled=0.0).to_dict()
+    assert d["ratio"] is None and d["ratio_shuffled"] is None
+    json.dumps(d, allow_nan=False)  # standard JSON, without Infinity or NaN
+    assert forks.ForkResult.from_dict(json.loads(json.dumps(d))).ratio == np.inf
 
 
 @pytest.mark.parametrize("kwargs, match", [

@@ -66,6 +66,57 @@ def test_a_final_softmax_means_probabilities():
     assert losses.final_activation_is_softmax(layer)
 
 
+def _dense(x, activation=None):
+    return keras.layers.Dense(2, activation=activation)(x)
+
+
+def _functional(output):
+    inputs = keras.Input((3,))
+    return keras.Model(inputs, output(inputs))
+
+
+def test_a_softmax_at_the_end_of_a_nested_model_means_probabilities():
+    inner = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    assert losses.final_activation_is_softmax(
+        keras.Sequential([keras.Input((3,)), inner]))
+    assert losses.final_activation_is_softmax(_functional(inner))
+
+
+@pytest.mark.parametrize("softmax", [keras.ops.softmax, keras.activations.softmax],
+                         ids=["ops", "activations"])
+def test_a_softmax_call_at_a_functional_output_means_probabilities(softmax):
+    assert losses.final_activation_is_softmax(_functional(lambda x: softmax(_dense(x))))
+
+
+def test_an_operation_after_a_functional_softmax_means_logits():
+    # log-probabilities: a softmax of them gives the probabilities back.
+    model = _functional(lambda x: keras.ops.log(_dense(x, "softmax")))
+    assert not losses.final_activation_is_softmax(model)
+
+
+def test_an_attack_on_a_nested_probability_model_uses_probabilities():
+    from robustlab import attacks
+
+    # Three classes: with two, the cross-entropy of probabilities taken as
+    # logits falls with the same margin, so its gradient has the same signs.
+    # (On TensorFlow, Keras's cross-entropy itself finds the logits behind a
+    # softmax op, whatever `from_logits`; on JAX only the right flag does.)
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(3, 3)).astype("float32")
+    x = rng.uniform(size=(16, 3)).astype("float32")
+    y = np.arange(16) % 3
+    logits = keras.Sequential([keras.Input((3,)), keras.layers.Dense(3)])
+    inner = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(3, activation="softmax")])
+    probabilities = keras.Sequential([keras.Input((3,)), inner])
+    for model in (logits, probabilities):
+        model.set_weights([kernel, np.zeros(3, "float32")])
+    np.testing.assert_array_equal(
+        attacks.pgd(logits, x, y, eps=0.1, steps=3, random_start=False),
+        attacks.pgd(probabilities, x, y, eps=0.1, steps=3, random_start=False))
+
+
 def test_no_loss_means_the_compiled_loss():
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     compiled = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -1,6 +1,7 @@
 """A run's figure, drawn alone or against the runs of its setting."""
 
 import matplotlib.colors as mcolors
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -154,3 +155,91 @@ def test_only_the_drops_the_run_reached_are_marked():
              if line.get_linestyle() == ":"]
     assert drops == [2]
     plots.close(figure)
+
+
+def _drops(ax):
+    return [line.get_xdata()[0] for line in ax.get_lines() if line.get_linestyle() == ":"]
+
+
+def test_the_drops_may_be_a_numpy_array():
+    figure = plots.learning_curves(HISTORY, drop_epochs=np.array([2, 40]))
+    assert _drops(_panel(figure, "Accuracy")) == [2]
+    plots.close(figure)
+
+
+def test_mark_drops_takes_a_numpy_array():
+    figure, ax = plt.subplots()
+    plots.mark_drops(ax, np.array([40, 60]))
+    assert _drops(ax) == [40, 60]
+    plots.close(figure)
+
+
+AWP_WARM_UP = {"learning_rate": [0.1, 0.1, 0.01], "awp_gamma": [0.0, 0.0, 0.005],
+               "awp_perturbed_loss": [1.0, 2.0, 3.0]}
+
+
+def _gamma_line(figure):
+    (line,) = [line for ax in figure.axes for line in ax.get_lines()
+               if line.get_label().startswith("AWP gamma")]
+    return line
+
+
+def test_awps_gamma_is_drawn_on_a_linear_axis_so_its_warm_up_zeros_show():
+    figure = plots.learning_curves(AWP_WARM_UP)
+    gamma = _gamma_line(figure)
+    assert gamma.axes.get_yscale() == "linear"
+    np.testing.assert_array_equal(gamma.get_ydata(), [0.0, 0.0, 0.005])
+    optimisation = _panel(figure, "Optimisation")
+    assert gamma.axes is not optimisation and gamma.axes.get_shared_x_axes().joined(
+        gamma.axes, optimisation)
+    assert optimisation.get_yscale() == "log"  # the learning rate's and loss's
+    plots.close(figure)
+
+
+def test_the_optimisation_legend_names_gammas_axis():
+    figure = plots.learning_curves(AWP_WARM_UP)
+    legend = _panel(figure, "Optimisation").get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "learning rate", "loss at w + v (AWP)", "AWP gamma (right axis, linear)"]
+    plots.close(figure)
+
+
+@pytest.fixture(scope="module")
+def forked_study():
+    from robustlab import studies
+
+    return studies.reference("lr-drop-collapse")  # windows at epochs 39 and 40
+
+
+def _with_forks(results, forks):
+    from robustlab import studies
+
+    return studies.StudyResults(results.study, results.seeds, results.histories,
+                                results.metadata, forks=forks)
+
+
+def test_fork_widths_refuses_a_seed_without_forks(forked_study):
+    forks = {s: w for s, w in forked_study.forks.items() if s != 2}
+    with pytest.raises(ValueError, match=r"every seed: seed 2 has none, seed 0 at "
+                                         r"epochs \[39, 40\]\. Received: results with fork"):
+        plots.fork_widths(_with_forks(forked_study, forks))
+
+
+def test_fork_widths_refuses_a_seed_with_fewer_windows(forked_study):
+    forks = {s: w[:1] if s == 3 else w for s, w in forked_study.forks.items()}
+    with pytest.raises(ValueError, match=r"seed 3 has them at epochs \[39\], seed 0 at "
+                                         r"epochs \[39, 40\]"):
+        plots.fork_widths(_with_forks(forked_study, forks))
+
+
+def test_fork_widths_refuses_windows_at_other_epochs(forked_study):
+    forks = {s: w[::-1] if s == 5 else w for s, w in forked_study.forks.items()}
+    with pytest.raises(ValueError, match=r"seed 5 has them at epochs \[40, 39\]"):
+        plots.fork_widths(_with_forks(forked_study, forks))
+
+
+def test_fork_widths_refuses_a_seed_with_no_window(forked_study):
+    forks = {s: [] for s in forked_study.forks}
+    with pytest.raises(ValueError, match=r"no fork window for seed 1.*Received: results "
+                                         r"with fork windows at epochs \{1: \[\], 0: \[\]"):
+        plots.fork_widths(_with_forks(forked_study, forks), seed=1)

@@ -66,6 +66,25 @@ def test_a_bad_steps_per_epoch_is_rejected_every_time():
             epoch_data(X, Y, None, 4, seed=0, steps_per_epoch=4)
 
 
+@pytest.mark.parametrize("argument, error, match", [
+    ({"batch_size": 4.5}, TypeError,
+     r"`batch_size` must be an integer >= 1. Received: batch_size=4.5"),
+    ({"seed": 0.9}, TypeError, r"`seed` must be an integer >= 0. Received: seed=0.9"),
+    ({"seed": False}, TypeError, r"`seed` must be an integer >= 0. Received: seed=False"),
+    ({"steps_per_epoch": 3.0}, TypeError,
+     r"`steps_per_epoch` must be an integer >= 1. Received: steps_per_epoch=3.0"),
+    ({"steps_per_execution": 1.0}, TypeError,
+     r"`steps_per_execution` must be an integer >= 1. Received: steps_per_execution=1.0"),
+])
+def test_a_bad_argument_is_rejected_when_its_data_is_kept(argument, error, match):
+    # The kept data was built with the valid values these round to.
+    defaults = {"batch_size": 4, "seed": 0, "steps_per_epoch": 3, "steps_per_execution": 1}
+    epoch_data = ReusedEpochData()
+    epoch_data(X, Y, None, **defaults)
+    with pytest.raises(error, match=match):
+        epoch_data(X, Y, None, **{**defaults, **argument})
+
+
 @pytest.mark.parametrize("max_bytes, error", [(-1, ValueError), (1.5, TypeError)])
 def test_bad_max_bytes_is_rejected(max_bytes, error):
     with pytest.raises(error, match=rf"`max_bytes`.*Received: max_bytes={max_bytes}"):

@@ -106,6 +106,48 @@ def test_lanczos_eigenpairs_stops_early_on_a_large_operator():
     np.testing.assert_allclose(result.eigenvalues, [10.0, -8.0, 6.0], rtol=1e-8)
 
 
+@pytest.mark.parametrize("spectrum, top", [
+    ([5.0, 5.0, 1.0, 0.5, 0.2], [5.0, 5.0]),
+    ([3.0, 2.0, 2.0, 1.0], [3.0, 2.0, 2.0]),
+    ([-2.0, -2.0, 0.0, 1.0, 1.0, 1.0, 3.0], [3.0, -2.0, -2.0]),
+])
+def test_lanczos_eigenpairs_with_all_steps_finds_every_copy_of_a_repeat(spectrum, top):
+    # From ones, the Krylov space holds one copy of each eigenvalue: the
+    # others are found only after it is exhausted, from a restart.
+    a = symmetric_with_spectrum(spectrum, seed=8)
+    result = spectral.lanczos_eigenpairs(
+        lambda v: a @ v, np.ones(len(spectrum)), k=len(top), steps=len(spectrum), tol=1e-8
+    )
+    np.testing.assert_allclose(result.eigenvalues, top, atol=1e-10)
+    assert result.converged
+    np.testing.assert_allclose(result.eigenvectors @ result.eigenvectors.T,
+                               np.eye(len(top)), atol=1e-10)
+    for value, vector in zip(result.eigenvalues, result.eigenvectors):
+        assert np.linalg.norm(a @ vector - value * vector) < 1e-8
+
+
+def test_lanczos_eigenpairs_from_an_eigenvector_still_finds_the_dominant():
+    a = np.diag([5.0, 1.0, 0.1])
+    result = spectral.lanczos_eigenpairs(
+        lambda v: a @ v, np.array([0.0, 1.0, 0.0]), k=1, steps=3
+    )
+    np.testing.assert_allclose(result.eigenvalues, [5.0])
+    assert result.converged and result.iterations == 3
+
+
+def test_lanczos_eigenpairs_does_not_stop_at_the_first_restart():
+    # From ones, the Krylov space has one vector per distinct eigenvalue
+    # (5, 3, 1, 0.5); the restart lies in span(e0 - e1, e3 - e4), where the
+    # Rayleigh quotient of this rng's draw is below 3, so stopping on the
+    # next step would return [5, 3] with residuals 0.
+    a = np.diag([5.0, 5.0, 3.0, 1.0, 1.0, 0.5])
+    result = spectral.lanczos_eigenpairs(
+        lambda v: a @ v, np.ones(6), k=2, steps=6, rng=np.random.default_rng(0)
+    )
+    np.testing.assert_allclose(result.eigenvalues, [5.0, 5.0])
+    assert result.iterations == 6
+
+
 def test_hutchinson_is_unbiased_on_a_known_matrix():
     a = symmetric_with_spectrum(SPECTRUM)
     estimate = spectral.hutchinson_trace(
