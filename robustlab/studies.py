@@ -453,9 +453,12 @@ class StudyResults:
                                        for key in keys}
             if i:
                 first = [self.forks[seed][0] for seed in self.seeds]
-                shrink = {key: _stats([getattr(a, key) / getattr(b, key)
-                                       for a, b in zip(first, rows)])
-                          for key in ["measured_top"] + predictions + ["measured_overall"]}
+                # A window predicted no spread (no minibatch noise): inf, as
+                # its ratio is (`ForkResult.ratio`), not a ZeroDivisionError.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    shrink = {key: _stats([np.float64(getattr(a, key)) / getattr(b, key)
+                                           for a, b in zip(first, rows)])
+                              for key in ["measured_top"] + predictions + ["measured_overall"]}
                 table["shrink"][f"{epochs[0]}->{epoch}"] = shrink
         return table
 

@@ -1,6 +1,7 @@
 """Studies: a finding reproduced over seeds, resumable, with forks, and the
 reference results that ship with the package."""
 
+import dataclasses
 import json
 import math
 import os
@@ -704,3 +705,16 @@ def test_a_shortened_study_says_what_it_leaves_out(monkeypatch, tmp_path):
         studies.reproduce("awp-tradeoff", 1, str(tmp_path), epochs=2, verbose=0)
     with pytest.warns(UserWarning, match=r"leaves out its replica forks: they start at epochs"):
         studies.reproduce("lr-drop-collapse", 1, str(tmp_path), epochs=2, verbose=0)
+
+
+def test_the_fork_table_shrink_of_a_window_that_predicts_no_spread_is_infinite(tiny):
+    # A full-batch window has no minibatch noise: its predicted spread is 0.
+    from tests.test_forks import window
+
+    before, after = window(1e-3, 2e-3), window(1e-4, 0.0)
+    results = studies.StudyResults(tiny, [0], {"tiny": [{"loss": np.zeros(3)}]},
+                                   forks={0: [dataclasses.replace(before, epoch=1),
+                                              dataclasses.replace(after, epoch=2)]})
+    shrink = results.fork_table()["shrink"]["1->2"]
+    assert shrink["predicted_top"]["values"] == [np.inf]
+    assert shrink["measured_top"]["values"] == pytest.approx([10.0])
