@@ -9,19 +9,23 @@ What lands in `logs` (and so in History, CSVLogger and TensorBoard):
 
 - training: `loss`, the objective the optimizer minimises (the loss on the
   adversarial batch plus regularisation losses; with AWP, at the perturbed
-  weights w + v); `robust_loss`, the data loss on the adversarial batch at the
-  weights w; `robust_<metric>` for each compiled metric, on the adversarial
-  batch at w. With AWP also `awp_perturbed_loss` (the data loss at w + v) and
-  `awp_gamma` (the gamma in force).
+  weights w + v; NaN from a step whose update leaves a weight NaN or inf,
+  which stops `fit` with `NonFiniteLossError`); `robust_loss`, the data
+  loss on the adversarial batch at the weights w; `robust_<metric>` for
+  each compiled metric, on the adversarial batch at w. With AWP also
+  `awp_perturbed_loss` (the data loss at w + v) and `awp_gamma` (the gamma
+  in force).
 - evaluation (and `val_` in fit): `loss` (robust objective, for
   EarlyStopping/ModelCheckpoint defaults), `robust_loss`, `robust_<metric>`
   under the evaluation attack, and `clean_loss`, `clean_<metric>` on the
   unperturbed inputs.
 
 The attack's random starts come from seed generators that are part of the
-model's state (saved with its weights and by `BackupAndRestore`), and NumPy
-training data is shuffled by a fixed function of (seed, epoch), so the same
-seed gives the same numbers, also across an interrupted and resumed fit.
+model's state (saved with its weights and by `BackupAndRestore`), as are
+the seeds of the wrapped model's random layers (Dropout's masks; Keras
+itself saves no layer's seed), and NumPy training data is shuffled by a
+fixed function of (seed, epoch), so the same seed gives the same numbers,
+also across an interrupted and resumed fit.
 """
 
 import contextlib
@@ -48,8 +52,9 @@ __all__ = [
     "AdversarialModel",
 ]
 
-_SPARSE_LOSSES = ("sparse_categorical_crossentropy", "SparseCategoricalCrossentropy")
 _ACCURACY_ALIASES = ("accuracy", "acc")
+# The keys of the wrapped model's seed states in a saved AdversarialModel.
+_MODEL_SEED = "model_seed_state_"
 
 
 @keras.saving.register_keras_serializable(package="robustlab")
@@ -235,15 +240,15 @@ class AdversarialModel(keras.Model):
                 f"metrics=['accuracy']. Received: metrics={metrics!r}")
         super().compile(optimizer=optimizer, loss=loss, **kwargs)
         metrics = list(metrics or [])
-        sparse = _loss_is_sparse(loss)
-        self._robust_metrics = [_make_metric(m, sparse, "robust_") for m in metrics]
-        self._clean_metrics = [_make_metric(m, sparse, "clean_") for m in metrics]
+        self._robust_metrics = [_make_metric(m, "robust_") for m in metrics]
+        self._clean_metrics = [_make_metric(m, "clean_") for m in metrics]
         self._robust_loss_tracker = keras.metrics.Mean(name="robust_loss")
         self._clean_loss_tracker = keras.metrics.Mean(name="clean_loss")
         self._awp_loss_tracker = (
             keras.metrics.Mean(name="awp_perturbed_loss") if self.awp else None
         )
-        self._attack_loss = attacks.attack_loss(self.model, sparse, loss=loss)
+        # With a loss given, the labels' kind plays no part in it.
+        self._attack_loss = attacks.attack_loss(self.model, None, loss=loss)
         # Keras saved metrics=None (they were not passed to it): save ours.
         _keras_compat.saved_compile_arguments(self)["metrics"] = metrics
 
@@ -266,6 +271,14 @@ class AdversarialModel(keras.Model):
         if self._awp_loss_tracker is not None:
             own.append(self._awp_loss_tracker)
         return own + self._robust_metrics + self._clean_metrics
+
+    @property
+    def metrics_names(self):
+        """The names of the values `evaluate` returns, in their order, so
+        that `dict(zip(model.metrics_names, model.evaluate(...)))` pairs
+        them (Keras's lists every metric, `awp_perturbed_loss` too, which
+        only training logs)."""
+        return [m.name for m in self.metrics if m is not self._awp_loss_tracker]
 
     # -- the pieces the backend's train and test steps compose ---------------
 
@@ -345,9 +358,19 @@ class AdversarialModel(keras.Model):
 
     def update_training_metrics(
         self, y, y_pred, sample_weight, objective, batch_size, perturbed_loss=None,
-        gamma=None,
+        gamma=None, weights_finite=None,
     ):
-        """Update the training metrics; `y_pred` is at the weights w."""
+        """Update the training metrics; `y_pred` is at the weights w.
+        `weights_finite` (`all_finite` of the weights after the step's
+        update) False makes the logged loss NaN."""
+        if weights_finite is not None:
+            # A step that leaves a weight NaN or inf has diverged even where
+            # its loss is finite (TensorFlow's oneDNN kernel of a fused
+            # MatMul + BiasAdd + Relu maps NaN to 0): the NaN goes into the
+            # running mean, where `StopOnNonFiniteLoss` finds it, also at
+            # the end of a compiled call of several steps (a non-finite
+            # weight stays so through every later update).
+            objective = ops.where(weights_finite, objective, float("nan"))
         loss_tracker = _keras_compat.loss_tracker(self)
         loss_tracker.update_state(objective, sample_weight=batch_size)
         self._robust_loss_tracker.update_state(
@@ -365,6 +388,12 @@ class AdversarialModel(keras.Model):
             logs["awp_perturbed_loss"] = self._awp_loss_tracker.result()
             logs["awp_gamma"] = gamma
         return logs
+
+    @staticmethod
+    def all_finite(values):
+        """Whether every entry of every tensor in `values` is finite: one
+        boolean, reduced in the graph (no host sync)."""
+        return ops.all(ops.stack([ops.all(ops.isfinite(v)) for v in values]))
 
     def evaluate_batch(self, x, y, sample_weight=None):
         """Clean and robust evaluation of one batch; returns the logs."""
@@ -525,16 +554,19 @@ class AdversarialModel(keras.Model):
             shuffle=True, validation_split=0.0, validation_data=None,
             sample_weight=None, validation_batch_size=None, **kwargs):
         """As `keras.Model.fit`. NumPy training data is checked (value range,
-        labels) as a whole, a `tf.data.Dataset` batch by batch as it is read,
-        and NumPy data is served in the seeded order of
+        labels) as a whole; a `tf.data.Dataset`, a `keras.utils.PyDataset`
+        or a generator batch by batch as it is read (a list, tuple or dict
+        of inputs is refused: the classifier takes one input). NumPy data
+        is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
         `steps_per_epoch`, each epoch trains on the first so many batches of
         its order), NumPy validation data through a pipeline built once; a
-        non-finite loss stops training with `NonFiniteLossError`. The
-        training data built for NumPy arrays (up to 64 MiB) is kept for the
-        next call with arrays of the same content
-        (`robustlab.shuffling.ReusedEpochData`), so that `fit(epochs=1)` in
-        a loop does not pay for building it every epoch; on TensorFlow,
+        non-finite loss, or a step that leaves a weight non-finite, stops
+        training with `NonFiniteLossError`. The training data built for
+        NumPy arrays (up to 64 MiB) is kept for the next call with arrays
+        of the same content (`robustlab.shuffling.ReusedEpochData`), so
+        that `fit(epochs=1)` in a loop does not pay for building it every
+        epoch; on TensorFlow,
         with its iterator, which a call that starts at the epoch the
         iterator stands at reads on from (the batches are those of a new
         one, bit for bit)."""
@@ -545,6 +577,7 @@ class AdversarialModel(keras.Model):
         validation_split = _check_validation_split(validation_split, x)
         shuffle = validation.check_bool("shuffle", shuffle)
         x, y, sample_weight = (_as_numpy(a) for a in (x, y, sample_weight))
+        _check_data_type(x, "x")
         if isinstance(validation_data, (tuple, list)):
             validation_data = tuple(_as_numpy(a) for a in validation_data)
             if len(validation_data) not in (2, 3):
@@ -552,6 +585,7 @@ class AdversarialModel(keras.Model):
                     "Argument `validation_data` must be a tuple (x_val, y_val) or "
                     "(x_val, y_val, sample_weight_val). Received: validation_data "
                     f"of length {len(validation_data)}")
+            _check_data_type(validation_data[0], "validation_data[0]")
         if _is_array(x):
             self._check_arrays(x, y, "x", "y", self.attack, sample_weight, "sample_weight")
             _check_class_weight(kwargs.get("class_weight"))
@@ -587,6 +621,8 @@ class AdversarialModel(keras.Model):
             shuffle = False  # the order is set above; Keras must not change it
         elif model_validation.is_tf_dataset(x):
             x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
+        else:
+            x = model_validation.checked_batches(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]", self.eval_attack,
@@ -596,6 +632,10 @@ class AdversarialModel(keras.Model):
             validation_batch_size = None
         elif model_validation.is_tf_dataset(validation_data):
             validation_data = model_validation.checked_dataset(
+                validation_data, self.model, self.eval_attack.value_range,
+                "validation_data[0]", "validation_data[1]")
+        else:
+            validation_data = model_validation.checked_batches(
                 validation_data, self.model, self.eval_attack.value_range,
                 "validation_data[0]", "validation_data[1]")
         if self.awp is not None:
@@ -643,7 +683,8 @@ class AdversarialModel(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """As `keras.Model.evaluate`, with NumPy inputs checked first and
-        the batches of a `tf.data.Dataset` as they are read."""
+        the batches of a `tf.data.Dataset`, a `keras.utils.PyDataset` or a
+        generator as they are read."""
         if batch_size is not None:
             validation.check_int_at_least("batch_size", batch_size, 1)
         if kwargs.get("steps") is not None:
@@ -651,11 +692,14 @@ class AdversarialModel(keras.Model):
         x, y = _as_numpy(x), _as_numpy(y)
         if kwargs.get("sample_weight") is not None:
             kwargs["sample_weight"] = _as_numpy(kwargs["sample_weight"])
+        _check_data_type(x, "x")
         if _is_array(x):
             self._check_arrays(x, y, "x", "y", self.eval_attack,
                                kwargs.get("sample_weight"), "sample_weight")
         elif model_validation.is_tf_dataset(x):
             x = model_validation.checked_dataset(x, self.model, self.eval_attack.value_range)
+        else:
+            x = model_validation.checked_batches(x, self.model, self.eval_attack.value_range)
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
@@ -667,7 +711,13 @@ class AdversarialModel(keras.Model):
         call, so that the model stays usable."""
         saved = []
         if _backend.name() == "jax" and any(
-                model_validation.is_tf_dataset(a) for a in list(args) + list(kwargs.values())):
+                model_validation.is_tf_dataset(a) or model_validation.checks_batches(a)
+                for a in list(args) + list(kwargs.values())):
+            if self.optimizer is not None and not self.optimizer.built and self.model.built:
+                # Built as Keras would build it before the first batch, so
+                # that its variables too are saved (one built inside the
+                # call and detached could not be put back).
+                self.optimizer.build(self.trainable_variables)
             variables = list(self.variables) + list(self.metrics_variables)
             if self.optimizer is not None and self.optimizer.built:
                 variables += list(self.optimizer.variables)
@@ -729,22 +779,57 @@ class AdversarialModel(keras.Model):
 
     def save_own_variables(self, store):
         # The attack seeds are state too: without them a restored model (or a
-        # resumed fit) would draw different random starts.
+        # resumed fit) would draw different random starts. So are the seeds
+        # of the wrapped model's layers (Dropout's), which Keras does not
+        # save: without them a resumed fit would draw other masks.
         super().save_own_variables(store)
         store["train_attack_seed"] = self._train_seed.state
         store["eval_attack_seed"] = self._eval_seed.state
+        for i, state in enumerate(self._model_seed_states()):
+            store[f"{_MODEL_SEED}{i}"] = state
 
     def load_own_variables(self, store):
         seeds = {k: store[k] for k in ("train_attack_seed", "eval_attack_seed") if k in store}
-        own = {k: store[k] for k in store.keys() if k not in seeds}
+        model_seeds = {k: store[k] for k in store.keys() if k.startswith(_MODEL_SEED)}
+        own = {k: store[k] for k in store.keys() if k not in seeds and k not in model_seeds}
         super().load_own_variables(own)
         if "train_attack_seed" in seeds:
             self._train_seed.state.assign(np.asarray(seeds["train_attack_seed"]))
             self._eval_seed.state.assign(np.asarray(seeds["eval_attack_seed"]))
+        # Files saved before these seeds were have none: the layers keep
+        # the seeds they have.
+        states = self._model_seed_states()
+        if model_seeds and len(model_seeds) != len(states):
+            raise ValueError(
+                f"The saved weights hold the seeds of {len(model_seeds)} random "
+                f"layers (Dropout, ...), the model has {len(states)}: they were "
+                "saved from another architecture. Received: "
+                f"{len(model_seeds)} saved seed states")
+        for i, state in enumerate(states if model_seeds else []):
+            state.assign(np.asarray(model_seeds[f"{_MODEL_SEED}{i}"]))
+
+    def _model_seed_states(self):
+        """The seed states of the wrapped model's layers, in the model's
+        order: its variables that are not weights (Keras lists each
+        layer's seed generators among its variables, not its weights)."""
+        weights = {id(w) for w in self.model.weights}
+        return [v for v in self.model.variables if id(v) not in weights]
 
 
 def _is_array(x):
     return isinstance(x, np.ndarray)
+
+
+def _check_data_type(x, name):
+    """A list, tuple or dict would reach Keras as the inputs of a model with
+    several, and pass the checks of `fit` and `evaluate` unseen; the
+    classifier takes one."""
+    if isinstance(x, (list, tuple, dict)):
+        raise TypeError(
+            f"Argument `{name}` must be a NumPy array or a tensor (the "
+            "classifier's one input), a tf.data.Dataset, a keras.utils.PyDataset "
+            "or a generator of (x, y[, sample_weight]) batches. Received: "
+            f"{name} of type {type(x).__name__}")
 
 
 def _as_numpy(x):
@@ -819,23 +904,36 @@ def _check_class_weight(class_weight):
                 f"Received: class_weight={class_weight!r}")
 
 
-def _loss_is_sparse(loss):
-    if isinstance(loss, str):
-        return loss in _SPARSE_LOSSES
-    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
-        return True
-    if isinstance(loss, keras.losses.CategoricalCrossentropy):
-        return False
-    name = getattr(loss, "name", None) or getattr(loss, "__name__", "")
-    return "sparse" in name
+def _accuracy(y_true, y_pred):
+    """Keras's choice for "accuracy" (`is_binary_or_sparse_categorical` in
+    its compile utilities), from the static shapes: labels of lower rank
+    than the predictions, or with a last axis of 1, are class indices, else
+    one-hot rows. The loss says nothing reliable about it (a custom
+    function's name, say)."""
+    rank_true, rank_pred = len(y_true.shape), len(y_pred.shape)
+    sparse = rank_true < rank_pred or (y_true.shape[-1] == 1 and y_pred.shape[-1] != 1)
+    if sparse:
+        return keras.metrics.sparse_categorical_accuracy(y_true, y_pred)
+    return keras.metrics.categorical_accuracy(y_true, y_pred)
 
 
-def _make_metric(metric, sparse, prefix):
+class _Accuracy(keras.metrics.MeanMetricWrapper):
+    """`metrics=["accuracy"]`: `SparseCategoricalAccuracy` or
+    `CategoricalAccuracy`, whichever fits the labels of each call (the same
+    computation and variables as those)."""
+
+    def __init__(self, name="accuracy", dtype=None):
+        super().__init__(fn=_accuracy, name=name, dtype=dtype)
+        self._direction = "up"
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype}
+
+
+def _make_metric(metric, prefix):
     if isinstance(metric, str):
         if metric in _ACCURACY_ALIASES:
-            cls = (keras.metrics.SparseCategoricalAccuracy if sparse
-                   else keras.metrics.CategoricalAccuracy)
-            return cls(name=prefix + "accuracy")
+            return _Accuracy(name=prefix + "accuracy")
         resolved = keras.metrics.get(metric)
         if isinstance(resolved, keras.metrics.Metric):
             config = resolved.get_config()

@@ -5,6 +5,7 @@ Like those, every check raises `ValueError` (or `TypeError`) naming the
 argument and the allowed range, ending with "Received: name=value".
 """
 
+import types
 import weakref
 
 import keras
@@ -16,7 +17,9 @@ from robustlab.validation import check_labels
 __all__ = [
     "check_classifier",
     "check_input_shape",
+    "checked_batches",
     "checked_dataset",
+    "checks_batches",
     "dataset_errors_raised",
     "is_tf_dataset",
     "mark_checked",
@@ -108,15 +111,60 @@ def mark_checked(dataset):
     return dataset
 
 
+class _BatchCheck:
+    """`check_inputs` and `check_labels` of one `(x, y[, sample_weight])`
+    batch, a failure raised in the form `dataset_errors_raised` unwraps.
+    Plain values only, so that it pickles (a `keras.utils.PyDataset` may
+    read its batches in other processes)."""
+
+    def __init__(self, value_range, num_classes, x_name, y_name):
+        self.value_range = value_range
+        self.num_classes = num_classes
+        self.x_name = x_name
+        self.y_name = y_name
+
+    def __call__(self, x, y):
+        try:
+            check_inputs(x, self.value_range, name=self.x_name, floating=True)
+            check_labels(y, self.num_classes, len(x), name=self.y_name)
+        except (TypeError, ValueError) as error:
+            mark = _DATASET_ERROR_MARK
+            raise ValueError(f"{mark}{type(error).__name__}{mark}{error}{mark}") from None
+
+    def batch(self, batch):
+        """Check `batch` if it is an `(x, y[, sample_weight])` tuple of
+        arrays; other structures (inputs only, dicts) pass unchecked, as in
+        `checked_dataset`."""
+        if isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and all(
+                _is_array_like(part) for part in batch[:2]):
+            self(np.asarray(batch[0]), np.asarray(batch[1]))
+        return batch
+
+
+def _is_array_like(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__")
+
+
+def _check_floating_dtype(dtype, name):
+    """A pipeline's input dtype, before any batch is read: integer inputs
+    would otherwise fail inside the attack's random start, with Keras's
+    error about `keras.random.uniform`."""
+    if not dtype.is_floating:
+        raise TypeError(
+            f"Argument `{name}` must hold floating-point inputs; convert them "
+            f"in the pipeline, e.g. `.map(lambda x, y: (tf.cast(x, 'float32'), y))` "
+            f"(and scale them to `value_range`). Received: {name} of dtype {dtype.name}")
+
+
 def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     """`dataset` with each `(x, y[, sample_weight])` batch passed through
-    `check_inputs` and `check_labels` as it is read: nothing is read ahead
+    `check_inputs` (inputs finite, of a floating dtype, inside
+    `value_range`) and `check_labels` as it is read: nothing is read ahead
     or twice. A failing batch stops the pipeline; `dataset_errors_raised`
-    turns that into the check's own `ValueError` / `TypeError`.
+    turns that into the check's own `ValueError` / `TypeError`. Integer
+    inputs are refused here, before any batch is read.
 
-    Elements of another structure (inputs only, dicts) pass unchecked, and
-    so do non-finite input values: a NaN or inf reaches the training loss,
-    where `StopOnNonFiniteLoss` reports the epoch and batch.
+    Elements of another structure (inputs only, dicts) pass unchecked.
     """
     import tensorflow as tf
 
@@ -126,33 +174,108 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     if not (isinstance(spec, tuple) and len(spec) >= 2
             and all(isinstance(s, tf.TensorSpec) for s in spec[:2])):
         return dataset
+    _check_floating_dtype(spec[0].dtype, x_name)
     x_shape = spec[0].shape
     if x_shape.rank is None or None in x_shape[1:]:
         return dataset
     num_classes = check_classifier(
         model, np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype))
+    check = _BatchCheck(value_range, num_classes, x_name, y_name)
 
-    def check(x, y):
-        try:
-            # Non-finite inputs are left to the non-finite-loss guard, which
-            # names the epoch and batch where they are met.
-            finite = x[np.isfinite(x)]
-            if finite.size:
-                check_inputs(finite, value_range, name=x_name)
-            check_labels(y, num_classes, len(x), name=y_name)
-        except (TypeError, ValueError) as error:
-            mark = _DATASET_ERROR_MARK
-            raise ValueError(f"{mark}{type(error).__name__}{mark}{error}{mark}") from None
+    def check_batch(x, y):
+        check(x, y)
         return np.bool_(True)
 
     def checked(x, y, *rest):
         # Stateful, so that tf.data keeps the check although nothing reads
         # its result.
-        passed = tf.numpy_function(check, [x, y], tf.bool, stateful=True)
+        passed = tf.numpy_function(check_batch, [x, y], tf.bool, stateful=True)
         with tf.control_dependencies([passed]):
             return (tf.identity(x), tf.identity(y)) + rest
 
     return dataset.map(checked)
+
+
+def checks_batches(x):
+    """Whether `checked_batches` checks the batches of `x` (a generator or a
+    `keras.utils.PyDataset`)."""
+    return isinstance(x, (types.GeneratorType, keras.utils.PyDataset))
+
+
+def checked_batches(data, model, value_range, x_name="x", y_name="y"):
+    """A generator or `keras.utils.PyDataset` of `(x, y[, sample_weight])`
+    batches with each batch checked as `checked_dataset` checks a
+    pipeline's, when it is read (in the PyDataset's workers, if it has
+    any); anything else is returned as it is.
+
+    The number of classes is read from one example: of the model's
+    declared input shape, else the first batch (a generator's is put back
+    in front, a PyDataset's `[0]` is read once more by the pipeline).
+    """
+    if isinstance(data, types.GeneratorType):
+        first = next(data, None)
+        if first is None:
+            return (batch for batch in ())  # Keras reports the empty data
+        rest = data
+
+        def batches():
+            yield first
+            yield from rest
+
+        check = _batch_check_from(first, model, value_range, x_name, y_name)
+        if check is None:
+            return batches()
+        return (check.batch(batch) for batch in batches())
+    if isinstance(data, keras.utils.PyDataset):
+        check = _batch_check_from(None, model, value_range, x_name, y_name, data)
+        return data if check is None else _CheckedPyDataset(data, check)
+    return data
+
+
+def _batch_check_from(first, model, value_range, x_name, y_name, dataset=None):
+    example = _declared_input_example(model)
+    if example is None:
+        if first is None:
+            first = dataset[0]
+        if not (isinstance(first, (tuple, list)) and len(first) in (2, 3)
+                and _is_array_like(first[0])):
+            return None
+        example = np.asarray(first[0])[:1]
+    num_classes = check_classifier(model, example, x_name)
+    return _BatchCheck(value_range, num_classes, x_name, y_name)
+
+
+def _declared_input_example(model):
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if not inputs or len(inputs) != 1 or None in tuple(inputs[0].shape[1:]):
+        return None
+    dtype = keras.backend.standardize_dtype(inputs[0].dtype)
+    return np.zeros((1,) + tuple(inputs[0].shape[1:]), dtype)
+
+
+class _CheckedPyDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` whose batches are checked as they are read;
+    it reads them, with the same workers, from the one it wraps."""
+
+    def __init__(self, dataset, check):
+        super().__init__(workers=dataset.workers,
+                         use_multiprocessing=dataset.use_multiprocessing,
+                         max_queue_size=dataset.max_queue_size)
+        self._dataset = dataset
+        self._check = check
+
+    @property
+    def num_batches(self):
+        return self._dataset.num_batches
+
+    def __getitem__(self, index):
+        return self._check.batch(self._dataset[index])
+
+    def on_epoch_begin(self):
+        self._dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self._dataset.on_epoch_end()
 
 
 def dataset_errors_raised(function, *args, **kwargs):

@@ -31,6 +31,12 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
     (a learning rate too large for the curvature, say) should say so instead
     of returning a History that looks like a finished run.
 
+    `robustlab.AdversarialModel` logs the loss as NaN from the step whose
+    update left a weight NaN or inf (checked in the compiled step, from the
+    updated weights), so the guard stops such a run at that step on every
+    backend, also where the loss itself stayed finite (on TensorFlow,
+    oneDNN's fused MatMul + BiasAdd + Relu maps NaN to 0).
+
     The check is safe for Keras's asynchronous dispatch of batch callbacks
     (`async_safe`): when every per-batch callback of a fit is, Keras queues
     the next step before the last one's logs are read, instead of waiting

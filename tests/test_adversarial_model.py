@@ -91,6 +91,46 @@ def test_evaluate_reports_the_robust_loss_of_the_eval_attack():
     assert logs["robust_loss"] == pytest.approx(expected, rel=1e-5)
 
 
+def _custom_cross_entropy(sparse_labels):
+    # Named without "sparse" for class indices, with it for one-hot rows:
+    # the name says nothing about the labels.
+    if sparse_labels:
+        def my_cross_entropy(y_true, y_pred):
+            return keras.losses.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=True)
+        return my_cross_entropy
+
+    def my_sparse_free_categorical(y_true, y_pred):
+        return keras.losses.categorical_crossentropy(y_true, y_pred, from_logits=True)
+    my_sparse_free_categorical.__name__ = "not_sparse_categorical_crossentropy"
+    return my_sparse_free_categorical
+
+
+@pytest.mark.parametrize("sparse_labels", [True, False], ids=["class-indices", "one-hot"])
+def test_accuracy_with_a_custom_loss_is_picked_from_the_labels(sparse_labels):
+    net = softmax_regression(W3, B3)
+    model = adversarial(net)
+    model.compile(keras.optimizers.SGD(0.1), _custom_cross_entropy(sparse_labels),
+                  metrics=["accuracy"])
+    y = Y6 if sparse_labels else np.eye(3, dtype="float32")[Y6]
+    logs = model.evaluate(X6, y, verbose=0, return_dict=True)
+    expected = np.mean(net.predict(X6, verbose=0).argmax(1) == Y6)
+    assert logs["clean_accuracy"] == pytest.approx(expected)
+
+
+def test_metrics_names_label_the_values_evaluate_returns_with_awp():
+    model = adversarial(softmax_regression(W3, B3), awp=robustlab.AWP(0.01))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=["accuracy"])
+    model.fit(X6, Y6, batch_size=3, verbose=0)
+    values = model.evaluate(X6, Y6, verbose=0)
+    by_name = model.evaluate(X6, Y6, verbose=0, return_dict=True)
+    # Each call draws new random starts: compare the numbers that draw none.
+    paired = dict(zip(model.metrics_names, values))
+    assert sorted(paired) == sorted(by_name)
+    assert paired["clean_loss"] == pytest.approx(by_name["clean_loss"])
+    assert paired["clean_accuracy"] == pytest.approx(by_name["clean_accuracy"])
+
+
 def test_predict_gives_the_clean_outputs_of_the_wrapped_model():
     net = softmax_regression(W3, B3)
     np.testing.assert_allclose(compiled(net).predict(X6, verbose=0),
@@ -446,6 +486,46 @@ def test_backup_and_restore_resumes_to_the_same_history(tmp_path, digits):
                                    err_msg=key)
 
 
+def _dropout_model():
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"),
+                            keras.layers.Dropout(0.5), keras.layers.Dense(3)])
+    model = adversarial(net, robustlab.PGD(0.1, steps=2))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    return model
+
+
+def test_backup_and_restore_resumes_dropout_to_the_same_weights(tmp_path):
+    # Keras saves no layer's seed; the resumed fit must draw the masks the
+    # uninterrupted one drew.
+    x = np.random.default_rng(0).random((48, 4), dtype="float32")
+    y = np.arange(48) % 3
+
+    def fit(model, *callbacks):
+        model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=list(callbacks))
+        return model.get_weights()
+
+    uninterrupted = fit(_dropout_model())
+    with pytest.raises(RuntimeError, match="interrupted"):
+        fit(_dropout_model(), keras.callbacks.BackupAndRestore(str(tmp_path)),
+            InterruptAt(at_epoch=2))
+    resumed = fit(_dropout_model(), keras.callbacks.BackupAndRestore(str(tmp_path)))
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_weights_saved_without_the_layers_seeds_still_load(tmp_path, monkeypatch):
+    path = str(tmp_path / "old.weights.h5")
+    old = _dropout_model()
+    monkeypatch.setattr(robustlab.AdversarialModel, "_model_seed_states", lambda self: [])
+    old.save_weights(path)  # as files were saved before the seeds were
+    monkeypatch.undo()
+    model = _dropout_model()
+    model.load_weights(path)
+    for a, b in zip(model.get_weights(), old.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
 # -- learning signal ----------------------------------------------------------------
 
 
@@ -520,6 +600,80 @@ def test_tf_data_inputs_get_the_checks_of_arrays(where):
             rf"Received: {y_name} with values in \[\d, [345]\]$")):
         run(bad_labels)
     run(good)
+
+
+@pytest.mark.parametrize("where", ["fit", "evaluate"])
+def test_non_finite_tf_data_inputs_are_refused_as_arrays_are(where):
+    x = X6.copy()
+    x[3, 1] = np.nan
+    model = compiled(softmax_regression(W3, B3))
+    run = model.fit if where == "fit" else model.evaluate
+    with pytest.raises(ValueError, match=(
+            r"^Argument `x` must be finite \(no NaN or inf\). "
+            r"Received: x with 1 non-finite values$")):
+        run(_dataset(x, Y6), verbose=0)
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch_size=8, **kwargs):
+        super().__init__(**kwargs)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return self.x[rows], self.y[rows]
+
+
+def _generator(x, y, batch_size=8):
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size], y[start:start + batch_size]
+
+
+@pytest.mark.parametrize("kind", ["generator", "PyDataset"])
+@pytest.mark.parametrize("where", ["fit", "validation_data", "evaluate"])
+def test_generator_and_py_dataset_inputs_get_the_checks_of_arrays(where, kind):
+    model = compiled(softmax_regression(W3, B3))
+    make = _generator if kind == "generator" else (
+        lambda x, y: _Batches(x, y, workers=2))  # read in threads
+    names = {"fit": ("x", "y"), "evaluate": ("x", "y"),
+             "validation_data": ("validation_data[0]", "validation_data[1]")}[where]
+
+    def run(x, y):
+        if where == "fit":
+            return model.fit(make(x, y), epochs=1, verbose=0)
+        if where == "evaluate":
+            return model.evaluate(make(x, y), verbose=0)
+        return model.fit(X6, Y6, epochs=1, verbose=0, validation_data=make(x, y))
+
+    x_name, y_name = (n.replace("[", r"\[").replace("]", r"\]") for n in names)
+    with pytest.raises(ValueError, match=(
+            rf"^Argument `{x_name}` must lie inside value_range=\(0, 1\).*"
+            rf"Received: {x_name} with values in \[\d\S*, \d+\.?\d*\]$")):
+        run(np.concatenate([X6[:8], X6[8:] * 255.0]), Y6)
+    with pytest.raises(ValueError, match=(
+            rf"^Labels `{y_name}` must be class indices in \[0, 2\].*"
+            rf"Received: {y_name} with values in \[\d, [345]\]$")):
+        run(X6, np.concatenate([Y6[:8], Y6[8:] + 3]))
+    run(X6, Y6)
+
+
+@pytest.mark.parametrize("where", ["fit", "validation_data", "evaluate"])
+def test_a_list_of_inputs_is_refused_by_name(where):
+    # Keras would take it as the inputs of a model with several, past the
+    # checks of arrays; the classifier takes one.
+    model = compiled(softmax_regression(W3, B3))
+    name = r"validation_data\[0\]" if where == "validation_data" else "x"
+    with pytest.raises(TypeError, match=rf"`{name}` must be a NumPy array.*"
+                                        rf"Received: {name} of type list$"):
+        if where == "fit":
+            model.fit([X6 * 255.0], Y6, verbose=0)
+        elif where == "evaluate":
+            model.evaluate([X6 * 255.0], Y6, verbose=0)
+        else:
+            model.fit(X6, Y6, verbose=0, validation_data=([X6 * 255.0], Y6))
 
 
 def test_tf_data_inputs_are_checked_without_an_extra_pass():
@@ -610,13 +764,37 @@ def test_compile_requires_a_loss():
         adversarial(softmax_regression(W3, B3)).compile("sgd")
 
 
+def _nan_weights():
+    w = W3.copy()
+    w[1, 0] = np.nan
+    return w
+
+
 def test_a_nan_loss_stops_training_with_a_clear_error():
-    x = X6.copy()
-    x[3, 1] = np.nan  # a tf.data pipeline is not scanned up front
-    model = compiled(softmax_regression(W3, B3))
-    data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
+    model = compiled(softmax_regression(_nan_weights(), B3))
     with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0"):
-        model.fit(data, epochs=3, verbose=0)
+        model.fit(X6, Y6, batch_size=4, epochs=3, verbose=0)
+
+
+def test_a_step_that_leaves_a_weight_non_finite_stops_training_at_that_batch():
+    # Batch 0's loss is finite (computed before the update); its update is
+    # not, and the error names it rather than the next batch.
+    model = compiled(softmax_regression(W3, B3), lr=float("inf"))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0\."):
+        model.fit(X6, Y6, batch_size=4, epochs=1, verbose=0, shuffle=False)
+
+
+def test_a_diverged_relu_network_stops_training_on_every_backend():
+    # TensorFlow's oneDNN kernel of a fused MatMul + BiasAdd + Relu maps NaN
+    # to 0: the loss of NaN weights stays finite there.
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                            keras.layers.Dense(3)])
+    model = adversarial(net)
+    model.compile(keras.optimizers.SGD(1e30), LOGITS_CE)
+    x = np.random.default_rng(0).random((64, 4), dtype="float32")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0"):
+        model.fit(x, np.arange(64) % 3, batch_size=8, epochs=3, verbose=0)
 
 
 class _SlowFirstBatchCheck(keras.callbacks.Callback):
@@ -638,12 +816,10 @@ class _SlowFirstBatchCheck(keras.callbacks.Callback):
 def test_a_nan_loss_checked_out_of_order_still_names_the_first_batch():
     # Under asynchronous dispatch (JAX) the later batches' checks, whose
     # losses are non-finite too, finish first; the error must not name them.
-    x = X6.copy()
-    x[3, 1] = np.nan
-    model = compiled(softmax_regression(W3, B3))
-    data = tf.data.Dataset.from_tensor_slices((x, Y6)).batch(4)
+    model = compiled(softmax_regression(_nan_weights(), B3))
     with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0, batch 0\."):
-        model.fit(data, epochs=1, verbose=0, callbacks=[_SlowFirstBatchCheck()])
+        model.fit(X6, Y6, batch_size=4, epochs=1, verbose=0,
+                  callbacks=[_SlowFirstBatchCheck()])
 
 
 def _ended_in_a_thread(callback, batch, logs):

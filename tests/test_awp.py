@@ -147,6 +147,20 @@ def test_one_awp_step_equals_the_closed_form_update():
     np.testing.assert_allclose(b, B3 - lr * grad_b_at_v, rtol=1e-5, atol=1e-6)
 
 
+def test_an_awp_step_run_eagerly_equals_the_compiled_one():
+    def trained(run_eagerly):
+        model = awp_model(softmax_regression(W3, B3), robustlab.AWP(0.05))
+        model.compile(keras.optimizers.SGD(0.5), LOGITS_CE, run_eagerly=run_eagerly)
+        history = model.fit(X6, Y6, batch_size=len(X6), epochs=1, shuffle=False,
+                            verbose=0)
+        return model.model.get_weights(), history.history["awp_gamma"]
+
+    (eager_weights, eager_gamma), (weights, gamma) = trained(True), trained(False)
+    assert eager_gamma == pytest.approx([0.05]) and gamma == pytest.approx([0.05])
+    for a, b in zip(eager_weights, weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 def test_no_trace_of_the_perturbation_remains_after_a_step(jit_compile):
     # With a zero learning rate the update is zero, so the weights after any

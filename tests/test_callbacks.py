@@ -407,6 +407,76 @@ def test_an_isotropic_posterior_below_the_floor_counts_every_parameter(digits):
     assert bound.last["floored"] == model.model.count_params()
 
 
+# -- epochs without a measurement, and keys of their own -----------------------------
+
+
+def _tiny_model():
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                            keras.layers.Dense(3)])
+    model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=2))
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS, metrics=["accuracy"])
+    return model
+
+
+def _tiny_data(n=64):
+    return np.random.default_rng(0).random((n, 4), dtype="float32"), np.arange(n) % 3
+
+
+def test_robust_evaluation_logs_nan_on_the_epochs_it_skips():
+    x, y = _tiny_data()
+    history = _tiny_model().fit(x, y, batch_size=16, epochs=3, verbose=0,
+                                callbacks=[RobustEvaluation(x[:16], y[:16], every=2)])
+    accuracy = history.history["train_robust_accuracy"]
+    assert len(accuracy) == 3
+    assert math.isnan(accuracy[0]) and np.isfinite(accuracy[1:]).all()
+
+
+def test_a_bound_on_an_epoch_robust_evaluation_skips_is_nan():
+    x, y = _tiny_data()
+    tracker = PosteriorTracker()
+    bound = BoundTracker(64, prior_variance=1e-2, tracker=tracker)
+    history = _tiny_model().fit(
+        x, y, batch_size=16, epochs=2, verbose=0,
+        callbacks=[RobustEvaluation(x[:16], y[:16], every=2), tracker, bound])
+    assert math.isnan(history.history["pac_bayes_bound"][0])
+    assert np.isfinite(history.history["pac_bayes_bound"][1])
+
+
+@pytest.mark.parametrize("prefix, taken", [("val_", "val_loss"), ("robust_", "robust_loss")])
+def test_a_robust_evaluation_prefix_that_would_overwrite_a_log_is_refused(prefix, taken):
+    x, y = _tiny_data()
+    with pytest.raises(ValueError, match=rf"overwrite \[.*'{taken}'.*"
+                                         rf"Received: prefix='{prefix}'$"):
+        _tiny_model().fit(x, y, batch_size=16, epochs=1, verbose=0,
+                          validation_data=(x[:16], y[:16]),
+                          callbacks=[RobustEvaluation(x[:16], y[:16], prefix=prefix)])
+
+
+@pytest.mark.parametrize("read", ["in-step", "batch-by-batch"])
+@pytest.mark.parametrize("drop_first", [True, False], ids=["drop-first", "drop-last"])
+def test_the_prediction_starts_from_the_rate_of_the_last_step_before_the_window(
+        read, drop_first, monkeypatch):
+    # ReduceLROnPlateau lowers the rate at the end of epoch 1; the window of
+    # epoch 2 starts from the rate epoch 1 trained with, wherever the drop
+    # stands in the callback list.
+    if read == "batch-by-batch":
+        monkeypatch.setattr(robustlab.AdversarialModel, "observe_iterates",
+                            lambda self, observer, variables: False)
+    x, y = _tiny_data()
+    probe = HessianProbe(x[:32], y[:32], epochs=[1], iterations=5)
+    tracker = PosteriorTracker(probe, batch_size=16, train_size=64, epochs=[2])
+    drop = keras.callbacks.ReduceLROnPlateau(monitor="loss", factor=0.1, patience=0,
+                                             min_delta=1e9, min_lr=0)
+    callbacks = [drop, probe, tracker] if drop_first else [probe, tracker, drop]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the window's few steps, an unstable rate
+        _tiny_model().fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=callbacks)
+    assert tracker.last_prediction["epoch"] == 2
+    assert tracker.last_prediction["lrs"][0] == pytest.approx(0.005)
+    assert tracker.last_prediction["start_lr"] == pytest.approx(0.05)
+
+
 # -- kill and resume ------------------------------------------------------------------
 
 

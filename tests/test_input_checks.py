@@ -146,6 +146,44 @@ def test_integer_inputs_are_refused_and_the_model_stays_usable():
     m.fit(X, Y, verbose=0)  # on JAX a failure inside Keras's step left it broken
 
 
+def _pipeline(x, y, batch_size=4):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+
+
+@pytest.mark.parametrize("where", ["fit", "evaluate"])
+def test_integer_tf_data_inputs_are_refused_before_a_batch_is_read(where):
+    m = model()
+    run = m.fit if where == "fit" else m.evaluate
+    with pytest.raises(TypeError, match=r"`x` must hold floating-point inputs.*"
+                                        r"Received: x of dtype uint8$"):
+        run(_pipeline((X * 255).astype("uint8"), Y), verbose=0)
+
+
+def test_a_tf_data_batch_refused_in_the_first_fit_leaves_the_model_usable():
+    # On JAX Keras detaches the variables while it loops over the data, the
+    # optimizer's too, which the first fit builds; a batch refused before
+    # any step has run leaves them so unless they are put back.
+    import tensorflow as tf
+
+    passes = []
+
+    def examples():
+        # Only the first pass is in range. Keras's JAX trainer reads a first
+        # batch to build the loss and then starts over, so the refusal comes
+        # before any step there (on TensorFlow, at the second epoch).
+        passes.append(None)
+        yield from zip(X if len(passes) == 1 else X + 5.0, Y)
+
+    data = tf.data.Dataset.from_generator(examples, output_signature=(
+        tf.TensorSpec(X.shape[1:], tf.float32), tf.TensorSpec((), tf.int64))).batch(4)
+    m = model()
+    with pytest.raises(ValueError, match=r"`x` must lie inside value_range"):
+        m.fit(data, epochs=2, verbose=0)
+    m.fit(_pipeline(X, Y), verbose=0)
+
+
 def test_fit_without_labels_is_refused():
     with pytest.raises(ValueError, match=r"`y` must hold the labels.*Received: y=None"):
         model().fit(X, None, verbose=0)

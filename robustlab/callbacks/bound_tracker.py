@@ -57,10 +57,13 @@ class BoundTracker(keras.callbacks.Callback):
     `pac_bayes_bound_mcallester` (`bounds.mcallester_bound`), with
     confidence 1 - `delta` for all epochs together (the theorem holds for
     every posterior at once, so no union bound over the epochs is needed;
-    the prior, `delta` and `n` are fixed before training). NaN on epochs the tracker did not measure or without
-    the accuracy. With a within-epoch cloud the KL is large and the bounds
-    vacuous (>= 1): what the course shows is how the KL jumps when the cloud
-    collapses at the learning-rate drop.
+    the prior, `delta` and `n` are fixed before training). NaN on epochs the
+    tracker did not measure or without the accuracy (NaN in the logs, as a
+    `RobustEvaluation(every=k)` logs on the epochs it skips; the key absent
+    at the first measured epoch is an error: the callback is missing or
+    placed after this one). With a within-epoch cloud the KL is large and
+    the bounds vacuous (>= 1): what the course shows is how the KL jumps
+    when the cloud collapses at the learning-rate drop.
 
     w_0 across resumed fits: it is taken, in this order, from
     `initial_weights`; from memory (the same callback object in a later

@@ -125,12 +125,14 @@ class PosteriorTracker(keras.callbacks.Callback):
     `schedule` (a callable epoch -> rate, e.g. a
     `robustlab.schedules.PiecewiseConstant`) it is `schedule(epoch - 1)`;
     with a Keras `LearningRateSchedule` in the optimizer, its value at the
-    step before the window; otherwise the optimizer's rate at the end of the
-    previous epoch, remembered from it. The first window of a resumed fit
-    has no remembered rate: pass `schedule` for a resumed run to reproduce
-    the uninterrupted one exactly (otherwise that window starts from the
-    stationary cloud of its own first rate, which differs only if the rate
-    changed at that epoch, and a warning says so).
+    step before the window; otherwise the rate the previous epoch's last
+    step used, remembered from it (whatever a callback such as
+    `ReduceLROnPlateau` sets at that epoch's end, before or after this one
+    in the list, is the window's own first rate). The first window of a
+    resumed fit has no remembered rate: pass `schedule` for a resumed run
+    to reproduce the uninterrupted one exactly (otherwise that window
+    starts from the stationary cloud of its own first rate, which differs
+    only if the rate changed at that epoch, and a warning says so).
 
     **Regularisation curvature** (added to lambda): with
     `regularization_curvature=None` it is read from the model:
@@ -285,7 +287,8 @@ class PosteriorTracker(keras.callbacks.Callback):
         self.statistics = None
         self.window_epoch = None
         self.last_prediction = None
-        self._end_lr = None  # (epoch, learning rate at that epoch's end)
+        self._end_lr = None  # (epoch, learning rate of that epoch's last step)
+        self._step_lr = None  # the learning rate of the epoch's last step so far
         self._in_step = False  # iterates handed over by the compiled step
         self._observer_error = None
 
@@ -372,6 +375,7 @@ class PosteriorTracker(keras.callbacks.Callback):
         self._noise_data = (x, y)
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._step_lr = None
         self.statistics = None
         self.window_epoch = None
         self._window = None
@@ -396,19 +400,25 @@ class PosteriorTracker(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         # Kept only once the step has run: Keras may announce a batch and
         # then find the data exhausted.
-        if self.statistics is not None and not self._in_step:
+        # With a probe, also outside the windows: the last step's rate is
+        # where the next window's prediction starts.
+        if not self._in_step and (self.statistics is not None or self.probe is not None):
             self._pending_lr = _learning_rate(self.model.optimizer)
 
     def on_train_batch_end(self, batch, logs=None):
         if self._in_step:
             self._raise_observer_error()
-        elif self.statistics is not None:
+            return
+        if self.statistics is not None or self.probe is not None:
+            self._step_lr = self._pending_lr
+        if self.statistics is not None:
             self.model  # noqa: B018 (on JAX: attaches the step's weights)
             self._add_iterate(
                 self._pending_lr, [ops.convert_to_numpy(v) for v in self._variables])
 
     def _observe(self, learning_rate, weights):
         """The model's iterate observer: called from inside the compiled step."""
+        self._step_lr = learning_rate
         if self.statistics is None or self._observer_error is not None:
             return
         try:
@@ -429,7 +439,11 @@ class PosteriorTracker(keras.callbacks.Callback):
         if self._in_step:
             _backend.get().wait_for_iterate_observers()
             self._raise_observer_error()
-        self._end_lr = (epoch, _learning_rate(self.model.optimizer))
+        # The rate the epoch's last step used, not the optimizer's now: a
+        # callback earlier in the list (ReduceLROnPlateau, say) may already
+        # have set the next epoch's.
+        self._end_lr = (epoch, self._step_lr if self._step_lr is not None
+                        else _learning_rate(self.model.optimizer))
         if logs is None:
             return
         values = dict.fromkeys(self.log_keys(), math.nan)

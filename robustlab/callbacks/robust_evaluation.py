@@ -1,5 +1,7 @@
 """Clean and robust evaluation of extra data at the end of chosen epochs."""
 
+import math
+
 import keras
 import numpy as np
 
@@ -26,12 +28,16 @@ class RobustEvaluation(keras.callbacks.Callback):
 
     Args:
         x, y: the data (NumPy arrays).
-        prefix: log-key prefix, a non-empty string (an empty one would
-            overwrite the training metrics): e.g. `"train_"` (default) gives
-            `train_robust_accuracy`.
+        prefix: log-key prefix, a non-empty string: e.g. `"train_"`
+            (default) gives `train_robust_accuracy`. A prefix that makes a
+            key already in the logs (`"val_"` gives `val_loss`) raises a
+            `ValueError` at the end of the first epoch rather than overwrite
+            it.
         every: evaluate at the end of every `every`-th epoch (0-based epochs
             `every - 1`, `2 every - 1`, ...) and always at the end of the
-            last one; an integer >= 1.
+            last one; an integer >= 1. The keys are logged at every epoch,
+            NaN where not evaluated, so that History and CSVLogger columns
+            stay aligned.
         batch_size: evaluation batch size, an integer >= 1.
 
     Example:
@@ -72,8 +78,26 @@ class RobustEvaluation(keras.callbacks.Callback):
         self._data = model_validation.mark_checked(
             _backend.get().batched((self.x, self.y), self.batch_size))
 
+    def log_keys(self):
+        """The keys this callback writes into `logs` (every epoch)."""
+        return [self.prefix + name for name in self.model.metrics_names]
+
     def on_epoch_end(self, epoch, logs=None):
-        if logs is None or ((epoch + 1) % self.every and epoch != self._last_epoch):
+        if logs is None:
+            return
+        keys = self.log_keys()
+        taken = sorted(k for k in keys if k in logs)
+        if taken:
+            raise ValueError(
+                f"Argument `prefix` of RobustEvaluation must not make keys that "
+                f"are in the logs already: it would overwrite {taken} (another "
+                "metric, or another callback's). Pick another prefix, e.g. "
+                f"'train_'. Received: prefix={self.prefix!r}")
+        if (epoch + 1) % self.every and epoch != self._last_epoch:
+            # NaN on epochs without an evaluation, so that History's lists
+            # and CSVLogger's columns stay aligned (and a BoundTracker sees
+            # that there is no accuracy this epoch).
+            logs.update(dict.fromkeys(keys, math.nan))
             return
         data = self._data
         # Observe only: the evaluation attack's seed is the validation's too.
@@ -83,5 +107,6 @@ class RobustEvaluation(keras.callbacks.Callback):
                                               verbose=0, return_dict=True)
             else:
                 results = self.model.evaluate(data, verbose=0, return_dict=True)
-        for key, value in results.items():
-            logs[self.prefix + key] = float(value)
+        values = dict.fromkeys(keys, math.nan)
+        values.update((self.prefix + key, float(value)) for key, value in results.items())
+        logs.update(values)

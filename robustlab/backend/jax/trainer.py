@@ -90,12 +90,13 @@ def adversarial_train_step(model, state, data):
     if observers:
         # Ordered: the host sees the iterates in the order of the steps.
         io_callback(observers.dispatch, None, learning_rate, *trainable, ordered=True)
+    weights_finite = model.all_finite(trainable)
     logs, metrics_vars = run_stateless(
         model.metrics_variables,
         metrics_vars,
         lambda: model.update_training_metrics(
             y, y_pred_at_w, sample_weight, unscaled, x.shape[0],
-            perturbed_loss=perturbed_loss, gamma=gamma,
+            perturbed_loss=perturbed_loss, gamma=gamma, weights_finite=weights_finite,
         ),
         keep=model.metrics_variables,
     )

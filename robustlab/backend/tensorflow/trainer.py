@@ -96,9 +96,16 @@ def adversarial_train_step(model, data):
         tf.numpy_function(
             _dispatcher(observers), [learning_rate, *[v.value for v in variables]],
             Tout=[], stateful=True, name="iterate_observers")
+    if gamma is not None:
+        # Logged as a tensor: the variable itself cannot leave a step that
+        # runs eagerly (Keras packs the logs into a tf.experimental.Optional).
+        gamma = tf.convert_to_tensor(gamma)
+    # Read after the update (automatic control dependencies order the reads
+    # after the assignments).
+    weights_finite = model.all_finite([v.value for v in variables])
     return model.update_training_metrics(
         y, y_pred_at_w, sample_weight, unscaled, _batch_size(x),
-        perturbed_loss=perturbed_loss, gamma=gamma,
+        perturbed_loss=perturbed_loss, gamma=gamma, weights_finite=weights_finite,
     )
 
 
