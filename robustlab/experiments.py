@@ -35,6 +35,7 @@ from robustlab import models as models_module
 from robustlab import plots
 from robustlab import provenance
 from robustlab import run_checkpoint
+from robustlab import schedules
 from robustlab import validation
 from robustlab._version import __version__
 from robustlab.adversarial import AdversarialModel
@@ -194,27 +195,11 @@ class Experiment:
             validation.check_seed(name, getattr(self, name))
         validation.check_finite_at_least("eps", self.eps, 0.0)
         validation.check_finite_at_least("weight_decay", self.weight_decay, 0.0)
-        # PiecewiseConstant refuses these only when `run` builds the schedule,
-        # and under its own names (`drop_epochs`, `factor`).
-        if isinstance(self.lr_drop_epochs, (str, bytes)) or not hasattr(
-                self.lr_drop_epochs, "__iter__"):
-            raise TypeError(
-                "Argument `lr_drop_epochs` must be a sequence of epochs, e.g. (40,). "
-                f"Received: lr_drop_epochs={self.lr_drop_epochs!r}")
-        drops = tuple(self.lr_drop_epochs)
-        if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool)
-                   for e in drops):
-            raise TypeError(
-                "Argument `lr_drop_epochs` must hold integers, strictly increasing "
-                f"and >= 1. Received: lr_drop_epochs={self.lr_drop_epochs!r}")
-        if any(e < 1 for e in drops) or any(b <= a for a, b in zip(drops, drops[1:])):
-            raise ValueError(
-                "Argument `lr_drop_epochs` must hold integers, strictly increasing "
-                f"and >= 1. Received: lr_drop_epochs={self.lr_drop_epochs!r}")
-        factor = validation.check_finite_positive("lr_drop_factor", self.lr_drop_factor)
-        if factor > 1:
-            raise ValueError("Argument `lr_drop_factor` must be a finite number in (0, 1]. "
-                             f"Received: lr_drop_factor={self.lr_drop_factor!r}")
+        # Checked here, under the Experiment's names: PiecewiseConstant would
+        # refuse them only when `run` builds the schedule, as `drop_epochs`
+        # and `factor`.
+        schedules.check_drops(self.lr_drop_epochs, self.lr_drop_factor,
+                              names=("lr_drop_epochs", "lr_drop_factor"))
         for name in ("train_step_size", "eval_step_size"):
             if getattr(self, name) is not None:
                 validation.check_finite_positive(name, getattr(self, name))

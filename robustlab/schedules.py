@@ -9,6 +9,7 @@ optimizer step, which is what the posterior-covariance recursion consumes.
 """
 
 import dataclasses
+import numbers
 
 import keras
 import numpy as np
@@ -17,7 +18,33 @@ from robustlab import validation
 
 __all__ = [
     "PiecewiseConstant",
+    "check_drops",
 ]
+
+
+def check_drops(drop_epochs, factor, names=("drop_epochs", "factor")):
+    """The drop epochs (integers >= 1, strictly increasing) as a tuple of
+    ints and the factor (in (0, 1]) as a float, or a TypeError/ValueError
+    naming them by `names` (an `Experiment` calls them `lr_drop_epochs` and
+    `lr_drop_factor`)."""
+    epochs_name, factor_name = names
+    if isinstance(drop_epochs, (str, bytes)) or not hasattr(drop_epochs, "__iter__"):
+        # tuple("40") would read as the epochs 4 and 0.
+        raise TypeError(
+            f"Argument `{epochs_name}` must be a sequence of epochs, e.g. (40,). "
+            f"Received: {epochs_name}={drop_epochs!r}")
+    drops = tuple(drop_epochs)
+    requirement = (f"Argument `{epochs_name}` must hold integers, strictly increasing "
+                   f"and >= 1. Received: {epochs_name}={drop_epochs!r}")
+    if not all(isinstance(e, numbers.Integral) and not isinstance(e, bool) for e in drops):
+        raise TypeError(requirement)
+    if any(e < 1 for e in drops) or any(b <= a for a, b in zip(drops, drops[1:])):
+        raise ValueError(requirement)
+    checked = validation.check_finite_positive(factor_name, factor)
+    if checked > 1:
+        raise ValueError(f"Argument `{factor_name}` must be a finite number in (0, 1]. "
+                         f"Received: {factor_name}={factor!r}")
+    return tuple(int(e) for e in drops), checked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,27 +73,8 @@ class PiecewiseConstant:
 
     def __post_init__(self):
         validation.check_finite_positive("initial", self.initial)
-        if isinstance(self.drop_epochs, (str, bytes)) or not hasattr(
-                self.drop_epochs, "__iter__"):
-            # tuple("40") would read as the epochs 4 and 0.
-            raise TypeError(
-                "Argument `drop_epochs` must be a sequence of epochs, e.g. (40,). "
-                f"Received: drop_epochs={self.drop_epochs!r}")
-        drops = tuple(self.drop_epochs)
-        for epoch in drops:
-            validation.check_int_at_least("drop_epochs", epoch, 1)
-        if any(b <= a for a, b in zip(drops, drops[1:])):
-            raise ValueError(
-                "Argument `drop_epochs` must be strictly increasing. "
-                f"Received: drop_epochs={drops!r}"
-            )
-        factor = validation.check_finite_positive("factor", self.factor)
-        if factor > 1:
-            raise ValueError(
-                "Argument `factor` must be in (0, 1]. "
-                f"Received: factor={self.factor!r}"
-            )
-        object.__setattr__(self, "drop_epochs", tuple(int(e) for e in drops))
+        drops, factor = check_drops(self.drop_epochs, self.factor)
+        object.__setattr__(self, "drop_epochs", drops)
         object.__setattr__(self, "initial", float(self.initial))
         object.__setattr__(self, "factor", factor)
 
