@@ -75,7 +75,9 @@ __all__ = [
     "learning_rate_schedule",
     "loss_tracker",
     "no_automatic_dependency_tracking",
+    "output_operation",
     "saved_compile_arguments",
+    "softmax_operation_type",
     "stateless_loss_and_updates",
     "unscale_loss_for_distribution",
 ]
@@ -130,6 +132,26 @@ def _instance_attribute(obj, name, owner):
             _incompatible(f"{owner}.{name}")
             + f" Received: {type(obj).__name__} without `{name}`"
         ) from None
+
+
+def output_operation(tensor):
+    """The operation (a layer, or the op of a `keras.ops` call) that computed
+    a functional model's output `tensor`, or None for a tensor without that
+    record. Keras keeps it in the tensor's private `_keras_history`."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.operation
+
+
+_SOFTMAX_OPERATION_TYPE = []
+
+
+def softmax_operation_type():
+    """The class of the operation a `keras.ops.softmax` call on a symbolic
+    tensor records (not exported: read from such a call once)."""
+    if not _SOFTMAX_OPERATION_TYPE:
+        symbolic = keras.ops.softmax(keras.KerasTensor((1, 2)))
+        _SOFTMAX_OPERATION_TYPE.append(type(output_operation(symbolic)))
+    return _SOFTMAX_OPERATION_TYPE[0]
 
 
 def compute_loss(model, x, y, y_pred, sample_weight, training):

@@ -16,6 +16,8 @@ a (sparse) categorical cross-entropy, `default_classification_loss`, whose
 
 import keras
 
+from robustlab import _keras_compat
+
 __all__ = [
     "default_classification_loss",
     "final_activation_is_softmax",
@@ -45,8 +47,10 @@ def final_activation_is_softmax(model):
     """
     outputs = getattr(model, "outputs", None)
     if (not isinstance(model, keras.Sequential) and isinstance(outputs, list)
-            and len(outputs) == 1 and hasattr(outputs[0], "_keras_history")):
-        return _is_softmax(outputs[0]._keras_history.operation)
+            and len(outputs) == 1):
+        operation = _keras_compat.output_operation(outputs[0])
+        if operation is not None:
+            return _is_softmax(operation)
     layers = getattr(model, "layers", None)
     if not layers:
         return False
@@ -56,27 +60,12 @@ def final_activation_is_softmax(model):
 def _is_softmax(operation):
     if isinstance(operation, keras.Model):
         return final_activation_is_softmax(operation)
-    if isinstance(operation, keras.layers.Softmax) or isinstance(
-            operation, _softmax_op_type()):
+    if isinstance(operation, (keras.layers.Softmax, _keras_compat.softmax_operation_type())):
         return True
     activation = getattr(operation, "activation", None)
     return activation is keras.activations.softmax or (
         getattr(activation, "__name__", None) == "softmax"
     )
-
-
-def _softmax_op_type():
-    # The class that a `keras.ops.softmax` call on a symbolic tensor records
-    # is not exported; it is read from such a call rather than imported from
-    # `keras.src`, whose layout changes between releases.
-    global _SOFTMAX_OP_TYPE
-    if _SOFTMAX_OP_TYPE is None:
-        symbolic = keras.ops.softmax(keras.KerasTensor((1, 2)))
-        _SOFTMAX_OP_TYPE = type(symbolic._keras_history.operation)
-    return _SOFTMAX_OP_TYPE
-
-
-_SOFTMAX_OP_TYPE = None
 
 
 def per_example_loss(loss):

@@ -146,14 +146,15 @@ def test_a_model_loss_that_cannot_be_resolved_is_named(loss, message):
         losses.resolve_model_loss(model, loss)
 
 
-def test_loss_resolution_depends_on_no_other_robustlab_module():
+def test_loss_resolution_depends_on_no_other_robustlab_module_but_keras_compat():
     # The attacks, the curvature probes and the posterior tracker all use it:
-    # importing any of them back would make a cycle.
+    # importing any of them back would make a cycle. _keras_compat, the one
+    # module that reads Keras's private API, imports only Keras.
     tree = ast.parse(pathlib.Path(losses.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            imported.add(node.module)
-    assert imported == {"keras"}
+            imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    assert imported == {"keras", "robustlab._keras_compat"}
