@@ -574,6 +574,9 @@ class AdversarialModel(keras.Model):
         backend = _backend.get()
         stream = None
         _check_fit_counts(batch_size, validation_batch_size, epochs, kwargs)
+        # As Keras: the validation batch defaults to the training batch. Read
+        # here, since array inputs are turned into batched datasets below.
+        array_validation_batch = validation_batch_size or batch_size or 32
         validation_split = _check_validation_split(validation_split, x)
         shuffle = validation.check_bool("shuffle", shuffle)
         x, y, sample_weight = (_as_numpy(a) for a in (x, y, sample_weight))
@@ -628,8 +631,10 @@ class AdversarialModel(keras.Model):
                                "validation_data[0]", "validation_data[1]", self.eval_attack,
                                (validation_data + (None,))[2], "validation_data[2]")
             validation_data = model_validation.mark_checked(backend.batched(
-                tuple(validation_data), validation_batch_size or batch_size or 32))
-            validation_batch_size = None
+                tuple(validation_data), array_validation_batch))
+            # On JAX the arrays are served as they are, and Keras batches them.
+            validation_batch_size = (array_validation_batch
+                                     if isinstance(validation_data, tuple) else None)
         elif model_validation.is_tf_dataset(validation_data):
             validation_data = model_validation.checked_dataset(
                 validation_data, self.model, self.eval_attack.value_range,

@@ -174,6 +174,26 @@ def test_unit_sample_weights_and_a_validation_split_train_as_expected():
     assert "val_robust_accuracy" in split and "val_clean_loss" in split
 
 
+@pytest.mark.parametrize("kwargs, batches", [
+    ({}, [4, 4, 4, 4]),  # Keras's default: the training batch
+    ({"validation_batch_size": 5}, [5, 5, 5, 1]),
+])
+def test_validation_arrays_are_evaluated_in_the_validation_batch(kwargs, batches):
+    model = compiled(softmax_regression(W3, B3))
+    model.run_eagerly = True  # so that the step sees each batch's concrete shape
+    seen = []
+    test_step = model.test_step
+
+    def recording_test_step(*args):
+        seen.append(int(keras.ops.shape(args[-1][0])[0]))
+        return test_step(*args)
+
+    model.test_step = recording_test_step
+    model.fit(X6, Y6, batch_size=4, epochs=1, verbose=0,
+              validation_data=(X6, Y6), **kwargs)
+    assert seen == batches
+
+
 def test_a_validation_split_keeps_the_validation_sample_weights():
     weights = np.where(np.arange(len(X6)) % 3 == 0, 3.0, 0.5).astype("float32")
     fixed = robustlab.PGD(eps=0.1, steps=2, random_start=False)
