@@ -79,6 +79,11 @@ class PiecewiseConstant:
         object.__setattr__(self, "factor", factor)
 
     def __call__(self, epoch, lr=None):
+        """The rate of `epoch`, a finite number >= 0 (Keras passes the
+        0-based epoch index; `lr`, the current rate, is ignored)."""
+        # Unchecked, NaN and -1 compare below every drop and give the
+        # initial rate, and True counts as epoch 1.
+        epoch = validation.check_finite_at_least("epoch", epoch, 0)
         drops = sum(1 for e in self.drop_epochs if e <= epoch)
         return self.initial * self.factor**drops
 

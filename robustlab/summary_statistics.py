@@ -4,23 +4,52 @@ Studies report every finding as a mean over seeds with a standard error, and
 the figures draw the same numbers as bands; both read them from here.
 """
 
+import numbers
+
 import numpy as np
+
+from robustlab import validation
 
 __all__ = [
     "mean_and_stderr",
 ]
 
 
+def _check_axis(axis, ndim):
+    """`axis` as None or a tuple of ints (what NumPy's reductions take)."""
+    if axis is None:
+        return None
+    axes = axis if isinstance(axis, tuple) else (axis,)
+    valid = all(isinstance(a, numbers.Integral) and not isinstance(a, bool)
+                and -ndim <= a < ndim for a in axes)
+    # Only valid axes reach the modulo (a 0-D array has none).
+    if not valid or len({int(a) % ndim for a in axes}) != len(axes):
+        raise ValueError(
+            f"Argument `axis` must be None, an axis of the {ndim}-D `values` "
+            f"or a tuple of distinct such axes. Received: axis={axis!r}")
+    return tuple(int(a) for a in axes)
+
+
 def mean_and_stderr(values, axis=None):
     """Mean and standard error of the mean (ddof=1) of the finite values
     along `axis`; NaN where fewer than one (mean) or two (stderr) are finite.
+
+    Args:
+        values: real numbers, an array or nested lists of them; NaN and inf
+            are skipped (a seed that lacks the figure), anything that is not
+            a number (None, a string, a boolean) is a TypeError.
+        axis: None (default) summarises all values into two floats; an axis
+            of `values`, or a tuple of distinct axes, gives two arrays.
 
     >>> import numpy as np
     >>> from robustlab.summary_statistics import mean_and_stderr
     >>> [round(v, 9) for v in mean_and_stderr(np.array([1.0, 2.0, 3.0, np.nan]))]
     [2.0, 0.577350269]
     """
-    values = np.asarray(values, dtype="float64")
+    # np.asarray(..., "float64") would read "1.5" as 1.5 and None as NaN,
+    # a missing seed, and then summarise whatever was left.
+    values = validation._float_array("values", values)
+    axis = _check_axis(axis, values.ndim)
     finite = np.isfinite(values)
     n = finite.sum(axis=axis)
     filled = np.where(finite, values, 0.0)

@@ -116,9 +116,33 @@ def test_kl_is_positive_unless_the_gaussians_are_equal(mq, vq, mp, vp):
         assert kl > 0
 
 
-def test_kl_of_nearly_equal_variances_keeps_its_precision():
-    # 1/2 (x - ln(1 + x)) ~ x^2 / 4 for tiny x: 2.5e-25 here, not 0 or noise.
-    assert gaussian_kl(0.0, 1.0 + 1e-12, 0.0, 1.0) == pytest.approx(0.25e-24, rel=1e-3)
+@pytest.mark.parametrize("x", [2.0**-40, -(2.0**-40), (1.0 + 1e-12) - 1.0,
+                               2.0**-52, -(2.0**-53)])
+def test_kl_of_nearly_equal_variances_keeps_every_digit(x):
+    # var_q = 1 + x exactly (1 + 2^-52 is the float after 1, 1 - 2^-53 the
+    # one before), so the KL is 1/2 (x - ln(1 + x)) = x^2/4 - x^3/6 + x^4/8
+    # - ..., where x^4/8 is below 1e-23 of the rest. x - log1p(x) would keep
+    # log1p's rounding error, up to ~1e-16 |x|: 1.3e-4 of the KL at x = 1e-12,
+    # all of it at x = -2^-53.
+    assert (1.0 + x) - 1.0 == x
+    # abs=0: approx's default absolute tolerance, 1e-12, would pass anything.
+    assert gaussian_kl(0.0, 1.0 + x, 0.0, 1.0) == pytest.approx(
+        x**2 / 4 - x**3 / 6, rel=1e-15, abs=0)
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    # 1/2 (r - 1 - ln r) to 20 digits, at the ends of the range |r - 1| <= 1/2
+    # where the series for near-equal variances is used (where its cut-off
+    # terms weigh most), and half-way.
+    (1.5, 0.047267445945917809011),
+    (1.25, 0.013428224342895122117),
+    (0.75, 0.01884103622589046372),
+    (0.5, 0.096573590279972654709),
+])
+def test_kl_of_variances_up_to_half_the_prior_apart_keeps_every_digit(
+        ratio, expected):
+    assert gaussian_kl(0.0, ratio, 0.0, 1.0) == pytest.approx(
+        expected, rel=1e-15, abs=0)
 
 
 @pytest.mark.parametrize("ratio", [0.3, 1e-6, 1e-12, 1e-17, 1e-200])
@@ -150,6 +174,32 @@ def test_kl_accepts_per_layer_lists_and_per_row_sums():
         [0.0, gaussian_kl([1.0, -1.0], 1.0, 0.0, 1.0)],
         rtol=1e-15,
     )
+
+
+def test_kl_pairs_a_flat_array_with_a_per_layer_list_by_position():
+    layers_q = [np.array([[1.0, 2.0]]), np.array([3.0])]
+    assert gaussian_kl(layers_q, [0.5, 0.25, 2.0], np.zeros(3), 1.0) == pytest.approx(
+        gaussian_kl([1.0, 2.0, 3.0], [0.5, 0.25, 2.0], 0.0, 1.0), rel=1e-15)
+
+
+@pytest.mark.parametrize("args, message", [
+    # Same total size (10 parameters), layers shaped differently.
+    (([np.zeros((2, 3)), np.zeros(4)], [np.ones((3, 2)), np.ones(4)],
+      [np.zeros(4), np.zeros((2, 3))], 1.0),
+     r"Arguments `mean_q` and `var_q` are both per-layer lists and must have "
+     r"the same layers.*Received: layer shapes mean_q=\[\(2, 3\), \(4,\)\], "
+     r"var_q=\[\(3, 2\), \(4,\)\]$"),
+    # A transposed layer.
+    (([np.zeros((2, 3))], 1.0, [np.zeros((3, 2))], 1.0),
+     r"`mean_q` and `mean_p`.*Received: layer shapes mean_q=\[\(2, 3\)\], "
+     r"mean_p=\[\(3, 2\)\]$"),
+    # Two layers against one.
+    (([np.zeros(2), np.zeros(2)], 1.0, 0.0, [np.ones(4)]),
+     r"`mean_q` and `var_p`.*mean_q=\[\(2,\), \(2,\)\], var_p=\[\(4,\)\]$"),
+])
+def test_kl_refuses_per_layer_lists_whose_layers_differ(args, message):
+    with pytest.raises(ValueError, match=message):
+        gaussian_kl(*args)
 
 
 @pytest.mark.parametrize(
@@ -190,6 +240,18 @@ def test_binary_kl_far_from_q_by_hand(q, p):
     expected = q * (math.log(q) - math.log(p)) + (1 - q) * (
         math.log1p(-q) - math.log1p(-p))
     assert kl_bernoulli(q, p) == pytest.approx(expected, rel=1e-13)
+
+
+@pytest.mark.parametrize("q", [0.3, 0.9])
+@pytest.mark.parametrize("d", [2.0**-40, -(2.0**-40)])
+def test_binary_kl_of_nearly_equal_probabilities_keeps_every_digit(q, d):
+    # p = q + d exactly. kl(q || q + d) = d^2/2 (1/q + 1/(1-q))
+    # + d^3/3 (1/(1-q)^2 - 1/q^2) + O(d^4), the O(d^4) part below 1e-23 of
+    # the rest; x - log1p(x) for the two halves would leave 2e-5 to 4e-5 of
+    # it wrong.
+    assert (q + d) - q == d
+    expected = d**2 / (2 * q * (1 - q)) + d**3 / 3 * (1 / (1 - q) ** 2 - 1 / q**2)
+    assert kl_bernoulli(q, q + d) == pytest.approx(expected, rel=1e-15, abs=0)
 
 
 def test_binary_kl_edges():
@@ -328,7 +390,15 @@ def test_seeger_bound_by_hand_at_positive_risk():
 def test_seeger_bound_lies_between_the_empirical_risk_and_mcallester(q, kl, n, delta):
     seeger = seeger_bound(q, kl, n, delta)
     assert q <= seeger <= 1.0
-    assert seeger <= mcallester_bound(q, kl, n, delta) + 1e-12
+    assert seeger <= mcallester_bound(q, kl, n, delta)
+
+
+@pytest.mark.parametrize("n", [10**9, 10**12, 10**15])
+def test_seeger_bound_stays_below_mcallester_where_they_nearly_meet(n):
+    # At q = 1/2, kl(q || q + e) = -ln(1 - 4 e^2) / 2 = 2 e^2 + 4 e^4 + ...: the
+    # exact kl inverse is below q + sqrt(budget / 2) by about e^3, 6e-13 at
+    # n = 1e9 and less after, within the bisection's tolerance of 1e-12.
+    assert seeger_bound(0.5, 0.0, n) <= mcallester_bound(0.5, 0.0, n)
 
 
 @SETTINGS
@@ -490,6 +560,30 @@ def test_time_resolved_bound_accepts_isotropic_variances_and_per_layer_weights()
     )
     np.testing.assert_allclose(a.kl, b.kl, rtol=1e-15)
     np.testing.assert_allclose(a.bound, b.bound, rtol=1e-15)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(weights=[[np.zeros((2, 3)), np.zeros(4)], [np.zeros((3, 2)), np.zeros(4)]]),
+     r"Arguments `initial_weights` and `weights\[1\]`.*Received: layer shapes "
+     r"initial_weights=\[\(2, 3\), \(4,\)\], weights\[1\]=\[\(3, 2\), \(4,\)\]$"),
+    (dict(posterior_variances=[[np.ones(4), np.ones((2, 3))]] * 2),
+     r"`initial_weights` and `posterior_variances\[0\]`.*posterior_variances\[0\]="
+     r"\[\(4,\), \(2, 3\)\]$"),
+])
+def test_time_resolved_bound_refuses_per_layer_lists_whose_layers_differ(
+        kwargs, message):
+    # Every entry has the 10 parameters of initial_weights, in other layers.
+    args = dict(
+        empirical_risks=[0.1, 0.2],
+        posterior_variances=[[np.ones((2, 3)), np.ones(4)]] * 2,
+        weights=[[np.zeros((2, 3)), np.zeros(4)]] * 2,
+        initial_weights=[np.zeros((2, 3)), np.zeros(4)],
+        prior_variance=1.0,
+        n=100,
+    )
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        time_resolved_bound(**args)
 
 
 def test_time_resolved_bound_names_a_non_sequence_by_its_type():

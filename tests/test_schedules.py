@@ -39,3 +39,28 @@ def test_the_callback_sets_the_optimizer_rate_each_epoch():
 def test_bad_schedules_raise(kwargs, error, match):
     with pytest.raises(error, match=match):
         PiecewiseConstant(**kwargs)
+
+
+def test_an_epoch_may_be_a_numpy_number_or_a_fraction():
+    # np.arange and array indexing hand out NumPy integers; a fractional
+    # epoch is a point within one.
+    schedule = PiecewiseConstant(0.1, drop_epochs=(100,), factor=0.5)
+    assert schedule(np.int64(100)) == 0.05
+    assert schedule(np.int32(99)) == 0.1
+    assert schedule(99.5) == 0.1
+    assert schedule(np.float32(100.0)) == 0.05
+
+
+@pytest.mark.parametrize("epoch, error, match", [
+    (-1, ValueError, r"`epoch` must be a finite number >= 0. Received: epoch=-1$"),
+    (float("nan"), ValueError, r"Received: epoch=nan$"),
+    (float("inf"), ValueError, r"Received: epoch=inf$"),
+    (True, TypeError, r"`epoch` must be a finite number >= 0. Received: epoch=True$"),
+    ("3", TypeError, r"Received: epoch='3'$"),
+    (None, TypeError, r"Received: epoch=None$"),
+])
+def test_an_epoch_that_is_not_a_finite_number_at_least_zero_raises(epoch, error, match):
+    # Unchecked, -1 and NaN fell below every drop and True counted as epoch 1.
+    schedule = PiecewiseConstant(0.1, drop_epochs=(1,), factor=0.5)
+    with pytest.raises(error, match=match):
+        schedule(epoch)

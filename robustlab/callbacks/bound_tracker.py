@@ -12,6 +12,7 @@ from keras import ops
 from robustlab import bounds
 from robustlab import validation
 from robustlab.callbacks._shared import atomic_savez
+from robustlab.callbacks._shared import check_state_dir
 from robustlab.callbacks._shared import classifier
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
 
@@ -22,7 +23,6 @@ __all__ = [
 _POSTERIORS = ("diagonal", "isotropic")
 _STATE_FILE = "bound_tracker_initial_weights.npz"
 _DEFAULT_FLOOR_RATIO = 1e-12
-_MIN_FLOOR_RATIO = 1e-15
 
 
 class BoundTracker(keras.callbacks.Callback):
@@ -84,8 +84,9 @@ class BoundTracker(keras.callbacks.Callback):
         delta: confidence parameter in (0, 1).
         accuracy_key: the logs key of the robust training accuracy.
         posterior: "diagonal" (default) or "isotropic".
-        variance_floor: smallest posterior variance used; default
-            1e-12 * prior_variance (at least 1e-15 * prior_variance).
+        variance_floor: smallest posterior variance used, a finite number
+            > 0 (any such floor keeps the KL finite); default 1e-12 *
+            prior_variance.
         initial_weights: optional w_0, a list of arrays shaped like the
             classifier's trainable variables.
         state_dir: optional directory for w_0 (see above).
@@ -161,16 +162,11 @@ class BoundTracker(keras.callbacks.Callback):
         self.posterior = posterior
         if variance_floor is None:
             variance_floor = _DEFAULT_FLOOR_RATIO * self.prior_variance
+        # No lower limit: gaussian_kl takes the log of each variance, so the
+        # KL stays finite for any floor > 0 (about 372 nats per floored
+        # parameter at the smallest float, 5e-324, under a prior of 1).
         self.variance_floor = validation.check_finite_positive(
             "variance_floor", variance_floor)
-        if self.variance_floor < _MIN_FLOOR_RATIO * self.prior_variance:
-            raise ValueError(
-                "Argument `variance_floor` must be at least "
-                f"{_MIN_FLOOR_RATIO:g} * prior_variance = "
-                f"{_MIN_FLOOR_RATIO * self.prior_variance:g}: below that the "
-                "variance ratio of the KL rounds to 0 in float64 and the KL "
-                f"becomes inf. Received: variance_floor={variance_floor!r}"
-            )
         self.initial_weights = None
         if initial_weights is not None:
             self.initial_weights = [np.asarray(w, np.float64) for w in initial_weights]
@@ -179,7 +175,7 @@ class BoundTracker(keras.callbacks.Callback):
                     "Argument `initial_weights` must be finite. Received: "
                     "initial_weights with non-finite values"
                 )
-        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.state_dir = check_state_dir(state_dir)
         self.last = None
         self._seen_accuracy = False
         self._warned_floor = False

@@ -1,0 +1,61 @@
+"""Specification of `robustlab.summary_statistics.mean_and_stderr`."""
+
+import math
+
+import numpy as np
+import pytest
+
+from robustlab.summary_statistics import mean_and_stderr
+
+
+def test_mean_and_stderr_by_hand():
+    # Mean 2; deviations -1, 0, 1: variance (ddof=1) 1, stderr sqrt(1 / 3).
+    mean, stderr = mean_and_stderr([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert stderr == pytest.approx(math.sqrt(1 / 3), rel=1e-15)
+
+
+def test_values_that_are_not_finite_are_left_out():
+    # A seed without the figure is NaN (or inf): the others are summarised.
+    assert mean_and_stderr([1.0, np.nan, 3.0, np.inf]) == (2.0, 1.0)
+
+
+def test_too_few_finite_values_give_nan():
+    mean, stderr = mean_and_stderr([5.0, np.nan])
+    assert mean == 5.0 and math.isnan(stderr)
+    assert all(math.isnan(v) for v in mean_and_stderr([]))
+
+
+def test_an_axis_or_a_tuple_of_axes_summarises_along_them_only():
+    values = np.array([[1.0, 2.0, np.nan], [3.0, 5.0, 7.0]])
+    mean, stderr = mean_and_stderr(values, axis=1)
+    np.testing.assert_allclose(mean, [1.5, 5.0], rtol=1e-15)
+    # [1, 2]: variance 1/2 over 2; [3, 5, 7]: variance 4 over 3.
+    np.testing.assert_allclose(stderr, [0.5, math.sqrt(4 / 3)], rtol=1e-15)
+    mean, stderr = mean_and_stderr(np.arange(8.0).reshape(2, 2, 2), axis=(0, -1))
+    # Axes 0 and 2 hold {0, 1, 4, 5} and {2, 3, 6, 7}: deviations -5/2, -3/2,
+    # 3/2, 5/2, variance 17/3, over 4.
+    np.testing.assert_allclose(mean, [2.5, 4.5], rtol=1e-15)
+    np.testing.assert_allclose(stderr, [math.sqrt(17 / 12)] * 2, rtol=1e-15)
+
+
+@pytest.mark.parametrize("values", [
+    ["a", "b"],
+    "1.5",
+    [1.0, None],
+    [True, False],
+    [1.0 + 2.0j],
+])
+def test_values_that_are_not_real_numbers_raise(values):
+    # "1.5" would be read as 1.5 and None as a missing seed.
+    with pytest.raises(TypeError, match=r"`values` must be a real number or an "
+                                        r"array of real numbers. Received: values="):
+        mean_and_stderr(values)
+
+
+@pytest.mark.parametrize("axis", [2, -3, True, 1.0, "0", [0], (0, -2)])
+def test_an_axis_that_is_not_one_of_the_values_raises(axis):
+    with pytest.raises(ValueError, match=r"`axis` must be None, an axis of the 2-D "
+                                         r"`values` or a tuple of distinct such "
+                                         r"axes. Received: axis="):
+        mean_and_stderr(np.ones((2, 3)), axis=axis)
