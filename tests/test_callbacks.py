@@ -477,6 +477,118 @@ def test_the_prediction_starts_from_the_rate_of_the_last_step_before_the_window(
     assert tracker.last_prediction["start_lr"] == pytest.approx(0.05)
 
 
+# -- the probe of the fit, and the layers of the model -------------------------------
+
+
+def test_a_probe_missing_from_the_fits_callbacks_is_refused():
+    x, y = _tiny_data()
+    tracker = PosteriorTracker(HessianProbe(x[:32], y[:32], every=1, iterations=2),
+                               batch_size=16)
+    with pytest.raises(ValueError, match=r"^Argument `probe` must be a HessianProbe that is "
+                                         r"also in the callbacks of this fit.*"
+                                         r"Received: probe=<.*HessianProbe object at .*>$"):
+        _tiny_model().fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[tracker])
+
+
+def test_a_probe_left_out_of_a_later_fit_is_refused():
+    # The probe has a model and a result from the first fit; the second fit
+    # would never probe again.
+    x, y = _tiny_data()
+    probe = HessianProbe(x[:32], y[:32], every=1, iterations=2)
+    tracker = PosteriorTracker(probe, batch_size=16)
+    model = _tiny_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a window of a few steps may be unstable
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[probe, tracker])
+    with pytest.raises(ValueError, match=r"^Argument `probe` must be a HessianProbe that is "
+                                         r"also in the callbacks of this fit"):
+        model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[tracker])
+
+
+def test_a_probe_placed_after_the_tracker_is_read_at_the_next_window():
+    x, y = _tiny_data()
+    probe = HessianProbe(x[:32], y[:32], epochs=[0], iterations=2)
+    tracker = PosteriorTracker(probe, batch_size=16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a window of a few steps may be unstable
+        history = _tiny_model().fit(x, y, batch_size=16, epochs=2, verbose=0,
+                                    callbacks=[tracker, probe]).history
+    assert tracker.last_prediction["probe_epoch"] == 0
+    assert math.isnan(history["posterior_var_top"][0])
+    assert history["posterior_var_top"][1] > 0
+
+
+def _two_blocks_with_one_layer_name():
+    # Two functional sub-models, each with a layer "dense": the trainable
+    # variables' paths are dense/kernel, dense/bias, dense/kernel, dense/bias.
+    def block(inputs, units):
+        x = keras.Input((inputs,))
+        return keras.Model(x, keras.layers.Dense(units, name="dense")(x))
+
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), block(4, 5), block(5, 3)])
+    model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=2))
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    return model
+
+
+class _Iterates(keras.callbacks.Callback):
+    """The classifier's weights after every step (float64)."""
+
+    def on_train_begin(self, logs=None):
+        self.iterates = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.iterates.append([np.array(w, np.float64)
+                              for w in self.model.model.get_weights()])
+
+
+def test_variables_that_share_a_path_are_numbered_in_order():
+    x, y = _tiny_data()
+    model = _two_blocks_with_one_layer_name()
+    assert [v.path for v in model.model.trainable_variables] == [
+        "dense/kernel", "dense/bias", "dense/kernel", "dense/bias"]
+    tracker = PosteriorTracker(per_layer=True)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[tracker])
+    assert tracker.statistics.names == [
+        "dense/kernel", "dense/bias", "dense#2/kernel", "dense#2/bias"]
+    assert tracker.log_keys() == [
+        "posterior_var", "posterior_var/dense", "posterior_var/dense#2"]
+    assert set(tracker.log_keys()) <= set(history.history)
+
+
+def test_layers_that_share_a_path_are_measured_apart():
+    x, y = _tiny_data()
+    iterates = _Iterates()
+    history = _two_blocks_with_one_layer_name().fit(
+        x, y, batch_size=16, epochs=1, verbose=0,
+        callbacks=[PosteriorTracker(per_layer=True), iterates]).history
+    for key, block in (("posterior_var/dense", slice(0, 2)),
+                       ("posterior_var/dense#2", slice(2, 4))):
+        flat = stacked([it[block] for it in iterates.iterates])
+        assert history[key][0] == pytest.approx(
+            float(np.var(flat, axis=0).mean()), rel=1e-4), key
+
+
+def test_per_layer_keys_before_the_tracker_has_a_model_say_when_they_are_known():
+    with pytest.raises(RuntimeError, match=r"^PosteriorTracker\(per_layer=True\) names its "
+                                           r"per-layer keys after the model's layers, which "
+                                           r"are known once it has a built model.*"
+                                           r"Received: no model$"):
+        PosteriorTracker(per_layer=True).log_keys()
+
+
+def test_per_layer_keys_are_the_variable_paths_without_their_last_part():
+    # As the docstring says: a layer conv1 of a Sequential named "net" logs
+    # posterior_var/net/conv1.
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="conv1"),
+                            keras.layers.Dense(2, name="logits")], name="net")
+    tracker = PosteriorTracker(per_layer=True)
+    tracker.set_model(net)
+    assert tracker.log_keys() == [
+        "posterior_var", "posterior_var/net/conv1", "posterior_var/net/logits"]
+
+
 # -- kill and resume ------------------------------------------------------------------
 
 
@@ -559,6 +671,18 @@ def test_directional_derivatives_name_a_bad_model_or_loss(kwargs, error, match):
             [np.zeros((2, 2)), np.zeros(2)], **arguments)
 
 
+def test_directional_derivatives_refuse_labels_outside_the_models_classes():
+    # JAX's one-hot of label 5 with 2 classes is all zeros (a zero loss and
+    # derivative); TensorFlow failed inside its graph.
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match=r"^Labels `y` must be class indices in \[0, 1\] to "
+                                         r"fit the model's 2 outputs. Received: y with "
+                                         r"values in \[0, 5\]$"):
+        per_example_directional_derivatives(
+            net, np.eye(2, dtype="float32"), np.array([0, 5]),
+            [np.zeros((2, 2)), np.zeros(2)], loss=LOSS)
+
+
 # -- bad input ---------------------------------------------------------------------
 
 
@@ -573,6 +697,8 @@ def test_directional_derivatives_name_a_bad_model_or_loss(kwargs, error, match):
     (dict(epochs=[-1]), ValueError, r"`epochs` must be None or a non-empty list"),
     (dict(robust=False), ValueError, r"needs something to measure"),
     (dict(trace_probes=-1), ValueError, r"`trace_probes` must be an integer >= 0"),
+    (dict(state_dir=1), TypeError, r"^Argument `state_dir` must be None or a folder path "
+                                   r"\(a str or an os.PathLike\). Received: state_dir=1$"),
 ])
 def test_bad_probe_arguments_are_rejected(kwargs, error, match):
     arguments = dict(x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, int))
@@ -597,10 +723,21 @@ def test_bad_tracker_and_bound_arguments_are_rejected():
         BoundTracker(10, prior_variance=0.0, tracker=tracker)
     with pytest.raises(ValueError, match=r"`delta` must be a number in \(0, 1\)"):
         BoundTracker(10, prior_variance=1.0, tracker=tracker, delta=1.5)
-    with pytest.raises(ValueError, match=r"`variance_floor` must be at least"):
-        BoundTracker(10, prior_variance=1.0, tracker=tracker, variance_floor=1e-20)
+    with pytest.raises(ValueError, match=r"`variance_floor` must be a finite number > 0. "
+                                         r"Received: variance_floor=0.0"):
+        BoundTracker(10, prior_variance=1.0, tracker=tracker, variance_floor=0.0)
+    with pytest.raises(TypeError, match=r"`state_dir` must be None or a folder path .*"
+                                        r"Received: state_dir=1"):
+        BoundTracker(10, prior_variance=1.0, tracker=tracker, state_dir=1)
     with pytest.raises(TypeError, match=r"`tracker` must be the PosteriorTracker"):
         BoundTracker(10, prior_variance=1.0, tracker=None)
+
+
+def test_any_finite_variance_floor_above_zero_is_accepted():
+    # gaussian_kl takes the log of each variance: no floor > 0 makes the KL inf.
+    bound = BoundTracker(10, prior_variance=1.0, tracker=PosteriorTracker(),
+                         variance_floor=1e-300)
+    assert bound.variance_floor == 1e-300
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
@@ -613,6 +750,27 @@ def test_bad_tracker_and_bound_arguments_are_rejected():
 def test_bad_robust_evaluation_arguments_are_rejected(kwargs, error, match):
     with pytest.raises(error, match=match):
         RobustEvaluation(np.zeros((4, 8, 8, 1)), np.zeros(4, int), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(curvature=True), TypeError,
+     r"^Argument `curvature` must be a finite real number \(one direction\). "
+     r"Received: curvature=True$"),
+    (dict(curvature="2"), TypeError,
+     r"^Argument `curvature` must be a finite real number \(one direction\). "
+     r"Received: curvature='2'$"),
+    (dict(minibatch_noise=[-1.0, 1.0]), ValueError,
+     r"^Argument `minibatch_noise` must be finite and >= 0. "
+     r"Received: minibatch_noise\[0\]=-1.0$"),
+    (dict(lrs=["0.1", "0.1"]), TypeError,
+     r"^Argument `lrs` must be a real number or an array of real numbers. "
+     r"Received: lrs=\['0.1', '0.1'\]$"),
+], ids=["curvature-bool", "curvature-text", "negative-noise", "lrs-text"])
+def test_bad_window_variance_arguments_are_refused_by_their_own_name(kwargs, error, match):
+    arguments = dict(lrs=[0.1, 0.1], momentum=0.9, curvature=2.0, minibatch_noise=1.0)
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        expected_window_variance(**arguments)
 
 
 def test_fits_that_cannot_be_measured_say_so(digits):

@@ -21,6 +21,7 @@ from robustlab import validation
 from robustlab.callbacks import HessianProbe
 from robustlab.callbacks import PosteriorTracker
 from robustlab.callbacks import RobustEvaluation
+from robustlab.callbacks.posterior_tracker import expected_window_variance
 
 LOGITS_CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 X = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
@@ -304,6 +305,8 @@ def test_spectral_functions_name_an_rng_that_is_not_a_generator(call):
     (lambda: HessianProbe(X, Y, robust="no"), "robust"),
     (lambda: HessianProbe(X, Y, warm_start="yes"), "warm_start"),
     (lambda: PosteriorTracker(per_layer="no"), "per_layer"),
+    (lambda: expected_window_variance([0.1, 0.1], 0.9, 2.0, 1.0, return_trajectory="no"),
+     "return_trajectory"),
 ])
 def test_flags_must_be_true_or_false(call, name):
     with pytest.raises(TypeError, match=rf"`{name}` must be True or False"):

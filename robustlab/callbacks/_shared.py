@@ -58,6 +58,22 @@ def check_probe_data(x, y, names=("x", "y")):
     return x, y
 
 
+def check_state_dir(state_dir):
+    """`state_dir` as a str path, or None."""
+    if state_dir is None:
+        return None
+    try:
+        path = os.fspath(state_dir)
+    except TypeError:
+        path = None
+    if not isinstance(path, str):
+        raise TypeError(
+            "Argument `state_dir` must be None or a folder path (a str or an "
+            f"os.PathLike). Received: state_dir={state_dir!r}"
+        )
+    return path
+
+
 def check_schedule(every, epochs):
     every = validation.check_int_at_least("every", every, 1)
     if epochs is None:

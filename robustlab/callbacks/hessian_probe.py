@@ -15,6 +15,7 @@ from robustlab import validation
 from robustlab.callbacks._shared import atomic_savez
 from robustlab.callbacks._shared import check_probe_data
 from robustlab.callbacks._shared import check_schedule
+from robustlab.callbacks._shared import check_state_dir
 from robustlab.callbacks._shared import classifier
 from robustlab.callbacks._shared import compiled_loss
 from robustlab.callbacks._shared import epoch_seed
@@ -140,8 +141,8 @@ class HessianProbe(keras.callbacks.Callback):
         seed: base seed, an integer in [0, 2**31 - 1]; the probe at the end
             of epoch `e` uses seed `seed + e` (modulo 2**31).
         warm_start: start each power iteration from the previous eigenvector.
-        state_dir: optional directory where the latest result is kept for
-            resumed fits (see above).
+        state_dir: optional directory (a str or an os.PathLike) where the
+            latest result is kept for resumed fits (see above).
 
     Attributes:
         latest: the last robust `ProbeResult` (the clean one when
@@ -210,7 +211,7 @@ class HessianProbe(keras.callbacks.Callback):
         self.batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
         self.seed = validation.check_seed("seed", seed)
         self.warm_start = validation.check_bool("warm_start", warm_start)
-        self.state_dir = None if state_dir is None else os.fspath(state_dir)
+        self.state_dir = check_state_dir(state_dir)
         self._results = {}  # kind -> ProbeResult
         self._restored = None  # candidate results read from state_dir
 

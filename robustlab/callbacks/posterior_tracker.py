@@ -13,6 +13,7 @@ from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import losses as losses_module
 from robustlab import backend as _backend
+from robustlab import curvature as _curvature
 from robustlab import posterior
 from robustlab import model_validation
 from robustlab import validation
@@ -46,9 +47,24 @@ class PosteriorTracker(keras.callbacks.Callback):
     - `posterior_var`: the mean over all trainable parameters of the
       per-parameter variance of the iterates within the window (ddof=0, what
       `np.var` of the stacked iterates gives); with `per_layer=True` also
-      `posterior_var/<layer>` per layer (e.g. `posterior_var/conv1`).
+      `posterior_var/<layer>` per layer, the same mean over that layer's
+      parameters. `<layer>` is the variables' path (`Variable.path`) without
+      its last part: `posterior_var/conv1` for the layer `conv1` of the
+      functional `robustlab.models.small_cnn` (variables `conv1/kernel`,
+      `conv1/bias`), `posterior_var/sequential/conv1` for a layer `conv1` of
+      a `keras.Sequential` named `sequential` (variables
+      `sequential/conv1/kernel`, ...). Where a variable's path repeats an
+      earlier one's (two functional sub-models, each with a layer `dense`),
+      the k-th layer of that path, in the order of the model's trainable
+      variables, is named with `#k` after it: `dense` and `dense#2` (keys
+      `posterior_var/dense`, `posterior_var/dense#2`; variable names
+      `dense/kernel`, ..., `dense#2/kernel`, ... in `statistics`). A model
+      without repeated paths keeps its paths unchanged. The per-layer keys
+      are known once the tracker has a built model (`fit` gives it one;
+      before that `log_keys` raises a RuntimeError).
 
-    With a `probe` (a `HessianProbe` also in the callback list) whose result
+    With a `probe` (a `HessianProbe` also in the callback list of the same
+    fit; a ValueError when training begins without it) whose result
     from an earlier epoch is available when the window starts
     (`probe.latest_before(epoch)`: a probe at the end of epoch k-1 measured
     exactly the weights window k starts from; later windows reuse the last
@@ -82,7 +98,10 @@ class PosteriorTracker(keras.callbacks.Callback):
       (s^2: the variance over the noise examples, ddof=0, of the
       per-example gradient projected on u, at the window's start, on
       examples crafted as in training: the `AdversarialModel`'s training
-      attack, seed `seed + epoch`, model in inference mode). The minibatch
+      attack, seed `seed + epoch`, the model called in its
+      `attack_training_mode` while crafting (inference mode unless
+      `attack_training_mode=True`); the derivatives are then taken with the
+      model in inference mode, `per_example_directional_derivatives`). The minibatch
       noise is s^2 / B * (n - B) / (n - 1) (B distinct examples out of n;
       the last, smaller batch of an epoch gets its own B), and batches of
       one epoch are treated as independent. They partition the data, so
@@ -165,7 +184,9 @@ class PosteriorTracker(keras.callbacks.Callback):
     exactly the heavy-ball recursion).
 
     Args:
-        probe: optional `HessianProbe` providing the direction and curvature.
+        probe: optional `HessianProbe` providing the direction and curvature;
+            it must be in the same `fit`'s callbacks (it measures at the end
+            of its epochs, the tracker reads the result).
         every: measure the windows of epochs 0, every, 2 every, ...; >= 1.
             Ignored when `epochs` is given.
         epochs: an explicit list of (0-based) epochs to measure.
@@ -179,7 +200,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             probe's).
         schedule: optional callable epoch -> learning rate (see above).
         regularization_curvature: None (read from the model) or a number >= 0.
-        per_layer: also log `posterior_var/<layer>`.
+        per_layer: also log `posterior_var/<layer>` (`<layer>` as above).
         dtype: accumulator dtype, "float32" (default) or "float64".
         noise_batch_size: examples per compiled attack / derivative call.
         seed: base seed of the noise examples' attack, an integer in
@@ -291,6 +312,7 @@ class PosteriorTracker(keras.callbacks.Callback):
         self._step_lr = None  # the learning rate of the epoch's last step so far
         self._in_step = False  # iterates handed over by the compiled step
         self._observer_error = None
+        self._layers = None  # the per-layer keys' layers, set when training begins
 
     # -- public ------------------------------------------------------------------
 
@@ -307,10 +329,34 @@ class PosteriorTracker(keras.callbacks.Callback):
         return self.statistics if self.statistics.count else None
 
     def log_keys(self):
-        """The keys this tracker writes into `logs` (every epoch)."""
+        """The keys this tracker writes into `logs` (every epoch).
+
+        With `per_layer=True` they name the model's layers, which are known
+        once the tracker has a built model: during and after `fit` (or after
+        `set_model(model)`); before that a RuntimeError says so.
+        """
+        if not self.per_layer:
+            return self._keys(())
+        if self._layers is not None:
+            return self._keys(self._layers)
+        model = self._model
+        variables = [] if model is None else list(classifier(model).trainable_variables)
+        if not variables:
+            raise RuntimeError(
+                "PosteriorTracker(per_layer=True) names its per-layer keys after "
+                "the model's layers, which are known once it has a built model: "
+                "fit sets it (or call set_model(model) with a built model). "
+                "Received: " + ("no model" if model is None
+                                else "a model without trainable variables"))
+        return self._keys(_layers_of(_variable_names(variables)))
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._layers = None  # this model's layers, named when asked for
+
+    def _keys(self, layers):
         keys = ["posterior_var"]
-        if self.per_layer:
-            keys += [f"posterior_var/{layer}" for layer in self._layers]
+        keys += [f"posterior_var/{layer}" for layer in layers]
         if self.probe is not None:
             keys += ["posterior_var_top", "posterior_var_top_predicted",
                      "posterior_var_top_stationary", "posterior_curvature_top",
@@ -321,6 +367,16 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         model = self.model
+        # Keras hands every callback of one fit the same `params` dict: a
+        # probe with another one (or none) is not in this fit's callbacks,
+        # never measures, and would leave every prediction NaN.
+        if self.probe is not None and self.probe.params is not self.params:
+            raise ValueError(
+                "Argument `probe` must be a HessianProbe that is also in the "
+                "callbacks of this fit: it measures the direction at the end of "
+                "its epochs and the tracker only reads it. This fit's callbacks "
+                f"do not include it. Received: probe={self.probe!r}"
+            )
         net = classifier(model)
         self._variables = list(net.trainable_variables)
         if not self._variables:
@@ -328,8 +384,8 @@ class PosteriorTracker(keras.callbacks.Callback):
                 "PosteriorTracker needs a model with trainable variables. "
                 "Received: a model with none"
             )
-        self._names = [v.path for v in self._variables]
-        self._layers = list(dict.fromkeys(_layer_of(name) for name in self._names))
+        self._names = _variable_names(self._variables)
+        self._layers = _layers_of(self._names)
         self._observer_error = None
         # An AdversarialModel hands every iterate over from inside its
         # compiled step, whatever steps_per_execution; other models are read
@@ -463,7 +519,8 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     def _per_layer(self, stats):
         per_variable = stats.summary()["per_layer"]
-        sizes = {v.path: math.prod(v.shape) for v in self._variables}
+        sizes = {name: math.prod(v.shape)
+                 for name, v in zip(self._names, self._variables)}
         totals, counts = {}, {}
         for name, value in per_variable.items():
             layer = _layer_of(name)
@@ -599,6 +656,36 @@ def _layer_of(path):
     return path.rsplit("/", 1)[0] if "/" in path else path
 
 
+def _variable_names(variables):
+    """The variables' paths, made distinct: the k-th (k >= 2) variable with
+    an earlier one's path `<layer>/<leaf>` is named `<layer>#k/<leaf>` (a
+    path without "/" becomes `<path>#k`), k raised further past any name
+    already taken. Paths that do not repeat are kept as they are."""
+    paths = [v.path for v in variables]
+    taken = set(paths)
+    seen, names = {}, []
+    for path in paths:
+        seen[path] = seen.get(path, 0) + 1
+        if seen[path] == 1:
+            names.append(path)
+            continue
+        layer, slash, leaf = path.rpartition("/")
+        k = seen[path]
+        while True:
+            name = f"{layer}#{k}{slash}{leaf}" if slash else f"{path}#{k}"
+            if name not in taken:
+                break
+            k += 1
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+def _layers_of(names):
+    """The layers of the variables `names`, in order, each once."""
+    return list(dict.fromkeys(_layer_of(name) for name in names))
+
+
 def _learning_rate(optimizer):
     return float(ops.convert_to_numpy(optimizer.learning_rate))
 
@@ -631,14 +718,14 @@ def expected_window_variance(lrs, momentum, curvature, minibatch_noise, *,
     Args:
         lrs: (W,) learning rates of the window's steps, W >= 1.
         momentum: beta in [0, 1).
-        curvature: lambda (a scalar).
+        curvature: lambda, a finite real number (one direction).
         minibatch_noise: the variance of the minibatch gradient along the
             direction (s^2 / B with any finite-population factor, as
             `posterior.minibatch_noise_variance` returns): a scalar or one
-            value per step.
+            value per step, finite and >= 0.
         initial: covariance triple (Var x_0, Cov(x_0, x_{-1}), Var x_{-1}),
             e.g. `posterior.stationary_covariance(...)`; None: zero (a fork).
-        return_trajectory: also return Var x_t, t = 1..W.
+        return_trajectory: True or False: also return Var x_t, t = 1..W.
 
     Returns:
         The expected window variance (float), and with `return_trajectory`
@@ -655,7 +742,7 @@ def expected_window_variance(lrs, momentum, curvature, minibatch_noise, *,
     >>> print(expected_window_variance([0.5] * 4, 0.0, 2.0, 4.0))
     0.75
     """
-    lrs = np.asarray(lrs, dtype=np.float64)
+    lrs = validation._float_array("lrs", lrs)
     if lrs.ndim != 1 or lrs.size < 1:
         raise ValueError(
             "Argument `lrs` must be a 1-D array with at least one step. "
@@ -666,7 +753,10 @@ def expected_window_variance(lrs, momentum, curvature, minibatch_noise, *,
             "Argument `curvature` must be a scalar (one direction). "
             f"Received: curvature with shape {np.shape(curvature)}"
         )
-    noise = np.asarray(minibatch_noise, dtype=np.float64)
+    curvature = validation._real_scalar(
+        "curvature", curvature, "a finite real number (one direction)")
+    return_trajectory = validation.check_bool("return_trajectory", return_trajectory)
+    noise = validation._finite_nonnegative("minibatch_noise", minibatch_noise)
     try:
         noise = np.broadcast_to(noise, lrs.shape)
     except ValueError:
@@ -754,7 +844,9 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
 
     Args:
         model: a built Keras model.
-        x, y: the examples (NumPy), finite, at least one.
+        x, y: the examples (NumPy), finite, at least one; with a categorical
+            cross-entropy, `y` must be class indices of the model's classes
+            (or one-hot rows), as in `robustlab.curvature`.
         direction: u, a list of arrays shaped like `model.trainable_variables`
             (not normalised here: the derivative is along u as given).
         loss: a Keras loss (name, function or `keras.losses.Loss`).
@@ -788,6 +880,9 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     losses_module.resolve_model_loss(model, loss)  # a clear error for a non-loss
     x, y = check_probe_data(x, y)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
+    # Out-of-range class labels: TensorFlow would fail inside the graph and
+    # JAX's one-hot would quietly give a zero loss and derivative.
+    _curvature._check_class_labels(model, loss, x, y)
     variables = list(model.trainable_variables)
     direction = list(direction)
     shapes = [tuple(v.shape) for v in variables]
