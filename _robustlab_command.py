@@ -119,14 +119,39 @@ def _look_for_devices():
         tf.config.list_physical_devices()
 
 
+def _unsupported_backend(error):
+    """Whether `error` is robustlab's refusal of the Keras backend
+    (`robustlab.backend.check_requested` or `check_supported`, which
+    `import robustlab` runs), not an ImportError of anything else."""
+    backend = sys.modules.get("robustlab.backend")
+    if backend is None:
+        return False
+    checks = {backend.check_requested.__code__, backend.check_supported.__code__}
+    traceback = error.__traceback__
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    return traceback.tb_frame.f_code in checks
+
+
 def main(argv=None):
     """`robustlab.cli.main` (the `robustlab` command), its import without
-    TensorFlow's start-up lines."""
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        from robustlab import cli
-    else:
-        with standard_error_filtered(start_up_lines_dropped):
-            from robustlab import cli
+    TensorFlow's start-up lines.
 
-            _look_for_devices()
+    A Keras backend robustlab does not support (KERAS_BACKEND=torch, say)
+    stops every command, `--help` and `--version` included, with one line,
+    `robustlab: error: ...` naming the supported ones, and exit status 2,
+    as a bad argument does."""
+    try:
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
+            from robustlab import cli
+        else:
+            with standard_error_filtered(start_up_lines_dropped):
+                from robustlab import cli
+
+                _look_for_devices()
+    except ImportError as error:
+        if not _unsupported_backend(error):
+            raise
+        print(f"robustlab: error: {error}", file=sys.stderr)
+        return 2
     return cli.main(argv)

@@ -24,7 +24,9 @@ print to a log file too), and writes config.json, history.csv/json,
 summary.json and curves.png into the output folder (one sub-folder per seed
 when several are given, plus `seeds_summary.json` with means and standard
 errors across seeds). The Keras backend is chosen, as always with Keras, by
-the KERAS_BACKEND environment variable (tensorflow by default, or jax).
+the KERAS_BACKEND environment variable (tensorflow by default, or jax); with
+any other, the installed command stops with one line, `robustlab: error:
+...`, naming them (status 2).
 
 Bad arguments stop the command with `robustlab COMMAND: error: ...` (exit
 status 2), data that cannot be had on this machine (CIFAR-10 offline, say)
@@ -90,8 +92,8 @@ def _parser():
     which_seeds = reproduce.add_mutually_exclusive_group()
     which_seeds.add_argument(
         "--seeds", type=int, nargs="+", default=[8],
-        help="a number of seeds (0..N-1) or, with several values, the seeds "
-             "(default: 8)")
+        help=f"a number of seeds, the seeds 0..N-1 (N at most "
+             f"{studies.MAX_SEEDS}), or, with several values, the seeds (default: 8)")
     which_seeds.add_argument(
         "--seed", type=int, default=None,
         help="one seed, S (where --seeds S runs the S seeds 0..S-1)")
@@ -124,10 +126,16 @@ def _parser():
                        help="train this many epochs instead of the experiment's "
                             "(a shorter look; `robustlab list` shows each one's)")
     train.add_argument("--awp-gamma", type=float, default=None,
-                       help="AWP's relative weight perturbation gamma >= 0 (0: no AWP)")
+                       help="AWP's relative weight perturbation gamma >= 0 (0: no AWP), "
+                            "applied after the experiment's warm-up of plain adversarial "
+                            "training: 10 epochs in the digits experiments, none in the "
+                            "CIFAR-10 ones (a run that ends within it trains as without "
+                            "AWP)")
     train.add_argument("--label-noise", type=float, default=None,
                        help="the fraction in [0, 1) of training labels flipped to "
-                            "another class (the digits experiments: 0.2)")
+                            "another class (default: the experiment's; `robustlab list` "
+                            "shows each one's: 0.2 in the digits experiments but "
+                            "quick_clean, 0 there and in the CIFAR-10 ones)")
     train.add_argument("--probe-every", type=int, default=5,
                        help="the instruments (Hessian probe, posterior tracker, "
                             "PAC-Bayes bound), the probe every N epochs; 0: none "
@@ -218,16 +226,18 @@ def _train(args):
     validation.check_int_at_least("probe_every", args.probe_every, 0)
     _set_threads(args)
     experiment = _experiment_from(args)
-    out = validation.check_folder("out", args.out or os.path.join("runs", experiment.name))
+    out = validation.check_folder(
+        "out", os.path.join("runs", experiment.name) if args.out is None else args.out)
     seeds = validation.check_distinct("seeds", args.seeds) if args.seeds else [experiment.seed]
     for seed in seeds:
         validation.check_seed("seeds", seed)
+    folders = _seed_folders(out, seeds)
+    experiments._warn_if_awp_never_starts([experiment])
     # curves.png draws each run against the shipped runs of its setting
     # (other seeds): one run is one draw.
     reference = studies.reference_curves(experiment)
     summaries = []
-    for seed in seeds:
-        folder = out if len(seeds) == 1 else os.path.join(out, f"seed{seed}")
+    for seed, folder in zip(seeds, folders):
         if not args.quiet:
             print(f"== {experiment.name} v{experiment.version} ({experiment.labels}), "
                   f"seed {seed} -> {folder}")
@@ -247,8 +257,29 @@ def _train(args):
     return 0
 
 
+def _seed_folders(out, seeds):
+    """Each seed's run folder: `out` for one seed, `out/seed<S>` for several,
+    every one checked before any seed trains (`out` itself is checked)."""
+    if len(seeds) == 1:
+        return [out]
+    folders = [os.path.join(out, f"seed{seed}") for seed in seeds]
+    for folder in folders:
+        if os.path.isdir(folder):
+            if os.access(folder, os.W_OK | os.X_OK):
+                continue
+            problem = "is a folder this process cannot write in"
+        elif os.path.lexists(folder):
+            problem = "is a file" if os.path.isfile(folder) else "is not a folder"
+        else:
+            continue
+        raise ValueError(
+            f"Argument `--out` must be a folder in which each seed's folder, seed<S>, "
+            f"can be made or written; {folder!r} {problem}. Received: --out {out!r}")
+    return folders
+
+
 def _figures(args):
-    out = args.out or os.path.join("figures", args.study)
+    out = os.path.join("figures", args.study) if args.out is None else args.out
     for path in studies.write_figures(studies.reference(args.study), out):
         print(path)
     return 0
@@ -289,6 +320,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         with _warnings_as_lines(args.command):
+            if getattr(args, "out", None) == "":
+                # Not the default folder, nor the current one.
+                raise ValueError("Argument `--out` must be a folder, or a path where one "
+                                 "can be made; an empty path names none. Received: --out ''")
             if args.command == "list":
                 _list()
                 return 0

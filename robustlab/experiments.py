@@ -26,6 +26,7 @@ import numbers
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -322,6 +323,29 @@ def get(name):
         ) from None
 
 
+def _warn_if_awp_never_starts(configs, study=None, stacklevel=2):
+    """One warning for all those of `configs` (Experiments) that ask for AWP
+    (`awp_gamma` > 0) but end before its warm-up is over: they train exactly
+    as without AWP. `robustlab train` and `robustlab.studies.reproduce` (a
+    study named `study`, whose runs the warning then names) warn with it
+    once, before training anything."""
+    unperturbed = [config for config in configs
+                   if config.awp_gamma > 0 and config.awp_warmup_epochs >= config.epochs]
+    if not unperturbed:
+        return
+    names = ", ".join(sorted({config.name for config in unperturbed}))
+    warmup = max(config.awp_warmup_epochs for config in unperturbed)
+    epochs = max(config.epochs for config in unperturbed)
+    if study is None:
+        gammas = ", ".join(sorted({f"{config.awp_gamma:g}" for config in unperturbed}))
+        message = (f"{names} with awp_gamma={gammas} and epochs={epochs} ends before "
+                   f"AWP's warm-up ({warmup} epochs): it trains exactly as without AWP.")
+    else:
+        message = (f"{study} with epochs={epochs} ends before AWP's warm-up ({warmup} "
+                   f"epochs) in {names}: those runs train exactly as without AWP.")
+    warnings.warn(message, stacklevel=stacklevel + 1)
+
+
 def build(experiment, *, steps_per_execution=1):
     """The data and the compiled `AdversarialModel` of an experiment (an
     `Experiment` or the name of one).
@@ -503,6 +527,11 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         raise ValueError("Resuming needs the folder of the run to resume. "
                          "Received: out_dir=None, resume=True")
     if out_dir is not None:
+        if isinstance(out_dir, str) and not out_dir:
+            # Not the current folder: its history.json would be removed.
+            raise ValueError("Argument `out_dir` must be a folder, or a path where one can "
+                             "be made; an empty path names none (None writes nothing). "
+                             "Received: out_dir=''")
         validation.check_folder("out_dir", out_dir)
     _check_reference(reference)
     config = {

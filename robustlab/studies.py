@@ -78,6 +78,7 @@ __all__ = [
     "FIGURES",
     "FULL_SCALE_STUDIES",
     "Forks",
+    "MAX_SEEDS",
     "REFERENCE_DIR",
     "SCALES",
     "SELECTION_CRITERIA",
@@ -685,19 +686,30 @@ def _history_from_json(history):
 # Reproducing a study.
 
 
+MAX_SEEDS = 10_000
+"""The most seeds a study runs (`reproduce`): far beyond any real use (a
+quick run takes minutes), and a bound on the plan it makes of them before
+training. Each seed is a seed as everywhere, in [0, 2**31 - 1]."""
+
+
 def _check_seeds(seeds):
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         validation.check_int_at_least("seeds", int(seeds), 1)
-        # The seeds 0..N-1, each of which must be a seed.
-        if seeds > validation.MAX_SEED + 1:
+        # The seeds 0..N-1: checked before they are listed.
+        if seeds > MAX_SEEDS:
             raise ValueError(
-                f"Argument `seeds` must be a number of seeds in [1, "
-                f"{validation.MAX_SEED + 1}] (the seeds 0..N-1) or a list of seeds. "
+                f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
+                f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. "
                 f"Received: seeds={seeds}")
         return list(range(int(seeds)))
     seeds = list(seeds)
     if not seeds:
         raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
+    if len(seeds) > MAX_SEEDS:
+        raise ValueError(
+            f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
+            f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. "
+            f"Received: seeds with {len(seeds)} values")
     seeds = [validation.check_seed("seeds", seed) for seed in seeds]
     return validation.check_distinct("seeds", seeds)
 
@@ -739,8 +751,10 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
 
     Args:
         name: a study name (`STUDIES`).
-        seeds: the number of seeds (0, 1, ...) or a list of seeds.
-        out: the output root: runs go to `out/runs/...` and `out/forks/...`
+        seeds: the number of seeds (0, 1, ...), at most `MAX_SEEDS`, or a
+            list of at most so many distinct seeds, each in [0, 2**31 - 1].
+        out: the output root, a folder or a path where one can be made
+            (None: `"runs"`): runs go to `out/runs/...` and `out/forks/...`
             (shared between studies), the study's results to `out/<name>/`
             (`out/<name>-full/` at full scale; `-e<epochs>` appended when
             shortened).
@@ -791,7 +805,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             "The package's reference results are the quick studies' (the lessons "
             f"read them); a full-scale study writes only its results folder. "
             f"Received: scale={scale!r}, write_reference=True")
-    out = validation.check_folder("out", out or "runs")
+    out = _check_out("runs" if out is None else out)
     reference_path = os.path.join(REFERENCE_DIR, f"{name}.json.gz")
     if write_reference:
         # Checked before hours of training, not when the results are in.
@@ -802,9 +816,10 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         print(f"{name} at full scale: {study.description} A run is {length} epochs on "
               "CIFAR-10, sized for a GPU; `--quick` runs the digits setting.")
     os.makedirs(study_dir, exist_ok=True)
+    configs = [arm.config.replace(**({"epochs": epochs} if epochs else {}))
+               for arm in study.arms]
     plan = []
-    for arm in study.arms:
-        config = arm.config.replace(**({"epochs": epochs} if epochs else {}))
+    for arm, config in zip(study.arms, configs):
         for seed in seeds:
             plan.append((arm, config.replace(seed=seed), seed))
     forks = study.forks
@@ -827,17 +842,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
                 f"at epochs {list(forks.epochs)}, beyond the shortened runs.",
                 stacklevel=2)
             forks = None
-    if epochs is not None:
-        unperturbed = sorted({arm.experiment for arm in study.arms
-                              if arm.config.awp_gamma > 0
-                              and arm.config.awp_warmup_epochs >= epochs})
-        if unperturbed:
-            warmup = max(arm.config.awp_warmup_epochs for arm in study.arms
-                         if arm.experiment in unperturbed)
-            warnings.warn(
-                f"{name} with epochs={epochs} ends before AWP's warm-up ({warmup} "
-                f"epochs) in {', '.join(unperturbed)}: those runs train exactly as "
-                "without AWP.", stacklevel=2)
+    experiments_module._warn_if_awp_never_starts(configs, study=name, stacklevel=2)
     progress = _StudyProgress(plan, verbose, forks=len(seeds) * len(forks.epochs) if forks else 0)
     histories = {arm.experiment: [] for arm in study.arms}
     for arm, config, seed in plan:
@@ -1017,7 +1022,7 @@ def write_figures(results, out):
     `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
     figures awp-tradeoff --out figures`.
     """
-    os.makedirs(validation.check_folder("out", out), exist_ok=True)
+    os.makedirs(_check_out(out), exist_ok=True)
     written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)
     figure.savefig(os.path.join(out, "curves.png"), dpi=110)
@@ -1033,6 +1038,15 @@ def write_figures(results, out):
         figure.savefig(written[-1], dpi=110)
         plots.close(figure)
     return written
+
+
+def _check_out(out):
+    """`out`, where a folder is or can be made (`validation.check_folder`);
+    an empty path is refused, not taken for the current folder."""
+    if isinstance(out, str) and not out:
+        raise ValueError("Argument `out` must be a folder, or a path where one can be "
+                         "made; an empty path names none. Received: out=''")
+    return validation.check_folder("out", out)
 
 
 class _StudyProgress:

@@ -309,3 +309,118 @@ def test_the_command_of_one_seed_reproduces_that_seed(monkeypatch):
     monkeypatch.setattr(studies, "reproduce", lambda name, s, *a, **k: chosen.append(s))
     assert cli.main(line.split()[1:]) == 0
     assert chosen == [[3]]
+
+
+def _trained_nothing(*args, **kwargs):
+    return {}, {"robust_overfitting_gap": 0.0}
+
+
+def _train_warnings(capsys, monkeypatch, tmp_path, args):
+    """The warning lines of `robustlab train ARGS` (the runs faked)."""
+    monkeypatch.setattr(experiments, "run", _trained_nothing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["train", *args, "--out", str(tmp_path), "--quiet"]) == 0
+    return [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+
+
+@pytest.mark.parametrize("args, setting", [
+    (["--experiment", "quick_awp", "--epochs", "3"], "quick_awp with awp_gamma=0.005"),
+    (["--awp-gamma", "0.005", "--epochs", "3"], "quick with awp_gamma=0.005"),
+    (["--experiment", "quick_awp", "--epochs", "10"], "quick_awp with awp_gamma=0.005"),
+])
+def test_train_warns_when_the_run_ends_within_awps_warm_up(capsys, monkeypatch, tmp_path,
+                                                           args, setting):
+    epochs = args[-1]
+    assert _train_warnings(capsys, monkeypatch, tmp_path, args) == [
+        f"robustlab train: warning: {setting} and epochs={epochs} ends before AWP's "
+        "warm-up (10 epochs): it trains exactly as without AWP."]
+
+
+@pytest.mark.parametrize("args", [
+    ["--experiment", "quick_awp", "--epochs", "11"],
+    ["--epochs", "3"],
+    ["--experiment", "cifar10_rice_awp", "--epochs", "1"],  # no warm-up
+])
+def test_train_does_not_warn_when_awp_applies_or_is_off(capsys, monkeypatch, tmp_path, args):
+    assert _train_warnings(capsys, monkeypatch, tmp_path, args) == []
+
+
+def test_train_warns_about_awps_warm_up_once_for_all_seeds(capsys, monkeypatch, tmp_path):
+    lines = _train_warnings(capsys, monkeypatch, tmp_path,
+                            ["--experiment", "quick_awp", "--epochs", "3", "--seeds", "0", "1"])
+    assert len(lines) == 1 and "AWP's warm-up" in lines[0]
+
+
+def _help(capsys, command):
+    """`robustlab COMMAND --help`, its whitespace (argparse's wrapping)
+    made single spaces."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([command, "--help"])
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_the_awp_gamma_help_gives_each_experiments_warm_up(capsys):
+    assert ("applied after the experiment's warm-up of plain adversarial training: 10 "
+            "epochs in the digits experiments, none in the CIFAR-10 ones"
+            in _help(capsys, "train"))
+    # What it says is so.
+    for experiment in experiments.EXPERIMENTS.values():
+        assert experiment.awp_warmup_epochs == (10 if experiment.dataset == "digits" else 0)
+
+
+def test_the_label_noise_help_gives_each_experiments_default(capsys):
+    assert ("0.2 in the digits experiments but quick_clean, 0 there and in the CIFAR-10 ones"
+            in _help(capsys, "train"))
+    for name, experiment in experiments.EXPERIMENTS.items():
+        noisy = experiment.dataset == "digits" and name != "quick_clean"
+        assert experiment.label_noise == (0.2 if noisy else 0.0)
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--epochs", "1"],
+    ["reproduce", "robust-overfitting", "--quick", "--epochs", "1"],
+    ["figures", "robust-overfitting"],
+])
+def test_an_empty_output_folder_is_refused_not_replaced_by_the_default(tmp_path, capsys,
+                                                                       monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*command, "--out", ""])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"robustlab {command[0]}: error: Argument `--out` must be a folder, or a path where "
+        "one can be made; an empty path names none. Received: --out ''\n")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_seeds_folder_that_cannot_be_made_is_refused_before_any_seed_trains(tmp_path, capsys,
+                                                                             monkeypatch):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "seed1").write_text("mine")
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--seeds", "0", "1", "--out", str(out)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "robustlab train: error: Argument `--out` must be a folder in which each seed's "
+        f"folder, seed<S>, can be made or written; {str(out / 'seed1')!r} is a file. "
+        f"Received: --out {str(out)!r}\n")
+    assert (out / "seed1").read_text() == "mine"
+    assert os.listdir(out) == ["seed1"]
+
+
+def test_a_seed_count_beyond_the_limit_is_refused_before_the_seeds_are_listed(
+        tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["reproduce", "robust-overfitting", "--quick", "--seeds", "2147483648"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        "robustlab reproduce: error: Argument `seeds` must be a number of seeds in "
+        f"[1, {studies.MAX_SEEDS}] (the seeds 0..N-1) or a list of at most "
+        f"{studies.MAX_SEEDS} seeds. Received: seeds=2147483648\n")

@@ -160,3 +160,17 @@ def test_resume_must_be_true_or_false(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match=re.escape(
             "Argument `resume` must be True or False. Received: resume='no'")):
         experiments.run(TINY, str(tmp_path / "run"), verbose=0, resume="no")
+
+
+def test_an_empty_output_folder_is_refused_and_the_current_folder_left_alone(tmp_path,
+                                                                            monkeypatch):
+    # An empty path is not the current folder: a run there would first
+    # remove the history.json and summary.json of whatever is there.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "history.json").write_text("mine")
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `out_dir` must be a folder, or a path where one can be made; an empty "
+            "path names none (None writes nothing). Received: out_dir=''")):
+        experiments.run(TINY, "", verbose=0)
+    assert (tmp_path / "history.json").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]

@@ -76,7 +76,7 @@ def test_the_installed_command_is_this_entry_point():
 
 def _command(*args, **env):
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    environment.update(KERAS_BACKEND="tensorflow", **env)
+    environment.update({"KERAS_BACKEND": "tensorflow", **env})
     return subprocess.run(
         [sys.executable, "-c", "import sys, _robustlab_command; "
          "sys.exit(_robustlab_command.main(sys.argv[1:]))", *args],
@@ -94,3 +94,38 @@ def test_tensorflows_own_setting_for_all_messages_shows_them():
     done = _command("list", TF_CPP_MIN_LOG_LEVEL="0")
     assert done.returncode == 0, done.stderr
     assert "absl::InitializeLog()" in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy", "bogus"])
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["list"]])
+def test_an_unsupported_backend_is_one_error_line_with_status_2(backend, args):
+    done = _command(*args, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr == (
+        "robustlab: error: robustlab supports the Keras backends 'tensorflow', 'jax'; set "
+        "KERAS_BACKEND to one of them before importing keras. "
+        f"Received: backend={backend!r}\n")
+
+
+def test_robustlabs_refusal_of_the_backend_is_an_error_line(monkeypatch, capsys):
+    # As when `import robustlab` refuses it (here robustlab is imported
+    # already: the refusal is raised where the import would have been).
+    from robustlab import backend
+
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.setattr(_robustlab_command, "_look_for_devices", backend.check_requested)
+    assert _robustlab_command.main(["list"]) == 2
+    assert capsys.readouterr().err.startswith("robustlab: error: robustlab supports the "
+                                              "Keras backends")
+
+
+def test_any_other_import_error_is_not_taken_for_the_backends(monkeypatch):
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'tensorflow_datasets'")
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "3")
+    monkeypatch.setattr(_robustlab_command, "_look_for_devices", missing)
+    with pytest.raises(ImportError, match="tensorflow_datasets"):
+        _robustlab_command.main(["list"])

@@ -297,8 +297,9 @@ def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
     ([-1], "Argument `seeds` must be an integer >= 0"),
     ([2**31], re.escape("Argument `seeds` must be an integer in [0, 2147483647]. "
                         "Received: seeds=2147483648")),
-    (10**12, re.escape("Argument `seeds` must be a number of seeds in [1, 2147483648] "
-                       "(the seeds 0..N-1) or a list of seeds. Received: seeds=1000000000000")),
+    (10**12, re.escape("Argument `seeds` must be a number of seeds in [1, 10000] (the "
+                       "seeds 0..N-1) or a list of at most 10000 seeds. "
+                       "Received: seeds=1000000000000")),
 ])
 def test_bad_seeds_are_rejected_before_anything_is_made(tiny, tmp_path, seeds, match):
     with pytest.raises(ValueError, match=match):
@@ -718,3 +719,58 @@ def test_the_fork_table_shrink_of_a_window_that_predicts_no_spread_is_infinite(t
     shrink = results.fork_table()["shrink"]["1->2"]
     assert shrink["predicted_top"]["values"] == [np.inf]
     assert shrink["measured_top"]["values"] == pytest.approx([10.0])
+
+
+@pytest.mark.parametrize("seeds, received", [
+    (studies.MAX_SEEDS + 1, f"seeds={studies.MAX_SEEDS + 1}"),
+    (2**31, "seeds=2147483648"),
+    (list(range(studies.MAX_SEEDS + 1)), f"seeds with {studies.MAX_SEEDS + 1} values"),
+])
+def test_more_seeds_than_the_limit_are_refused_before_any_is_listed_or_trained(
+        tiny, tmp_path, monkeypatch, seeds, received):
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=re.escape(
+            f"Argument `seeds` must be a number of seeds in [1, {studies.MAX_SEEDS}] (the "
+            f"seeds 0..N-1) or a list of at most {studies.MAX_SEEDS} seeds. "
+            f"Received: {received}")):
+        studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_seed_limit_is_far_beyond_any_real_use():
+    assert studies.MAX_SEEDS == 10_000
+
+
+def test_reproduce_refuses_an_empty_output_root(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `out` must be a folder, or a path where one can be made; an empty "
+            "path names none. Received: out=''")):
+        studies.reproduce("tiny-study", 1, "", verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_write_figures_refuses_an_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `out` must be a folder, or a path where one can be made; an empty "
+            "path names none. Received: out=''")):
+        studies.write_figures(studies.reference("awp-tradeoff"), "")
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_shortened_study_warns_once_about_awps_warm_up_naming_every_arm(monkeypatch,
+                                                                          tmp_path):
+    monkeypatch.setattr(experiments, "run", lambda config, *a, **k: (
+        {"val_robust_accuracy": [0.5] * config.epochs}, {}))
+    monkeypatch.setattr(studies, "_write_outputs", lambda *a: None)
+    monkeypatch.setattr(studies.StudyResults, "format_table", lambda self: "")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        studies.reproduce("awp-tradeoff", 2, str(tmp_path), epochs=2, verbose=0)
+    awp = [str(w.message) for w in caught if "warm-up" in str(w.message)]
+    assert awp == [
+        "awp-tradeoff with epochs=2 ends before AWP's warm-up (10 epochs) in quick_awp, "
+        "quick_awp_0.002, quick_awp_0.01, quick_awp_0.02: those runs train exactly as "
+        "without AWP."]
