@@ -80,6 +80,18 @@ def test_nan_is_never_selected_as_in_jax_rule():
     np.testing.assert_array_equal(gradient.ravel(), [0.0, 0.0, 1.0, 0.0])
 
 
+@pytest.mark.parametrize("window_values, selected", [
+    ([1.0, np.nan, 0.0, 0.0], 0),  # JAX's own rule picks element 2, not a maximum
+    ([0.0, np.nan, 1.0, 1.0], 2),
+    ([np.nan, -np.inf, -np.inf, np.nan], 0),  # nothing but NaN and -inf: the first
+])
+def test_a_window_with_nan_selects_the_first_maximum_of_its_other_elements(
+        window_values, selected):
+    x = jnp.array(window_values).reshape(1, 2, 2, 1)
+    gradient = jax.grad(lambda z: tiled_max(z, (1, 2, 2, 1)).sum())(x)
+    np.testing.assert_array_equal(gradient.ravel(), np.eye(4)[selected])
+
+
 def test_an_infinite_tangent_stays_in_its_own_element():
     x = jnp.array([[0.0, 1.0], [0.0, 0.0]]).reshape(1, 2, 2, 1)
     t = jnp.array([[np.inf, 2.0], [3.0, 4.0]]).reshape(1, 2, 2, 1)

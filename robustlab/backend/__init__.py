@@ -17,6 +17,7 @@ Keras's private API.
 """
 
 import importlib
+import json
 import os
 
 __all__ = [
@@ -48,12 +49,31 @@ def _unsupported(backend):
 
 
 def check_requested():
-    """Raise `ImportError` when KERAS_BACKEND names an unsupported backend,
-    before Keras is imported (Keras would otherwise fail first, on torch, with
-    an error about a missing package rather than about robustlab)."""
-    requested = os.environ.get("KERAS_BACKEND")
+    """Raise `ImportError` when the backend Keras is about to load is one
+    robustlab does not support, before Keras is imported (Keras would
+    otherwise fail first, on torch, with an error about a missing package
+    rather than about robustlab). That backend is, as Keras reads it,
+    KERAS_BACKEND when set and not empty, else the "backend" of Keras's
+    configuration file (`$KERAS_HOME/keras.json`, or `~/.keras/keras.json`)."""
+    requested = os.environ.get("KERAS_BACKEND") or _configured_backend()
     if requested is not None and requested not in SUPPORTED_BACKENDS:
         raise _unsupported(requested)
+
+
+def _configured_backend():
+    """The "backend" of the keras.json Keras reads at import, or None."""
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    try:
+        with open(os.path.expanduser(os.path.join(folder, "keras.json"))) as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None  # Keras too falls back to its default then
+    backend = config.get("backend") if isinstance(config, dict) else None
+    return backend if isinstance(backend, str) else None
 
 
 def name():

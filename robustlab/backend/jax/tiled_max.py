@@ -11,12 +11,17 @@ When the windows tile the input (window == stride on every axis, no padding,
 no dilation, each dimension a multiple of its window) every input element
 lies in exactly one window, and the derivative is a one-hot mask per window:
 `tiled_max` computes the pool with the same primitive, and its derivative
-picks, in each window, the element JAX's rule picks (the first maximum in
-row-major window order, NaN never chosen). The values are the same; only
-the kernels differ. (The one exception: a window whose every element is -inf
-or NaN. JAX's own rule is not consistent there either: its forward tangent
-is 0 and its gradient goes to the window's first element, which is what
-`tiled_max` does both ways.)
+picks, in each window without NaN, the element JAX's rule picks (the first
+maximum in row-major window order). The values are the same; only the
+kernels differ. Two kinds of window are exceptions. In a window holding a
+NaN, `tiled_max` sends the derivative to the first maximum of its other
+elements (to the first element when those are all -inf, or there are none),
+while JAX's rule may pick the NaN or, for [1, NaN, 0, 0], an element that is
+not the maximum (compared over every 2x2 window of {NaN, -inf, -1, -0, 0, 1,
+inf}); the pooled value, and so the loss, is NaN either way. In a window
+whose every element is -inf, JAX's own rule is not consistent: its forward
+tangent is 0 and its gradient goes to the window's first element, which is
+what `tiled_max` does both ways.
 
 `with_tiled_max_derivatives(fn)` applies this to a function written without
 it (a Keras model's `stateless_call`): it traces `fn` to a jaxpr and
@@ -84,8 +89,9 @@ def _from_windows(windows, shape, window):
 
 def _first_maximum(x, window):
     """A boolean mask of `x`'s shape, true at the element of each window that
-    JAX's `reduce_window_max` derivative selects: the first maximum in
-    row-major window order, NaN never.
+    JAX's `reduce_window_max` derivative selects in a window without NaN:
+    the first maximum in row-major window order (NaN never chosen; see the
+    module's docstring for windows with NaN).
 
     The windows are gathered to one axis (two transposes) only here, where the
     mask is made; the derivative itself then works in `x`'s own layout. On the
