@@ -43,6 +43,7 @@ from robustlab import model_validation
 from robustlab import validation
 from robustlab.awp import AWP
 from robustlab.awp import layerwise_relative_perturbation
+from robustlab.awp import zero_on_overflow
 from robustlab.iterate_observers import IterateObservers
 from robustlab.shuffling import ReusedEpochData
 from robustlab.training_guards import AWPGammaFromConfig
@@ -336,7 +337,9 @@ class AdversarialModel(keras.Model):
         The selection is made over the variables trainable now, not at build:
         a variable frozen since (or unfrozen) is left out (or taken in) as if
         it had been so from the start, and a frozen variable is never
-        perturbed.
+        perturbed. Under a `keras.optimizers.LossScaleOptimizer` the
+        gradients are the scaled loss's, and where any is not finite v is 0
+        (`robustlab.awp.zero_on_overflow`).
         """
         mask = self.awp.select(self.trainable_variables)
         if len(mask) != len(weights):
@@ -346,6 +349,10 @@ class AdversarialModel(keras.Model):
                 "a compiled step. Received: len(weights)="
                 f"{len(weights)}"
             )
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # The loss-scaled gradients overflow now and then, by design; v
+            # is then 0 and the optimizer skips the step (`zero_on_overflow`).
+            gradients = zero_on_overflow(gradients)
         return layerwise_relative_perturbation(weights, gradients, gamma, mask)
 
     def data_loss(self, y, y_pred, sample_weight=None):

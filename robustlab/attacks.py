@@ -17,6 +17,10 @@ means probabilities, anything else means logits (`robustlab.losses` resolves
 these). Pass `from_logits=` or `loss=` to say it explicitly. Labels may be class indices `(batch,)` / `(batch, 1)` or
 one-hot `(batch, classes)`.
 
+float16 and bfloat16 inputs are attacked in float32 (the random start, the
+step's direction, the projection) and returned in their own dtype, inside
+the ball and the value range; the model is called on iterates of that dtype.
+
 The model is called with `training=False` during the attack by default, so
 BatchNorm uses its moving statistics and Dropout is off; with `training=True`
 any state the forward pass would update (BatchNorm moving statistics) is
@@ -165,6 +169,24 @@ def _per_example_sq_norm(t):
     return ops.sum(ops.square(t), axis=axes, keepdims=True)
 
 
+# With an int seed, the radius of the L2 random start is drawn with the seed
+# `seed + _RADIUS_SEED_OFFSET` (modulo MAX_SEED + 1). The same int for both
+# draws would draw them from the same bits: on JAX the radius was then a
+# function of the direction's first coordinate. A large offset keeps a sweep
+# over consecutive seeds from drawing one start's radius from the bits of
+# another start's direction.
+_RADIUS_SEED_OFFSET = 0x6A09E667
+
+
+def _radius_seed(seed):
+    """The seed of the radius draw: a `SeedGenerator` gives its next seed by
+    itself (the draws the training step makes are left as they were); an
+    int gives another int (see `_RADIUS_SEED_OFFSET`)."""
+    if isinstance(seed, int):
+        return (seed + _RADIUS_SEED_OFFSET) % (validation.MAX_SEED + 1)
+    return seed
+
+
 def _random_start(x, attack, seed):
     eps = attack.eps
     # Each draw is made for the global batch and cut to this replica's rows,
@@ -176,7 +198,8 @@ def _random_start(x, attack, seed):
         return rows(lambda n: keras.random.uniform(
             (n,) + features, minval=-eps, maxval=eps, dtype=x.dtype, seed=seed
         ), batch)
-    # Uniform in the L2 ball: a uniform direction times eps * U^(1/d).
+    # Uniform in the L2 ball: a uniform direction times eps * U^(1/d), the
+    # direction and U drawn independently.
     direction = rows(lambda n: keras.random.normal(
         (n,) + features, dtype=x.dtype, seed=seed), batch)
     direction = direction / ops.sqrt(
@@ -185,13 +208,40 @@ def _random_start(x, attack, seed):
     dim = math.prod(x.shape[1:])
     radius_shape = (1,) * len(features)
     u = rows(lambda n: keras.random.uniform(
-        (n,) + radius_shape, dtype=x.dtype, seed=seed), batch)
+        (n,) + radius_shape, dtype=x.dtype, seed=_radius_seed(seed)), batch)
     return direction * eps * ops.power(u, 1.0 / dim)
+
+
+# float16 and bfloat16 inputs are attacked in float32: their norms underflow
+# (a squared gradient below 6e-8 is 0 in float16, and so is a floor of 1e-24,
+# which made the L2 direction 0/0), and x +/- eps rounded in their precision
+# lands outside the ball.
+_LOW_PRECISION = ("float16", "bfloat16")
+_WORKING_DTYPE = "float32"
+
+
+def _is_low_precision(x):
+    return keras.backend.standardize_dtype(x.dtype) in _LOW_PRECISION
 
 
 def project(x_adv, x, attack):
     """Project `x_adv` onto the attack's eps-ball around `x`, then onto its
-    value range."""
+    value range.
+
+    For float16 and bfloat16 `x`, the projection is computed in float32 and
+    returned in `x`'s dtype, rounded to nearest except where that value
+    would lie outside the ball (an L-inf coordinate, an L2 example) or the
+    value range: there it is rounded toward `x` instead, so that the result
+    lies inside both as a float32 projection does.
+    """
+    if _is_low_precision(x):
+        x_work = ops.cast(x, _WORKING_DTYPE)
+        projected = _project(ops.cast(x_adv, _WORKING_DTYPE), x_work, attack)
+        return _in_dtype_of(x, projected, x_work, attack)
+    return _project(x_adv, x, attack)
+
+
+def _project(x_adv, x, attack):
     eps = attack.eps
     if attack.norm == "linf":
         x_adv = ops.clip(x_adv, x - eps, x + eps)
@@ -205,6 +255,42 @@ def project(x_adv, x, attack):
         low, high = attack.value_range
         x_adv = ops.clip(x_adv, low, high)
     return x_adv
+
+
+def _in_dtype_of(x, x_adv, x_work, attack):
+    """`x_adv`, a float32 projection onto the ball around `x_work` (`x` in
+    float32) and onto the value range, in the dtype of `x` (float16 or
+    bfloat16): rounded to nearest, except in the coordinates where that
+    moves it away from `x` and out of the ball or the value range; those are
+    rounded toward `x` (to the neighbour between `x` and `x_adv`), which puts
+    the result inside both."""
+    nearest = ops.cast(x_adv, x.dtype)
+    nearest_work = ops.cast(nearest, _WORKING_DTYPE)
+    offset = nearest_work - x_work
+    if attack.norm == "linf":
+        outside = ops.abs(offset) > attack.eps
+    else:
+        outside = ops.sqrt(_per_example_sq_norm(offset)) > attack.eps
+    if attack.value_range is not None:
+        low, high = attack.value_range
+        outside = outside | (nearest_work < low) | (nearest_work > high)
+    away = ops.abs(offset) > ops.abs(x_adv - x_work)
+    return ops.where(outside & away, _next_toward(nearest, x), nearest)
+
+
+def _next_toward(t, target):
+    """The neighbour of each entry of `t` (float16 or bfloat16) in its dtype
+    on the side of the entry of `target` (where the two differ).
+
+    Both dtypes store sign and magnitude in 16 bits: read as an int16, a
+    positive number's bits grow with it, a negative number's as it falls, so
+    a neighbour is the bits plus or minus one. A zero of either sign moves
+    from the zero of the side it goes to (+0 up, -0 down)."""
+    up = target > t
+    bits = ops.cast(ops.view(t, "int16"), "int32")
+    bits = ops.where(t == 0, ops.where(up, 0, -(2**15)), bits)
+    step = ops.where(ops.equal(bits >= 0, up), 1, -1)
+    return ops.view(ops.cast(bits + step, "int16"), t.dtype)
 
 
 def _ascent_direction(grad, norm):
@@ -223,22 +309,48 @@ def perturb(loss_fn, x, y, attack, seed=None):
         y: the batch's labels, passed to `loss_fn` unchanged.
         attack: a `PGD` configuration.
         seed: a `keras.random.SeedGenerator` (or int) for the random start.
+            With an int, the direction and the radius of an L2 start are
+            drawn with two seeds (`seed` and another derived from it), so
+            that they are independent.
 
     Returns:
         The adversarial batch, with gradients stopped.
+
+    float16 and bfloat16 inputs: the model is called on iterates of that
+    dtype, and the random start, the step's direction and the projection are
+    computed in float32 (see `project` for how each iterate returns to the
+    dtype of `x`).
     """
     x = ops.convert_to_tensor(x)
     backend = _backend.get()
     input_gradient = backend.input_gradient
+    if _is_low_precision(x):
+        x_work = ops.cast(x, _WORKING_DTYPE)
+
+        def working(t):
+            return ops.cast(t, _WORKING_DTYPE)
+
+        def projected(x_adv):
+            return _in_dtype_of(x, _project(x_adv, x_work, attack), x_work, attack)
+    else:
+        x_work = x
+
+        def working(t):
+            return t
+
+        def projected(x_adv):
+            return _project(x_adv, x, attack)
+
     if attack.random_start and attack.eps > 0:
-        x_start = project(x + _random_start(x, attack, seed), x, attack)
+        x_start = projected(x_work + _random_start(x_work, attack, seed))
     else:
         x_start = x
 
     def step(_, x_adv):
         grad = input_gradient(lambda z: loss_fn(z, y), x_adv)
-        x_adv = x_adv + attack.step_size * _ascent_direction(grad, attack.norm)
-        return project(x_adv, x, attack)
+        x_adv = working(x_adv) + attack.step_size * _ascent_direction(
+            working(grad), attack.norm)
+        return projected(x_adv)
 
     x_adv = backend.repeat(attack.steps, step, x_start)
     return ops.stop_gradient(x_adv)
@@ -250,19 +362,34 @@ def perturb(loss_fn, x, y, attack, seed=None):
 
 def attack_loss(model, labels_sparse, loss=None, from_logits=None):
     """The summed loss `(x, y) -> scalar` that an attack on `model` ascends."""
+    loss = _chosen_loss(model, loss)
+    per_example = _per_example_attack_loss(model, labels_sparse, loss, from_logits)
+    return _summed_loss(lambda: model, per_example)
+
+
+def _chosen_loss(model, loss):
+    """`loss`, or with None the model's compiled loss (None where it has
+    none: the default cross-entropy)."""
     if loss is None and getattr(model, "compiled", False) and model.loss:
-        loss = model.loss
+        return model.loss
+    return loss
+
+
+def _per_example_attack_loss(model, labels_sparse, loss, from_logits):
     if loss is None:
         if from_logits is None:
             from_logits = not losses.final_activation_is_softmax(model)
-        per_example = losses.per_example_loss(
+        return losses.per_example_loss(
             losses.default_classification_loss(labels_sparse, from_logits)
         )
-    else:
-        per_example = losses.per_example_loss(loss)
+    return losses.per_example_loss(loss)
+
+
+def _summed_loss(get_model, per_example):
+    """The loss summed over the batch, of the model `get_model()` returns."""
 
     def summed(x, y, training=False):
-        return ops.sum(per_example(y, model(x, training=training)))
+        return ops.sum(per_example(y, get_model()(x, training=training)))
 
     return summed
 
@@ -270,7 +397,29 @@ def attack_loss(model, labels_sparse, loss=None, from_logits=None):
 # ---------------------------------------------------------------------------
 # Eager entry points: validate, compile once per model, run in batches.
 
+# model -> {key: compiled runner}. A runner refers to its model only weakly
+# (its loss reads the model through a weak reference, see `_prepared`): a
+# strong reference from a value would keep the key alive, and no attacked
+# model would ever be freed. The runners of a model go with it.
 _RUNNERS = weakref.WeakKeyDictionary()
+
+
+class _Identity:
+    """A cache key that is the identity of `obj`, holding `obj` so that the
+    identity stays its own: `id` alone passes to another object once `obj`
+    is freed (a loss made for one call), which would then be given the
+    runner compiled for `obj`."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
 
 
 def _runner(model, attack, loss_key, loss_fn, training):
@@ -456,10 +605,15 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     validation.check_inputs(x, value_range, floating=True)
     num_classes = model_validation.check_classifier(model, x[:1])
     labels_sparse = validation.check_labels(y, num_classes, len(x))
-    loss_fn = attack_loss(model, labels_sparse, loss=loss, from_logits=from_logits)
+    loss = _chosen_loss(model, loss)
+    per_example = _per_example_attack_loss(model, labels_sparse, loss, from_logits)
+    # Weakly: the compiled runners keep this function (see `_RUNNERS`); they
+    # run only while the model is alive.
+    loss_fn = _summed_loss(weakref.ref(model), per_example)
+    # A name by its value; anything else (a function, a keras.losses.Loss)
+    # by its identity, held by the key.
     loss_key = (
-        "default" if loss is None and not getattr(model, "compiled", False)
-        else id(model.loss if loss is None else loss),
+        loss if loss is None or isinstance(loss, str) else _Identity(loss),
         from_logits,
         labels_sparse,
     )

@@ -11,6 +11,26 @@ then uses the gradient at w + v for the update of w (w itself is never
 changed: the perturbed weights exist only for that forward and backward pass).
 So ||v_l|| = gamma * ||w_l|| exactly, and gamma = 0 is plain PGD training.
 
+Which loss: `loss` above is the model's training objective on x_adv, the
+loss the update descends: the compiled loss (with its sample weights, the
+mean over the batch) plus the model's regularisation losses (`model.losses`:
+weight regularisers, such as the weight decay of `robustlab.models`, and
+activity regularisers), computed in training mode. This differs from Wu et
+al.'s reference implementation (github.com/csdongxian/AWP,
+`AT_AWP/utils_awp.py`), whose direction is the gradient of the mean
+cross-entropy on x_adv alone: there weight decay is applied by the
+optimiser, not added to the loss, so no regularisation term enters v. With
+a regulariser, the two directions differ by its gradient; without one they
+are the same. (The logged `awp_perturbed_loss` is the compiled loss alone,
+at w + v.)
+
+Under mixed precision the gradient at w is taken of the loss scaled as the
+update's is (`optimizer.scale_loss`), so that the float16 backward pass does
+not underflow; v does not depend on the scale (each g_l is normalised). A
+step whose scaled gradient at w overflows gets v = 0 (see
+`zero_on_overflow`), and the optimizer then skips it as Keras skips any step
+that overflows.
+
 `AWP` is the configuration; `layerwise_relative_perturbation` is the maths, a
 pure function of the weights and gradients written with `keras.ops`.
 """
@@ -29,6 +49,7 @@ __all__ = [
     "AWP",
     "VARIABLE_SELECTIONS",
     "layerwise_relative_perturbation",
+    "zero_on_overflow",
 ]
 
 VARIABLE_SELECTIONS = ("kernels", "all")
@@ -103,6 +124,8 @@ class AWP:
         if returned is not None and not isinstance(returned, (str, bytes, bool)):
             try:
                 value = float(np.asarray(returned))  # a NumPy or tensor scalar too
+            except OverflowError:
+                value = returned  # an integer too large for a float: refused below
             except (TypeError, ValueError):
                 pass
         if value is None:
@@ -204,3 +227,34 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
         )
         perturbations.append(ops.cast(scale, g.dtype) * g)
     return perturbations
+
+
+def zero_on_overflow(gradients):
+    """`gradients` (the loss-scaled gradients at w, None for a variable
+    without one) where all of them are finite, zeros where any is not.
+
+    Under dynamic loss scaling (`keras.optimizers.LossScaleOptimizer`) the
+    scaled gradients overflow now and then, by design: the optimizer then
+    skips the step and halves the scale. With zero gradients AWP's
+    perturbation is zero (an infinite gradient would make it NaN, and the
+    step's loss with it), so the update's gradient is the gradient at w,
+    which overflows in the same way: the optimizer skips the step, and its
+    logs stay finite.
+
+    Example:
+
+    >>> import keras, numpy as np
+    >>> from robustlab.awp import zero_on_overflow
+    >>> finite = zero_on_overflow([np.array([1.0, 2.0]), None])
+    >>> keras.ops.convert_to_numpy(finite[0]).tolist(), finite[1]
+    ([1.0, 2.0], None)
+    >>> overflowed = zero_on_overflow([np.array([1.0, 2.0]), np.array([np.inf])])
+    >>> [keras.ops.convert_to_numpy(g).tolist() for g in overflowed]
+    [[0.0, 0.0], [0.0]]
+    """
+    present = [g for g in gradients if g is not None]
+    if not present:
+        return list(gradients)
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(g)) for g in present]))
+    return [None if g is None else ops.where(finite, g, ops.zeros_like(g))
+            for g in gradients]

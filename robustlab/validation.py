@@ -57,10 +57,20 @@ def _real_scalar(name, value, requirement):
     return value
 
 
+def _is_finite(value):
+    """Whether the real number `value` is finite as a float: an integer too
+    large for a float (10**400) is not, where `math.isfinite` and `float`
+    would raise OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def check_finite_at_least(name, value, minimum):
     requirement = f"a finite number >= {minimum:g}"
     value = _real_scalar(name, value, requirement)
-    if not math.isfinite(value) or value < minimum:
+    if not _is_finite(value) or value < minimum:
         raise ValueError(f"Argument `{name}` must be {requirement}. "
                          + _received(name, value))
     return float(value)
@@ -69,7 +79,7 @@ def check_finite_at_least(name, value, minimum):
 def check_finite_positive(name, value):
     requirement = "a finite number > 0"
     value = _real_scalar(name, value, requirement)
-    if not math.isfinite(value) or value <= 0:
+    if not _is_finite(value) or value <= 0:
         raise ValueError(f"Argument `{name}` must be {requirement}. "
                          + _received(name, value))
     return float(value)
@@ -169,7 +179,7 @@ def check_value_range(value_range):
             # float("1") and float(True) would pass as numbers.
             raise TypeError
         low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # 10**400: too large a float
         raise ValueError(
             "Argument `value_range` must be None or a pair (low, high) of "
             "finite numbers with low < high. " + _received("value_range", value_range)

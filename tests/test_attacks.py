@@ -1,6 +1,10 @@
 """Specifications of robustlab.attacks: PGD and FGSM on Keras classifiers."""
 
+import gc
+import weakref
+
 import keras
+import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import given
@@ -140,6 +144,51 @@ def test_pgd_ascends_the_loss_on_a_trained_model(digits):
     assert pgd > 2 * clean
 
 
+# -- float16 and bfloat16 inputs ---------------------------------------------------
+
+
+def test_l2_fgsm_on_float16_inputs_with_a_small_gradient_is_the_normalised_step():
+    # Weights of about 1e-5 make the input gradient at most 2.3e-5 per
+    # coordinate: its squares (at most 5e-10) are 0 in float16, whose
+    # smallest positive number is 6e-8, and the step g / ||g|| must still be
+    # taken.
+    weights = W3 * np.float32(1e-5)
+    model = softmax_regression(weights, B3)
+    grad = input_gradient_of_cross_entropy(weights, B3, X6, Y6)
+    unit = grad / np.linalg.norm(grad, axis=1, keepdims=True)
+    expected = np.clip(X6.astype("float64") + 0.1 * unit, 0.0, 1.0)
+    x_adv = attacks.fgsm(model, X6.astype("float16"), Y6, eps=0.1, norm="l2")
+    assert x_adv.dtype == np.float16
+    # To float16 precision: two of its spacings in [0.5, 1).
+    np.testing.assert_allclose(x_adv.astype("float64"), expected, rtol=0, atol=2 * 2.0**-11)
+
+
+def test_a_zero_radius_l2_attack_leaves_float16_inputs_as_they_are():
+    x = X6.astype("float16")
+    np.testing.assert_array_equal(
+        attacks.pgd(softmax_regression(W3, B3), x, Y6, eps=0.0, norm="l2", steps=2, seed=0),
+        x)
+
+
+@pytest.mark.parametrize("dtype", ["float16", ml_dtypes.bfloat16])
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.3)])
+def test_pgd_on_low_precision_inputs_stays_inside_the_ball_and_the_value_range(
+        dtype, norm, eps):
+    # Rounded to nearest in bfloat16 (8 significant bits), x + eps lands up
+    # to half a spacing, 2**-9 for x in [0.5, 1), outside the ball; the
+    # result must lie inside it as closely as a float32 attack's does.
+    x = X6.astype(dtype)
+    x_adv = attacks.pgd(softmax_regression(W3, B3), x, Y6, eps=eps, steps=4, norm=norm,
+                        seed=0)
+    assert x_adv.dtype == x.dtype
+    delta = x_adv.astype("float64") - x.astype("float64")
+    if norm == "linf":
+        assert np.max(np.abs(delta)) <= eps + ulp_slack(X6)
+    else:
+        assert np.max(np.linalg.norm(delta, axis=1)) <= eps * (1 + 1e-5) + ulp_slack(X6)
+    assert x_adv.astype("float64").min() >= 0.0 and x_adv.astype("float64").max() <= 1.0
+
+
 # -- what the attack reads and changes -----------------------------------------------
 
 
@@ -158,6 +207,21 @@ def test_batching_does_not_change_an_attack_without_random_start():
     batched = attacks.pgd(model, X6, Y6, eps=0.2, steps=3, random_start=False,
                           batch_size=5)
     np.testing.assert_array_equal(whole, batched)
+
+
+def test_an_int_seed_draws_the_l2_radius_independently_of_the_direction():
+    # In one dimension an L2 start is x + eps * s * u: s = +-1 its direction,
+    # u ~ U(0, 1) its radius. Independent, "s > 0" and "u > 1/2" agree for
+    # each of n examples with probability 1/2: the fraction that agree is
+    # Binomial(n, 1/2) / n, with standard deviation 0.5 / sqrt(n) = 0.025
+    # for n = 400. A radius drawn from the direction's own bits (u = Phi(z)
+    # for the direction's normal z) agrees always.
+    attack = robustlab.PGD(eps=1.0, steps=1, norm="l2", value_range=None)
+    starts = keras.ops.convert_to_numpy(attacks.perturb(
+        lambda z, y: keras.ops.sum(z) * 0.0,  # no gradient: the start stays
+        np.zeros((400, 1), "float32"), None, attack, seed=0))[:, 0]
+    agree = np.mean((starts > 0) == (np.abs(starts) > 0.5))
+    assert abs(agree - 0.5) < 5 * 0.025
 
 
 def test_the_attack_leaves_the_weights_unchanged():
@@ -223,6 +287,39 @@ def test_pgd_config_object_calls_pgd():
     assert robustlab.PGD.from_config(config.get_config()) == config
 
 
+# -- the compiled attacks kept for each model ----------------------------------------
+
+
+def test_a_loss_name_built_where_a_freed_one_was_is_still_its_own_loss():
+    # A name built at run time is freed after its call, and CPython builds
+    # the next string of its size at the same address: the loss must be the
+    # new name's, not the freed one's.
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
+    model.set_weights([W3, B3])
+    one_hot = np.eye(3, dtype="float32")[Y6]
+    first = "".join(["kl_", "divergence"])
+    attacks.loss_gradient(model, X6, one_hot, loss=first)
+    address = id(first)
+    del first
+    names = ["".join(["squared_", "hinge"]) for _ in range(100)]
+    # Where the first name is still held, no name is at its address.
+    second = next((name for name in names if id(name) == address), names[0])
+    np.testing.assert_allclose(
+        attacks.loss_gradient(model, X6, one_hot, loss=second),
+        attacks.loss_gradient(model, X6, one_hot, loss=keras.losses.squared_hinge),
+        rtol=1e-6, atol=1e-7)
+
+
+def test_an_attacked_model_is_freed_once_deleted():
+    model = softmax_regression(W3, B3)
+    attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0)
+    attacks.loss_gradient(model, X6, Y6)
+    model_ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert model_ref() is None
+
+
 # -- bad input ------------------------------------------------------------------
 
 
@@ -237,6 +334,12 @@ def test_pgd_config_object_calls_pgd():
         ({"eps": 0.1, "step_size": -1.0}, r"`step_size`.*Received: step_size=-1.0"),
         ({"eps": 0.1, "norm": "l1"}, r"`norm`.*Received: norm='l1'"),
         ({"eps": 0.1, "value_range": (1.0, 0.0)}, r"`value_range`.*Received"),
+        # Integers too large for a float are not finite numbers.
+        ({"eps": 10**400}, r"`eps` must be a finite number >= 0\. Received: eps=10{400}$"),
+        ({"eps": 0.1, "step_size": 10**400},
+         r"`step_size` must be a finite number > 0\. Received: step_size=10{400}$"),
+        ({"eps": 0.1, "value_range": (0, 10**400)},
+         r"`value_range` must be .* finite numbers .*Received: value_range=\(0, 10{400}\)$"),
     ],
 )
 def test_bad_attack_arguments_raise_value_errors(kwargs, match):

@@ -36,6 +36,11 @@ def cross_entropy_gradients(weights, bias, x, y):
     return x.T.astype("float64") @ p / len(y), p.mean(axis=0)
 
 
+def mean_cross_entropy(weights, bias, x, y):
+    p = softmax(x.astype("float64") @ weights + bias)
+    return -np.mean(np.log(p[np.arange(len(y)), y]))
+
+
 # -- the perturbation maths --------------------------------------------------------
 
 
@@ -147,6 +152,73 @@ def test_one_awp_step_equals_the_closed_form_update():
     np.testing.assert_allclose(b, B3 - lr * grad_b_at_v, rtol=1e-5, atol=1e-6)
 
 
+def test_the_direction_of_v_is_the_gradient_of_the_loss_with_its_regularisation():
+    # With an L2 kernel regulariser l ||W||^2 the training objective is
+    # CE + l ||W||^2, and v follows its gradient dCE/dW + 2 l W (Wu et al.'s
+    # reference code would follow dCE/dW alone). The logged perturbed loss
+    # is the cross-entropy alone, at w + v.
+    gamma, l2 = 0.5, 0.1
+    net = keras.Sequential([keras.Input((6,)), keras.layers.Dense(
+        3, kernel_regularizer=keras.regularizers.L2(l2))])
+    net.set_weights([W3, B3])
+    grad_w = cross_entropy_gradients(W3, B3, X6, Y6)[0] + 2 * l2 * W3
+    v = gamma * np.linalg.norm(W3) * grad_w / np.linalg.norm(grad_w)
+    model = awp_model(net, robustlab.AWP(gamma), attack=robustlab.PGD(0.0, steps=1))
+    logs = model.train_on_batch(X6, Y6, return_dict=True)
+    assert logs["awp_perturbed_loss"] == pytest.approx(
+        mean_cross_entropy(W3 + v, B3, X6, Y6), rel=1e-5)
+
+
+def confident_float16_regression():
+    """Softmax regression computing in float16 with logits of about
+    (8, -8, -8) for every input of X6 (a kernel of about 1e-3, a large bias):
+    class 0 has probability 1 - 2e^-16. The gradient of the mean loss with
+    respect to each logit, (p - onehot) / 16, is at most about 1.5e-8, below
+    half of float16's smallest number (2^-25 = 3e-8): float16 rounds it to 0
+    unless the loss is scaled (by 2^15, a LossScaleOptimizer's first scale,
+    it is about 5e-4)."""
+    net = keras.Sequential([keras.Input((6,)),
+                            keras.layers.Dense(3, dtype="mixed_float16")])
+    net.set_weights([W3 * np.float32(1e-3), np.array([8.0, -8.0, -8.0], "float32")])
+    return net
+
+
+def test_under_mixed_float16_v_follows_the_gradient_of_the_scaled_loss():
+    gamma = 1000.0  # the loss at w + v is 1e4 times the loss at w
+    net = confident_float16_regression()
+    kernel, bias = net.get_weights()
+    y = np.zeros(len(X6), int)
+    grad_w, _ = cross_entropy_gradients(kernel, bias, X6, y)  # eps = 0: x_adv = x
+    v = gamma * np.linalg.norm(kernel) * grad_w / np.linalg.norm(grad_w)
+    model = robustlab.AdversarialModel(net, attack=robustlab.PGD(0.0, steps=1),
+                                       awp=robustlab.AWP(gamma))
+    model.compile(keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(0.5)),
+                  LOGITS_CE)
+    logs = model.train_on_batch(X6, y, return_dict=True)
+    # float16 rounds logits near 8 by up to 2^-8: the loss, about
+    # exp(-margin), to within 1e-2 (relative).
+    assert logs["awp_perturbed_loss"] == pytest.approx(
+        mean_cross_entropy(kernel + v, bias, X6, y), rel=1e-2)
+
+
+def test_a_step_whose_scaled_gradient_overflows_is_skipped_with_finite_logs():
+    # Scaled by 2^60, the logits' gradient (about 1.5e-8) is beyond float16's
+    # largest number: the LossScaleOptimizer skips the step and halves the
+    # scale, as Keras does; v is 0, so the loss at w + v is the loss at w.
+    net = confident_float16_regression()
+    weights = net.get_weights()
+    model = robustlab.AdversarialModel(net, attack=robustlab.PGD(0.0, steps=1),
+                                       awp=robustlab.AWP(1000.0))
+    model.compile(keras.optimizers.LossScaleOptimizer(
+        keras.optimizers.SGD(0.5), initial_scale=2.0**60), LOGITS_CE)
+    logs = model.train_on_batch(X6, np.zeros(len(X6), int), return_dict=True)
+    assert np.isfinite(logs["awp_perturbed_loss"])
+    assert logs["awp_perturbed_loss"] == logs["robust_loss"]
+    for before, after in zip(weights, net.get_weights(), strict=True):
+        np.testing.assert_array_equal(before, after)
+    assert float(keras.ops.convert_to_numpy(model.optimizer.dynamic_scale)) == 2.0**59
+
+
 def test_an_awp_step_run_eagerly_equals_the_compiled_one():
     def trained(run_eagerly):
         model = awp_model(softmax_regression(W3, B3), robustlab.AWP(0.05))
@@ -223,6 +295,8 @@ def test_awp_models_save_and_load(tmp_path):
     [
         ({"gamma": -0.01}, ValueError, r"`gamma`.*>= 0.*Received: gamma=-0.01"),
         ({"gamma": float("nan")}, ValueError, r"`gamma`.*finite.*Received: gamma=nan"),
+        ({"gamma": 10**400}, ValueError,  # too large for a float: not finite
+         r"`gamma` must be a finite number >= 0\. Received: gamma=10{400}$"),
         ({"gamma": 0.01, "warmup_epochs": -1}, ValueError,
          r"`warmup_epochs`.*>= 0.*Received: warmup_epochs=-1"),
         ({"gamma": 0.01, "variables": "("}, ValueError, r"`variables`.*regular"),
@@ -232,6 +306,13 @@ def test_awp_models_save_and_load(tmp_path):
 def test_bad_awp_arguments_raise(kwargs, error, match):
     with pytest.raises(error, match=match):
         robustlab.AWP(**kwargs)
+
+
+def test_a_schedule_that_returns_an_integer_too_large_for_a_float_is_refused():
+    awp = robustlab.AWP(0.01, schedule=lambda epoch: 10**400)
+    with pytest.raises(ValueError, match=r"`schedule\(0\)` must be a finite number >= 0\. "
+                                         r"Received: schedule\(0\)=10{400}$"):
+        awp.gamma_at(0)
 
 
 def test_a_selection_that_matches_nothing_is_rejected():

@@ -65,7 +65,10 @@ def adversarial_train_step(model, state, data):
         unscaled, y_pred_at_w, non_trainable, metrics_vars = aux
     else:
         # The statistics updates of the pass at w are dropped (only the pass
-        # at w + v moves BatchNorm), as on TensorFlow.
+        # at w + v moves BatchNorm), as on TensorFlow. The gradient is of the
+        # scaled loss (Keras's `compute_loss_and_updates` scales it), which
+        # under mixed precision does not underflow; where it overflows, v is
+        # 0 and the optimizer skips the step (`model.awp_perturbation`).
         (_, aux_w), gradients_w = loss_and_gradients(trainable)
         y_pred_at_w = aux_w[1]
         gamma = _non_trainable_value(model, model.awp_gamma, non_trainable)

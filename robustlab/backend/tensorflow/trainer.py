@@ -60,6 +60,12 @@ def adversarial_train_step(model, data):
                 loss_w, y_pred_at_w = _objective_and_prediction(
                     model, x_adv, y, sample_weight
                 )
+            # Scaled as the update's loss is (as on JAX, where Keras scales
+            # it): under mixed precision the float16 backward pass of the
+            # unscaled loss underflows, and v would be 0. An optimizer
+            # without loss scaling returns `loss_w` itself: nothing is added
+            # to the step.
+            loss_w = optimizer.scale_loss(loss_w)
         gradients_w = tape.gradient(loss_w, weights)
         replica = tf.distribute.get_replica_context()
         if replica is not None and replica.num_replicas_in_sync > 1:
