@@ -313,6 +313,7 @@ class PosteriorTracker(keras.callbacks.Callback):
         self._in_step = False  # iterates handed over by the compiled step
         self._observer_error = None
         self._layers = None  # the per-layer keys' layers, set when training begins
+        self._given_model = None  # the model of the last set_model
 
     # -- public ------------------------------------------------------------------
 
@@ -339,7 +340,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             return self._keys(())
         if self._layers is not None:
             return self._keys(self._layers)
-        model = self._model
+        model = self._given_model
         variables = [] if model is None else list(classifier(model).trainable_variables)
         if not variables:
             raise RuntimeError(
@@ -352,6 +353,9 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     def set_model(self, model):
         super().set_model(model)
+        # Kept apart from Keras's own attribute (private; on JAX, reading the
+        # `model` property also syncs the training state into the variables).
+        self._given_model = model
         self._layers = None  # this model's layers, named when asked for
 
     def _keys(self, layers):
