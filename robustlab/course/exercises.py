@@ -115,14 +115,19 @@ def flip_labels(y, fraction, num_classes, seed):
 
 def best_and_final(robust_accuracy, final_epochs=3):
     """(best, best_epoch, final, gap): the highest robust accuracy and its
-    0-based epoch (the first, if tied), the mean of the last `final_epochs`,
-    and best - final.
+    0-based epoch (the first, if tied), the mean of the last `final_epochs`
+    (an int >= 1; 0 is refused, not read as `accuracy[-0:]`, which is every
+    epoch), and best - final.
 
     >>> from robustlab.course.exercises import best_and_final
     >>> best, epoch, final, gap = best_and_final([0.5, 0.8, 0.7, 0.6, 0.6], 2)
     >>> best, epoch, final, round(gap, 6)
     (0.8, 1, 0.6, 0.2)
     """
+    if isinstance(final_epochs, bool) or not isinstance(final_epochs, (int, np.integer)) \
+            or final_epochs < 1:
+        raise ValueError("final_epochs must be an int >= 1 (the number of last epochs to "
+                         f"average). Received: final_epochs={final_epochs!r}")
     accuracy = np.asarray(robust_accuracy, dtype="float64")
     best_epoch = int(np.argmax(accuracy))
     best = float(accuracy[best_epoch])
@@ -167,7 +172,8 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
     """(eigenvalue of largest magnitude, unit eigenvector) of the symmetric
     operator `hvp`, by power iteration from `v0`: at most `iterations`
     products, stopping once the Rayleigh quotient changes by at most `tol`
-    times its size.
+    times its size from one product to the next (so never after the first:
+    a first quotient of 0 is no reason to stop).
 
     >>> import numpy as np
     >>> from robustlab.course.exercises import power_iteration
@@ -175,21 +181,23 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
     >>> value, vector = power_iteration(lambda v: h @ v, np.ones(3))
     >>> round(value, 6), np.round(np.abs(vector), 3).tolist()
     (3.0, [1.0, 0.0, 0.0])
+    >>> round(power_iteration(lambda v: np.array([[0.0, 2.0], [2.0, 3.0]]) @ v,
+    ...                       np.array([1.0, 0.0]))[0], 6)  # v0 . H v0 = 0 at first
+    4.0
     """
     v = np.asarray(v0, dtype="float64")
     v = v / np.linalg.norm(v)
-    value = 0.0
+    value, previous = 0.0, None  # no estimate before the first product to compare with
     for _ in range(iterations):
         w = np.asarray(hvp(v), dtype="float64")
-        new_value = float(v @ w)
+        value = float(v @ w)
         norm = np.linalg.norm(w)
         if norm == 0.0:
             return 0.0, v
         v = w / norm
-        converged = abs(new_value - value) <= tol * abs(new_value)
-        value = new_value
-        if converged:
+        if previous is not None and abs(value - previous) <= tol * abs(value):
             break
+        previous = value
     return value, v
 
 

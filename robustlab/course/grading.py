@@ -36,15 +36,34 @@ __all__ = [
 
 
 def check(condition, message):
-    """Fail with `message` unless `condition` holds.
+    """Fail with `message` unless `condition` holds. `condition` is one truth
+    value (a bool, or a NumPy or tensor one of one element); an array of
+    several (the comparison of a result that should have been one number)
+    fails with `message` and a note saying so, not with NumPy's "truth value
+    of an array is ambiguous".
 
+    >>> import numpy as np
     >>> from robustlab.course.grading import check
     >>> check(1 + 1 == 2, "arithmetic")
     >>> check(False, "the result must lie inside the eps-ball")
     Traceback (most recent call last):
     ...
     AssertionError: the result must lie inside the eps-ball
+    >>> check(np.array([1, 2]) == 1, "select_epoch(...) must be 1; got [1, 2].")
+    Traceback (most recent call last):
+    ...
+    AssertionError: select_epoch(...) must be 1; got [1, 2]. (The check received an array of shape (2,) instead of one True or False: a value that should be one number is an array.)
     """
+    shape = getattr(condition, "shape", None)
+    if shape is not None:
+        try:
+            shape = tuple(int(n) for n in tuple(shape))
+        except (TypeError, ValueError):  # a symbolic tensor: its size is unknown
+            shape = (-1,)
+        if math.prod(shape) != 1:
+            raise AssertionError(
+                f"{message} (The check received an array of shape {shape} instead of one True "
+                "or False: a value that should be one number is an array.)")
     if not bool(condition):
         raise AssertionError(message)
 
@@ -106,56 +125,160 @@ def check_shape(actual, shape, what):
           f"{tuple(actual_shape)}.")
 
 
-def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None):
+def _short_repr(value, limit=120):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def _real_array(value):
+    """`value` as a float64 array, or (None, why not) when it is not real
+    numbers: text, True/False, complex numbers or other objects. NumPy
+    numbers and arrays and the tensors of keras.ops (TensorFlow, JAX) of an
+    integer or floating dtype are real numbers."""
+    if isinstance(value, (str, bytes)):
+        return None, "text, not a number: return the number itself"
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):  # e.g. items of different shapes
+        return None, "not an array of numbers (items of different shapes or types?)"
+    kind, name = array.dtype.kind, array.dtype.name
+    if kind in "iuf" or (kind == "V" and name.startswith(("bfloat", "float"))):
+        return array.astype("float64"), None
+    if kind == "b":
+        return None, "True/False values, not numbers"
+    if kind == "c":
+        return None, "complex numbers, not real ones"
+    if kind in "US":
+        return None, "text, not numbers: return the numbers themselves"
+    if isinstance(value, int):
+        return None, "an integer too large for a float"
+    if isinstance(value, np.ndarray):
+        return None, f"an array of dtype {name}, not of numbers"
+    return None, "not a number or an array of numbers"
+
+
+def _tolerance(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"check_close's {name} must be a number >= 0. Received: {name}={value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"check_close's {name} must be a finite number >= 0. "
+                         f"Received: {name}={value!r}")
+    return float(value)
+
+
+def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None, broadcast=False):
     """Fail unless `actual` equals `expected` within `atol + rtol * |expected|`
-    element by element (same shape, or one expected number for every
-    element; NaN only where NaN is expected).
+    element by element.
+
+    `actual` must have the shape of `expected`; where `expected` is one number
+    (0-d), `actual` must be one number too: a Python or NumPy number, a 0-d
+    array or tensor, or an array of one element (an array of several, or of
+    none, fails). With `broadcast=True` a 0-d `expected` is instead the value
+    every element of a non-empty `actual` must have. Only real numbers pass:
+    text, True/False, complex numbers (even with a zero imaginary part) and
+    other objects fail, whatever they print as. NaN matches only NaN, and an
+    infinity only the infinity of the same sign.
 
     Args:
-        actual: what the student's code returned.
-        expected: the right answer.
+        actual: what the student's code returned (numbers, NumPy arrays or
+            the tensors of keras.ops).
+        expected: the right answer (real numbers).
         what: the call or quantity, as the student would write it.
-        atol, rtol: the tolerance.
+        atol, rtol: the tolerance, finite numbers >= 0.
         hint: an optional sentence on the usual cause of this failure.
+        broadcast: compare every element of `actual` with the one number
+            `expected`.
+
+    >>> from robustlab.course.grading import check_close
+    >>> check_close([0.25, 0.25], 0.25, "pac_bayes_bound(0.1, KL=20, n=1000)")
+    Traceback (most recent call last):
+    ...
+    AssertionError: pac_bayes_bound(0.1, KL=20, n=1000): expected one number (0.25), got an array of shape (2,): [0.25, 0.25].
+    >>> check_close("0.25", 0.25, "pac_bayes_bound(0.1, KL=20, n=1000)")
+    Traceback (most recent call last):
+    ...
+    AssertionError: pac_bayes_bound(0.1, KL=20, n=1000): expected one number (0.25), got '0.25' (of type str): text, not a number: return the number itself.
+    >>> check_close([1000.5, 1.1], [1000.0, 1.0], "f()", atol=0, rtol=1e-3)
+    Traceback (most recent call last):
+    ...
+    AssertionError: f(): expected [1000, 1], got [1000.5, 1.1]: the difference furthest beyond its tolerance is 0.1 at position (1,), more than its tolerance 0 + 0.001 x |expected| = 0.001.
     """
+    atol, rtol = _tolerance("atol", atol), _tolerance("rtol", rtol)
+    expected_array, _ = _real_array(expected)
+    if expected_array is None:
+        raise TypeError(f"check_close's expected must be real numbers. "
+                        f"Received: expected={expected!r}")
+    one_number = expected_array.ndim == 0
+    expected_text = describe(expected_array)  # before any broadcasting
+    wanted = f"one number ({expected_text})" if one_number else expected_text
     suffix = f" {hint}" if hint else ""
     if actual is None:
-        raise AssertionError(f"{what}: expected {describe(expected)}, got None "
+        raise AssertionError(f"{what}: expected {wanted}, got None "
                              f"(did the function forget to `return`?).{suffix}")
-    try:
-        actual_array = np.asarray(actual, dtype="float64")
-    except (TypeError, ValueError):
-        raise AssertionError(f"{what}: expected numbers, got {actual!r}.{suffix}") from None
-    expected_array = np.asarray(expected, dtype="float64")
-    if expected_array.ndim == 0:  # one number: expected everywhere
+    actual_array, why = _real_array(actual)
+    if actual_array is None:
+        raise AssertionError(
+            f"{what}: expected {wanted if one_number else 'numbers'}, got {_short_repr(actual)} "
+            f"(of type {type(actual).__name__}): {why}.{suffix}")
+    if one_number and broadcast:
+        if actual_array.size == 0:
+            raise AssertionError(f"{what}: expected {expected_text} in every element, got an "
+                                 f"empty array of shape {actual_array.shape}.{suffix}")
         expected_array = np.broadcast_to(expected_array, actual_array.shape)
+    elif one_number:
+        size = actual_array.size
+        if size != 1:
+            shown = (" (no number at all)" if size == 0 else f": {describe(actual_array)}"
+                     if size <= 8 else describe(actual_array).split(")", 1)[1])
+            raise AssertionError(f"{what}: expected {wanted}, got an array of shape "
+                                 f"{actual_array.shape}{shown}.{suffix}")
+        expected_array = expected_array.reshape(actual_array.shape)
     if actual_array.shape != expected_array.shape:
         raise AssertionError(
             f"{what}: expected shape {expected_array.shape}, got shape "
             f"{actual_array.shape}.{suffix}")
-    both_nan = np.isnan(actual_array) & np.isnan(expected_array)
-    difference = np.where(both_nan, 0.0, np.abs(actual_array - expected_array))
+    # NaN matches NaN, an infinity the same infinity (inf - inf would be NaN).
+    same = ((np.isnan(actual_array) & np.isnan(expected_array))
+            | (np.isinf(actual_array) & (actual_array == expected_array)))
+    with np.errstate(invalid="ignore", over="ignore"):
+        difference = np.where(same, 0.0, np.abs(actual_array - expected_array))
     difference = np.where(np.isnan(difference), np.inf, difference)
-    tolerance = atol + rtol * np.abs(np.nan_to_num(expected_array))
+    tolerance = atol + rtol * np.abs(np.where(np.isfinite(expected_array), expected_array, 0.0))
     if np.all(difference <= tolerance):
         return
     excess = difference - tolerance
     index = np.unravel_index(int(np.argmax(excess)), excess.shape) if excess.ndim else ()
-    tol_text = _number(float(atol)) if not rtol else (
-        f"{_number(float(atol))} + {_number(float(rtol))} x |expected|")
-    where = f" at position {tuple(int(i) for i in index)}" if index != () else ""
-    if index != () and expected_array.size > 8:
+    several = difference.size > 1
+    where = f" at position {tuple(int(i) for i in index)}" if several else ""
+    if several and expected_array.size > 8:
         # `describe` shows the first 8 items only: name the two values there.
         expected_there, actual_there = _described_apart(expected_array[index],
                                                         actual_array[index])
         where += f" (expected {expected_there}, got {actual_there} there)"
-    largest = difference[index] if index != () else float(difference)
-    largest_text = "a NaN or infinity" if not math.isfinite(largest) else _number(float(largest))
-    expected_text, actual_text = _described_apart(expected_array, actual_array)
+    found = float(difference[index])
+    found_text = "a NaN or infinity" if not math.isfinite(found) else _number(found)
+    if not several:
+        lead = "the difference is"
+    elif not rtol:
+        lead = "the largest difference is"
+    else:  # the position furthest beyond its own tolerance, maybe not the largest difference
+        lead = "the difference furthest beyond its tolerance is"
+    if not np.isfinite(expected_array[index]):
+        tol_text = "any tolerance: an infinity is matched only by the same infinity"
+    elif not rtol:
+        tol_text = f"the tolerance {_number(atol)}"
+    else:
+        tol_text = (f"{'its' if several else 'the'} tolerance {_number(atol)} + "
+                    f"{_number(rtol)} x |expected| = {_number(float(tolerance[index]))}")
+    if one_number:
+        expected_text, actual_text = _described_apart(expected_array.reshape(-1)[0], actual_array)
+        if broadcast:
+            expected_text += " in every element"
+    else:
+        expected_text, actual_text = _described_apart(expected_array, actual_array)
     raise AssertionError(
         f"{what}: expected {expected_text}, got {actual_text}: "
-        f"the largest difference is {largest_text}{where}, more than the "
-        f"tolerance {tol_text}.{suffix}")
+        f"{lead} {found_text}{where}, more than {tol_text}.{suffix}")
 
 
 def student_call(function, *args, name=None, allow_none=False, **kwargs):
@@ -188,15 +311,25 @@ def student_call(function, *args, name=None, allow_none=False, **kwargs):
 
 
 class CallCounter:
-    """Wrap a function and record the arguments of every call (copies of
-    arrays), e.g. to check that PGD evaluates the gradient once a step, at
-    the current iterate.
+    """Wrap a function and record the arguments of every call, e.g. to check
+    that PGD evaluates the gradient once a step, at the current iterate. The
+    wrapper takes what the function takes, by position or by keyword, and
+    passes it on unchanged.
+
+    Attributes:
+        arguments: one entry per call: a float64 copy of the argument when
+            the call had one (`grad_fn(x)` or `grad_fn(z=x)` alike), else the
+            pair (positional arguments, dict of keyword arguments), numbers
+            copied as float64 arrays.
+        calls: the number of calls.
 
     >>> import numpy as np
     >>> from robustlab.course.grading import CallCounter
-    >>> f = CallCounter(lambda x: 2 * x)
-    >>> f(np.array([1.0])).tolist(), f.calls
-    ([2.0], 1)
+    >>> f = CallCounter(lambda z: 2 * z)
+    >>> f(np.array([1.0])).tolist(), f(z=np.array([3.0])).tolist(), f.calls
+    ([2.0], [6.0], 2)
+    >>> [a.tolist() for a in f.arguments]
+    [[1.0], [3.0]]
     """
 
     def __init__(self, function):
@@ -207,9 +340,20 @@ class CallCounter:
     def calls(self):
         return len(self.arguments)
 
-    def __call__(self, x):
-        self.arguments.append(np.array(x, dtype="float64", copy=True))
-        return self.function(x)
+    def __call__(self, *args, **kwargs):
+        copies = [_copy(a) for a in args] + [_copy(v) for v in kwargs.values()]
+        if len(copies) == 1:  # f(x) or f(z=x): the point itself
+            self.arguments.append(copies[0])
+        else:
+            self.arguments.append((tuple(copies[:len(args)]), dict(zip(kwargs, copies[len(args):]))))
+        return self.function(*args, **kwargs)
+
+
+def _copy(value):
+    """A float64 copy of real numbers (an array, a tensor), else `value`
+    itself (for `check_close` to refuse, if it is compared)."""
+    array, _ = _real_array(value)
+    return value if array is None else array  # `astype` made a copy
 
 
 @contextlib.contextmanager

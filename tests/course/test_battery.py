@@ -195,6 +195,10 @@ def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
         np.clip(x_adv, *value_range, out=x_adv)
     return x_adv
 """, False),
+    ("fgsm_linf", "test_fgsm_linf", "calls grad_fn by keyword, grad_fn(z=x)", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return pgd_linf_step(x, grad_fn(z=x), x, eps, eps, value_range)
+""", True),
     # -- pgd_linf -------------------------------------------------------------
     ("pgd_linf", "test_pgd_linf", "every gradient at the clean image", """
 def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
@@ -326,6 +330,13 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
         x_adv = keras.ops.clip(x_adv + step_size * keras.ops.sign(grad_fn(x_adv)), x - eps, x + eps)
         if value_range is not None:
             x_adv = keras.ops.clip(x_adv, value_range[0], value_range[1])
+    return x_adv
+""", True),
+    ("pgd_linf", "test_pgd_linf", "calls grad_fn by keyword, grad_fn(z=x_adv)", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, copy=True)
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(z=x_adv), x, eps, step_size, value_range)
     return x_adv
 """, True),
 ]
@@ -614,6 +625,20 @@ def best_and_final(robust_accuracy, final_epochs=3):
     final = float(a[-final_epochs:].mean())
     return float(a[i]), i, final, float(a[i]) - final
 """, True),
+    ("best_and_final", "test_best_and_final", "best_epoch: every epoch at the best", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, dtype=float)
+    best_epoch = np.flatnonzero(a == a.max())
+    final = float(a[-final_epochs:].mean())
+    return float(a.max()), best_epoch, final, float(a.max()) - final
+""", False),
+    ("best_and_final", "test_best_and_final", "best_epoch as a NumPy integer", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, dtype=float)
+    i = np.argmax(a)
+    final = float(np.mean(a[-final_epochs:]))
+    return float(a[i]), i, final, float(a[i]) - final
+""", True),
 ]
 
 BATTERY_02 = [
@@ -751,6 +776,21 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
             break
     return value, v.tolist()
 """, True),
+    ("power_iteration", "test_power_iteration", "calls hvp by keyword, hvp(v=v)", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, dtype=float)
+    v = v / np.linalg.norm(v)
+    value = None
+    for _ in range(iterations):
+        w = np.asarray(hvp(v=v), dtype=float)
+        new = float(v @ w)
+        v = w / np.linalg.norm(w)
+        if value is not None and abs(new - value) <= tol * abs(new):
+            value = new
+            break
+        value = new
+    return value, v
+""", True),
     # -- heavy_ball_variance --------------------------------------------------
     ("heavy_ball_variance", "test_heavy_ball_variance", "forgets the batch size", """
 def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
@@ -818,6 +858,28 @@ def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
         out.append(p)
     return np.array(out)
 """, True),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "the right variances plus 5j", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    for lr in np.asarray(lrs, dtype=float):
+        a = 1.0 + momentum - lr * curvature
+        p, c, r = (a * a * p - 2.0 * a * momentum * c + momentum**2 * r
+                   + lr**2 * noise_variance / batch_size, a * p - momentum * c, p)
+        out.append(p)
+    return np.array(out) + 5j
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "returns a float64 keras tensor", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    for lr in np.asarray(lrs, dtype=float):
+        a = 1.0 + momentum - lr * curvature
+        p, c, r = (a * a * p - 2.0 * a * momentum * c + momentum**2 * r
+                   + lr**2 * noise_variance / batch_size, a * p - momentum * c, p)
+        out.append(p)
+    return keras.ops.convert_to_tensor(out, dtype="float64")
+""", True),
     # -- stationary_variance --------------------------------------------------
     ("stationary_variance", "test_stationary_variance", "the small-step approximation", """
 def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
@@ -847,6 +909,31 @@ def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
 def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
     lr, b, lam, s2, B = (np.float32(v) for v in (lr, momentum, curvature, noise_variance, batch_size))
     return float(lr * s2 * (1 + b) / (B * lam * (1 - b) * (2 * (1 + b) - lr * lam)))
+""", True),
+    ("stationary_variance", "test_stationary_variance", "the right number, 7 times", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return np.full(7, lr * noise_variance * (1 + momentum) / (batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature)))
+""", False),
+    ("stationary_variance", "test_stationary_variance", "an empty array", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return np.array([])
+""", False),
+    ("stationary_variance", "test_stationary_variance", "the right number as text", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return repr(lr * noise_variance * (1 + momentum) / (batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature)))
+""", False),
+    ("stationary_variance", "test_stationary_variance", "the right number plus 3j", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return np.complex128(lr * noise_variance * (1 + momentum) / (batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature)) + 3j)
+""", False),
+    ("stationary_variance", "test_stationary_variance", "a one-element array", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return np.array([lr * noise_variance * (1 + momentum) / (batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature))])
+""", True),
+    ("stationary_variance", "test_stationary_variance", "keras.ops, a 0-d tensor", """
+def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
+    return keras.ops.divide(lr * noise_variance * (1 + momentum),
+                            batch_size * curvature * (1 - momentum) * (2 * (1 + momentum) - lr * curvature))
 """, True),
 ]
 
@@ -1037,6 +1124,12 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p):
     r = np.asarray(var_q) / var_p
     return float(0.5 * np.mean(r + (np.asarray(mu_q) - mu_p) ** 2 / var_p - 1 - np.log(r)))
 """, False),
+    ("gaussian_kl", "test_gaussian_kl", "forgets the sum", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, mu_p, var_p = (np.asarray(a, dtype=float) for a in (mu_q, var_q, mu_p, var_p))
+    ratio = var_q / var_p
+    return 0.5 * (ratio + (mu_q - mu_p) ** 2 / var_p - 1.0 - np.log(ratio))
+""", False),
     # -- kl_inverse -----------------------------------------------------------
     ("kl_inverse", "test_kl_inverse", "Pinsker's approximation", """
 def kl_inverse(q, c):
@@ -1160,6 +1253,14 @@ def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
 def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
     return float(robustlab.bounds.kl_inverse(empirical_risk, (kl + np.log(2 * np.sqrt(n) / delta)) / n))
 """, True),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "returns an empty list", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return []
+""", False),
+    ("pac_bayes_bound", "test_pac_bayes_bound", "the right number as text", """
+def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
+    return repr(kl_inverse(empirical_risk, (kl + np.log(2 * np.sqrt(n) / delta)) / n))
+""", False),
     # -- select_epoch ---------------------------------------------------------
     ("select_epoch", "test_select_epoch", "argmin without skipping NaN", """
 def select_epoch(history, key):
@@ -1189,6 +1290,11 @@ def select_epoch(history, key):
     values = np.asarray(history[key], dtype=float)
     return int(np.argmin(np.where(np.isnan(values), np.inf, values)))
 """, True),
+    ("select_epoch", "test_select_epoch", "every epoch at the minimum", """
+def select_epoch(history, key):
+    v = np.asarray(history[key], dtype=float)
+    return np.flatnonzero(v == np.nanmin(v))
+""", False),
 ]
 
 BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
@@ -1322,6 +1428,22 @@ def best_and_final(robust_accuracy, final_epochs=3):
     _from_battery("03_awp", "strictly less than tolerance below", "exactly tolerance below"),
     _from_battery("04_pac_bayes", "the mean over the weights", "the mean"),
     _from_battery("04_pac_bayes", "epochs from 1", "got 4"),
+    _from_battery("04_pac_bayes", "forgets the sum", "expected one number (0), got an array of shape (3,)"),
+    _from_battery("04_pac_bayes", "returns an empty list", "got an array of shape (0,) (no number at all)"),
+    _from_battery("04_pac_bayes", "the right number as text", "(of type str): text, not a number"),
+    _from_battery("02_lr_drop_collapse", "the right number, 7 times",
+                  "expected one number (0.105263), got an array of shape (7,)"),
+    _from_battery("02_lr_drop_collapse", "the right number plus 3j", "complex numbers, not real ones"),
+    _from_battery("02_lr_drop_collapse", "the right variances plus 5j", "complex numbers, not real ones"),
+    _from_battery("04_pac_bayes", "every epoch at the minimum",
+                  "select_epoch must return one epoch, an int; got array([3])"),
+    ("04_pac_bayes", "test_select_epoch", "the first minimum as a 1-element array", """
+def select_epoch(history, key):
+    v = np.asarray(history[key], dtype=float)
+    return np.flatnonzero(v == np.nanmin(v))[:1]
+""", "of type ndarray"),
+    _from_battery("01_robust_overfitting", "best_epoch: every epoch at the best",
+                  "best_epoch must be an int, the 0-based epoch of the best value"),
     ("04_pac_bayes", "test_select_epoch", "returns np.int64: the type returned", """
 def select_epoch(history, key):
     return np.nanargmin(history[key])
@@ -1377,3 +1499,20 @@ def test_a_function_without_return_fails_its_test_saying_so(namespaces, lesson, 
     message = _failure_of(namespaces, lesson, f"test_{exercise}",
                           f"def {exercise}(*args, **kwargs):\n    pass\n")
     assert message is not None and "forget to `return`" in message, message
+
+
+def test_the_solutions_power_iteration_does_not_stop_on_a_first_estimate_of_zero(namespaces):
+    """v0 . H v0 = 0 is no sign of convergence: the stopping rule compares two
+    estimates, and there is none before the first product."""
+    import numpy as np
+
+    from robustlab.course import exercises
+    from robustlab.course.grading import CallCounter
+
+    _, namespace = namespaces["02_lr_drop_collapse"]
+    h = np.array([[0.0, 2.0], [2.0, 3.0]])  # eigenvalues 4 and -1
+    for power_iteration in (namespace["power_iteration"], exercises.power_iteration):
+        hvp = CallCounter(lambda v: h @ v)
+        value, vector = power_iteration(hvp, np.array([1.0, 0.0]), iterations=200, tol=1e-10)
+        assert abs(value - 4.0) < 1e-8 and hvp.calls > 1, (value, hvp.calls)
+        np.testing.assert_allclose(np.abs(vector), np.array([1.0, 2.0]) / np.sqrt(5.0), atol=1e-6)

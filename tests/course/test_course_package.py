@@ -29,7 +29,8 @@ def test_check_close_prints_enough_digits_to_tell_the_values_apart():
     with pytest.raises(AssertionError) as failure:
         grading.check_close(1.0 - 6e-9, 1.0, "kl_inverse(0.2, 50)", atol=1e-9)
     assert str(failure.value).startswith(
-        "kl_inverse(0.2, 50): expected 1, got 0.999999994: the largest difference is 6e-09")
+        "kl_inverse(0.2, 50): expected 1, got 0.999999994: the difference is 6e-09, more than the "
+        "tolerance 1e-09.")
 
 
 def test_check_close_reports_shape_none_and_nan():
@@ -46,6 +47,116 @@ def test_check_close_accepts_relative_tolerance():
     grading.check_close([1000.5], [1000.0], "f()", atol=0.0, rtol=1e-3)
     with pytest.raises(AssertionError, match=r"tolerance 0 \+ 0.0001 x \|expected\|"):
         grading.check_close([1000.5], [1000.0], "f()", atol=0.0, rtol=1e-4)
+
+
+def test_check_close_wants_one_number_where_one_number_is_expected():
+    for answer, shown in (([], r"\(0,\) \(no number at all\)"), (np.array([]), r"\(0,\)"),
+                          (np.full(7, 0.5), r"\(7,\): \[0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5\]"),
+                          (np.full((2, 5), 0.5), r"\(2, 5\) starting \[0.5, ")):
+        with pytest.raises(AssertionError,
+                           match=rf"^f\(\): expected one number \(0.5\), got an array of shape {shown}"):
+            grading.check_close(answer, 0.5, "f()")
+    # One number, however it is written: Python, NumPy, 0-d or 1-element arrays, tensors.
+    import keras
+
+    for answer in (0.5, np.float32(0.5), np.array(0.5), [0.5], np.array([[0.5]]),
+                   keras.ops.convert_to_tensor(0.5), keras.ops.convert_to_tensor([0.5])):
+        grading.check_close(answer, 0.5, "f()")
+    with pytest.raises(AssertionError, match=r"expected 0.5, got \[0.6\]: the difference is 0.1,"):
+        grading.check_close([0.6], 0.5, "f()")
+
+
+def test_check_close_broadcasts_one_expected_number_only_when_asked():
+    grading.check_close(np.zeros((3, 4)), 0.0, "v", atol=0, broadcast=True)
+    with pytest.raises(AssertionError, match=r"expected 0 in every element, got \[0, 0.001\]: the "
+                                             r"largest difference is 0.001 at position \(1,\)"):
+        grading.check_close([0.0, 1e-3], 0.0, "v", atol=0, broadcast=True)
+    with pytest.raises(AssertionError, match=r"expected 0 in every element, got an empty array"):
+        grading.check_close(np.zeros((0, 3)), 0.0, "v", broadcast=True)
+
+
+def test_check_close_takes_only_real_numbers():
+    pair = [0.5, 0.25]
+    for answer, expected, words in (
+            ("0.5", 0.5, "expected one number (0.5), got '0.5' (of type str): text, not a number"),
+            (["0.5", "0.25"], pair, "expected numbers, got ['0.5', '0.25'] (of type list): text"),
+            (True, 1.0, "got True (of type bool): True/False values, not numbers"),
+            (np.array([True, False]), [1.0, 0.0], "True/False values, not numbers"),
+            (0.5 + 0j, 0.5, "got (0.5+0j) (of type complex): complex numbers, not real ones"),
+            (np.array([0.5 + 2j, 0.25]), pair, "complex numbers, not real ones"),
+            (np.array(pair, dtype=object), pair, "an array of dtype object, not of numbers"),
+            ({"a": 0.5}, 0.5, "not a number or an array of numbers"),
+            ([[0.5], [0.25, 1.0]], pair, "not an array of numbers")):
+        with pytest.raises(AssertionError) as failure:
+            grading.check_close(answer, expected, "f()")
+        assert words in str(failure.value), str(failure.value)
+    # Integers and floats of any width, and keras.ops tensors of a real dtype, are numbers.
+    import keras
+
+    grading.check_close(np.array([1, 2], dtype=np.int8), [1.0, 2.0], "f()", atol=0)
+    grading.check_close(keras.ops.convert_to_tensor([0.5, 0.25], dtype="float64"), [0.5, 0.25], "f()")
+    grading.check_close(keras.ops.convert_to_tensor([0.5, 0.25], dtype="bfloat16"), [0.5, 0.25], "f()")
+
+
+def test_check_close_matches_an_infinity_only_with_the_same_infinity():
+    grading.check_close(np.inf, np.inf, "f()")
+    grading.check_close([1.0, -np.inf, np.nan], [1.0, -np.inf, np.nan], "f()", atol=0, rtol=1e-6)
+    for answer, expected in ((np.inf, -np.inf), (1e300, np.inf), (np.nan, np.inf), (np.inf, 1e300)):
+        with pytest.raises(AssertionError, match="a NaN or infinity"):
+            grading.check_close(answer, expected, "f()", atol=1e-6, rtol=1e-6)
+
+
+def test_check_close_names_the_position_furthest_beyond_its_tolerance_as_such():
+    with pytest.raises(AssertionError) as failure:
+        grading.check_close([1000.5, 1.1], [1000.0, 1.0], "f()", atol=0, rtol=1e-3)
+    message = str(failure.value)
+    assert message == ("f(): expected [1000, 1], got [1000.5, 1.1]: the difference furthest beyond "
+                       "its tolerance is 0.1 at position (1,), more than its tolerance 0 + 0.001 x "
+                       "|expected| = 0.001."), message
+    assert "largest" not in message  # 0.5 at position (0,) is the largest difference
+
+
+@pytest.mark.parametrize("tolerances, error", [
+    ({"atol": -1}, ValueError), ({"atol": float("nan")}, ValueError), ({"rtol": -1e-6}, ValueError),
+    ({"rtol": float("inf")}, ValueError), ({"atol": None}, TypeError), ({"rtol": "1e-6"}, TypeError),
+    ({"atol": True}, TypeError)])
+def test_check_close_refuses_a_tolerance_that_is_not_a_finite_number_at_least_zero(tolerances, error):
+    (name, value), = tolerances.items()
+    with pytest.raises(error, match=rf"check_close's {name} .* Received: {name}={value!r}"):
+        grading.check_close(0.5, 0.5, "f()", **tolerances)
+    with pytest.raises(TypeError, match="Received: expected=None"):
+        grading.check_close(0.5, None, "f()")
+
+
+def test_check_turns_an_array_condition_into_the_message_with_a_note():
+    with pytest.raises(AssertionError) as failure:
+        grading.check(np.array([1, 2]) == 1, "select_epoch must be 1; got [1, 2].")
+    assert str(failure.value).startswith("select_epoch must be 1; got [1, 2]. (The check received "
+                                         "an array of shape (2,) instead of one True or False")
+    with pytest.raises(AssertionError, match=r"^empty\. \(The check received an array of shape \(0,\)"):
+        grading.check(np.array([]) == 1, "empty.")
+    grading.check(np.array([3]) == 3, "one element: one truth value")
+    grading.check(np.bool_(True), "a NumPy bool")
+    with pytest.raises(AssertionError, match="^no$"):
+        grading.check(np.array(False), "no")
+
+
+def test_call_counter_takes_the_arguments_by_position_or_by_keyword():
+    counter = grading.CallCounter(lambda z: 2 * z)
+    assert counter(z=np.array([1.0, 2.0])).tolist() == [2.0, 4.0]
+    assert counter(np.array([3.0])).tolist() == [6.0]
+    assert counter.calls == 2
+    assert [a.tolist() for a in counter.arguments] == [[1.0, 2.0], [3.0]]
+    point = np.array([1.0])
+    counter(point)
+    point[0] = 5.0  # a copy was recorded
+    assert counter.arguments[-1].tolist() == [1.0]
+    several = grading.CallCounter(lambda v, scale=1.0: scale * v)
+    assert several(np.array([1.0]), scale=3.0).tolist() == [3.0]
+    (args, kwargs), = several.arguments
+    assert [a.tolist() for a in args] == [[1.0]] and kwargs["scale"].tolist() == 3.0
+    with pytest.raises(TypeError):
+        grading.CallCounter(lambda z: z)(q=1.0)  # what the function refuses, the wrapper does too
 
 
 def test_check_close_names_the_two_values_where_long_arrays_differ_past_the_first_eight():
@@ -115,6 +226,20 @@ def test_reference_pgd_equals_the_library_attack_without_random_start(digits):
     assert np.mean(np.isclose(ours, library, atol=1e-6)) > 0.999
     fgsm = exercises.fgsm_linf(gradient, x, 0.1)
     np.testing.assert_allclose(fgsm, robustlab.attacks.fgsm(net, x, y, eps=0.1), atol=1e-6)
+
+
+def test_reference_best_and_final_refuses_fewer_than_one_final_epoch():
+    assert exercises.best_and_final([0.5, 0.8, 0.6], final_epochs=1)[2] == 0.6
+    for final_epochs in (0, -1):
+        with pytest.raises(ValueError, match=rf"Received: final_epochs={final_epochs}$"):
+            exercises.best_and_final([0.5, 0.8, 0.6], final_epochs=final_epochs)
+
+
+def test_reference_power_iteration_does_not_stop_on_a_first_estimate_of_zero():
+    h = np.array([[0.0, 2.0], [2.0, 3.0]])  # v0 . H v0 = 0 for v0 = e1; eigenvalues 4 and -1
+    value, vector = exercises.power_iteration(lambda v: h @ v, np.array([1.0, 0.0]), tol=1e-10)
+    assert abs(value - 4.0) < 1e-8
+    np.testing.assert_allclose(np.abs(vector), np.array([1.0, 2.0]) / np.sqrt(5.0), atol=1e-6)
 
 
 def test_reference_flip_labels_matches_the_library_noise_count():
