@@ -107,7 +107,12 @@ class AdversarialModel(keras.Model):
       same seed state), so the second point, and crafting with
       `attack_training_mode`, hold per replica, not for the global batch.
       Keras's `train_on_batch` under `tf.distribute` hands every replica the
-      whole batch rather than a shard; `fit` splits it.
+      whole batch rather than a shard; `fit` splits it. Keras's limits
+      under data parallelism apply as they are: every batch, the last of an
+      epoch included, must split evenly over the devices (a batch of 31 on
+      two devices fails inside Keras on both backends), and on TensorFlow
+      `steps_per_execution` > 1 under `MirroredStrategy` fails as it does
+      for a plain Keras model.
 
     Speed: on TensorFlow, an epoch of the digits setting (16 steps of PGD-3)
     inside a many-epoch `fit` took 0.99x the time of a hand-written

@@ -527,11 +527,8 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         raise ValueError("Resuming needs the folder of the run to resume. "
                          "Received: out_dir=None, resume=True")
     if out_dir is not None:
-        if isinstance(out_dir, str) and not out_dir:
-            # Not the current folder: its history.json would be removed.
-            raise ValueError("Argument `out_dir` must be a folder, or a path where one can "
-                             "be made; an empty path names none (None writes nothing). "
-                             "Received: out_dir=''")
+        # An empty path is refused: as the current folder, its history.json
+        # would be removed.
         validation.check_folder("out_dir", out_dir)
     _check_reference(reference)
     config = {

@@ -805,7 +805,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             "The package's reference results are the quick studies' (the lessons "
             f"read them); a full-scale study writes only its results folder. "
             f"Received: scale={scale!r}, write_reference=True")
-    out = _check_out("runs" if out is None else out)
+    out = validation.check_folder("out", "runs" if out is None else out)
     reference_path = os.path.join(REFERENCE_DIR, f"{name}.json.gz")
     if write_reference:
         # Checked before hours of training, not when the results are in.
@@ -1022,7 +1022,7 @@ def write_figures(results, out):
     `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
     figures awp-tradeoff --out figures`.
     """
-    os.makedirs(_check_out(out), exist_ok=True)
+    os.makedirs(validation.check_folder("out", out), exist_ok=True)
     written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)
     figure.savefig(os.path.join(out, "curves.png"), dpi=110)
@@ -1038,15 +1038,6 @@ def write_figures(results, out):
         figure.savefig(written[-1], dpi=110)
         plots.close(figure)
     return written
-
-
-def _check_out(out):
-    """`out`, where a folder is or can be made (`validation.check_folder`);
-    an empty path is refused, not taken for the current folder."""
-    if isinstance(out, str) and not out:
-        raise ValueError("Argument `out` must be a folder, or a path where one can be "
-                         "made; an empty path names none. Received: out=''")
-    return validation.check_folder("out", out)
 
 
 class _StudyProgress:

@@ -128,7 +128,12 @@ def check_distinct(name, values):
 
 def check_folder(name, path):
     """`path`, where a folder is or can be made: nothing but folders on the
-    way to it (a folder that does not exist yet is made later)."""
+    way to it (a folder that does not exist yet is made later). An empty
+    path is refused, not taken for the current folder."""
+    if os.fspath(path) in ("", b""):
+        raise ValueError(
+            f"Argument `{name}` must be a folder, or a path where one can be "
+            "made; an empty path names none. " + _received(name, path))
     existing = os.path.abspath(path)
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)

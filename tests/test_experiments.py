@@ -170,7 +170,7 @@ def test_an_empty_output_folder_is_refused_and_the_current_folder_left_alone(tmp
     (tmp_path / "history.json").write_text("mine")
     with pytest.raises(ValueError, match=re.escape(
             "Argument `out_dir` must be a folder, or a path where one can be made; an empty "
-            "path names none (None writes nothing). Received: out_dir=''")):
+            "path names none. Received: out_dir=''")):
         experiments.run(TINY, "", verbose=0)
     assert (tmp_path / "history.json").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]

@@ -455,6 +455,13 @@ def test_an_output_folder_that_cannot_be_written_is_refused_by_name(tmp_path, mo
         validation.check_folder("out", str(tmp_path / "run"))
 
 
+@pytest.mark.parametrize("path", ["", b""])
+def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(path):
+    with pytest.raises(ValueError, match=r"`out` must be a folder, or a path where one can "
+                                         r"be made; an empty path names none. Received: out="):
+        validation.check_folder("out", path)
+
+
 def test_a_failed_write_ends_the_command_with_a_line_not_a_traceback(tmp_path, monkeypatch, capsys):
     from robustlab import cli
 
