@@ -692,24 +692,24 @@ quick run takes minutes), and a bound on the plan it makes of them before
 training. Each seed is a seed as everywhere, in [0, 2**31 - 1]."""
 
 
+def _too_many_seeds(received):
+    return ValueError(
+        f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
+        f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. Received: {received}")
+
+
 def _check_seeds(seeds):
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
         validation.check_int_at_least("seeds", int(seeds), 1)
         # The seeds 0..N-1: checked before they are listed.
         if seeds > MAX_SEEDS:
-            raise ValueError(
-                f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
-                f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. "
-                f"Received: seeds={seeds}")
+            raise _too_many_seeds(f"seeds={seeds}")
         return list(range(int(seeds)))
     seeds = list(seeds)
     if not seeds:
         raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
     if len(seeds) > MAX_SEEDS:
-        raise ValueError(
-            f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
-            f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. "
-            f"Received: seeds with {len(seeds)} values")
+        raise _too_many_seeds(f"seeds with {len(seeds)} values")
     seeds = [validation.check_seed("seeds", seed) for seed in seeds]
     return validation.check_distinct("seeds", seeds)
 
