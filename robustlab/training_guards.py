@@ -67,6 +67,17 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._turn = threading.Condition()
         self._start_epoch(0)
 
+    def set_model(self, model):
+        super().set_model(model)
+        # On JAX, every read of `Callback.model` attaches the fit's state to
+        # the variables (`jax_state_sync`). From Keras's worker thread that
+        # races the fit's next step, which donates those very buffers: the
+        # variables are left holding deleted arrays, and the fit fails with
+        # "Buffer has been deleted or donated" instead of this guard's error
+        # (4 fits in 100 of a diverging network did). The check needs no
+        # state, so it keeps the model as given.
+        self._checked_model = model
+
     def _start_epoch(self, epoch):
         self._epoch = epoch
         # Under asynchronous dispatch Keras checks the steps' logs in a pool
@@ -108,9 +119,9 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             return
         value = float(keras.ops.convert_to_numpy(loss))
         if not math.isfinite(value):
-            self.model.stop_training = True
+            self._checked_model.stop_training = True
             where = f"batch {batch}"
-            steps = getattr(self.model, "steps_per_execution", 1) or 1
+            steps = getattr(self._checked_model, "steps_per_execution", 1) or 1
             if steps > 1:
                 # Keras reports once per compiled call of `steps` steps, with
                 # the index of its nominal last step; the loss is the epoch's

@@ -817,6 +817,32 @@ def test_a_diverged_relu_network_stops_training_on_every_backend():
         model.fit(x, np.arange(64) % 3, batch_size=8, epochs=3, verbose=0)
 
 
+
+@pytest.mark.skipif(keras.backend.backend() != "jax",
+                    reason="only JAX's Callback.model attaches the fit's state")
+def test_the_loss_check_leaves_a_jax_fits_state_to_the_fit_thread():
+    # From Keras's worker thread a state sync races the fit's next step,
+    # which donates the synced buffers: the fit then failed, now and then,
+    # with "Buffer has been deleted or donated" instead of the guard's error.
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"),
+                            keras.layers.Dense(3)])
+    model = adversarial(net)
+    model.compile(keras.optimizers.SGD(1e30), LOGITS_CE)
+    fit_thread = threading.current_thread()
+    sync = model.jax_state_sync
+    synced_from = []
+
+    def recorded_sync():
+        synced_from.append(threading.current_thread())
+        return sync()
+
+    model.jax_state_sync = recorded_sync
+    x = np.random.default_rng(0).random((64, 4), dtype="float32")
+    with pytest.raises(NonFiniteLossError, match=r"non-finite at epoch 0"):
+        model.fit(x, np.arange(64) % 3, batch_size=8, epochs=3, verbose=0)
+    assert synced_from and set(synced_from) == {fit_thread}
+
 class _SlowFirstBatchCheck(keras.callbacks.Callback):
     """Delays the check of batch 0 (Keras runs a step's batch callbacks one
     after the other, in one thread) and lets the check of batch 1 finish
