@@ -4,7 +4,7 @@ PYTHON ?= python
 # Tests run in parallel worker processes, except those that start Jupyter
 # kernels: they form one xdist group, run by one worker one after another
 # (kernels started at once race for ports, jupyter_client#487).
-PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadgroup
+PYTEST_ARGS ?= -q -n auto --maxprocesses 4 --dist loadgroup --durations=25
 
 .PHONY: test test-tensorflow test-jax bench
 
