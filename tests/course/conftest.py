@@ -124,3 +124,20 @@ def solution_notebooks():
 
 def dump(obj):
     return json.dumps(obj, indent=1, sort_keys=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    # The Binder tests that start a kernel use the environment that another
+    # worker builds meanwhile (test_binder.py): in the "kernels" worker they
+    # come last, after the round trip and the browser test.
+    def waits_for_the_binder_build(item):
+        group = item.get_closest_marker("xdist_group")
+        return (item.nodeid.startswith("tests/course/test_binder.py")
+                and group is not None and group.args[:1] == ("kernels",))
+
+    for item in items:
+        if len(list(item.iter_markers("xdist_group"))) > 1:
+            raise pytest.UsageError(
+                f"{item.nodeid} is marked with several xdist groups, which "
+                f"pytest-xdist joins into a group of their own: mark it with one")
+    items.sort(key=waits_for_the_binder_build)

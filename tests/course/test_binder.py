@@ -5,6 +5,7 @@ the environment `binder/start` sets; of the other lessons, every import and
 every reference result they read.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -20,7 +21,16 @@ from tests.course.conftest import cell_by_grade_id
 from tests.course.conftest import notebook_path
 from tests.course.conftest import read
 
-pytestmark = [pytest.mark.course, pytest.mark.xdist_group("kernels")]  # see test_round_trip.py
+# Building the environment starts no kernel: it runs in a worker of its own
+# (the xdist group "binder") while the "kernels" worker runs the round trip;
+# only the tests that execute a lesson join the kernels (see
+# test_round_trip.py), after the round trip (tests/course/conftest.py orders
+# them), by when the environment is built.
+# (pytest-xdist joins the names of several groups into a new one: each test
+# gets exactly one.)
+pytestmark = [pytest.mark.course]
+BUILDS_OR_READS = pytest.mark.xdist_group("binder")
+STARTS_A_KERNEL = pytest.mark.xdist_group("kernels")
 
 IGNORED = shutil.ignore_patterns(".venv", ".git", "runs", "__pycache__", "*.egg-info",
                                  "build", "dist", ".pytest_cache", ".hypothesis",
@@ -36,9 +46,28 @@ def _run(command, cwd, env=None, timeout=1800):
     return result
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def binder_env(tmp_path_factory):
-    work = tmp_path_factory.mktemp("binder")
+    # One build for the whole run: under pytest-xdist the workers share the
+    # parent of their temporary folders, and the first to get here builds
+    # the environment there while any other waits on the lock.
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    with open(shared / "binder.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        work = shared / "binder"
+        if not (work / "built.json").exists():
+            if work.exists():
+                shutil.rmtree(work)  # a build that failed half-way
+            work.mkdir()
+            env = _build_binder_env(work)
+            (work / "built.json").write_text(json.dumps(env))
+        env = json.loads((work / "built.json").read_text())
+    return dict(repo=work / "repo", bin=work / "venv" / "bin", env=env)
+
+
+def _build_binder_env(work):
     repo = work / "repo"
     shutil.copytree(REPO, repo, ignore=IGNORED)
     venv = work / "venv"
@@ -58,9 +87,10 @@ def binder_env(tmp_path_factory):
     started = _run(["bash", "binder/start", "env"], cwd=repo, env=env).stdout
     env.update(line.split("=", 1) for line in started.splitlines()
                if line.startswith(("KERAS_BACKEND=", "TF_CPP_MIN_LOG_LEVEL=")))
-    return dict(repo=repo, bin=bin_dir, env=env)
+    return env
 
 
+@BUILDS_OR_READS
 def test_the_pins_are_what_got_installed(binder_env):
     frozen = _run([str(binder_env["bin"] / "pip"), "freeze"], cwd=binder_env["repo"],
                   env=binder_env["env"]).stdout.lower().splitlines()
@@ -72,6 +102,7 @@ def test_the_pins_are_what_got_installed(binder_env):
                    for line in frozen), f"{pin} was not installed: {frozen}"
 
 
+@BUILDS_OR_READS
 def test_students_keep_validate_and_not_the_instructors_tools(binder_env):
     listed = _run([str(binder_env["bin"] / "jupyter"), "labextension", "list"],
                   cwd=binder_env["repo"], env=binder_env["env"])
@@ -110,6 +141,7 @@ def lesson_00(binder_env):
     return _run_lesson(binder_env, "00_pgd")
 
 
+@STARTS_A_KERNEL
 def test_lesson_00_runs_in_the_binder_environment(binder_env, lesson_00):
     assert lesson_00["errors"] == []
     assert lesson_00["backend"] == "tensorflow"
@@ -117,6 +149,7 @@ def test_lesson_00_runs_in_the_binder_environment(binder_env, lesson_00):
     assert 0 < lesson_00["peak"] <= 1.5 * 2**30
 
 
+@STARTS_A_KERNEL
 def test_tensorflows_start_up_lines_stay_out_of_the_lesson(lesson_00):
     # TensorFlow writes them to the process's stderr while it loads, before
     # TF_CPP_MIN_LOG_LEVEL applies; binder/postBuild keeps the kernel from
@@ -125,6 +158,7 @@ def test_tensorflows_start_up_lines_stay_out_of_the_lesson(lesson_00):
     assert "absl::InitializeLog" not in shown and "I0000" not in shown, shown
 
 
+@BUILDS_OR_READS
 def test_every_other_lesson_starts_in_the_binder_environment(binder_env):
     # The other lessons run in full in the round trip (test_round_trip.py),
     # in the test environment (the same versions, installed from this
