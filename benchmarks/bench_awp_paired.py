@@ -5,7 +5,10 @@ machine load drifts between blocks. Here each repeat times one PGD-10 epoch
 and one PGD-10 + AWP epoch back to back and the median of the paired ratios
 is reported (limit (k + 2) / (k + 1) = 1.09, target 1.15 x that = 1.25).
 
-Run: `KERAS_BACKEND=tensorflow python benchmarks/bench_awp_paired.py [--jit]`.
+Run: `KERAS_BACKEND=tensorflow python benchmarks/bench_awp_paired.py [--jit]`,
+`KERAS_BACKEND=jax python benchmarks/bench_awp_paired.py --jit` (on JAX,
+Keras's `jit_compile=False` runs op by op, not a mode anyone trains in: the
+script refuses it). `--repeats N`: the number of pairs (7).
 """
 
 import argparse
@@ -28,6 +31,9 @@ def main():
     parser.add_argument("--jit", action="store_true")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
+    if keras.backend.backend() == "jax" and not args.jit:
+        sys.exit("bench_awp_paired.py on JAX needs --jit: Keras's jit_compile=False "
+                 "runs op by op there (no jax.jit), not a mode anyone trains in")
     x, y = bench.make_data((32, 32, 3), 128, 3)
     attack = robustlab.PGD(eps=8 / 255, steps=10)
     models = [

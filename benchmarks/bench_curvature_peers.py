@@ -16,11 +16,18 @@ handed to both tools).
 - Speed, after warm-up, interleaved, medians: one Hessian-vector product
   (robustlab `HessianOperator.matvec`; PyHessian
   `pyhessian.utils.hessian_vector_product` on the graph its constructor
-  kept; timed 5 in a row) and one full power iteration of 20 products as a user calls it
-  (robustlab `top_hessian_eigenvalue`; PyHessian `hessian(...)` then
-  `eigenvalues(maxIter=20)`). Target: robustlab no slower. The parts that
-  explain the difference are timed too: robustlab's compiled gradient (the
-  forward and backward pass every robustlab product repeats) and
+  kept; timed 5 in a row, all at the same weights) and one full power
+  iteration of 20 products as a user calls it (robustlab
+  `top_hessian_eigenvalue(iterations=19)`: stopped at its cap, it takes one
+  product more there, for the Rayleigh quotient of the vector it returns;
+  PyHessian `hessian(...)` then `eigenvalues(maxIter=20, tol=0)`, one
+  product a turn). The row names the products each side made (counted
+  once, outside the timing). Target: robustlab no slower. The parts that
+  explain the difference are timed too: robustlab's compiled gradient (its
+  forward and backward pass: on TensorFlow every product repeats it; on JAX
+  a product keeps `jax.linearize` of the gradient while the weights and the
+  batch stay the same, so the timed products, like PyHessian's, run the
+  second pass only, and the power iteration pays the first once) and
   PyHessian's constructor (the one forward and backward, with
   `create_graph`, that all its products share).
 
@@ -47,13 +54,14 @@ import numpy as np  # noqa: E402
 import bench_peers_training as peers  # noqa: E402
 from bench_hvp import interleaved_median_seconds, median_seconds  # noqa: E402
 import robustlab  # noqa: E402
+import run_all  # noqa: E402
 from robustlab import curvature  # noqa: E402
 
 PROBE_EXAMPLES = 256
 TOL = 1e-7
 MAX_PRODUCTS = 1000
 AGREEMENT = 1e-3
-TIMED_ITERATIONS = 20
+TIMED_PRODUCTS = 20
 HVP_BLOCK = 5
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -108,6 +116,42 @@ def pyhessian_top_eigenvalue(module, x, y, iterations, tol):
     return eigenvalues[0]
 
 
+def robustlab_timed_power_iteration(net, x, y):
+    """robustlab's power iteration of `TIMED_PRODUCTS` products: with a
+    tolerance it never meets, it stops at its cap of `iterations` and takes
+    one product more there (robustlab/spectral.py)."""
+    return robustlab_top_eigenvalue(net, x, y, TIMED_PRODUCTS - 1, 1e-12)
+
+
+def pyhessian_timed_power_iteration(module, x, y):
+    """PyHessian's power iteration of `TIMED_PRODUCTS` products: at
+    tolerance 0 its loop never stops early, and each turn is one product."""
+    return pyhessian_top_eigenvalue(module, x, y, TIMED_PRODUCTS, 0.0)
+
+
+def pyhessian_products(module, x, y):
+    """The Hessian-vector products one timed PyHessian power iteration makes,
+    counted at the function its loop calls."""
+    import importlib
+
+    # `pyhessian.hessian` the attribute is the class; the module is this one.
+    loop_module = importlib.import_module("pyhessian.hessian")
+    original = loop_module.hessian_vector_product
+    count = 0
+
+    def counted(*args, **kwargs):
+        nonlocal count
+        count += 1
+        return original(*args, **kwargs)
+
+    loop_module.hessian_vector_product = counted
+    try:
+        pyhessian_timed_power_iteration(module, x, y)
+    finally:
+        loop_module.hessian_vector_product = original
+    return count
+
+
 def agreement_rows(net, module, batches):
     """(loss, robustlab eigenvalue, its products, PyHessian eigenvalue,
     relative difference) for each named batch."""
@@ -151,15 +195,20 @@ def timing_rows(net, module, x, y, repeats):
                  for _ in range(HVP_BLOCK)],
         lambda: [operator.matvec(flat) for _ in range(HVP_BLOCK)], repeats, warmup=1)
     pyhessian_power, robustlab_power, power_ratio = interleaved_median_seconds(
-        lambda: pyhessian_top_eigenvalue(module, x, y, TIMED_ITERATIONS, 0.0),
-        lambda: robustlab_top_eigenvalue(net, x, y, TIMED_ITERATIONS, 1e-12),
+        lambda: pyhessian_timed_power_iteration(module, x, y),
+        lambda: robustlab_timed_power_iteration(net, x, y),
         max(3, repeats // 3), warmup=1)
+    ours = robustlab_timed_power_iteration(net, x, y).iterations
+    theirs = pyhessian_products(module, x, y)
+    if ours != theirs:
+        print(f"NOT THE SAME WORK: the timed power iterations made {ours} (robustlab) "
+              f"and {theirs} (PyHessian) Hessian-vector products")
     gradient = median_seconds(operator.gradient, repeats, warmup=2)
     setup = median_seconds(lambda: pyhessian_of(module, x, y), repeats, warmup=2)
     return [
         ("Hessian-vector product (ms)", robustlab_hvp / HVP_BLOCK * 1e3,
          pyhessian_hvp / HVP_BLOCK * 1e3, hvp_ratio),
-        (f"power iteration, {TIMED_ITERATIONS} products (s)", robustlab_power,
+        (f"power iteration, {ours} / {theirs} products (s)", robustlab_power,
          pyhessian_power, power_ratio),
         ("  part: robustlab gradient (ms)", gradient * 1e3, None, None),
         ("  part: PyHessian setup (ms)", None, setup * 1e3, None),
@@ -194,11 +243,11 @@ def print_timing(rows, repeats):
           f"warm-up (products timed {HVP_BLOCK} in a row; power iteration: "
           f"{max(3, repeats // 3)} repeats); ratio: median of the per-repeat ratios, "
           "target <= 1")
-    print(f"{'':36s} {'robustlab':>10s} {'PyHessian':>10s} {'robustlab/PyHessian':>20s}")
+    print(f"{'':40s} {'robustlab':>10s} {'PyHessian':>10s} {'robustlab/PyHessian':>20s}")
     for name, ours, theirs, ratio in rows:
         cells = [f"{v:10.3f}" if v is not None else f"{'':10s}" for v in (ours, theirs)]
         ratio_text = f"{ratio:20.2f}" if ratio is not None else ""
-        print(f"{name:36s} {cells[0]} {cells[1]} {ratio_text}")
+        print(f"{name:40s} {cells[0]} {cells[1]} {ratio_text}")
 
 
 def versions():
@@ -218,6 +267,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 15)
+    run_all.require_peer_modules("bench_curvature_peers.py")
     peers.same_thread_budget(peers.THREADS)
     import torch
 

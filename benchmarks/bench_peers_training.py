@@ -70,11 +70,13 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # ART's per-epoch progress bars
 # its time alone (measured). Passive waiting (read when torch loads) gives
 # torch its unshared speed; TensorFlow's thread pool is not OpenMP.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import robustlab  # noqa: E402
+import run_all  # noqa: E402
 from robustlab import experiments  # noqa: E402
 from robustlab.shuffling import epoch_permutation  # noqa: E402
 from robustlab.shuffling import epoch_shuffled_batches  # noqa: E402
@@ -713,6 +715,7 @@ def main():
     if keras.backend.backend() != "tensorflow":
         sys.exit("bench_peers_training.py compares TensorFlow training: run it "
                  "with KERAS_BACKEND=tensorflow")
+    run_all.require_peer_modules("bench_peers_training.py")
     repeats = args.repeats or (2 if args.quick else 9)
     same_thread_budget(THREADS)
     import tensorflow as tf

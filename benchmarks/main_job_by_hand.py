@@ -18,9 +18,10 @@ hand the way a user who knows TensorFlow would:
 - every 5 epochs (at the end of epochs 4, 9, ...) the top Hessian eigenvalue
   of the robust loss: PGD-10 adversarial examples of the first 256 training
   digits (seed: the epoch), then power iteration with double-backprop
-  Hessian-vector products in one `tf.function` (at most 20 products, stop
+  Hessian-vector products in one `tf.function` (at most 20 steps, stop
   when the Rayleigh quotient moves by at most 1e-3 of itself, warm-started
-  from the previous eigenvector);
+  from the previous eigenvector; stopped at the cap, one product more for
+  the quotient of the vector returned, as robustlab's probe does);
 - every epoch, the weight cloud: the running (Welford) mean and variance of
   every weight over the epoch's iterates, updated inside the compiled
   training step in TensorFlow variables (nothing leaves the graph but the
@@ -186,17 +187,24 @@ def make_instruments(net, q):
 
 
 def top_eigenpair(hvp, variables, x, y, initial):
-    """Power iteration: at most POWER_ITERATIONS products, stop when the
-    Rayleigh quotient moves by at most POWER_TOL of itself."""
+    """Power iteration: at most POWER_ITERATIONS steps, stop when the
+    Rayleigh quotient moves by at most POWER_TOL of itself. Returns the
+    eigenvalue, the unit vector and the number of products."""
+    def product(v):
+        return flat(t.numpy() for t in hvp(x, y, unflat(v, variables, np.float32)))
+
     v = initial / np.linalg.norm(initial)
     eigenvalue, previous = 0.0, None
     for step in range(1, POWER_ITERATIONS + 1):
-        w = flat(t.numpy() for t in hvp(x, y, unflat(v, variables, np.float32)))
+        w = product(v)
         eigenvalue = float(v @ w)
         if previous is not None and abs(eigenvalue - previous) <= POWER_TOL * abs(eigenvalue):
             return eigenvalue, v, step
         previous, v = eigenvalue, w / np.linalg.norm(w)
-    return eigenvalue, v, POWER_ITERATIONS
+    # At the cap robustlab's probe takes one more product, for the Rayleigh
+    # quotient of the vector it returns (robustlab/spectral.py): the baseline
+    # does the same work and returns the same pair.
+    return float(v @ product(v)), v, POWER_ITERATIONS + 1
 
 
 def regularization_curvature(variables, u_parts):

@@ -63,6 +63,27 @@ def test_power_iteration_finds_robustlabs_eigenvalue(by_hand, net_and_data):
         vector, by_hand.flat(expected.eigenvector), rtol=0, atol=1e-5)
 
 
+def test_power_iteration_stopped_at_its_cap_makes_robustlabs_products(
+        by_hand, net_and_data, monkeypatch):
+    # A tolerance no run meets: both stop at the cap, where robustlab takes
+    # one more product for the quotient of the vector it returns.
+    monkeypatch.setattr(by_hand, "POWER_ITERATIONS", 3)
+    monkeypatch.setattr(by_hand, "POWER_TOL", 1e-15)
+    net, x, y = net_and_data
+    compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
+    variables = list(net.trainable_variables)
+    start = unit_vector(variables, 1)
+    eigenvalue, vector, products = by_hand.top_eigenpair(
+        compiled["hvp"], variables, x, y, start)
+    expected = curvature.top_hessian_eigenvalue(
+        net, x, y, loss=LOSS, iterations=3, tol=1e-15, batch_size=len(x),
+        initial_vector=by_hand.unflat(start, variables, np.float64))
+    assert (products, expected.iterations, expected.converged) == (4, 4, False)
+    np.testing.assert_allclose(eigenvalue, expected.eigenvalue, rtol=1e-5)
+    np.testing.assert_allclose(
+        vector, by_hand.flat(expected.eigenvector), rtol=0, atol=1e-5)
+
+
 def test_directional_derivatives_match_robustlabs(by_hand, net_and_data):
     net, x, y = net_and_data
     compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
