@@ -9,7 +9,10 @@ writes into an output folder:
 - `config.json`: the experiment, the backend, the package version and the
   identity of the code that made the run (`robustlab.provenance`; a run is
   resumed only by that code);
-- `history.csv` and `history.json`: one row per epoch of every logged number;
+- `history.csv` and `history.json`: one row per epoch of every logged number
+  (NaN where a key was not logged, e.g. between probes: null in the JSON
+  files, which are standard JSON; `robustlab.run_checkpoint.read_history`
+  reads it back as NaN);
 - `summary.json`: the robust-overfitting figures of `summarize`;
 - `curves.png`: the learning curves (`robustlab.plots.learning_curves`).
 
@@ -22,6 +25,7 @@ has what it measures over 8 seeds).
 import collections.abc
 import dataclasses
 import json
+import math
 import numbers
 import os
 import shutil
@@ -531,16 +535,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         # would be removed.
         validation.check_folder("out_dir", out_dir)
     _check_reference(reference)
-    config = {
-        "experiment": experiment.to_dict(),
-        "probe_every": probe_every,
-        "backend": keras.backend.backend(),
-        "robustlab_version": __version__,
-        "keras_version": keras.__version__,
-        "code": provenance.code_identity(),
-        "hardware": provenance.hardware(),
-        "cpu_threads": provenance.run_cpu_threads(),
-    }
+    config = _run_config(experiment, probe_every)
     resume_dir = None if out_dir is None else os.path.join(out_dir, RESUME_DIR)
     if resume:
         finished = _resumable(out_dir, config, experiment)
@@ -571,7 +566,7 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         # A fresh run: nothing of an earlier run in this folder may be
         # mistaken for its results or resumed into it.
         shutil.rmtree(resume_dir, ignore_errors=True)
-        for name in ("history.json", "summary.json"):
+        for name in _OUTPUTS:
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
     initial_epoch, earlier, elapsed = 0, {}, 0.0
@@ -606,6 +601,31 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         _write_outputs(experiment, out_dir, history, summary, reference)
         shutil.rmtree(resume_dir)
     return history, summary
+
+
+# Every file `_write_outputs` writes: a fresh run removes them all before it
+# starts, so that a run stopped early (Ctrl-C, a non-finite loss) never
+# leaves its config.json beside an earlier run's history or figure.
+_OUTPUTS = ("history.json", "history.csv", "curves.png", "summary.json")
+
+# What a finished or checkpointed run in a folder must share with the run
+# asked for to be resumed or reused (`_resumable`,
+# `robustlab.studies.reproduce`).
+_SAME_RUN_KEYS = ("experiment", "probe_every", "backend", "code", "hardware", "cpu_threads")
+
+
+def _run_config(experiment, probe_every):
+    """What `run` writes into config.json."""
+    return {
+        "experiment": experiment.to_dict(),
+        "probe_every": probe_every,
+        "backend": keras.backend.backend(),
+        "robustlab_version": __version__,
+        "keras_version": keras.__version__,
+        "code": provenance.code_identity(),
+        "hardware": provenance.hardware(),
+        "cpu_threads": provenance.run_cpu_threads(),
+    }
 
 
 # The validation at the end of every epoch runs with the training's
@@ -688,7 +708,7 @@ def _resumable(out_dir, config, experiment):
     # The same backend too: the other one gives other last digits; and the
     # same code, hardware and CPU thread count (`robustlab.provenance`), or the
     # resumed results would mix two codes' (or two machines') numbers.
-    for key in ("experiment", "probe_every", "backend", "code", "hardware", "cpu_threads"):
+    for key in _SAME_RUN_KEYS:
         if saved.get(key) != json.loads(json.dumps(config[key])):
             if key == "hardware":
                 raise ValueError(
@@ -715,10 +735,11 @@ def _resumable(out_dir, config, experiment):
                 f"resume it with the same settings, or write to another folder. "
                 f"Received: {key}={config[key]!r}")
     try:
-        with open(os.path.join(out_dir, "history.json")) as f:
-            history = json.load(f)
+        history = run_checkpoint.read_history(out_dir)
         with open(os.path.join(out_dir, "summary.json")) as f:
-            summary = json.load(f)
+            # (null: a figure that was NaN, as `write_json_atomically` writes it)
+            summary = {key: math.nan if value is None else value
+                       for key, value in json.load(f).items()}
     except (OSError, ValueError):
         return None
     # summary.json is written last (`_write_outputs`): with it the run
@@ -762,11 +783,14 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     """The robust-overfitting figures of one run's history.
 
     Args:
-        history: per-epoch logs with `val_robust_accuracy` and
-            `val_robust_loss` (and optionally `train_robust_accuracy`).
-        drop_epoch: the first learning-rate drop (0-based), for the rise of
-            the robust test loss after its post-drop minimum.
-        final_epochs: how many last epochs "final" averages.
+        history: per-epoch logs with `val_robust_accuracy`, finite at every
+            epoch, and `val_robust_loss` (and optionally
+            `train_robust_accuracy`).
+        drop_epoch: the first learning-rate drop (0-based, an integer >= 1,
+            as an `Experiment`'s `lr_drop_epochs` are), for the rise of the
+            robust test loss after its post-drop minimum; None: no rise.
+        final_epochs: how many last epochs "final" averages, an integer
+            >= 1.
 
     Returns:
         A dict: `best_robust_test_accuracy` and its `best_epoch`,
@@ -775,6 +799,16 @@ def summarize(history, drop_epoch=None, final_epochs=3):
         `robust_test_loss_rise` (last / post-drop minimum - 1, when
         `drop_epoch` is given), and the final robust train and clean test
         accuracies when logged.
+
+    Raises:
+        ValueError: for a `val_robust_accuracy` that is not finite at some
+            epoch (NaN in an edited or damaged history). Such a run has no
+            figures rather than a best epoch taken among some epochs only
+            next to NaN accuracies: a study's table then counts the same
+            seeds in every column. Also for `drop_epoch` or `final_epochs`
+            below 1.
+        TypeError: for a `drop_epoch` or `final_epochs` that is not an
+            integer.
 
     Example:
 
@@ -789,7 +823,17 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     """
     # accuracy[-0:] would be every epoch.
     final_epochs = validation.check_int_at_least("final_epochs", final_epochs, 1)
+    if drop_epoch is not None:
+        # loss[-1:] would be the last epoch alone: a rise of 0.
+        drop_epoch = validation.check_int_at_least("drop_epoch", drop_epoch, 1)
     accuracy = np.asarray(history["val_robust_accuracy"], dtype="float64")
+    missing = np.flatnonzero(~np.isfinite(accuracy))
+    if missing.size:
+        # np.argmax would pick the first NaN as the best epoch.
+        raise ValueError(
+            "Argument `history` must hold a finite `val_robust_accuracy` at every "
+            f"epoch; it is not at epochs {missing.tolist()} (0-based). "
+            f"Received: val_robust_accuracy={accuracy.tolist()}")
     best_epoch = int(np.argmax(accuracy))
     final = float(np.mean(accuracy[-final_epochs:]))
     summary = {

@@ -133,10 +133,21 @@ class ForkResult:
 
     @classmethod
     def from_dict(cls, d):
-        d = {k: v for k, v in d.items() if k not in ("ratio", "ratio_shuffled")}
+        """The window of a dict `to_dict` made (possibly read back from
+        JSON): a null in a figure every window has is NaN (as JSON writers
+        write it, `robustlab.run_checkpoint.write_json_atomically`); one
+        of the figures older windows lack stays None."""
+        d = {k: (math.nan if v is None and k in _ALWAYS_MEASURED else v)
+             for k, v in d.items() if k not in ("ratio", "ratio_shuffled")}
         d["eigenvalues"] = np.asarray(d["eigenvalues"], "float64")
         d["path"] = np.asarray(d["path"], "float64")
         return cls(**d)
+
+
+# The float figures of every window (`example_variance`, `draw_variance` and
+# `predicted_top_shuffled` are None in some).
+_ALWAYS_MEASURED = ("learning_rate", "momentum", "curvature", "noise_variance",
+                    "measured_top", "predicted_top", "measured_overall")
 
 
 def _ratio(measured, predicted):
@@ -162,6 +173,10 @@ class _State:
                           + list(model.metrics_variables))
         self.values = [keras.ops.convert_to_numpy(v.value).copy() for v in self.variables]
         self.history = getattr(model, "history", None)
+        # Each replica's fit starts by setting it to False: an early stop
+        # that a callback before the fork asked for (EarlyStopping,
+        # TerminateOnNaN) would be cancelled.
+        self.stop_training = model.stop_training
 
     def restore(self):
         for variable, value in zip(self.variables, self.values):
@@ -169,6 +184,7 @@ class _State:
         if self.history is not None:
             # Each replica's fit sets `model.history` to its own History.
             self.model.history = self.history
+        self.model.stop_training = self.stop_training
 
 
 def _flat(arrays):
@@ -236,9 +252,13 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     Returns:
         A `ForkResult`. The model's weights, optimizer state (built first if
         the model was never fitted, so that every replica starts without
-        momentum), learning rate, attack seeds, metrics' state and
-        `model.history` are put back afterwards, so a fork taken from a
-        callback leaves the training run it observes unchanged.
+        momentum), learning rate, attack seeds, metrics' state,
+        `model.history` and `model.stop_training` (an early stop a callback
+        asked for) are put back afterwards, so a fork taken from a callback
+        leaves the training run it observes unchanged. The replicas train
+        one step a compiled call whatever the model's
+        `steps_per_execution` (the same numbers; `path` has every step),
+        which is put back too.
 
     Raises:
         ValueError: for an argument outside the ranges above, or an unknown
@@ -342,6 +362,13 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     mean = np.zeros_like(origin)
     squares = np.zeros_like(origin)
     top_coordinates, paths = [], []
+    # The path is recorded after every step by a per-batch callback, which
+    # sees one batch a compiled call: the replicas train one step a call (the
+    # same numbers bit for bit), and the model's own setting and train
+    # function come back afterwards (no retracing for the run it observes).
+    steps_per_execution, train_function = model.steps_per_execution, model.train_function
+    if steps_per_execution != 1:
+        model.steps_per_execution, model.train_function = 1, None
     try:
         for replica in range(replicas):
             state.restore()
@@ -364,6 +391,9 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             paths.append(np.stack(recorder.rows))
             top_coordinates.append(paths[-1][-1, 0])
     finally:
+        if steps_per_execution != 1:
+            model.steps_per_execution, model.train_function = (steps_per_execution,
+                                                               train_function)
         state.restore()
     return ForkResult(
         epoch=epoch, learning_rate=learning_rate, momentum=momentum, steps=steps,

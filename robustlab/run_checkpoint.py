@@ -55,7 +55,8 @@ import time
 import keras
 import numpy as np
 
-__all__ = ["EpochCheckpoint", "restore_checkpoint", "write_history", "write_json_atomically"]
+__all__ = ["EpochCheckpoint", "read_history", "restore_checkpoint", "write_history",
+           "write_json_atomically"]
 
 _LATEST = "latest.json"
 _CHECKPOINT_FILE = re.compile(r"epoch\d{5}\.")
@@ -160,7 +161,8 @@ def restore_checkpoint(model, directory):
                 f"... Received: directory={directory!r}")
         for i, variable in enumerate(variables):
             variable.assign(saved[f"v{i}"])
-    return int(state["epoch"]), state["history"], float(state.get("elapsed", 0.0))
+    return (int(state["epoch"]), _history_from_json(state["history"]),
+            float(state.get("elapsed", 0.0)))
 
 
 def _state_variables(model):
@@ -186,7 +188,10 @@ def _state_arrays(model):
 def write_history(history, folder):
     """Write `history.json` and `history.csv` (one row per epoch, an `epoch`
     column first, as `keras.callbacks.CSVLogger` writes) into `folder`, each
-    renamed into place once complete.
+    renamed into place once complete. history.json is standard JSON: a
+    value that is not finite (NaN where a key was not logged, e.g. between
+    probes) is null there (`read_history` reads it back as NaN); history.csv
+    has `nan`.
 
     Args:
         history: `{key: [value per epoch]}`, every list of the same length
@@ -218,11 +223,58 @@ def write_history(history, folder):
     os.replace(path + ".partial", path)
 
 
+def read_history(folder):
+    """The history `write_history` wrote into `folder` (its history.json):
+    `{key: [float per epoch]}`, with NaN where the file has null.
+
+    Raises:
+        OSError: when there is no history.json; ValueError when it is not
+            JSON.
+    """
+    with open(os.path.join(folder, "history.json")) as f:
+        return _history_from_json(json.load(f))
+
+
+def _history_from_json(history):
+    # JSON's null is how `write_json_atomically` writes NaN.
+    return {key: [math.nan if value is None else value for value in values]
+            for key, values in history.items()}
+
+
 def write_json_atomically(path, payload, indent=None):
     """Write `payload` as JSON to `path` (its folder created), under a
     temporary name renamed into place once complete: a killed process never
-    leaves half a file."""
+    leaves half a file.
+
+    The file is standard JSON: a float that is not finite (NaN, an
+    infinity) is written as null, since JSON has no such numbers (Python's
+    `NaN` and `Infinity` tokens are refused by strict parsers: JavaScript,
+    jq, Go). NumPy scalars and arrays are written as numbers and lists.
+    Whoever reads the file back maps null to NaN where it expects a number
+    (`read_history` does)."""
+    text = json.dumps(_standard_json(payload), indent=indent, sort_keys=True,
+                      allow_nan=False)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".partial", "w") as f:
-        json.dump(payload, f, indent=indent, sort_keys=True)
+        f.write(text)
     os.replace(path + ".partial", path)
+
+
+def _standard_json(value):
+    """`value` with every non-finite float as None, NumPy scalars and arrays
+    as Python numbers and lists, tuples as lists; anything else as it is
+    (`json` refuses what it cannot write)."""
+    if isinstance(value, dict):
+        return {key: _standard_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_standard_json(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return _standard_json(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    return value

@@ -12,7 +12,8 @@ studies that use the same run; forks in `OUT/forks/...`), then writes into
 `OUT/<study>-e<N>/`, apart from the full ones)
 
 - `results.json`: per arm, the summary figures of every seed and their mean,
-  standard deviation, standard error and n; the fork windows;
+  standard deviation, standard error and n; the fork windows (standard
+  JSON: a figure that is NaN or infinite is null);
 - `summary.txt` and a printed table of the same figures;
 - `curves.png`: the learning curves of every arm, mean and standard-error
   band over seeds, the learning-rate drop marked (accuracy and loss, robust
@@ -333,6 +334,10 @@ def get(name, scale="quick"):
     if scale not in SCALES:
         raise ValueError(f"Argument `scale` must be one of {SCALES}. Received: scale={scale!r}")
     registry = STUDIES if scale == "quick" else FULL_SCALE_STUDIES
+    if not isinstance(name, str):
+        raise TypeError(
+            f"Argument `name` must be the name of a study (a string), one of "
+            f"{', '.join(sorted(registry))}. Received: name={name!r}")
     try:
         return registry[name]
     except KeyError:
@@ -364,6 +369,20 @@ class StudyResults:
         self.study = study
         self.forks = {int(seed): list(windows) for seed, windows in (forks or {}).items()}
         self.seeds = list(seeds)
+        # Histories are matched to seeds by position: with one too few, the
+        # table's n and the curves would cover other seeds than the header.
+        for name, runs in histories.items():
+            if len(runs) != len(self.seeds):
+                raise ValueError(
+                    "Argument `histories` must hold one history per seed for every "
+                    f"arm: {len(self.seeds)} seeds {self.seeds}, {len(runs)} histories "
+                    f"of arm {name!r}. Received: histories with "
+                    f"{ {n: len(r) for n, r in histories.items()} } histories per arm")
+        strangers = sorted(set(self.forks) - set(self.seeds))
+        if strangers:
+            raise ValueError(
+                f"Argument `forks` must hold fork windows of the seeds {self.seeds} "
+                f"only. Received: forks of seeds {sorted(self.forks)}")
         self.histories = {
             name: [{k: np.asarray(v, dtype="float64") for k, v in h.items()}
                    for h in runs]
@@ -404,7 +423,9 @@ class StudyResults:
 
     def table(self):
         """Per arm, each summary figure over seeds: `{"mean", "sd",
-        "stderr", "n", "values"}`."""
+        "stderr", "n", "values"}` (a seed without the figure, NaN, is left
+        out of all but `values`; an infinite value makes the mean infinite,
+        see `fork_table`)."""
         table = {}
         for arm in self.study.arms:
             summaries = self.summaries(arm.experiment)
@@ -412,15 +433,7 @@ class StudyResults:
             # Every figure any seed has (a seed whose run never reached a
             # probe lacks the probe's), in the order the seeds first give them.
             for key in dict.fromkeys(key for s in summaries for key in s):
-                values = np.asarray([s.get(key, math.nan) for s in summaries], "float64")
-                mean, stderr = mean_and_stderr(values)
-                figures[key] = {
-                    "mean": float(mean),
-                    "sd": _finite_sd(values),
-                    "stderr": float(stderr),
-                    "n": int(np.isfinite(values).sum()),
-                    "values": values.tolist(),
-                }
+                figures[key] = _stats([s.get(key, math.nan) for s in summaries])
             table[arm.experiment] = figures
         return table
 
@@ -436,7 +449,15 @@ class StudyResults:
         the first fork to each later one (measured and predicted). Where every
         window has it, also the shuffled-pass prediction
         (`ForkResult.predicted_top_shuffled`), its ratio and the two parts
-        of the noise it is fed."""
+        of the noise it is fed.
+
+        Each figure is `{"mean", "sd", "stderr", "n", "values"}` over the
+        seeds. A seed without the figure (NaN) is left out of the mean, sd,
+        s.e. and n. An infinite value (a window that predicts no spread:
+        its ratio, and the shrink of the prediction to it) counts in `n`
+        and makes the mean infinite (NaN where both signs are), with the sd
+        and s.e. NaN: the mean of the other seeds would pass for the whole
+        figure."""
         if not self.forks:
             return {}
         epochs = [w.epoch for w in next(iter(self.forks.values()))]
@@ -492,7 +513,9 @@ class StudyResults:
                     f"{100 * row['below_best']['stderr']:4.2f}  epochs {row['epochs']}")
         if self.forks:
             shuffled = self._forks_shuffled()
-            lines += ["", f"replica forks ({self.study.forks.replicas} replicas, one epoch "
+            steps = self.study.forks.steps
+            window = "one epoch" if steps is None else f"{steps} steps"
+            lines += ["", f"replica forks ({self.study.forks.replicas} replicas, {window} "
                           "each): variance along the top eigenvector u, measured vs predicted"
                           " (predicted: the recursion, independent batches"
                           + ("; shuffled: one shuffled pass, disjoint batches" if shuffled
@@ -650,10 +673,21 @@ def checkpoint_selection(results, arm="quick"):
 
 
 def _stats(values):
+    """`{"mean", "sd", "stderr", "n", "values"}` of one figure over seeds: NaN
+    (a seed without the figure) is left out; an infinity is not (see
+    `StudyResults.fork_table`)."""
     values = np.asarray(values, "float64")
+    n = int((~np.isnan(values)).sum())
+    infinite = values[np.isinf(values)]
+    if infinite.size:
+        # `mean_and_stderr` skips infinities as if the seed lacked the figure.
+        signs = set(np.sign(infinite).tolist())
+        mean = float(infinite[0]) if len(signs) == 1 else math.nan
+        return {"mean": mean, "sd": math.nan, "stderr": math.nan, "n": n,
+                "values": values.tolist()}
     mean, stderr = mean_and_stderr(values)
     return {"mean": mean, "sd": _finite_sd(values),
-            "stderr": stderr, "n": int(np.isfinite(values).sum()), "values": values.tolist()}
+            "stderr": stderr, "n": n, "values": values.tolist()}
 
 
 def _finite_sd(values):
@@ -705,6 +739,12 @@ def _check_seeds(seeds):
         if seeds > MAX_SEEDS:
             raise _too_many_seeds(f"seeds={seeds}")
         return list(range(int(seeds)))
+    # A bool is no count (True would be one seed), a string no list of seeds.
+    if isinstance(seeds, (bool, str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise TypeError(
+            f"Argument `seeds` must be a number of seeds in [1, {MAX_SEEDS}] (the "
+            f"seeds 0..N-1) or a list of at most {MAX_SEEDS} seeds. "
+            f"Received: seeds={seeds!r}")
     seeds = list(seeds)
     if not seeds:
         raise ValueError(f"Argument `seeds` must name at least one seed. Received: seeds={seeds}")
@@ -721,28 +761,24 @@ def _ran(arm, metadata):
     return arm.config.replace(epochs=epochs) if epochs else arm.config
 
 
-def _completed_history(folder, config):
+def _completed_history(folder, config, probe_every):
     """The history of a finished run in `folder` with exactly this
-    configuration, or None."""
+    configuration and instruments, or None."""
     try:
         with open(os.path.join(folder, "config.json")) as f:
             saved = json.load(f)
-        with open(os.path.join(folder, "history.json")) as f:
-            history = json.load(f)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError):
         return None
-    # summary.json is written last: without it the run was killed while
-    # writing its results, and `experiments.run` completes it.
-    if not os.path.exists(os.path.join(folder, "summary.json")):
+    # What `experiments.run(resume=True)` requires too: a run of another
+    # setting, instruments, backend or code, or made on other hardware or
+    # another number of CPU threads, is not reused (`run` then says so).
+    expected = json.loads(json.dumps(experiments_module._run_config(config, probe_every)))
+    if not isinstance(saved, dict) or any(
+            saved.get(key) != expected[key] for key in experiments_module._SAME_RUN_KEYS):
         return None
-    # A run of other code, or made on other hardware or another number of
-    # CPU threads, is not reused: `experiments.run` then says so.
-    if (saved.get("experiment") != json.loads(json.dumps(config.to_dict()))
-            or saved.get("code") != provenance.code_identity()
-            or saved.get("hardware") != provenance.hardware()
-            or saved.get("cpu_threads") != provenance.run_cpu_threads()):
-        return None
-    return _history_from_json(history)
+    # Finished (its summary.json is written last, and describes its history).
+    finished = experiments_module._resumable(folder, expected, config)
+    return None if finished is None else _history_from_json(finished[0])
 
 
 def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose=1,
@@ -762,13 +798,15 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             CIFAR-10 setting of `FULL_SCALE_STUDIES` (for a GPU; CIFAR-10
             comes through tensorflow-datasets, see `robustlab.data.load`).
         resume: reuse every run and fork already finished under `out` with
-            the same configuration and made by the same code
-            (`robustlab.provenance`), and continue a run or fork killed
-            midway from its last finished epoch (`robustlab.experiments.run`):
-            the results are those of an uninterrupted reproduction. A run of
-            other code is refused (`ValueError`); forks of other code are
-            computed again. Without it everything is computed again. True
-            or False.
+            the same configuration (the instruments and the backend
+            included) and made by the same code (`robustlab.provenance`),
+            and continue a run or fork killed midway from its last finished
+            epoch (`robustlab.experiments.run`): the results are those of an
+            uninterrupted reproduction. A run of other code or another
+            configuration in a run's folder is refused (`ValueError`, as
+            `experiments.run(..., resume=True)` refuses it); forks of other
+            code are computed again. Without it everything is computed
+            again. True or False.
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
         write_reference: True or False: also write the results as the
@@ -847,7 +885,7 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     histories = {arm.experiment: [] for arm in study.arms}
     for arm, config, seed in plan:
         folder = arm.folder(out, seed, epochs)
-        history = _completed_history(folder, config) if resume else None
+        history = _completed_history(folder, config, arm.probe_every) if resume else None
         if history is None:
             # With `resume`, a run killed midway continues from its last epoch.
             history, _ = experiments_module.run(
@@ -993,21 +1031,22 @@ def _metadata(study, seeds, epochs):
 
 
 def _write_outputs(results, out):
-    with open(os.path.join(out, "results.json"), "w") as f:
-        json.dump({"study": results.study.name, "version": results.study.version,
-                   "description": results.study.description,
-                   "seeds": results.seeds, "metadata": results.metadata,
-                   "arms": {a.experiment: {"label": a.label,
-                                           "experiment": _ran(a, results.metadata).to_dict()}
-                            for a in results.study.arms},
-                   "table": results.table(), "forks": results.fork_table(),
-                   "checkpoint_selection": checkpoint_selection(
-                       results, results.study.arms[0].experiment)
-                   if results.study.selects_checkpoints else None,
-                   "fork_windows": {str(seed): [{k: v for k, v in w.to_dict().items()
-                                                 if k != "path"} for w in windows]
-                                    for seed, windows in results.forks.items()}},
-                  f, indent=2, sort_keys=True, default=lambda x: None)
+    # Standard JSON (`write_json_atomically`): a figure that is NaN (fewer
+    # than two seeds for an sd, a seed without it) or infinite is null.
+    run_checkpoint.write_json_atomically(os.path.join(out, "results.json"), {
+        "study": results.study.name, "version": results.study.version,
+        "description": results.study.description,
+        "seeds": results.seeds, "metadata": results.metadata,
+        "arms": {a.experiment: {"label": a.label,
+                                "experiment": _ran(a, results.metadata).to_dict()}
+                 for a in results.study.arms},
+        "table": results.table(), "forks": results.fork_table(),
+        "checkpoint_selection": checkpoint_selection(
+            results, results.study.arms[0].experiment)
+        if results.study.selects_checkpoints else None,
+        "fork_windows": {str(seed): [{k: v for k, v in w.to_dict().items()
+                                      if k != "path"} for w in windows]
+                         for seed, windows in results.forks.items()}}, indent=2)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(results.format_table() + "\n")
     write_figures(results, out)

@@ -1,6 +1,7 @@
 """How `experiments.run` drives `fit`: one compiled call an epoch when nothing
 looks at single batches, the same numbers as one step a call (the numbers
-themselves are specified in test_resume.py and test_studies.py)."""
+themselves are specified in test_resume.py and test_studies.py), and the
+histories `summarize` refuses."""
 
 import re
 
@@ -174,3 +175,27 @@ def test_an_empty_output_folder_is_refused_and_the_current_folder_left_alone(tmp
         experiments.run(TINY, "", verbose=0)
     assert (tmp_path / "history.json").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["history.json"]
+
+
+SUMMARIZED = {"val_robust_accuracy": [0.5, 0.8, 0.7, 0.6],
+              "val_robust_loss": [1.0, 0.5, 0.6, 0.7]}
+
+
+@pytest.mark.parametrize("drop_epoch, error", [
+    (-1, ValueError), (0, ValueError), (True, TypeError), (1.5, TypeError)])
+def test_summarize_refuses_a_drop_epoch_that_is_not_an_integer_of_at_least_1(
+        drop_epoch, error):
+    # drop_epoch=-1 used to read the last epoch alone: a loss rise of 0.
+    with pytest.raises(error, match=re.escape(
+            f"Argument `drop_epoch` must be an integer >= 1. Received: drop_epoch={drop_epoch}")):
+        experiments.summarize(SUMMARIZED, drop_epoch=drop_epoch)
+
+
+def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():
+    # np.argmax would have made the NaN epoch the best one, next to NaN figures.
+    history = dict(SUMMARIZED, val_robust_accuracy=[0.5, float("nan"), 0.7, 0.6])
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `history` must hold a finite `val_robust_accuracy` at every epoch; "
+            "it is not at epochs [1] (0-based). "
+            "Received: val_robust_accuracy=[0.5, nan, 0.7, 0.6]")):
+        experiments.summarize(history, drop_epoch=1)

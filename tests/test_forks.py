@@ -18,12 +18,13 @@ LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 N, BATCH, WD = 128, 32, 5e-4
 
 
-def trained_model():
+def trained_model(steps_per_execution=1):
     net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0, weight_decay=WD)
     model = robustlab.AdversarialModel(
         net, attack=robustlab.PGD(0.1, steps=2),
         eval_attack=robustlab.PGD(0.1, step_size=0.025, steps=3), seed=0)
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS, metrics=["accuracy"])
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS, metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
     return model
 
 
@@ -55,9 +56,11 @@ def test_a_fork_leaves_every_variable_as_it_was(forked):
         np.testing.assert_array_equal(a, b)
 
 
-def test_the_run_goes_on_as_without_the_fork(data):
+# N // BATCH = 4 steps: an epoch a compiled call, as `experiments.run` trains.
+@pytest.mark.parametrize("steps_per_execution", [1, 4])
+def test_the_run_goes_on_as_without_the_fork(data, steps_per_execution):
     x, y = data
-    plain, with_fork = trained_model(), trained_model()
+    plain, with_fork = (trained_model(steps_per_execution) for _ in range(2))
     for model, do_fork in ((plain, False), (with_fork, True)):
         model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
         if do_fork:
@@ -66,6 +69,50 @@ def test_the_run_goes_on_as_without_the_fork(data):
         model.fit(x, y, batch_size=BATCH, epochs=2, initial_epoch=1, verbose=0)
     for a, b in zip(plain.get_weights(), with_fork.get_weights()):
         np.testing.assert_array_equal(a, b)
+    assert with_fork.steps_per_execution == steps_per_execution
+
+
+def test_the_path_has_every_step_when_the_model_runs_several_steps_a_call(data):
+    # A per-batch recorder sees one batch a compiled call: with 4 steps a
+    # call the path used to have 2 rows, not 5.
+    x, y = data
+    results = {}
+    for steps_per_execution in (1, 4):
+        model = trained_model(steps_per_execution)
+        model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+        results[steps_per_execution] = forks.fork(
+            model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=2, steps=4,
+            probe_examples=32, lanczos_iterations=4, seed=5, epoch=1)
+    assert results[4].path.shape == (2, 5, 2)
+    np.testing.assert_array_equal(results[4].path, results[1].path)
+    assert results[4].measured_top == results[1].measured_top
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+    """As EarlyStopping or TerminateOnNaN stop a fit."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.stop_training = True
+
+
+class ForkAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self, x, y):
+        super().__init__()
+        self.x, self.y = x, y
+
+    def on_epoch_end(self, epoch, logs=None):
+        forks.fork(self.model, self.x, self.y, batch_size=BATCH, learning_rate=0.02,
+                   replicas=2, steps=1, weight_decay=WD, probe_examples=32,
+                   lanczos_iterations=10, seed=5, epoch=epoch + 1)
+
+
+def test_a_fork_from_a_callback_keeps_an_early_stop_asked_for_before_it(data):
+    # Each replica's fit sets `stop_training` to False when it starts.
+    x, y = data
+    model = trained_model()
+    history = model.fit(x, y, batch_size=BATCH, epochs=3, verbose=0,
+                        callbacks=[StopAfterFirstEpoch(), ForkAtEpochEnd(x, y)])
+    assert len(history.history["loss"]) == 1
 
 
 def test_the_prediction_is_the_recursion_fed_the_measured_curvature_and_noise(forked):
@@ -223,6 +270,14 @@ def test_a_ratio_that_is_not_finite_is_written_as_json_null():
     assert d["ratio"] is None and d["ratio_shuffled"] is None
     json.dumps(d, allow_nan=False)  # standard JSON, without Infinity or NaN
     assert forks.ForkResult.from_dict(json.loads(json.dumps(d))).ratio == np.inf
+
+
+def test_a_null_figure_of_a_window_read_from_json_is_nan():
+    # How `robustlab.run_checkpoint.write_json_atomically` writes a NaN.
+    d = dict(window(measured_top=1e-4, predicted_top=2e-4).to_dict(), measured_overall=None)
+    again = forks.ForkResult.from_dict(d)
+    assert np.isnan(again.measured_overall)
+    assert again.predicted_top_shuffled is None  # not predicted: stays None
 
 
 @pytest.mark.parametrize("kwargs, match", [

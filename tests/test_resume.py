@@ -97,6 +97,21 @@ def read_json(*parts):
         return json.load(f)
 
 
+def _refuse(token):
+    raise ValueError(f"not standard JSON: {token}")
+
+
+def read_standard_json(*parts):
+    """The file's JSON, refused if it holds Python's NaN or Infinity tokens."""
+    with open(os.path.join(*parts)) as f:
+        return json.loads(f.read(), parse_constant=_refuse)
+
+
+def standard(payload):
+    """`payload` as standard JSON has it: NaN and infinities as None."""
+    return json.loads(json.dumps(run_checkpoint._standard_json(payload)))
+
+
 # -- robustlab train ------------------------------------------------------------------
 
 
@@ -117,7 +132,7 @@ def test_a_train_killed_twice_and_resumed_logs_the_uninterrupted_history(tmp_pat
     assert not os.path.exists(os.path.join(out, "history.json"))
     done = subprocess.run(robustlab_command(*args, "--resume"), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert same(read_json(out, "history.json"), history)
+    assert same(run_checkpoint.read_history(out), history)
     resumed = read_json(out, "summary.json")
     assert same({k: v for k, v in resumed.items() if k != "seconds"},
                 {k: v for k, v in summary.items() if k != "seconds"})
@@ -254,6 +269,49 @@ def test_resuming_a_run_made_on_other_hardware_is_refused(tmp_path):
 def test_resuming_needs_the_run_folder():
     with pytest.raises(ValueError, match="Received: out_dir=None, resume=True"):
         experiments.run(TINY, None, verbose=0, resume=True)
+
+
+def test_a_fresh_run_stopped_early_leaves_nothing_of_the_earlier_run_beside_it(tmp_path):
+    # The earlier run's history.csv and curves.png used to stay next to the
+    # new run's config.json until the new run finished.
+    out = str(tmp_path / "run")
+    experiments.run(TINY.replace(epochs=1), out, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        experiments.run(TINY.replace(eps=0.05), out, verbose=0, callbacks=[InterruptAfter(0)])
+    assert sorted(os.listdir(out)) == ["config.json", experiments.RESUME_DIR]
+
+
+@pytest.fixture(scope="module")
+def probed_run(tmp_path_factory):
+    """A finished run with the instruments every 2 epochs (NaN between
+    probes): `(folder, history, summary)`."""
+    out = str(tmp_path_factory.mktemp("probed") / "run")
+    history, summary = experiments.run(TINY, out, verbose=0, probe_every=PROBE_EVERY)
+    return out, history, summary
+
+
+def test_history_json_is_standard_json_with_null_where_a_key_was_not_logged(probed_run):
+    out, history, _ = probed_run
+    unlogged = [epoch for epoch, value in enumerate(history["hessian_top_eig"])
+                if math.isnan(value)]
+    assert unlogged  # the epochs between probes
+    saved = read_standard_json(out, "history.json")
+    assert [epoch for epoch, value in enumerate(saved["hessian_top_eig"])
+            if value is None] == unlogged
+    assert same(run_checkpoint.read_history(out), history)
+
+
+def test_summary_json_is_standard_json(probed_run):
+    out, _, summary = probed_run
+    assert read_standard_json(out, "summary.json") == standard(summary)
+
+
+def test_resuming_a_finished_run_with_instruments_returns_its_nans(probed_run, monkeypatch):
+    out, history, summary = probed_run
+    monkeypatch.setattr(experiments, "build", lambda *a, **k: pytest.fail("trained again"))
+    again, again_summary = experiments.run(TINY, out, verbose=0, probe_every=PROBE_EVERY,
+                                           resume=True)
+    assert same(again, history) and same(again_summary, summary)
 
 
 def test_a_fresh_run_discards_what_an_earlier_run_left(tmp_path):
@@ -431,7 +489,7 @@ def test_a_reproduction_killed_midway_and_resumed_gives_the_uninterrupted_result
     done = subprocess.run(robustlab_command(*args, "--resume"), capture_output=True)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     saved = read_json(out, f"robust-overfitting-e{epochs}", "results.json")
-    assert same(saved["table"], json.loads(json.dumps(reference.table())))
+    assert same(saved["table"], standard(reference.table()))
     for arm in reference.study.arms:
         folder = arm.folder(out, 0, int(epochs))
         np.testing.assert_array_equal(

@@ -774,3 +774,114 @@ def test_a_shortened_study_warns_once_about_awps_warm_up_naming_every_arm(monkey
         "awp-tradeoff with epochs=2 ends before AWP's warm-up (10 epochs) in quick_awp, "
         "quick_awp_0.002, quick_awp_0.01, quick_awp_0.02: those runs train exactly as "
         "without AWP."]
+
+
+def test_a_finished_run_with_other_instruments_is_refused_not_reused(tiny, tmp_path,
+                                                                    monkeypatch):
+    # A run without the instruments in the folder of the instrumented arm
+    # used to be taken for that arm's run, and the table lost its columns.
+    study = dataclasses.replace(TINY_STUDY, forks=None)
+    monkeypatch.setitem(studies.STUDIES, "tiny-study", study)
+    out = str(tmp_path)
+    experiments.run(TINY, study.arms[0].folder(out, 0), verbose=0, probe_every=None)
+    with pytest.raises(ValueError, match=r"another `probe_every` \(None\).*"
+                                         r"Received: probe_every=2"):
+        studies.reproduce("tiny-study", [0], out, resume=True, verbose=0)
+
+
+def fork_windows(epochs, measured, predicted):
+    """A seed's recorded windows at `epochs` with these variances."""
+    from tests.test_forks import window
+
+    return [dataclasses.replace(window(m, p), epoch=e)
+            for e, m, p in zip(epochs, measured, predicted)]
+
+
+def summarizable(epochs=3):
+    return {"val_robust_accuracy": np.linspace(0.2, 0.5, epochs),
+            "val_robust_loss": np.linspace(1.0, 0.5, epochs)}
+
+
+def test_an_infinite_shrink_of_one_seed_makes_the_mean_infinite_not_the_others_mean(tiny):
+    # Seed 0's second window predicts no spread: its shrink is infinite.
+    results = studies.StudyResults(
+        tiny, [0, 1], {"tiny": [summarizable(), summarizable()]},
+        forks={0: fork_windows((1, 2), (1e-3, 1e-4), (2e-3, 0.0)),
+               1: fork_windows((1, 2), (1e-3, 1e-4), (2e-3, 2e-4))})
+    table = results.fork_table()
+    predicted = table["shrink"]["1->2"]["predicted_top"]
+    assert predicted["values"] == [np.inf, 10.0]
+    assert (predicted["mean"], predicted["n"]) == (np.inf, 2)
+    assert math.isnan(predicted["stderr"]) and math.isnan(predicted["sd"])
+    ratio = table["windows"][2]["ratio"]
+    assert (ratio["mean"], ratio["n"]) == (np.inf, 2)
+    assert ("  shrink 1->2: along u 10.0x +/- 0.0 (predicted infx), overall 1.0x +/- 0.0"
+            in results.format_table().splitlines())
+
+
+@pytest.mark.parametrize("scale, name, arm, epochs, steps, header", [
+    ("quick", "tiny-study", "tiny", (1, 2), None, "replica forks (3 replicas, one epoch each)"),
+    ("full", "lr-drop-collapse", "cifar10_rice", (99, 100), 50,
+     "replica forks (16 replicas, 50 steps each)"),
+], ids=["one epoch", "50 steps"])
+def test_the_fork_summary_states_the_windows_length(tiny, scale, name, arm, epochs, steps,
+                                                    header):
+    windows = [dataclasses.replace(w, steps=steps or w.steps)
+               for w in fork_windows(epochs, (1e-3, 1e-4), (2e-3, 2e-4))]
+    results = studies.StudyResults(studies.get(name, scale), [0], {arm: [summarizable()]},
+                                   forks={0: windows})
+    text = results.format_table()
+    assert header in text
+    assert ("one epoch" in text) == (steps is None)
+
+
+@pytest.mark.parametrize("seeds", [True, 2.0, None, "3"])
+def test_seeds_neither_a_count_nor_a_list_are_refused_naming_the_argument(tiny, tmp_path,
+                                                                         seeds):
+    with pytest.raises(TypeError, match=re.escape(
+            f"Argument `seeds` must be a number of seeds in [1, {studies.MAX_SEEDS}] (the "
+            f"seeds 0..N-1) or a list of at most {studies.MAX_SEEDS} seeds. "
+            f"Received: seeds={seeds!r}")):
+        studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_study_name_that_is_not_a_string_is_refused_naming_the_argument(tmp_path):
+    with pytest.raises(TypeError, match=r"Argument `name` must be the name of a study "
+                                        r"\(a string\), one of .*robust-overfitting.*"
+                                        r"Received: name=\['robust-overfitting'\]"):
+        studies.reproduce(["robust-overfitting"], 1, str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_results_with_fewer_histories_than_seeds_are_refused(tiny):
+    # The table's n and the curves would cover 2 runs under a header of 3 seeds.
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `histories` must hold one history per seed for every arm: 3 seeds "
+            "[0, 1, 2], 2 histories of arm 'tiny'. Received: histories with {'tiny': 2} "
+            "histories per arm")):
+        studies.StudyResults(tiny, [0, 1, 2], {"tiny": [summarizable(), summarizable()]})
+
+
+def test_results_with_fork_windows_of_a_seed_not_in_the_study_are_refused(tiny):
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `forks` must hold fork windows of the seeds [0] only. "
+            "Received: forks of seeds [0, 5]")):
+        studies.StudyResults(tiny, [0], {"tiny": [summarizable()]},
+                             forks={0: fork_windows((1,), (1e-3,), (2e-3,)),
+                                    5: fork_windows((1,), (1e-3,), (2e-3,))})
+
+
+def _refuse(token):
+    raise ValueError(f"not standard JSON: {token}")
+
+
+def test_results_json_is_standard_json_with_null_for_a_figure_that_is_nan(tiny, tmp_path):
+    # One seed: every sd and standard error is NaN.
+    results = studies.StudyResults(tiny, [0], {"tiny": [summarizable()]})
+    studies._write_outputs(results, str(tmp_path))
+    with open(tmp_path / "results.json") as f:
+        saved = json.loads(f.read(), parse_constant=_refuse)
+    gap = saved["table"]["tiny"]["robust_overfitting_gap"]
+    assert (gap["n"], gap["sd"], gap["stderr"]) == (1, None, None)
+    assert gap["mean"] == pytest.approx(0.5 - 0.35)  # best - mean of the last 3
