@@ -60,22 +60,10 @@ def test_the_clean_row_trains_on_the_clean_batch(training_step):
 def loops(fn, *args):
     """(unroll, length) of every loop in `fn`'s jaxpr, nested ones included (a
     `fori_loop` with static bounds is a `scan`; unroll 1 is a rolled loop)."""
-    import jax
+    from tests.jaxpr_primitives import equations
 
-    found = []
-
-    def visit(jaxpr):
-        for eqn in jaxpr.eqns:
-            if eqn.primitive.name in ("scan", "while"):
-                found.append((eqn.params.get("unroll", 1), eqn.params.get("length")))
-            for value in eqn.params.values():
-                for inner in value if isinstance(value, (tuple, list)) else [value]:
-                    inner = getattr(inner, "jaxpr", inner)
-                    if hasattr(inner, "eqns"):
-                        visit(inner)
-
-    visit(jax.make_jaxpr(fn)(*args).jaxpr)
-    return found
+    return [(eqn.params.get("unroll", 1), eqn.params.get("length"))
+            for eqn in equations(fn, *args) if eqn.primitive.name in ("scan", "while")]
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the hand step's attack loop is JAX's")

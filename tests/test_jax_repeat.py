@@ -48,6 +48,15 @@ def test_on_the_cpu_the_loop_is_unrolled():
     assert loop_unrolling(lambda x: lax.fori_loop(0, 5, signed_gradient_step, x), X) == (1, 5)
 
 
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="unrolled on the CPU only")
+def test_on_the_cpu_one_step_runs_without_a_loop():
+    # Fully unrolled, a one-step fori_loop still lowers to a `while`.
+    program = jax.jit(lambda x: repeat(1, signed_gradient_step, x)).lower(X).as_text()
+    assert "while" not in program
+    assert "while" in jax.jit(
+        lambda x: lax.fori_loop(0, 1, signed_gradient_step, x, unroll=True)).lower(X).as_text()
+
+
 @pytest.mark.parametrize("steps", [1, 3, 10])
 def test_the_numbers_are_those_of_a_rolled_loop(steps):
     ours = jax.jit(lambda x: repeat(steps, signed_gradient_step, x))(X)
@@ -55,21 +64,16 @@ def test_the_numbers_are_those_of_a_rolled_loop(steps):
     np.testing.assert_array_equal(ours, rolled)
 
 
-def test_pgd_on_a_cnn_gives_the_rolled_loop_numbers(monkeypatch):
-    from robustlab.backend.jax import autodiff
+@pytest.mark.parametrize("steps", [1, 5])
+def test_pgd_on_a_cnn_gives_the_rolled_loop_numbers(monkeypatch, steps):
+    import robustlab.backend.jax as jax_backend
 
     model = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
     x = np.asarray(RNG.random((16, 8, 8, 1)), "float32")
     y = RNG.integers(0, 10, 16)
-    ours = robustlab.attacks.pgd(model, x, y, eps=0.1, steps=5, seed=3)
-    monkeypatch.setattr(autodiff.jax.lax, "fori_loop", _rolled(lax.fori_loop))
+    ours = robustlab.attacks.pgd(model, x, y, eps=0.1, steps=steps, seed=3)
+    monkeypatch.setattr(jax_backend, "repeat",
+                        lambda n, body, initial: lax.fori_loop(0, n, body, initial))
     rolled = robustlab.attacks.pgd(robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0),
-                                   x, y, eps=0.1, steps=5, seed=3)
+                                   x, y, eps=0.1, steps=steps, seed=3)
     np.testing.assert_array_equal(ours, rolled)
-
-
-def _rolled(fori_loop):
-    def rolled(*args, **kwargs):
-        kwargs["unroll"] = False
-        return fori_loop(*args, **kwargs)
-    return rolled

@@ -65,9 +65,16 @@ def repeat(steps, body, initial):
     (0.15 s for 3 or 10 steps); a PGD-3 training epoch of the digits setting
     went from 470 to 186 ms. On an accelerator the loop stays rolled (the
     GPU run was measured that way, and a deep network's program would grow
-    with every step)."""
-    return jax.lax.fori_loop(0, steps, body, initial,
-                             unroll=jax.default_backend() == "cpu")
+    with every step).
+
+    One step is applied without a loop on the CPU: `fori_loop` fully
+    unrolled over one step still lowers to a `while` of one trip (JAX
+    unrolls by copying the body `unroll` times inside the loop), and PGD-1
+    took 8.7 ms a batch of 64 digits against 4.1 ms for PGD-2."""
+    on_cpu = jax.default_backend() == "cpu"
+    if on_cpu and steps == 1:
+        return body(0, initial)
+    return jax.lax.fori_loop(0, steps, body, initial, unroll=on_cpu)
 
 
 def run_stateless(variables, values, fn, keep=(), collect_losses=False):
