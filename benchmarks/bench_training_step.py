@@ -17,7 +17,8 @@ training loop is included, as users pay it):
   `stateless_call`), looped in Python: what "adversarial training inside
   fit" is compared against (its ratio column: fit's step over this one).
   Its attack loop is unrolled where robustlab's is (on JAX on the CPU:
-  XLA:CPU runs the convolutions of a rolled loop on a slow path). It
+  XLA:CPU runs the convolutions of a rolled loop on a slow path), one
+  step without a loop. It
   differentiates max pooling with JAX's own rule; robustlab's `fit` on JAX
   on the CPU uses one select per window, which is faster: there the row is
   labelled "(JAX's pool rule)" and fit/hand below 1 is that rule, not the
@@ -109,9 +110,14 @@ def hand_jax_step(net, optimizer, attack):
 
         # Unrolled where robustlab's attack loop is (autodiff.repeat): on the
         # CPU a rolled loop's convolutions take XLA's slow path, and the row
-        # would time that path instead of the step.
-        x_adv = jax.lax.fori_loop(0, k, body, x_adv,
-                                  unroll=jax.default_backend() == "cpu")
+        # would time that path instead of the step. One step runs without a
+        # loop there, as robustlab's does: unrolled, a one-trip fori_loop is
+        # still a `while`.
+        if k == 1 and jax.default_backend() == "cpu":
+            x_adv = body(0, x_adv)
+        else:
+            x_adv = jax.lax.fori_loop(0, k, body, x_adv,
+                                      unroll=jax.default_backend() == "cpu")
         (loss, ntv), grads = jax.value_and_grad(
             lambda w: loss_fn(w, ntv, x_adv, y, True), has_aux=True)(tv)
         tv, ov = optimizer.stateless_apply(ov, grads, tv)

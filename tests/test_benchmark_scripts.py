@@ -67,7 +67,8 @@ def loops(fn, *args):
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="the hand step's attack loop is JAX's")
-def test_the_hand_jax_step_runs_the_attack_loop_as_robustlab_does(training_step):
+@pytest.mark.parametrize("steps", [1, 3])
+def test_the_hand_jax_step_runs_the_attack_loop_as_robustlab_does(training_step, steps):
     import jax
 
     from robustlab.backend.jax.autodiff import repeat
@@ -75,12 +76,12 @@ def test_the_hand_jax_step_runs_the_attack_loop_as_robustlab_does(training_step)
     net = tiny_cnn()
     optimizer = keras.optimizers.SGD(0.01, momentum=0.9)
     optimizer.build(net.trainable_variables)
-    step = training_step.hand_jax_step(net, optimizer, robustlab.PGD(0.1, steps=3))
+    step = training_step.hand_jax_step(net, optimizer, robustlab.PGD(0.1, steps=steps))
     x, y = digits_like(4)
     hand = loops(step, [v.value for v in net.trainable_variables],
                  [v.value for v in net.non_trainable_variables],
                  [v.value for v in optimizer.variables], x, y, jax.random.PRNGKey(0))
-    library = loops(lambda z: repeat(3, lambda i, v: v * 2.0, z), x)
+    library = loops(lambda z: repeat(steps, lambda i, v: v * 2.0, z), x)
     assert hand == library
 
 
