@@ -46,8 +46,17 @@ The private uses, and why no public API serves:
 - `BaseOptimizer._use_weight_decay`: whether the optimizer decays a given
   variable (after `exclude_from_weight_decay`); Keras has no public query.
 - `Variable._value`: None while Keras's JAX trainer has detached a
-  variable's value during `fit`/`evaluate` (the public `value` then returns
-  a placeholder instead).
+  variable's value during `fit`/`evaluate`/`predict` (the public `value`
+  then calls `Variable._initializer`, None once the variable is
+  initialised, and fails with "'NoneType' object is not callable").
+  `mark_value_lost` sets both: a variable whose value was lost raises an
+  error that says so when read.
+- The state Keras's JAX trainer keeps while it loops
+  (`JAXTrainer._jax_state`, `_jax_state_synced` and `jax_state_sync`, which
+  has no underscore but is not documented API): each step's state is
+  recorded there, and `jax_state_sync` (at the end of an epoch, in `fit`'s
+  `finally`, and on every read of `Callback.model`) attaches it to the
+  variables. No public API reads or sets it.
 - `keras.src.backend.common.stateless_scope.get_stateless_scope` and a
   `StatelessScope`'s `state_mapping`, `losses` and `collect_losses`: the
   active scope and what it holds, so that `keras_writes_recorded` can run a
@@ -61,6 +70,7 @@ as the private one robustlab used before) and is used directly.
 
 import contextlib
 import importlib
+import weakref
 
 import keras
 
@@ -68,17 +78,27 @@ __all__ = [
     "SUPPORTED_KERAS",
     "WritesRecord",
     "applies_weight_decay",
+    "attach_jax_state",
+    "attach_kept_jax_state",
+    "check_attached",
     "compiled_loss_function",
     "compute_loss",
+    "forget_reassigned_lost_values",
+    "holds_live_values",
+    "holds_no_value",
     "is_detached",
+    "keep_jax_state",
     "keras_writes_recorded",
     "learning_rate_schedule",
     "loss_tracker",
+    "lost_value_message",
+    "mark_value_lost",
     "no_automatic_dependency_tracking",
     "output_operation",
     "saved_compile_arguments",
     "softmax_operation_type",
     "stateless_loss_and_updates",
+    "sync_jax_state",
     "unscale_loss_for_distribution",
 ]
 
@@ -117,9 +137,9 @@ _get_stateless_scope = _required_symbol(
 _required_method(keras.Model, "Trainer", "_compute_loss")
 _required_method(keras.optimizers.Optimizer, "BaseOptimizer", "_use_weight_decay")
 if keras.backend.backend() == "jax":
-    _required_method(
-        _required_symbol("keras.src.backend.jax.trainer", "JAXTrainer"),
-        "JAXTrainer", "compute_loss_and_updates")
+    _JAX_TRAINER = _required_symbol("keras.src.backend.jax.trainer", "JAXTrainer")
+    _required_method(_JAX_TRAINER, "JAXTrainer", "compute_loss_and_updates")
+    _required_method(_JAX_TRAINER, "JAXTrainer", "jax_state_sync")
 
 
 def _instance_attribute(obj, name, owner):
@@ -203,9 +223,174 @@ def applies_weight_decay(optimizer, variable):
 
 def is_detached(variable):
     """Whether Keras's JAX trainer has detached `variable`'s value (it
-    does so while looping over the data, and an error raised by the data
-    leaves it so)."""
+    does so while looping over the data, and an exception that ends the
+    loop early can leave it so)."""
     return _instance_attribute(variable, "_value", "Variable") is None
+
+
+def holds_no_value(variable):
+    """Whether `variable` has no value to read: detached, or holding a JAX
+    array whose buffer a compiled step took (Keras's JAX steps donate the
+    state they receive) and deleted."""
+    value = _instance_attribute(variable, "_value", "Variable")
+    if value is None:
+        return True
+    is_deleted = getattr(value, "is_deleted", None)
+    return is_deleted is not None and bool(is_deleted())
+
+
+def holds_live_values(state):
+    """Whether every array of `state` (a JAX step's state: a tuple of
+    lists of arrays) still has its buffer (none was donated to a step)."""
+    for part in state:
+        for value in part:
+            is_deleted = getattr(value, "is_deleted", None)
+            if is_deleted is not None and is_deleted():
+                return False
+    return True
+
+
+# The parts of the state Keras's JAX train (4), test (3) and predict (2)
+# steps take and return, in its order, under the keys of `_jax_state`.
+_JAX_STATE_KEYS = {
+    4: ("trainable_variables", "non_trainable_variables", "optimizer_variables",
+        "metrics_variables"),
+    3: ("trainable_variables", "non_trainable_variables", "metrics_variables"),
+    2: ("trainable_variables", "non_trainable_variables"),
+}
+
+
+def keep_jax_state(model, state):
+    """Record `state`, as a JAX train, test or predict step of `model`
+    returned it, as the newest state of the loop Keras's JAX trainer runs:
+    the one `jax_state_sync` attaches to the variables. Keras records it
+    itself only after the step's call has returned, in a few lines of
+    Python where a `KeyboardInterrupt` could fall, leaving the state it
+    recorded before, whose buffers the step had taken."""
+    # Not through Keras's `__setattr__`, whose tracking would wrap every
+    # list of the state at every step.
+    object.__setattr__(model, "_jax_state", dict(zip(_JAX_STATE_KEYS[len(state)], state)))
+
+
+def attach_jax_state(model, state):
+    """Attach `state` (as in `keep_jax_state`) to `model`'s variables now,
+    as Keras's `jax_state_sync` does at the end of an epoch."""
+    keep_jax_state(model, state)
+    model._jax_state_synced = False
+    model.jax_state_sync()
+
+
+def sync_jax_state(model):
+    """Attach the state of a running JAX loop of `model` to its variables,
+    as every read of `Callback.model` does; nothing where they hold it
+    already."""
+    model.jax_state_sync()
+
+
+def attach_kept_jax_state(model):
+    """After an exception ended a JAX loop of `model`: attach the state
+    Keras kept to its variables (Keras's `evaluate` and `predict` have no
+    `finally` that would), and give each variable still without a value
+    the value the kept state holds for it, where that value's buffer is
+    intact (a loop that starts marks the state attached before it has
+    taken it from the variables: a `predict` called while a `fit` runs,
+    from a callback, and failing, left the fit's state unattached). No
+    variable that holds a value is changed."""
+    model.jax_state_sync()
+    kept = getattr(model, "_jax_state", None)
+    if not kept:
+        return
+    optimizer = getattr(model, "optimizer", None)
+    parts = {
+        "trainable_variables": model.trainable_variables,
+        "non_trainable_variables": model.non_trainable_variables,
+        "optimizer_variables": optimizer.variables if optimizer is not None else (),
+        "metrics_variables": model.metrics_variables,
+    }
+    for key, variables in parts.items():
+        for variable, value in zip(variables, kept.get(key) or ()):
+            is_deleted = getattr(value, "is_deleted", None)
+            if holds_no_value(variable) and not (is_deleted is not None and is_deleted()):
+                variable.assign(value)
+
+
+class _LostValue:
+    """Stands in for the initializer of a variable whose value was lost:
+    Keras calls it when the variable is read without a value."""
+
+    def __init__(self, message):
+        self.message = message
+
+    def __call__(self, shape=None, dtype=None):
+        raise RuntimeError(self.message)
+
+
+# The variables `mark_value_lost` marked, by id (Keras's variables are not
+# hashable), held weakly.
+_LOST_VALUES = {}
+
+
+def mark_value_lost(variable, message):
+    """Leave `variable` without a value, so that reading it raises
+    `RuntimeError(message)` (instead of "'NoneType' object is not
+    callable") until a value is assigned."""
+    variable._value = None
+    variable._initializer = _LostValue(message)
+    _LOST_VALUES[id(variable)] = weakref.ref(variable)
+
+
+def lost_value_message(variable):
+    """The message `mark_value_lost` gave `variable`, while it has had no
+    value since; None otherwise."""
+    initializer = _instance_attribute(variable, "_initializer", "Variable")
+    if not isinstance(initializer, _LostValue):
+        return None
+    if variable._value is not None:
+        _unmark(variable)
+        return None
+    return initializer.message
+
+
+def _unmark(variable):
+    variable._initializer = None
+    _LOST_VALUES.pop(id(variable), None)
+
+
+def forget_reassigned_lost_values():
+    """Drop the mark of every variable `mark_value_lost` marked that has
+    been assigned a value since (`set_weights`, `load_weights`), so that
+    the mark does not speak for a later detachment by a running loop. One
+    look at each marked variable (usually none)."""
+    for key, ref in list(_LOST_VALUES.items()):
+        variable = ref()
+        if variable is None:
+            _LOST_VALUES.pop(key, None)
+        elif variable._value is not None:
+            _unmark(variable)
+
+
+def check_attached(model, name="model", variables=None):
+    """Raise `ValueError` when a variable of `model` (or of `variables`, a
+    list of its variables) has no value to read: on JAX, a running `fit`,
+    `evaluate` or `predict` holds it (Keras detaches the variables' values
+    while it loops, and `Callback.model` attaches them), or an interrupted
+    one lost it. Cheap: one look at each variable."""
+    if variables is None:
+        variables = getattr(model, "variables", ())  # what is not a Keras model: none
+    for variable in variables:
+        if holds_no_value(variable):
+            lost = lost_value_message(variable)
+            if lost is not None:
+                raise ValueError(f"{lost} Received: {name}={model.name!r}")
+            raise ValueError(
+                f"Argument `{name}` has variables without a value (e.g. "
+                f"{variable.path!r}): a JAX fit, evaluate or predict of a model "
+                "that holds them is running, and Keras's JAX trainer detaches "
+                "the variables' values while it loops. Inside a callback, reach "
+                "the model through the callback's `self.model` (the classifier "
+                "an AdversarialModel wraps as `self.model.model`), which "
+                "attaches them first; a reference to the model held from "
+                f"outside the callback does not. Received: {name}={model.name!r}")
 
 
 class WritesRecord:

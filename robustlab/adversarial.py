@@ -326,6 +326,7 @@ class AdversarialModel(keras.Model):
         `evaluate` does not change the random starts of the next validation
         pass (nor anything logged after it), nor what `get_metrics_result()`
         reports after `fit`."""
+        self._attach_jax_state()
         # The metrics' state too: after `fit`, `get_metrics_result()` must
         # give the last validation's numbers, not an instrument's.
         variables = list(self.attack_seed_variables) + list(self.metrics_variables)
@@ -474,6 +475,7 @@ class AdversarialModel(keras.Model):
         """As Keras's. On TensorFlow, Keras's own metrics are reset in one
         compiled call (with the read in `get_metrics_result`, about 1 ms an
         epoch less on two CPU cores); the values are the same."""
+        self._attach_jax_state()
         metrics = self._metrics_in_one_call()
         if metrics is None:
             return super().reset_metrics()
@@ -482,6 +484,7 @@ class AdversarialModel(keras.Model):
     def get_metrics_result(self):
         """As Keras's. On TensorFlow, Keras's own metrics are read in one
         compiled call; the values are the same bit for bit."""
+        self._attach_jax_state()
         metrics = self._metrics_in_one_call()
         if metrics is None:
             return super().get_metrics_result()
@@ -506,10 +509,7 @@ class AdversarialModel(keras.Model):
         traces its own function)."""
         if self.train_function is not None and not force:
             return self.train_function
-        function = _backend.get().steps_function(self, self.train_step)
-        if function is None:
-            super().make_train_function(force=force)  # sets it; may return None
-            function = self.train_function
+        function = self._steps_function("train", self.train_step, force)
         self.train_function = self._counting_batches_read(function)
         return self.train_function
 
@@ -537,11 +537,50 @@ class AdversarialModel(keras.Model):
         """As Keras's; on TensorFlow, as `make_train_function`'s."""
         if self.test_function is not None and not force:
             return self.test_function
-        function = _backend.get().steps_function(self, self.test_step)
+        self.test_function = self._steps_function("test", self.test_step, force)
+        return self.test_function
+
+    def make_predict_function(self, force=False):
+        """As Keras's; on JAX, one that keeps the state when an exception
+        ends a call (`backend.steps_function`), else Keras's own, as in
+        `_input_state_kept`."""
+        if self.predict_function is not None and not force:
+            return self.predict_function
+        # TensorFlow's steps functions run the train and test steps only.
+        step = self.predict_step if _backend.name() == "jax" else None
+        self.predict_function = self._steps_function("predict", step, force)
+        return self.predict_function
+
+    def _steps_function(self, kind, step, force):
+        """The backend's function running `step` (`backend.steps_function`),
+        or, where it gives none (or `step` is None), Keras's own `kind`
+        function as `_input_state_kept` wraps it."""
+        function = None if step is None else _backend.get().steps_function(self, step)
         if function is None:
-            return super().make_test_function(force=force)
-        self.test_function = function
+            getattr(super(), f"make_{kind}_function")(force=force)  # sets it; may return None
+            function = self._input_state_kept(getattr(self, f"{kind}_function"))
         return function
+
+    def _input_state_kept(self, function):
+        """On JAX, Keras's own train, test or predict `function` (where
+        `backend.steps_function` gives none), which attaches the state it
+        received to the variables when it raises before a step took that
+        state's buffers (an error or an interrupt while the data is read):
+        Keras's loop holds that state only in a local variable, and after a
+        validation pass (or at the first batch of a call) it had kept no
+        other, so the variables stayed detached. Elsewhere `function`."""
+        if _backend.name() != "jax":
+            return function
+
+        def kept(state, iterator):
+            try:
+                return function(state, iterator)
+            except BaseException:
+                if _keras_compat.holds_live_values(state):
+                    _keras_compat.attach_jax_state(self, state)
+                raise
+
+        return kept
 
     def train_step(self, *args):
         return _backend.get().adversarial_train_step(self, *args)
@@ -552,13 +591,31 @@ class AdversarialModel(keras.Model):
     # -- AWP gamma -------------------------------------------------------------
 
     def set_awp_gamma(self, gamma):
-        """Set AWP's gamma for the following steps (no retracing)."""
+        """Set AWP's gamma for the following steps (no retracing), also
+        from a callback that holds the model rather than reading
+        `Callback.model`. Call it from the thread that runs `fit` (any
+        callback but an `async_safe` one): on JAX it attaches the running
+        fit's state to the variables first, which from another thread would
+        race the next step."""
         if self.awp is None:
             raise ValueError(
                 "This AdversarialModel has no AWP; construct it with "
                 f"`awp=robustlab.AWP(...)`. Received: gamma={gamma!r}"
             )
-        self.awp_gamma.assign(validation.check_finite_at_least("gamma", gamma, 0.0))
+        gamma = validation.check_finite_at_least("gamma", gamma, 0.0)
+        # On JAX, mid-epoch, the variable is detached: the steps carry gamma
+        # in their state, and the epoch's end would attach the old one again.
+        self._attach_jax_state()
+        self.awp_gamma.assign(gamma)
+
+    def _attach_jax_state(self):
+        """On JAX, attach the state of a running (or interrupted) `fit`,
+        `evaluate` or `predict` to the variables, as `Callback.model` does,
+        so that this model's own methods read and write the variables the
+        next step reads (Keras then takes the state from them again); a
+        no-op where they hold it, and on TensorFlow."""
+        if _backend.name() == "jax":
+            _keras_compat.sync_jax_state(self)
 
     # -- fit / evaluate: validation, seeded epoch order, NaN guard -----------
 
@@ -701,7 +758,10 @@ class AdversarialModel(keras.Model):
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """As `keras.Model.evaluate`, with NumPy inputs checked first and
         the batches of a `tf.data.Dataset`, a `keras.utils.PyDataset` or a
-        generator as they are read."""
+        generator as they are read. Also from a callback that holds the
+        model (on JAX, the running fit's state is attached first, as
+        `Callback.model` does), from the thread that runs `fit`."""
+        self._attach_jax_state()
         if batch_size is not None:
             validation.check_int_at_least("batch_size", batch_size, 1)
         if kwargs.get("steps") is not None:
@@ -720,34 +780,71 @@ class AdversarialModel(keras.Model):
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
+        """As `keras.Model.predict`; on JAX, as `evaluate`, also from a
+        callback that holds the model, and the model stays usable when the
+        data raises."""
+        self._attach_jax_state()
+        return self._state_kept(super().predict, x, batch_size=batch_size,
+                                verbose=verbose, steps=steps, callbacks=callbacks)
+
     def _raising_input_errors(self, function, *args, **kwargs):
-        """`function(...)`, with a failed check of a tf.data batch raised as
-        the check's own error. Keras's JAX trainer detaches the variables'
-        values while it loops over the data, and an error raised by the data
-        leaves them detached: those are put back to their values before the
-        call, so that the model stays usable."""
-        saved = []
-        if _backend.name() == "jax" and any(
-                model_validation.is_tf_dataset(a) or model_validation.checks_batches(a)
-                for a in list(args) + list(kwargs.values())):
-            if self.optimizer is not None and not self.optimizer.built and self.model.built:
-                # Built as Keras would build it before the first batch, so
-                # that its variables too are saved (one built inside the
-                # call and detached could not be put back).
-                self.optimizer.build(self.trainable_variables)
-            variables = list(self.variables) + list(self.metrics_variables)
-            if self.optimizer is not None and self.optimizer.built:
-                variables += list(self.optimizer.variables)
-            # Copies: the trainer donates the buffers of the values it takes.
-            saved = [(v, np.array(v.value))
-                     for v in {id(v): v for v in variables}.values()]
+        """`function(...)` (`fit` or `evaluate`), with a failed check of a
+        tf.data batch raised as the check's own error, and the state kept
+        as `_state_kept` keeps it."""
+        return self._state_kept(
+            model_validation.dataset_errors_raised, function, *args, **kwargs)
+
+    def _state_kept(self, function, *args, **kwargs):
+        """`function(...)`, a `fit`, `evaluate` or `predict` of Keras. On
+        JAX, Keras's trainer detaches the variables' values while it loops
+        and hands them to each step, which donates their buffers; when an
+        exception of any kind ends the loop, the train, test and predict
+        functions have attached the newest state whose buffers are intact
+        (`backend.steps_function`, `_input_state_kept`: the last completed
+        step's, as on TensorFlow), and the state of a loop that ended
+        between two steps is attached here (Keras's `evaluate` and
+        `predict` have no `finally` that would). No copy is taken. Where
+        no intact state was left (an interrupt in the few lines of Keras
+        between detaching the variables and the first step of an epoch, or
+        while a step of Keras's own functions is dispatched), the variables
+        whose values were lost raise an error saying so when read, and the
+        exception carries that message as a note."""
+        if _backend.name() != "jax":
+            return function(*args, **kwargs)
+        _keras_compat.forget_reassigned_lost_values()
         try:
-            return model_validation.dataset_errors_raised(function, *args, **kwargs)
-        except (TypeError, ValueError):
-            for variable, value in saved:
-                if _keras_compat.is_detached(variable):
-                    variable.assign(value)
+            return function(*args, **kwargs)
+        except BaseException as error:
+            _keras_compat.attach_kept_jax_state(self)
+            self._mark_lost_values(error)
             raise
+
+    def _state_variables(self):
+        """Every variable of the state Keras's JAX trainer detaches."""
+        variables = list(self.variables) + list(self.metrics_variables)
+        if self.optimizer is not None and self.optimizer.built:
+            variables += list(self.optimizer.variables)
+        return list({id(v): v for v in variables}.values())
+
+    def _mark_lost_values(self, error):
+        lost = [v for v in self._state_variables()
+                if _keras_compat.holds_no_value(v)
+                and _keras_compat.lost_value_message(v) is None]
+        if not lost:
+            return
+        message = (
+            f"The values of {len(lost)} variables of this model (e.g. "
+            f"{lost[0].path!r}) were lost: Keras's JAX trainer hands them to "
+            "each compiled step, which takes (donates) their buffers, and "
+            f"keeps the step's result only once the call returns; the "
+            f"{type(error).__name__} came in between. Restore a checkpoint "
+            "(`robustlab.run_checkpoint.restore_checkpoint` puts back the "
+            "optimizer's state too), or load saved weights (`load_weights`) "
+            "and compile the model again (a fresh optimizer), or build it again.")
+        for variable in lost:
+            _keras_compat.mark_value_lost(variable, message)
+        error.add_note(message)
 
     def _check_arrays(self, x, y, x_name, y_name, attack, sample_weight=None,
                       weight_name="sample_weight"):
@@ -794,7 +891,25 @@ class AdversarialModel(keras.Model):
         awp = None if awp is None else AWP.from_config(awp)
         return cls(model, attack, eval_attack=eval_attack, awp=awp, **config)
 
+    def get_weights(self):
+        """As Keras's; also from a callback that holds the model (on JAX,
+        the running fit's state is attached first, as `Callback.model`
+        does), from the thread that runs `fit`."""
+        self._attach_jax_state()
+        return super().get_weights()
+
+    def set_weights(self, weights):
+        """As Keras's; also from a callback that holds the model: on JAX
+        the running fit's state is attached first, so that the next step
+        starts from these weights (the end of the epoch would otherwise
+        attach the fit's own again). From the thread that runs `fit`."""
+        self._attach_jax_state()
+        super().set_weights(weights)
+
     def save_own_variables(self, store):
+        # Keras saves this model's own variables before its layers': on JAX,
+        # from a callback that holds the model, the state is attached here.
+        self._attach_jax_state()
         # The attack seeds are state too: without them a restored model (or a
         # resumed fit) would draw different random starts. So are the seeds
         # of the wrapped model's layers (Dropout's), which Keras does not
@@ -806,6 +921,11 @@ class AdversarialModel(keras.Model):
             store[f"{_MODEL_SEED}{i}"] = state
 
     def load_own_variables(self, store):
+        # Keras loads this model's own variables before its layers': on JAX,
+        # mid-epoch, the loaded values must land on attached variables, which
+        # the next step reads (the end of the epoch would otherwise attach
+        # the fit's own again).
+        self._attach_jax_state()
         seeds = {k: store[k] for k in ("train_attack_seed", "eval_attack_seed") if k in store}
         model_seeds = {k: store[k] for k in store.keys() if k.startswith(_MODEL_SEED)}
         own = {k: store[k] for k in store.keys() if k not in seeds and k not in model_seeds}

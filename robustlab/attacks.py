@@ -36,6 +36,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from robustlab import _keras_compat
 from robustlab import backend as _backend
 from robustlab import losses
 from robustlab import model_validation
@@ -597,6 +598,9 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     """Checked NumPy inputs, sparse-or-one-hot labels as the loss takes
     them, the summed loss and its cache key."""
     validation.check_int_at_least("batch_size", batch_size, 1)
+    # On JAX, mid-epoch, a model reference held outside a callback reads
+    # detached variables; the error would otherwise name nothing useful.
+    _keras_compat.check_attached(model)
     if from_logits is not None:
         from_logits = validation.check_bool("from_logits", from_logits)
     x = np.asarray(x)

@@ -57,6 +57,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import backend as _backend
 from robustlab import losses
@@ -405,6 +406,9 @@ class HessianOperator:
         """The gradient of the mean loss over the probe set at the current
         weights, as a flat float64 vector (compiled like `matvec`, so the two
         costs compare directly)."""
+        # On JAX, mid-epoch, a model reference held outside a callback reads
+        # detached variables; the error would otherwise name nothing useful.
+        _keras_compat.check_attached(self.model, variables=self._variables)
         if self._gradient is None:
             self._gradient = _compiled(self.model, "gradient", *self._loss)
         return _sum_over_batches(self._gradient(*batch) for batch in self._batches)
@@ -417,6 +421,7 @@ class HessianOperator:
                 f"Argument `vector` must be a flat vector of {self.dim} values. "
                 f"Received: vector with shape {vector.shape}"
             )
+        _keras_compat.check_attached(self.model, variables=self._variables)  # as in `gradient`
         tangent = ops.convert_to_tensor(vector.astype(self._float_dtype))
         product = _sum_over_batches(
             self._hvp(*batch, tangent) for batch in self._batches

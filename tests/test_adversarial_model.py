@@ -378,12 +378,11 @@ def test_steps_per_epoch_beyond_one_pass_is_rejected(digits):
                               batch_size=64, steps_per_epoch=5, verbose=0)
 
 
-@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="on JAX the model uses Keras's own functions")
 @pytest.mark.parametrize("steps_per_execution", [1, 3])
 def test_the_steps_functions_give_keras_own_numbers(digits, steps_per_execution):
-    # robustlab's train and test functions (one tf.function a call, no
-    # Optional round trip for one step; several steps in a while loop)
+    # robustlab's train and test functions (on TensorFlow one tf.function a
+    # call, no Optional round trip for one step, several steps in a while
+    # loop; on JAX the jitted steps with the state kept between them)
     # against Keras's own. 250 digits in batches of 64: with 3 steps a call,
     # the second call ends early, on the short last batch.
     def run(keras_functions):
@@ -407,7 +406,7 @@ def test_the_steps_functions_give_keras_own_numbers(digits, steps_per_execution)
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
-                    reason="on JAX the model uses Keras's own functions")
+                    reason="TensorFlow's while loop; jax.jit traces once a batch shape")
 def test_several_steps_a_call_trace_the_step_once(digits):
     # The first step of a call runs before the loop: a second trace of the
     # step would keep a second copy of its graph in memory for every model.

@@ -11,9 +11,11 @@ Four places outside it know about a framework, none of them autodiff:
 `model_validation` checks a user's `tf.data.Dataset` batch by batch (a
 TensorFlow object that Keras accepts on either backend); `data` loads
 tensorflow-datasets (which needs TensorFlow on either backend);
-`AdversarialModel` puts back variable values that Keras's JAX trainer leaves
-detached when the data raises; `_keras_compat` holds one JAX detail of
-Keras's private API.
+`AdversarialModel` attaches the state Keras's JAX trainer keeps apart from
+the variables while it loops, where an exception ends a `fit`, `evaluate` or
+`predict` early and where one of its own methods is called while one runs;
+`_keras_compat` holds the JAX details of Keras's private API that this
+takes (that state, and the mark of a variable whose value was lost).
 """
 
 import importlib

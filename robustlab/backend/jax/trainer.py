@@ -1,5 +1,6 @@
-"""The adversarial train and test steps on JAX (stateless, jit-compiled by
-Keras's JAX trainer with the state passed in and out)."""
+"""The adversarial train and test steps on JAX (stateless, the state passed
+in and out), and the functions that run them, jit-compiled as Keras's JAX
+trainer compiles them."""
 
 import jax
 import keras
@@ -113,8 +114,71 @@ def can_observe_iterates_in_step(model):
 
 
 def steps_function(model, step):
-    """None: Keras's own JAX train and test functions are used."""
-    return None
+    """Keras's JAX `train_function`, `test_function` or (for
+    `model.predict_step`) `predict_function` of `step`, built as Keras
+    builds it (the step jit-compiled with the state it receives donated,
+    `steps_per_execution` steps a call, a prediction's outputs
+    concatenated), which also keeps the state when an exception ends the
+    call; or None where Keras's own is used: under `run_eagerly` or
+    without `jit_compile` (nothing is donated), under a Keras distribution
+    (whose state shardings Keras sets) and with Flax NNX.
+
+    Each step donates the buffers of the state it receives, and Keras
+    records the state a step returns only after the call has returned: a
+    `KeyboardInterrupt` that fell in between (Ctrl-C while a step is
+    dispatched is raised right there), or an error from the data after
+    some steps of a call, left the variables detached or holding deleted
+    buffers, and the model unusable. Here each step's result is appended
+    to the call's list of states by `list.extend` over `map`, in C: no
+    Python runs between the step's return and the append, so no
+    interrupt can fall there. The state is recorded for Keras before the
+    call returns (`_keras_compat.keep_jax_state`), and on any exception the
+    newest state of the call whose buffers are intact (the last completed
+    step's; the state received where the data failed before a step) is
+    attached to the variables. The same steps run on the same values:
+    the numbers are Keras's own, bit for bit.
+    """
+    if (model.run_eagerly or not model.jit_compile
+            or keras.distribution.distribution() is not None
+            or keras.config.is_nnx_enabled()):
+        return None
+    predicts = step == model.predict_step
+    if predicts:
+        def predict_step(state, data):
+            # As Keras's: the state goes back whole, the weights unchanged.
+            outputs, non_trainable = step(state, data)
+            return outputs, (state[0], non_trainable)
+
+        compiled = jax.jit(predict_step, donate_argnums=0)
+        concatenated = jax.jit(
+            lambda outputs: jax.tree_util.tree_map(lambda *parts: jax.numpy.concatenate(parts),
+                                                   *outputs))
+    else:
+        compiled = jax.jit(step, donate_argnums=0)
+    steps = model.steps_per_execution
+
+    def function(state, iterator):
+        states = [(None, state)]
+        try:
+            states.extend(map(compiled, (state,), (next(iterator),)))
+            for _ in range(steps - 1):
+                try:
+                    data = next(iterator)
+                except StopIteration:
+                    break
+                states.extend(map(compiled, (states[-1][1],), (data,)))
+            _keras_compat.keep_jax_state(model, states[-1][1])
+        except BaseException:
+            for _, kept in reversed(states):
+                if _keras_compat.holds_live_values(kept):
+                    _keras_compat.attach_jax_state(model, kept)
+                    break
+            raise
+        if predicts and steps > 1:
+            return concatenated([outputs for outputs, _ in states[1:]]), states[-1][1]
+        return states[-1]
+
+    return function
 
 
 def wait_for_iterate_observers():
