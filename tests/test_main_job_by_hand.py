@@ -46,17 +46,25 @@ def unit_vector(variables, seed):
     return u / np.linalg.norm(u)
 
 
-def test_power_iteration_finds_robustlabs_eigenvalue(by_hand, net_and_data):
+def hand_and_robustlab_eigenpairs(by_hand, net_and_data):
+    """The script's power iteration and robustlab's, from the same start,
+    with the script's cap and tolerance: ((eigenvalue, vector, products),
+    robustlab's result)."""
     net, x, y = net_and_data
     compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
     variables = list(net.trainable_variables)
     start = unit_vector(variables, 1)
-    eigenvalue, vector, products = by_hand.top_eigenpair(
-        compiled["hvp"], variables, x, y, start)
+    hand = by_hand.top_eigenpair(compiled["hvp"], variables, x, y, start)
     expected = curvature.top_hessian_eigenvalue(
         net, x, y, loss=LOSS, iterations=by_hand.POWER_ITERATIONS,
         tol=by_hand.POWER_TOL, batch_size=len(x),
         initial_vector=by_hand.unflat(start, variables, np.float64))
+    return hand, expected
+
+
+def test_power_iteration_finds_robustlabs_eigenvalue(by_hand, net_and_data):
+    (eigenvalue, vector, products), expected = hand_and_robustlab_eigenpairs(
+        by_hand, net_and_data)
     assert products == expected.iterations
     np.testing.assert_allclose(eigenvalue, expected.eigenvalue, rtol=1e-5)
     np.testing.assert_allclose(
@@ -69,15 +77,8 @@ def test_power_iteration_stopped_at_its_cap_makes_robustlabs_products(
     # one more product for the quotient of the vector it returns.
     monkeypatch.setattr(by_hand, "POWER_ITERATIONS", 3)
     monkeypatch.setattr(by_hand, "POWER_TOL", 1e-15)
-    net, x, y = net_and_data
-    compiled = by_hand.make_instruments(net, by_hand.experiments.QUICK)
-    variables = list(net.trainable_variables)
-    start = unit_vector(variables, 1)
-    eigenvalue, vector, products = by_hand.top_eigenpair(
-        compiled["hvp"], variables, x, y, start)
-    expected = curvature.top_hessian_eigenvalue(
-        net, x, y, loss=LOSS, iterations=3, tol=1e-15, batch_size=len(x),
-        initial_vector=by_hand.unflat(start, variables, np.float64))
+    (eigenvalue, vector, products), expected = hand_and_robustlab_eigenpairs(
+        by_hand, net_and_data)
     assert (products, expected.iterations, expected.converged) == (4, 4, False)
     np.testing.assert_allclose(eigenvalue, expected.eigenvalue, rtol=1e-5)
     np.testing.assert_allclose(

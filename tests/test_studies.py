@@ -721,6 +721,13 @@ def test_the_fork_table_shrink_of_a_window_that_predicts_no_spread_is_infinite(t
     assert shrink["measured_top"]["values"] == pytest.approx([10.0])
 
 
+def seeds_refused(received):
+    """`reproduce`'s error for a bad `seeds`, ending with `received`."""
+    return (f"Argument `seeds` must be a number of seeds in [1, {studies.MAX_SEEDS}] (the "
+            f"seeds 0..N-1) or a list of at most {studies.MAX_SEEDS} seeds. "
+            f"Received: {received}")
+
+
 @pytest.mark.parametrize("seeds, received", [
     (studies.MAX_SEEDS + 1, f"seeds={studies.MAX_SEEDS + 1}"),
     (2**31, "seeds=2147483648"),
@@ -729,10 +736,7 @@ def test_the_fork_table_shrink_of_a_window_that_predicts_no_spread_is_infinite(t
 def test_more_seeds_than_the_limit_are_refused_before_any_is_listed_or_trained(
         tiny, tmp_path, monkeypatch, seeds, received):
     monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(ValueError, match=re.escape(
-            f"Argument `seeds` must be a number of seeds in [1, {studies.MAX_SEEDS}] (the "
-            f"seeds 0..N-1) or a list of at most {studies.MAX_SEEDS} seeds. "
-            f"Received: {received}")):
+    with pytest.raises(ValueError, match=re.escape(seeds_refused(received))):
         studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
     assert os.listdir(tmp_path) == []
 
@@ -838,10 +842,7 @@ def test_the_fork_summary_states_the_windows_length(tiny, scale, name, arm, epoc
 @pytest.mark.parametrize("seeds", [True, 2.0, None, "3"])
 def test_seeds_neither_a_count_nor_a_list_are_refused_naming_the_argument(tiny, tmp_path,
                                                                          seeds):
-    with pytest.raises(TypeError, match=re.escape(
-            f"Argument `seeds` must be a number of seeds in [1, {studies.MAX_SEEDS}] (the "
-            f"seeds 0..N-1) or a list of at most {studies.MAX_SEEDS} seeds. "
-            f"Received: seeds={seeds!r}")):
+    with pytest.raises(TypeError, match=re.escape(seeds_refused(f"seeds={seeds!r}"))):
         studies.reproduce("tiny-study", seeds, str(tmp_path), verbose=0)
     assert os.listdir(tmp_path) == []
 
