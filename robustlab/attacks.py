@@ -65,6 +65,10 @@ __all__ = [
 
 NORMS = ("linf", "l2")
 
+MAX_STEPS = 2**31 - 1
+"""The most steps an attack takes: its loop counts in 32-bit integers on
+both backends."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PGD:
@@ -81,7 +85,7 @@ class PGD:
             ball is a point). Defaults to `2.5 * eps / steps` (the rule of
             MadryLab's `robustness` library), so that the iterates can cross
             the ball.
-        steps: number of gradient steps, an integer >= 1.
+        steps: number of gradient steps, an integer in [1, 2**31 - 1].
         norm: `"linf"` or `"l2"`.
         random_start: start from a uniform random point of the ball.
         value_range: `(low, high)` the inputs live in; iterates are clipped to
@@ -108,7 +112,7 @@ class PGD:
 
     def __post_init__(self):
         validation.check_finite_at_least("eps", self.eps, 0.0)
-        validation.check_int_at_least("steps", self.steps, 1)
+        validation.check_int_in_range("steps", self.steps, 1, MAX_STEPS)
         if self.step_size is None:
             step_size = 2.5 * float(self.eps) / self.steps
         elif self.eps == 0 and self.step_size == 0:
@@ -470,7 +474,7 @@ def pgd(
         eps: radius of the perturbation ball, finite and >= 0.
         step_size: step of each iteration, > 0 (or 0 when eps is 0);
             default `2.5 * eps / steps`.
-        steps: number of gradient steps, an integer >= 1.
+        steps: number of gradient steps, an integer in [1, 2**31 - 1].
         norm: `"linf"` or `"l2"`.
         random_start: start from a uniform random point of the ball.
         value_range: `(low, high)` the inputs live in (`x` outside it is

@@ -199,7 +199,9 @@ def seeds_summary(summaries):
     over the seeds that have it (a figure a run could not measure is NaN or
     missing there); `n` counts them. Missing values are None (JSON's null),
     as are the mean of a figure no seed has and the standard error of one
-    fewer than two seeds have. Settings (the label noise) are copied from
+    fewer than two seeds have; so is the mean of a figure a seed found
+    infinite (`mean_and_stderr` does not leave an infinity out; JSON has
+    none), with `n` counting that seed. Settings (the label noise) are copied from
     the first run, not averaged."""
     result = {"seeds": len(summaries)}
     keys = list(dict.fromkeys(key for s in summaries for key in s))
@@ -212,7 +214,7 @@ def seeds_summary(summaries):
         result[key] = {
             "mean": _json_number(mean),
             "stderr": _json_number(stderr),
-            "n": int(np.isfinite(values).sum()),
+            "n": int((~np.isnan(values)).sum()),
             "values": [_json_number(v) for v in values.tolist()],
         }
     return result

@@ -675,19 +675,14 @@ def checkpoint_selection(results, arm="quick"):
 def _stats(values):
     """`{"mean", "sd", "stderr", "n", "values"}` of one figure over seeds: NaN
     (a seed without the figure) is left out; an infinity is not (see
-    `StudyResults.fork_table`)."""
+    `StudyResults.fork_table`): the mean is then that infinity, the spread
+    NaN."""
     values = np.asarray(values, "float64")
     n = int((~np.isnan(values)).sum())
-    infinite = values[np.isinf(values)]
-    if infinite.size:
-        # `mean_and_stderr` skips infinities as if the seed lacked the figure.
-        signs = set(np.sign(infinite).tolist())
-        mean = float(infinite[0]) if len(signs) == 1 else math.nan
-        return {"mean": mean, "sd": math.nan, "stderr": math.nan, "n": n,
-                "values": values.tolist()}
     mean, stderr = mean_and_stderr(values)
-    return {"mean": mean, "sd": _finite_sd(values),
-            "stderr": stderr, "n": n, "values": values.tolist()}
+    sd = math.nan if np.isinf(values).any() else _finite_sd(values)
+    return {"mean": mean, "sd": sd, "stderr": stderr, "n": n,
+            "values": values.tolist()}
 
 
 def _finite_sd(values):

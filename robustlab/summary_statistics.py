@@ -31,13 +31,17 @@ def _check_axis(axis, ndim):
 
 
 def mean_and_stderr(values, axis=None):
-    """Mean and standard error of the mean (ddof=1) of the finite values
-    along `axis`; NaN where fewer than one (mean) or two (stderr) are finite.
+    """Mean and standard error of the mean (ddof=1) of the values along
+    `axis`, NaN left out (a seed that lacks the figure).
+
+    An infinity is not left out, since dropping it would summarise a
+    diverged seed away: the mean is that infinity (NaN where both signs
+    occur) and the standard error NaN. NaN also where fewer than one (mean)
+    or two (stderr) values are not NaN.
 
     Args:
-        values: real numbers, an array or nested lists of them; NaN and inf
-            are skipped (a seed that lacks the figure), anything that is not
-            a number (None, a string, a boolean) is a TypeError.
+        values: real numbers, an array or nested lists of them; anything
+            that is not a number (None, a string, a boolean) is a TypeError.
         axis: None (default) summarises all values into two floats; an axis
             of `values`, or a tuple of distinct axes, gives two arrays.
 
@@ -45,6 +49,8 @@ def mean_and_stderr(values, axis=None):
     >>> from robustlab.summary_statistics import mean_and_stderr
     >>> [round(v, 9) for v in mean_and_stderr(np.array([1.0, 2.0, 3.0, np.nan]))]
     [2.0, 0.577350269]
+    >>> mean_and_stderr([1.0, 2.0, np.inf])
+    (inf, nan)
     """
     # np.asarray(..., "float64") would read "1.5" as 1.5 and None as NaN,
     # a missing seed, and then summarise whatever was left.
@@ -61,6 +67,11 @@ def mean_and_stderr(values, axis=None):
         stderr = np.sqrt(variance / n)
     mean = np.where(n >= 1, mean, np.nan)
     stderr = np.where(n >= 2, stderr, np.nan)
+    positive = (values == np.inf).any(axis=axis)
+    negative = (values == -np.inf).any(axis=axis)
+    mean = np.where(positive & negative, np.nan,
+                    np.where(positive, np.inf, np.where(negative, -np.inf, mean)))
+    stderr = np.where(positive | negative, np.nan, stderr)
     if axis is None:
         return float(mean), float(stderr)
     return mean, stderr

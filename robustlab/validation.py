@@ -99,6 +99,17 @@ def check_int_at_least(name, value, minimum):
     return int(value)
 
 
+def check_int_in_range(name, value, minimum, maximum):
+    """`value` as a Python int in [minimum, maximum]."""
+    value = check_int_at_least(name, value, minimum)
+    if value > maximum:
+        raise ValueError(
+            f"Argument `{name}` must be an integer in [{minimum}, {maximum}]. "
+            + _received(name, value)
+        )
+    return value
+
+
 MAX_SEED = 2**31 - 1
 """The largest seed accepted: every backend takes it (JAX's keys are 32-bit
 unsigned, and robustlab derives a few seeds from a given one by adding

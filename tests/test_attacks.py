@@ -330,6 +330,10 @@ def test_an_attacked_model_is_freed_once_deleted():
         ({"eps": float("nan")}, r"`eps`.*finite.*Received: eps=nan"),
         ({"eps": float("inf")}, r"`eps`.*finite.*Received: eps=inf"),
         ({"eps": 0.1, "steps": 0}, r"`steps`.*>= 1.*Received: steps=0"),
+        # The attack's loop counts in 32-bit integers.
+        ({"eps": 0.1, "steps": 2**31},
+         r"`steps` must be an integer in \[1, 2147483647\]\. Received: steps=2147483648$"),
+        ({"eps": 0.1, "steps": 10**400}, r"`steps` must be an integer in \[1, 2147483647\]"),
         ({"eps": 0.1, "step_size": 0.0}, r"`step_size`.*> 0.*Received: step_size=0.0"),
         ({"eps": 0.1, "step_size": -1.0}, r"`step_size`.*Received: step_size=-1.0"),
         ({"eps": 0.1, "norm": "l1"}, r"`norm`.*Received: norm='l1'"),

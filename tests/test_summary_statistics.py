@@ -15,9 +15,29 @@ def test_mean_and_stderr_by_hand():
     assert stderr == pytest.approx(math.sqrt(1 / 3), rel=1e-15)
 
 
-def test_values_that_are_not_finite_are_left_out():
-    # A seed without the figure is NaN (or inf): the others are summarised.
-    assert mean_and_stderr([1.0, np.nan, 3.0, np.inf]) == (2.0, 1.0)
+def test_nan_is_left_out():
+    # A seed without the figure is NaN: the others are summarised.
+    assert mean_and_stderr([1.0, np.nan, 3.0]) == (2.0, 1.0)
+
+
+@pytest.mark.parametrize("values, mean", [
+    ([1.0, np.nan, 3.0, np.inf], np.inf),
+    ([-np.inf, 1.0], -np.inf),
+    ([np.inf], np.inf),
+    ([np.inf, -np.inf, 2.0], np.nan),
+])
+def test_an_infinity_is_not_left_out(values, mean):
+    # A diverged seed must not be summarised away as if it lacked the figure.
+    got_mean, stderr = mean_and_stderr(values)
+    np.testing.assert_equal(got_mean, mean)
+    assert math.isnan(stderr)
+
+
+def test_an_infinity_affects_only_its_own_summary_along_an_axis():
+    values = np.array([[1.0, np.inf], [3.0, 5.0]])
+    mean, stderr = mean_and_stderr(values, axis=0)
+    np.testing.assert_equal(mean, [2.0, np.inf])
+    np.testing.assert_equal(stderr, [1.0, np.nan])
 
 
 def test_too_few_finite_values_give_nan():
