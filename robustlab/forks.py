@@ -44,6 +44,7 @@ from robustlab import attacks
 from robustlab import curvature
 from robustlab import posterior
 from robustlab import validation
+from robustlab.adversarial import AdversarialModel
 from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
 
 __all__ = ["ForkResult", "fork"]
@@ -214,7 +215,10 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
 
     Args:
         model: a compiled `robustlab.AdversarialModel` with a Keras `SGD`
-            optimizer, in the state to fork from.
+            optimizer, in the state to fork from. From a callback, the
+            callback's `self.model` or a reference held from outside it (on
+            JAX the running fit's state is attached first, as the model's
+            own methods do).
         x, y: the training data (NumPy). Each replica draws its own order of
             it, seeded by `(seed, replica)`.
         batch_size: B of the minibatches, an integer >= 1.
@@ -263,8 +267,9 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     Raises:
         ValueError: for an argument outside the ranges above, or an unknown
             `batches`.
-        TypeError: when the model's optimizer is not a Keras `SGD`, or an
-            integer argument is not an integer.
+        TypeError: when the model is not an `AdversarialModel` or its
+            optimizer not a Keras `SGD`, or an integer argument is not an
+            integer.
 
     Example:
 
@@ -287,6 +292,9 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     >>> all(np.array_equal(a, b) for a, b in zip(before, net.get_weights()))
     True
     """
+    if not isinstance(model, AdversarialModel):
+        raise TypeError("Argument `model` must be a compiled robustlab.AdversarialModel. "
+                        f"Received: model={type(model).__name__}")
     if batches not in _BATCHES:
         raise ValueError(f"Argument `batches` must be one of {list(_BATCHES)}. "
                          f"Received: batches={batches!r}")
@@ -301,6 +309,9 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
         raise ValueError(
             f"Argument `steps` must fit full batches in the data: steps * batch_size <= "
             f"{n}. Received: steps={steps} (with batch_size={batch_size})")
+    # On JAX, from a callback holding the model (not `Callback.model`), the
+    # running fit's state is attached first, as the model's own methods do.
+    model._attach_jax_state()
     optimizer = model.optimizer
     if not isinstance(optimizer, keras.optimizers.SGD):
         raise TypeError("fork predicts heavy-ball SGD: the model must be compiled with "

@@ -301,6 +301,53 @@ def test_only_sgd_is_predicted(data):
         forks.fork(model, x, y, batch_size=BATCH)
 
 
+def test_a_model_that_is_not_an_adversarial_model_is_refused(data):
+    x, y = data
+    net = trained_model().model
+    net.compile(keras.optimizers.SGD(0.05, momentum=0.9), LOSS)
+    with pytest.raises(TypeError, match=r"`model` must be a compiled robustlab.Adversarial"
+                                        r"Model. Received: model=Functional$"):
+        forks.fork(net, x, y, batch_size=BATCH)
+
+
+def _fit_forking_mid_epoch(data, how):
+    """A 2-epoch run whose callback forks after the second batch of each
+    epoch, through `Callback.model` or a reference held from outside it
+    (on JAX the variables are detached there), or does not fork."""
+    x, y = data
+    model = trained_model()
+    results = []
+
+    def end(callback, batch):
+        if batch == 1 and how is not None:
+            forked_model = callback.model if how == "through" else model
+            results.append(forks.fork(
+                forked_model, x, y, batch_size=BATCH, learning_rate=0.02, replicas=2,
+                steps=2, probe_examples=16, lanczos_iterations=4, seed=5))
+
+    class ForkMidEpoch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            end(self, batch)
+
+    model.fit(x, y, batch_size=BATCH, epochs=2, verbose=0, shuffle=False,
+              callbacks=[ForkMidEpoch()])
+    return results, model.get_weights(), model.history.history
+
+
+def test_a_fork_from_a_callback_holding_the_model_acts_as_through_callback_model(data):
+    (held, held_weights, held_history), (through, through_weights, through_history) = (
+        _fit_forking_mid_epoch(data, how) for how in ("held", "through"))
+    _, plain_weights, plain_history = _fit_forking_mid_epoch(data, None)
+    assert len(held) == len(through) == 2
+    for a, b in zip(held, through):
+        np.testing.assert_array_equal(a.path, b.path)
+        assert (a.measured_top, a.predicted_top) == (b.measured_top, b.predicted_top)
+    assert held_history == through_history == plain_history
+    for a, b, c in zip(held_weights, through_weights, plain_weights):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+
+
 def test_replicas_of_a_model_never_fitted_all_start_without_momentum(data):
     # The optimizer of an unfitted model is built by the first replica's fit;
     # its momentum must not carry into the next replica. Forking twice must
