@@ -39,7 +39,7 @@ import dataclasses
 import numbers
 import re
 
-import keras  # noqa: F401  (the docstring examples use it)
+import keras
 import numpy as np
 from keras import ops
 
@@ -190,7 +190,9 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
 
     Returns:
         A list aligned with `weights`: the perturbation v_l where selected,
-        `None` elsewhere. A zero gradient gives a zero perturbation.
+        `None` elsewhere, in the gradient's dtype (the norms of half-precision
+        tensors are taken in float32). A zero gradient gives a zero
+        perturbation.
 
     Example:
 
@@ -219,14 +221,25 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
                 "Each gradient must have its weight's shape. Received: "
                 f"weights[{len(perturbations)}].shape={tuple(w.shape)}, "
                 f"gradients[{len(perturbations)}].shape={tuple(g.shape)}")
+        dtype = keras.backend.standardize_dtype(g.dtype)
+        if dtype in _HALF_PRECISION:
+            # A float16 square overflows above 65504 (a norm over 256) and
+            # flushes to zero below about 6e-8, and a bfloat16 sum keeps 8
+            # bits: the norms and the scale are taken in float32.
+            w, g = ops.cast(w, "float32"), ops.cast(g, "float32")
+            gamma = ops.cast(gamma, "float32")
         w_norm = ops.sqrt(ops.sum(ops.square(w)))
         g_norm = ops.sqrt(ops.sum(ops.square(g)))
         # A zero gradient has no direction: no perturbation rather than 0/0.
         scale = ops.where(
             g_norm > 0, gamma * w_norm / ops.where(g_norm > 0, g_norm, 1.0), 0.0
         )
-        perturbations.append(ops.cast(scale, g.dtype) * g)
+        v = ops.cast(scale, g.dtype) * g
+        perturbations.append(ops.cast(v, dtype) if dtype in _HALF_PRECISION else v)
     return perturbations
+
+
+_HALF_PRECISION = ("float16", "bfloat16")
 
 
 def zero_on_overflow(gradients):

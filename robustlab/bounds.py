@@ -148,7 +148,9 @@ def gaussian_kl(mean_q, var_q, mean_p, var_p, *, axis=None):
         mean_p: prior mean (e.g. the initial weights), same layout.
         var_p: prior variance(s), finite and > 0.
         axis: None (default) sums over everything; an int sums over that axis
-            only (e.g. axis=-1 for one KL per row of an (epochs, P) array).
+            only (e.g. axis=-1 for one KL per row of an (epochs, P) array;
+            the arguments must then be arrays or scalars, not lists of
+            arrays, which are flattened).
 
     Returns:
         The KL divergence in nats (np.float64, or an array when `axis` is
@@ -164,6 +166,16 @@ def gaussian_kl(mean_q, var_q, mean_p, var_p, *, axis=None):
     """
     layouts = [("mean_q", mean_q), ("var_q", var_q), ("mean_p", mean_p),
                ("var_p", var_p)]
+    if axis is not None:
+        for name, value in layouts:
+            if _is_layer_list(value):
+                # Flattened into one vector, it has no axis to sum over
+                # apart: every row would be summed into one number.
+                raise ValueError(
+                    f"Argument `axis` needs arrays: `{name}` is a list of "
+                    "arrays, which is read as per-layer arrays and flattened "
+                    f"into one vector (pass np.asarray({name}) for rows). "
+                    + _received("axis", axis))
     mean_q = _as_parameter_vector("mean_q", mean_q)
     var_q = _as_parameter_vector("var_q", var_q)
     mean_p = _as_parameter_vector("mean_p", mean_p)

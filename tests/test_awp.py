@@ -63,6 +63,34 @@ def test_each_perturbed_layer_moves_by_gamma_times_its_norm(w, g, gamma):
         np.testing.assert_array_equal(v, 0.0)
 
 
+# ||w|| 277 squares to over float16's 65504; |g| 1e-4 squares to below its
+# smallest subnormal; |g| 100 overflows too.
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("w_entry, g_entry", [(0.5, 100.0), (0.5, 1e-4), (80.0, 1.0)])
+def test_half_precision_norms_do_not_overflow_or_flush_to_zero(dtype, w_entry, g_entry):
+    w, g = np.full((3, 4), w_entry), np.full((3, 4), g_entry)
+    (v,) = layerwise_relative_perturbation(
+        [keras.ops.convert_to_tensor(w, dtype)], [keras.ops.convert_to_tensor(g, dtype)],
+        0.01, [True])
+    assert keras.backend.standardize_dtype(v.dtype) == dtype
+    v = np.asarray(keras.ops.convert_to_numpy(v), "float64")
+    # Every entry of v is gamma * ||w|| / sqrt(12), rounded to the dtype's
+    # 11 (float16) or 8 (bfloat16) bits.
+    np.testing.assert_allclose(v, 0.01 * np.linalg.norm(w) / np.sqrt(12.0),
+                               rtol=2.0**-8)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_half_precision_network_trains_with_awp(dtype):
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, dtype=dtype)])
+    model = robustlab.AdversarialModel(net, robustlab.PGD(0.1, steps=1),
+                                       awp=robustlab.AWP(0.01))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    x = np.random.default_rng(0).random((8, 4), dtype="float32")
+    history = model.fit(x, np.arange(8) % 3, batch_size=8, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["awp_perturbed_loss"]))
+
+
 def test_unselected_variables_get_no_perturbation():
     perturbations = layerwise_relative_perturbation(
         [np.ones(3), np.ones(2)], [np.ones(3), np.ones(2)], 0.1, [True, False])

@@ -217,6 +217,17 @@ def test_kl_rejects_bad_arguments(args, message):
         gaussian_kl(*args)
 
 
+def test_kl_refuses_an_axis_for_a_list_of_rows():
+    # A list of arrays is per-layer and flattened: axis=-1 would have summed
+    # both rows (KL 0 and 1) into 1.0.
+    rows = [[0.0, 0.0], [1.0, 1.0]]
+    with pytest.raises(ValueError, match=r"`axis` needs arrays: `mean_q` is a list of "
+                                         r"arrays.*Received: axis=-1$"):
+        gaussian_kl(rows, 1.0, 0.0, 1.0, axis=-1)
+    np.testing.assert_array_equal(gaussian_kl(np.asarray(rows), 1.0, 0.0, 1.0, axis=-1),
+                                  [0.0, 1.0])
+
+
 def test_kl_rejects_a_boolean_axis():
     with pytest.raises(ValueError, match="Received: axis=True"):
         gaussian_kl(np.zeros((2, 3)), 1.0, 0.0, 1.0, axis=True)
