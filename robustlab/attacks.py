@@ -48,6 +48,7 @@ from robustlab.losses import final_activation_is_softmax
 from robustlab.losses import per_example_loss
 
 __all__ = [
+    "MAX_STEPS",
     "NORMS",
     "PGD",
     "attack_loss",

@@ -30,6 +30,7 @@ __all__ = [
     "check_folder",
     "check_inputs",
     "check_int_at_least",
+    "check_int_in_range",
     "check_labels",
     "check_seed",
     "check_value_range",
