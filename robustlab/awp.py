@@ -67,7 +67,12 @@ class AWP:
             default: the kernels of Dense, Conv and EinsumDense layers, not
             biases nor BatchNorm), `"all"` (every trainable variable), or a
             regular expression matched (`re.search`) against each variable's
-            `path` (e.g. `"dense.*kernel"`). The selection is made over the
+            `path` (e.g. `"dense.*kernel"`; name layers, not the model: a
+            `keras.Sequential` built in a session prefixes its variables'
+            paths with its own name, `"sequential/dense/kernel"`, and the
+            same model loaded from a file does not, so a pattern naming the
+            model selects nothing after loading, which is an error). The
+            selection is made over the
             variables trainable at each step: a variable frozen after the
             model was built is not perturbed.
         schedule: optional `schedule(epoch) -> gamma`, applied after the
