@@ -140,18 +140,34 @@ def main(argv=None):
     A Keras backend robustlab does not support (KERAS_BACKEND=torch, say)
     stops every command, `--help` and `--version` included, with one line,
     `robustlab: error: ...` naming the supported ones, and exit status 2,
-    as a bad argument does."""
+    as a bad argument does.
+
+    Ctrl-C while it loads (seconds, before any command starts) stops it
+    with one line, `robustlab: interrupted`, and exit status 130, as Ctrl-C
+    in a command does; TensorFlow's start-up lines stay dropped."""
+    interrupted = False
     try:
         if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-            from robustlab import cli
+            try:
+                from robustlab import cli
+            except KeyboardInterrupt:
+                interrupted = True
         else:
             with standard_error_filtered(start_up_lines_dropped):
-                from robustlab import cli
+                # Caught inside the capture, which then ends as usual:
+                # filtered (it passes everything on when its block raises).
+                try:
+                    from robustlab import cli
 
-                _look_for_devices()
+                    _look_for_devices()
+                except KeyboardInterrupt:
+                    interrupted = True
     except ImportError as error:
         if not _unsupported_backend(error):
             raise
         print(f"robustlab: error: {error}", file=sys.stderr)
         return 2
+    if interrupted:
+        print("\nrobustlab: interrupted", file=sys.stderr)
+        return 130
     return cli.main(argv)

@@ -108,7 +108,10 @@ def _parser():
                                 "look; its runs and results go to folders of their own)")
     reproduce.add_argument("--write-reference", action="store_true",
                            help="also write the package's reference results")
-    reproduce.add_argument("--quiet", action="store_true", help="no progress bar and no per-run lines")
+    reproduce.add_argument("--quiet", action="store_true",
+                           help="print only warnings and errors: no progress bar, no "
+                                "results table (the results, table and figures are "
+                                "written all the same)")
     figures = commands.add_parser(
         "figures", help="draw a study's figures from the reference results that "
                         "ship with robustlab (no training)")
@@ -153,14 +156,30 @@ def _parser():
     return parser
 
 
+_MAX_THREADS = 2**31 - 1
+"""The most `--threads` takes: TensorFlow holds the count in an int32."""
+
+
 def _set_threads(args):
     if args.threads is not None:
-        validation.check_int_at_least("threads", args.threads, 1)
+        validation.check_int_in_range("threads", args.threads, 1, _MAX_THREADS)
         backend.get().set_cpu_threads(args.threads)
 
 
+def _named(argument, name, registry):
+    """`name` if `registry` has it; else the library's ValueError
+    (`experiments.get`, `studies.get`), but naming the command's argument
+    where the library's names `name`."""
+    if name not in registry:
+        raise ValueError(
+            f"Unknown {argument}; available: {', '.join(sorted(registry))} "
+            f"(`robustlab list`). Received: {argument}={name!r}")
+    return name
+
+
 def _experiment_from(args):
-    experiment = experiments.get(args.experiment)
+    experiment = experiments.get(
+        _named("experiment", args.experiment, experiments.EXPERIMENTS))
     changes = {}
     if args.epochs is not None:
         changes["epochs"] = args.epochs
@@ -275,12 +294,13 @@ def _seed_folders(out, seeds):
         else:
             continue
         raise ValueError(
-            f"Argument `--out` must be a folder in which each seed's folder, seed<S>, "
-            f"can be made or written; {folder!r} {problem}. Received: --out {out!r}")
+            f"Argument `out` must be a folder in which each seed's folder, seed<S>, "
+            f"can be made or written; {folder!r} {problem}. Received: out={out!r}")
     return folders
 
 
 def _figures(args):
+    _named("study", args.study, studies.STUDIES)
     out = os.path.join("figures", args.study) if args.out is None else args.out
     for path in studies.write_figures(studies.reference(args.study), out):
         print(path)
@@ -288,6 +308,14 @@ def _figures(args):
 
 
 def _reproduce(args):
+    _named("study", args.study,
+           studies.STUDIES if args.quick else studies.FULL_SCALE_STUDIES)
+    if args.write_reference and not args.quick:
+        raise ValueError(
+            "Argument `write_reference` writes the package's reference results, which "
+            "are the quick studies' (the lessons read them): add `--quick`, or drop "
+            "`--write-reference` (a full-scale study writes only its results folder). "
+            "Received: quick=False, write_reference=True")
     _set_threads(args)
     if args.seed is not None:
         seeds = [validation.check_seed("seed", args.seed)]
@@ -324,8 +352,7 @@ def main(argv=None):
         with _warnings_as_lines(args.command):
             if getattr(args, "out", None) == "":
                 # Not the default folder, nor the current one.
-                raise ValueError("Argument `--out` must be a folder, or a path where one "
-                                 "can be made; an empty path names none. Received: --out ''")
+                validation.check_folder("out", args.out)
             if args.command == "list":
                 _list()
                 return 0
@@ -368,7 +395,7 @@ def _could_not_write(parser, args, error):
     where = getattr(args, "out", None)
     parser.exit(1, f"robustlab {args.command}: error: could not write the "
                    f"results ({error.strerror or error}: {error.filename or ''}). "
-                   f"Received: --out {where!r}\n")
+                   f"Received: out={where!r}\n")
 
 
 def _interrupted(args):

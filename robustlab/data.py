@@ -19,7 +19,9 @@ over the others") and touches the training labels only; the clean training
 labels are kept in `Dataset.y_train_clean`.
 """
 
+import contextlib
 import dataclasses
+import logging
 import numbers
 import os
 import socket
@@ -188,7 +190,8 @@ def load(
         test_size: number of test examples, a positive int, or None for all
             the remaining (`"digits"`) or official test examples.
         label_noise: fraction of training labels to corrupt, in [0, 1).
-        data_dir: tfds data directory (tfds datasets only). None uses the
+        data_dir: tfds data directory (tfds datasets only), a path (an empty
+            one names no folder and is refused). None uses the
             environment variable `ROBUSTLAB_DATA_DIR` if set, else tfds's own
             default (`TFDS_DATA_DIR` or `~/tensorflow_datasets`).
         download: what to do when a tfds dataset is not prepared in
@@ -232,6 +235,7 @@ def load(
             "Argument `download` must be None, True or False. "
             f"Received: download={download!r}"
         )
+    _check_data_dir(data_dir)
 
     split_rng, noise_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2)
@@ -491,7 +495,8 @@ def _tfds_splits(
 ):
     tfds = _import_tfds()
     tfds_name, (host, port) = _TFDS_DATASETS[name]
-    builder = tfds.builder(tfds_name, data_dir=_resolve_data_dir(data_dir))
+    with _absl_warnings_silenced():
+        builder = tfds.builder(tfds_name, data_dir=_resolve_data_dir(data_dir))
     _ensure_prepared(builder, name, download, host, port)
 
     splits = builder.info.splits
@@ -562,7 +567,23 @@ def _resolve_data_dir(data_dir):
         data_dir = os.environ.get(DATA_DIR_ENV) or None
     if data_dir is None:
         return None  # tfds's default: TFDS_DATA_DIR or ~/tensorflow_datasets
-    return os.path.expanduser(os.fspath(data_dir))
+    return os.path.expanduser(os.fsdecode(data_dir))
+
+
+@contextlib.contextmanager
+def _absl_warnings_silenced():
+    """Looking for a dataset, tfds logs through absl (Python's logger
+    "absl") what it finds on the way, e.g. "Variant folder ... has no
+    dataset_info.json" where the data is missing; `load` says what is
+    wrong itself. Only errors pass here; the logger's level is put back
+    afterwards."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _read_tfds_split(tfds, builder, split):
@@ -574,7 +595,9 @@ def _read_tfds_split(tfds, builder, split):
 
 def _ensure_prepared(builder, name, download, host, port):
     """Return if `builder`'s data is on disk, else download it or raise."""
-    if builder.is_prepared():
+    with _absl_warnings_silenced():
+        prepared = builder.is_prepared()
+    if prepared:
         return
     data_dir = os.fspath(builder.data_dir_root)
     if download is False:
@@ -670,6 +693,27 @@ def _check_name(name):
         raise ValueError(
             f"Argument `name` must be one of the available datasets: "
             f"{available}. Received: name={name!r}"
+        )
+
+
+def _check_data_dir(data_dir):
+    """None, or a path (str, bytes or os.PathLike) that is not empty: an
+    empty one would be taken for the current folder, and tfds would
+    download there."""
+    if data_dir is None:
+        return
+    try:
+        path = os.fspath(data_dir)
+    except TypeError:
+        raise TypeError(
+            "Argument `data_dir` must be None or a path. "
+            f"Received: data_dir={data_dir!r}"
+        ) from None
+    if path in ("", b""):
+        raise ValueError(
+            "Argument `data_dir` must be None or a path; an empty path names no "
+            f"folder (None uses {DATA_DIR_ENV} or tfds's default). "
+            f"Received: data_dir={data_dir!r}"
         )
 
 

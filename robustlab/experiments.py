@@ -456,7 +456,8 @@ def instruments(experiment, dataset, probe_every, state_dir=None):
             "The instruments measure the weight cloud within an epoch, which needs "
             f"at least 2 training steps an epoch; {len(dataset.x_train)} training "
             f"examples in batches of {experiment.batch_size} make {steps}. Use a "
-            f"smaller `batch_size`, or no instruments (probe_every=None). "
+            f"smaller `batch_size`, or no instruments (probe_every=None; `--probe-every 0` "
+            "in `robustlab train`). "
             f"Received: batch_size={experiment.batch_size}")
     x = dataset.x_train[:PROBE_EXAMPLES]
     y = dataset.y_train[:PROBE_EXAMPLES]
@@ -703,8 +704,23 @@ def _resumable(out_dir, config, experiment):
     path = os.path.join(out_dir, "config.json")
     if not os.path.exists(path):
         return None
-    with open(path) as f:
-        saved = json.load(f)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except OSError as error:
+        raise ValueError(
+            f"{path} cannot be read ({error.strerror or error}), so the run there "
+            f"cannot be resumed. Received: out_dir={out_dir!r}") from None
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict):
+        # Empty, cut short, not JSON, or JSON of something else: not a run
+        # to continue, and not one to train over unasked.
+        raise ValueError(
+            f"{path} is not a robustlab run's config (it cannot be read as one: "
+            "empty, damaged or another program's), so there is no run to resume "
+            "there: remove it, or write to another folder. "
+            f"Received: out_dir={out_dir!r}")
     # The same backend too: the other one gives other last digits; and the
     # same code, hardware and CPU thread count (`robustlab.provenance`), or the
     # resumed results would mix two codes' (or two machines') numbers.

@@ -111,6 +111,16 @@ def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
      "Argument `epochs` shortens the runs of study 'robust-overfitting', which train 100 "
      "epochs: it must be an integer in [1, 99] (drop it for the full runs). "
      "Received: epochs=100"),
+    # TensorFlow keeps the count in an int32.
+    (["train", "--threads", "2147483648"],
+     "Argument `threads` must be an integer in [1, 2147483647]. Received: threads=2147483648"),
+    (["reproduce", "robust-overfitting", "--quick", "--threads", "5000000000"],
+     "Argument `threads` must be an integer in [1, 2147483647]. Received: threads=5000000000"),
+    (["reproduce", "robust-overfitting", "--write-reference"],
+     "Argument `write_reference` writes the package's reference results, which are the "
+     "quick studies' (the lessons read them): add `--quick`, or drop `--write-reference` "
+     "(a full-scale study writes only its results folder). "
+     "Received: quick=False, write_reference=True"),
 ])
 def test_a_bad_argument_stops_the_command_before_any_training(capsys, monkeypatch, args,
                                                               message):
@@ -226,7 +236,7 @@ def test_an_output_path_that_cannot_be_written_is_an_error_line_with_status_1(ca
     assert exit_.value.code == 1
     assert capsys.readouterr().err == (
         "robustlab train: error: could not write the results (No such file or directory: "
-        f"/proc/x/config.json). Received: --out {str(tmp_path / 'run')!r}\n")
+        f"/proc/x/config.json). Received: out={str(tmp_path / 'run')!r}\n")
 
 
 def test_reference_results_that_are_not_there_are_a_bad_argument(capsys, monkeypatch, tmp_path):
@@ -391,8 +401,8 @@ def test_an_empty_output_folder_is_refused_not_replaced_by_the_default(tmp_path,
         cli.main([*command, "--out", ""])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        f"robustlab {command[0]}: error: Argument `--out` must be a folder, or a path where "
-        "one can be made; an empty path names none. Received: --out ''\n")
+        f"robustlab {command[0]}: error: Argument `out` must be a folder, or a path where "
+        "one can be made; an empty path names none. Received: out=''\n")
     assert os.listdir(tmp_path) == []
 
 
@@ -406,9 +416,9 @@ def test_a_seeds_folder_that_cannot_be_made_is_refused_before_any_seed_trains(tm
         cli.main(["train", "--seeds", "0", "1", "--out", str(out)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err == (
-        "robustlab train: error: Argument `--out` must be a folder in which each seed's "
+        "robustlab train: error: Argument `out` must be a folder in which each seed's "
         f"folder, seed<S>, can be made or written; {str(out / 'seed1')!r} is a file. "
-        f"Received: --out {str(out)!r}\n")
+        f"Received: out={str(out)!r}\n")
     assert (out / "seed1").read_text() == "mine"
     assert os.listdir(out) == ["seed1"]
 
@@ -424,3 +434,56 @@ def test_a_seed_count_beyond_the_limit_is_refused_before_the_seeds_are_listed(
         "robustlab reproduce: error: Argument `seeds` must be a number of seeds in "
         f"[1, {studies.MAX_SEEDS}] (the seeds 0..N-1) or a list of at most "
         f"{studies.MAX_SEEDS} seeds. Received: seeds=2147483648\n")
+
+
+@pytest.mark.parametrize("args, argument, names", [
+    (["train", "--experiment", "nope"], "experiment", sorted(experiments.EXPERIMENTS)),
+    (["reproduce", "nope", "--quick"], "study", sorted(studies.STUDIES)),
+    (["reproduce", "nope"], "study", sorted(studies.FULL_SCALE_STUDIES)),
+    (["figures", "nope"], "study", sorted(studies.STUDIES)),
+])
+def test_an_unknown_name_is_named_as_the_commands_argument(capsys, monkeypatch, tmp_path, args,
+                                                           argument, names):
+    # Not as the library's `name`, which the command's user never typed.
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([*args, "--out", str(tmp_path / "out")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"robustlab {args[0]}: error: Unknown {argument}; available: {', '.join(names)} "
+        f"(`robustlab list`). Received: {argument}='nope'\n")
+
+
+@pytest.mark.parametrize("content", ["", "[1, 2]", '{"experiment": '])
+def test_resuming_over_a_config_json_that_is_not_a_runs_is_an_error_line(capsys, tmp_path,
+                                                                          content):
+    # Empty, another program's JSON, cut short: named, not a traceback,
+    # and left as it was.
+    (tmp_path / "config.json").write_text(content)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--epochs", "1", "--out", str(tmp_path), "--resume", "--quiet"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"robustlab train: error: {tmp_path / 'config.json'} is not a robustlab run's "
+        "config (it cannot be read as one: empty, damaged or another program's), so there "
+        "is no run to resume there: remove it, or write to another folder. "
+        f"Received: out_dir={str(tmp_path)!r}\n")
+    assert (tmp_path / "config.json").read_text() == content
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_too_few_steps_for_the_instruments_names_the_commands_flag_too(digits):
+    few = experiments.get("quick").replace(batch_size=len(digits.x_train))
+    with pytest.raises(ValueError, match=re.escape(
+            "or no instruments (probe_every=None; `--probe-every 0` in `robustlab train`)")):
+        experiments.instruments(few, digits, probe_every=5)
+
+
+def test_reproduces_quiet_prints_only_warnings_and_errors_as_its_help_says(capsys, monkeypatch):
+    assert ("--quiet print only warnings and errors: no progress bar, no results table"
+            in _help(capsys, "reproduce"))
+    # What it says is so: the study runs silent (`studies.reproduce`'s verbose=0).
+    asked = []
+    monkeypatch.setattr(studies, "reproduce", lambda *a, verbose, **k: asked.append(verbose))
+    assert cli.main(["reproduce", "robust-overfitting", "--quick", "--quiet"]) == 0
+    assert asked == [0]

@@ -9,8 +9,10 @@ touches the network.
 """
 
 import dataclasses
+import logging
 import math
 import os
+import re
 import socket
 import threading
 
@@ -454,6 +456,24 @@ def test_data_dir_defaults_to_the_environment_variable(tfds_dir, offline, monkey
     assert len(data.load("mnist").y_train) == 60
 
 
+@pytest.mark.parametrize("data_dir", [123, ["/tmp"]])
+def test_a_data_dir_that_is_not_a_path_is_a_type_error_naming_it(data_dir, offline):
+    with pytest.raises(TypeError, match=re.escape(
+            f"Argument `data_dir` must be None or a path. Received: data_dir={data_dir!r}")):
+        data.load("mnist", data_dir=data_dir)
+
+
+def test_an_empty_data_dir_is_refused_not_taken_for_the_current_folder(
+    tmp_path, monkeypatch, offline
+):
+    # Taken for it, a download (download=None, with network) would go there.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"Argument `data_dir` must be None or a path; an "
+                                         r"empty path names no folder.*Received: data_dir=''"):
+        data.load("mnist", data_dir="")
+    assert os.listdir(tmp_path) == []
+
+
 # ---------------------------------------------------------------------------
 # tensorflow-datasets: missing data, no network
 
@@ -467,6 +487,20 @@ def test_missing_dataset_with_download_false_fails_fast_without_network(
     assert isinstance(info.value, OSError)
     message = str(info.value)
     assert f"data_dir={str(tmp_path)!r}" in message and "'digits'" in message
+
+
+def test_missing_dataset_logs_nothing_of_tfds_before_its_error(tmp_path, offline, caplog):
+    # A folder of the dataset's version without its data: tfds warns through
+    # absl ("Variant folder ... has no dataset_info.json"); `load`'s error
+    # says it all.
+    import tensorflow_datasets as tfds
+
+    os.makedirs(tmp_path / "cifar10" / str(tfds.builder_cls("cifar10").VERSION))
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        with pytest.raises(data.DatasetNotAvailableError):
+            data.load("cifar10", data_dir=str(tmp_path), download=False)
+        assert logging.getLogger("absl").level == logging.WARNING  # put back
+    assert [r.getMessage() for r in caplog.records if r.name == "absl"] == []
 
 
 def test_missing_dataset_with_unreachable_host_fails_fast_without_downloading(

@@ -75,12 +75,15 @@ def test_the_installed_command_is_this_entry_point():
 
 
 def _command(*args, **env):
+    return _python("import sys, _robustlab_command; "
+                   "sys.exit(_robustlab_command.main(sys.argv[1:]))", *args, **env)
+
+
+def _python(code, *args, **env):
     environment = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     environment.update({"KERAS_BACKEND": "tensorflow", **env})
-    return subprocess.run(
-        [sys.executable, "-c", "import sys, _robustlab_command; "
-         "sys.exit(_robustlab_command.main(sys.argv[1:]))", *args],
-        capture_output=True, text=True, env=environment, timeout=300)
+    return subprocess.run([sys.executable, "-c", code, *args],
+                          capture_output=True, text=True, env=environment, timeout=300)
 
 
 def test_the_command_writes_no_start_up_lines_of_tensorflow():
@@ -129,3 +132,17 @@ def test_any_other_import_error_is_not_taken_for_the_backends(monkeypatch):
     monkeypatch.setattr(_robustlab_command, "_look_for_devices", missing)
     with pytest.raises(ImportError, match="tensorflow_datasets"):
         _robustlab_command.main(["list"])
+
+
+def test_ctrl_c_while_robustlab_loads_is_one_line_with_status_130():
+    # Ctrl-C in the seconds the import takes (here as it ends, when
+    # TensorFlow looks for its devices): a line and 130 as in a command, not
+    # a traceback through the import after TensorFlow's start-up lines.
+    done = _python("import sys, _robustlab_command\n"
+                   "def interrupted():\n"
+                   "    raise KeyboardInterrupt\n"
+                   "_robustlab_command._look_for_devices = interrupted\n"
+                   "sys.exit(_robustlab_command.main(['list']))")
+    assert done.returncode == 130, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == "\nrobustlab: interrupted\n"
