@@ -823,8 +823,11 @@ class AdversarialModel(keras.Model):
     def _state_variables(self):
         """Every variable of the state Keras's JAX trainer detaches."""
         variables = list(self.variables) + list(self.metrics_variables)
-        if self.optimizer is not None and self.optimizer.built:
-            variables += list(self.optimizer.variables)
+        # An uncompiled model has no `optimizer` attribute: its `predict`
+        # must raise the data's error, not an AttributeError from here.
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None and optimizer.built:
+            variables += list(optimizer.variables)
         return list({id(v): v for v in variables}.values())
 
     def _mark_lost_values(self, error):
@@ -868,6 +871,44 @@ class AdversarialModel(keras.Model):
 
     # -- saving ----------------------------------------------------------------
 
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """As `keras.Model.save`, refusing Keras's legacy HDF5 format (a
+        path ending in `.h5` or `.hdf5`): it stores neither the attack
+        seeds nor, for this model, the optimizer's state, and loads without
+        a word about either (save as `.keras`, or `save_weights`)."""
+        if str(filepath).endswith((".h5", ".hdf5")):
+            raise ValueError(
+                "Argument `filepath` must not name a legacy HDF5 file (.h5, "
+                ".hdf5): that format cannot store the attack seeds nor the "
+                "optimizer state of an AdversarialModel, so a loaded model "
+                "would draw other random starts and restart its optimizer. "
+                "Save to a `.keras` file (or use `save_weights`). Received: "
+                f"filepath={str(filepath)!r}")
+        return super().save(filepath, overwrite=overwrite, zipped=zipped, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None,
+               input_signature=None, **kwargs):
+        """As `keras.Model.export`; the endpoint serves the classifier's
+        outputs (as `predict`). Without `input_signature`, it is the wrapped
+        classifier's input with any batch size (Keras would look for the
+        shapes of this model's first call, which a wrapper never records)."""
+        if input_signature is None:
+            input_signature = self._export_input_signature()
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)
+
+    def _export_input_signature(self):
+        inputs = getattr(self.model, "inputs", None) if self.model.built else None
+        if not inputs or len(inputs) != 1:
+            raise ValueError(
+                "Argument `input_signature` is required to export this model: "
+                "its classifier declares no single input (e.g. a subclassed "
+                "or unbuilt model); pass e.g. input_signature=[keras.InputSpec("
+                "shape=(None, ...), dtype='float32')]. Received: "
+                "input_signature=None")
+        shape = (None,) + tuple(inputs[0].shape[1:])
+        return [keras.InputSpec(shape=shape, dtype=inputs[0].dtype)]
+
     def get_config(self):
         return {
             "model": keras.saving.serialize_keras_object(self.model),
@@ -877,17 +918,36 @@ class AdversarialModel(keras.Model):
             "seed": self.seed,
             "attack_training_mode": self.attack_training_mode,
             "name": self.name,
+            # Keras's own constructor arguments, as `Layer.get_config` saves
+            # them: a "mixed_float16" policy makes `compile` wrap the
+            # optimizer in a LossScaleOptimizer, whose state a model loaded
+            # as float32 (with a plain optimizer) could not take back.
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
+        if not isinstance(config, dict):
+            raise TypeError(
+                "Argument `config` must be a dict, as `get_config` returns. "
+                f"Received: config={config!r}")
         config = dict(config)
+        for key in ("model", "attack"):
+            if key not in config:
+                raise ValueError(
+                    f"Argument `config` must hold the key {key!r}, as the "
+                    "configs `get_config` returns do. Received: config with "
+                    f"keys {sorted(config)}")
         model = keras.saving.deserialize_keras_object(
             config.pop("model"), custom_objects=custom_objects
         )
-        attack = attacks.PGD.from_config(config.pop("attack"))
-        eval_attack = attacks.PGD.from_config(config.pop("eval_attack"))
-        awp = config.pop("awp")
+        # Configs without "eval_attack" or "awp" (written by hand) get the
+        # constructor's defaults.
+        attack = attacks.PGD.from_config(_sub_config(config, "attack"))
+        eval_attack = _sub_config(config, "eval_attack", optional=True)
+        eval_attack = None if eval_attack is None else attacks.PGD.from_config(eval_attack)
+        awp = _sub_config(config, "awp", optional=True)
         awp = None if awp is None else AWP.from_config(awp)
         return cls(model, attack, eval_attack=eval_attack, awp=awp, **config)
 
@@ -927,6 +987,14 @@ class AdversarialModel(keras.Model):
         # the fit's own again).
         self._attach_jax_state()
         seeds = {k: store[k] for k in ("train_attack_seed", "eval_attack_seed") if k in store}
+        if len(seeds) == 1:
+            # One seed without the other is a damaged or edited file: half
+            # the attack state would silently keep this model's values.
+            raise ValueError(
+                "The saved weights must hold both attack seeds "
+                "('train_attack_seed' and 'eval_attack_seed') or neither (a "
+                "file saved before they were); they hold only one. Received: "
+                f"saved attack seeds {sorted(seeds)}")
         model_seeds = {k: store[k] for k in store.keys() if k.startswith(_MODEL_SEED)}
         own = {k: store[k] for k in store.keys() if k not in seeds and k not in model_seeds}
         super().load_own_variables(own)
@@ -951,6 +1019,20 @@ class AdversarialModel(keras.Model):
         layer's seed generators among its variables, not its weights)."""
         weights = {id(w) for w in self.model.weights}
         return [v for v in self.model.variables if id(v) not in weights]
+
+
+def _sub_config(config, key, optional=False):
+    """`config.pop(key)`, the config of an attack or of AWP: a dict (or
+    None where `optional`)."""
+    value = config.pop(key, None)
+    if value is None and optional:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"Argument `config` must hold the config of {key!r} as a dict, as "
+            "`get_config` returns it. Received: config with "
+            f"{key}={value!r}")
+    return value
 
 
 def _is_array(x):

@@ -127,7 +127,9 @@ def restore_checkpoint(model, directory):
 
     Args:
         model: a compiled, built model of the same architecture (its optimizer
-            is built here if it is not yet, so that its state can be loaded).
+            is built here if it is not yet, so that its state can be loaded;
+            a model that is not compiled or not built is refused with a
+            `ValueError` before anything is changed).
         directory: an `EpochCheckpoint` folder; missing or empty: nothing
             to restore.
 
@@ -136,6 +138,7 @@ def restore_checkpoint(model, directory):
         `initial_epoch`), their history `{key: [value per epoch]}` and the
         seconds they took; `(0, {}, 0.0)` when there is no checkpoint.
     """
+    _check_restorable(model)
     directory = os.fspath(directory)
     latest = os.path.join(directory, _LATEST)
     if not os.path.exists(latest):
@@ -144,7 +147,7 @@ def restore_checkpoint(model, directory):
         name = json.load(f)["checkpoint"]
     with open(os.path.join(directory, f"{name}.json")) as f:
         state = json.load(f)
-    if model.optimizer is not None and not model.optimizer.built:
+    if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     path = os.path.join(directory, f"{name}.state.npz")
     variables = _state_variables(model)
@@ -165,11 +168,34 @@ def restore_checkpoint(model, directory):
             float(state.get("elapsed", 0.0)))
 
 
+def _check_restorable(model):
+    """Refuse, before anything is changed, a model whose state cannot take
+    a checkpoint's: the optimizer must exist to receive its state, and the
+    model's variables must exist for the optimizer to be built over (an
+    optimizer built over none would refuse the model's variables in `fit`)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "Argument `model` must be a keras.Model. "
+            f"Received: model of type {type(model).__name__}")
+    missing = [what for what, ok in (
+        ("compiled", getattr(model, "optimizer", None) is not None),
+        ("built", model.built)) if not ok]
+    if missing:
+        raise ValueError(
+            "Argument `model` must be compiled and built before a checkpoint "
+            "is restored into it (its weights and its optimizer's state are "
+            "loaded): compile it, and build it (e.g. with a keras.Input, or "
+            f"`model.build(input_shape)`); it is "
+            f"{'neither compiled nor built' if len(missing) == 2 else 'not ' + missing[0]}. "
+            f"Received: model={model.name!r}")
+
+
 def _state_variables(model):
     """Every variable a fit carries from epoch to epoch: the model's
     (weights, non-trainable statistics, seed generator states) and the
     optimizer's (iteration count, momentum...), in a fixed order."""
-    optimizer = [] if model.optimizer is None else list(model.optimizer.variables)
+    optimizer = getattr(model, "optimizer", None)
+    optimizer = [] if optimizer is None else list(optimizer.variables)
     unique = {}
     for variable in [*model.variables, *optimizer]:
         unique.setdefault(id(variable), variable)

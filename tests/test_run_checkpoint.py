@@ -1,11 +1,16 @@
-"""`robustlab.run_checkpoint.write_history` on histories it must refuse.
+"""`robustlab.run_checkpoint`: `write_history` on histories it must refuse,
+and `restore_checkpoint` on models it cannot restore into.
 
 (The resume behaviour of `EpochCheckpoint` is tested in tests/test_resume.py.)
 """
 
+import keras
+import numpy as np
 import pytest
 
 from robustlab import run_checkpoint
+
+X, Y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
 
 
 @pytest.mark.parametrize("history", [
@@ -26,3 +31,39 @@ def test_write_history_refusing_a_history_writes_no_file(tmp_path):
     with pytest.raises(ValueError):
         run_checkpoint.write_history({"loss": [1.0, 0.5], "val_loss": [2.0]}, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the model a checkpoint is restored into ------------------------------------------
+
+
+def _checkpoint_folder(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    model.fit(X, Y, epochs=1, verbose=0, callbacks=[run_checkpoint.EpochCheckpoint(tmp_path)])
+    return tmp_path
+
+
+def _unbuilt_model():
+    model = keras.Sequential([keras.layers.Dense(2)])  # no Input: no variables yet
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return model
+
+
+def test_restore_checkpoint_refuses_a_model_that_is_not_compiled(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="uncompiled")
+    with pytest.raises(ValueError, match="`model` must be compiled and built.*not compiled"
+                       r".*Received: model='uncompiled'$"):
+        run_checkpoint.restore_checkpoint(model, _checkpoint_folder(tmp_path))
+
+
+def test_restore_checkpoint_refuses_a_model_that_is_not_built(tmp_path):
+    with pytest.raises(ValueError, match="`model` must be compiled and built.*not built"):
+        run_checkpoint.restore_checkpoint(_unbuilt_model(), _checkpoint_folder(tmp_path))
+
+
+def test_a_refused_restore_leaves_the_model_able_to_fit(tmp_path):
+    model = _unbuilt_model()
+    with pytest.raises(ValueError):
+        run_checkpoint.restore_checkpoint(model, _checkpoint_folder(tmp_path))
+    history = model.fit(X, Y, epochs=1, verbose=0).history
+    assert np.isfinite(history["loss"][0])
