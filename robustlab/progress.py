@@ -62,8 +62,14 @@ class EpochTable(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._bar = progress_bar(total=self.params.get("epochs"), unit="epoch", leave=False)
+        self._first = True
         self._shown = None
         self._started = time.perf_counter()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first:
+            self._bar.update(epoch)  # a resumed run starts at its checkpoint's epoch
+            self._first = False
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

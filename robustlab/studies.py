@@ -1098,23 +1098,37 @@ class _StudyProgress:
             def on_train_begin(self, logs=None):
                 self._first = True
                 self._epochs_run = 0
+                self._counted = 0  # epochs this run added to the bar
                 self._started = time.perf_counter()
                 if bar is not None:
                     bar.set_description(f"{experiment} seed {seed}")
 
             def on_epoch_begin(self, epoch, logs=None):
                 # A resumed run starts at its checkpoint's epoch.
-                if self._first and epoch and bar is not None:
-                    bar.write(f"{experiment} seed {seed}: resumed at epoch {epoch}")
-                    bar.update(epoch)
+                if self._first and epoch:
+                    self._epochs_run = epoch
+                    self._advance(epoch)
+                    if bar is not None:
+                        bar.write(f"{experiment} seed {seed}: resumed at epoch {epoch}")
                 self._first = False
 
             def on_epoch_end(self, epoch, logs=None):
                 self._epochs_run = epoch + 1
+                self._advance(1)
+
+            def _advance(self, epochs):
+                self._counted += epochs
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(epochs)
 
             def on_train_end(self, logs=None):
+                epochs = self.params.get("epochs") or 0
+                if self._first:
+                    # No epoch began: resumed from a checkpoint holding them all.
+                    self._epochs_run = epochs
+                # A run that stops early (a non-finite loss) or had nothing
+                # left to train still counts all its epochs as done.
+                self._advance(max(0, epochs - self._counted))
                 if bar is not None:
                     bar.write(
                         f"{experiment} seed {seed}: ended after epoch "

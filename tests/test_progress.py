@@ -7,10 +7,12 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 import tqdm.notebook
 import tqdm.std
 
 from robustlab.progress import EpochTable, _is_notebook_bar, progress_bar
+from robustlab.studies import _StudyProgress
 
 
 class Terminal(io.StringIO):
@@ -83,3 +85,58 @@ def test_columns_follow_the_first_epochs_logs_and_a_missing_value_prints_a_dash(
     assert lines[0].split() == ["epoch", "loss", "top.eig", "time"]
     assert lines[1].split()[2] == "2.500"
     assert lines[2].split()[2] == "-"
+
+
+def _fit(callbacks, epochs=3, initial_epoch=0, stop_after=None):
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    net.compile(optimizer="sgd", loss="mse")
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch + 1 == stop_after:
+                self.model.stop_training = True  # as a non-finite loss stops a run
+
+    net.fit(np.zeros((4, 2), "float32"), np.zeros((4, 1), "float32"), epochs=epochs,
+            initial_epoch=initial_epoch, verbose=0, callbacks=[*callbacks, Stop()])
+
+
+def test_the_tables_bar_of_a_resumed_run_starts_at_its_first_epoch(monkeypatch):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    table, seen = EpochTable(), []
+
+    class Peek(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((table._bar.n, table._bar.total))
+
+    _fit([table, Peek()], epochs=3, initial_epoch=2)
+    assert seen == [(3, 3)]
+
+
+class _Config:
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+
+@pytest.mark.parametrize("first_run", [
+    dict(initial_epoch=3),  # resumed from a checkpoint holding every epoch
+    dict(stop_after=1),  # stopped early
+    dict(initial_epoch=1),  # resumed midway
+])
+def test_a_studys_bar_counts_every_epoch_of_every_run_however_it_ended(monkeypatch,
+                                                                       first_run):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    study = _StudyProgress([(None, _Config(3), 0), (None, _Config(3), 1)], verbose=1)
+    _fit([study.callback("quick", 0)], **first_run)
+    _fit([study.callback("quick", 1)])
+    assert (study._bar.n, study._bar.total) == (6, 6)
+    study.close()
+
+
+def test_a_run_resumed_with_every_epoch_done_says_it_ended_after_its_last(monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    study = _StudyProgress([(None, _Config(3), 0)], verbose=1)
+    _fit([study.callback("quick", 0)], initial_epoch=3)
+    study.close()
+    assert "quick seed 0: ended after epoch 3 of 3 (" in capsys.readouterr().out
