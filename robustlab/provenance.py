@@ -36,7 +36,7 @@ Example:
 """
 
 import hashlib
-import importlib.metadata
+import importlib
 import os
 import platform
 
@@ -56,18 +56,21 @@ __all__ = [
 ]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-_BACKEND_DISTRIBUTIONS = {"tensorflow": "tensorflow", "jax": "jaxlib"}
 
 
 def source_digest(package_dir=_PACKAGE_DIR):
     """A 16-hex-digit SHA-256 digest of every `.py` file under `package_dir`
     (its path relative to `package_dir` and its bytes, in sorted order),
-    leaving out the `course` subpackage."""
+    leaving out the `course` subpackage and hidden files and folders (an
+    editor's lock file, which may be a dangling link, or JupyterLab's
+    `.ipynb_checkpoints/` copies: not the code that runs)."""
     digest = hashlib.sha256()
     paths = []
     for root, dirs, files in os.walk(package_dir):
-        dirs[:] = sorted(d for d in dirs if d not in ("course", "__pycache__"))
-        paths += [os.path.join(root, f) for f in files if f.endswith(".py")]
+        dirs[:] = sorted(d for d in dirs
+                         if d not in ("course", "__pycache__") and not d.startswith("."))
+        paths += [os.path.join(root, f) for f in files
+                  if f.endswith(".py") and not f.startswith(".")]
     for path in sorted(paths):
         digest.update(os.path.relpath(path, package_dir).replace(os.sep, "/").encode())
         digest.update(b"\0")
@@ -88,11 +91,12 @@ def code_identity():
     NumPy's version (it draws each epoch's order and the data's label noise,
     and NumPy promises its random streams only within a version)."""
     backend = keras.backend.backend()
-    distribution = _BACKEND_DISTRIBUTIONS.get(backend, backend)
-    try:
-        backend_version = importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover
-        backend_version = "unknown"
+    # The imported modules' own versions: TensorFlow is also distributed as
+    # tensorflow-cpu, tf-nightly and others, whose metadata "tensorflow"
+    # does not name; JAX's tracing is the jax package's, its kernels jaxlib's.
+    backend_version = importlib.import_module(backend).__version__
+    if backend == "jax":
+        backend_version += f", jaxlib {importlib.import_module('jaxlib').__version__}"
     return {
         "robustlab": __version__,
         "robustlab_sources": _SOURCES,
@@ -161,9 +165,23 @@ def cpu_kind(cpuinfo=None):
 
 def hardware():
     """What a result's numbers are computed on: the accelerator the backend
-    uses (`"gpu: NVIDIA H200"`), else `"cpu: "` and `cpu_kind()`. Like the
+    uses (`"gpu: NVIDIA H200"`), else `"cpu: "` and `cpu_kind()`; then, in
+    brackets, those of the environment variables that choose other kernels
+    (`TF_ENABLE_ONEDNN_OPTS`, `ONEDNN_MAX_CPU_ISA`, `XLA_FLAGS`) that are
+    set. Like the
     code, it decides a run's last digits and so its trajectory: a run is
     resumed or reused only on the same hardware (and, on a CPU, the same
     `cpu_threads()`: `run_cpu_threads()`)."""
     accelerator = _backend.get().accelerator()
-    return accelerator if accelerator else f"cpu: {cpu_kind()}"
+    device = accelerator if accelerator else f"cpu: {cpu_kind()}"
+    settings = [f"{name}={os.environ[name]}" for name in _KERNEL_SETTINGS
+                if name in os.environ]
+    return f"{device} [{' '.join(settings)}]" if settings else device
+
+
+# Environment variables that choose other kernels, so other last digits:
+# oneDNN on or off in TensorFlow (measured: another trajectory on the same
+# machine), oneDNN's instruction sets (see the module's docstring), and XLA's
+# flags (turning YNNPACK convolutions off changed the last bits of JAX's
+# Hessian-vector products).
+_KERNEL_SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS")

@@ -29,7 +29,9 @@ def test_version_names_robustlab_keras_and_the_backend(capsys):
         cli.main(["--version"])
     assert exit_.value.code == 0
     backend = keras.backend.backend()
-    version = importlib.metadata.version({"tensorflow": "tensorflow", "jax": "jaxlib"}[backend])
+    version = importlib.import_module(backend).__version__
+    if backend == "jax":
+        version += f", jaxlib {importlib.import_module('jaxlib').__version__}"
     assert capsys.readouterr().out == (
         f"robustlab {robustlab.__version__} (Keras {keras.__version__}, "
         f"backend {backend} {version})\n")

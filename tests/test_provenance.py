@@ -1,6 +1,9 @@
 """Which code produced a result (the digest of robustlab's sources) and on
 what hardware."""
 
+import importlib
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -45,6 +48,26 @@ def test_the_course_bytecode_and_other_files_are_left_out(package):
     (package / "__pycache__" / "a.cpython-311.py").write_text("")
     (package / "notes.txt").write_text("text")
     assert provenance.source_digest(str(package)) == before
+
+
+def test_hidden_files_and_folders_are_left_out(package):
+    # An Emacs lock file (a dangling link) broke `import robustlab`;
+    # JupyterLab's checkpoint copies changed the digest of the same code.
+    before = provenance.source_digest(str(package))
+    (package / ".ipynb_checkpoints").mkdir()
+    (package / ".ipynb_checkpoints" / "a-checkpoint.py").write_text("x = 2\n")
+    os.symlink(package / "nowhere", package / ".#a.py")
+    assert provenance.source_digest(str(package)) == before
+
+
+def test_the_backend_is_named_with_its_modules_versions():
+    # Not a distribution's metadata, which tensorflow-cpu or tf-nightly
+    # would not give as "tensorflow"; on JAX both jax and jaxlib.
+    backend = keras.backend.backend()
+    expected = f"{backend} {importlib.import_module(backend).__version__}"
+    if backend == "jax":
+        expected += f", jaxlib {importlib.import_module('jaxlib').__version__}"
+    assert provenance.code_identity()["backend"] == expected
 
 
 def test_the_identity_names_robustlab_its_sources_keras_the_backend_and_numpy():
@@ -118,3 +141,15 @@ def test_an_accelerator_run_records_no_cpu_thread_count(monkeypatch):
     # host with another number of cores.
     monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
     assert provenance.run_cpu_threads() is None
+
+
+def test_settings_that_choose_other_kernels_are_part_of_the_hardware(monkeypatch):
+    # TF_ENABLE_ONEDNN_OPTS=0 gave another trajectory with the same code,
+    # machine and threads: a run must not be resumed across it.
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
+    plain = provenance.hardware()
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
+    assert provenance.hardware() == (
+        f"{plain} [TF_ENABLE_ONEDNN_OPTS=0 XLA_FLAGS=--xla_cpu_use_thunk_runtime=false]")
