@@ -463,6 +463,11 @@ class AdversarialModel(keras.Model):
         if not callable(observer):
             raise TypeError("Argument `observer` must be callable as "
                             f"observer(learning_rate, weights). Received: observer={observer!r}")
+        # A single variable would be iterated by its rows.
+        if (not isinstance(variables, (list, tuple))
+                or not all(isinstance(v, keras.Variable) for v in variables)):
+            raise TypeError("Argument `variables` must be a list of the model's "
+                            f"trainable variables. Received: variables={variables!r}")
         if not _backend.get().can_observe_iterates_in_step(self):
             return False
         observers = self._iterate_observers

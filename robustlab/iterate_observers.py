@@ -46,7 +46,8 @@ class IterateObservers:
         if missing:
             raise ValueError(
                 "An iterate observer can only watch the model's trainable "
-                f"variables. Received: variables including {missing}")
+                f"variables; {missing} are not. Received: variables="
+                f"{[v.path for v in variables]}")
         self.remove(observer)
         self._entries.append((observer, [positions[id(v)] for v in variables]))
 

@@ -212,6 +212,27 @@ def test_an_iterate_observer_must_be_callable():
         m.observe_iterates(3, m.trainable_variables)
 
 
+@pytest.mark.parametrize("variables", ["one variable", "arrays"])
+def test_iterate_observers_take_a_list_of_variables(variables):
+    # One variable was iterated by its rows; arrays failed on their `path`.
+    m = model()
+    m.fit(X, Y, verbose=0)
+    given = (m.trainable_variables[0] if variables == "one variable"
+             else [np.zeros(3)])
+    with pytest.raises(TypeError, match=r"`variables` must be a list of the model's "
+                                        r"trainable variables\. Received: variables="):
+        m.observe_iterates(lambda rate, weights: None, given)
+
+
+def test_an_iterate_observer_of_another_models_variables_names_them():
+    m, other = model(), model()
+    for each in (m, other):
+        each.fit(X, Y, verbose=0)
+    with pytest.raises(ValueError, match=r"only watch the model's trainable variables; "
+                                         r"\[.*\] are not\. Received: variables=\["):
+        m.observe_iterates(lambda rate, weights: None, other.trainable_variables[:1])
+
+
 # -- seeds -----------------------------------------------------------------------------
 
 
