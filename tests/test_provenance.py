@@ -119,12 +119,21 @@ def test_an_arm_cpu_is_named_by_its_part_and_features():
     assert provenance.cpu_kind(graviton) == "0xd40 (0x41; asimd asimdhp bf16 i8mm sve)"
 
 
-def test_without_an_accelerator_the_hardware_is_this_cpus_kind(monkeypatch):
+@pytest.fixture
+def no_kernel_settings(monkeypatch):
+    # tests/distributed_fit.py sets XLA_FLAGS in the process that imports it.
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_without_an_accelerator_the_hardware_is_this_cpus_kind(monkeypatch,
+                                                               no_kernel_settings):
     monkeypatch.setattr(backend.get(), "accelerator", lambda: None)
     assert provenance.hardware() == "cpu: " + provenance.cpu_kind()
 
 
-def test_with_an_accelerator_the_hardware_is_the_accelerator(monkeypatch):
+def test_with_an_accelerator_the_hardware_is_the_accelerator(monkeypatch,
+                                                             no_kernel_settings):
     # A GPU run's numbers do not depend on the host's CPU: resumed on another
     # host with the same GPU, it is the same run.
     monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
@@ -143,11 +152,10 @@ def test_an_accelerator_run_records_no_cpu_thread_count(monkeypatch):
     assert provenance.run_cpu_threads() is None
 
 
-def test_settings_that_choose_other_kernels_are_part_of_the_hardware(monkeypatch):
+def test_settings_that_choose_other_kernels_are_part_of_the_hardware(monkeypatch,
+                                                                      no_kernel_settings):
     # TF_ENABLE_ONEDNN_OPTS=0 gave another trajectory with the same code,
     # machine and threads: a run must not be resumed across it.
-    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS"):
-        monkeypatch.delenv(name, raising=False)
     plain = provenance.hardware()
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
