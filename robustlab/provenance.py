@@ -63,7 +63,9 @@ def source_digest(package_dir=_PACKAGE_DIR):
     (its path relative to `package_dir` and its bytes, in sorted order),
     leaving out the `course` subpackage and hidden files and folders (an
     editor's lock file, which may be a dangling link, or JupyterLab's
-    `.ipynb_checkpoints/` copies: not the code that runs)."""
+    `.ipynb_checkpoints/` copies: not the code that runs). Line endings are
+    read as Python reads source files, so a checkout with CRLF endings
+    (git's autocrlf on Windows) has the digest of the same code with LF."""
     digest = hashlib.sha256()
     paths = []
     for root, dirs, files in os.walk(package_dir):
@@ -75,7 +77,8 @@ def source_digest(package_dir=_PACKAGE_DIR):
         digest.update(os.path.relpath(path, package_dir).replace(os.sep, "/").encode())
         digest.update(b"\0")
         with open(path, "rb") as f:
-            digest.update(f.read())
+            # Python's tokenizer reads \r\n and a lone \r as \n.
+            digest.update(f.read().replace(b"\r\n", b"\n").replace(b"\r", b"\n"))
         digest.update(b"\0")
     return digest.hexdigest()[:16]
 

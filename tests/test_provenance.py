@@ -50,6 +50,14 @@ def test_the_course_bytecode_and_other_files_are_left_out(package):
     assert provenance.source_digest(str(package)) == before
 
 
+def test_line_endings_python_reads_the_same_give_the_same_digest(package):
+    # git's autocrlf checks the same commit out with CRLF on Windows.
+    before = provenance.source_digest(str(package))
+    (package / "a.py").write_bytes(b"x = 1\r\n")
+    (package / "sub" / "b.py").write_bytes(b"y = 2\r")
+    assert provenance.source_digest(str(package)) == before
+
+
 def test_hidden_files_and_folders_are_left_out(package):
     # An Emacs lock file (a dangling link) broke `import robustlab`;
     # JupyterLab's checkpoint copies changed the digest of the same code.
