@@ -107,7 +107,8 @@ def _parser():
                            help="train fewer epochs than the study's runs (a shortened "
                                 "look; its runs and results go to folders of their own)")
     reproduce.add_argument("--write-reference", action="store_true",
-                           help="also write the package's reference results")
+                           help="also write the package's reference results "
+                                "(at least 8 seeds, with --quick)")
     reproduce.add_argument("--quiet", action="store_true",
                            help="print only warnings and errors: no progress bar, no "
                                 "results table (the results, table and figures are "

@@ -81,6 +81,7 @@ __all__ = [
     "Forks",
     "MAX_SEEDS",
     "REFERENCE_DIR",
+    "REFERENCE_SEEDS",
     "SCALES",
     "SELECTION_CRITERIA",
     "STUDIES",
@@ -716,6 +717,8 @@ def _history_from_json(history):
 
 
 MAX_SEEDS = 10_000
+# The fewest seeds the package's reference results are written with.
+REFERENCE_SEEDS = 8
 """The most seeds a study runs (`reproduce`): far beyond any real use (a
 quick run takes minutes), and a bound on the plan it makes of them before
 training. Each seed is a seed as everywhere, in [0, 2**31 - 1]."""
@@ -805,7 +808,8 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         verbose: 1 shows a progress bar over all runs and epochs and prints
             the table; 0 is silent.
         write_reference: True or False: also write the results as the
-            package's reference data (`robustlab/reference/<name>.json.gz`).
+            package's reference data (`robustlab/reference/<name>.json.gz`);
+            it needs at least `REFERENCE_SEEDS` (8) seeds.
         epochs: train fewer epochs than the study's runs (a shortened look,
             an integer from 1 to one less than their epochs; the results say
             so and cannot be written as reference). Its runs and results go
@@ -838,6 +842,13 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             "The package's reference results are the quick studies' (the lessons "
             f"read them); a full-scale study writes only its results folder. "
             f"Received: scale={scale!r}, write_reference=True")
+    if write_reference and len(seeds) < REFERENCE_SEEDS:
+        # One seed would silently replace the error bars the lessons show.
+        raise ValueError(
+            f"Reference results hold at least {REFERENCE_SEEDS} seeds (the lessons "
+            f"show their means and standard errors): write them with `seeds` of "
+            f"{REFERENCE_SEEDS} or more, or drop `write_reference`. "
+            f"Received: seeds={seeds}, write_reference=True")
     out = validation.check_folder("out", "runs" if out is None else out)
     reference_path = os.path.join(REFERENCE_DIR, f"{name}.json.gz")
     if write_reference:

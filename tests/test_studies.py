@@ -249,7 +249,7 @@ def test_an_unwritable_reference_folder_is_refused_before_any_training(
         else real_access(path, mode, **kw)))
     monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match=r"cannot write .*Received: write_reference=True"):
-        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), write_reference=True,
+        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
                           verbose=0)
 
 
@@ -258,7 +258,7 @@ def test_a_reference_folder_that_is_a_file_is_refused(tiny, tmp_path, monkeypatc
     monkeypatch.setattr(studies, "REFERENCE_DIR", str(tmp_path / "reference"))
     monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="Received: write_reference=True"):
-        studies.reproduce("tiny-study", 1, str(tmp_path / "out"), write_reference=True,
+        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
                           verbose=0)
 
 
@@ -283,6 +283,17 @@ def test_a_failed_reference_write_leaves_the_previous_file_whole(
         assert f.read() == before
     assert studies.read_reference_file(path).seeds == results.seeds
     assert not os.path.exists(path + ".partial")
+
+
+def test_reference_results_are_not_written_with_fewer_than_8_seeds(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(tmp_path / "reference"))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=re.escape(
+            "write them with `seeds` of 8 or more, or drop `write_reference`. "
+            "Received: seeds=[0, 1, 2, 3, 4, 5, 6], write_reference=True")):
+        studies.reproduce("tiny-study", 7, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+    assert not (tmp_path / "reference").exists()
 
 
 def test_shortened_runs_cannot_become_reference(tiny, tmp_path):
