@@ -167,6 +167,21 @@ def test_predict_whose_data_fails_leaves_the_weights_as_before(fail_at):
     _assert_same(_weights(model), before)
 
 
+@pytest.mark.parametrize("fail_at", [0, 2])
+def test_predict_of_an_uncompiled_model_whose_data_fails_raises_the_datas_error(fail_at):
+    # An uncompiled model has no `optimizer`: the state kept after the
+    # failure is read without one.
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model = robustlab.AdversarialModel(net, robustlab.PGD(0.05, steps=2), seed=0)
+    before = _weights(model)
+    # TensorFlow wraps the data's error in one of its own, with its message.
+    with pytest.raises(Exception, match="simulated") as raised:
+        model.predict(_Batches(RuntimeError, fail_at=fail_at, inputs_only=True), verbose=0)
+    assert not isinstance(raised.value, AttributeError)
+    _assert_same(_weights(model), before)
+
+
 @pytest.mark.parametrize("method", ["fit", "predict"])
 def test_data_failing_at_the_first_batch_of_keras_own_functions_leaves_the_last_steps_state(
         method):
