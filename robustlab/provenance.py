@@ -1,6 +1,6 @@
-"""Which code produced a result: robustlab's sources, Keras and the backend;
-and on what hardware (which accelerator, or which kind of CPU on how many
-threads) it ran.
+"""Which code produced a result: robustlab's sources, Keras, the backend and
+NumPy; and on what hardware (which accelerator, or which kind of CPU on how
+many threads) it ran.
 
 A finished run or fork is reused by `--resume` only when it was produced by
 the same code as the one resuming: results are "those of an uninterrupted

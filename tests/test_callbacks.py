@@ -22,6 +22,7 @@ from robustlab import attacks
 from robustlab import bounds
 from robustlab import curvature
 from robustlab import posterior
+from robustlab.callbacks import bound_tracker as bound_tracker_module
 from robustlab.callbacks.bound_tracker import BoundTracker
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks.posterior_tracker import PosteriorTracker
@@ -405,6 +406,24 @@ def test_an_isotropic_posterior_below_the_floor_counts_every_parameter(digits):
     with pytest.warns(UserWarning, match="raised to it"):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[tracker, bound])
     assert bound.last["floored"] == model.model.count_params()
+
+
+def test_the_floor_warning_comes_once_in_each_run_also_for_the_same_run_again(digits):
+    # Python's default filter shows a word-for-word repeated warning from one
+    # line once per process; the README promises one each run.
+    x, y = digits.x_train[:128], digits.y_train[:128]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(2):
+            tracker = PosteriorTracker()
+            bound = BoundTracker(128, prior_variance=1.0, tracker=tracker,
+                                 posterior="isotropic", variance_floor=0.5,
+                                 accuracy_key="robust_accuracy")
+            small_cnn_model().fit(x, y, batch_size=64, epochs=2, verbose=0,
+                                  callbacks=[tracker, bound])
+    floor = [w for w in caught if "raised to it" in str(w.message)]
+    assert len(floor) == 2
+    assert {w.filename for w in floor} == {bound_tracker_module.__file__}
 
 
 # -- epochs without a measurement, and keys of their own -----------------------------

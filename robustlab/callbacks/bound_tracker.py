@@ -3,6 +3,7 @@
 import math
 import numbers
 import os
+import sys
 import warnings
 
 import keras
@@ -278,11 +279,18 @@ class BoundTracker(keras.callbacks.Callback):
                        if overall < self.variance_floor else 0)
         if floored and not self._warned_floor:
             self._warned_floor = True
-            warnings.warn(
+            # Once a run, as documented: Python's default filter would show a
+            # second run's word-for-word same warning never again in the
+            # process, so the registry that remembers it is the run's own.
+            caller = sys._getframe(1)
+            warnings.warn_explicit(
                 f"BoundTracker: {floored} parameters had a window variance "
                 f"below variance_floor={self.variance_floor:g} at epoch {epoch} "
                 "(they did not move) and were raised to it; `last['floored']` "
-                "counts them at each epoch.", stacklevel=2)
+                "counts them at each epoch.", UserWarning,
+                caller.f_code.co_filename, caller.f_lineno,
+                module=caller.f_globals.get("__name__"), registry={},
+                module_globals=caller.f_globals)
         kl = float(bounds.gaussian_kl(weights, variance, self.initial_weights,
                                       self.prior_variance))
         seeger = float(bounds.seeger_bound(risk, kl, self.n, self.delta))
