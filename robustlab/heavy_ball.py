@@ -651,6 +651,7 @@ def covariance_recursion(
     limit = _stability_limit(beta)
     if not validation.check_bool("allow_unstable", allow_unstable):
         _check_schedule_stable(lrs, curvature, limit)
+    return_full = validation.check_bool("return_full", return_full)
     record = _record_indices(record_at, len(lrs))
     shape = curvature.shape
 

@@ -240,11 +240,16 @@ def replica_variance(replica_weights, direction=None, ddof=1):
     ([2.0, 0.0], 1.0, 2.0)
     """
     ddof = _check_ddof(ddof)
+    layer_shapes = None  # of the first replica given as a list of layers
     if isinstance(replica_weights, np.ndarray) and replica_weights.ndim == 2:
         stacked = _float_array("replica_weights", replica_weights)
     else:
         try:
-            rows = [_flatten_weights("replica_weights", w) for w in replica_weights]
+            rows = []
+            for w in replica_weights:
+                if layer_shapes is None and _is_layer_list(w):
+                    layer_shapes = [np.shape(layer) for layer in w]
+                rows.append(_flatten_weights("replica_weights", w))
         except TypeError:
             raise TypeError(
                 "Argument `replica_weights` must be an (R, P) array or a "
@@ -274,6 +279,13 @@ def replica_variance(replica_weights, direction=None, ddof=1):
                 f"Argument `direction` must have one entry per parameter "
                 f"({stacked.shape[1]}). Received: direction with {u.size} entries"
             )
+        if layer_shapes is not None and _is_layer_list(direction):
+            shapes = [np.shape(layer) for layer in direction]
+            if shapes != layer_shapes:
+                raise ValueError(
+                    f"Argument `direction` must match a replica's layers "
+                    f"{layer_shapes}. Received: direction with shapes {shapes}"
+                )
         projected = float(np.var(stacked @ _unit_vector("direction", u), ddof=ddof))
     return ReplicaVariance(per_parameter, float(per_parameter.mean()), projected)
 
@@ -328,13 +340,19 @@ class IterateStatistics:
         dtype: dtype of the mean and M2 accumulators, "float64" (default) or
             "float32" (half the memory: for float32 weights, mean and M2
             then take twice the bytes of the weights, not four times).
-            Welford's update keeps float32 accumulators accurate to about the
-            float32 resolution of the weights (~1e-7 relative to |w|), far
-            below the spread SGD leaves; weights of another dtype are first
-            rounded to float32 (the statistics are those of the rounded
-            iterates). Results (`mean`, `variance`, `summary`) are float64
-            either way, and projections always accumulate in float64 from
-            the weights as given.
+            In float32 the mean's error grows with the window: once
+            `delta / n` is under half a float32 spacing of the mean it is
+            rounded away. Against float64 accumulators fed the same float32
+            iterates (|w| = 1, spreads 1e-5 to 1e-3, windows of 10^4 and
+            10^5 updates, 1,000 and 2,000 parameters), the mean was off by
+            3e-7 to 1.1e-6 for the median parameter and up to 2e-6 to 1.7e-5
+            for the worst (15 to 140 float32 spacings of |w|; a fifth of a
+            1e-5 spread); the variance by at most 0.31% on average over the
+            parameters and under 5% for any one of them. Weights of another
+            dtype are first rounded to float32 (the statistics are those of
+            the rounded iterates). Results (`mean`, `variance`, `summary`)
+            are float64 either way, and projections always accumulate in
+            float64 from the weights as given.
 
     Example:
 
@@ -479,9 +497,9 @@ class IterateStatistics:
         sizes = [int(np.prod(s)) for s in self._shapes]
         if isinstance(source, list):
             shapes = [d.shape for d in source]
-            if len(source) != len(self._shapes) or any(
-                d.size != size for d, size in zip(source, sizes)
-            ):
+            # Shapes, not sizes: a transposed layer has the size of the
+            # iterate's, and its entries would meet the wrong weights.
+            if shapes != self._shapes:
                 raise ValueError(
                     f"Direction {name!r} must match the iterate's layers "
                     f"{self._shapes}. Received: direction with shapes {shapes}"
@@ -512,6 +530,14 @@ class IterateStatistics:
                 "Received: weights=[]"
             )
         for i, w in enumerate(arrays):
+            if w.dtype.kind == "V":
+                # ml_dtypes' bfloat16 (the weights of a Keras "bfloat16"
+                # policy), not a NumPy floating type: rounded to float32,
+                # exactly, as the weights of other dtypes are.
+                try:
+                    w = arrays[i] = w.astype(np.float32)
+                except (TypeError, ValueError):
+                    pass
             if not (
                 np.issubdtype(w.dtype, np.floating)
                 or np.issubdtype(w.dtype, np.integer)

@@ -31,6 +31,12 @@ __all__ = [
     "small_cnn",
 ]
 
+# Every layer that reads an image axis is told the layout the builders
+# document, `(height, width, channels)`: left to Keras's global
+# `image_data_format` ("channels_first" in a keras.json), the same call would
+# silently build another network.
+_DATA_FORMAT = "channels_last"
+
 
 def mlp(
     input_shape=(8, 8, 1),
@@ -73,7 +79,7 @@ def mlp(
     regularizer = _l2_for_weight_decay(weight_decay)
 
     inputs = keras.Input(shape=input_shape, name="inputs")
-    x = keras.layers.Flatten(name="flatten")(inputs)
+    x = keras.layers.Flatten(data_format=_DATA_FORMAT, name="flatten")(inputs)
     for i, width in enumerate(hidden, start=1):
         x = _dense(width, "relu", seeds, regularizer, name=f"dense{i}")(x)
     logits = _dense(num_classes, None, seeds, regularizer, name="logits")(x)
@@ -140,6 +146,7 @@ def small_cnn(
             channels,
             3,
             padding="same",
+            data_format=_DATA_FORMAT,
             activation="relu",
             kernel_initializer=_SeededGlorotUniform(seed=seeds.next()),
             bias_initializer="zeros",
@@ -147,8 +154,8 @@ def small_cnn(
             bias_regularizer=regularizer,
             name=f"conv{i}",
         )(x)
-    x = keras.layers.MaxPooling2D(2, name="pool")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.MaxPooling2D(2, data_format=_DATA_FORMAT, name="pool")(x)
+    x = keras.layers.Flatten(data_format=_DATA_FORMAT, name="flatten")(x)
     x = _dense(dense, "relu", seeds, regularizer, name="dense")(x)
     logits = _dense(num_classes, None, seeds, regularizer, name="logits")(x)
     return keras.Model(inputs, logits, name="small_cnn")
@@ -224,7 +231,7 @@ def preact_resnet18(
             in_channels = channels
     x = _batch_norm(regularizer, name="final_bn")(x)
     x = keras.layers.ReLU(name="final_relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(data_format=_DATA_FORMAT, name="pool")(x)
     logits = keras.layers.Dense(
         num_classes,
         kernel_initializer=_pytorch_default_init(seeds.next()),
@@ -270,6 +277,7 @@ def _conv(channels, kernel_size, stride, seeds, regularizer, name):
         # PyTorch's padding=1; with stride 2 it would pad bottom/right only,
         # so pad explicitly and convolve "valid" there.
         padding="same" if stride == 1 or kernel_size == 1 else "valid",
+        data_format=_DATA_FORMAT,
         use_bias=False,
         kernel_initializer=_pytorch_default_init(seeds.next()),
         kernel_regularizer=regularizer,
@@ -277,12 +285,14 @@ def _conv(channels, kernel_size, stride, seeds, regularizer, name):
     )
     if stride == 1 or kernel_size == 1:
         return conv
-    pad = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad")
+    pad = keras.layers.ZeroPadding2D(kernel_size // 2, data_format=_DATA_FORMAT,
+                                     name=f"{name}_pad")
     return lambda tensor: conv(pad(tensor))
 
 
 def _batch_norm(regularizer, name):
     return keras.layers.BatchNormalization(
+        axis=-1,  # the channels, in the `_DATA_FORMAT` layout
         momentum=0.9,
         epsilon=1e-5,
         gamma_regularizer=regularizer,

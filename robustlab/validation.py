@@ -329,10 +329,7 @@ def _float_array(name, value):
     if isinstance(value, (bool, np.bool_)) or (
         isinstance(value, np.ndarray) and value.dtype == bool
     ):
-        raise TypeError(
-            f"Argument `{name}` must be a real number or an array of real "
-            f"numbers, not booleans. " + _received(name, value)
-        )
+        raise _booleans_refused(name, value)
     # None would become NaN and "0.1" 0.1: neither is a number handed over.
     not_numbers = value is None or isinstance(value, (str, bytes))
     try:
@@ -343,13 +340,49 @@ def _float_array(name, value):
     # converts to); what does not convert to float64 is refused below.
     if raw is not None and raw.dtype.kind in "iufV":
         try:
-            return raw.astype(np.float64, copy=False)
+            array = raw.astype(np.float64, copy=False)
         except (TypeError, ValueError):
-            pass
+            array = None
+        if array is not None:
+            # NumPy reads a boolean among numbers as 1 or 0 ([0.5, True] is
+            # [0.5, 1.0]); only lists and tuples can mix them. The walk over
+            # the elements is needed only where a 0 or a 1 came out.
+            if (isinstance(value, (list, tuple))
+                    and np.any((array == 0) | (array == 1)) and _holds_bool(value)):
+                raise _booleans_refused(name, value)
+            return array
     raise TypeError(
         f"Argument `{name}` must be a real number or an array of real "
         f"numbers. " + _received(name, value)
     )
+
+
+def _booleans_refused(name, value):
+    return TypeError(
+        f"Argument `{name}` must be a real number or an array of real "
+        f"numbers, not booleans. " + _received(name, value)
+    )
+
+
+def _holds_bool(values):
+    """Whether nested lists or tuples hold a boolean or an array of them."""
+    for value in values:
+        kind = type(value)
+        if kind is float or kind is int:
+            continue
+        if kind is bool or kind is np.bool_:
+            return True
+        if isinstance(value, np.generic):  # another NumPy scalar
+            continue
+        if isinstance(value, (list, tuple)):
+            if _holds_bool(value):
+                return True
+            continue
+        # NumPy and JAX arrays (a NumPy dtype), TensorFlow tensors (a DType).
+        dtype = getattr(value, "dtype", None)
+        if getattr(dtype, "kind", None) == "b" or getattr(dtype, "is_bool", False):
+            return True
+    return False
 
 
 def check_broadcast(**arrays):

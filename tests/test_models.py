@@ -1,5 +1,7 @@
 """Specification of the model builders in `robustlab.models`."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -175,6 +177,36 @@ def test_models_are_built_on_return():
     for build in TINY_BUILDERS.values():
         model = build()
         assert model.built and len(model.weights) > 0
+
+
+@contextlib.contextmanager
+def image_data_format(data_format):
+    """Keras's global image layout (as a keras.json sets it), restored after."""
+    saved = keras.config.image_data_format()
+    keras.config.set_image_data_format(data_format)
+    try:
+        yield
+    finally:
+        keras.config.set_image_data_format(saved)
+
+
+def test_preact_resnet18_is_the_same_network_under_a_channels_first_keras_config():
+    with image_data_format("channels_first"):
+        model = models.preact_resnet18((32, 32, 3), 10, width=64)
+    assert keras.config.image_data_format() == "channels_last"
+    assert model.count_params() == 11_172_170 + 7_808 == 11_179_978
+    assert tuple(model.get_layer("stem_conv").kernel.shape) == (3, 3, 3, 64)
+
+
+@pytest.mark.parametrize("name", sorted(TINY_BUILDERS))
+def test_the_same_seed_gives_the_same_logits_under_either_keras_image_layout(name):
+    batch = np.random.default_rng(0).random((2, 8, 8, 3 if name == "preact_resnet18" else 1))
+    batch = batch.astype("float32")
+    logits = {}
+    for data_format in ("channels_last", "channels_first"):
+        with image_data_format(data_format):
+            logits[data_format] = np.asarray(TINY_BUILDERS[name](seed=3)(batch, training=False))
+    np.testing.assert_array_equal(logits["channels_first"], logits["channels_last"])
 
 
 # ---------------------------------------------------------------------------

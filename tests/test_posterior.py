@@ -547,6 +547,10 @@ def test_relaxation_steps_is_infinite_where_nothing_relaxes():
         (dict(record_at=[3]), ValueError, r"record_at\[0\]=3"),
         (dict(record_at=[1, 1]), ValueError, "strictly increasing"),
         (dict(curvature="sharp"), TypeError, "curvature"),
+        (dict(lrs=[0.1, True]), TypeError,
+         r"`lrs` must be .*, not booleans\. Received: lrs=\[0\.1, True\]$"),
+        (dict(return_full="no"), TypeError,
+         r"`return_full` must be True or False\. Received: return_full='no'$"),
     ],
 )
 def test_recursion_rejects_bad_arguments(kwargs, error, message):
@@ -942,6 +946,18 @@ def test_update_is_welfords_arithmetic_bit_for_bit(accumulator, weights):
         np.testing.assert_array_equal(got, m2.astype(np.float64) / len(iterates))
 
 
+@pytest.mark.parametrize("accumulator", ["float64", "float32"])
+def test_bfloat16_weights_are_taken_as_their_float32_values(accumulator):
+    # What the variables of a Keras "bfloat16" policy convert to; ml_dtypes'
+    # bfloat16 is no NumPy floating type. Its values are float32 values.
+    import ml_dtypes
+
+    w = np.array([0.5, 1.5], ml_dtypes.bfloat16)
+    stats = feed(IterateStatistics(dtype=accumulator), [[w], [w * 2]])
+    np.testing.assert_array_equal(stats.mean()[0], [0.75, 2.25])
+    np.testing.assert_array_equal(stats.variance()[0], [0.0625, 0.5625])
+
+
 def test_float32_accumulators_fed_float64_weights_give_the_rounded_iterates_variance():
     # A cloud 16 float32 spacings wide around 0.7, the width a learning-rate
     # drop leaves. Welford's first delta is w itself: met in float64 by a
@@ -1056,6 +1072,15 @@ def test_iterate_statistics_rejects_bad_use(make, error, message):
         make(IterateStatistics())
 
 
+def test_a_direction_of_transposed_layers_is_refused():
+    # Of the iterate's size, but its entries would meet the wrong weights.
+    stats = IterateStatistics(directions={"u": [np.ones((3, 2))]})
+    with pytest.raises(ValueError, match=r"^Direction 'u' must match the iterate's layers "
+                                         r"\[\(2, 3\)\]\. Received: direction with "
+                                         r"shapes \[\(3, 2\)\]$"):
+        stats.update([np.zeros((2, 3))])
+
+
 def test_a_failed_update_leaves_the_statistics_unchanged():
     stats = feed(IterateStatistics(), [[np.zeros(2)], [np.ones(2)]])
     with pytest.raises(ValueError):
@@ -1103,6 +1128,14 @@ def test_replicas_given_as_per_layer_lists_are_flattened_in_order():
     b = replica_variance(flat, direction=direction)
     np.testing.assert_allclose(a.per_parameter, b.per_parameter, rtol=1e-14)
     assert a.projected == pytest.approx(b.projected, rel=1e-14)
+
+
+def test_replica_variance_refuses_a_direction_of_transposed_layers():
+    replicas = [[np.full((2, 3), float(i))] for i in range(3)]
+    with pytest.raises(ValueError, match=r"^Argument `direction` must match a replica's "
+                                         r"layers \[\(2, 3\)\]\. Received: direction "
+                                         r"with shapes \[\(3, 2\)\]$"):
+        replica_variance(replicas, direction=[np.ones((3, 2))])
 
 
 @pytest.mark.parametrize(

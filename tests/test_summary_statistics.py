@@ -73,6 +73,21 @@ def test_values_that_are_not_real_numbers_raise(values):
         mean_and_stderr(values)
 
 
+@pytest.mark.parametrize("values", [
+    [0.5, True],
+    [[0.5, 0.7], [0.6, False]],
+    [np.float64(0.5), np.True_],
+    [np.array([0.5, 0.7]), np.array([True, False])],
+    np.array([0.5, 0.9]) > 0.7,
+])
+def test_a_boolean_among_numbers_raises(values):
+    # NumPy would read it as 1.0 or 0.0, and summarise it with the numbers.
+    with pytest.raises(TypeError, match=r"`values` must be a real number or an "
+                                        r"array of real numbers, not booleans\. "
+                                        r"Received: values="):
+        mean_and_stderr(values)
+
+
 @pytest.mark.parametrize("axis", [2, -3, True, 1.0, "0", [0], (0, -2)])
 def test_an_axis_that_is_not_one_of_the_values_raises(axis):
     with pytest.raises(ValueError, match=r"`axis` must be None, an axis of the 2-D "
