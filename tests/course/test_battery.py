@@ -1295,6 +1295,10 @@ def select_epoch(history, key):
     v = np.asarray(history[key], dtype=float)
     return np.flatnonzero(v == np.nanmin(v))
 """, False),
+    ("select_epoch", "test_select_epoch", "np.nanargmin's NumPy integer", """
+def select_epoch(history, key):
+    return np.nanargmin(history[key])
+""", True),
 ]
 
 BATTERIES = {"00_pgd": BATTERY_00, "01_robust_overfitting": BATTERY_01,
@@ -1444,25 +1448,68 @@ def select_epoch(history, key):
 """, "of type ndarray"),
     _from_battery("01_robust_overfitting", "best_epoch: every epoch at the best",
                   "best_epoch must be an int, the 0-based epoch of the best value"),
-    ("04_pac_bayes", "test_select_epoch", "returns np.int64: the type returned", """
+    ("04_pac_bayes", "test_select_epoch", "a float epoch: the type returned", """
 def select_epoch(history, key):
-    return np.nanargmin(history[key])
-""", "int64"),
+    return float(np.nanargmin(history[key]))
+""", "of type float"),
 ]
 
 
-def _failure_of(namespaces, lesson, test_id, source):
+def _failure_of(namespaces, lesson, test_id, source, visible_only=False):
     """The AssertionError message of test cell `test_id` with `source` in
-    place of the solution (None if the cell passes)."""
+    place of the solution (None if the cell passes): the whole cell, as
+    autograde runs it, or only the part the release shows."""
     notebook, base = namespaces[lesson]
     namespace = dict(base)
     exec(textwrap.dedent(source), namespace)
+    test_source = cell_by_grade_id(notebook, test_id).source
+    if visible_only:
+        test_source = _visible_part(test_source)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(cell_by_grade_id(notebook, test_id).source, test_id, "exec"), namespace)
+            exec(compile(test_source, test_id, "exec"), namespace)
     except AssertionError as failure:
         return str(failure)
     return None
+
+
+def _visible_part(source):
+    """A test cell as the release shows it: nbgrader drops the lines from
+    `### BEGIN HIDDEN TESTS` to `### END HIDDEN TESTS`."""
+    kept, hidden = [], False
+    for line in source.splitlines():
+        if line.strip() == "### BEGIN HIDDEN TESTS":
+            hidden = True
+        elif line.strip() == "### END HIDDEN TESTS":
+            hidden = False
+        elif not hidden:
+            kept.append(line)
+    assert not hidden, "a BEGIN HIDDEN TESTS without its END"
+    return "\n".join(kept)
+
+
+# An epoch as a NumPy integer (what np.argmax and np.nanargmin return): lesson 01
+# accepts it as "an int", so every test, visible and hidden, does.
+NUMPY_INTEGER_EPOCHS = [
+    ("01_robust_overfitting", "test_best_and_final", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, dtype=float)
+    i = np.argmax(a)
+    return float(a[i]), i, float(a[-final_epochs:].mean()), float(a[i] - a[-final_epochs:].mean())
+"""),
+    ("04_pac_bayes", "test_select_epoch", """
+def select_epoch(history, key):
+    return np.nanargmin(history[key])
+"""),
+]
+
+
+@pytest.mark.parametrize("lesson, test_id, source", NUMPY_INTEGER_EPOCHS,
+                         ids=[test_id for _, test_id, _ in NUMPY_INTEGER_EPOCHS])
+def test_a_numpy_integer_epoch_passes_the_visible_tests_and_the_hidden_ones(
+        namespaces, lesson, test_id, source):
+    assert _failure_of(namespaces, lesson, test_id, source, visible_only=True) is None
+    assert _failure_of(namespaces, lesson, test_id, source) is None
 
 
 @pytest.mark.parametrize(

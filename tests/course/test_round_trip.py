@@ -16,6 +16,7 @@ import pytest
 from tests.course.conftest import LESSONS
 from tests.course.conftest import REPO
 from tests.course.conftest import cell_by_grade_id
+from tests.course.conftest import exercise_free_cells
 from tests.course.conftest import make_course_copy
 from tests.course.conftest import max_scores
 from tests.course.conftest import nbgrader
@@ -124,6 +125,43 @@ def test_the_untouched_release_scores_zero(graded, lesson):
     got = scores(graded, lesson, "release")
     assert set(got) == set(max_scores(graded, lesson))
     assert all(score == 0 for score in got.values()), got
+
+
+def _autograded(root, student, lesson):
+    return read(os.path.join(root, "autograded", student, lesson, f"{lesson}.ipynb"))
+
+
+def _ungraded_code(notebook):
+    return [(index, cell) for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"
+            and not cell.metadata.get("nbgrader", {}).get("grade")
+            and not cell.metadata.get("nbgrader", {}).get("solution")]
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_untouched_release_fails_only_at_the_stubs_of_the_exercises(graded, lesson):
+    # Not a NameError for a helper defined after a call to an exercise, nor
+    # anything else that would not point the student to the exercise.
+    release = _autograded(graded, "release", lesson)
+    errors = [(index, output.ename, output.evalue[:120]) for index, cell in _ungraded_code(release)
+              for output in cell.outputs
+              if output.output_type == "error" and output.ename != "NotImplementedError"]
+    assert errors == []
+
+
+def _figures(cell):
+    """The figures (shown with plt.show()) and explorers (a cell's value) a cell drew."""
+    return sum(1 for output in cell.outputs if output.output_type in ("display_data", "execute_result")
+               and ({"image/png", "application/vnd.jupyter.widget-view+json"} & set(output.data)))
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_the_untouched_release_draws_every_figure_that_needs_no_exercise(graded, lesson):
+    release, solution = _autograded(graded, "release", lesson), _autograded(graded, "solution", lesson)
+    free = exercise_free_cells(read(notebook_path(graded, "solutions", lesson)))
+    drawn = {index: (_figures(release.cells[index]), _figures(solution.cells[index])) for index in free}
+    assert all(release.cells[index].source == solution.cells[index].source for index in free)
+    assert {index: counts for index, counts in drawn.items() if counts[0] != counts[1]} == {}, (
+        "cell: (figures in the release, in the solutions)")
 
 
 def test_one_wrong_exercise_loses_exactly_its_points(graded):
