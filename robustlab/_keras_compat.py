@@ -57,6 +57,11 @@ The private uses, and why no public API serves:
   recorded there, and `jax_state_sync` (at the end of an epoch, in `fit`'s
   `finally`, and on every read of `Callback.model`) attaches it to the
   variables. No public API reads or sets it.
+- `Trainer._get_metrics_result_or_logs` (called by `fit` at the end of
+  each epoch and by `evaluate` at the end): `EpochLogsFromMetrics`
+  overrides it. Keras reads the metrics there only when the last step's
+  logs have exactly their keys, and otherwise keeps those logs; no public
+  hook decides what an epoch logs.
 - `keras.src.backend.common.stateless_scope.get_stateless_scope` and a
   `StatelessScope`'s `state_mapping`, `losses` and `collect_losses`: the
   active scope and what it holds, so that `keras_writes_recorded` can run a
@@ -75,6 +80,7 @@ import weakref
 import keras
 
 __all__ = [
+    "EpochLogsFromMetrics",
     "SUPPORTED_KERAS",
     "WritesRecord",
     "applies_weight_decay",
@@ -136,6 +142,7 @@ _get_stateless_scope = _required_symbol(
     "keras.src.backend.common.stateless_scope", "get_stateless_scope")
 _required_method(keras.Model, "Trainer", "_compute_loss")
 _required_method(keras.optimizers.Optimizer, "BaseOptimizer", "_use_weight_decay")
+_required_method(keras.Model, "Trainer", "_get_metrics_result_or_logs")
 if keras.backend.backend() == "jax":
     _JAX_TRAINER = _required_symbol("keras.src.backend.jax.trainer", "JAXTrainer")
     _required_method(_JAX_TRAINER, "JAXTrainer", "compute_loss_and_updates")
@@ -152,6 +159,29 @@ def _instance_attribute(obj, name, owner):
             _incompatible(f"{owner}.{name}")
             + f" Received: {type(obj).__name__} without `{name}`"
         ) from None
+
+
+class EpochLogsFromMetrics:
+    """A `keras.Model` mixin (listed before `keras.Model`) for a model whose
+    steps log some of its metrics, not all (the training step of
+    `AdversarialModel` logs no `clean_` metric): what `fit` logs for an
+    epoch, and `evaluate` returns, are the metrics' results over the epoch
+    for every key of the last step's logs that names a metric; other keys
+    (a value a step logs that is no metric) keep the step's value.
+
+    Keras takes the metrics' results only where the last step logged
+    exactly the metrics' keys, and otherwise keeps that step's logs. Under
+    `tf.distribute` those are each replica's results averaged over the
+    replicas, which with sample weights is not the weighted mean over the
+    global batch that the metrics hold. On one device the step's logs are
+    the metrics' results at that step, so the numbers are the same.
+    """
+
+    def _get_metrics_result_or_logs(self, logs):
+        if not isinstance(logs, dict):
+            return logs
+        results = self.get_metrics_result()
+        return {key: results.get(key, value) for key, value in logs.items()}
 
 
 def output_operation(tensor):

@@ -59,7 +59,7 @@ _MODEL_SEED = "model_seed_state_"
 
 
 @keras.saving.register_keras_serializable(package="robustlab")
-class AdversarialModel(keras.Model):
+class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
     """Adversarial training of a Keras classifier inside `fit`.
 
     Args:
@@ -192,10 +192,11 @@ class AdversarialModel(keras.Model):
         self._epoch_data = ReusedEpochData()
         self._training_stream = None
         self._fit_depth = 0
-        if model.built and getattr(model, "inputs", None):
-            model_validation.check_classifier(
-                model, np.zeros((1,) + tuple(model.inputs[0].shape[1:]), "float32")
-            )
+        # A model with open input axes (images of any size) is checked on
+        # its data, in `fit` and `evaluate`.
+        example = model_validation._declared_input_example(model)
+        if example is not None:
+            model_validation.check_classifier(model, example)
         if awp is not None:
             # A selection that matches nothing fails here (or at `build` for
             # an unbuilt model); each step selects again over the variables
@@ -455,10 +456,10 @@ class AdversarialModel(keras.Model):
 
         Returns:
             True when registered; False where the step cannot hand values to
-            the host (TensorFlow with `jit_compile=True` or under a
-            `tf.distribute` strategy; JAX under a Keras distribution): then
-            read the weights in a per-batch callback, with
-            `steps_per_execution=1`.
+            the host (TensorFlow with `jit_compile=True`, or a model built
+            under a `tf.distribute` strategy, fitted inside its scope or
+            not; JAX under a Keras distribution): then read the weights in
+            a per-batch callback, with `steps_per_execution=1`.
         """
         if not callable(observer):
             raise TypeError("Argument `observer` must be callable as "
@@ -630,7 +631,10 @@ class AdversarialModel(keras.Model):
         """As `keras.Model.fit`. NumPy training data is checked (value range,
         labels) as a whole; a `tf.data.Dataset`, a `keras.utils.PyDataset`
         or a generator batch by batch as it is read (a list, tuple or dict
-        of inputs is refused: the classifier takes one input). NumPy data
+        of inputs is refused: the classifier takes one input). With NumPy
+        data, `class_weight` (keys: class indices of the model) becomes
+        per-example weights, 1 for a class it leaves out, as Keras weighs
+        NumPy data; it is refused together with `sample_weight`. NumPy data
         is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
         `steps_per_epoch`, each epoch trains on the first so many batches of
@@ -664,8 +668,10 @@ class AdversarialModel(keras.Model):
                     f"of length {len(validation_data)}")
             _check_data_type(validation_data[0], "validation_data[0]")
         if _is_array(x):
-            self._check_arrays(x, y, "x", "y", self.attack, sample_weight, "sample_weight")
-            _check_class_weight(kwargs.get("class_weight"))
+            num_classes = self._check_arrays(
+                x, y, "x", "y", self.attack, sample_weight, "sample_weight")
+            class_weight = kwargs.pop("class_weight", None)
+            _check_class_weight(class_weight, num_classes, sample_weight)
             # As Keras: validation_data, when given, overrides validation_split.
             if validation_split and validation_data is None:
                 split = int(len(x) * (1.0 - validation_split))
@@ -680,6 +686,12 @@ class AdversarialModel(keras.Model):
                     sample_weight = np.asarray(sample_weight)
                     validation_data += (sample_weight[split:],)
                     sample_weight = sample_weight[:split]
+            if class_weight is not None:
+                # Keras would weight NumPy data in its pipeline, whose table
+                # of weights ends at the largest class named: a label beyond
+                # it fails there on TensorFlow. After the split: as in Keras,
+                # validation data is not class-weighted.
+                sample_weight = _class_weights_per_example(class_weight, y, num_classes)
             validation_split = 0.0
             batch_size = batch_size or 32
             if shuffle:
@@ -785,6 +797,38 @@ class AdversarialModel(keras.Model):
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None,
+                       return_dict=False):
+        """As `keras.Model.train_on_batch`, with NumPy (or tensor) inputs
+        checked as `fit` checks them (value range of the training attack,
+        labels, weights): the attack would otherwise project out-of-range
+        inputs into its range, and on JAX out-of-range labels train with
+        loss 0. A refused batch changes nothing."""
+        self._attach_jax_state()
+        x, y, sample_weight = (_as_numpy(a) for a in (x, y, sample_weight))
+        _check_data_type(x, "x")
+        if _is_array(x):
+            num_classes = self._check_arrays(
+                x, y, "x", "y", self.attack, sample_weight, "sample_weight")
+            _check_class_weight(class_weight, num_classes, sample_weight)
+            if class_weight is not None:
+                sample_weight = _class_weights_per_example(class_weight, y, num_classes)
+                class_weight = None
+        return super().train_on_batch(x, y, sample_weight=sample_weight,
+                                      class_weight=class_weight, return_dict=return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, return_dict=False):
+        """As `keras.Model.test_on_batch`, with NumPy (or tensor) inputs
+        checked as `evaluate` checks them (against the evaluation attack)."""
+        self._attach_jax_state()
+        x, y, sample_weight = (_as_numpy(a) for a in (x, y, sample_weight))
+        _check_data_type(x, "x")
+        if _is_array(x):
+            self._check_arrays(x, y, "x", "y", self.eval_attack, sample_weight,
+                               "sample_weight")
+        return super().test_on_batch(x, y, sample_weight=sample_weight,
+                                     return_dict=return_dict)
+
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """As `keras.Model.predict`; on JAX, as `evaluate`, also from a
         callback that holds the model, and the model stays usable when the
@@ -859,7 +903,8 @@ class AdversarialModel(keras.Model):
         """NumPy inputs checked against the value range of the attack that
         will run on them (the training attack for `fit`'s data, the
         evaluation attack for validation and `evaluate`), labels against the
-        model's classes, and per-example weights."""
+        model's classes, and per-example weights. Returns the number of
+        classes."""
         x = np.asarray(x)
         # An attack moves inputs by fractions of a unit; integer inputs would
         # truncate it (and on JAX fail inside Keras's random draw).
@@ -873,6 +918,7 @@ class AdversarialModel(keras.Model):
         validation.check_labels(y, num_classes, len(x), name=y_name)
         if sample_weight is not None:
             _check_sample_weight(sample_weight, len(x), weight_name)
+        return num_classes
 
     # -- saving ----------------------------------------------------------------
 
@@ -1114,18 +1160,50 @@ def _check_sample_weight(sample_weight, num_examples, name):
             f"{int(bad.sum())} entries that are not, e.g. {weights.ravel()[bad.ravel()][0]!r}")
 
 
-def _check_class_weight(class_weight):
+def _check_class_weight(class_weight, num_classes, sample_weight=None):
+    """`class_weight` for a model of `num_classes` classes, given with
+    `sample_weight` (None: not given)."""
     if class_weight is None:
         return
     if not isinstance(class_weight, dict):
         raise TypeError("Argument `class_weight` must be a dict {class: weight}. "
                         f"Received: class_weight={class_weight!r}")
+    if sample_weight is not None:
+        # Keras refuses the pair too: it would not say which one counts.
+        raise ValueError(
+            "Arguments `sample_weight` and `class_weight` cannot be specified "
+            "at the same time; fold the class weights into `sample_weight`. "
+            f"Received: sample_weight with shape {np.shape(sample_weight)} and "
+            f"class_weight={class_weight!r}")
+    for key in class_weight:
+        # A key that is no class of the model would be ignored silently.
+        if (isinstance(key, bool) or not isinstance(key, numbers.Integral)
+                or not 0 <= key < num_classes):
+            raise ValueError(
+                f"Argument `class_weight` must map class indices in [0, "
+                f"{num_classes - 1}] (the model's {num_classes} classes) to "
+                f"weights. Received: class_weight={class_weight!r}")
     for value in class_weight.values():
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
                 math.isfinite(value) and value >= 0):
             raise ValueError(
                 "Argument `class_weight` must map classes to finite weights >= 0. "
                 f"Received: class_weight={class_weight!r}")
+
+
+def _class_weights_per_example(class_weight, y, num_classes):
+    """The weight `class_weight` gives each label of `y` (checked labels:
+    class indices, or one-hot rows read by their largest entry), 1 for a
+    class it leaves out, in Keras's float type: the weights Keras's
+    `class_weight` gives NumPy data."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] != 1:
+        classes = np.argmax(y, axis=-1)
+    else:
+        classes = np.round(y.reshape(len(y))).astype("int64")
+    table = np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
+                     dtype=keras.config.floatx())
+    return table[classes]
 
 
 def _accuracy(y_true, y_pred):

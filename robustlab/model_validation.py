@@ -128,21 +128,74 @@ class _BatchCheck:
             check_inputs(x, self.value_range, name=self.x_name, floating=True)
             check_labels(y, self.num_classes, len(x), name=self.y_name)
         except (TypeError, ValueError) as error:
-            mark = _DATASET_ERROR_MARK
-            raise ValueError(f"{mark}{type(error).__name__}{mark}{error}{mark}") from None
+            _raise_marked(error)
 
     def batch(self, batch):
-        """Check `batch` if it is an `(x, y[, sample_weight])` tuple of
-        arrays; other structures (inputs only, dicts) pass unchecked, as in
-        `checked_dataset`."""
-        if isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and all(
-                _is_array_like(part) for part in batch[:2]):
-            self(np.asarray(batch[0]), np.asarray(batch[1]))
+        """Check `batch`, which must be an `(x, y[, sample_weight])` tuple
+        of arrays (`_batch_structure_error` otherwise)."""
+        if not _is_labelled_batch(batch):
+            _raise_marked(_batch_structure_error(self.x_name, _structure(batch)))
+        self(np.asarray(batch[0]), np.asarray(batch[1]))
         return batch
+
+
+class _FirstBatchClasses(_BatchCheck):
+    """A `_BatchCheck` for a pipeline whose example shape neither it nor the
+    model declares: the number of classes is read from the first batch's
+    inputs as the batch is checked, so that no batch is read for it alone.
+    It holds the model, so it is for `tf.data` pipelines (never pickled)."""
+
+    def __init__(self, model, value_range, x_name, y_name):
+        super().__init__(value_range, None, x_name, y_name)
+        self.model = model
+
+    def __call__(self, x, y):
+        if self.num_classes is None:
+            try:
+                self.num_classes = check_classifier(self.model, x[:1], self.x_name)
+            except (TypeError, ValueError) as error:
+                _raise_marked(error)
+        super().__call__(x, y)
+
+
+def _raise_marked(error):
+    """Raise a check's `error` in the form `dataset_errors_raised` unwraps
+    from the TensorFlow error that carries it out of the pipeline."""
+    mark = _DATASET_ERROR_MARK
+    raise ValueError(f"{mark}{type(error).__name__}{mark}{error}{mark}") from None
 
 
 def _is_array_like(value):
     return hasattr(value, "shape") and hasattr(value, "dtype") and hasattr(value, "__array__")
+
+
+def _is_labelled_batch(batch):
+    return (isinstance(batch, (tuple, list)) and len(batch) in (2, 3)
+            and all(_is_array_like(part) for part in batch[:2]))
+
+
+def _structure(element):
+    """`element`'s nesting with each leaf named by its type: what a message
+    shows of a batch or a pipeline's `element_spec`, not its values."""
+    if isinstance(element, dict):
+        return "{" + ", ".join(f"{k!r}: {_structure(v)}" for k, v in element.items()) + "}"
+    if isinstance(element, (tuple, list)):
+        inner = ", ".join(_structure(v) for v in element)
+        return f"({inner},)" if isinstance(element, tuple) and len(element) == 1 else (
+            f"({inner})" if isinstance(element, tuple) else f"[{inner}]")
+    return type(element).__name__
+
+
+def _batch_structure_error(name, received):
+    """The TypeError for data whose batches are not `(x, y[,
+    sample_weight])` with `x` one array: Keras would hand a dict or list of
+    inputs, or batches without labels, to the attack, which needs the
+    classifier's one input and the labels."""
+    return TypeError(
+        f"Argument `{name}` must yield (x, y[, sample_weight]) batches: x the "
+        "classifier's one input as one array or tensor (not a dict or list of "
+        "inputs) and y its integer labels (the attack needs them). Received: "
+        f"batches of structure {received}")
 
 
 def _check_floating_dtype(dtype, name):
@@ -164,23 +217,32 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     turns that into the check's own `ValueError` / `TypeError`. Integer
     inputs are refused here, before any batch is read.
 
-    Elements of another structure (inputs only, dicts) pass unchecked.
+    The number of classes the labels are checked against comes from one
+    example of the pipeline's static input shape, else of the model's
+    declared input shape, else of the first batch, when it is checked.
+
+    Elements of another structure (inputs only, a dict of inputs) are a
+    `TypeError` (`_batch_structure_error`), before any batch is read.
     """
     import tensorflow as tf
 
     if dataset in _CHECKED_PIPELINES:
         return dataset
     spec = dataset.element_spec
-    if not (isinstance(spec, tuple) and len(spec) >= 2
+    if not (isinstance(spec, tuple) and len(spec) in (2, 3)
             and all(isinstance(s, tf.TensorSpec) for s in spec[:2])):
-        return dataset
+        raise _batch_structure_error(x_name, _structure(spec))
     _check_floating_dtype(spec[0].dtype, x_name)
     x_shape = spec[0].shape
-    if x_shape.rank is None or None in x_shape[1:]:
-        return dataset
-    num_classes = check_classifier(
-        model, np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype))
-    check = _BatchCheck(value_range, num_classes, x_name, y_name)
+    if x_shape.rank is not None and None not in x_shape[1:]:
+        example = np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype)
+    else:
+        # Images of several sizes, a `py_function` map, decoded files.
+        example = _declared_input_example(model)
+    if example is not None:
+        check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
+    else:
+        check = _FirstBatchClasses(model, value_range, x_name, y_name)
 
     def check_batch(x, y):
         check(x, y)
@@ -223,12 +285,10 @@ def checked_batches(data, model, value_range, x_name="x", y_name="y"):
             yield from rest
 
         check = _batch_check_from(first, model, value_range, x_name, y_name)
-        if check is None:
-            return batches()
         return (check.batch(batch) for batch in batches())
     if isinstance(data, keras.utils.PyDataset):
         check = _batch_check_from(None, model, value_range, x_name, y_name, data)
-        return data if check is None else _CheckedPyDataset(data, check)
+        return _CheckedPyDataset(data, check)
     return data
 
 
@@ -237,9 +297,8 @@ def _batch_check_from(first, model, value_range, x_name, y_name, dataset=None):
     if example is None:
         if first is None:
             first = dataset[0]
-        if not (isinstance(first, (tuple, list)) and len(first) in (2, 3)
-                and _is_array_like(first[0])):
-            return None
+        if not _is_labelled_batch(first):
+            raise _batch_structure_error(x_name, _structure(first))
         example = np.asarray(first[0])[:1]
     num_classes = check_classifier(model, example, x_name)
     return _BatchCheck(value_range, num_classes, x_name, y_name)

@@ -633,6 +633,62 @@ def test_non_finite_tf_data_inputs_are_refused_as_arrays_are(where):
         run(_dataset(x, Y6), verbose=0)
 
 
+IMAGES = np.random.default_rng(0).random((8, 8, 8, 1)).astype("float32")
+IMAGE_LABELS = np.arange(8) % 3
+
+
+def _net_of_open_input_axes(channels=1, seed=0):
+    """A classifier of images of any height and width."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, channels))
+    features = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(features))
+
+
+def _image_net(declares):
+    keras.utils.set_random_seed(0)
+    if declares == "its input shape":
+        return keras.Sequential([keras.Input(IMAGES.shape[1:]), keras.layers.Flatten(),
+                                 keras.layers.Dense(3)])
+    if declares == "open input axes":
+        return _net_of_open_input_axes()
+    return keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(3)])  # unbuilt: declares nothing
+
+
+def _images_of_unknown_size(x, y, batch_size=4):
+    """A pipeline whose static input shape leaves height and width open, as
+    `from_generator`, a `py_function` map or decoded files give."""
+    def examples():
+        yield from zip(x, y)
+
+    return tf.data.Dataset.from_generator(examples, output_signature=(
+        tf.TensorSpec((None, None, x.shape[-1]), tf.float32), tf.TensorSpec((), tf.int64),
+    )).batch(batch_size)
+
+
+@pytest.mark.parametrize("declares", ["its input shape", "open input axes", "nothing"])
+@pytest.mark.parametrize("where", ["fit", "evaluate"])
+def test_tf_data_inputs_of_unknown_image_size_get_the_checks_of_arrays(where, declares):
+    model = compiled(_image_net(declares), attack=robustlab.PGD(0.1, steps=1))
+    run = model.fit if where == "fit" else model.evaluate
+    nan = IMAGES.copy()
+    nan[5, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match=(
+            r"^Argument `x` must lie inside value_range=\(0, 1\).*"
+            r"Received: x with values in \[\d\S*, \d+\.?\d*\]$")):
+        run(_images_of_unknown_size(IMAGES * 255.0, IMAGE_LABELS), verbose=0)
+    with pytest.raises(ValueError, match=(
+            r"^Argument `x` must be finite \(no NaN or inf\). "
+            r"Received: x with 1 non-finite values$")):
+        run(_images_of_unknown_size(nan, IMAGE_LABELS), verbose=0)
+    with pytest.raises(ValueError, match=(
+            r"^Labels `y` must be class indices in \[0, 2\].*"
+            r"Received: y with values in \[3, 5\]$")):
+        run(_images_of_unknown_size(IMAGES, IMAGE_LABELS + 3), verbose=0)
+    run(_images_of_unknown_size(IMAGES, IMAGE_LABELS), verbose=0)
+
+
 class _Batches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size=8, **kwargs):
         super().__init__(**kwargs)
@@ -762,6 +818,15 @@ def test_a_regression_model_is_rejected_at_construction():
     regression = keras.Sequential([keras.Input((6,)), keras.layers.Dense(1)])
     with pytest.raises(ValueError, match=r"classifier.*at least 2 classes"):
         adversarial(regression)
+
+
+def test_a_classifier_of_open_input_axes_is_taken_and_trains_on_each_image_size():
+    model = compiled(_net_of_open_input_axes(channels=3), attack=robustlab.PGD(0.1, steps=1))
+    rng = np.random.default_rng(0)
+    for size in (8, 16):
+        images = rng.random((4, size, size, 3)).astype("float32")
+        history = model.fit(images, np.arange(4) % 3, epochs=1, verbose=0).history
+        assert np.isfinite(history["loss"]).all()
 
 
 def test_a_non_model_and_a_non_attack_are_rejected():

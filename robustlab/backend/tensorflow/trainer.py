@@ -125,8 +125,12 @@ def _dispatcher(observers):
 def can_observe_iterates_in_step(model):
     """Whether the compiled step can hand iterates to the host: not under
     XLA (which cannot compile a host call) nor `tf.distribute` (where each
-    replica would hand over its own copy)."""
-    return not model.jit_compile and not tf.distribute.has_strategy()
+    replica would hand over its own copy). The model's own strategy counts
+    too: Keras's `fit` runs the step on the replicas of the strategy the
+    model was built under without entering its scope, so the usual
+    `fit` outside `strategy.scope()` sees no strategy in force."""
+    return (not model.jit_compile and not tf.distribute.has_strategy()
+            and model.distribute_strategy is tf.distribute.get_strategy())
 
 
 def wait_for_iterate_observers():
