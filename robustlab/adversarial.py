@@ -118,7 +118,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
     inside a many-epoch `fit` took 0.99x the time of a hand-written
     `tf.function` loop on 2 CPU cores (`benchmarks/README.md`): `fit` keeps
     one iterator over NumPy data for the whole call (and from one call to
-    the next: `fit(epochs=1)` in a loop took 1.06-1.13x) and runs each step in a
+    the next: `fit(..., epochs=e + 1, initial_epoch=e)` in a loop over e
+    took 1.06-1.13x; the seeded batch order is a function of (seed, epoch),
+    so a loop of `fit(epochs=1)` without `initial_epoch` trains on epoch 0's
+    order at every call) and runs each step in a
     single `tf.function`. `compile(..., steps_per_execution=k)` runs k
     training steps in one compiled call (0.95x with k = 16) and trains to
     the same weights bit for bit (tested on both backends, a short last
@@ -189,6 +192,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             seed + 1_000_003, name="eval_attack_seed"
         )
         self._iterate_observers = IterateObservers()
+        # The train functions built for the current compiled setting, with
+        # the iterate hand-off (True) and without (False): valid while
+        # `train_function` is one of them.
+        self._kept_train_functions = {}
         self._epoch_data = ReusedEpochData()
         self._training_stream = None
         self._fit_depth = 0
@@ -471,11 +478,34 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                             f"trainable variables. Received: variables={variables!r}")
         if not _backend.get().can_observe_iterates_in_step(self):
             return False
-        observers = self._iterate_observers
-        observers.add(observer, list(variables), self.trainable_variables)
-        if self.train_function is not None and observers.traced_with_observers is False:
-            self.make_train_function(force=True)  # traced without the hand-off
+        self._iterate_observers.add(observer, list(variables), self.trainable_variables)
+        if (self.train_function is not None
+                and self.train_function is not self._kept_train_functions.get(True)):
+            self._switch_train_function(handoff=True)
         return True
+
+    def _switch_train_function(self, handoff):
+        """Make `train_function` the one with (or without) the iterate
+        hand-off: the kept one, which has traced already, or a new one. A
+        train function not among the kept ones (set from outside, e.g.
+        restored by `forks`) is not known to be the current setting's kept
+        pair: both are built again."""
+        kept = self._kept_train_functions
+        if self.train_function is None or all(
+                self.train_function is not f for f in kept.values()):
+            self._kept_train_functions = {}
+        return self._use_train_function(handoff)
+
+    def _use_train_function(self, handoff):
+        kept = self._kept_train_functions
+        if handoff not in kept:
+            # The hand-off is fixed here, not read when the step is traced:
+            # JAX's jit would hand a rebuilt function a cached trace.
+            step = self._iterate_observers.tracing_step(self.train_step, handoff)
+            kept[handoff] = self._counting_batches_read(
+                self._steps_function("train", step, True))
+        self.train_function = kept[handoff]
+        return self.train_function
 
     def reset_metrics(self):
         """As Keras's. On TensorFlow, Keras's own metrics are reset in one
@@ -515,9 +545,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         traces its own function)."""
         if self.train_function is not None and not force:
             return self.train_function
-        function = self._steps_function("train", self.train_step, force)
-        self.train_function = self._counting_batches_read(function)
-        return self.train_function
+        # Built for a new setting (after `compile`, say): the kept ones are
+        # of the old one.
+        self._kept_train_functions = {}
+        return self._use_train_function(bool(self._iterate_observers))
 
     def _counting_batches_read(self, function):
         """`function`, telling the stream of epochs `fit` reads (if it keeps
@@ -643,8 +674,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         training with `NonFiniteLossError`. The training data built for
         NumPy arrays (up to 64 MiB) is kept for the next call with arrays
         of the same content (`robustlab.shuffling.ReusedEpochData`), so
-        that `fit(epochs=1)` in a loop does not pay for building it every
-        epoch; on TensorFlow,
+        that a loop of one-epoch calls does not pay for building it every
+        epoch; such a loop passes `epochs=e + 1, initial_epoch=e` (the
+        order is a function of (seed, epoch): without `initial_epoch`,
+        every call trains on epoch 0's order); on TensorFlow,
         with its iterator, which a call that starts at the epoch the
         iterator stands at reads on from (the batches are those of a new
         one, bit for bit)."""
@@ -741,10 +774,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             # its train function (traced with their hand-off), observers and
             # data stream must be in place again when this one returns.
             outer = (self._iterate_observers.saved(), self.train_function,
-                     self._training_stream)
+                     self._kept_train_functions, self._training_stream)
             self._iterate_observers.clear()
-            self._iterate_observers.traced_with_observers = None
             self.train_function = None
+            self._kept_train_functions = {}
         self._fit_depth += 1
         self._training_stream = stream
         try:
@@ -759,18 +792,20 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             self._training_stream = None
             self._end_iterate_observation()
             if outer is not None:
-                observers, self.train_function, self._training_stream = outer
+                (observers, self.train_function, self._kept_train_functions,
+                 self._training_stream) = outer
                 self._iterate_observers.restore(observers)
 
     def _end_iterate_observation(self):
-        """Remove this fit's iterate observers; a train function traced with
-        the hand-off is dropped (rebuilt by the next fit), so that later fits
-        do not pay for it."""
-        observers = self._iterate_observers
-        observers.clear()
-        if observers.traced_with_observers:
-            self.train_function = None
-            observers.traced_with_observers = None
+        """Remove this fit's iterate observers, and swap the train function
+        with the hand-off for the one without: later fits do not pay for the
+        host call, and neither function is traced again (dropped, each
+        rebuilt one traced anew, 1 s and 3 MB a fit with a tracker on
+        TensorFlow that TensorFlow never returns; 5 s on JAX)."""
+        self._iterate_observers.clear()
+        if (self.train_function is not None
+                and self.train_function is self._kept_train_functions.get(True)):
+            self._use_train_function(handoff=False)
 
     def evaluate(self, x=None, y=None, batch_size=None, *args, **kwargs):
         """As `keras.Model.evaluate`, with NumPy inputs checked first and

@@ -10,10 +10,16 @@ learning rate to the host (TensorFlow: `tf.numpy_function`; JAX: an ordered
 observer still receives each iterate, in order, as the same float32 values a
 callback would read.
 
-The step includes the hand-off only if observers are registered when it is
-traced; `AdversarialModel` rebuilds its train function when that changes.
-Observers are registered for one `fit` (from a callback's `on_train_begin`)
-and removed when it returns or raises.
+Whether a train function includes the hand-off is fixed when it is built
+(`tracing_step`), not read from the observers when the step is traced:
+JAX's `jax.jit` of a function it has traced before hands back the cached
+trace, so a rebuilt function could silently lack the hand-off.
+`AdversarialModel` keeps one train function with the hand-off and one
+without, and swaps them, so that a `fit` with observers after one without
+(or the other way round) traces nothing again. The hand-off calls whatever
+observers are registered when a step runs. Observers are registered for one
+`fit` (from a callback's `on_train_begin`) and removed when it returns or
+raises.
 """
 
 __all__ = ["IterateObservers"]
@@ -33,7 +39,7 @@ class IterateObservers:
 
     def __init__(self):
         self._entries = []  # (observer, indices into the trainable variables)
-        self.traced_with_observers = None  # what the last trace of the step saw
+        self._tracing_handoff = None  # set by `tracing_step` while a step runs
 
     def __bool__(self):
         return bool(self._entries)
@@ -58,11 +64,33 @@ class IterateObservers:
         self._entries = []
 
     def saved(self):
-        """The observers and what the last trace saw, for `restore`."""
-        return list(self._entries), self.traced_with_observers
+        """The observers, for `restore`."""
+        return list(self._entries)
 
     def restore(self, saved):
-        self._entries, self.traced_with_observers = list(saved[0]), saved[1]
+        self._entries = list(saved)
+
+    def tracing_step(self, step, handoff):
+        """`step` (a training step), which includes the hand-off where
+        `handoff`, whatever observers are registered when it is traced."""
+        handoff = bool(handoff)
+
+        def step_with_handoff_fixed(*args):
+            outer, self._tracing_handoff = self._tracing_handoff, handoff
+            try:
+                return step(*args)
+            finally:
+                self._tracing_handoff = outer
+
+        return step_with_handoff_fixed
+
+    def handoff_in_step(self):
+        """Whether the step being traced (or run eagerly) hands the iterates
+        to the host: as its `tracing_step` fixed, else (Keras's own train
+        function, under `run_eagerly`, say) whether observers are registered."""
+        if self._tracing_handoff is not None:
+            return self._tracing_handoff
+        return bool(self)
 
     def dispatch(self, learning_rate, *values):
         learning_rate = float(learning_rate)

@@ -310,6 +310,7 @@ class PosteriorTracker(keras.callbacks.Callback):
         self.last_prediction = None
         self._end_lr = None  # (epoch, learning rate of that epoch's last step)
         self._step_lr = None  # the learning rate of the epoch's last step so far
+        self._calls_run = 0  # compiled calls of the epoch (steps handed over in them)
         self._in_step = False  # iterates handed over by the compiled step
         self._observer_error = None
         self._layers = None  # the per-layer keys' layers, set when training begins
@@ -436,6 +437,7 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._step_lr = None
+        self._calls_run = 0
         self.statistics = None
         self.window_epoch = None
         self._window = None
@@ -467,6 +469,7 @@ class PosteriorTracker(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._in_step:
+            self._calls_run += 1
             self._raise_observer_error()
             return
         if self.statistics is not None or self.probe is not None:
@@ -499,6 +502,14 @@ class PosteriorTracker(keras.callbacks.Callback):
         if self._in_step:
             _backend.get().wait_for_iterate_observers()
             self._raise_observer_error()
+            if self._calls_run and self._step_lr is None:
+                # Otherwise the empty window would be blamed on the batch size.
+                raise RuntimeError(
+                    "PosteriorTracker was registered to receive every iterate "
+                    "from inside the compiled training step, but the "
+                    f"{self._calls_run} compiled call(s) of epoch {epoch} handed "
+                    "it none: the model's train function was traced without "
+                    "the iterate hand-off (a bug in robustlab).")
         # The rate the epoch's last step used, not the optimizer's now: a
         # callback earlier in the list (ReduceLROnPlateau, say) may already
         # have set the next epoch's.

@@ -80,8 +80,8 @@ def adversarial_train_step(model, state, data):
         perturbed_loss = model.data_loss(y, y_pred, sample_weight)
 
     observers = model.iterate_observers
-    observers.traced_with_observers = bool(observers)
-    if observers:
+    handoff = observers.handoff_in_step()
+    if handoff:
         # Read before the update: the rate this step uses (a schedule's
         # value at the step's own `iterations`).
         learning_rate, _ = run_stateless(
@@ -91,7 +91,7 @@ def adversarial_train_step(model, state, data):
     trainable, optimizer_vars = model.optimizer.stateless_apply(
         optimizer_vars, gradients, trainable
     )
-    if observers:
+    if handoff:
         # Ordered: the host sees the iterates in the order of the steps.
         io_callback(observers.dispatch, None, learning_rate, *trainable, ordered=True)
     weights_finite = model.all_finite(trainable)

@@ -91,12 +91,12 @@ def adversarial_train_step(model, data):
                 v.assign(value)
 
     observers = model.iterate_observers
-    observers.traced_with_observers = bool(observers)
+    handoff = observers.handoff_in_step()
     # Read before the update: the rate this step uses (a schedule's value at
     # the step's own `iterations`).
-    learning_rate = tf.identity(optimizer.learning_rate) if observers else None
+    learning_rate = tf.identity(optimizer.learning_rate) if handoff else None
     optimizer.apply_gradients(zip(gradients, variables))
-    if observers:
+    if handoff:
         # Stateful, so it runs in every step in program order; its inputs are
         # read after the update.
         tf.numpy_function(
