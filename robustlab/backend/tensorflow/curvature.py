@@ -23,8 +23,6 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
-from robustlab.backend.tensorflow.tracing import concrete_function
-
 __all__ = [
     "HessianVectorProduct",
     "LossGradient",
@@ -97,10 +95,7 @@ class HessianVectorProduct(_CompiledOnModel):
         return self._concat(products, tangent.dtype)
 
     def __call__(self, x, y, sample_weight, tangent):
-        args = (x, y, sample_weight, tangent)
-        # Each model's first trace is expected: a call would count it as
-        # retracing (`tracing.concrete_function`).
-        return concrete_function(self._compiled, *args)(*args).numpy()
+        return self._compiled(x, y, sample_weight, tangent).numpy()
 
 
 class LossGradient(_CompiledOnModel):
@@ -118,8 +113,7 @@ class LossGradient(_CompiledOnModel):
         return self._concat(gradients, sample_weight.dtype)
 
     def __call__(self, x, y, sample_weight):
-        args = (x, y, sample_weight)
-        return concrete_function(self._compiled, *args)(*args).numpy()  # as above
+        return self._compiled(x, y, sample_weight).numpy()
 
 
 def make_hessian_vector_product(model, weighted_loss):
