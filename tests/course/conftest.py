@@ -296,8 +296,7 @@ def figures_waiting_for_an_exercise(notebook):
 
     What a call to an exercise returns, and whatever a statement computes
     from it, counts as the exercise's, statement by statement in the cell."""
-    exercises = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
-                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    exercises = _exercise_names(notebook)
     waiting = []
     for index, cell in enumerate(notebook.cells):
         meta = cell.metadata.get("nbgrader", {})
@@ -320,12 +319,17 @@ def figures_waiting_for_an_exercise(notebook):
     return waiting
 
 
+def _exercise_names(notebook):
+    """The grade ids of the notebook's solution cells: the exercises' names."""
+    return {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+
+
 def trainings_before_an_exercise(notebook):
     """The ungraded cells that train (call a `.fit`) before they first call an
     exercise, as `[(cell index, line of the fit, line of the exercise)]`: in
     the release such a cell trains, then fails at the stub."""
-    exercises = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
-                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    exercises = _exercise_names(notebook)
     late = []
     for index, cell in enumerate(notebook.cells):
         meta = cell.metadata.get("nbgrader", {})
@@ -346,8 +350,7 @@ def exercise_free_cells(notebook):
     """The indices of the ungraded code cells that call no exercise, not even
     inside a function or lambda (with `unready_names` empty, such a cell runs
     in the untouched release as it runs in the solutions)."""
-    exercises = {c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
-                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution")}
+    exercises = _exercise_names(notebook)
     return [index for index, cell in enumerate(notebook.cells)
             if cell.cell_type == "code" and not cell.metadata.get("nbgrader", {}).get("solution")
             and not cell.metadata.get("nbgrader", {}).get("grade")
