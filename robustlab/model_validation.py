@@ -5,6 +5,8 @@ Like those, every check raises `ValueError` (or `TypeError`) naming the
 argument and the allowed range, ending with "Received: name=value".
 """
 
+import itertools
+import re
 import types
 import weakref
 
@@ -82,9 +84,15 @@ def check_input_shape(model, example_batch, name="x"):
 # -- tf.data inputs: the same checks, batch by batch, in the one pass `fit`
 # or `evaluate` makes over the data -------------------------------------------
 
-# Delimits a check's error inside the text of the TensorFlow error that carries
-# it out of the input pipeline.
+# Delimits a check's error inside the text of the error that carries it out
+# of a generator or a `keras.utils.PyDataset` (`_raise_marked`).
 _DATASET_ERROR_MARK = "<<robustlab input check>>"
+
+# A `tf.data` pipeline's failed check is raised by a TensorFlow assertion
+# whose message names the check by this token (`_PipelineCheck`).
+_FAILED_PIPELINE_CHECK = re.compile(r"<<robustlab failed check (\d+)>>")
+_PIPELINE_CHECKS = weakref.WeakValueDictionary()  # token -> _PipelineCheck
+_PIPELINE_CHECK_TOKENS = itertools.count()
 
 
 def is_tf_dataset(x):
@@ -125,10 +133,14 @@ class _BatchCheck:
 
     def __call__(self, x, y):
         try:
-            check_inputs(x, self.value_range, name=self.x_name, floating=True)
-            check_labels(y, self.num_classes, len(x), name=self.y_name)
+            self.unmarked(x, y)
         except (TypeError, ValueError) as error:
             _raise_marked(error)
+
+    def unmarked(self, x, y):
+        """The checks, raising their own errors."""
+        check_inputs(x, self.value_range, name=self.x_name, floating=True)
+        check_labels(y, self.num_classes, len(x), name=self.y_name)
 
     def batch(self, batch):
         """Check `batch`, which must be an `(x, y[, sample_weight])` tuple
@@ -223,18 +235,52 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     example = np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype)
     check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
 
-    def check_batch(x, y):
-        check(x, y)
-        return np.bool_(True)
+    pipeline_check = _PipelineCheck(check)
 
     def checked(x, y, *rest):
         # Stateful, so that tf.data keeps the check although nothing reads
         # its result.
-        passed = tf.numpy_function(check_batch, [x, y], tf.bool, stateful=True)
-        with tf.control_dependencies([passed]):
+        passed = tf.numpy_function(pipeline_check, [x, y], tf.bool, stateful=True)
+        # The failure is raised here, by TensorFlow, not in Python (see
+        # `_PipelineCheck`).
+        failed = tf.debugging.Assert(passed, [pipeline_check.failure_text])
+        with tf.control_dependencies([failed]):
             return (tf.identity(x), tf.identity(y)) + rest
 
     return dataset.map(checked)
+
+
+class _PipelineCheck:
+    """A `_BatchCheck` run by a `tf.data` pipeline, in tf.data's threads.
+
+    It raises nothing there: it keeps its first failure and answers False,
+    the pipeline's assertion fails with `failure_text`, and
+    `dataset_errors_raised` raises the kept error on the calling thread.
+    Batches read ahead after a failure are not checked. Why: Python code in
+    a tf.data thread can run Python's garbage collector, which can free an
+    earlier pipeline's iterator there; TensorFlow's iterator then waits for
+    its own threads and never returns, and the collector, stuck "in
+    progress", collects nothing more in the whole process (TensorFlow 2.21:
+    after a few failed checks in one process, `gc.collect()` returned 0 and
+    a freed model stayed alive). A Python exception in a tf.data thread
+    makes that likely: TensorFlow formats its traceback there, parsing the
+    source lines.
+    """
+
+    def __init__(self, check):
+        self.check = check
+        self.failure = None  # (exception type, message)
+        token = str(next(_PIPELINE_CHECK_TOKENS))
+        self.failure_text = f"<<robustlab failed check {token}>>"
+        _PIPELINE_CHECKS[token] = self
+
+    def __call__(self, x, y):
+        if self.failure is None:
+            try:
+                self.check.unmarked(x, y)
+            except (TypeError, ValueError) as error:
+                self.failure = (type(error), str(error))
+        return np.bool_(self.failure is None)
 
 
 def checks_batches(x):
@@ -322,7 +368,13 @@ def dataset_errors_raised(function, *args, **kwargs):
     try:
         return function(*args, **kwargs)
     except Exception as error:  # noqa: BLE001  (re-raised unless it is ours)
-        parts = str(error).split(_DATASET_ERROR_MARK)
+        text = str(error)
+        failed = _FAILED_PIPELINE_CHECK.search(text)
+        check = None if failed is None else _PIPELINE_CHECKS.get(failed.group(1))
+        if check is not None and check.failure is not None:
+            kind, message = check.failure
+            raise kind(message) from None
+        parts = text.split(_DATASET_ERROR_MARK)
         if len(parts) < 4:
             raise
         kind = TypeError if parts[1] == "TypeError" else ValueError

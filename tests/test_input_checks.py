@@ -185,6 +185,35 @@ def test_a_tf_data_batch_refused_in_the_first_fit_leaves_the_model_usable():
     m.fit(_pipeline(X, Y), verbose=0)
 
 
+@pytest.mark.parametrize("where", ["fit", "evaluate"])
+def test_a_refused_tf_data_batch_raises_no_python_exception_in_tf_datas_threads(
+        where, monkeypatch):
+    # TensorFlow formats a Python exception raised in a tf.data thread
+    # there; the allocations can run Python's garbage collector in that
+    # thread, which can free an earlier pipeline's iterator, whose
+    # TensorFlow destructor then never returns: the collector stays "in
+    # progress" and gc.collect() collects nothing more in the process (seen
+    # with TensorFlow 2.21 after a few refused batches in one process).
+    import threading
+    import traceback
+
+    formatted_elsewhere = []
+    format_exception = traceback.format_exception
+
+    def noting_format_exception(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            formatted_elsewhere.append(args[0] if args else kwargs)
+        return format_exception(*args, **kwargs)
+
+    monkeypatch.setattr(traceback, "format_exception", noting_format_exception)
+    m = model()
+    run = m.fit if where == "fit" else m.evaluate
+    for data in ((X + 5.0, Y), (X, Y + 10)):
+        with pytest.raises(ValueError, match=r"^(Argument `x` must lie inside|Labels `y` must)"):
+            run(_pipeline(*data), verbose=0)
+    assert formatted_elsewhere == []
+
+
 def test_fit_without_labels_is_refused():
     with pytest.raises(ValueError, match=r"`y` must hold the labels.*Received: y=None"):
         model().fit(X, None, verbose=0)
