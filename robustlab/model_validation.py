@@ -151,6 +151,29 @@ class _BatchCheck:
         return batch
 
 
+class _FirstBatchClasses(_BatchCheck):
+    """A `_BatchCheck` for a pipeline whose example shape neither it nor the
+    model declares: the number of classes is read from the first batch's
+    inputs as the batch is checked, so that no batch is read for it alone.
+    It refers to the model (weakly: the pipeline's functions may outlive
+    it), so it is for `tf.data` pipelines (never pickled)."""
+
+    def __init__(self, model, value_range, x_name, y_name):
+        super().__init__(value_range, None, x_name, y_name)
+        self.model_ref = weakref.ref(model)
+
+    def unmarked(self, x, y):
+        if self.num_classes is None:
+            model = self.model_ref()
+            if model is None:
+                raise ValueError(
+                    "The model a tf.data pipeline was checked for is gone; "
+                    "fit or evaluate it anew. Received: a pipeline read after "
+                    "its model was deleted")
+            self.num_classes = check_classifier(model, x[:1], self.x_name)
+        super().unmarked(x, y)
+
+
 def _raise_marked(error):
     """Raise a check's `error` in the form `dataset_errors_raised` unwraps
     from the TensorFlow error that carries it out of the pipeline."""
@@ -210,9 +233,9 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
     turns that into the check's own `ValueError` / `TypeError`. Integer
     inputs are refused here, before any batch is read.
 
-    A pipeline whose static input shape is not fully known passes
-    unchecked (the labels' classes are read from one example of that
-    shape).
+    The number of classes the labels are checked against comes from one
+    example of the pipeline's static input shape, else of the model's
+    declared input shape, else of the first batch, when it is checked.
 
     Elements of another structure (inputs only, a dict of inputs) are a
     `TypeError` (`_batch_structure_error`), before any batch is read.
@@ -227,13 +250,15 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
         raise _batch_structure_error(x_name, _structure(spec))
     _check_floating_dtype(spec[0].dtype, x_name)
     x_shape = spec[0].shape
-    if x_shape.rank is None or None in x_shape[1:]:
-        # Images of several sizes, a `py_function` map, decoded files: not
-        # checked (a check that reads the classes from the first batch, in
-        # tf.data's thread, left deleted models alive in a later test).
-        return dataset
-    example = np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype)
-    check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
+    if x_shape.rank is not None and None not in x_shape[1:]:
+        example = np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype)
+    else:
+        # Images of several sizes, a `py_function` map, decoded files.
+        example = _declared_input_example(model)
+    if example is not None:
+        check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
+    else:
+        check = _FirstBatchClasses(model, value_range, x_name, y_name)
 
     pipeline_check = _PipelineCheck(check)
 

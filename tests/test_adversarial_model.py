@@ -645,6 +645,50 @@ def _net_of_open_input_axes(channels=1, seed=0):
     return keras.Model(inputs, keras.layers.Dense(3)(features))
 
 
+def _image_net(declares):
+    keras.utils.set_random_seed(0)
+    if declares == "its input shape":
+        return keras.Sequential([keras.Input(IMAGES.shape[1:]), keras.layers.Flatten(),
+                                 keras.layers.Dense(3)])
+    if declares == "open input axes":
+        return _net_of_open_input_axes()
+    return keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D(),
+                             keras.layers.Dense(3)])  # unbuilt: declares nothing
+
+
+def _images_of_unknown_size(x, y, batch_size=4):
+    """A pipeline whose static input shape leaves height and width open, as
+    `from_generator`, a `py_function` map or decoded files give."""
+    def examples():
+        yield from zip(x, y)
+
+    return tf.data.Dataset.from_generator(examples, output_signature=(
+        tf.TensorSpec((None, None, x.shape[-1]), tf.float32), tf.TensorSpec((), tf.int64),
+    )).batch(batch_size)
+
+
+@pytest.mark.parametrize("declares", ["its input shape", "open input axes", "nothing"])
+@pytest.mark.parametrize("where", ["fit", "evaluate"])
+def test_tf_data_inputs_of_unknown_image_size_get_the_checks_of_arrays(where, declares):
+    model = compiled(_image_net(declares), attack=robustlab.PGD(0.1, steps=1))
+    run = model.fit if where == "fit" else model.evaluate
+    nan = IMAGES.copy()
+    nan[5, 2, 3, 0] = np.nan
+    with pytest.raises(ValueError, match=(
+            r"^Argument `x` must lie inside value_range=\(0, 1\).*"
+            r"Received: x with values in \[\d\S*, \d+\.?\d*\]$")):
+        run(_images_of_unknown_size(IMAGES * 255.0, IMAGE_LABELS), verbose=0)
+    with pytest.raises(ValueError, match=(
+            r"^Argument `x` must be finite \(no NaN or inf\). "
+            r"Received: x with 1 non-finite values$")):
+        run(_images_of_unknown_size(nan, IMAGE_LABELS), verbose=0)
+    with pytest.raises(ValueError, match=(
+            r"^Labels `y` must be class indices in \[0, 2\].*"
+            r"Received: y with values in \[3, 5\]$")):
+        run(_images_of_unknown_size(IMAGES, IMAGE_LABELS + 3), verbose=0)
+    run(_images_of_unknown_size(IMAGES, IMAGE_LABELS), verbose=0)
+
+
 class _Batches(keras.utils.PyDataset):
     def __init__(self, x, y, batch_size=8, **kwargs):
         super().__init__(**kwargs)
