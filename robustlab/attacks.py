@@ -404,35 +404,20 @@ def _summed_loss(get_model, per_example):
 # Eager entry points: validate, compile once per model, run in batches.
 
 # model -> {key: compiled runner}. A runner refers to its model only weakly
-# (its loss reads the model through a weak reference, see `_prepared`): a
+# (its loss reads the model through a weak reference, see `_runner`): a
 # strong reference from a value would keep the key alive, and no attacked
-# model would ever be freed. The runners of a model go with it.
+# model would ever be freed. The runners of a model go with it. Equal Keras
+# losses share a runner (`losses.compiled_for_loss`).
 _RUNNERS = weakref.WeakKeyDictionary()
 
 
-class _Identity:
-    """A cache key that is the identity of `obj`, holding `obj` so that the
-    identity stays its own: `id` alone passes to another object once `obj`
-    is freed (a loss made for one call), which would then be given the
-    runner compiled for `obj`."""
+def _runner(model, attack, prepared_loss, training):
+    loss, per_example, key = prepared_loss
 
-    __slots__ = ("obj",)
-
-    def __init__(self, obj):
-        self.obj = obj
-
-    def __eq__(self, other):
-        return isinstance(other, _Identity) and other.obj is self.obj
-
-    def __hash__(self):
-        return id(self.obj)
-
-
-def _runner(model, attack, loss_key, loss_fn, training):
-    per_model = _RUNNERS.setdefault(model, {})
-    key = (attack, loss_key, training)
-    runner = per_model.get(key)
-    if runner is None:
+    def build(per_example):
+        # Weakly: the compiled runners keep this function (see `_RUNNERS`);
+        # they run only while the model is alive.
+        loss_fn = _summed_loss(weakref.ref(model), per_example)
 
         def craft(x, y, seed_generator):
             return perturb(
@@ -443,9 +428,10 @@ def _runner(model, attack, loss_key, loss_fn, training):
                 seed=seed_generator,
             )
 
-        runner = _backend.get().compile_attack(model, craft)
-        per_model[key] = runner
-    return runner
+        return _backend.get().compile_attack(model, craft)
+
+    return losses.compiled_for_loss(
+        _RUNNERS, model, (attack, key, training), loss, per_example, build)
 
 
 def pgd(
@@ -601,7 +587,7 @@ def fgsm(
 
 def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     """Checked NumPy inputs, sparse-or-one-hot labels as the loss takes
-    them, the summed loss and its cache key."""
+    them, and `(loss, per-example loss, the rest of its cache key)`."""
     validation.check_int_at_least("batch_size", batch_size, 1)
     # On JAX, mid-epoch, a model reference held outside a callback reads
     # detached variables; the error would otherwise name nothing useful.
@@ -616,18 +602,8 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     labels_sparse = validation.check_labels(y, num_classes, len(x))
     loss = _chosen_loss(model, loss)
     per_example = _per_example_attack_loss(model, labels_sparse, loss, from_logits)
-    # Weakly: the compiled runners keep this function (see `_RUNNERS`); they
-    # run only while the model is alive.
-    loss_fn = _summed_loss(weakref.ref(model), per_example)
-    # A name by its value; anything else (a function, a keras.losses.Loss)
-    # by its identity, held by the key.
-    loss_key = (
-        loss if loss is None or isinstance(loss, str) else _Identity(loss),
-        from_logits,
-        labels_sparse,
-    )
     y_in = y if (not labels_sparse or y.ndim == 1) else y.reshape(-1)
-    return x, y_in, loss_fn, loss_key
+    return x, y_in, (loss, per_example, (from_logits, labels_sparse))
 
 
 def _in_batches(runner, x, y, batch_size, state):
@@ -702,9 +678,9 @@ def run_attack(
         # Keras would take a negative seed; robustlab's seeds are >= 0 everywhere.
         seed = validation.check_seed("seed", seed)
     training = validation.check_bool("training", training)
-    x, y_in, loss_fn, loss_key = _prepared(
+    x, y_in, prepared_loss = _prepared(
         model, x, y, loss, from_logits, batch_size, attack.value_range)
-    runner = _runner(model, attack, loss_key, loss_fn, training)
+    runner = _runner(model, attack, prepared_loss, training)
     if seed is None:
         # A fresh seed from the operating system's entropy: Keras's own
         # default would draw it from Python's global `random`, and an
@@ -749,20 +725,21 @@ def loss_gradient(
     [[-0.5, 0.5]]
     """
     training = validation.check_bool("training", training)
-    x, y_in, loss_fn, loss_key = _prepared(
+    x, y_in, (loss, per_example, key) = _prepared(
         model, x, y, loss, from_logits, batch_size, None)
-    per_model = _RUNNERS.setdefault(model, {})
-    key = ("loss_gradient", loss_key, training)
-    runner = per_model.get(key)
-    if runner is None:
+
+    def build(per_example):
+        loss_fn = _summed_loss(weakref.ref(model), per_example)  # see `_runner`
         input_gradient = _backend.get().input_gradient
 
         def gradient(x, y, seed_generator):
             del seed_generator  # no randomness
             return input_gradient(lambda z: loss_fn(z, y, training=training), x)
 
-        runner = _backend.get().compile_attack(model, gradient)
-        per_model[key] = runner
+        return _backend.get().compile_attack(model, gradient)
+
+    runner = losses.compiled_for_loss(
+        _RUNNERS, model, ("loss_gradient", key, training), loss, per_example, build)
     outputs = _in_batches(runner, x, y_in, batch_size,
                           keras.random.SeedGenerator(0).state.value)
     return np.concatenate(outputs).astype(x.dtype, copy=False)

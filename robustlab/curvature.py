@@ -208,28 +208,25 @@ def _single_threaded_blas():
 _COMPILED = weakref.WeakKeyDictionary()  # model -> {key: compiled function}
 
 
-def _compiled(model, kind, loss_key, per_example_loss):
+def _compiled(model, kind, loss, per_example_loss):
     """The backend's compiled `kind` ("hvp" or "gradient") for this model and
     loss, built once and reused (keyed also on the variables, so toggling
-    `trainable` gives a fresh one)."""
-    per_model = _COMPILED.setdefault(model, {})
+    `trainable` gives a fresh one; equal Keras losses share one, see
+    `losses.compiled_for_loss`)."""
     key = (
         kind,
-        loss_key,
         tuple(id(v) for v in model.trainable_variables),
         tuple(id(v) for v in model.non_trainable_variables),
     )
-    function = per_model.get(key)
-    if function is None:
-        module = _backend.get()
-        make = (
-            module.make_hessian_vector_product
-            if kind == "hvp"
-            else module.make_loss_gradient
-        )
-        function = make(model, _weighted_mean_loss(per_example_loss))
-        per_model[key] = function
-    return function
+    module = _backend.get()
+    make = (
+        module.make_hessian_vector_product
+        if kind == "hvp"
+        else module.make_loss_gradient
+    )
+    return losses.compiled_for_loss(
+        _COMPILED, model, key, loss, per_example_loss,
+        lambda per_example: make(model, _weighted_mean_loss(per_example)))
 
 
 def _check_model(model):
@@ -345,7 +342,7 @@ class HessianOperator:
         batch_size = _check_batch_size(batch_size)
         if seed is not None:
             seed = validation.check_seed("seed", seed)
-        loss_key, per_example = losses.resolve_model_loss(model, loss)
+        resolved_loss, per_example = losses.resolve_model_loss(model, loss)
         model_validation.check_input_shape(model, x)
         _check_class_labels(model, loss, x, y)
         if attack is not None:
@@ -359,8 +356,9 @@ class HessianOperator:
         # the dtype of tangents, products, sample weights and float inputs
         self._float_dtype = "float64" if "float64" in dtypes else "float32"
         self._batches = _padded_batches(x, y, batch_size, self._float_dtype)
-        self._loss = (loss_key, per_example)
-        self._hvp = _compiled(model, "hvp", loss_key, per_example)
+        # Holds the loss, which the compiled functions may hold only weakly.
+        self._loss = (resolved_loss, per_example)
+        self._hvp = _compiled(model, "hvp", resolved_loss, per_example)
         self._gradient = None
         self.matvec_count = 0
 

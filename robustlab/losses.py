@@ -8,17 +8,23 @@ turns any of them into the function `(y_true, y_pred) -> per-example losses`
 (a `Loss` instance's `reduction` and sample weights do not apply).
 
 Where `loss=None` stands for the model's compiled loss, `resolve_model_loss`
-reads that loss first. Where it stands for a classifier's default loss, that is
-a (sparse) categorical cross-entropy, `default_classification_loss`, whose
+reads that loss first. `compiled_for_loss` keeps the functions compiled from
+a loss, one per loss value where the value defines the loss. Where `loss=None`
+stands for a classifier's default loss, that is a (sparse) categorical
+cross-entropy, `default_classification_loss`, whose
 `from_logits` follows from the model: a final softmax
 (`final_activation_is_softmax`) means probabilities, anything else logits.
 """
+
+import json
+import weakref
 
 import keras
 
 from robustlab import _keras_compat
 
 __all__ = [
+    "compiled_for_loss",
     "default_classification_loss",
     "final_activation_is_softmax",
     "per_example_loss",
@@ -101,13 +107,9 @@ def default_classification_loss(sparse_labels, from_logits):
 
 
 def resolve_model_loss(model, loss):
-    """`(cache_key, per_example_loss_fn)` for `loss` (None: the model's
-    compiled loss, which it must then have).
-
-    The cache key is the loss itself for a name or a `keras.losses.Loss`, and
-    the resolved function otherwise, so that compiled functions built from
-    one loss can be reused.
-    """
+    """`(loss, per_example_loss_fn)` for `loss` (None: the model's compiled
+    loss, which it must then have); the first is what `compiled_for_loss`
+    takes as `loss`."""
     if loss is None:
         compiled_loss = getattr(model, "loss", None) if getattr(
             model, "compiled", False) else None
@@ -132,4 +134,136 @@ def resolve_model_loss(model, loss):
             f"`(y_true, y_pred) -> per-example losses` or a keras.losses.Loss. "
             f"Received: loss={loss!r}"
         ) from None
-    return (loss if isinstance(loss, (str, keras.losses.Loss)) else per_example), per_example
+    return loss, per_example
+
+
+def compiled_for_loss(cache, model, key, loss, per_example, build):
+    """The function `build(per_example)` for `model`, `key` and `loss`, kept
+    in `cache` (a `weakref.WeakKeyDictionary` of model -> {key: function})
+    and built only where it is not there yet.
+
+    A loss that its value defines shares one function with every equal loss:
+    None and names by their value, Keras's own loss functions by themselves,
+    and instances of Keras's own `keras.losses.Loss` classes by class and
+    config, so that `loss=keras.losses.SparseCategoricalCrossentropy(
+    from_logits=True)` written afresh for each call compiles once. Any other
+    loss (an instance of a user's `Loss` subclass, a user's function) is
+    keyed by its identity, as its config need not show all of its state; its
+    function then holds it weakly and leaves the cache when it is freed, so a
+    loss written afresh for each call does not pile up compiled functions.
+
+    Args:
+        cache: the `weakref.WeakKeyDictionary` model -> {key: function}.
+        model: the model the function is compiled for.
+        key: the rest of the function's key (hashable).
+        loss: the loss as `resolve_model_loss` returns it (or None).
+        per_example: `(y_true, y_pred) -> per-example losses` for `loss`.
+        build: `per_example -> function`.
+    """
+    loss_key = _value_key(loss)
+    weak = None
+    if loss_key is _NO_VALUE:
+        try:
+            weak = weakref.ref(loss)
+        except TypeError:  # no weak references (a builtin): held, as a value
+            loss_key = _Identity(loss)
+        else:
+            loss_key = _WeakIdentity(weak)
+    full_key = (key, loss_key)
+    per_model = cache.setdefault(model, {})
+    function = per_model.get(full_key)
+    if function is None:
+        if weak is not None:
+            per_example = _weakly_called(weak)
+            finalizer = weakref.finalize(
+                loss, _forget, cache, weakref.ref(model), full_key)
+            finalizer.atexit = False
+        function = build(per_example)
+        per_model[full_key] = function
+    return function
+
+
+_NO_VALUE = object()
+
+
+def _from_keras(obj):
+    return (getattr(obj, "__module__", None) or "").split(".")[0] == "keras"
+
+
+def _value_key(loss):
+    """The key of a loss that its value defines, else `_NO_VALUE`."""
+    if loss is None or isinstance(loss, str):
+        return loss
+    if isinstance(loss, keras.losses.Loss) and _from_keras(type(loss)):
+        # A Keras wrapper of a user's function serialises the function by
+        # name only: two different lambdas would share one key.
+        fn = getattr(loss, "fn", None)
+        if fn is not None and not _from_keras(fn):
+            return _NO_VALUE
+        try:
+            config = json.dumps(loss.get_config(), sort_keys=True)
+        except (TypeError, ValueError, NotImplementedError):
+            return _NO_VALUE
+        return (type(loss), config)
+    if callable(loss) and not isinstance(loss, type) and _from_keras(loss) and (
+            getattr(loss, "__closure__", None) is None):
+        return loss  # a module-level function of Keras's, as permanent as a name
+    return _NO_VALUE
+
+
+def _weakly_called(ref):
+    """`per_example_loss` of the loss `ref` refers to, without holding it."""
+
+    def per_example(y_true, y_pred):
+        loss = ref()
+        if loss is None:
+            raise RuntimeError("The loss of this compiled function was deleted.")
+        return per_example_loss(loss)(y_true, y_pred)
+
+    return per_example
+
+
+def _forget(cache, model_ref, full_key):
+    model = model_ref()
+    if model is not None:
+        cache.get(model, {}).pop(full_key, None)
+
+
+class _Identity:
+    """A cache key that is the identity of `obj`, holding `obj` so that the
+    identity stays its own: `id` alone passes to another object once `obj`
+    is freed, which would then be given the function compiled for `obj`."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return isinstance(other, _Identity) and other.obj is self.obj
+
+    def __hash__(self):
+        return id(self.obj)
+
+
+class _WeakIdentity:
+    """A cache key that is the identity of a live object, held weakly: once
+    the object is freed the key equals only itself, so an object later made
+    at the same address is not taken for it."""
+
+    __slots__ = ("ref", "hash")
+
+    def __init__(self, ref):
+        self.ref = ref
+        self.hash = id(ref())
+
+    def __eq__(self, other):
+        if self is other:
+            return True
+        if not isinstance(other, _WeakIdentity):
+            return False
+        obj = self.ref()
+        return obj is not None and obj is other.ref()
+
+    def __hash__(self):
+        return self.hash

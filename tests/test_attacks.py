@@ -320,6 +320,67 @@ def test_an_attacked_model_is_freed_once_deleted():
     assert model_ref() is None
 
 
+def test_fresh_equal_keras_losses_share_one_compiled_attack():
+    # The inline `loss=keras.losses.X(...)` of a re-run notebook cell.
+    model = softmax_regression(W3, B3)
+    for _ in range(3):
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert len(attacks._RUNNERS[model]) == 1
+
+
+def test_fresh_equal_keras_losses_share_one_compiled_loss_gradient():
+    model = softmax_regression(W3, B3)
+    for _ in range(3):
+        attacks.loss_gradient(
+            model, X6, Y6, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert len(attacks._RUNNERS[model]) == 1
+
+
+def test_keras_losses_of_different_configs_get_their_own_attacks():
+    model = softmax_regression(W3, B3)
+    for loss in (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                            reduction="sum")):
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0, loss=loss)
+    assert len(attacks._RUNNERS[model]) == 3
+
+
+class _LogitsCrossEntropy(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def test_each_instance_of_a_user_loss_class_is_its_own_loss():
+    # Its config need not show its state, so equal configs are not equal losses.
+    model = softmax_regression(W3, B3)
+    first, second = _LogitsCrossEntropy(), _LogitsCrossEntropy()
+    for loss in (first, second, first):
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0, loss=loss)
+    assert len(attacks._RUNNERS[model]) == 2
+
+
+def test_the_attack_of_a_freed_user_loss_leaves_the_cache():
+    model = softmax_regression(W3, B3)
+    for _ in range(3):
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0, loss=_LogitsCrossEntropy())
+        attacks.loss_gradient(
+            model, X6, Y6,
+            loss=lambda t, p: keras.losses.sparse_categorical_crossentropy(
+                t, p, from_logits=True))
+    gc.collect()
+    assert len(attacks._RUNNERS[model]) == 0
+
+
+def test_a_user_loss_gives_the_attack_of_the_equal_keras_loss():
+    model = softmax_regression(W3, B3)
+    np.testing.assert_array_equal(
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=3, seed=0, loss=_LogitsCrossEntropy()),
+        attacks.pgd(model, X6, Y6, eps=0.1, steps=3, seed=0,
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)))
+
+
 # -- bad input ------------------------------------------------------------------
 
 

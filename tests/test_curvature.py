@@ -502,6 +502,62 @@ def test_products_through_max_pooling_are_jax_own_without_its_windowed_selects(p
     assert "select_and_gather_add" not in str(traced)
 
 
+def _logits_cross_entropy():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def test_fresh_equal_keras_losses_share_one_compiled_product(logistic):
+    # The inline loss of the HessianOperator example, in a re-run cell.
+    operators = [curvature.HessianOperator(logistic.model, logistic.x, logistic.y,
+                                           loss=_logits_cross_entropy())
+                 for _ in range(3)]
+    for operator in operators:
+        operator.matvec(np.ones(operator.dim))
+    (compiled,) = curvature._COMPILED[logistic.model].values()
+    assert compiled.trace_count == (1 if BACKEND == "tensorflow" else 2)
+
+
+def test_keras_losses_of_different_configs_get_their_own_products(logistic):
+    for loss in (_logits_cross_entropy(),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=False),
+                 keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                            reduction="sum")):
+        curvature.HessianOperator(logistic.model, logistic.x, logistic.y, loss=loss)
+    assert len(curvature._COMPILED[logistic.model]) == 3
+
+
+class _LogitsCrossEntropy(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return keras.losses.sparse_categorical_crossentropy(y_true, y_pred, from_logits=True)
+
+
+def test_the_product_of_a_user_loss_lives_as_long_as_its_loss(logistic):
+    import gc
+
+    first, second = _LogitsCrossEntropy(), _LogitsCrossEntropy()
+    for loss in (first, second, first):
+        operator = curvature.HessianOperator(logistic.model, logistic.x, logistic.y,
+                                             loss=loss)
+    operator.matvec(np.ones(operator.dim))
+    assert len(curvature._COMPILED[logistic.model]) == 2
+    del operator, first, loss
+    gc.collect()
+    assert len(curvature._COMPILED[logistic.model]) == 1
+    del second
+    gc.collect()
+    assert len(curvature._COMPILED[logistic.model]) == 0
+
+
+def test_an_operator_outliving_its_inline_user_loss_still_multiplies(logistic):
+    operator = curvature.HessianOperator(logistic.model, logistic.x, logistic.y,
+                                         loss=_LogitsCrossEntropy())
+    expected = curvature.HessianOperator(logistic.model, logistic.x, logistic.y,
+                                         loss=_logits_cross_entropy())
+    vector = np.linspace(-1.0, 1.0, operator.dim)
+    np.testing.assert_array_equal(operator.matvec(vector), expected.matvec(vector))
+    np.testing.assert_array_equal(operator.gradient(), expected.gradient())
+
+
 def test_compiled_products_do_not_keep_models_alive():
     import gc
     import weakref

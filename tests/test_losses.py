@@ -3,6 +3,7 @@
 import ast
 import math
 import pathlib
+import sys
 
 import keras
 import numpy as np
@@ -157,4 +158,30 @@ def test_loss_resolution_depends_on_no_other_robustlab_module_but_keras_compat()
             imported |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported |= {f"{node.module}.{alias.name}" for alias in node.names}
+    imported = {name for name in imported if name.split(".")[0] not in sys.stdlib_module_names}
     assert imported == {"keras", "robustlab._keras_compat"}
+
+
+def _build_count(losses_in_order):
+    """How many functions `compiled_for_loss` builds for these losses, in order."""
+    import weakref
+
+    cache, model, built = weakref.WeakKeyDictionary(), keras.Sequential(), []
+    for loss in losses_in_order:
+        losses.compiled_for_loss(cache, model, "key", loss, losses.per_example_loss(loss),
+                                 lambda per_example: built.append(per_example) or len(built))
+    return len(built)
+
+
+def test_keras_losses_are_keyed_by_class_and_config():
+    assert _build_count([
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.1),
+        keras.losses.CategoricalCrossentropy(label_smoothing=0.2),
+        keras.losses.CategoricalFocalCrossentropy(label_smoothing=0.1),
+    ]) == 3
+
+
+def test_names_and_keras_functions_are_keyed_by_value():
+    assert _build_count(["mse", "".join(["m", "se"]), keras.losses.mean_squared_error,
+                         keras.losses.mean_squared_error]) == 2

@@ -104,3 +104,18 @@ def test_several_short_fits_of_several_steps_a_call_log_no_retracing_warning(
         model.fit(X, Y, batch_size=16, epochs=2, validation_data=(X[:16], Y[:16]),
                   verbose=0)
     assert retracing_warnings() == []
+
+
+def test_products_on_several_models_and_fresh_losses_log_no_retracing_warning(
+        retracing_warnings):
+    # The first trace on each model is expected, and equal losses share it.
+    for _ in range(6):
+        net = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                keras.layers.Dense(10)])
+        for _ in range(3):
+            operator = robustlab.curvature.HessianOperator(
+                net, X[:16], Y[:16],
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            operator.matvec(np.ones(operator.dim))
+            operator.gradient()
+    assert retracing_warnings() == []

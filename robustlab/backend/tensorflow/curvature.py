@@ -23,6 +23,8 @@ import weakref
 import numpy as np
 import tensorflow as tf
 
+from robustlab.backend.tensorflow.tracing import concrete_function
+
 __all__ = [
     "HessianVectorProduct",
     "LossGradient",
@@ -95,7 +97,10 @@ class HessianVectorProduct(_CompiledOnModel):
         return self._concat(products, tangent.dtype)
 
     def __call__(self, x, y, sample_weight, tangent):
-        return self._compiled(x, y, sample_weight, tangent).numpy()
+        args = (x, y, sample_weight, tangent)
+        # Each model's first trace is expected: a call would count it as
+        # retracing (`tracing.concrete_function`).
+        return concrete_function(self._compiled, *args)(*args).numpy()
 
 
 class LossGradient(_CompiledOnModel):
@@ -113,7 +118,8 @@ class LossGradient(_CompiledOnModel):
         return self._concat(gradients, sample_weight.dtype)
 
     def __call__(self, x, y, sample_weight):
-        return self._compiled(x, y, sample_weight).numpy()
+        args = (x, y, sample_weight)
+        return concrete_function(self._compiled, *args)(*args).numpy()  # as above
 
 
 def make_hessian_vector_product(model, weighted_loss):
