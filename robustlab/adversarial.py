@@ -663,9 +663,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         labels) as a whole; a `tf.data.Dataset`, a `keras.utils.PyDataset`
         or a generator batch by batch as it is read (a list, tuple or dict
         of inputs is refused: the classifier takes one input). With NumPy
-        data, `class_weight` (keys: class indices of the model) becomes
-        per-example weights, 1 for a class it leaves out, as Keras weighs
-        NumPy data; it is refused together with `sample_weight`. NumPy data
+        data or a `tf.data.Dataset`, `class_weight` (keys: class indices of
+        the model) becomes per-example weights, 1 for a class it leaves out,
+        as Keras weighs NumPy data; it is refused together with
+        `sample_weight` (or a pipeline's sample weights). NumPy data
         is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
         `steps_per_epoch`, each epoch trains on the first so many batches of
@@ -704,7 +705,7 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             num_classes = self._check_arrays(
                 x, y, "x", "y", self.attack, sample_weight, "sample_weight")
             class_weight = kwargs.pop("class_weight", None)
-            _check_class_weight(class_weight, num_classes, sample_weight)
+            model_validation.check_class_weight(class_weight, num_classes, sample_weight)
             # As Keras: validation_data, when given, overrides validation_split.
             if validation_split and validation_data is None:
                 split = int(len(x) * (1.0 - validation_split))
@@ -724,7 +725,8 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                 # of weights ends at the largest class named: a label beyond
                 # it fails there on TensorFlow. After the split: as in Keras,
                 # validation data is not class-weighted.
-                sample_weight = _class_weights_per_example(class_weight, y, num_classes)
+                sample_weight = model_validation.class_weights_per_example(
+                    class_weight, y, num_classes)
             validation_split = 0.0
             batch_size = batch_size or 32
             if shuffle:
@@ -742,7 +744,9 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                 x, y, sample_weight = (tuple(x) + (None,))[:3]
             shuffle = False  # the order is set above; Keras must not change it
         elif model_validation.is_tf_dataset(x):
-            x = model_validation.checked_dataset(x, self.model, self.attack.value_range)
+            x = model_validation.checked_dataset(
+                x, self.model, self.attack.value_range,
+                class_weight=kwargs.pop("class_weight", None))
         else:
             x = model_validation.checked_batches(x, self.model, self.attack.value_range)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
@@ -845,9 +849,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         if _is_array(x):
             num_classes = self._check_arrays(
                 x, y, "x", "y", self.attack, sample_weight, "sample_weight")
-            _check_class_weight(class_weight, num_classes, sample_weight)
+            model_validation.check_class_weight(class_weight, num_classes, sample_weight)
             if class_weight is not None:
-                sample_weight = _class_weights_per_example(class_weight, y, num_classes)
+                sample_weight = model_validation.class_weights_per_example(
+                    class_weight, y, num_classes)
                 class_weight = None
         return super().train_on_batch(x, y, sample_weight=sample_weight,
                                       class_weight=class_weight, return_dict=return_dict)
@@ -1193,52 +1198,6 @@ def _check_sample_weight(sample_weight, num_examples, name):
             f"Argument `{name}` must hold finite weights >= 0 (a negative "
             f"weight would ascend that example's loss). Received: {name} with "
             f"{int(bad.sum())} entries that are not, e.g. {weights.ravel()[bad.ravel()][0]!r}")
-
-
-def _check_class_weight(class_weight, num_classes, sample_weight=None):
-    """`class_weight` for a model of `num_classes` classes, given with
-    `sample_weight` (None: not given)."""
-    if class_weight is None:
-        return
-    if not isinstance(class_weight, dict):
-        raise TypeError("Argument `class_weight` must be a dict {class: weight}. "
-                        f"Received: class_weight={class_weight!r}")
-    if sample_weight is not None:
-        # Keras refuses the pair too: it would not say which one counts.
-        raise ValueError(
-            "Arguments `sample_weight` and `class_weight` cannot be specified "
-            "at the same time; fold the class weights into `sample_weight`. "
-            f"Received: sample_weight with shape {np.shape(sample_weight)} and "
-            f"class_weight={class_weight!r}")
-    for key in class_weight:
-        # A key that is no class of the model would be ignored silently.
-        if (isinstance(key, bool) or not isinstance(key, numbers.Integral)
-                or not 0 <= key < num_classes):
-            raise ValueError(
-                f"Argument `class_weight` must map class indices in [0, "
-                f"{num_classes - 1}] (the model's {num_classes} classes) to "
-                f"weights. Received: class_weight={class_weight!r}")
-    for value in class_weight.values():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                math.isfinite(value) and value >= 0):
-            raise ValueError(
-                "Argument `class_weight` must map classes to finite weights >= 0. "
-                f"Received: class_weight={class_weight!r}")
-
-
-def _class_weights_per_example(class_weight, y, num_classes):
-    """The weight `class_weight` gives each label of `y` (checked labels:
-    class indices, or one-hot rows read by their largest entry), 1 for a
-    class it leaves out, in Keras's float type: the weights Keras's
-    `class_weight` gives NumPy data."""
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] != 1:
-        classes = np.argmax(y, axis=-1)
-    else:
-        classes = np.round(y.reshape(len(y))).astype("int64")
-    table = np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
-                     dtype=keras.config.floatx())
-    return table[classes]
 
 
 def _accuracy(y_true, y_pred):

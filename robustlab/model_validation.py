@@ -6,6 +6,8 @@ argument and the allowed range, ending with "Received: name=value".
 """
 
 import itertools
+import math
+import numbers
 import re
 import types
 import weakref
@@ -17,11 +19,13 @@ from robustlab.validation import check_inputs
 from robustlab.validation import check_labels
 
 __all__ = [
+    "check_class_weight",
     "check_classifier",
     "check_input_shape",
     "checked_batches",
     "checked_dataset",
     "checks_batches",
+    "class_weights_per_example",
     "dataset_errors_raised",
     "is_tf_dataset",
     "mark_checked",
@@ -158,9 +162,10 @@ class _FirstBatchClasses(_BatchCheck):
     It refers to the model (weakly: the pipeline's functions may outlive
     it), so it is for `tf.data` pipelines (never pickled)."""
 
-    def __init__(self, model, value_range, x_name, y_name):
+    def __init__(self, model, value_range, x_name, y_name, class_weight=None):
         super().__init__(value_range, None, x_name, y_name)
         self.model_ref = weakref.ref(model)
+        self.class_weight = class_weight
 
     def unmarked(self, x, y):
         if self.num_classes is None:
@@ -170,7 +175,9 @@ class _FirstBatchClasses(_BatchCheck):
                     "The model a tf.data pipeline was checked for is gone; "
                     "fit or evaluate it anew. Received: a pipeline read after "
                     "its model was deleted")
-            self.num_classes = check_classifier(model, x[:1], self.x_name)
+            num_classes = check_classifier(model, x[:1], self.x_name)
+            check_class_weight(self.class_weight, num_classes)
+            self.num_classes = num_classes
         super().unmarked(x, y)
 
 
@@ -225,11 +232,61 @@ def _check_floating_dtype(dtype, name):
             f"(and scale them to `value_range`). Received: {name} of dtype {dtype.name}")
 
 
-def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
+def check_class_weight(class_weight, num_classes, sample_weight=None):
+    """`class_weight` for a model of `num_classes` classes (None: not known
+    yet, the keys are not checked), given with `sample_weight` (None: not
+    given)."""
+    if class_weight is None:
+        return
+    if not isinstance(class_weight, dict):
+        raise TypeError("Argument `class_weight` must be a dict {class: weight}. "
+                        f"Received: class_weight={class_weight!r}")
+    if sample_weight is not None:
+        # Keras refuses the pair too: it would not say which one counts.
+        raise ValueError(
+            "Arguments `sample_weight` and `class_weight` cannot be specified "
+            "at the same time; fold the class weights into `sample_weight`. "
+            f"Received: sample_weight with shape {np.shape(sample_weight)} and "
+            f"class_weight={class_weight!r}")
+    for key in class_weight if num_classes is not None else ():
+        # A key that is no class of the model would be ignored silently.
+        if (isinstance(key, bool) or not isinstance(key, numbers.Integral)
+                or not 0 <= key < num_classes):
+            raise ValueError(
+                f"Argument `class_weight` must map class indices in [0, "
+                f"{num_classes - 1}] (the model's {num_classes} classes) to "
+                f"weights. Received: class_weight={class_weight!r}")
+    for value in class_weight.values():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                math.isfinite(value) and value >= 0):
+            raise ValueError(
+                "Argument `class_weight` must map classes to finite weights >= 0. "
+                f"Received: class_weight={class_weight!r}")
+
+
+def class_weights_per_example(class_weight, y, num_classes):
+    """The weight `class_weight` gives each label of `y` (checked labels:
+    class indices, or one-hot rows read by their largest entry), 1 for a
+    class it leaves out, in Keras's float type: the weights Keras's
+    `class_weight` gives NumPy data."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] != 1:
+        classes = np.argmax(y, axis=-1)
+    else:
+        classes = np.round(y.reshape(len(y))).astype("int64")
+    table = np.array([class_weight.get(c, 1.0) for c in range(num_classes)],
+                     dtype=keras.config.floatx())
+    return table[classes]
+
+
+def checked_dataset(dataset, model, value_range, x_name="x", y_name="y",
+                    class_weight=None):
     """`dataset` with each `(x, y[, sample_weight])` batch passed through
     `check_inputs` (inputs finite, of a floating dtype, inside
-    `value_range`) and `check_labels` as it is read: nothing is read ahead
-    or twice. A failing batch stops the pipeline; `dataset_errors_raised`
+    `value_range`) and `check_labels` when it is asked for (the check reads
+    no batch of its own, and none twice). The pipeline before the check is
+    prefetched (`tf.data.AUTOTUNE`), as tf.data prefetches a pipeline's end
+    by default. A failing batch stops the pipeline; `dataset_errors_raised`
     turns that into the check's own `ValueError` / `TypeError`. Integer
     inputs are refused here, before any batch is read.
 
@@ -239,16 +296,39 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
 
     Elements of another structure (inputs only, a dict of inputs) are a
     `TypeError` (`_batch_structure_error`), before any batch is read.
+
+    With `class_weight` (checked by `check_class_weight`: before any batch
+    is read, or with the first batch where the number of classes comes
+    from it), each checked batch `(x, y)` becomes `(x, y, weights)`: the
+    weight of each label's class, 1 for a class `class_weight` leaves out,
+    as `class_weights_per_example` weights arrays. (Keras would weight the
+    batches after the check, in a pipeline of its own with a prefetch, and
+    fail on a label beyond the largest class named.)
     """
     import tensorflow as tf
 
-    if dataset in _CHECKED_PIPELINES:
+    if dataset in _CHECKED_PIPELINES and class_weight is None:
         return dataset
     spec = dataset.element_spec
     if not (isinstance(spec, tuple) and len(spec) in (2, 3)
             and all(isinstance(s, tf.TensorSpec) for s in spec[:2])):
         raise _batch_structure_error(x_name, _structure(spec))
     _check_floating_dtype(spec[0].dtype, x_name)
+    if class_weight is not None:
+        if len(spec) == 3:
+            raise ValueError(
+                "Arguments `sample_weight` and `class_weight` cannot be specified "
+                "at the same time; fold the class weights into the pipeline's "
+                f"sample weights. Received: `{x_name}` yielding (x, y, "
+                f"sample_weight) batches and class_weight={class_weight!r}")
+        if spec[1].shape.rank is None:
+            raise ValueError(
+                "Argument `class_weight` needs labels of a known rank (class "
+                "indices of shape (n,) or (n, 1), or one-hot rows). Received: "
+                f"`{y_name}` of unknown shape in a pipeline, and "
+                f"class_weight={class_weight!r}")
+        # All but the keys, which need the number of classes.
+        check_class_weight(class_weight, None)
     x_shape = spec[0].shape
     if x_shape.rank is not None and None not in x_shape[1:]:
         example = np.zeros((1,) + tuple(x_shape[1:]), spec[0].dtype.as_numpy_dtype)
@@ -257,10 +337,13 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
         example = _declared_input_example(model)
     if example is not None:
         check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
+        if class_weight is not None:
+            check_class_weight(class_weight, check.num_classes)
     else:
-        check = _FirstBatchClasses(model, value_range, x_name, y_name)
+        check = _FirstBatchClasses(model, value_range, x_name, y_name, class_weight)
 
     pipeline_check = _PipelineCheck(check)
+    weights = None if class_weight is None else _class_weighting(class_weight)
 
     def checked(x, y, *rest):
         # Stateful, so that tf.data keeps the check although nothing reads
@@ -270,26 +353,68 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y"):
         # `_PipelineCheck`).
         failed = tf.debugging.Assert(passed, [pipeline_check.failure_text])
         with tf.control_dependencies([failed]):
-            return (tf.identity(x), tf.identity(y)) + rest
+            x, y = tf.identity(x), tf.identity(y)
+        # In the same map: tf.data would run a map of its own in parallel,
+        # reading (and checking) batches ahead in its threads.
+        return (x, y, weights(y)) if weights is not None else (x, y) + rest
 
-    return dataset.map(checked)
+    # The user's pipeline is prefetched before the check and nothing after
+    # it, so that the check (Python) runs only in the thread that asks for
+    # the batch, never in a thread of tf.data's own (`_PipelineCheck` says
+    # why); tf.data would otherwise add a prefetch after the check and run it
+    # there, a batch ahead.
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    return dataset.prefetch(tf.data.AUTOTUNE).map(checked).with_options(options)
+
+
+def _class_weighting(class_weight):
+    """`y -> weights` in TensorFlow operations (the labels already
+    checked): the weights `class_weights_per_example` gives."""
+    import tensorflow as tf
+
+    last = max(class_weight, default=-1)
+    table = tf.constant([float(class_weight.get(c, 1.0)) for c in range(last + 1)]
+                        or [1.0], dtype=keras.config.floatx())
+
+    def weighted(y):
+        def one_hot():
+            return tf.argmax(y, axis=-1, output_type=tf.int64)
+
+        def indices():
+            return tf.cast(tf.round(tf.reshape(y, [-1])), tf.int64)
+
+        if y.shape.rank < 2 or y.shape[-1] == 1:
+            classes = indices()
+        elif y.shape[-1] is not None:
+            classes = one_hot()
+        else:
+            classes = tf.cond(tf.shape(y)[-1] > 1, one_hot, indices)
+        named = classes <= last
+        weights = tf.gather(table, tf.where(named, classes, tf.zeros_like(classes)))
+        return tf.where(named, weights, tf.ones_like(weights))
+
+    return weighted
 
 
 class _PipelineCheck:
-    """A `_BatchCheck` run by a `tf.data` pipeline, in tf.data's threads.
+    """A `_BatchCheck` run by a `tf.data` pipeline.
 
-    It raises nothing there: it keeps its first failure and answers False,
-    the pipeline's assertion fails with `failure_text`, and
+    It raises nothing: it keeps its first failure and answers False, the
+    pipeline's assertion fails with `failure_text`, and
     `dataset_errors_raised` raises the kept error on the calling thread.
-    Batches read ahead after a failure are not checked. Why: Python code in
-    a tf.data thread can run Python's garbage collector, which can free an
-    earlier pipeline's iterator there; TensorFlow's iterator then waits for
-    its own threads and never returns, and the collector, stuck "in
-    progress", collects nothing more in the whole process (TensorFlow 2.21:
-    after a few failed checks in one process, `gc.collect()` returned 0 and
-    a freed model stayed alive). A Python exception in a tf.data thread
-    makes that likely: TensorFlow formats its traceback there, parsing the
-    source lines.
+    And it runs in the thread that asks for the batch (`checked_dataset`
+    puts no prefetch after it), never in one of tf.data's own threads. Why
+    both: Python code in a thread that a tf.data iterator owns can run
+    Python's garbage collector there, which can free that very iterator
+    when nothing else refers to it; TensorFlow's destructor then waits for
+    the iterator's threads, the current one among them, and never returns,
+    and the collector, stuck "in progress", collects nothing more in the
+    whole process (TensorFlow 2.21: after a few refused batches in one
+    process, `gc.collect()` returned 0 and a freed model stayed alive; the
+    check ran in the prefetch thread tf.data adds at a pipeline's end). A
+    Python exception there made that likely: TensorFlow formats its
+    traceback in that thread, parsing the source lines.
     """
 
     def __init__(self, check):

@@ -1,5 +1,6 @@
-"""`class_weight` with NumPy data, and `train_on_batch`/`test_on_batch`
-checking their inputs as `fit` and `evaluate` do."""
+"""`class_weight` with NumPy data and `tf.data` pipelines, and
+`train_on_batch`/`test_on_batch` checking their inputs as `fit` and
+`evaluate` do."""
 
 import keras
 import numpy as np
@@ -84,6 +85,76 @@ def test_train_on_batch_with_a_class_weight_trains_as_with_its_sample_weights():
     expected = model()
     expected.train_on_batch(X, Y, sample_weight=np.where(Y == 2, 0.5, 1.0))
     assert_same_weights(weighted, expected)
+
+
+def pipeline(*arrays, batch_size=8):
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+
+
+@pytest.mark.parametrize("labels", ["indices", "column", "one-hot"])
+def test_a_pipelines_class_weight_trains_as_the_same_sample_weights_in_it(labels):
+    # Keras weighed a pipeline's batches after robustlab's check, in a map
+    # of its own (run ahead, in tf.data's threads), and failed on a label
+    # beyond the largest class named (here 1 and 2).
+    y = {"indices": Y, "column": Y[:, None],
+         "one-hot": np.eye(3, dtype="float32")[Y]}[labels]
+    weighted = model()
+    if labels == "one-hot":
+        weighted.compile(keras.optimizers.SGD(0.1),
+                         keras.losses.CategoricalCrossentropy(from_logits=True))
+    weighted.fit(pipeline(X, y), class_weight={0: 2.0}, epochs=2, verbose=0)
+    expected = model()
+    if labels == "one-hot":
+        expected.compile(keras.optimizers.SGD(0.1),
+                         keras.losses.CategoricalCrossentropy(from_logits=True))
+    expected.fit(pipeline(X, y, np.where(Y == 0, 2.0, 1.0).astype("float32")),
+                 epochs=2, verbose=0)
+    assert_same_weights(weighted, expected)
+
+
+def test_a_pipelines_class_weight_key_that_is_no_class_is_refused_before_training():
+    m = model()
+    before = m.get_weights()
+    with pytest.raises(ValueError, match=r"`class_weight` must map class indices in "
+                       r"\[0, 2\] \(the model's 3 classes\).*Received: class_weight="
+                       r"\{3: 2.0\}$"):
+        m.fit(pipeline(X, Y), class_weight={3: 2.0}, verbose=0)
+    assert_same_weights_as(m, before)
+
+
+def test_a_pipeline_of_unknown_image_size_checks_its_class_weight_with_the_first_batch():
+    # Neither the pipeline nor the unbuilt network says how many classes
+    # there are until the first batch has gone through the network.
+    import tensorflow as tf
+
+    def examples():
+        yield from zip(X, Y)
+
+    open_size = tf.data.Dataset.from_generator(examples, output_signature=(
+        tf.TensorSpec((None, None, 1), tf.float32), tf.TensorSpec((), tf.int64))).batch(8)
+    net = keras.Sequential([keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(),
+                            keras.layers.Dense(3)])
+    m = robustlab.AdversarialModel(net, robustlab.PGD(0.05, steps=2))
+    m.compile(keras.optimizers.SGD(0.1), LOGITS_CE)
+    with pytest.raises(ValueError, match=r"`class_weight` must map class indices in "
+                       r"\[0, 2\].*Received: class_weight=\{3: 2.0\}$"):
+        m.fit(open_size, class_weight={3: 2.0}, verbose=0)
+    m.fit(open_size, class_weight={2: 2.0}, verbose=0)
+
+
+def test_a_pipelines_sample_weights_and_a_class_weight_together_are_refused():
+    with pytest.raises(ValueError, match=r"Arguments `sample_weight` and `class_weight` "
+                       r"cannot be specified at the same time.*Received: `x` yielding "
+                       r"\(x, y, sample_weight\) batches and class_weight=\{0: 2.0\}$"):
+        model().fit(pipeline(X, Y, np.ones(24, "float32")), class_weight={0: 2.0},
+                    verbose=0)
+
+
+def assert_same_weights_as(m, weights):
+    for x, y in zip(m.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(x, y)
 
 
 # -- train_on_batch / test_on_batch check their inputs ----------------------------

@@ -214,6 +214,52 @@ def test_a_refused_tf_data_batch_raises_no_python_exception_in_tf_datas_threads(
     assert formatted_elsewhere == []
 
 
+def _counting_checks(monkeypatch):
+    from robustlab import model_validation
+
+    checked = []
+    unmarked = model_validation._BatchCheck.unmarked
+
+    def counting(self, x, y):
+        checked.append(len(x))
+        return unmarked(self, x, y)
+
+    monkeypatch.setattr(model_validation._BatchCheck, "unmarked", counting)
+    return checked
+
+
+def test_a_tf_data_batch_is_checked_only_when_it_is_asked_for(monkeypatch):
+    # The check is Python. tf.data adds a prefetch to a pipeline's end and
+    # ran the check there, a batch ahead, in a thread of its own: there the
+    # garbage collector can free the iterator that owns the thread, whose
+    # destructor then waits for that thread forever.
+    import time
+
+    from robustlab import model_validation
+
+    checked = _counting_checks(monkeypatch)
+    iterator = iter(model_validation.checked_dataset(_pipeline(X, Y), model(), (0, 1)))
+    next(iterator)
+    time.sleep(0.5)  # time enough for a thread reading ahead to check a second batch
+    assert checked == [4]
+    next(iterator)
+    assert checked == [4, 4]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="Keras's JAX trainer reads a first batch on its own first")
+@pytest.mark.parametrize("class_weight", [None, {0: 2.0}])
+def test_fit_checks_exactly_the_tf_data_batches_it_trains_on(monkeypatch, class_weight):
+    # With a class weight Keras mapped the checked batches and prefetched
+    # them, reading ahead (in its threads); robustlab now weighs them itself.
+    import time
+
+    checked = _counting_checks(monkeypatch)
+    model().fit(_pipeline(X, Y), steps_per_epoch=2, class_weight=class_weight, verbose=0)
+    time.sleep(0.5)
+    assert checked == [4, 4]
+
+
 def test_fit_without_labels_is_refused():
     with pytest.raises(ValueError, match=r"`y` must hold the labels.*Received: y=None"):
         model().fit(X, None, verbose=0)

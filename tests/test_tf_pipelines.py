@@ -57,8 +57,30 @@ def test_epoch_shuffled_computes_each_epochs_order_once():
     dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
     set_epoch(0)
     _batches(dataset.take(9))
-    # (Epoch 3's may have been computed too, for the batch prefetched next.)
-    assert calls[:3] == [0, 1, 2] and len(calls) == len(set(calls))
+    assert calls == [0, 1, 2]
+
+
+def test_epoch_shuffled_computes_an_epochs_order_only_when_its_first_batch_is_asked_for():
+    # The permutation is Python: computed ahead, it would run in a thread of
+    # tf.data's own, where the garbage collector can free the iterator that
+    # owns the thread and its destructor then waits for that thread forever.
+    import time
+
+    calls = []
+
+    def permutation(epoch):
+        calls.append(epoch)
+        return np.roll(np.arange(5), epoch)
+
+    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
+    set_epoch(0)
+    iterator = iter(dataset)
+    for _ in range(3):
+        next(iterator)
+    time.sleep(0.5)  # time enough for a thread reading ahead to ask for epoch 1
+    assert calls == [0]
+    next(iterator)
+    assert calls == [0, 1]
 
 
 def test_epoch_shuffled_iterators_started_at_other_epochs_each_serve_their_own():

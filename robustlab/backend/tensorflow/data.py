@@ -63,9 +63,14 @@ def epoch_shuffled(arrays, batch_size, permutation, steps, endless=True):
 
     dataset = tf.data.Dataset.from_tensors(0).flat_map(stream)
     dataset = dataset if endless else dataset.take(steps)
+    # No prefetch: the permutation is Python, and run ahead it would run in
+    # a thread of tf.data's own, where Python's garbage collector can free
+    # the iterator that owns the thread, whose destructor then waits for
+    # that thread forever (`robustlab.model_validation._PipelineCheck`).
+    # Here it runs in the thread that asks for the batch; gathering a batch
+    # costs microseconds.
     dataset = _untuned(
         dataset.map(lambda indices: tuple(tf.gather(t, indices) for t in tensors))
-        .prefetch(1)
         # flat_map hides the length; Keras needs it for progress and epochs.
         .apply(tf.data.experimental.assert_cardinality(
             tf.data.INFINITE_CARDINALITY if endless else steps))
