@@ -245,10 +245,12 @@ def replica_variance(replica_weights, direction=None, ddof=1):
         stacked = _float_array("replica_weights", replica_weights)
     else:
         try:
-            rows = []
+            rows, layouts = [], set()
             for w in replica_weights:
-                if layer_shapes is None and _is_layer_list(w):
-                    layer_shapes = [np.shape(layer) for layer in w]
+                if _is_layer_list(w):
+                    shapes = [np.shape(layer) for layer in w]
+                    layer_shapes = shapes if layer_shapes is None else layer_shapes
+                    layouts.add(tuple(shapes))
                 rows.append(_flatten_weights("replica_weights", w))
         except TypeError:
             raise TypeError(
@@ -261,6 +263,14 @@ def replica_variance(replica_weights, direction=None, ddof=1):
             raise ValueError(
                 "Argument `replica_weights` must hold replicas of one size. "
                 f"Received: replica_weights with sizes {sorted(sizes)}"
+            )
+        if len(layouts) > 1:
+            # Shapes, not sizes: a transposed layer has the size of the
+            # others', and its entries would be compared with other weights.
+            raise ValueError(
+                "Argument `replica_weights` must hold replicas of one layer "
+                "layout. Received: replica_weights with layer shapes "
+                f"{sorted(list(layout) for layout in layouts)}"
             )
         stacked = np.stack(rows) if rows else np.zeros((0, 0))
     if stacked.shape[0] <= ddof or stacked.shape[1] == 0:
@@ -737,7 +747,20 @@ class IterateStatistics:
         return state
 
     def set_state(self, state):
-        """Restore a state from `get_state` (any mapping, e.g. from ``np.load``)."""
+        """Restore a state from `get_state` (any mapping, e.g. from ``np.load``).
+
+        A state that is refused (a `ValueError` or `TypeError` naming what is
+        wrong) leaves the statistics as they were.
+        """
+        kept = dict(self.__dict__)
+        try:
+            self._set_state(state)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(kept)
+            raise
+
+    def _set_state(self, state):
         try:
             count = int(np.asarray(state["count"]))
             names = [str(n) for n in np.asarray(state["layer_names"]).ravel()]
@@ -767,6 +790,9 @@ class IterateStatistics:
                 )
                 for j in range(len(direction_names))
             ]
+            for j, (_, stats) in enumerate(directions):
+                if stats.shape != (2,):
+                    raise ValueError(f"direction_{j}_stats of shape {stats.shape}, not (2,)")
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(
                 "Argument `state` must be a dict from IterateStatistics.get_state(). "

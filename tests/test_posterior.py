@@ -1018,6 +1018,33 @@ def test_state_round_trips_through_npz_and_updates_continue():
     )
 
 
+@pytest.mark.parametrize("spoil", ["direction of another size", "direction of zeros",
+                                   "direction stats of three numbers"])
+def test_a_refused_state_leaves_the_statistics_as_they_were(spoil):
+    rng = np.random.default_rng(4)
+    iterates = [[rng.normal(size=(2, 3)), rng.normal(size=3)] for _ in range(3)]
+    stats = feed(IterateStatistics(names=["k", "b"], directions={"u": [np.ones((2, 3)),
+                                                                         np.ones(3)]}),
+                 iterates)
+    before = stats.get_state()
+    other = IterateStatistics(names=["k", "b"], directions={"v": np.arange(1.0, 10.0)})
+    state = dict(feed(other, iterates[:2]).get_state())
+    if spoil == "direction of another size":
+        state["direction_0"] = np.ones(4)
+    elif spoil == "direction of zeros":
+        state["direction_0"] = np.zeros(9)
+    else:
+        state["direction_0_stats"] = np.zeros(3)
+    with pytest.raises(ValueError):
+        stats.set_state(state)
+    after = stats.get_state()
+    assert after.keys() == before.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+    feed(stats, iterates[:1])  # and it goes on
+    assert stats.count == 4
+
+
 def test_state_values_are_plain_numpy_arrays():
     stats = feed(
         IterateStatistics(directions={"u": [1.0, 1.0]}), [[np.zeros(2)], [np.ones(2)]]
@@ -1136,6 +1163,16 @@ def test_replica_variance_refuses_a_direction_of_transposed_layers():
                                          r"layers \[\(2, 3\)\]\. Received: direction "
                                          r"with shapes \[\(3, 2\)\]$"):
         replica_variance(replicas, direction=[np.ones((3, 2))])
+
+
+def test_replicas_of_transposed_layers_are_refused():
+    # The same size, but the flattened entries of the second replica are
+    # other weights than the first's.
+    replicas = [[np.zeros((2, 3))], [np.ones((3, 2))], [np.ones((2, 3))]]
+    with pytest.raises(ValueError, match=r"^Argument `replica_weights` must hold replicas "
+                                         r"of one layer layout\. Received: replica_weights "
+                                         r"with layer shapes \[\[\(2, 3\)\], \[\(3, 2\)\]\]$"):
+        replica_variance(replicas)
 
 
 @pytest.mark.parametrize(
