@@ -228,22 +228,34 @@ def _counting_checks(monkeypatch):
     return checked
 
 
-def test_a_tf_data_batch_is_checked_only_when_it_is_asked_for(monkeypatch):
-    # The check is Python. tf.data adds a prefetch to a pipeline's end and
-    # ran the check there, a batch ahead, in a thread of its own: there the
-    # garbage collector can free the iterator that owns the thread, whose
-    # destructor then waits for that thread forever.
+def test_a_tf_data_batch_is_read_and_checked_only_when_it_is_asked_for(monkeypatch):
+    # The check is Python, and so is a generator's pipeline. tf.data adds a
+    # prefetch to a pipeline's end and ran both there, a batch ahead, in a
+    # thread of its own: there the garbage collector can free the iterator
+    # that owns the thread, whose destructor then waits for that thread
+    # forever.
     import time
+
+    import tensorflow as tf
 
     from robustlab import model_validation
 
     checked = _counting_checks(monkeypatch)
-    iterator = iter(model_validation.checked_dataset(_pipeline(X, Y), model(), (0, 1)))
+    examples = []
+
+    def generator():
+        for example in zip(X, Y):
+            examples.append(None)
+            yield example
+
+    pipeline = tf.data.Dataset.from_generator(generator, output_signature=(
+        tf.TensorSpec(X.shape[1:], tf.float32), tf.TensorSpec((), tf.int64))).batch(4)
+    iterator = iter(model_validation.checked_dataset(pipeline, model(), (0, 1)))
     next(iterator)
-    time.sleep(0.5)  # time enough for a thread reading ahead to check a second batch
-    assert checked == [4]
+    time.sleep(0.5)  # time enough for a thread reading ahead to read a second batch
+    assert checked == [4] and len(examples) == 4
     next(iterator)
-    assert checked == [4, 4]
+    assert checked == [4, 4] and len(examples) == 8
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",
