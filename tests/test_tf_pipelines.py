@@ -47,7 +47,9 @@ def test_epoch_shuffled_ends_each_epoch_with_its_short_batch():
     assert [len(b[1]) for b in _batches(dataset.take(6))] == [2, 2, 1, 2, 2, 1]
 
 
-def test_epoch_shuffled_computes_each_epochs_order_once():
+def _stream_noting_its_epochs():
+    """An epoch stream of 3 batches an epoch, and the list of the epochs whose
+    order it has computed."""
     calls = []
 
     def permutation(epoch):
@@ -56,6 +58,11 @@ def test_epoch_shuffled_computes_each_epochs_order_once():
 
     dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
     set_epoch(0)
+    return dataset, calls
+
+
+def test_epoch_shuffled_computes_each_epochs_order_once():
+    dataset, calls = _stream_noting_its_epochs()
     _batches(dataset.take(9))
     assert calls == [0, 1, 2]
 
@@ -66,14 +73,7 @@ def test_epoch_shuffled_computes_an_epochs_order_only_when_its_first_batch_is_as
     # owns the thread and its destructor then waits for that thread forever.
     import time
 
-    calls = []
-
-    def permutation(epoch):
-        calls.append(epoch)
-        return np.roll(np.arange(5), epoch)
-
-    dataset, set_epoch, _ = data.epoch_shuffled((X, Y), 2, permutation, steps=3)
-    set_epoch(0)
+    dataset, calls = _stream_noting_its_epochs()
     iterator = iter(dataset)
     for _ in range(3):
         next(iterator)
