@@ -410,7 +410,8 @@ class _PipelineCheck:
     pipeline's assertion fails with `failure_text`, and
     `dataset_errors_raised` raises the kept error on the calling thread.
     And it runs in the thread that asks for the batch (`checked_dataset`
-    puts no prefetch after it), never in one of tf.data's own threads. Why
+    puts no prefetch after it, nor before it, where a generator's Python
+    would run ahead), never in one of tf.data's own threads. Why
     both: Python code in a thread that a tf.data iterator owns can run
     Python's garbage collector there, which can free that very iterator
     when nothing else refers to it; TensorFlow's destructor then waits for
