@@ -17,6 +17,47 @@ def softmax_regression(weights, bias, dtype="float32"):
     return model
 
 
+_JAX_CACHE_VARIABLE = "ROBUSTLAB_TESTS_JAX_COMPILATION_CACHE"
+
+
+def pytest_configure(config):
+    # On JAX most of the suite's time was XLA compiling the same few training
+    # steps, attacks and products again for every test: each test builds its
+    # own model, and JAX's in-memory cache is keyed on the Python function.
+    # JAX's persistent cache is keyed on the computation itself, so a test
+    # that compiles what an earlier one compiled loads the executable that
+    # XLA made then (the same machine code, so the same numbers bit for bit).
+    # One cache for the run, shared by the xdist workers (they inherit the
+    # variable) and removed when the run ends. Set in this process only: the
+    # `robustlab` processes that tests start, and kill, compile as a user's.
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    directory = os.environ.get(_JAX_CACHE_VARIABLE)
+    if directory is None:
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="robustlab-tests-jax-cache-")
+        os.environ[_JAX_CACHE_VARIABLE] = directory
+        config._robustlab_jax_cache = directory  # this process made it: it removes it
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    # A size limit turns on the cache's file lock (the `filelock` package):
+    # without it one worker could read an entry another is still writing.
+    jax.config.update("jax_compilation_cache_max_size", 8 * 2**30)
+
+
+def pytest_unconfigure(config):
+    directory = getattr(config, "_robustlab_jax_cache", None)
+    if directory is not None:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
+        os.environ.pop(_JAX_CACHE_VARIABLE, None)
+
+
 @pytest.fixture(scope="session")
 def digits():
     import robustlab.data
