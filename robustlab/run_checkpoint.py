@@ -30,7 +30,8 @@ Example:
 ...     net.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
 ...     return net
 >>> x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
->>> folder = tempfile.mkdtemp()
+>>> scratch = tempfile.TemporaryDirectory()
+>>> folder = scratch.name
 >>> first = model()
 >>> _ = first.fit(x, y, epochs=2, verbose=0, shuffle=False,
 ...               callbacks=[EpochCheckpoint(folder)])
@@ -43,6 +44,7 @@ Example:
 True
 >>> same(first.optimizer.variables, second.optimizer.variables)  # momentum too
 True
+>>> scratch.cleanup()
 """
 
 import csv
