@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -18,17 +20,19 @@ def softmax_regression(weights, bias, dtype="float32"):
 
 
 _JAX_CACHE_VARIABLE = "ROBUSTLAB_TESTS_JAX_COMPILATION_CACHE"
+_JAX_CACHE_MADE_HERE = pytest.StashKey[str]()
 
 
 def pytest_configure(config):
-    # On JAX most of the suite's time was XLA compiling the same few training
-    # steps, attacks and products again for every test: each test builds its
-    # own model, and JAX's in-memory cache is keyed on the Python function.
-    # JAX's persistent cache is keyed on the computation itself, so a test
-    # that compiles what an earlier one compiled loads the executable that
+    # On JAX nearly half of the suite's time was XLA compiling the same
+    # training steps, attacks and products again for every test: each test
+    # builds its own model, and JAX's in-memory cache is keyed on the Python
+    # function. JAX's persistent cache is keyed on the computation itself, so
+    # a test that compiles what an earlier one compiled loads the executable
     # XLA made then (the same machine code, so the same numbers bit for bit).
     # One cache for the run, shared by the xdist workers (they inherit the
-    # variable) and removed when the run ends. Set in this process only: the
+    # variable) and removed when the run ends. Turned on in the pytest
+    # processes only (jax.config, not JAX's environment variables): the
     # `robustlab` processes that tests start, and kill, compile as a user's.
     if keras.backend.backend() != "jax":
         return
@@ -36,12 +40,13 @@ def pytest_configure(config):
 
     directory = os.environ.get(_JAX_CACHE_VARIABLE)
     if directory is None:
-        import tempfile
-
         directory = tempfile.mkdtemp(prefix="robustlab-tests-jax-cache-")
         os.environ[_JAX_CACHE_VARIABLE] = directory
-        config._robustlab_jax_cache = directory  # this process made it: it removes it
+        config.stash[_JAX_CACHE_MADE_HERE] = directory
     jax.config.update("jax_compilation_cache_dir", directory)
+    # Not the hundreds of tiny functions some tests compile: writing each
+    # costs more than compiling it (with the lock below, JAX lists the
+    # folder at every write).
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     # A size limit turns on the cache's file lock (the `filelock` package):
@@ -50,10 +55,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    directory = getattr(config, "_robustlab_jax_cache", None)
+    directory = config.stash.get(_JAX_CACHE_MADE_HERE, None)
     if directory is not None:
-        import shutil
-
         shutil.rmtree(directory, ignore_errors=True)
         os.environ.pop(_JAX_CACHE_VARIABLE, None)
 
