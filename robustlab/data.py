@@ -305,9 +305,7 @@ def balanced_class_counts(class_sizes, size, rng):
     >>> balanced_class_counts([1, 9, 9], 7, np.random.default_rng(0)).tolist()
     [1, 3, 3]
     """
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
-                        f"np.random.default_rng(0). Received: rng={rng!r}")
+    _check_rng(rng)
     given = np.asarray(class_sizes)
     if (given.ndim != 1 or given.size == 0 or not np.issubdtype(given.dtype, np.number)
             or not np.all(np.isfinite(given)) or np.any(given < 0)
@@ -359,7 +357,21 @@ def balanced_sample(labels, candidates, size, num_classes, rng):
     >>> np.bincount(labels[picked]).tolist()
     [2, 2]
     """
-    candidates = np.asarray(candidates, dtype=np.int64)
+    _check_rng(rng)
+    num_classes = validation.check_int_at_least("num_classes", num_classes, 1)
+    labels = _whole_numbers("labels", labels, "class indices")
+    # Cast unchecked, 0.7 would become index 0, and a repeated index would be
+    # sampled twice where the sample promises distinct ones.
+    candidates = _whole_numbers("candidates", candidates, "indices into `labels`")
+    _check_in_range("candidates", candidates, len(labels), "indices into `labels`")
+    if np.unique(candidates).size != candidates.size:
+        raise ValueError(
+            "Argument `candidates` must hold distinct indices. Received: "
+            f"candidates with {candidates.size - np.unique(candidates).size} repeats")
+    candidates = candidates.astype(np.int64)
+    # A class outside [0, num_classes) would be left out of every sample.
+    _check_in_range("labels", labels[candidates], num_classes,
+                    "class indices (at the candidates)")
     validation.check_int_at_least("size", size, 0)
     if size > len(candidates):
         raise ValueError(f"Argument `size` must be at most {len(candidates)}, the number "
@@ -400,20 +412,9 @@ def with_symmetric_label_noise(labels, fraction, num_classes, rng):
     """
     fraction = _check_label_noise(fraction, "fraction")
     num_classes = validation.check_int_at_least("num_classes", num_classes, 1)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
-                        f"np.random.default_rng(0). Received: rng={rng!r}")
-    given = np.asarray(labels)
-    if given.ndim != 1 or not (np.issubdtype(given.dtype, np.integer) or (
-            np.issubdtype(given.dtype, np.floating) and np.all(given == np.round(given)))):
-        # Cast first, 2.7 would become class 2 and 2**32 + 1 class 1.
-        raise ValueError(
-            "Argument `labels` must be a 1-D array of whole class indices. "
-            f"Received: labels of dtype {given.dtype} and shape {given.shape}")
-    if given.size and (given.min() < 0 or given.max() >= num_classes):
-        raise ValueError(
-            f"Argument `labels` must be class indices in [0, {num_classes}). "
-            f"Received: labels in [{given.min()}, {given.max()}]")
+    _check_rng(rng)
+    given = _whole_numbers("labels", labels, "class indices")
+    _check_in_range("labels", given, num_classes, "class indices")
     noisy = np.array(given, dtype=np.int32, copy=True)
     n_flipped = round(fraction * len(noisy))
     if n_flipped and num_classes < 2:
@@ -734,6 +735,32 @@ def _check_optional_int_at_least(arg, value, minimum):
             f"Argument `{arg}` must be None or an integer >= {minimum}. "
             f"Received: {arg}={value!r}"
         )
+
+
+def _check_rng(rng):
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError("Argument `rng` must be a numpy.random.Generator, e.g. "
+                        f"np.random.default_rng(0). Received: rng={rng!r}")
+
+
+def _whole_numbers(name, values, what):
+    """`values` as a 1-D array of whole numbers (integers, or floats that
+    are whole), or a ValueError naming `name`."""
+    given = np.asarray(values)
+    if given.ndim != 1 or not (given.size == 0 or np.issubdtype(given.dtype, np.integer) or (
+            np.issubdtype(given.dtype, np.floating) and np.all(given == np.round(given)))):
+        # Cast first, 2.7 would become class 2 and 2**32 + 1 class 1.
+        raise ValueError(
+            f"Argument `{name}` must be a 1-D array of whole {what}. "
+            f"Received: {name} of dtype {given.dtype} and shape {given.shape}")
+    return given
+
+
+def _check_in_range(name, values, stop, what):
+    if values.size and (values.min() < 0 or values.max() >= stop):
+        raise ValueError(
+            f"Argument `{name}` must be {what} in [0, {stop}). "
+            f"Received: {name} in [{values.min()}, {values.max()}]")
 
 
 def _check_label_noise(label_noise, name="label_noise"):

@@ -28,7 +28,8 @@ def check_drops(drop_epochs, factor, names=("drop_epochs", "factor")):
     naming them by `names` (an `Experiment` calls them `lr_drop_epochs` and
     `lr_drop_factor`)."""
     epochs_name, factor_name = names
-    if isinstance(drop_epochs, (str, bytes)) or not hasattr(drop_epochs, "__iter__"):
+    if (isinstance(drop_epochs, (str, bytes)) or not hasattr(drop_epochs, "__iter__")
+            or (isinstance(drop_epochs, np.ndarray) and drop_epochs.ndim == 0)):
         # tuple("40") would read as the epochs 4 and 0.
         raise TypeError(
             f"Argument `{epochs_name}` must be a sequence of epochs, e.g. (40,). "
@@ -45,6 +46,9 @@ def check_drops(drop_epochs, factor, names=("drop_epochs", "factor")):
         raise ValueError(f"Argument `{factor_name}` must be a finite number in (0, 1]. "
                          f"Received: {factor_name}={factor!r}")
     return tuple(int(e) for e in drops), checked
+
+
+_NO_EPOCH = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +82,18 @@ class PiecewiseConstant:
         object.__setattr__(self, "initial", float(self.initial))
         object.__setattr__(self, "factor", factor)
 
-    def __call__(self, epoch, lr=None):
+    def __call__(self, epoch=_NO_EPOCH, lr=None):
         """The rate of `epoch`, a finite number >= 0 (Keras passes the
         0-based epoch index; `lr`, the current rate, is ignored)."""
+        if epoch is _NO_EPOCH:
+            # A Keras optimizer calls a plain callable `learning_rate` with
+            # no argument at every step.
+            raise TypeError(
+                "PiecewiseConstant is a schedule in epochs: pass "
+                "`schedule.callback()` to fit's callbacks (it sets the "
+                "optimizer's rate at the start of each epoch), not the "
+                "schedule itself as an optimizer's `learning_rate`. "
+                "Received: a call with no epoch")
         # Unchecked, NaN and -1 compare below every drop and give the
         # initial rate, and True counts as epoch 1.
         epoch = validation.check_finite_at_least("epoch", epoch, 0)

@@ -32,7 +32,8 @@ def _check_axis(axis, ndim):
 
 def mean_and_stderr(values, axis=None):
     """Mean and standard error of the mean (ddof=1) of the values along
-    `axis`, NaN left out (a seed that lacks the figure).
+    `axis`, NaN left out (a seed that lacks the figure), and so are the
+    masked entries of a NumPy masked array.
 
     An infinity is not left out, since dropping it would summarise a
     diverged seed away: the mean is that infinity (NaN where both signs
@@ -54,7 +55,14 @@ def mean_and_stderr(values, axis=None):
     """
     # np.asarray(..., "float64") would read "1.5" as 1.5 and None as NaN,
     # a missing seed, and then summarise whatever was left.
+    masked = None
+    if np.ma.isMaskedArray(values):
+        masked, values = np.ma.getmaskarray(values), np.ma.getdata(values)
     values = validation._float_array("values", values)
+    if masked is not None:
+        # np.asarray drops a masked array's mask: its masked entries, a
+        # common way to mark a missing seed, would be summarised as data.
+        values = np.where(masked, np.nan, values)
     axis = _check_axis(axis, values.ndim)
     finite = np.isfinite(values)
     n = finite.sum(axis=axis)

@@ -95,6 +95,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         self._start_epoch(epoch)
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._call_begins and batch <= self._call_begins[-1]:
+            # The batches count from 0 again without `on_epoch_begin` (a
+            # hand-written loop calling only the batch hooks): a new run of
+            # calls. Left in one list, the calls' begins would be out of
+            # order and the bisection below would wait for a call that never
+            # comes. Once the earlier calls are checked, the turns restart.
+            with self._turn:
+                self._turn.wait_for(
+                    lambda: self._calls_checked >= len(self._call_begins))
+            self._start_epoch(self._epoch)
         self._call_begins.append(batch)
 
     def on_train_batch_end(self, batch, logs=None):

@@ -980,6 +980,35 @@ def test_a_nan_check_after_finite_ones_raises_for_its_own_batch():
     assert "epoch 0, batch 2." in str(outcome["raised"])
 
 
+def test_the_nan_check_finishes_a_loop_that_calls_only_the_batch_hooks():
+    # A hand-written loop whose batches count from 0 again each epoch and
+    # that never calls on_epoch_begin: the guard waited forever at the
+    # second epoch's first batch (a call it took to be still unchecked).
+    from robustlab.callbacks import StopOnNonFiniteLoss
+
+    guard = StopOnNonFiniteLoss()
+    guard.set_model(compiled(softmax_regression(W3, B3)))
+    outcome = {}
+
+    def loop():
+        try:
+            for epoch in range(3):
+                for batch in range(4):
+                    guard.on_train_batch_begin(batch)
+                    guard.on_train_batch_end(batch, {"loss": 1.0})
+            guard.on_train_batch_begin(0)
+            guard.on_train_batch_end(0, {"loss": float("nan")})
+        except Exception as error:  # noqa: BLE001 - the test reads it
+            outcome["raised"] = error
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert isinstance(outcome.get("raised"), NonFiniteLossError)
+    assert "batch 0." in str(outcome["raised"])
+
+
 def test_the_nan_check_lets_keras_dispatch_batch_callbacks_asynchronously():
     # Keras reads each step's logs on the spot (a host sync every batch)
     # unless every per-batch callback declares itself async-safe.

@@ -629,6 +629,18 @@ def test_probe_goes_through_the_configured_proxy(no_proxy_env, monkeypatch):
     (lambda rng: data.balanced_class_counts([3, -1], 1, rng), r"`class_sizes`"),
     (lambda rng: data.balanced_sample(np.array([0, 1, 1]), np.arange(3), 4, 2, rng),
      r"`size` must be at most 3.*Received: size=4"),
+    # Unchecked, a repeated candidate was sampled twice, a fractional one
+    # truncated (0.7 to 0), and a class outside [0, num_classes) never drawn.
+    (lambda rng: data.balanced_sample(np.array([0, 1]), [0, 0, 0, 1], 4, 2, rng),
+     r"`candidates` must hold distinct indices. Received: candidates with 2 repeats"),
+    (lambda rng: data.balanced_sample(np.array([0, 1]), [0.7, 1.2], 2, 2, rng),
+     r"`candidates` must be a 1-D array of whole indices into `labels`"),
+    (lambda rng: data.balanced_sample(np.array([0, 1]), [0, 2], 2, 2, rng),
+     r"`candidates` must be indices into `labels` in \[0, 2\). Received: candidates in"),
+    (lambda rng: data.balanced_sample(np.array([0, 1, 2, 2]), np.arange(4), 4, 2, rng),
+     r"`labels` must be class indices \(at the candidates\) in \[0, 2\)"),
+    (lambda rng: data.balanced_sample(np.array([[0, 1]]), np.arange(2), 2, 2, rng),
+     r"`labels` must be a 1-D array of whole class indices"),
     (lambda rng: data.with_symmetric_label_noise(np.zeros(10, int), 1.0, 3, rng),
      r"`fraction` must be a number in \[0, 1\). Received: fraction=1.0"),
     (lambda rng: data.with_symmetric_label_noise(np.zeros(10, int), -0.1, 3, rng),
@@ -641,3 +653,17 @@ def test_probe_goes_through_the_configured_proxy(no_proxy_env, monkeypatch):
 def test_the_sampling_helpers_name_a_bad_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call(np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("rng", [None, 0])
+def test_balanced_sample_names_an_rng_that_is_not_a_generator(rng):
+    # It raised AttributeError: 'NoneType' object has no attribute 'permutation'.
+    with pytest.raises(TypeError, match=r"`rng` must be a numpy.random.Generator.*"
+                       rf"Received: rng={rng}$"):
+        data.balanced_sample(np.array([0, 1]), np.arange(2), 2, 2, rng)
+
+
+def test_balanced_sample_takes_labels_as_a_list():
+    picked = data.balanced_sample([0, 0, 1, 1], [0, 1, 2, 3], 2, 2,
+                                  np.random.default_rng(0))
+    assert sorted(np.asarray([0, 0, 1, 1])[picked].tolist()) == [0, 1]

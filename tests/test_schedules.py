@@ -35,10 +35,27 @@ def test_the_callback_sets_the_optimizer_rate_each_epoch():
     ({"initial": 0.1, "drop_epochs": (0,)}, ValueError, r"`drop_epochs`.*>= 1"),
     ({"initial": 0.1, "factor": 2.0}, ValueError, r"`factor`.*\(0, 1\].*Received: factor=2.0"),
     ({"initial": 0.1, "drop_epochs": (1.5,)}, TypeError, r"`drop_epochs`.*integer"),
+    # A 0-d array has __iter__ but cannot be iterated: it raised NumPy's
+    # "iteration over a 0-d array".
+    ({"initial": 0.1, "drop_epochs": np.array(40)}, TypeError,
+     r"`drop_epochs` must be a sequence of epochs.*Received: drop_epochs=array\(40\)"),
 ])
 def test_bad_schedules_raise(kwargs, error, match):
     with pytest.raises(error, match=match):
         PiecewiseConstant(**kwargs)
+
+
+def test_the_schedule_as_an_optimizers_learning_rate_says_to_use_its_callback():
+    # A Keras optimizer calls a plain callable rate with no argument; it
+    # failed at the first step with "missing 1 required positional argument".
+    import keras
+
+    schedule = PiecewiseConstant(0.2, drop_epochs=(1,), factor=0.1)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(learning_rate=schedule), "mse")
+    with pytest.raises(TypeError, match=r"schedule in epochs: pass `schedule.callback\(\)`"
+                       r".*Received: a call with no epoch$"):
+        model.fit(np.zeros((4, 2)), np.zeros((4, 1)), verbose=0)
 
 
 def test_an_epoch_may_be_a_numpy_number_or_a_fraction():

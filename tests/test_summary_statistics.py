@@ -20,6 +20,16 @@ def test_nan_is_left_out():
     assert mean_and_stderr([1.0, np.nan, 3.0]) == (2.0, 1.0)
 
 
+def test_masked_entries_are_left_out_as_nan_is():
+    # np.asarray drops the mask: the masked 100 was summarised as a seed.
+    values = np.ma.masked_array([1.0, 2.0, 100.0, 3.0], mask=[0, 0, 1, 0])
+    assert mean_and_stderr(values) == mean_and_stderr([1.0, 2.0, 3.0])
+    mean, stderr = mean_and_stderr(
+        np.ma.masked_array([[1.0, 5.0], [3.0, 100.0]], mask=[[0, 0], [0, 1]]), axis=0)
+    np.testing.assert_array_equal(mean, [2.0, 5.0])
+    np.testing.assert_array_equal(stderr, [1.0, np.nan])
+
+
 @pytest.mark.parametrize("values, mean", [
     ([1.0, np.nan, 3.0, np.inf], np.inf),
     ([-np.inf, 1.0], -np.inf),
