@@ -19,14 +19,29 @@ import nbformat
 
 __all__ = ["NotebookRun", "run_notebook"]
 
-_PEAK_MARKER = "ROBUSTLAB_PEAK_RSS_KB="
+_PEAK_MARKER = "ROBUSTLAB_PEAK_RSS_BYTES="
 
 # Appended to a copy of the notebook: the kernel reports its own peak resident
-# memory (ru_maxrss is in kB on Linux), after every other cell ran.
-_PEAK_CELL = (
-    "import resource as _resource\n"
-    f"print('{_PEAK_MARKER}' + str(_resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss))"
-)
+# memory, after every other cell ran. On Linux that is VmHWM, the high-water
+# mark of the kernel's own address space: getrusage's ru_maxrss would also
+# count the memory of the process that started the kernel (Linux carries the
+# parent's high-water mark across the fork and exec), 0.8 GiB under a caller
+# that has imported TensorFlow whatever the lesson uses. The value is the
+# cell's result, not printed, so a notebook that redirected sys.stdout still
+# reports it.
+_PEAK_CELL = f"""\
+def _robustlab_peak_rss_bytes():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource, sys
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes there, kB elsewhere
+"{_PEAK_MARKER}" + str(_robustlab_peak_rss_bytes())"""
 
 
 @dataclasses.dataclass
@@ -37,7 +52,9 @@ class NotebookRun:
         notebook: the executed notebook (outputs included).
         seconds: wall time from the first cell to the last, kernel start
             included.
-        peak_memory_bytes: the kernel's peak resident memory.
+        peak_memory_bytes: the kernel's own peak resident memory (on Linux
+            its VmHWM; elsewhere getrusage's ru_maxrss, which can include the
+            memory of the process that started the kernel).
         errors: `(cell index, error name, message)` of every cell that raised.
     """
 
@@ -122,11 +139,17 @@ def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None
     client.execute(env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - started
     peak_cell = notebook.cells.pop()
-    peak = 0
+    peak = None
     for output in peak_cell.get("outputs", []):
-        for line in output.get("text", "").splitlines():
-            if line.startswith(_PEAK_MARKER):
-                peak = int(line[len(_PEAK_MARKER):]) * 1024
+        if output.get("output_type") == "execute_result":
+            text = output.get("data", {}).get("text/plain", "").strip("'\"")
+            if text.startswith(_PEAK_MARKER):
+                peak = int(text[len(_PEAK_MARKER):])
+    if peak is None:
+        # A budget check must not pass on a 0 that was never measured.
+        raise RuntimeError(
+            "The kernel did not report its peak memory: the cell that reads it "
+            f"after the notebook's own cells gave {peak_cell.get('outputs', [])!r}")
     errors = [
         (index, output.ename, output.evalue)
         for index, cell in enumerate(notebook.cells) if cell.cell_type == "code"

@@ -133,9 +133,10 @@ class AttackExplorer:
         models: `{name: keras classifier}` (logits or probabilities: see
             `robustlab.attacks`), e.g. a clean and an adversarially trained
             model.
-        x, y: the digits to attack (a few hundred at most: accuracy is
-            measured on all of them); `y` class indices, shape `(n,)` or
-            `(n, 1)`, or one-hot rows.
+        x, y: the images to attack, shape `(n, height, width, channels)`
+            with 1 channel (drawn in grey) or 3 (drawn in colour); a few
+            hundred at most: accuracy is measured on all of them. `y` class
+            indices, shape `(n,)` or `(n, 1)`, or one-hot rows.
         eps_values: the eps the slider offers (at least one, each >= 0).
         steps_values: the numbers of steps the slider offers (each >= 1).
         shown: how many digits to draw (>= 1; at most all of them).
@@ -167,8 +168,11 @@ class AttackExplorer:
         self.value_range = validation.check_value_range(value_range)
         validation.check_inputs(x, self.value_range, name="x")
         self.x = np.asarray(x, dtype="float32")
-        if self.x.ndim < 2:
-            raise ValueError("Argument `x` must be a batch of inputs, shape (n, ...). "
+        if self.x.ndim != 4 or self.x.shape[-1] not in (1, 3):
+            # The figure draws images: (n, 8, 8) or (n, 64) failed only when
+            # drawn, in matplotlib.
+            raise ValueError("Argument `x` must be a batch of images, shape (n, height, "
+                             "width, channels) with 1 or 3 channels. "
                              f"Received: x with shape {self.x.shape}")
         y = np.asarray(y)
         # Accuracy compares predicted classes with y: a (n, 1) column would
@@ -194,8 +198,14 @@ class AttackExplorer:
         self._cache = {}
 
     def attack(self, model_name, eps, steps):
-        """`(x_adv, predicted classes, accuracy)` for one setting (cached)."""
-        key = (model_name, float(eps), int(steps))
+        """`(x_adv, predicted classes, accuracy)` for one setting (cached):
+        `model_name` one of `models`, `eps` >= 0, `steps` >= 1."""
+        if model_name not in self.models:
+            raise ValueError(f"Argument `model_name` must be one of {list(self.models)}. "
+                             f"Received: model_name={model_name!r}")
+        eps = validation.check_finite_at_least("eps", eps, 0.0)
+        steps = validation.check_int_at_least("steps", steps, 1)
+        key = (model_name, eps, steps)
         if key not in self._cache:
             model = self.models[model_name]
 
@@ -216,17 +226,28 @@ class AttackExplorer:
         _, clean_predicted, clean_accuracy = self.attack(model_name, 0.0, 1)
         x_adv, predicted, accuracy = self.attack(model_name, eps, steps)
         low, high = self.value_range or (None, None)  # None: each image's own range
+        colour = self.x.shape[-1] == 3
+        scale = max(eps, 1e-3)
         figure, axes = plt.subplots(3, self.shown, figsize=(1.35 * self.shown, 4.6),
                                     squeeze=False)
         for i in range(self.shown):
             rows = ((self.x[i], f"{clean_predicted[i]}", clean_predicted[i] == self.y[i]),
                     (x_adv[i], f"{predicted[i]}", predicted[i] == self.y[i]))
             for row, (image, title, right) in enumerate(rows):
-                axes[row, i].imshow(image[..., 0], cmap="gray_r", vmin=low, vmax=high)
+                if colour:
+                    # imshow takes RGB in [0, 1]: the value range mapped onto it.
+                    lo, hi = (image.min(), image.max()) if low is None else (low, high)
+                    axes[row, i].imshow(np.clip((image - lo) / max(hi - lo, 1e-12), 0, 1))
+                else:
+                    axes[row, i].imshow(image[..., 0], cmap="gray_r", vmin=low, vmax=high)
                 axes[row, i].set_title(title, color="green" if right else "red",
                                        fontsize=10)
-            axes[2, i].imshow((x_adv[i] - self.x[i])[..., 0], cmap="coolwarm",
-                              vmin=-max(eps, 1e-3), vmax=max(eps, 1e-3))
+            delta = x_adv[i] - self.x[i]
+            if colour:
+                # Grey is no change; each channel's +/- eps is its full colour.
+                axes[2, i].imshow(np.clip(0.5 + delta / (2 * scale), 0, 1))
+            else:
+                axes[2, i].imshow(delta[..., 0], cmap="coolwarm", vmin=-scale, vmax=scale)
             for row in range(3):
                 axes[row, i].set_xticks([])
                 axes[row, i].set_yticks([])
@@ -292,7 +313,11 @@ class ReferenceExplorer:
             line = plots.band(ax, mean, stderr, label=f"{arm.label}, mean +/- s.e.")
             if seeds_shown:
                 for row in stacked:
-                    ax.plot(row, color=line.get_color(), alpha=0.25, linewidth=0.8)
+                    # A probe's key is NaN between probes: joined at its
+                    # finite points, as the band is (else no segment shows).
+                    finite = np.isfinite(row)
+                    ax.plot(np.flatnonzero(finite), row[finite], color=line.get_color(),
+                            alpha=0.25, linewidth=0.8)
             if key.endswith("accuracy"):
                 best = int(np.nanargmax(mean))
                 ax.plot([best], [mean[best]], "v", color=line.get_color(), markersize=9)
@@ -332,6 +357,8 @@ class LiveCurves(keras.callbacks.Callback):
     Attributes:
         history: `{log key: float64 array over epochs}`, NaN in the epochs
             where the key was not logged (e.g. evaluation every 2 epochs).
+        epochs: the epoch of each entry of those arrays (the 0-based index
+            `fit` passes: a fit from `initial_epoch=5` starts at 5).
         epochs_seen: number of epochs recorded.
     """
 
@@ -342,11 +369,16 @@ class LiveCurves(keras.callbacks.Callback):
         self.drop_epochs = tuple(drop_epochs)
         self.display = bool(display)
         self._rows = []
+        self._epochs = []
         self._handle = None
 
     @property
     def epochs_seen(self):
         return len(self._rows)
+
+    @property
+    def epochs(self):
+        return np.array(self._epochs, dtype=np.int64)
 
     @property
     def history(self):
@@ -357,6 +389,7 @@ class LiveCurves(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._rows.append({k: float(v) for k, v in (logs or {}).items()
                            if np.ndim(v) == 0})
+        self._epochs.append(int(epoch))
         if self.display and (epoch + 1) % self.every == 0:
             self._draw()
 
@@ -369,15 +402,18 @@ class LiveCurves(keras.callbacks.Callback):
         history = self.history
         figure, axes = plt.subplots(1, len(self.panels), figsize=(5 * len(self.panels), 3.6),
                                     squeeze=False)
-        total = (self.params or {}).get("epochs") or self.epochs_seen
+        epochs = self.epochs
+        last = int(epochs[-1]) + 1 if len(epochs) else 0
+        total = (self.params or {}).get("epochs") or last
         for ax, (title, keys) in zip(axes[0], self.panels):
             for key, label in keys:
                 if key not in history:
                     continue
                 values = history[key]
                 finite = np.isfinite(values)
-                ax.plot(np.flatnonzero(finite), values[finite], ".-", markersize=3,
-                        label=label)
+                # At the epochs fit numbered, so that a fit from
+                # initial_epoch > 0 meets the drop marks where they are.
+                ax.plot(epochs[finite], values[finite], ".-", markersize=3, label=label)
             plots.mark_drops(ax, self.drop_epochs)
             ax.set_xlim(-1, max(total, 1))
             ax.set_title(title, fontsize=10)
@@ -385,7 +421,7 @@ class LiveCurves(keras.callbacks.Callback):
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
-        figure.suptitle(f"epoch {self.epochs_seen} of {total}", fontsize=10)
+        figure.suptitle(f"epoch {last} of {total}", fontsize=10)
         figure.tight_layout()
         return figure
 
@@ -410,7 +446,8 @@ class BoundExplorer:
         empirical_risk, kl, n: the starting point (e.g. a trained cloud's):
             an error in [0, 1), a KL >= 0 in nats, n >= 1 examples. The
             controls' ranges (error up to 0.99, KL 1 to 1e10 nats, n 100 to
-            1e10) widen to hold it.
+            1e10) widen to hold it (a KL below 1 nat starts at 1, the
+            smallest the KL control shows).
         delta: the bound's confidence parameter, in (0, 1).
 
     Attributes:
@@ -435,20 +472,31 @@ class BoundExplorer:
         """The kl-inverse bound (`robustlab.bounds.seeger_bound`)."""
         return bounds.seeger_bound(empirical_risk, kl, int(n), self.delta)
 
+    def _against_n(self, empirical_risk, kl, ns):
+        """The kl-inverse and McAllester bounds at each n of `ns` (as
+        integers), in one vectorised kl inversion: the same floats as
+        `bound` and `bounds.mcallester_bound` give n by n (each a bisection
+        of its own: 60 of them took a redraw past a second)."""
+        ns = np.asarray(ns).astype(np.int64)
+        # robustlab.bounds' budget (KL + ln(2 sqrt(n) / delta)) / n and its
+        # square-root bound q + sqrt(budget / 2), written as it writes them.
+        budget = (kl + np.log(2.0 * np.sqrt(ns) / self.delta)) / ns
+        mcallester = empirical_risk + np.sqrt(budget / 2.0)
+        return np.minimum(bounds.kl_inverse(empirical_risk, budget), mcallester), mcallester
+
     def figure(self, empirical_risk=0.25, kl=1e6, n=1000):
         figure, (ax_n, ax_kl) = plt.subplots(1, 2, figsize=(13, 4))
         ns = np.logspace(2, 10, 60)
         kls = np.logspace(0, 8, 60)
         panels = (
-            (ax_n, ns, lambda m: (kl, m), n, f"training examples n (KL = {kl:.3g} nats)"),
-            (ax_kl, kls, lambda k: (k, n), kl, f"KL(Q || P) in nats (n = {int(n):,})"),
+            (ax_n, ns, self._against_n(empirical_risk, kl, ns), n,
+             f"training examples n (KL = {kl:.3g} nats)"),
+            (ax_kl, kls, (self.bound(empirical_risk, kls, n),
+                          bounds.mcallester_bound(empirical_risk, kls, int(n), self.delta)),
+             kl, f"KL(Q || P) in nats (n = {int(n):,})"),
         )
-        for ax, xs, point, x, xlabel in panels:
-            kl_n = [point(v) for v in xs]
-            ax.semilogx(xs, [self.bound(empirical_risk, k, m) for k, m in kl_n],
-                        label="kl-inverse bound")
-            mcallester = [bounds.mcallester_bound(empirical_risk, k, int(m), self.delta)
-                          for k, m in kl_n]
+        for ax, xs, (seeger, mcallester), x, xlabel in panels:
+            ax.semilogx(xs, seeger, label="kl-inverse bound")
             ax.semilogx(xs, np.minimum(mcallester, 1.5), color="C1", linestyle="--",
                         label="McAllester (unclipped, cut at 1.5)")
             ax.axhline(empirical_risk, color="0.5", linestyle=":", label="empirical robust error")
@@ -460,7 +508,7 @@ class BoundExplorer:
             ax.grid(alpha=0.3)
         ax_n.legend(fontsize=8, loc="lower left")
         value = self.bound(empirical_risk, kl, n)
-        c = (kl + math.log(2 * math.sqrt(n) / self.delta)) / n
+        c = (kl + math.log(2 * math.sqrt(int(n)) / self.delta)) / int(n)  # the bound's n
         figure.suptitle(f"bound {value:.4f} at error {empirical_risk:.3g}, KL {kl:.3g} nats, "
                         f"n {int(n):,}: c = (KL + ln(2 sqrt(n) / delta)) / n = {c:.3g}",
                         fontsize=10)
@@ -476,7 +524,8 @@ class BoundExplorer:
         # log slider's 1e0, the nearest it can show).
         controls = {
             "empirical_risk": ipywidgets.FloatSlider(value=start["empirical_risk"], min=0.0,
-                                                     max=0.99, step=0.01,
+                                                     max=max(0.99, start["empirical_risk"]),
+                                                     step=0.01,
                                                      description="error", **slider),
             "kl": ipywidgets.FloatLogSlider(
                 value=max(start["kl"], 1.0), base=10, min=0,
@@ -633,6 +682,12 @@ class ForkExplorer:
         self.redraw_seconds = []
 
     def figure(self, seed, step):
+        """The replicas of every window of `seed` (one of the forked seeds)
+        after `step` steps (>= 0; past a window's end, its end)."""
+        if seed not in self.results.forks:
+            raise ValueError(f"Argument `seed` must be a forked seed, one of "
+                             f"{sorted(self.results.forks)}. Received: seed={seed!r}")
+        step = validation.check_int_at_least("step", step, 0)
         windows = self.results.forks[seed]
         limit = max(np.abs(w.path).max() for w in windows) * 1.1
         figure, axes = plt.subplots(1, len(windows), figsize=(5.2 * len(windows), 4.6),

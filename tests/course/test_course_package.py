@@ -3,6 +3,7 @@ the explorers, as the notebooks use them, and how `run_notebook` waits."""
 
 import asyncio
 import queue
+import sys
 
 import numpy as np
 import pytest
@@ -350,6 +351,139 @@ def test_bound_explorer_shows_the_library_bound_and_its_tightening_with_n():
     assert [c.description for c in box.children[0].children] == ["error", "KL", "n"]
 
 
+def test_bound_explorer_draws_what_the_library_gives_point_by_point():
+    # Its two panels come from one vectorised kl inversion each (a scalar
+    # bisection per point took a redraw past a second): the same floats.
+    from robustlab.bounds import mcallester_bound
+    from robustlab.bounds import seeger_bound
+    from robustlab.course.widgets import BoundExplorer
+
+    explorer = BoundExplorer(delta=0.05)
+    figure = explorer.figure(empirical_risk=0.27, kl=2.4e6, n=1000)
+    ax_n, ax_kl = figure.axes
+    ns, kls = ax_n.lines[0].get_xdata(), ax_kl.lines[0].get_xdata()
+    np.testing.assert_array_equal(
+        ax_n.lines[0].get_ydata(), [seeger_bound(0.27, 2.4e6, int(m), 0.05) for m in ns])
+    np.testing.assert_array_equal(
+        ax_n.lines[1].get_ydata(),
+        np.minimum([mcallester_bound(0.27, 2.4e6, int(m), 0.05) for m in ns], 1.5))
+    np.testing.assert_array_equal(
+        ax_kl.lines[0].get_ydata(), [seeger_bound(0.27, k, 1000, 0.05) for k in kls])
+    np.testing.assert_array_equal(
+        ax_kl.lines[1].get_ydata(),
+        np.minimum([mcallester_bound(0.27, k, 1000, 0.05) for k in kls], 1.5))
+
+
+def test_bound_explorer_titles_the_c_of_the_whole_n_the_bound_uses():
+    from robustlab.course.widgets import BoundExplorer
+
+    n = 10 ** 2.1  # the n control's float; the bound takes 125
+    title = BoundExplorer().figure(empirical_risk=0.2, kl=5.0, n=n)._suptitle.get_text()
+    c = (5.0 + np.log(2 * np.sqrt(125) / 0.05)) / 125
+    assert f"n 125: " in title and title.endswith(f"= {c:.3g}")
+
+
+def test_bound_explorer_error_control_holds_a_start_above_its_usual_range():
+    # Its maximum was 0.99 always: a start of 0.995 was clamped to 0.99.
+    from robustlab.course.widgets import BoundExplorer
+
+    controls = BoundExplorer(empirical_risk=0.995).widget().children[0].children
+    assert controls[0].value == 0.995
+
+
+def test_live_curves_place_each_epoch_at_its_number():
+    # A fit from initial_epoch=5 drew its points at 0, 1, 2 while the drop
+    # mark stood at epoch 6.
+    import keras
+
+    from robustlab.course.widgets import LiveCurves
+
+    live = LiveCurves([("loss", [("loss", "training loss")])], drop_epochs=(6,),
+                      display=False)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    model.fit(np.zeros((4, 2)), np.zeros((4, 1)), epochs=8, initial_epoch=5, verbose=0,
+              callbacks=[live])
+    np.testing.assert_array_equal(live.epochs, [5, 6, 7])
+    assert live.history["loss"].shape == (3,)
+    figure = live.figure()
+    np.testing.assert_array_equal(figure.axes[0].lines[0].get_xdata(), [5, 6, 7])
+    assert figure._suptitle.get_text() == "epoch 8 of 8"
+
+
+def test_reference_explorer_draws_each_seed_of_a_probed_key_at_its_probes():
+    # Between probes the key is NaN: plotted as it was, no seed line showed.
+    from robustlab.course.widgets import ReferenceExplorer
+
+    results = robustlab.studies.reference("checkpoint-selection")
+    explorer = ReferenceExplorer(results, keys=("hessian_top_eig",))
+    figure = explorer.figure("hessian_top_eig", seeds_shown=True)
+    stacked = results.stacked("quick", "hessian_top_eig")
+    probed = np.flatnonzero(np.isfinite(stacked[0]))
+    assert len(probed) > 1
+    seed_lines = [line for line in figure.axes[0].lines
+                  if len(line.get_xdata()) == len(probed)
+                  and np.array_equal(line.get_ydata(), stacked[0][probed])]
+    assert seed_lines and np.array_equal(seed_lines[0].get_xdata(), probed)
+
+
+def test_attack_explorer_refuses_inputs_that_are_not_images(digits):
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    for x in (digits.x_test[:8, :, :, 0], digits.x_test[:8].reshape(8, 64)):
+        with pytest.raises(ValueError, match=r"`x` must be a batch of images, shape \(n, "
+                           r"height, width, channels\) with 1 or 3 channels"):
+            AttackExplorer({"net": net}, x, digits.y_test[:8], eps_values=[0.1],
+                           steps_values=[2])
+
+
+def test_attack_explorer_draws_colour_images_in_colour():
+    import keras
+
+    from robustlab.course.widgets import AttackExplorer
+
+    net = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                            keras.layers.Dense(3)])
+    x = np.random.default_rng(0).random((6, 4, 4, 3), dtype="float32")
+    explorer = AttackExplorer({"net": net}, x, np.arange(6) % 3, eps_values=[0.1],
+                              steps_values=[2], shown=2)
+    figure = explorer.figure("net", 0.1, 2)
+    clean = figure.axes[0].images[0].get_array()
+    assert clean.shape == (4, 4, 3)
+    np.testing.assert_allclose(clean, x[0])
+    perturbation = figure.axes[4].images[0].get_array()
+    x_adv = explorer.attack("net", 0.1, 2)[0]
+    np.testing.assert_allclose(perturbation, 0.5 + (x_adv[0] - x[0]) / 0.2, atol=1e-6)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda e: e.attack("other", 0.1, 2), ValueError,
+     r"`model_name` must be one of \['net'\]. Received: model_name='other'"),
+    (lambda e: e.attack("net", -0.1, 2), ValueError, r"Received: eps=-0.1$"),
+    (lambda e: e.attack("net", 0.1, 0), ValueError, r"Received: steps=0$"),
+])
+def test_attack_explorer_attack_names_a_bad_setting(digits, call, error, message):
+    # attack("net", -0.1, 5) returned the clean digits; steps=0 divided by 0.
+    from robustlab.course.widgets import AttackExplorer
+
+    net = robustlab.models.small_cnn(filters=(4, 8), dense=16, seed=0)
+    explorer = AttackExplorer({"net": net}, digits.x_test[:8], digits.y_test[:8],
+                              eps_values=[0.1], steps_values=[2])
+    with pytest.raises(error, match=message):
+        call(explorer)
+
+
+def test_fork_explorer_names_a_seed_or_step_it_cannot_show():
+    from robustlab.course.widgets import ForkExplorer
+
+    explorer = ForkExplorer(robustlab.studies.reference("lr-drop-collapse"))
+    with pytest.raises(ValueError, match=r"`seed` must be a forked seed.*Received: seed=99$"):
+        explorer.figure(seed=99, step=3)
+    with pytest.raises(ValueError, match=r"Received: step=-1$"):
+        explorer.figure(seed=0, step=-1)
+
+
 def test_attack_explorer_reads_labels_as_a_column_or_one_hot_like_class_indices(digits):
     from robustlab.course.widgets import AttackExplorer
 
@@ -574,3 +708,39 @@ def test_without_a_timeout_the_sliced_wait_waits_for_the_reply(fake_clock):
     _wait_in_slices(channel, slice_seconds=0.25)
     assert asyncio.run(channel.get_msg()) == {"msg_type": "execute_reply"}
     assert channel.waits == [0.25] * 41
+
+
+def _vm_hwm_bytes():
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.course
+@pytest.mark.xdist_group("kernels")  # one kernel at a time (see test_round_trip)
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM is Linux's")
+def test_run_notebook_reports_the_kernels_own_peak_memory(tmp_path):
+    # getrusage's ru_maxrss, read in the kernel, carried the high-water mark
+    # of the process that started it: a 52 MB notebook reported this
+    # process's 0.8 GiB, and a notebook that redirected sys.stdout reported 0.
+    import nbformat
+
+    from robustlab.course.execution import run_notebook
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_code_cell("held = b'x' * (300 * 2**20)  # written, so resident"),
+        nbformat.v4.new_code_cell("import io, sys\nsys.stdout = io.StringIO()"),
+    ]
+    path = tmp_path / "peak.ipynb"
+    nbformat.write(notebook, path)
+    ballast = b"x" * (900 * 2**20)
+    try:
+        caller = _vm_hwm_bytes()
+        run = run_notebook(str(path), timeout=120)
+    finally:
+        del ballast
+    assert run.errors == []
+    assert 300 * 2**20 <= run.peak_memory_bytes < 600 * 2**20 < caller
