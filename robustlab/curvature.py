@@ -409,7 +409,8 @@ class HessianOperator:
         _keras_compat.check_attached(self.model, variables=self._variables)
         if self._gradient is None:
             self._gradient = _compiled(self.model, "gradient", *self._loss)
-        return _sum_over_batches(self._gradient(*batch) for batch in self._batches)
+        return self._finite(
+            _sum_over_batches(self._gradient(*batch) for batch in self._batches), "gradient")
 
     def matvec(self, vector):
         """H v for a flat vector v; returns a flat float64 vector."""
@@ -420,12 +421,32 @@ class HessianOperator:
                 f"Received: vector with shape {vector.shape}"
             )
         _keras_compat.check_attached(self.model, variables=self._variables)  # as in `gradient`
+        if not np.all(np.isfinite(vector)):
+            raise ValueError(
+                "Argument `vector` must be finite (no NaN or inf). "
+                "Received: vector with non-finite values")
         tangent = ops.convert_to_tensor(vector.astype(self._float_dtype))
         product = _sum_over_batches(
             self._hvp(*batch, tangent) for batch in self._batches
         )
         self.matvec_count += 1
-        return product
+        return self._finite(product, "Hessian-vector product")
+
+    def _finite(self, result, what):
+        # A diverged model's NaN weights made every eigenvalue, trace and
+        # density NaN without a word, or failed inside np.linalg.eigh.
+        if not np.all(np.isfinite(result)):
+            weights = [ops.convert_to_numpy(v) for v in self._variables]
+            bad = sum(int(np.sum(~np.isfinite(w))) for w in weights)
+            cause = (f"the model's trainable weights hold {bad} non-finite values "
+                     "(a diverged run?)" if bad else
+                     "the loss or its derivatives are not finite at these weights "
+                     "and inputs (an overflow, or a layer's state such as a "
+                     "negative moving variance)")
+            raise ValueError(
+                f"The {what} is not finite: {cause}. Received: "
+                f"{int(np.sum(~np.isfinite(result)))} non-finite values of {result.size}")
+        return result
 
 
 def _sum_over_batches(per_batch_vectors):

@@ -183,7 +183,15 @@ def _unit(vector, name):
 
 
 def _matvec64(matvec, vector):
-    return np.asarray(matvec(vector), dtype=np.float64).ravel()
+    product = np.asarray(matvec(vector), dtype=np.float64).ravel()
+    if not np.all(np.isfinite(product)):
+        # Unchecked, a NaN spreads into every estimate, or np.linalg.eigh
+        # fails with "Eigenvalues did not converge", naming nothing given.
+        raise ValueError(
+            "Argument `matvec` must return finite values (is the operator's "
+            "model diverged?). Received: a product with "
+            f"{int(np.sum(~np.isfinite(product)))} non-finite values of {product.size}")
+    return product
 
 
 def check_which(which):

@@ -198,3 +198,17 @@ def test_operator_level_arguments_are_checked():
         spectral.hutchinson_trace(identity, 2, 0, np.random.default_rng(0))
     with pytest.raises(ValueError, match="Received: k=3"):
         spectral.lanczos_eigenpairs(identity, np.ones(2), k=3, steps=3)
+
+
+@pytest.mark.parametrize("run", [
+    lambda matvec: spectral.power_iteration(matvec, np.ones(3)),
+    lambda matvec: spectral.lanczos_eigenpairs(matvec, np.ones(3), 1, 3),
+    lambda matvec: spectral.hutchinson_trace(matvec, 3, 2, np.random.default_rng(0)),
+], ids=["power", "lanczos", "hutchinson"])
+def test_an_operator_that_returns_non_finite_values_is_refused(run):
+    def matvec(v):
+        return np.where(np.arange(3) == 1, np.nan, v)
+
+    with pytest.raises(ValueError, match=r"`matvec` must return finite values.*"
+                       r"Received: a product with 1 non-finite values of 3$"):
+        run(matvec)
