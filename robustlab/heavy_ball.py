@@ -180,8 +180,10 @@ def spectral_radius(lr, momentum, curvature):
         curvature: curvature(s), finite.
 
     Returns:
-        rho(A) >= 0, broadcast over the inputs; < 1 exactly where `is_stable`
-        holds, and exactly 1 on both edges of the stability interval.
+        rho(A) >= 0, broadcast over the inputs; < 1 where `is_stable` holds
+        (in exact arithmetic; in float64 a stable eta lambda under about
+        1e-17 rounds it to 1.0, while `relaxation_steps` stays finite), and
+        exactly 1 on both edges of the stability interval.
 
     Example:
 
@@ -657,6 +659,11 @@ def covariance_recursion(
 
     # Noise injected per unit eta^2: s^2 / B times the sampling factor.
     noise_per_eta2 = noise_variance * (factor / batch_size)
+    if isinstance(initial, str) and initial == "stationary" and not len(lrs):
+        # It would name lr*curvature = 0, a rate the user never gave.
+        raise ValueError(
+            'Argument `initial="stationary"` is the stationary covariance at the '
+            "schedule's first learning rate, and `lrs` is empty. Received: lrs=[]")
     first_lr = lrs[0] if len(lrs) else 0.0
     p, c, r = _initial_covariance(
         initial, shape, (first_lr, beta, curvature, noise_variance * factor, batch_size)

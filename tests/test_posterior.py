@@ -330,6 +330,13 @@ def test_stationary_start_is_a_fixed_point_under_a_constant_rate():
         np.testing.assert_allclose(got, np.broadcast_to(want, got.shape), rtol=1e-11)
 
 
+def test_a_stationary_start_of_an_empty_schedule_says_the_schedule_is_empty():
+    # It named lr*curvature = 0.0, a rate the user never gave.
+    with pytest.raises(ValueError, match=r"first learning rate, and `lrs` is empty. "
+                       r"Received: lrs=\[\]$"):
+        covariance_recursion([], 0.9, 1.0, 1.0, 1, initial="stationary")
+
+
 def test_stationary_start_follows_an_equilibrated_cloud_through_a_drop():
     # Started at the stationary covariance of lrs[0] = 0.1, the cloud stays
     # there until the drop and relaxes to the stationary variance at 0.01:
