@@ -814,7 +814,8 @@ def summarize(history, drop_epoch=None, final_epochs=3):
         `robust_overfitting_gap` (best - final, accuracy points in [0, 1]),
         `robust_test_loss_rise` (last / post-drop minimum - 1, when
         `drop_epoch` is given), and the final robust train and clean test
-        accuracies when logged.
+        accuracies when logged (the mean over the last `final_epochs` of
+        the epochs where they were logged; NaN where none was).
 
     Raises:
         ValueError: for a `val_robust_accuracy` that is not finite at some
@@ -866,7 +867,11 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     for key, name in (("train_robust_accuracy", "final_robust_train_accuracy"),
                       ("val_clean_accuracy", "final_clean_test_accuracy")):
         if key in history:
-            summary[name] = float(np.mean(history[key][-final_epochs:]))
+            last = np.asarray(history[key][-final_epochs:], dtype="float64")
+            # A RobustEvaluation(every=k) logs NaN between its evaluations
+            # (and always evaluates the last epoch): the mean of those it made.
+            summary[name] = (float(np.mean(last[np.isfinite(last)]))
+                             if np.isfinite(last).any() else math.nan)
     if drop_epoch is not None:
         summary.update(_instrument_figures(history, drop_epoch))
     return summary

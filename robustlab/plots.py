@@ -91,7 +91,9 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
                     reference_label="reference: mean +/- s.e."):
     """A 2x3 figure of a run: accuracy, robust loss, curvature, weight-cloud
     width, PAC-Bayes KL and bound, and the optimisation settings; panels
-    whose keys were not logged say so. The cloud's width along the top
+    whose keys were not logged say so (and those logged only as NaN so far,
+    e.g. by a run shorter than the probe's period, that they have no value
+    yet). The cloud's width along the top
     eigenvector, measured and predicted, has filled markers in the epoch
     right after a probe and hollow ones in later epochs, which reuse that
     probe's direction while it may have turned. AWP's gamma, 0 during its
@@ -141,8 +143,13 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             values = _series(history, key)
             epochs = np.arange(len(values))
             finite = np.isfinite(values)
+            if not finite.any():
+                # Logged as NaN throughout (a run shorter than the probe's
+                # period): nothing to draw, and no legend entry for it.
+                continue
             # Probes run every few epochs (NaN between): markers, not gaps.
-            style = "o-" if finite.sum() < len(values) else "-"
+            # A single point (a one-epoch run) is a marker too, or nothing shows.
+            style = "o-" if finite.sum() < max(len(values), 2) else "-"
             fresh = (_fresh_direction_epochs(history.get("hessian_top_eig"), len(values))
                      if key in _ALONG_PROBED_DIRECTION else None)
             # Named, not taken from the axis's cycle, which a line on the
@@ -170,8 +177,9 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
                      color=line.get_color(), linestyle="--", linewidth=1)
                 referenced = True
         if not shown:
-            ax.text(0.5, 0.5, "not logged", ha="center", va="center",
-                    transform=ax.transAxes, color="0.5")
+            logged = any(key in history for key, _ in keys)
+            ax.text(0.5, 0.5, "no value logged yet" if logged else "not logged",
+                    ha="center", va="center", transform=ax.transAxes, color="0.5")
         elif log and on_main:
             ax.set_yscale("log")
         mark_drops(ax, drop_epochs)
@@ -259,7 +267,8 @@ def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
         line = _plot_by_direction_age(ax, epochs[finite], mean[finite],
                                       np.asarray(fresh)[finite], label=label, **style)
     else:
-        marker = "o" if finite.sum() < len(mean) else None
+        # A single point draws no line: a marker, or nothing shows.
+        marker = "o" if finite.sum() < max(len(mean), 2) else None
         (line,) = ax.plot(epochs[finite], mean[finite], marker=marker, markersize=3,
                           label=label, **style)
     spread = np.where(np.isfinite(stderr), stderr, 0.0)[finite]

@@ -370,6 +370,16 @@ class StudyResults:
         self.study = study
         self.forks = {int(seed): list(windows) for seed, windows in (forks or {}).items()}
         self.seeds = list(seeds)
+        if not self.seeds:
+            raise ValueError(f"Argument `seeds` must hold at least one seed. "
+                             f"Received: seeds={seeds!r}")
+        # Every arm of the study, and only those: a missing arm failed later
+        # in table() with a KeyError, an unknown one was ignored.
+        arms = {arm.experiment for arm in study.arms}
+        if set(histories) != arms:
+            raise ValueError(
+                f"Argument `histories` must hold the arms of study {study.name!r}, "
+                f"{sorted(arms)}. Received: histories of {sorted(histories)}")
         # Histories are matched to seeds by position: with one too few, the
         # table's n and the curves would cover other seeds than the header.
         for name, runs in histories.items():
@@ -461,7 +471,16 @@ class StudyResults:
         figure."""
         if not self.forks:
             return {}
-        epochs = [w.epoch for w in next(iter(self.forks.values()))]
+        # The windows are matched across seeds by position: a seed without
+        # them failed with a KeyError, one with fewer or other epochs gave a
+        # table of the first seed's epochs without a word.
+        by_seed = {seed: [w.epoch for w in self.forks[seed]] if seed in self.forks
+                   else None for seed in self.seeds}
+        if len({None if e is None else tuple(e) for e in by_seed.values()}) != 1:
+            raise ValueError(
+                "The fork table needs fork windows at the same epochs for every seed. "
+                f"Received: results with fork windows at epochs {by_seed}")
+        epochs = by_seed[self.seeds[0]]
         keys = ["learning_rate", "curvature", "noise_variance", "measured_top",
                 "predicted_top", "ratio", "measured_overall"]
         predictions = ["predicted_top"]
@@ -621,7 +640,9 @@ def checkpoint_selection(results, arm="quick"):
         the lists run over `results.seeds`.
 
     Raises:
-        ValueError: when the study has no arm `arm`.
+        ValueError: when the study has no arm `arm`, or the arm did not log
+            what the criteria read (a run without the instruments).
+        TypeError: when `results` is not a `StudyResults`.
 
     Example:
 
@@ -635,11 +656,26 @@ def checkpoint_selection(results, arm="quick"):
     >>> print(f"{row['below_best']['mean']:.3f}")  # accuracy below the best
     0.013
     """
+    if not isinstance(results, StudyResults):
+        raise TypeError(
+            "Argument `results` must be a StudyResults, e.g. "
+            "robustlab.studies.reference(\"checkpoint-selection\"). "
+            f"Received: results={results!r}")
     config = results.study.arm(arm).config
     drop = min(config.lr_drop_epochs, default=0)
     table = {}
     best = None
     runs = results.runs(arm)
+    needed = sorted({key for key in SELECTION_CRITERIA.values() if key is not None}
+                    | {"val_robust_accuracy"})
+    lacking = sorted({key for h in runs for key in needed if key not in h})
+    if lacking:
+        # An arm trained without its instruments (probe_every=0) has no
+        # curvature or bound to choose from: it failed with a bare KeyError.
+        raise ValueError(
+            f"Arm {arm!r} did not log {lacking}, which the selection criteria "
+            "read: it needs a run with the instruments (a probe_every > 0). "
+            f"Received: arm={arm!r}")
     length = min(len(h["val_robust_accuracy"]) for h in runs)
     hindsight = int(np.argmax(np.mean(
         [h["val_robust_accuracy"][:length] for h in runs], axis=0)))
@@ -1234,8 +1270,11 @@ def read_reference_file(path):
         histories[arm.experiment] = [_history_from_json(h)
                                      for h in arm_payload["histories"]]
 
-    forks = {int(seed): [ForkResult.from_dict({k: (math.nan if v is None else v)
-                                               for k, v in w.items()}) for w in windows]
+    # from_dict reads a null as NaN only in the figures every window has; a
+    # window without the shuffled-pass figures keeps None there (as NaN it
+    # would count as a shuffled window, and a written and read-back reference
+    # gained columns of NaN).
+    forks = {int(seed): [ForkResult.from_dict(w) for w in windows]
              for seed, windows in payload.get("forks", {}).items()}
     return StudyResults(study, payload["seeds"], histories, payload["metadata"], forks=forks)
 

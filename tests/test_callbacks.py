@@ -451,6 +451,29 @@ def test_robust_evaluation_logs_nan_on_the_epochs_it_skips():
     assert math.isnan(accuracy[0]) and np.isfinite(accuracy[1:]).all()
 
 
+def test_robust_evaluation_evaluates_the_epoch_where_training_stops_early():
+    # An EarlyStopping placed before it ends the fit: that epoch is the last,
+    # and "always at the end of the last one" held only for params["epochs"].
+    x, y = _tiny_data()
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
+    history = _tiny_model().fit(
+        x, y, batch_size=16, epochs=10, verbose=0,
+        callbacks=[stop, RobustEvaluation(x[:16], y[:16], every=5)])
+    accuracy = history.history["train_robust_accuracy"]
+    assert len(accuracy) == 2
+    assert math.isnan(accuracy[0]) and np.isfinite(accuracy[1])
+
+
+def test_robust_evaluation_names_a_model_that_is_not_adversarial():
+    # It failed with "'Sequential' object has no attribute '_check_arrays'".
+    x, y = _tiny_data()
+    net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    net.compile("sgd", LOSS)
+    with pytest.raises(TypeError, match=r"needs a robustlab.AdversarialModel.*"
+                       r"Received: model=Sequential$"):
+        net.fit(x, y, epochs=1, verbose=0, callbacks=[RobustEvaluation(x[:16], y[:16])])
+
+
 def test_a_bound_on_an_epoch_robust_evaluation_skips_is_nan():
     x, y = _tiny_data()
     tracker = PosteriorTracker()

@@ -3,6 +3,7 @@ looks at single batches, the same numbers as one step a call (the numbers
 themselves are specified in test_resume.py and test_studies.py), and the
 histories `summarize` refuses."""
 
+import math
 import re
 
 import keras
@@ -189,6 +190,17 @@ def test_summarize_refuses_a_drop_epoch_that_is_not_an_integer_of_at_least_1(
     with pytest.raises(error, match=re.escape(
             f"Argument `drop_epoch` must be an integer >= 1. Received: drop_epoch={drop_epoch}")):
         experiments.summarize(SUMMARIZED, drop_epoch=drop_epoch)
+
+
+def test_summarize_averages_the_final_train_accuracy_over_the_epochs_it_was_evaluated():
+    # RobustEvaluation(every=2) logs NaN between evaluations: the final robust
+    # train accuracy was NaN; it is the mean of the last epochs' evaluations.
+    history = dict(SUMMARIZED, train_robust_accuracy=[0.1, float("nan"), 0.3, float("nan")])
+    summary = experiments.summarize(history, final_epochs=3)
+    assert summary["final_robust_train_accuracy"] == 0.3
+    history["train_robust_accuracy"] = [0.1, float("nan"), float("nan"), float("nan")]
+    assert math.isnan(experiments.summarize(history, final_epochs=3)[
+        "final_robust_train_accuracy"])
 
 
 def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():

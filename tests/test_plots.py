@@ -54,6 +54,30 @@ def test_a_referenced_key_is_drawn_dashed_in_its_colour_with_a_band_of_one_stder
     plots.close(figure)
 
 
+def test_a_one_epoch_run_and_its_reference_show_as_points():
+    # A single point draws no line: `robustlab train --epochs 1` wrote a
+    # curves.png of empty axes.
+    history = {"val_robust_accuracy": [0.5]}
+    figure = plots.learning_curves(
+        history, reference={"val_robust_accuracy": ([0.55], [0.01])})
+    lines = _panel(figure, "Accuracy").get_lines()
+    assert len(lines) == 2
+    assert all(line.get_marker() == "o" and len(line.get_xdata()) == 1 for line in lines)
+    plots.close(figure)
+
+
+def test_a_panel_whose_keys_are_all_nan_says_it_has_no_value_yet():
+    # A run shorter than the probe's period logs the curvature as NaN at
+    # every epoch: the panel showed empty axes with a legend.
+    figure = plots.learning_curves({"val_robust_accuracy": [0.5, 0.6],
+                                    "hessian_top_eig": [np.nan, np.nan]})
+    curvature = _panel(figure, "Curvature of the robust loss")
+    assert not curvature.get_lines() and curvature.get_legend() is None
+    assert [t.get_text() for t in curvature.texts] == ["no value logged yet"]
+    assert [t.get_text() for t in _panel(figure, "PAC-Bayes").texts] == ["not logged"]
+    plots.close(figure)
+
+
 def test_a_probed_reference_joins_its_points_and_a_scaled_key_is_scaled_alike():
     figure = plots.learning_curves(HISTORY, reference=REFERENCE)
     (curvature,) = _dashed(_panel(figure, "Curvature of the robust loss"))

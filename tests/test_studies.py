@@ -897,3 +897,57 @@ def test_results_json_is_standard_json_with_null_for_a_figure_that_is_nan(tiny, 
     gap = saved["table"]["tiny"]["robust_overfitting_gap"]
     assert (gap["n"], gap["sd"], gap["stderr"]) == (1, None, None)
     assert gap["mean"] == pytest.approx(0.5 - 0.35)  # best - mean of the last 3
+
+
+def test_a_reference_without_shuffled_fork_figures_reads_back_the_same(tmp_path):
+    # read_reference_file turned the null of a figure older windows lack into
+    # NaN: a written and read-back lr-drop-collapse gained shuffled columns of NaN.
+    shipped = studies.reference("lr-drop-collapse")
+    assert not shipped._forks_shuffled()
+    path = str(tmp_path / "ref.json.gz")
+    studies.write_reference_file(shipped, path)
+    loaded = studies.read_reference_file(path)
+    assert loaded.forks[0][0].predicted_top_shuffled is None
+    assert not loaded._forks_shuffled()
+    assert (sorted(loaded.fork_table()["windows"][39])
+            == sorted(shipped.fork_table()["windows"][39]))
+    assert loaded.format_table() == shipped.format_table()
+
+
+@pytest.mark.parametrize("histories, seeds, message", [
+    ({}, [0], r"must hold the arms of study 'tiny-study', \['tiny'\]. "
+              r"Received: histories of \[\]$"),
+    ({"tiny": [summarizable()], "other": [summarizable()]}, [0],
+     r"Received: histories of \['other', 'tiny'\]$"),
+    ({"tiny": []}, [], r"`seeds` must hold at least one seed. Received: seeds=\[\]$"),
+])
+def test_study_results_name_missing_or_unknown_arms_and_no_seeds(tiny, histories, seeds,
+                                                                  message):
+    # A missing arm failed later in table() with a KeyError; an unknown one
+    # was ignored.
+    with pytest.raises(ValueError, match=message):
+        studies.StudyResults(tiny, seeds, histories)
+
+
+@pytest.mark.parametrize("forks_of", [
+    lambda w: {0: w},                       # seed 1 has none (a KeyError)
+    lambda w: {0: w, 1: w[:1]},             # seed 1 has fewer (left out silently)
+    lambda w: {0: w, 1: w[::-1]},           # seed 1 at other epochs
+], ids=["missing", "fewer", "reordered"])
+def test_the_fork_table_needs_the_same_fork_epochs_for_every_seed(tiny, forks_of):
+    windows = fork_windows((1, 2), (1e-3, 1e-4), (2e-3, 2e-4))
+    results = studies.StudyResults(tiny, [0, 1], {"tiny": [summarizable(), summarizable()]},
+                                   forks=forks_of(windows))
+    with pytest.raises(ValueError, match=r"fork windows at the same epochs for every seed. "
+                       r"Received: results with fork windows at epochs \{0: \[1, 2\], 1: "):
+        results.fork_table()
+
+
+def test_checkpoint_selection_names_an_arm_without_the_instruments():
+    # An AWP arm (probe_every=0) failed with KeyError: 'pac_bayes_bound'.
+    with pytest.raises(ValueError, match=r"did not log \['hessian_top_eig', 'pac_bayes_bound', "
+                       r"'pac_bayes_bound_mcallester'\].*Received: arm='quick_awp_0.002'$"):
+        studies.checkpoint_selection(studies.reference("awp-tradeoff"), "quick_awp_0.002")
+    with pytest.raises(TypeError, match=r"must be a StudyResults.*"
+                       r"Received: results='checkpoint-selection'$"):
+        studies.checkpoint_selection("checkpoint-selection")

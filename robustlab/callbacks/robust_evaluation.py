@@ -8,6 +8,7 @@ import numpy as np
 from robustlab import backend as _backend
 from robustlab import model_validation
 from robustlab import validation
+from robustlab.adversarial import AdversarialModel
 
 __all__ = [
     "RobustEvaluation",
@@ -35,9 +36,10 @@ class RobustEvaluation(keras.callbacks.Callback):
             it.
         every: evaluate at the end of every `every`-th epoch (0-based epochs
             `every - 1`, `2 every - 1`, ...) and always at the end of the
-            last one; an integer >= 1. The keys are logged at every epoch,
-            NaN where not evaluated, so that History and CSVLogger columns
-            stay aligned.
+            last one, also one where a callback placed before this one (e.g.
+            `keras.callbacks.EarlyStopping`) stopped training; an integer
+            >= 1. The keys are logged at every epoch, NaN where not
+            evaluated, so that History and CSVLogger columns stay aligned.
         batch_size: evaluation batch size, an integer >= 1.
 
     Example:
@@ -71,6 +73,13 @@ class RobustEvaluation(keras.callbacks.Callback):
         self.batch_size = batch_size
 
     def on_train_begin(self, logs=None):
+        if not isinstance(self.model, AdversarialModel):
+            # It reads the model's evaluation attack and robust metrics; a
+            # plain Keras model failed with an AttributeError.
+            raise TypeError(
+                "RobustEvaluation needs a robustlab.AdversarialModel (it evaluates "
+                "with the model's evaluation attack). Received: model="
+                f"{type(self.model).__name__}")
         self._last_epoch = self.params.get("epochs", 1) - 1
         self.model._check_arrays(self.x, self.y, "x", "y", self.model.eval_attack)
         # Built once: re-adapting NumPy arrays at every call costs as much as
@@ -93,7 +102,10 @@ class RobustEvaluation(keras.callbacks.Callback):
                 f"are in the logs already: it would overwrite {taken} (another "
                 "metric, or another callback's). Pick another prefix, e.g. "
                 f"'train_'. Received: prefix={self.prefix!r}")
-        if (epoch + 1) % self.every and epoch != self._last_epoch:
+        # A callback placed before this one that stops training (EarlyStopping)
+        # has set stop_training by now: this epoch is then the last one.
+        last = epoch == self._last_epoch or getattr(self.model, "stop_training", False)
+        if (epoch + 1) % self.every and not last:
             # NaN on epochs without an evaluation, so that History's lists
             # and CSVLogger's columns stay aligned (and a BoundTracker sees
             # that there is no accuracy this epoch).
