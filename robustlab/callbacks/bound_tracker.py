@@ -170,6 +170,13 @@ class BoundTracker(keras.callbacks.Callback):
             "variance_floor", variance_floor)
         self.initial_weights = None
         if initial_weights is not None:
+            if not isinstance(initial_weights, (list, tuple)):
+                # 0.0 (a zero-mean prior?) failed with "'float' object is not
+                # iterable".
+                raise TypeError(
+                    "Argument `initial_weights` must be a list of arrays shaped like "
+                    "the classifier's trainable variables (w_0, the prior's mean). "
+                    f"Received: initial_weights={initial_weights!r}")
             self.initial_weights = [np.asarray(w, np.float64) for w in initial_weights]
             if not all(np.all(np.isfinite(w)) for w in self.initial_weights):
                 raise ValueError(
@@ -202,6 +209,14 @@ class BoundTracker(keras.callbacks.Callback):
         return weights
 
     def on_train_begin(self, logs=None):
+        # Keras hands every callback of one fit the same `params` dict: a
+        # tracker not in this fit's callbacks never measures, and every bound
+        # would be NaN without a word.
+        if self.tracker.params is not self.params:
+            raise ValueError(
+                "Argument `tracker` must be a PosteriorTracker that is also in the "
+                "callbacks of this fit: the bound reads the weight cloud it "
+                "measures. Received: a tracker that is not among this fit's callbacks")
         self._seen_accuracy = False
         self._warned_floor = False
         if self.initial_weights is not None:
