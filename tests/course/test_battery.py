@@ -187,6 +187,12 @@ def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     out = np.clip(out, x32 - np.float32(eps), x32 + np.float32(eps))
     return out if value_range is None else np.clip(out, *value_range)
 """, True),
+    # A list passed the tests, then every later cell that gives the attacked
+    # images to the model failed inside Keras.
+    ("fgsm_linf", "test_fgsm_linf", "returns a list", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return pgd_linf_step(x, grad_fn(x), x, eps, eps, value_range).tolist()
+""", False),
     ("fgsm_linf", "test_fgsm_linf", "writes into x", """
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     x_adv = x
@@ -305,6 +311,13 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
         x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range).astype(np.float32)
     return x_adv
 """, True),
+    ("pgd_linf", "test_pgd_linf", "returns a list", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, copy=True)
+    for _ in range(steps):
+        x_adv = pgd_linf_step(x_adv, grad_fn(x_adv), x, eps, step_size, value_range)
+    return x_adv.tolist()
+""", False),
     ("pgd_linf", "test_pgd_linf", "the value range only once, after the last step", """
 def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
     x_adv = np.array(x if x_init is None else x_init, copy=True)
@@ -1079,6 +1092,13 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
     allowed = np.flatnonzero(acc >= acc.max() - np.float32(tolerance))
     return float(g[min(allowed, key=lambda i: (gap[i], g[i]))])
 """, True),
+    # A NumPy float scalar is a float: the hidden test took it for none.
+    ("pick_gamma", "test_pick_gamma", "returns the gamma as a NumPy float32", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    g, gap, acc = (np.asarray(a, np.float32) for a in (gammas, gaps, train_accuracies))
+    allowed = np.flatnonzero(acc >= acc.max() - np.float32(tolerance))
+    return g[min(allowed, key=lambda i: (gap[i], g[i]))]
+""", True),
 ]
 
 BATTERY_04 = [
@@ -1118,6 +1138,13 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p):
     var_p = np.float32(var_p) if np.ndim(var_p) == 0 else np.asarray(var_p, np.float32)
     r = var_q / var_p
     return float(0.5 * np.sum(r + (mu_q - mu_p) ** 2 / var_p - 1 - np.log(r)))
+""", True),
+    ("gaussian_kl", "test_gaussian_kl", "returns a NumPy float32", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, mu_p = (np.asarray(a, np.float32) for a in (mu_q, var_q, mu_p))
+    var_p = np.float32(var_p) if np.ndim(var_p) == 0 else np.asarray(var_p, np.float32)
+    r = var_q / var_p
+    return 0.5 * np.sum(r + (mu_q - mu_p) ** 2 / var_p - 1 - np.log(r))
 """, True),
     ("gaussian_kl", "test_gaussian_kl", "the mean over the weights", """
 def gaussian_kl(mu_q, var_q, mu_p, var_p):
