@@ -870,8 +870,8 @@ def summarize(history, drop_epoch=None, final_epochs=3):
             last = np.asarray(history[key][-final_epochs:], dtype="float64")
             # A RobustEvaluation(every=k) logs NaN between its evaluations
             # (and always evaluates the last epoch): the mean of those it made.
-            summary[name] = (float(np.mean(last[np.isfinite(last)]))
-                             if np.isfinite(last).any() else math.nan)
+            logged = last[~np.isnan(last)]
+            summary[name] = float(np.mean(logged)) if logged.size else math.nan
     if drop_epoch is not None:
         summary.update(_instrument_figures(history, drop_epoch))
     return summary
