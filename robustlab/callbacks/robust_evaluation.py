@@ -104,7 +104,7 @@ class RobustEvaluation(keras.callbacks.Callback):
                 f"'train_'. Received: prefix={self.prefix!r}")
         # A callback placed before this one that stops training (EarlyStopping)
         # has set stop_training by now: this epoch is then the last one.
-        last = epoch == self._last_epoch or getattr(self.model, "stop_training", False)
+        last = epoch == self._last_epoch or self.model.stop_training
         if (epoch + 1) % self.every and not last:
             # NaN on epochs without an evaluation, so that History's lists
             # and CSVLogger's columns stay aligned (and a BoundTracker sees

@@ -478,10 +478,10 @@ class BoundExplorer:
         `bound` and `bounds.mcallester_bound` give n by n (each a bisection
         of its own: 60 of them took a redraw past a second)."""
         ns = np.asarray(ns).astype(np.int64)
-        # robustlab.bounds' budget (KL + ln(2 sqrt(n) / delta)) / n and its
-        # square-root bound q + sqrt(budget / 2), written as it writes them.
-        budget = (kl + np.log(2.0 * np.sqrt(ns) / self.delta)) / ns
-        mcallester = empirical_risk + np.sqrt(budget / 2.0)
+        # The bounds' own budget and square-root bound, over an array of n
+        # (their public functions take one n).
+        budget = bounds._complexity(kl, ns, self.delta)
+        mcallester = bounds._square_root_bound(empirical_risk, budget)
         return np.minimum(bounds.kl_inverse(empirical_risk, budget), mcallester), mcallester
 
     def figure(self, empirical_risk=0.25, kl=1e6, n=1000):
