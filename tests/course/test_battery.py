@@ -152,6 +152,10 @@ def pgd_linf_step(x_adv, grad, x, eps, step_size, value_range=(0.0, 1.0)):
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     return pgd_linf_step(x, grad_fn(x), x, eps, eps / 2, value_range)
 """, False),
+    ("fgsm_linf", "test_fgsm_linf", "the raw gradient, no sign", """
+def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
+    return project_linf(x + eps * grad_fn(x), x, eps, value_range)
+""", False),
     ("fgsm_linf", "test_fgsm_linf", "forgets to project", """
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     return x + eps * np.sign(grad_fn(x))
@@ -352,6 +356,16 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
         x_adv = pgd_linf_step(x_adv, grad_fn(z=x_adv), x, eps, step_size, value_range)
     return x_adv
 """, True),
+    # Projects only to take the gradient: the steps pile up on the unprojected
+    # iterate. It differs from PGD once an iterate meets the box and turns back.
+    ("pgd_linf", "test_pgd_linf", "lazy projection", """
+def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=None):
+    x_adv = np.array(x if x_init is None else x_init, dtype=float)
+    for _ in range(steps):
+        g = grad_fn(project_linf(x_adv, x, eps, value_range))
+        x_adv = x_adv + step_size * np.sign(g)
+    return project_linf(x_adv, x, eps, value_range)
+""", False),
 ]
 
 BATTERY_01 = [
@@ -444,6 +458,21 @@ def flip_labels(y, fraction, num_classes, seed):
         pos = rng.choice(where, size=round(fraction * len(where)), replace=False)
         out[pos] = (k + rng.integers(1, num_classes, size=len(pos))) % num_classes
     return out
+""", False),
+    ("RobustCheckpoint", "test_RobustCheckpoint", "best starts at 0", """
+class RobustCheckpoint(keras.callbacks.Callback):
+    def __init__(self, monitor="val_robust_accuracy"):
+        super().__init__()
+        self.monitor, self.best, self.best_epoch, self.saved = monitor, 0.0, None, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is not None and value > self.best:
+            self.best, self.best_epoch, self.saved = value, epoch, self.model.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.saved is not None:
+            self.model.set_weights(self.saved)
 """, False),
     # -- RobustCheckpoint -----------------------------------------------------
     ("RobustCheckpoint", "test_RobustCheckpoint", "keeps the variables, not copies", """
@@ -652,6 +681,13 @@ def best_and_final(robust_accuracy, final_epochs=3):
     final = float(np.mean(a[-final_epochs:]))
     return float(a[i]), i, final, float(a[i]) - final
 """, True),
+    ("best_and_final", "test_best_and_final", "the last 3, whatever final_epochs", """
+def best_and_final(robust_accuracy, final_epochs=3):
+    a = np.asarray(robust_accuracy, dtype=float)
+    i = int(np.argmax(a))
+    final = float(a[-3:].mean())
+    return float(a[i]), i, final, float(a[i]) - final
+""", False),
 ]
 
 BATTERY_02 = [
@@ -804,6 +840,22 @@ def power_iteration(hvp, v0, iterations=100, tol=1e-6):
         value = new
     return value, v
 """, True),
+    # Compares the vectors: with a negative top eigenvalue the vector changes
+    # sign every step, so it never stops.
+    ("power_iteration", "test_power_iteration", "stops when the vector stops changing", """
+def power_iteration(hvp, v0, iterations=100, tol=1e-6):
+    v = np.asarray(v0, dtype=float) / np.linalg.norm(v0)
+    value = 0.0
+    for _ in range(iterations):
+        w = np.asarray(hvp(v), dtype=float)
+        value = float(v @ w)
+        new = w / np.linalg.norm(w)
+        done = np.linalg.norm(new - v) <= tol
+        v = new
+        if done:
+            break
+    return value, v
+""", False),
     # -- heavy_ball_variance --------------------------------------------------
     ("heavy_ball_variance", "test_heavy_ball_variance", "forgets the batch size", """
 def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
@@ -893,6 +945,30 @@ def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
         out.append(p)
     return keras.ops.convert_to_tensor(out, dtype="float64")
 """, True),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "the covariance without its momentum term", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    for lr in lrs:
+        a = 1 + momentum - lr * curvature
+        p, c, r = (a * a * p - 2 * a * momentum * c + momentum**2 * r + lr**2 * noise_variance / batch_size,
+                   a * p - momentum * r, p)
+        out.append(p)
+    return np.array(out)
+""", False),
+    ("heavy_ball_variance", "test_heavy_ball_variance", "the previous step's learning rate in a", """
+def heavy_ball_variance(lrs, momentum, curvature, noise_variance, batch_size):
+    p = c = r = 0.0
+    out = []
+    previous = lrs[0]
+    for lr in lrs:
+        a = 1 + momentum - previous * curvature
+        p, c, r = (a * a * p - 2 * a * momentum * c + momentum**2 * r + lr**2 * noise_variance / batch_size,
+                   a * p - momentum * c, p)
+        out.append(p)
+        previous = lr
+    return np.array(out)
+""", False),
     # -- stationary_variance --------------------------------------------------
     ("stationary_variance", "test_stationary_variance", "the small-step approximation", """
 def stationary_variance(lr, momentum, curvature, noise_variance, batch_size):
@@ -1030,6 +1106,21 @@ def awp_perturbation(weights, grads, gamma):
         out.append(np.zeros_like(g, dtype=float) if n < 1e-6 else gamma * np.linalg.norm(w) * g / n)
     return out
 """, False),
+    ("awp_perturbation", "test_awp_perturbation", "one gradient norm over all layers", """
+def awp_perturbation(weights, grads, gamma):
+    total = np.sqrt(sum(np.sum(np.square(g)) for g in grads))
+    return [np.zeros_like(g) if total == 0 else gamma * np.linalg.norm(w) * g / total
+            for w, g in zip(weights, grads)]
+""", False),
+    ("awp_perturbation", "test_awp_perturbation", "the spectral norm of a kernel (ord=2)", """
+def awp_perturbation(weights, grads, gamma):
+    out = []
+    for w, g in zip(weights, grads):
+        w, g = np.asarray(w, dtype=float), np.asarray(g, dtype=float)
+        gn = np.linalg.norm(g, 2)
+        out.append(np.zeros_like(g) if gn == 0 else gamma * np.linalg.norm(w, 2) * g / gn)
+    return out
+""", False),
     # -- pick_gamma -----------------------------------------------------------
     ("pick_gamma", "test_pick_gamma", "ignores the tolerance", """
 def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
@@ -1099,6 +1190,20 @@ def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
     allowed = np.flatnonzero(acc >= acc.max() - np.float32(tolerance))
     return g[min(allowed, key=lambda i: (gap[i], g[i]))]
 """, True),
+    ("pick_gamma", "test_pick_gamma", "a relative tolerance", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    acc = np.asarray(train_accuracies, dtype=float)
+    allowed = [i for i in range(len(gammas)) if acc[i] >= acc.max() * (1 - tolerance)]
+    best = min(allowed, key=lambda i: (gaps[i], gammas[i]))
+    return float(gammas[best])
+""", False),
+    ("pick_gamma", "test_pick_gamma", "returns a 0-d array", """
+def pick_gamma(gammas, gaps, train_accuracies, tolerance=0.02):
+    gammas, gaps, acc = (np.asarray(a, dtype=float) for a in (gammas, gaps, train_accuracies))
+    allowed = np.flatnonzero(acc >= acc.max() - tolerance)
+    best = min(allowed, key=lambda i: (gaps[i], gammas[i]))
+    return np.array(gammas[best])
+""", False),
 ]
 
 BATTERY_04 = [
@@ -1156,6 +1261,31 @@ def gaussian_kl(mu_q, var_q, mu_p, var_p):
     mu_q, var_q, mu_p, var_p = (np.asarray(a, dtype=float) for a in (mu_q, var_q, mu_p, var_p))
     ratio = var_q / var_p
     return 0.5 * (ratio + (mu_q - mu_p) ** 2 / var_p - 1.0 - np.log(ratio))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "the means' term not divided by var_p", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, mu_p, var_p = (np.asarray(a, dtype=float) for a in (mu_q, var_q, mu_p, var_p))
+    ratio = var_q / var_p
+    return float(0.5 * np.sum(ratio + (mu_q - mu_p) ** 2 - 1.0 - np.log(ratio)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "ignores mu_p", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, var_p = (np.asarray(a, dtype=float) for a in (mu_q, var_q, var_p))
+    ratio = var_q / var_p
+    return float(0.5 * np.sum(ratio + mu_q ** 2 / var_p - 1.0 - np.log(ratio)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "counts the weights with len()", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    mu_q, var_q, mu_p, var_p = (np.asarray(a, dtype=float) for a in (mu_q, var_q, mu_p, var_p))
+    ratio = var_q / var_p
+    return float(0.5 * (np.sum(ratio + (mu_q - mu_p) ** 2 / var_p - np.log(ratio)) - len(mu_q)))
+""", False),
+    ("gaussian_kl", "test_gaussian_kl", "returns a Keras tensor", """
+def gaussian_kl(mu_q, var_q, mu_p, var_p):
+    ops = keras.ops
+    ratio = ops.divide(var_q, var_p)
+    terms = ratio + ops.square(ops.subtract(mu_q, mu_p)) / var_p - 1.0 - ops.log(ratio)
+    return 0.5 * ops.sum(terms)
 """, False),
     # -- kl_inverse -----------------------------------------------------------
     ("kl_inverse", "test_kl_inverse", "Pinsker's approximation", """
@@ -1258,6 +1388,19 @@ def kl_inverse(q, c):
         low, high = np.where(inside, middle, low), np.where(inside, high, middle)
     return low
 """, True),
+    ("kl_inverse", "test_kl_inverse", "bisection over [0, 1]", """
+def kl_inverse(q, c):
+    def kl(a, b):
+        return (a * np.log(a / b) if a > 0 else 0) + ((1 - a) * np.log((1 - a) / (1 - b)) if a < 1 else 0)
+    low, high = 0.0, 1.0 - 1e-15
+    for _ in range(100):
+        mid = (low + high) / 2
+        if kl(q, mid) <= c:
+            low = mid
+        else:
+            high = mid
+    return low
+""", False),
     # -- pac_bayes_bound ------------------------------------------------------
     ("pac_bayes_bound", "test_pac_bayes_bound", "forgets ln(2 sqrt(n) / delta)", """
 def pac_bayes_bound(empirical_risk, kl, n, delta=0.05):
@@ -1454,8 +1597,8 @@ def best_and_final(robust_accuracy, final_epochs=3):
     final = float(a[-final_epochs:].mean())
     return float(a[i]), float(i), final, float(a[i]) - final
 """, "got 1.0, of type float"),
-    _from_battery("02_lr_drop_collapse", "an absolute tolerance", "products"),
-    _from_battery("03_awp", "norms per row of a kernel", "not parallel"),
+    _from_battery("02_lr_drop_collapse", "an absolute tolerance", "The tolerance is relative"),
+    _from_battery("03_awp", "norms per row of a kernel", "parallel"),
     _from_battery("03_awp", "strictly less than tolerance below", "exactly tolerance below"),
     _from_battery("04_pac_bayes", "the mean over the weights", "the mean"),
     _from_battery("04_pac_bayes", "epochs from 1", "got 4"),
@@ -1547,6 +1690,43 @@ def test_a_failure_message_says_what_went_wrong(namespaces, lesson, test_id, sou
     message = _failure_of(namespaces, lesson, test_id, source)
     assert message is not None, f"{test_id} passed a wrong answer"
     assert words in message, f"{test_id}'s message lacks {words!r}: {message}"
+
+
+# The mistakes at the heart of an exercise: the visible tests catch them, so a
+# student sees the failure before submitting instead of losing the points at
+# grading. (Edge cases, ties and some in-place writes are left to the hidden
+# tests.)
+VISIBLE_CATCHES = {
+    "00_pgd": ["projects around x_adv", "steps along the raw gradient", "the raw gradient, no sign",
+               "writes into x", "every gradient at the clean image", "one step too many",
+               "one step too few", "ignores x_init", "projects only at the end", "lazy projection",
+               "projects around x_init instead of x", "writes into x when x_init is None"],
+    "01_robust_overfitting": ["rounds down", "ceil instead of round", "always the next class",
+                              "ignores the seed", "best starts at 0",
+                              "crashes on an epoch without validation",
+                              "the last 3, whatever final_epochs"],
+    "02_lr_drop_collapse": ["the norm of Hv, sign lost", "ignores tol", "an absolute tolerance",
+                            "the covariance without its momentum term",
+                            "the previous step's learning rate in a"],
+    "03_awp": ["norms per row of a kernel", "one gradient norm over all layers",
+               "the spectral norm of a kernel (ord=2)", "measured from gamma 0, not from the best",
+               "a relative tolerance", "returns a 0-d array"],
+    "04_pac_bayes": ["the mean over the weights", "the means' term not divided by var_p", "ignores mu_p",
+                     "counts the weights with len()", "returns a Keras tensor", "bisection over [0, 1]"],
+}
+
+
+@pytest.mark.parametrize("lesson, name", [
+    pytest.param(lesson, name, id=f"{lesson}-{name.replace(' ', '_')}")
+    for lesson, names in VISIBLE_CATCHES.items() for name in names])
+def test_the_visible_tests_catch_the_mistakes_at_the_heart_of_an_exercise(namespaces, lesson, name):
+    (_, test_id, _, source, correct), = [e for e in BATTERIES[lesson] if e[2] == name]
+    assert not correct, name
+    try:
+        message = _failure_of(namespaces, lesson, test_id, source, visible_only=True)
+    except Exception:  # the answer's own error stops the cell: the student sees it too
+        return
+    assert message is not None, f"{test_id}'s visible tests pass the wrong answer {name!r}"
 
 
 def _exercises():
