@@ -201,6 +201,7 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         self._fit_depth = 0
         # A model with open input axes (images of any size) is checked on
         # its data, in `fit` and `evaluate`.
+        model_validation.check_single_input(model)
         example = model_validation._declared_input_example(model)
         if example is not None:
             model_validation.check_classifier(model, example)
@@ -670,7 +671,11 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         is served in the seeded order of
         `robustlab.shuffling.epoch_shuffled_batches` (when `shuffle`; with
         `steps_per_epoch`, each epoch trains on the first so many batches of
-        its order), NumPy validation data through a pipeline built once; a
+        its order), NumPy validation data through a pipeline built once. A
+        `keras.utils.PyDataset` is served in Keras's own order: with
+        `shuffle=True` Keras shuffles its batches with Python's global
+        `random`, so seed that (`random.seed`) or pass `shuffle=False` for a
+        run that repeats its numbers. A
         non-finite loss, or a step that leaves a weight non-finite, stops
         training with `NonFiniteLossError`. The training data built for
         NumPy arrays (up to 64 MiB) is kept for the next call with arrays

@@ -40,8 +40,10 @@ import math
 import keras
 import numpy as np
 
+from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import curvature
+from robustlab import model_validation
 from robustlab import posterior
 from robustlab import validation
 from robustlab.adversarial import AdversarialModel
@@ -265,8 +267,10 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
         which is put back too.
 
     Raises:
-        ValueError: for an argument outside the ranges above, or an unknown
-            `batches`.
+        ValueError: for an argument outside the ranges above, an unknown
+            `batches`, or an SGD whose steps the heavy-ball prediction does not
+            model (Nesterov momentum, gradient accumulation, clipping) or
+            whose learning rate is a schedule.
         TypeError: when the model is not an `AdversarialModel` or its
             optimizer not a Keras `SGD`, or an integer argument is not an
             integer.
@@ -316,6 +320,16 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     if not isinstance(optimizer, keras.optimizers.SGD):
         raise TypeError("fork predicts heavy-ball SGD: the model must be compiled with "
                         f"keras.optimizers.SGD. Received: optimizer={type(optimizer).__name__}")
+    model_validation.check_heavy_ball_sgd(optimizer, "fork")
+    schedule = _keras_compat.learning_rate_schedule(optimizer)
+    if schedule is not None:
+        # The replicas run at one rate, set on the optimizer's variable, which
+        # a schedule does not have (and its rates would move within the window).
+        raise ValueError(
+            "fork runs its replicas at one constant learning rate: compile the SGD "
+            "with a fixed learning rate (a float; robustlab.schedules.PiecewiseConstant "
+            "drops it through a callback) and pass the window's rate as `learning_rate`. "
+            f"Received: optimizer with learning_rate={type(schedule).__name__}")
     net = model.model
     loss = model.loss
     if not optimizer.built:

@@ -21,7 +21,9 @@ from robustlab.validation import check_labels
 __all__ = [
     "check_class_weight",
     "check_classifier",
+    "check_heavy_ball_sgd",
     "check_input_shape",
+    "check_single_input",
     "checked_batches",
     "checked_dataset",
     "checks_batches",
@@ -43,6 +45,7 @@ def check_classifier(model, example_batch, name="x"):
             "Argument `model` must be a keras.Model classifier. "
             f"Received: model={type(model).__name__!r}"
         )
+    check_single_input(model)
     check_input_shape(model, example_batch, name)
     cached = _NUM_CLASSES.get(model)
     if cached is not None:
@@ -64,6 +67,40 @@ def check_classifier(model, example_batch, name="x"):
         )
     _NUM_CLASSES[model] = int(shape[-1])
     return int(shape[-1])
+
+
+def check_heavy_ball_sgd(optimizer, who, alternative=""):
+    """`optimizer`, a `keras.optimizers.SGD`, must take the steps that the
+    heavy-ball recursion models: one step a batch, `-lr (g + beta m)`, linear
+    in the batch's gradient. Nesterov momentum is another recursion;
+    accumulated steps move the weights every k-th batch; clipping is not
+    linear (measured: 0.0022 against 0.118 predicted with
+    gradient_accumulation_steps=2, 7e-6 against 0.11 with clipnorm=1e-3).
+    `who` names the predictor in the error, `alternative` ends its advice."""
+    if getattr(optimizer, "nesterov", False):
+        raise ValueError(
+            f"{who}'s prediction models heavy-ball momentum, not Nesterov's: "
+            f"compile keras.optimizers.SGD without nesterov{alternative}. "
+            "Received: nesterov=True")
+    for name in ("gradient_accumulation_steps", "clipnorm", "clipvalue", "global_clipnorm"):
+        value = getattr(optimizer, name, None)
+        if value is not None and not (name == "gradient_accumulation_steps" and value == 1):
+            raise ValueError(
+                f"{who}'s prediction models one heavy-ball step a batch, linear in the "
+                f"batch's gradient: compile the SGD without `{name}`{alternative}. "
+                f"Received: {name}={value!r}")
+
+
+def check_single_input(model):
+    """The model must take one input (the images): attacks, curvature and
+    adversarial training perturb that one tensor. A model that declares
+    several inputs is refused here rather than failing inside Keras at its
+    first batch."""
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if inputs and len(inputs) > 1:
+        raise ValueError(
+            "Argument `model` must be a classifier with one input (the images). "
+            f"Received: model with {len(inputs)} inputs")
 
 
 def check_input_shape(model, example_batch, name="x"):

@@ -625,3 +625,27 @@ def test_a_base_seed_at_the_top_of_the_range_still_probes_later_epochs():
     assert epoch_seed(5, 3) == 8
     assert epoch_seed(validation.MAX_SEED, 1) == 0
     assert epoch_seed(validation.MAX_SEED, 0) == validation.MAX_SEED
+
+
+def _two_input_classifier():
+    inputs = [keras.Input((8, 8, 1)), keras.Input((8, 8, 1))]
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(keras.layers.Add()(inputs)))
+    return keras.Model(inputs, logits)
+
+
+def test_a_classifier_with_two_inputs_is_refused_when_wrapped():
+    # It was accepted, then fit(x, y) failed inside Keras ("expects 2 named
+    # input(s)") and fit([x, x], y) was refused as "the classifier's one input".
+    with pytest.raises(ValueError, match=r"Argument `model` must be a classifier with one input "
+                                         r"\(the images\). Received: model with 2 inputs$"):
+        robustlab.AdversarialModel(_two_input_classifier(), robustlab.PGD(0.1, steps=2))
+
+
+def test_a_classifier_with_two_inputs_is_refused_by_the_attacks_and_curvature():
+    x = np.zeros((4, 8, 8, 1), "float32")
+    y = np.arange(4)
+    net = _two_input_classifier()
+    with pytest.raises(ValueError, match=r"one input \(the images\). Received: model with 2 inputs"):
+        attacks.pgd(net, x, y, eps=0.1, steps=2)
+    with pytest.raises(ValueError, match=r"one input \(the images\). Received: model with 2 inputs"):
+        curvature.top_hessian_eigenvalue(net, x, y, loss="sparse_categorical_crossentropy")

@@ -418,21 +418,8 @@ class PosteriorTracker(keras.callbacks.Callback):
                 f"measure only). Received: optimizer={type(optimizer).__name__}"
                 f"{' (nesterov=True)' if getattr(optimizer, 'nesterov', False) else ''}"
             )
-        # Each step must move the weights by -lr (g + momentum term), linear
-        # in one minibatch's gradient: accumulated steps move them every k-th
-        # step and clipping is not linear, so the prediction would be of
-        # another process (measured 0.0022 against 0.118 predicted with
-        # gradient_accumulation_steps=2, 7e-6 against 0.11 with clipnorm).
-        for name in ("gradient_accumulation_steps", "clipnorm", "clipvalue",
-                     "global_clipnorm"):
-            value = getattr(optimizer, name, None)
-            if value is not None and not (name == "gradient_accumulation_steps"
-                                          and value == 1):
-                raise ValueError(
-                    "PosteriorTracker's prediction models one heavy-ball step a "
-                    "batch, linear in the batch's gradient: compile the SGD "
-                    f"without `{name}` (or drop the probe to measure only). "
-                    f"Received: {name}={value!r}")
+        model_validation.check_heavy_ball_sgd(
+            optimizer, "PosteriorTracker", " (or drop the probe to measure only)")
         self._optimizer = optimizer
         self._momentum = float(optimizer.momentum)
         self._loss = compiled_loss(model)
