@@ -246,6 +246,14 @@ def learning_rate_schedule(optimizer):
     return None
 
 
+def nnx_enabled():
+    """Whether Keras runs its layers as Flax NNX modules (JAX). Public API,
+    but only from Keras 3.11 (`keras.config.is_nnx_enabled`); an older
+    Keras has no NNX mode."""
+    is_nnx_enabled = getattr(keras.config, "is_nnx_enabled", None)
+    return bool(is_nnx_enabled()) if is_nnx_enabled is not None else False
+
+
 def applies_weight_decay(optimizer, variable):
     """Whether the optimizer's weight decay applies to `variable`."""
     return optimizer._use_weight_decay(variable)

@@ -31,6 +31,7 @@ also across an interrupted and resumed fit.
 import contextlib
 import math
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -941,7 +942,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             "and compile the model again (a fresh optimizer), or build it again.")
         for variable in lost:
             _keras_compat.mark_value_lost(variable, message)
-        error.add_note(message)
+        if hasattr(error, "add_note"):
+            error.add_note(message)
+        else:  # Python 3.10: no notes; the interruption itself goes on as it is
+            warnings.warn(message, RuntimeWarning, stacklevel=3)
 
     def _check_arrays(self, x, y, x_name, y_name, attack, sample_weight=None,
                       weight_name="sample_weight"):

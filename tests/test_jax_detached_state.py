@@ -545,6 +545,34 @@ def test_a_lost_state_says_so_when_the_model_is_read():
         model.model.get_weights()
 
 
+class _InterruptWithoutNotes(KeyboardInterrupt):
+    """An interruption as Python 3.10 raises it: exceptions have no notes."""
+
+    def __getattribute__(self, name):
+        if name == "add_note":
+            raise AttributeError(name)
+        return super().__getattribute__(name)
+
+
+def _losing_step_without_notes(state, iterator):
+    try:
+        _losing_step(state, iterator)
+    except KeyboardInterrupt:
+        raise _InterruptWithoutNotes from None
+
+
+@ONLY_JAX
+def test_a_lost_state_is_a_warning_where_exceptions_take_no_notes():
+    # Python 3.10: error.add_note raised AttributeError in place of the
+    # interruption, and the advice was lost with it.
+    model = _model()
+    model.make_train_function()
+    model.train_function = _losing_step_without_notes
+    with pytest.warns(RuntimeWarning, match=r"were lost: Keras's JAX trainer hands them"):
+        with pytest.raises(_InterruptWithoutNotes):
+            model.fit(X, Y, batch_size=16, epochs=1, verbose=0)
+
+
 @ONLY_JAX
 def test_load_weights_and_compile_make_a_model_with_lost_state_usable_again(tmp_path):
     model = _model()

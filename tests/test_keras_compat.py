@@ -178,6 +178,17 @@ def test_a_fixed_learning_rate_has_no_schedule():
     assert _keras_compat.learning_rate_schedule(keras.optimizers.SGD(0.1)) is None
 
 
+def test_nnx_enabled_is_keras_own_setting():
+    assert _keras_compat.nnx_enabled() is bool(keras.config.is_nnx_enabled())
+
+
+def test_a_keras_before_nnx_has_it_disabled(monkeypatch):
+    # keras.config.is_nnx_enabled exists from Keras 3.11; the JAX trainer
+    # called it unguarded (AttributeError on 3.8-3.10, which the pin allows).
+    monkeypatch.delattr(keras.config, "is_nnx_enabled")
+    assert _keras_compat.nnx_enabled() is False
+
+
 def test_applies_weight_decay_follows_exclude_from_weight_decay():
     dense = keras.layers.Dense(2)
     dense.build((None, 2))

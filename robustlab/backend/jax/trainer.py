@@ -140,7 +140,7 @@ def steps_function(model, step):
     """
     if (model.run_eagerly or not model.jit_compile
             or keras.distribution.distribution() is not None
-            or keras.config.is_nnx_enabled()):
+            or _keras_compat.nnx_enabled()):
         return None
     predicts = step == model.predict_step
     if predicts:
