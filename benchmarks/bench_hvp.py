@@ -61,16 +61,21 @@ def small_cnn():
     return library_small_cnn(input_shape=(8, 8, 1), num_classes=10, seed=0)
 
 
-def interleaved_median_seconds(first, second, repeats, warmup):
+def interleaved_median_seconds(first, second, repeats, warmup, setup=None):
     """Median times of `first` and `second` and the median of their per-repeat
     ratio second / first, timed alternately so that load from other
-    processes hits both alike."""
+    processes hits both alike. `setup`, when given, runs before each call,
+    outside the clock."""
     for _ in range(warmup):
-        first()
-        second()
+        for function in (first, second):
+            if setup is not None:
+                setup()
+            function()
     times_first, times_second = [], []
     for _ in range(repeats):
         for function, times in ((first, times_first), (second, times_second)):
+            if setup is not None:
+                setup()
             start = time.perf_counter()
             function()
             times.append(time.perf_counter() - start)
@@ -97,6 +102,9 @@ def new_weight_arrays(model):
     ones it was computed at."""
     for variable in model.trainable_variables:
         variable.assign(keras.ops.copy(variable.value))
+    for variable in model.trainable_variables:
+        # JAX assigns asynchronously: the copy must be done before a clock starts.
+        getattr(variable.value, "block_until_ready", lambda: None)()
 
 
 def power_iteration_of(model, x, y, loss, products):
@@ -127,15 +135,11 @@ def main():
     operator = curvature.HessianOperator(model, x, y, loss=loss)
     v = rng.standard_normal(operator.dim)
 
-    def fresh(function):
-        def call():
-            new_weight_arrays(model)
-            return function()
-        return call
-
+    # New weights before each timed call (outside the clock): the product
+    # pays its linearization at the new point, as after a training step.
     gradient, hvp, ratio = interleaved_median_seconds(
-        fresh(operator.gradient), fresh(lambda: operator.matvec(v)), args.repeats,
-        args.warmup)
+        operator.gradient, lambda: operator.matvec(v), args.repeats, args.warmup,
+        setup=lambda: new_weight_arrays(model))
     _, hvp_kept, ratio_kept = interleaved_median_seconds(
         operator.gradient, lambda: operator.matvec(v), args.repeats, args.warmup)
 

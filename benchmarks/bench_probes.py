@@ -181,7 +181,9 @@ def main():
     args = parser.parse_args()
 
     experiment = experiments.get("quick")
-    dataset, model = experiments.build(experiment)
+    # Compiled as the main job compiles it (`experiments.run`): a whole epoch a
+    # call, so that the epoch the shares are of is the main job's epoch.
+    dataset, model = experiments.build(experiment, steps_per_execution="epoch")
     x, y = dataset.x_train, dataset.y_train
     validation_data = (dataset.x_test, dataset.y_test)
     net = model.model

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from robustlab import curvature
+from robustlab import experiments
 from robustlab import models
 from robustlab import posterior
 from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
@@ -129,3 +130,29 @@ def test_instrumented_loop_logs_every_key_at_every_epoch(by_hand):
     assert {"hessian_top_eig", "posterior_var", "posterior_var_top",
             "posterior_var_top_predicted", "pac_bayes_bound"} <= set(history)
     assert all(v > 0 for v in history["posterior_var"])
+
+
+def test_instrumented_loop_probes_and_predicts_at_the_epochs_the_main_job_does(
+        by_hand, monkeypatch):
+    # With the default probe every 5 epochs, a short run never probed, so
+    # the loop's probe, noise and prediction were never run together: a loop
+    # that skipped them would have passed, and flattered the benchmark.
+    monkeypatch.setattr(by_hand, "PROBE_EVERY", 2)
+    calls = {"top_eigenpair": 0, "window_prediction": 0}
+    for name in calls:
+        function = getattr(by_hand, name)
+
+        def counted(*args, _function=function, _name=name, **kwargs):
+            calls[_name] += 1
+            return _function(*args, **kwargs)
+
+        monkeypatch.setattr(by_hand, name, counted)
+    hand = by_hand.main_job(4, instruments=True)
+    main, _ = experiments.run("quick", None, verbose=0, epochs=4, probe_every=2)
+    assert calls == {"top_eigenpair": 2, "window_prediction": 2}
+    for key in ("hessian_top_eig", "posterior_var_top", "posterior_noise_top",
+                "posterior_var_top_predicted", "pac_bayes_bound"):
+        logged = [not math.isnan(v) for v in hand[key]]
+        assert logged == [not math.isnan(v) for v in main[key]], key
+    assert [not math.isnan(v) for v in hand["hessian_top_eig"]] == [False, True, False, True]
+    assert [not math.isnan(v) for v in hand["posterior_var_top"]] == [False, False, True, True]
