@@ -547,8 +547,9 @@ def fgsm(
 
     Raises:
         ValueError: for `eps < 0`, an unknown `norm`, a bad `value_range`,
-            non-finite inputs or inputs outside `value_range`, or labels that
-            do not fit the model's classes.
+            non-finite inputs or inputs outside `value_range`, labels that
+            do not fit the model's classes, or a result that is not finite
+            (the model's loss or gradient NaN or infinite at the inputs).
         TypeError: for integer or boolean inputs.
 
     Example:
@@ -616,6 +617,19 @@ def _in_batches(runner, x, y, batch_size, state):
     return outputs
 
 
+def _check_finite_result(result, what, model):
+    """The inputs were checked finite, so a non-finite result comes from the
+    model: its loss or gradient is NaN or infinite there."""
+    finite = np.isfinite(result.reshape(len(result), -1)).all(axis=1)
+    if not finite.all():
+        raise ValueError(
+            f"{what} is not finite for {int((~finite).sum())} of {len(result)} "
+            "examples: the model's loss or its gradient is NaN or infinite there "
+            "(NaN weights of a diverged model, say, or a loss that overflows). "
+            f"Received: model={getattr(model, 'name', type(model).__name__)!r}")
+    return result
+
+
 def run_attack(
     model,
     x,
@@ -657,8 +671,9 @@ def run_attack(
         TypeError: when `attack` is not a `robustlab.PGD`, or for integer or
             boolean inputs.
         ValueError: for a seed outside [0, 2**31 - 1], non-finite inputs or
-            inputs outside the attack's value range, or labels that do not
-            fit the model's classes.
+            inputs outside the attack's value range, labels that do not
+            fit the model's classes, or a result that is not finite (the
+            model's loss or gradient NaN or infinite at the inputs).
 
     Example:
 
@@ -690,7 +705,8 @@ def run_attack(
     outputs = _in_batches(runner, x, y_in, batch_size, seed_generator.state.value)
     if not outputs:
         return x.copy()
-    return np.concatenate(outputs).astype(x.dtype, copy=False)
+    return _check_finite_result(np.concatenate(outputs).astype(x.dtype, copy=False),
+                                "The attack's result", model)
 
 
 def loss_gradient(
@@ -742,4 +758,5 @@ def loss_gradient(
         _RUNNERS, model, ("loss_gradient", key, training), loss, per_example, build)
     outputs = _in_batches(runner, x, y_in, batch_size,
                           keras.random.SeedGenerator(0).state.value)
-    return np.concatenate(outputs).astype(x.dtype, copy=False)
+    return _check_finite_result(np.concatenate(outputs).astype(x.dtype, copy=False),
+                                "The loss gradient", model)

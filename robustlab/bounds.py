@@ -349,6 +349,7 @@ def kl_inverse(empirical_risk, bound, *, tol=1e-12):
         raise ValueError(
             "Argument `tol` must be a number in (0, 1). " + _received("tol", tol)
         )
+    validation.check_broadcast(empirical_risk=q, bound=budget)
     q, budget = np.broadcast_arrays(q, budget)
     lo = np.array(q, dtype=np.float64)
     hi = np.ones_like(lo)
@@ -674,7 +675,13 @@ def time_resolved_bound(
     _finite_positive("posterior_variances", variances)
     _finite("initial_weights", prior_mean)
     prior_variance = _finite_positive("prior_variance", prior_variance)
-    validation.check_broadcast(prior_variance=prior_variance, initial_weights=prior_mean)
+    if np.ndim(prior_variance) != 0 and np.shape(prior_variance) != (prior_mean.size,):
+        # Broadcasting would sum the KL over entries that are no parameters
+        # (or over none: an empty array gave KL 0).
+        raise ValueError(
+            "Argument `prior_variance` must be a scalar or have one entry per "
+            f"parameter ({prior_mean.size}). Received: prior_variance with shape "
+            f"{np.shape(prior_variance)}")
     n = validation.check_int_at_least("n", n, 1)
     delta = _check_delta(delta)
     kl = np.array(

@@ -822,8 +822,10 @@ def summarize(history, drop_epoch=None, final_epochs=3):
             epoch (NaN in an edited or damaged history). Such a run has no
             figures rather than a best epoch taken among some epochs only
             next to NaN accuracies: a study's table then counts the same
-            seeds in every column. Also for `drop_epoch` or `final_epochs`
-            below 1.
+            seeds in every column. Also for accuracies outside [0, 1], a
+            history without epochs or without the keys it needs, a
+            `val_robust_loss` of another length, and `drop_epoch` or
+            `final_epochs` below 1.
         TypeError: for a `drop_epoch` or `final_epochs` that is not an
             integer.
 
@@ -843,7 +845,10 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     if drop_epoch is not None:
         # loss[-1:] would be the last epoch alone: a rise of 0.
         drop_epoch = validation.check_int_at_least("drop_epoch", drop_epoch, 1)
-    accuracy = np.asarray(history["val_robust_accuracy"], dtype="float64")
+    accuracy = _logged(history, "val_robust_accuracy")
+    if accuracy.size == 0:
+        raise ValueError("Argument `history` must hold at least one epoch. "
+                         "Received: val_robust_accuracy=[]")
     missing = np.flatnonzero(~np.isfinite(accuracy))
     if missing.size:
         # np.argmax would pick the first NaN as the best epoch.
@@ -851,6 +856,12 @@ def summarize(history, drop_epoch=None, final_epochs=3):
             "Argument `history` must hold a finite `val_robust_accuracy` at every "
             f"epoch; it is not at epochs {missing.tolist()} (0-based). "
             f"Received: val_robust_accuracy={accuracy.tolist()}")
+    outside = np.flatnonzero((accuracy < 0) | (accuracy > 1))
+    if outside.size:
+        raise ValueError(
+            "Argument `history` must hold accuracies in [0, 1] (fractions, not "
+            f"percentages); `val_robust_accuracy` is not at epochs {outside.tolist()} "
+            f"(0-based). Received: val_robust_accuracy={accuracy.tolist()}")
     best_epoch = int(np.argmax(accuracy))
     final = float(np.mean(accuracy[-final_epochs:]))
     summary = {
@@ -861,7 +872,7 @@ def summarize(history, drop_epoch=None, final_epochs=3):
         "robust_overfitting_gap": float(accuracy[best_epoch] - final),
     }
     if drop_epoch is not None and drop_epoch < len(accuracy):
-        loss = np.asarray(history["val_robust_loss"], dtype="float64")
+        loss = _logged(history, "val_robust_loss", len(accuracy))
         post_drop_min = float(np.min(loss[drop_epoch:]))
         summary["robust_test_loss_rise"] = float(loss[-1] / post_drop_min - 1.0)
     for key, name in (("train_robust_accuracy", "final_robust_train_accuracy"),
@@ -875,6 +886,32 @@ def summarize(history, drop_epoch=None, final_epochs=3):
     if drop_epoch is not None:
         summary.update(_instrument_figures(history, drop_epoch))
     return summary
+
+
+def _logged(history, key, epochs=None):
+    """`history[key]` as a float64 array (of `epochs` entries, when given),
+    or a ValueError naming what `history` lacks."""
+    try:
+        values = history[key]
+    except (KeyError, TypeError, IndexError):
+        raise ValueError(
+            f"Argument `history` must be the per-epoch logs of a run, with `{key}`. "
+            f"Received: history={_keys_of(history)}") from None
+    try:
+        values = np.asarray(values, dtype="float64")
+    except (TypeError, ValueError):
+        raise ValueError(f"Argument `history` must hold numbers under `{key}`. "
+                         f"Received: {key}={values!r}") from None
+    if values.ndim != 1 or (epochs is not None and len(values) != epochs):
+        raise ValueError(
+            f"Argument `history` must hold one `{key}` per epoch ({epochs} epochs of "
+            f"`val_robust_accuracy`). Received: {key} of shape {values.shape}")
+    return values
+
+
+def _keys_of(history):
+    keys = getattr(history, "keys", None)
+    return f"logs with keys {sorted(keys())}" if callable(keys) else repr(history)
 
 
 def _instrument_figures(history, drop_epoch):

@@ -170,8 +170,8 @@ def hardware():
     """What a result's numbers are computed on: the accelerator the backend
     uses (`"gpu: NVIDIA H200"`), else `"cpu: "` and `cpu_kind()`; then, in
     brackets, those of the environment variables that choose other kernels
-    (`TF_ENABLE_ONEDNN_OPTS`, `ONEDNN_MAX_CPU_ISA`, `XLA_FLAGS`) that are
-    set. Like the
+    (`TF_ENABLE_ONEDNN_OPTS`, `ONEDNN_MAX_CPU_ISA` and its older name
+    `DNNL_MAX_CPU_ISA`, `XLA_FLAGS`) that are set. Like the
     code, it decides a run's last digits and so its trajectory: a run is
     resumed or reused only on the same hardware (and, on a CPU, the same
     `cpu_threads()`: `run_cpu_threads()`)."""
@@ -184,7 +184,10 @@ def hardware():
 
 # Environment variables that choose other kernels, so other last digits:
 # oneDNN on or off in TensorFlow (measured: another trajectory on the same
-# machine), oneDNN's instruction sets (see the module's docstring), and XLA's
-# flags (turning YNNPACK convolutions off changed the last bits of JAX's
-# Hessian-vector products).
-_KERNEL_SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS")
+# machine), oneDNN's instruction sets (see the module's docstring; oneDNN
+# obeys DNNL_MAX_CPU_ISA, its older name, alike: measured, the same numbers as
+# ONEDNN_MAX_CPU_ISA=AVX2, and unrecorded a resume mixed two trajectories),
+# and XLA's flags (turning YNNPACK convolutions off changed the last bits of
+# JAX's Hessian-vector products).
+_KERNEL_SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA",
+                    "XLA_FLAGS")

@@ -53,9 +53,12 @@ import math
 import os
 import re
 import time
+import zipfile
 
 import keras
 import numpy as np
+
+from robustlab import validation
 
 __all__ = ["EpochCheckpoint", "read_history", "restore_checkpoint", "write_history",
            "write_json_atomically"]
@@ -76,15 +79,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
         history: the history of epochs finished before this fit started
             (what `restore_checkpoint` returned), so the stored history is
             always the whole run's.
-        elapsed: seconds the earlier attempts took (stored with the
-            checkpoint, so a resumed run can report its total time).
+        elapsed: seconds the earlier attempts took, finite and >= 0 (stored
+            with the checkpoint, so a resumed run can report its total time).
     """
 
     def __init__(self, directory, history=None, elapsed=0.0):
         super().__init__()
-        self.directory = os.fspath(directory)
+        self.directory = validation.check_folder("directory", os.fspath(directory))
         self.history = {k: list(v) for k, v in (history or {}).items()}
-        self.elapsed = float(elapsed)
+        self.elapsed = validation.check_finite_at_least("elapsed", elapsed, 0.0)
         self._started = None
 
     def on_train_begin(self, logs=None):
@@ -139,35 +142,56 @@ def restore_checkpoint(model, directory):
         `(epoch, history, elapsed)`: the epochs finished (pass it to `fit` as
         `initial_epoch`), their history `{key: [value per epoch]}` and the
         seconds they took; `(0, {}, 0.0)` when there is no checkpoint.
+
+    Raises:
+        ValueError: for a model that is not compiled or not built, a
+            checkpoint of another model, or one that cannot be read (a
+            file damaged or missing); the model is left unchanged.
     """
     _check_restorable(model)
     directory = os.fspath(directory)
     latest = os.path.join(directory, _LATEST)
     if not os.path.exists(latest):
         return 0, {}, 0.0
-    with open(latest) as f:
-        name = json.load(f)["checkpoint"]
-    with open(os.path.join(directory, f"{name}.json")) as f:
-        state = json.load(f)
+    reading = latest
+    try:
+        # Everything read before anything is assigned: a damaged file found
+        # half-way would leave the model half restored.
+        with open(latest) as f:
+            name = json.load(f)["checkpoint"]
+        reading = os.path.join(directory, f"{name}.json")
+        with open(reading) as f:
+            state = json.load(f)
+        restored = (int(state["epoch"]), _history_from_json(state["history"]),
+                    float(state.get("elapsed", 0.0)))
+        path = reading = os.path.join(directory, f"{name}.state.npz")
+        with np.load(path) as saved:
+            paths = [str(p) for p in saved["paths"]]
+            arrays = [saved[f"v{i}"] for i in range(len(paths))]
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError,
+            zipfile.BadZipFile) as error:
+        # The renames make a killed run's checkpoint whole; a full disk or a
+        # crash of the machine (nothing is fsynced) need not.
+        raise ValueError(
+            f"The checkpoint in {directory} cannot be read: "
+            f"{os.path.basename(reading)} is damaged or missing "
+            f"({type(error).__name__}: {error}). Start the run again without resuming, "
+            f"or remove the folder. Received: directory={directory!r}") from None
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    path = os.path.join(directory, f"{name}.state.npz")
     variables = _state_variables(model)
-    with np.load(path) as saved:
-        # Matched by order and shape, not by name: Keras numbers names per
-        # process (`sgd_1/dense_3_kernel_momentum`), so a rebuilt model's differ.
-        paths = [str(p) for p in saved["paths"]]
-        shapes = [tuple(saved[f"v{i}"].shape) for i in range(len(paths))]
-        if shapes != [tuple(v.shape) for v in variables]:
-            raise ValueError(
-                f"The checkpoint {path} holds the state of another model or "
-                f"optimizer: its variables {list(zip(paths, shapes))[:4]}... differ "
-                f"from the model's {[(v.path, tuple(v.shape)) for v in variables][:4]}"
-                f"... Received: directory={directory!r}")
-        for i, variable in enumerate(variables):
-            variable.assign(saved[f"v{i}"])
-    return (int(state["epoch"]), _history_from_json(state["history"]),
-            float(state.get("elapsed", 0.0)))
+    # Matched by order and shape, not by name: Keras numbers names per
+    # process (`sgd_1/dense_3_kernel_momentum`), so a rebuilt model's differ.
+    shapes = [tuple(a.shape) for a in arrays]
+    if shapes != [tuple(v.shape) for v in variables]:
+        raise ValueError(
+            f"The checkpoint {path} holds the state of another model or "
+            f"optimizer: its variables {list(zip(paths, shapes))[:4]}... differ "
+            f"from the model's {[(v.path, tuple(v.shape)) for v in variables][:4]}"
+            f"... Received: directory={directory!r}")
+    for variable, array in zip(variables, arrays):
+        variable.assign(array)
+    return restored
 
 
 def _check_restorable(model):
@@ -228,8 +252,10 @@ def write_history(history, folder):
         folder: where the two files go (it must exist).
 
     Raises:
-        ValueError: when the lists differ in length; nothing is written.
+        ValueError: when the lists differ in length, or `folder` is empty
+            (not taken for the current folder); nothing is written.
     """
+    validation.check_folder("folder", folder)  # "" is no folder, not the current one
     keys = sorted(history)
     lengths = {key: len(history[key]) for key in keys}
     # Checked before either file is written: a history.json beside no
@@ -279,7 +305,14 @@ def write_json_atomically(path, payload, indent=None):
     `NaN` and `Infinity` tokens are refused by strict parsers: JavaScript,
     jq, Go). NumPy scalars and arrays are written as numbers and lists.
     Whoever reads the file back maps null to NaN where it expects a number
-    (`read_history` does)."""
+    (`read_history` does). An empty `path`, or a folder's, is a ValueError
+    before anything is written."""
+    if os.fspath(path) in ("", b"") or os.path.isdir(path):
+        # Checked before anything is written: a stray `.partial` was left
+        # beside the folder (or in the current one for "").
+        raise ValueError(
+            "Argument `path` must be the path of a file, not a folder or empty. "
+            f"Received: path={path!r}")
     text = json.dumps(_standard_json(payload), indent=indent, sort_keys=True,
                       allow_nan=False)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)

@@ -41,10 +41,7 @@ def check_drops(drop_epochs, factor, names=("drop_epochs", "factor")):
         raise TypeError(requirement)
     if any(e < 1 for e in drops) or any(b <= a for a, b in zip(drops, drops[1:])):
         raise ValueError(requirement)
-    checked = validation.check_finite_positive(factor_name, factor)
-    if checked > 1:
-        raise ValueError(f"Argument `{factor_name}` must be a finite number in (0, 1]. "
-                         f"Received: {factor_name}={factor!r}")
+    checked = validation.check_finite_in(factor_name, factor, 0.0, 1.0, include_high=True)
     return tuple(int(e) for e in drops), checked
 
 

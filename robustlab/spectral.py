@@ -184,6 +184,12 @@ def _unit(vector, name):
 
 def _matvec64(matvec, vector):
     product = np.asarray(matvec(vector), dtype=np.float64).ravel()
+    if product.size != vector.size:
+        # Unchecked, NumPy's matmul named only gufunc signatures.
+        raise ValueError(
+            "Argument `matvec` must return a vector of its input's length "
+            f"({vector.size}), and the start vector must have the operator's "
+            f"size. Received: a product of size {product.size}")
     if not np.all(np.isfinite(product)):
         # Unchecked, a NaN spreads into every estimate, or np.linalg.eigh
         # fails with "Eigenvalues did not converge", naming nothing given.

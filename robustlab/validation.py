@@ -26,6 +26,7 @@ __all__ = [
     "check_broadcast",
     "check_distinct",
     "check_finite_at_least",
+    "check_finite_in",
     "check_finite_positive",
     "check_folder",
     "check_inputs",
@@ -83,6 +84,26 @@ def check_finite_positive(name, value):
     if not _is_finite(value) or value <= 0:
         raise ValueError(f"Argument `{name}` must be {requirement}. "
                          + _received(name, value))
+    return float(value)
+
+
+def check_finite_in(name, value, low, high=math.inf, *, include_low=False,
+                    include_high=False, why=""):
+    """`value` as a float in the interval from `low` to `high` (open ends
+    unless included; `high=inf` reads "> low"), the whole interval named in
+    the error, with `why` (a parenthesis, say) after it."""
+    if high == math.inf:
+        requirement = f"a finite number {'>=' if include_low else '>'} {low:g}"
+    else:
+        requirement = (f"a finite number in {'[' if include_low else '('}{low:g}, "
+                       f"{high:g}{']' if include_high else ')'}")
+    requirement += why
+    value = _real_scalar(name, value, requirement)
+    inside = (_is_finite(value)
+              and (low <= value if include_low else low < value)
+              and (value <= high if include_high else value < high))
+    if not inside:
+        raise ValueError(f"Argument `{name}` must be {requirement}. " + _received(name, value))
     return float(value)
 
 

@@ -515,6 +515,23 @@ def test_non_finite_inputs_are_rejected():
         attacks.pgd(model, x, Y6, eps=0.1)
 
 
+@pytest.mark.parametrize("run", [
+    lambda model: attacks.pgd(model, X6, Y6, eps=0.1, steps=2, seed=0),
+    lambda model: attacks.fgsm(model, X6, Y6, eps=0.1),
+    lambda model: attacks.loss_gradient(model, X6, Y6),
+], ids=["pgd", "fgsm", "loss_gradient"])
+def test_a_diverged_model_is_named_not_answered_with_nan(run):
+    # A model with NaN weights gave all-NaN adversarial examples and
+    # gradients without a word (the inputs were checked, the result was not).
+    model = softmax_regression(W3, B3)
+    weights = model.get_weights()
+    weights[0][0, 0] = np.nan
+    model.set_weights(weights)
+    with pytest.raises(ValueError, match=r"is not finite for 16 of 16 examples: the model's loss "
+                                         r"or its gradient is NaN or infinite there"):
+        run(model)
+
+
 # -- loss_gradient ------------------------------------------------------------
 
 

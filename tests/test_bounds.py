@@ -607,6 +607,9 @@ def test_time_resolved_bound_names_a_non_sequence_by_its_type():
      r"`empirical_risk`, `kl` must broadcast.*empirical_risk=\(2,\), kl=\(3,\)"),
     (lambda: seeger_bound([0.1, 0.2], [1.0, 2.0, 3.0], 100), "`empirical_risk`, `kl`"),
     (lambda: kl_bernoulli([0.1, 0.2], [0.3, 0.4, 0.5]), r"`q`, `p` must broadcast"),
+    # NumPy's "shape mismatch: objects cannot be broadcast" before.
+    (lambda: kl_inverse([0.1, 0.2], [0.1, 0.2, 0.3]),
+     r"`empirical_risk`, `bound` must broadcast.*empirical_risk=\(2,\), bound=\(3,\)"),
 ])
 def test_shapes_that_do_not_broadcast_are_named(call, message):
     with pytest.raises(ValueError, match=message):
@@ -630,7 +633,13 @@ def test_a_risk_that_is_not_a_number_is_a_type_error(value):
         (dict(weights=np.full((2, 4), np.inf)), r"`weights`.*Received: weights\[0, 0\]=inf"),
         (dict(initial_weights=np.zeros(5)), "one entry per parameter"),
         (dict(prior_variance=0.0), r"`prior_variance`.*Received: prior_variance=0.0"),
-        (dict(prior_variance=np.ones(3)), r"`prior_variance`, `initial_weights` must broadcast"),
+        (dict(prior_variance=np.ones(3)),
+         r"`prior_variance` must be a scalar or have one entry per parameter \(4\). "
+         r"Received: prior_variance with shape \(3,\)"),
+        # These broadcast against the 4 parameters, and their KL was summed
+        # over entries that are no parameters: 0 for the empty one.
+        (dict(prior_variance=np.ones(0)), r"Received: prior_variance with shape \(0,\)"),
+        (dict(prior_variance=np.ones((2, 4))), r"Received: prior_variance with shape \(2, 4\)"),
         (dict(n=0), "n=0"),
         (dict(delta=1.5), "delta=1.5"),
     ],

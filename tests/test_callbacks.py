@@ -741,6 +741,8 @@ def test_directional_derivatives_refuse_labels_outside_the_models_classes():
     (dict(trace_probes=-1), ValueError, r"`trace_probes` must be an integer >= 0"),
     (dict(state_dir=1), TypeError, r"^Argument `state_dir` must be None or a folder path "
                                    r"\(a str or an os.PathLike\). Received: state_dir=1$"),
+    # An empty path was taken for the current folder: the state went there.
+    (dict(state_dir=""), ValueError, r"`state_dir` must be a folder.*Received: state_dir=''"),
 ])
 def test_bad_probe_arguments_are_rejected(kwargs, error, match):
     arguments = dict(x=np.zeros((4, 8, 8, 1)), y=np.zeros(4, int))
@@ -771,6 +773,8 @@ def test_bad_tracker_and_bound_arguments_are_rejected():
     with pytest.raises(TypeError, match=r"`state_dir` must be None or a folder path .*"
                                         r"Received: state_dir=1"):
         BoundTracker(10, prior_variance=1.0, tracker=tracker, state_dir=1)
+    with pytest.raises(ValueError, match=r"`state_dir` must be a folder.*Received: state_dir=''"):
+        BoundTracker(10, prior_variance=1.0, tracker=tracker, state_dir="")
     with pytest.raises(TypeError, match=r"`tracker` must be the PosteriorTracker"):
         BoundTracker(10, prior_variance=1.0, tracker=None)
 
@@ -982,6 +986,30 @@ def test_a_tracker_with_a_probe_refuses_steps_its_heavy_ball_model_does_not_take
     with pytest.raises(ValueError, match=rf"compile the SGD without `{name}`.*"
                        rf"Received: {name}={value!r}$"):
         model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[probe, tracker])
+
+
+def test_a_window_with_steps_a_loss_scale_optimizer_skipped_has_no_prediction(digits):
+    # Each skipped step was counted as a heavy-ball step: measured 0.0
+    # against 0.0024 predicted, no warning. A loss scale of 2**30 overflows
+    # float16 gradients at every step of these three epochs.
+    x, y = digits.x_train[:64], digits.y_train[:64]
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = robustlab.AdversarialModel(robustlab.models.mlp(hidden=(16,), seed=0),
+                                           robustlab.PGD(0.1, steps=2), seed=0)
+        model.compile(keras.optimizers.LossScaleOptimizer(
+            keras.optimizers.SGD(0.05, momentum=0.9), initial_scale=2.0**30), LOSS)
+        probe = HessianProbe(x[:32], y[:32], every=1, iterations=5, batch_size=32)
+        tracker = PosteriorTracker(probe, batch_size=16, train_size=64)
+        with pytest.warns(UserWarning, match=r"the optimizer skipped 4 of the 4 steps of epoch 1's "
+                                             r"window .* Received: 0 steps applied"):
+            history = model.fit(x, y, batch_size=16, epochs=2, verbose=0,
+                                callbacks=[probe, tracker]).history
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 0
+    assert math.isnan(history["posterior_var_top_predicted"][1])
+    assert history["posterior_var_top"][1] == 0.0
 
 
 def test_a_bound_whose_tracker_is_not_in_the_fit_says_so():

@@ -203,6 +203,28 @@ def test_summarize_averages_the_final_train_accuracy_over_the_epochs_it_was_eval
         "final_robust_train_accuracy"])
 
 
+@pytest.mark.parametrize("history, kwargs, message", [
+    # Accepted before: a gap of 4.4 accuracy points, and a final of -0.2.
+    ({"val_robust_accuracy": [5.0, 0.6]}, {},
+     r"accuracies in \[0, 1\] \(fractions, not percentages\); `val_robust_accuracy` is not "
+     r"at epochs \[0\]"),
+    ({"val_robust_accuracy": [-1.0, 0.6]}, {}, r"accuracies in \[0, 1\]"),
+    # KeyError, NumPy's "argmax of an empty sequence", a TypeError before.
+    ({}, {}, r"per-epoch logs of a run, with `val_robust_accuracy`. "
+             r"Received: history=logs with keys \[\]"),
+    ({"val_robust_accuracy": []}, {}, r"at least one epoch"),
+    (None, {}, r"with `val_robust_accuracy`. Received: history=None"),
+    ({"val_robust_accuracy": ["a", "b"]}, {}, r"numbers under `val_robust_accuracy`"),
+    # A shorter loss was read as far as it went.
+    ({"val_robust_accuracy": [0.5, 0.6, 0.55], "val_robust_loss": [1.0, 0.9]}, {"drop_epoch": 1},
+     r"one `val_robust_loss` per epoch \(3 epochs of `val_robust_accuracy`\). "
+     r"Received: val_robust_loss of shape \(2,\)"),
+], ids=["percent", "negative", "no_key", "no_epoch", "none", "text", "short_loss"])
+def test_summarize_refuses_a_history_it_cannot_summarise(history, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        experiments.summarize(history, **kwargs)
+
+
 def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():
     # np.argmax would have made the NaN epoch the best one, next to NaN figures.
     history = dict(SUMMARIZED, val_robust_accuracy=[0.5, float("nan"), 0.7, 0.6])

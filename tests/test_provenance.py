@@ -130,7 +130,7 @@ def test_an_arm_cpu_is_named_by_its_part_and_features():
 @pytest.fixture
 def no_kernel_settings(monkeypatch):
     # tests/distributed_fit.py sets XLA_FLAGS in the process that imports it.
-    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "XLA_FLAGS"):
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "XLA_FLAGS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -146,6 +146,15 @@ def test_with_an_accelerator_the_hardware_is_the_accelerator(monkeypatch,
     # host with the same GPU, it is the same run.
     monkeypatch.setattr(backend.get(), "accelerator", lambda: "gpu: NVIDIA H200")
     assert provenance.hardware() == "gpu: NVIDIA H200"
+
+
+def test_onednns_older_name_for_its_instruction_sets_is_part_of_the_hardware(
+        monkeypatch, no_kernel_settings):
+    # DNNL_MAX_CPU_ISA=AVX2 gave the numbers of ONEDNN_MAX_CPU_ISA=AVX2 under
+    # the plain run's hardware: a resume across it mixed two trajectories.
+    plain = provenance.hardware()
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert provenance.hardware() == f"{plain} [DNNL_MAX_CPU_ISA=AVX2]"
 
 
 def test_a_cpu_run_records_its_cpu_thread_count(monkeypatch):

@@ -34,6 +34,9 @@ def test_the_callback_sets_the_optimizer_rate_each_epoch():
     ({"initial": 0.1, "drop_epochs": (5, 3)}, ValueError, r"strictly increasing"),
     ({"initial": 0.1, "drop_epochs": (0,)}, ValueError, r"`drop_epochs`.*>= 1"),
     ({"initial": 0.1, "factor": 2.0}, ValueError, r"`factor`.*\(0, 1\].*Received: factor=2.0"),
+    # It said "> 0" below the interval.
+    ({"initial": 0.1, "factor": -0.1}, ValueError,
+     r"`factor` must be a finite number in \(0, 1\]\. Received: factor=-0.1"),
     ({"initial": 0.1, "drop_epochs": (1.5,)}, TypeError, r"`drop_epochs`.*integer"),
     # A 0-d array has __iter__ but cannot be iterated: it raised NumPy's
     # "iteration over a 0-d array".

@@ -212,3 +212,16 @@ def test_an_operator_that_returns_non_finite_values_is_refused(run):
     with pytest.raises(ValueError, match=r"`matvec` must return finite values.*"
                        r"Received: a product with 1 non-finite values of 3$"):
         run(matvec)
+
+
+@pytest.mark.parametrize("run", [
+    lambda matvec: spectral.power_iteration(matvec, np.ones(3)),
+    lambda matvec: spectral.lanczos_eigenpairs(matvec, np.ones(3), 1, 3),
+    lambda matvec: spectral.hutchinson_trace(matvec, 3, 2, np.random.default_rng(0)),
+], ids=["power", "lanczos", "hutchinson"])
+def test_an_operator_that_returns_a_vector_of_another_length_is_refused(run):
+    # NumPy's matmul error ("mismatch in its core dimension 0, with gufunc
+    # signature ...") named nothing given.
+    with pytest.raises(ValueError, match=r"`matvec` must return a vector of its input's length "
+                                         r"\(3\).*Received: a product of size 4$"):
+        run(lambda v: np.ones(4))

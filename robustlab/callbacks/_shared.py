@@ -71,7 +71,8 @@ def check_state_dir(state_dir):
             "Argument `state_dir` must be None or a folder path (a str or an "
             f"os.PathLike). Received: state_dir={state_dir!r}"
         )
-    return path
+    # An empty path is refused, not taken for the current folder.
+    return validation.check_folder("state_dir", path)
 
 
 def check_schedule(every, epochs):

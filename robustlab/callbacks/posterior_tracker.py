@@ -456,6 +456,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             return
         self.statistics.track_direction("top", result.eigenvector)
         self._window.update(
+            iterations=int(ops.convert_to_numpy(self._optimizer.iterations)),
             probe_result=result,
             noise_variance=self._noise_along(result.eigenvector, epoch),
             previous_lr=self._lr_before(epoch),
@@ -635,6 +636,18 @@ class PosteriorTracker(keras.callbacks.Callback):
             "noise_variance": s2, "minibatch_noise": noise, "start_lr": start_lr,
             "probe_epoch": result.epoch, "unstable": bool(unstable),
         }
+        skipped = len(lrs) - (int(ops.convert_to_numpy(self._optimizer.iterations))
+                              - window["iterations"])
+        if skipped:
+            # A LossScaleOptimizer skips a step whose scaled gradients
+            # overflow: the weights stay, but the iterate is still handed over.
+            warnings.warn(
+                f"PosteriorTracker: the optimizer skipped {skipped} of the {len(lrs)} "
+                f"steps of epoch {epoch}'s window (a LossScaleOptimizer skips a step "
+                "whose scaled gradients overflow); the heavy-ball prediction models "
+                "every step taken, so this window has none. Received: "
+                f"{len(lrs) - skipped} steps applied", stacklevel=2)
+            return values
         if unstable:
             warnings.warn(
                 f"PosteriorTracker: at epoch {epoch} the measured curvature "

@@ -455,17 +455,12 @@ class BoundExplorer:
     """
 
     def __init__(self, empirical_risk=0.25, kl=1e6, n=1000, delta=0.05):
-        risk = validation.check_finite_at_least("empirical_risk", empirical_risk, 0.0)
-        if risk >= 1:
-            raise ValueError("Argument `empirical_risk` must be a finite number in [0, 1). "
-                             f"Received: empirical_risk={empirical_risk!r}")
+        risk = validation.check_finite_in("empirical_risk", empirical_risk, 0.0, 1.0,
+                                          include_low=True)
         self.start = dict(empirical_risk=risk,
                           kl=validation.check_finite_at_least("kl", kl, 0.0),
                           n=validation.check_int_at_least("n", n, 1))
-        self.delta = validation.check_finite_positive("delta", delta)
-        if self.delta >= 1:
-            raise ValueError("Argument `delta` must be a finite number in (0, 1). "
-                             f"Received: delta={delta!r}")
+        self.delta = validation.check_finite_in("delta", delta, 0.0, 1.0)
         self.redraw_seconds = []
 
     def bound(self, empirical_risk, kl, n):
@@ -563,11 +558,9 @@ class CloudExplorer:
                  particles=400, batch_size=64, seed=0):
         self.steps_before = validation.check_int_at_least("steps_before", steps_before, 1)
         self.steps_after = validation.check_int_at_least("steps_after", steps_after, 1)
-        self.drop_factor = validation.check_finite_positive("drop_factor", drop_factor)
-        if self.drop_factor <= 1:
-            raise ValueError("Argument `drop_factor` must be a finite number > 1 (the "
-                             "learning rate is divided by it at the drop). "
-                             f"Received: drop_factor={drop_factor!r}")
+        self.drop_factor = validation.check_finite_in(
+            "drop_factor", drop_factor, 1.0,
+            why=" (the learning rate is divided by it at the drop)")
         self.particles = validation.check_int_at_least("particles", particles, 2)
         self.batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
         self.seed = validation.check_seed("seed", seed)

@@ -515,12 +515,17 @@ def test_attack_explorer_refuses_bad_arguments_when_built(digits, arguments, err
 
 
 @pytest.mark.parametrize("build, message", [
-    (lambda w: w.BoundExplorer(empirical_risk=-0.1), r"Received: empirical_risk=-0.1"),
+    # Below the interval, the message named only its first bound ("> 0",
+    # ">= 0"): for drop_factor a wrong range.
+    (lambda w: w.BoundExplorer(empirical_risk=-0.1), r"in \[0, 1\)\. Received: empirical_risk=-0.1"),
     (lambda w: w.BoundExplorer(empirical_risk=1.0), r"in \[0, 1\)\. Received: empirical_risk=1.0"),
     (lambda w: w.BoundExplorer(kl=float("nan")), r"Received: kl=nan"),
     (lambda w: w.BoundExplorer(n=0), r"Received: n=0"),
-    (lambda w: w.BoundExplorer(delta=0.0), r"Received: delta=0.0"),
+    (lambda w: w.BoundExplorer(delta=0.0), r"in \(0, 1\)\. Received: delta=0.0"),
+    (lambda w: w.BoundExplorer(delta=-0.1), r"in \(0, 1\)\. Received: delta=-0.1"),
     (lambda w: w.CloudExplorer(drop_factor=0.5), r"> 1 .*Received: drop_factor=0.5"),
+    (lambda w: w.CloudExplorer(drop_factor=-1.0), r"> 1 \(the learning rate is divided by it at "
+                                                   r"the drop\)\. Received: drop_factor=-1.0"),
     (lambda w: w.CloudExplorer(particles=0), r"Received: particles=0"),
     (lambda w: w.CloudExplorer(batch_size=0), r"Received: batch_size=0"),
     (lambda w: w.CloudExplorer(seed=-1), r"Received: seed=-1"),
