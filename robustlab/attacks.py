@@ -240,11 +240,28 @@ def project(x_adv, x, attack):
     value range: there it is rounded toward `x` instead, so that the result
     lies inside both as a float32 projection does.
     """
+    if not isinstance(attack, PGD):
+        raise TypeError("Argument `attack` must be a robustlab.PGD (its eps, norm and "
+                        f"value range define the set). Received: attack={attack!r}")
+    shapes = _static_shape(x_adv), _static_shape(x)
+    if None not in shapes and shapes[0] != shapes[1] and None not in shapes[0] + shapes[1]:
+        raise ValueError("Arguments `x_adv` and `x` must have the same shape. "
+                         f"Received: x_adv with shape {shapes[0]}, x with shape {shapes[1]}")
     if _is_low_precision(x):
         x_work = ops.cast(x, _WORKING_DTYPE)
         projected = _project(ops.cast(x_adv, _WORKING_DTYPE), x_work, attack)
         return _in_dtype_of(x, projected, x_work, attack)
     return _project(x_adv, x, attack)
+
+
+def _static_shape(array):
+    """The shape as a tuple (None for an unknown axis), or None where even
+    the rank is unknown (a symbolic tensor of unknown rank)."""
+    shape = getattr(array, "shape", None)
+    try:
+        return tuple(shape) if shape is not None else tuple(np.shape(array))
+    except (TypeError, ValueError):
+        return None
 
 
 def _project(x_adv, x, attack):

@@ -214,6 +214,10 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
             "entry per variable). Received: len(weights)="
             f"{len(weights)}, len(gradients)={len(gradients)}, len(mask)={len(mask)}"
         )
+    if gamma is None or isinstance(gamma, (str, bytes, list, tuple, dict)):
+        # A list broadcast into a perturbation on TensorFlow and failed on JAX.
+        raise TypeError("Argument `gamma` must be a number or a scalar tensor. "
+                        f"Received: gamma={gamma!r}")
     if isinstance(gamma, (numbers.Number, np.ndarray)):
         validation.check_finite_at_least("gamma", gamma, 0.0)
     perturbations = []

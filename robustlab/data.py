@@ -659,6 +659,12 @@ def can_reach_download_host(host, port, timeout=CONNECT_TIMEOUT_S):
     False
     """
     timeout = validation.check_finite_positive("timeout", timeout)
+    if not isinstance(host, str) or not host:
+        # An empty or non-string host failed in the probe's thread (a
+        # traceback there) and read as "not reachable".
+        raise TypeError("Argument `host` must be a host name or address (a non-empty "
+                        f"str). Received: host={host!r}")
+    port = validation.check_int_in_range("port", port, 0, 65535)
     host, port = _through_proxy(host, port)
     reached = []
 

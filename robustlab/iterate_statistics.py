@@ -255,8 +255,8 @@ def replica_variance(replica_weights, direction=None, ddof=1):
         except TypeError:
             raise TypeError(
                 "Argument `replica_weights` must be an (R, P) array or a "
-                "sequence of replicas. "
-                + _received("replica_weights", type(replica_weights).__name__)
+                "sequence of replicas. Received: replica_weights of type "
+                f"{type(replica_weights).__name__}"
             ) from None
         sizes = {row.size for row in rows}
         if len(sizes) > 1:
@@ -391,7 +391,11 @@ class IterateStatistics:
                 + _received("names", names)
             )
         if names is not None:
-            names = list(names)
+            try:
+                names = list(names)
+            except TypeError:
+                raise TypeError("Argument `names` must be a list of layer names. "
+                                + _received("names", names)) from None
             if not all(isinstance(n, str) for n in names) or len(set(names)) != len(
                 names
             ):
@@ -424,7 +428,7 @@ class IterateStatistics:
             if not hasattr(directions, "items"):
                 raise TypeError(
                     "Argument `directions` must be a mapping name -> direction. "
-                    + _received("directions", type(directions).__name__)
+                    f"Received: directions of type {type(directions).__name__}"
                 )
             for name, direction in directions.items():
                 self.track_direction(name, direction)

@@ -1041,7 +1041,19 @@ def command(study, seeds, epochs=None):
     >>> command(get("awp-tradeoff"), [3])
     'robustlab reproduce awp-tradeoff --quick --seed 3'
     """
-    seeds = list(seeds)
+    if not isinstance(study, Study):
+        raise TypeError("Argument `study` must be a Study (`robustlab.studies.get(name)`). "
+                        f"Received: study={study!r}")
+    try:
+        seeds = list(seeds)
+    except TypeError:
+        raise TypeError("Argument `seeds` must be a sequence of seeds, e.g. range(8). "
+                        f"Received: seeds={seeds!r}") from None
+    if not seeds:
+        raise ValueError("Argument `seeds` must hold at least one seed. Received: seeds=[]")
+    seeds = [validation.check_seed("seeds", seed) for seed in seeds]
+    if epochs is not None:
+        epochs = validation.check_int_at_least("epochs", epochs, 1)
     line = f"robustlab reproduce {study.name}"
     if study.scale == "quick":
         line += " --quick"

@@ -122,14 +122,14 @@ def check_int_at_least(name, value, minimum):
 
 
 def check_int_in_range(name, value, minimum, maximum):
-    """`value` as a Python int in [minimum, maximum]."""
-    value = check_int_at_least(name, value, minimum)
-    if value > maximum:
-        raise ValueError(
-            f"Argument `{name}` must be an integer in [{minimum}, {maximum}]. "
-            + _received(name, value)
-        )
-    return value
+    """`value` as a Python int in [minimum, maximum] (the whole interval
+    named in the error, below it too)."""
+    requirement = f"Argument `{name}` must be an integer in [{minimum}, {maximum}]. "
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+        raise TypeError(requirement + _received(name, value))
+    if not minimum <= value <= maximum:
+        raise ValueError(requirement + _received(name, value))
+    return int(value)
 
 
 MAX_SEED = 2**31 - 1

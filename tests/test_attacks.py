@@ -390,7 +390,7 @@ def test_a_user_loss_gives_the_attack_of_the_equal_keras_loss():
         ({"eps": -0.1}, r"`eps`.*>= 0.*Received: eps=-0.1"),
         ({"eps": float("nan")}, r"`eps`.*finite.*Received: eps=nan"),
         ({"eps": float("inf")}, r"`eps`.*finite.*Received: eps=inf"),
-        ({"eps": 0.1, "steps": 0}, r"`steps`.*>= 1.*Received: steps=0"),
+        ({"eps": 0.1, "steps": 0}, r"`steps` must be an integer in \[1, 2147483647\]\. Received: steps=0"),
         # The attack's loop counts in 32-bit integers.
         ({"eps": 0.1, "steps": 2**31},
          r"`steps` must be an integer in \[1, 2147483647\]\. Received: steps=2147483648$"),
@@ -563,3 +563,16 @@ def test_loss_gradient_leaves_the_model_unchanged_and_checks_its_labels():
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="Labels `y`"):
         attacks.loss_gradient(model, np.zeros((2, 3), "float32"), np.array([0, 5]))
+
+
+def test_project_names_an_attack_that_is_not_a_pgd():
+    # AttributeError: 'NoneType' object has no attribute 'eps' before.
+    with pytest.raises(TypeError, match=r"`attack` must be a robustlab.PGD .*Received: attack=None"):
+        attacks.project(X6, X6, None)
+
+
+def test_project_names_arrays_of_different_shapes():
+    # TensorFlow's "Incompatible shapes" (JAX: "max got incompatible shapes") before.
+    with pytest.raises(ValueError, match=r"`x_adv` and `x` must have the same shape. Received: "
+                                         r"x_adv with shape \(3, 6\), x with shape \(16, 6\)"):
+        attacks.project(X6[:3], X6, robustlab.PGD(0.1))

@@ -407,3 +407,12 @@ def test_a_misaligned_selection_is_an_error_not_a_silent_zip():
     with pytest.raises(ValueError, match=r"aligned.*Received: len\(weights\)=2, "
                                          r"len\(gradients\)=2, len\(mask\)=3"):
         layerwise_relative_perturbation([W3, B3], [W3, B3], 0.1, [True, True, False])
+
+
+@pytest.mark.parametrize("gamma", ["0.1", None, [0.1, 0.2]])
+def test_a_gamma_that_is_not_a_number_is_named(gamma):
+    # A list broadcast into a perturbation of another shape on TensorFlow and
+    # failed on JAX; a string or None failed inside the backend.
+    with pytest.raises(TypeError, match=r"`gamma` must be a number or a scalar tensor. "
+                                        r"Received: gamma="):
+        layerwise_relative_perturbation([W3], [W3], gamma, [True])

@@ -667,3 +667,17 @@ def test_balanced_sample_takes_labels_as_a_list():
     picked = data.balanced_sample([0, 0, 1, 1], [0, 1, 2, 3], 2, 2,
                                   np.random.default_rng(0))
     assert sorted(np.asarray([0, 0, 1, 1])[picked].tolist()) == [0, 1]
+
+
+@pytest.mark.parametrize("host, port, error, message", [
+    ("", 443, TypeError, r"`host` must be a host name or address .*Received: host=''"),
+    (1, 443, TypeError, r"Received: host=1"),
+    ("host.invalid", -1, ValueError, r"`port` must be an integer in \[0, 65535\]. Received: port=-1"),
+    ("host.invalid", 70000, ValueError, r"Received: port=70000"),
+    ("host.invalid", 80.5, TypeError, r"Received: port=80.5"),
+])
+def test_the_download_probe_names_a_host_or_port_that_is_none(host, port, error, message):
+    # Each read as "not reachable" (False); host=1 printed a traceback from
+    # the probe's thread.
+    with pytest.raises(error, match=message):
+        data.can_reach_download_host(host, port, timeout=0.5)

@@ -701,6 +701,20 @@ def test_one_string_is_not_a_list_of_layer_names():
         iterate_statistics.IterateStatistics(names="ab")
 
 
+def test_names_that_are_no_sequence_are_named():
+    # list(3) raised "'int' object is not iterable".
+    with pytest.raises(TypeError, match=r"`names` must be a list of layer names. Received: names=3$"):
+        iterate_statistics.IterateStatistics(names=3)
+
+
+def test_arguments_of_the_wrong_type_are_named_by_their_type_not_as_a_value():
+    # "Received: replica_weights='float'" read as if the string 'float' was given.
+    with pytest.raises(TypeError, match=r"Received: replica_weights of type float$"):
+        replica_variance(-0.1)
+    with pytest.raises(TypeError, match=r"Received: directions of type list$"):
+        iterate_statistics.IterateStatistics(directions=[1, 2])
+
+
 # ---------------------------------------------------------------------------
 # split_gradient_noise
 # ---------------------------------------------------------------------------

@@ -951,3 +951,23 @@ def test_checkpoint_selection_names_an_arm_without_the_instruments():
     with pytest.raises(TypeError, match=r"must be a StudyResults.*"
                        r"Received: results='checkpoint-selection'$"):
         studies.checkpoint_selection("checkpoint-selection")
+
+
+@pytest.mark.parametrize("call, error, message", [
+    # An AttributeError ("'str' object has no attribute 'name'") before.
+    (lambda: studies.command("robust-overfitting", [0]), TypeError,
+     r"`study` must be a Study .*Received: study='robust-overfitting'"),
+    (lambda: studies.command(studies.get("awp-tradeoff"), 3), TypeError,
+     r"`seeds` must be a sequence of seeds.*Received: seeds=3"),
+    # These made command lines that the command refuses ("--seeds 0",
+    # "--seeds -1", "--epochs -1").
+    (lambda: studies.command(studies.get("awp-tradeoff"), []), ValueError,
+     r"at least one seed"),
+    (lambda: studies.command(studies.get("awp-tradeoff"), [-1]), ValueError,
+     r"Received: seeds=-1"),
+    (lambda: studies.command(studies.get("awp-tradeoff"), [0], epochs=-1), ValueError,
+     r"Received: epochs=-1"),
+])
+def test_command_refuses_what_makes_no_command_line(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
