@@ -122,8 +122,11 @@ def flatten_weights(arrays):
     >>> flatten_weights([np.ones((2, 2)), np.zeros(1)])
     array([1., 1., 1., 1., 0.])
     """
+    if not isinstance(arrays, (list, tuple)):
+        raise TypeError("Argument `arrays` must be a list of arrays (one per variable). "
+                        f"Received: arrays of type {type(arrays).__name__}")
     return np.concatenate(
-        [np.asarray(a, dtype=np.float64).ravel() for a in arrays]
+        [validation._float_array(f"arrays[{i}]", a).ravel() for i, a in enumerate(arrays)]
     ) if len(arrays) else np.zeros(0)
 
 
@@ -139,8 +142,11 @@ def unflatten_weights(vector, model):
     >>> [a.shape for a in unflatten_weights(np.arange(9.0), model)]
     [(2, 3), (3,)]
     """
+    if not isinstance(model, keras.Model):
+        raise TypeError("Argument `model` must be a keras.Model. "
+                        f"Received: model of type {type(model).__name__}")
     shapes = [tuple(v.shape) for v in model.trainable_variables]
-    return _split(np.asarray(vector, dtype=np.float64), shapes, "vector")
+    return _split(validation._float_array("vector", vector), shapes, "vector")
 
 
 def _split(flat, shapes, name):
@@ -376,10 +382,10 @@ class HessianOperator:
 
     def unflatten(self, vector):
         """Flat vector -> list of float64 arrays shaped like the variables."""
-        return _split(np.asarray(vector, dtype=np.float64), self._shapes, "vector")
+        return _split(validation._float_array("vector", vector), self._shapes, "vector")
 
     def _check_flat(self, vector, name):
-        vector = np.asarray(vector, dtype=np.float64)
+        vector = validation._float_array(name, vector)
         if vector.ndim != 1 or vector.size != self.dim:
             raise ValueError(
                 f"Argument `{name}` must be a flat vector of {self.dim} values "

@@ -217,6 +217,23 @@ class Experiment:
             raise ValueError(
                 f"Argument `model` must name one of robustlab.models: "
                 f"{', '.join(models_module.__all__)}. Received: model={self.model!r}")
+        # Checked here too, not only when `run` loads the data: a typo would
+        # otherwise pass until then.
+        if self.dataset not in data_module.AVAILABLE_DATASETS:
+            raise ValueError(
+                "Argument `dataset` must be one of "
+                f"{', '.join(repr(n) for n in data_module.AVAILABLE_DATASETS)}. "
+                f"Received: dataset={self.dataset!r}")
+        if not isinstance(self.name, str) or not self.name:
+            raise TypeError("Argument `name` must be a non-empty str (it names the run's "
+                            f"results). Received: name={self.name!r}")
+        validation.check_int_at_least("version", self.version, 1)
+        if not (isinstance(self.model_kwargs, tuple)
+                and all(isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+                        for item in self.model_kwargs)):
+            raise TypeError(
+                "Argument `model_kwargs` must be a tuple of (name, value) pairs, e.g. "
+                f"(('filters', (32, 64)),). Received: model_kwargs={self.model_kwargs!r}")
 
     @property
     def labels(self):

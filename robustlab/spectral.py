@@ -558,7 +558,7 @@ else:  # NumPy < 2
 def check_density_grid(grid):
     """`grid` as a float64 array; ValueError unless it is 1-D, finite and
     strictly increasing, with at least 2 points."""
-    grid = np.asarray(grid, dtype=np.float64)
+    grid = validation._float_array("grid", grid)  # NumPy could not convert "x" (no name)
     if grid.ndim != 1 or grid.size < 2 or not np.all(np.isfinite(grid)) or not np.all(
         np.diff(grid) > 0
     ):

@@ -756,3 +756,31 @@ def test_no_seed_still_draws_a_start_vector(mlp):
                                               iterations=3000, tol=1e-10, seed=None)
     assert result.eigenvalue == pytest.approx(mlp.eigenvalues[np.argmax(np.abs(mlp.eigenvalues))],
                                               rel=1e-4)
+
+
+@pytest.mark.parametrize("call, message", [
+    # NumPy's "could not convert string to float: 'x'", naming no argument.
+    (lambda net, x, y: curvature.hessian_vector_product(net, x, y, "x", loss=CROSS_ENTROPY),
+     r"`vector` must be a real number or an array of real numbers. Received: vector='x'"),
+    (lambda net, x, y: curvature.top_hessian_eigenvalue(net, x, y, loss=CROSS_ENTROPY,
+                                                        initial_vector="x"),
+     r"`initial_vector` must be a real number or an array.*Received: initial_vector='x'"),
+    (lambda net, x, y: curvature.spectral_density(net, x, y, loss=CROSS_ENTROPY, grid="x"),
+     r"`grid` must be a real number or an array.*Received: grid='x'"),
+    (lambda net, x, y: curvature.unflatten_weights("x", net), r"Received: vector='x'"),
+])
+def test_a_vector_that_is_not_numbers_is_named(call, message):
+    net = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    x, y = np.zeros((4, 3), "float32"), np.array([0, 1, 0, 1])
+    with pytest.raises(TypeError, match=message):
+        call(net, x, y)
+
+
+def test_weights_to_flatten_or_a_model_to_unflatten_for_are_named():
+    # "object of type 'NoneType' has no len()" and an AttributeError before.
+    with pytest.raises(TypeError, match=r"`arrays` must be a list of arrays .*"
+                                        r"Received: arrays of type NoneType"):
+        curvature.flatten_weights(None)
+    with pytest.raises(TypeError, match=r"`model` must be a keras.Model. "
+                                        r"Received: model of type NoneType"):
+        curvature.unflatten_weights(np.zeros(3), None)

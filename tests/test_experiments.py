@@ -233,3 +233,19 @@ def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():
             "it is not at epochs [1] (0-based). "
             "Received: val_robust_accuracy=[0.5, nan, 0.7, 0.6]")):
         experiments.summarize(history, drop_epoch=1)
+
+
+@pytest.mark.parametrize("changes, error, message", [
+    # Accepted when built; a typo of the dataset failed only in `run`.
+    (dict(dataset="digitz"), ValueError,
+     r"`dataset` must be one of 'digits', .*Received: dataset='digitz'"),
+    (dict(name=None), TypeError, r"`name` must be a non-empty str .*Received: name=None"),
+    (dict(name=""), TypeError, r"Received: name=''"),
+    (dict(version=0), ValueError, r"`version` must be an integer >= 1. Received: version=0"),
+    (dict(version="3"), TypeError, r"Received: version='3'"),
+    (dict(model_kwargs="x"), TypeError,
+     r"`model_kwargs` must be a tuple of \(name, value\) pairs.*Received: model_kwargs='x'"),
+], ids=["dataset", "name_none", "name_empty", "version_0", "version_text", "model_kwargs"])
+def test_an_experiment_refuses_settings_it_cannot_run_when_built(changes, error, message):
+    with pytest.raises(error, match=message):
+        experiments.get("quick").replace(**changes)
