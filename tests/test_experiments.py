@@ -204,7 +204,7 @@ def test_summarize_averages_the_final_train_accuracy_over_the_epochs_it_was_eval
 
 
 @pytest.mark.parametrize("history, kwargs, message", [
-    # Accepted before: a gap of 4.4 accuracy points, and a final of -0.2.
+    # Accepted before: a gap of 2.2 (220 accuracy points), and a final of -0.2.
     ({"val_robust_accuracy": [5.0, 0.6]}, {},
      r"accuracies in \[0, 1\] \(fractions, not percentages\); `val_robust_accuracy` is not "
      r"at epochs \[0\]"),

@@ -200,11 +200,15 @@ def test_operator_level_arguments_are_checked():
         spectral.lanczos_eigenpairs(identity, np.ones(2), k=3, steps=3)
 
 
-@pytest.mark.parametrize("run", [
+# The algorithms on an operator of size 3, each given its matvec.
+ON_A_3_BY_3_OPERATOR = pytest.mark.parametrize("run", [
     lambda matvec: spectral.power_iteration(matvec, np.ones(3)),
     lambda matvec: spectral.lanczos_eigenpairs(matvec, np.ones(3), 1, 3),
     lambda matvec: spectral.hutchinson_trace(matvec, 3, 2, np.random.default_rng(0)),
 ], ids=["power", "lanczos", "hutchinson"])
+
+
+@ON_A_3_BY_3_OPERATOR
 def test_an_operator_that_returns_non_finite_values_is_refused(run):
     def matvec(v):
         return np.where(np.arange(3) == 1, np.nan, v)
@@ -214,11 +218,7 @@ def test_an_operator_that_returns_non_finite_values_is_refused(run):
         run(matvec)
 
 
-@pytest.mark.parametrize("run", [
-    lambda matvec: spectral.power_iteration(matvec, np.ones(3)),
-    lambda matvec: spectral.lanczos_eigenpairs(matvec, np.ones(3), 1, 3),
-    lambda matvec: spectral.hutchinson_trace(matvec, 3, 2, np.random.default_rng(0)),
-], ids=["power", "lanczos", "hutchinson"])
+@ON_A_3_BY_3_OPERATOR
 def test_an_operator_that_returns_a_vector_of_another_length_is_refused(run):
     # NumPy's matmul error ("mismatch in its core dimension 0, with gufunc
     # signature ...") named nothing given.

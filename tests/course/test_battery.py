@@ -1722,6 +1722,9 @@ VISIBLE_CATCHES = {
 def test_the_visible_tests_catch_the_mistakes_at_the_heart_of_an_exercise(namespaces, lesson, name):
     (_, test_id, _, source, correct), = [e for e in BATTERIES[lesson] if e[2] == name]
     assert not correct, name
+    # The control: the visible part passes the solution (already in the
+    # namespace), so an error below comes from the wrong answer.
+    assert _failure_of(namespaces, lesson, test_id, "", visible_only=True) is None
     try:
         message = _failure_of(namespaces, lesson, test_id, source, visible_only=True)
     except Exception:  # the answer's own error stops the cell: the student sees it too
