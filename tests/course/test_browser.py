@@ -26,6 +26,7 @@ pytestmark = [pytest.mark.course, pytest.mark.xdist_group("kernels")]  # see tes
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 LESSON = "00_pgd"
+SCREENSHOT = "/tmp/robustlab-browser-test.png"
 
 
 def _browser_available():
@@ -41,6 +42,7 @@ if not _browser_available():
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
 
 
@@ -109,7 +111,7 @@ def browser():
     driver.quit()
 
 
-def _wait(condition, timeout, what, driver):
+def _wait(condition, timeout, what, driver, root=None):
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
@@ -121,9 +123,49 @@ def _wait(condition, timeout, what, driver):
         if value:
             return value
         time.sleep(1)
-    driver.save_screenshot("/tmp/robustlab-browser-test.png")
-    pytest.fail(f"timed out after {timeout} s waiting for {what} "
-                "(screenshot: /tmp/robustlab-browser-test.png)")
+    _fail(f"timed out after {timeout} s waiting for {what}", driver, root)
+
+
+def _fail(message, driver, root=None):
+    """Fail with what the page and the server showed: a CI log is all there
+    is to read when this fails elsewhere."""
+    driver.save_screenshot(SCREENSHOT)
+    pytest.fail(f"{message} (screenshot: {SCREENSHOT})\n{_diagnosis(driver, root)}",
+                pytrace=False)
+
+
+def _diagnosis(driver, root):
+    def texts(selector, limit):
+        try:
+            found = [e.text.strip() for e in driver.find_elements(By.CSS_SELECTOR, selector)]
+        except WebDriverException as error:
+            return f"<unreadable: {error.msg}>"
+        return " | ".join(t for t in found if t)[-limit:] or "none"
+
+    try:
+        status = [e.get_attribute("data-status") for e in driver.find_elements(
+            By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator")]
+    except WebDriverException as error:
+        status = f"<unreadable: {error.msg}>"
+    lines = [
+        "prompts: " + " ".join(p.strip() or "[ ]:" for p in _prompts(driver)),
+        f"kernel status: {status}",
+        "dialogs: " + texts(".jp-Dialog", 600),
+        "notifications: " + texts(".Toastify__toast, .jp-Notification-Toast", 600),
+        "errors and stderr: " + texts(
+            ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']", 1500),
+    ]
+    if root is not None and (root / "lab.log").exists():
+        lines.append("JupyterLab's log, the end:\n" + (root / "lab.log").read_text()[-2500:])
+    return "\n".join(lines)
+
+
+def _prompts(driver):
+    try:
+        return [p.text for p in driver.find_elements(
+            By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")]
+    except (StaleElementReferenceException, WebDriverException):
+        return []
 
 
 def _click_menu(driver, menu, item):
@@ -136,30 +178,67 @@ def _click_menu(driver, menu, item):
 @pytest.fixture(scope="module")
 def ran(lab, browser):
     """The lesson opened in JupyterLab, all cells run, the notebook saved."""
+    root = lab["root"]
     browser.get(f"{lab['base']}/lab/tree/{LESSON}/{LESSON}.ipynb?token={lab['token']}")
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"), 90,
-          "the notebook to open", browser)
-    _wait(lambda: "Idle" in browser.page_source or browser.find_elements(
+          "the notebook to open", browser, root)
+    _wait(lambda: browser.find_elements(
         By.CSS_SELECTOR, ".jp-Notebook-ExecutionIndicator[data-status='idle']"), 90,
-        "the kernel to start", browser)
-    n_code = len(browser.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell"))
+        "the kernel to start", browser, root)
+    n_code = len(_prompts(browser))
     started = time.time()
-    _click_menu(browser, "Run", "Run All Cells")
+    for _ in range(3):
+        _click_menu(browser, "Run", "Run All Cells")
+        # Run All marks every cell it queues with a star at once.
+        if _wait_quietly(lambda: any("*" in p or _counted(p) for p in _prompts(browser)), 30):
+            break
+        # The click started nothing (the menu item is disabled while the notebook
+        # is not JupyterLab's current widget): make it current, click again.
+        browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").click()
+    else:
+        _fail("Run All Cells started no cell in three tries", browser, root)
+
+    stopped_since = None
 
     def finished():
-        prompts = [p.text for p in browser.find_elements(
-            By.CSS_SELECTOR, ".jp-Notebook .jp-CodeCell .jp-InputArea-prompt")]
-        done = [p for p in prompts if p.strip("[]: ").isdigit()]
-        return len(done) == n_code and not any("*" in p for p in prompts)
+        nonlocal stopped_since
+        prompts = _prompts(browser)
+        if browser.find_elements(By.CSS_SELECTOR, ".jp-Dialog"):
+            _fail("a dialog opened while the cells ran (a dead kernel, say)", browser, root)
+        if any("*" in p for p in prompts) or not prompts:
+            stopped_since = None
+            return False
+        if sum(_counted(p) for p in prompts) == n_code:
+            return True
+        # Nothing queued and cells not run: the kernel stopped the run (a cell
+        # raised). Allow a few seconds for the page to catch up first.
+        stopped_since = stopped_since or time.time()
+        if time.time() - stopped_since > 10:
+            _fail("the run stopped before every cell ran", browser, root)
+        return False
 
-    _wait(finished, 600, "every cell to run", browser)
+    _wait(finished, 600, "every cell to run", browser, root)
     seconds = time.time() - started
     browser.find_element(By.CSS_SELECTOR, ".jp-Notebook").click()
     _click_menu(browser, "File", "Save Notebook")
-    path = lab["root"] / LESSON / f"{LESSON}.ipynb"
+    path = root / LESSON / f"{LESSON}.ipynb"
     _wait(lambda: any(o for c in json.load(open(path))["cells"] if c["cell_type"] == "code"
-                      for o in c.get("outputs", [])), 30, "the saved notebook", browser)
+                      for o in c.get("outputs", [])), 30, "the saved notebook", browser, root)
     return dict(notebook=json.load(open(path)), seconds=seconds)
+
+
+def _counted(prompt):
+    """Whether a cell's prompt shows its execution count: it ran."""
+    return prompt.strip("[]: ").isdigit()
+
+
+def _wait_quietly(condition, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(1)
+    return False
 
 
 def test_no_cell_raised(ran):
