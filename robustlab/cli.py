@@ -221,15 +221,19 @@ def seeds_summary(summaries):
     as are the mean of a figure no seed has and the standard error of one
     fewer than two seeds have; so is the mean of a figure a seed found
     infinite (`mean_and_stderr` does not leave an infinity out; JSON has
-    none), with `n` counting that seed. Settings (the label noise) are copied from
-    the first run, not averaged."""
+    none), with `n` counting that seed. A figure a summary gives as None
+    (JSON's null, read back) counts as missing. Settings (the label noise)
+    are copied from the first run, not averaged: every run must have the
+    same."""
+    _check_summaries(summaries)
     result = {"seeds": len(summaries)}
     keys = list(dict.fromkeys(key for s in summaries for key in s))
     for key in keys:
         if key in _SUMMARY_SETTINGS:
             result[key] = summaries[0][key]
             continue
-        values = np.asarray([s.get(key, math.nan) for s in summaries], dtype="float64")
+        values = np.asarray([math.nan if s.get(key) is None else s[key] for s in summaries],
+                            dtype="float64")
         mean, stderr = mean_and_stderr(values)
         result[key] = {
             "mean": _json_number(mean),
@@ -238,6 +242,25 @@ def seeds_summary(summaries):
             "values": [_json_number(v) for v in values.tolist()],
         }
     return result
+
+
+def _check_summaries(summaries):
+    if isinstance(summaries, (str, bytes, dict)) or not isinstance(summaries, (list, tuple)) or not all(
+            isinstance(s, dict) for s in summaries):
+        raise TypeError("Argument `summaries` must be a list of the runs' summaries, dicts of "
+                        f"numbers. Received: summaries={summaries!r}")
+    for i, summary in enumerate(summaries):
+        for key, value in summary.items():
+            if key in _SUMMARY_SETTINGS:
+                if value != summaries[0].get(key):
+                    raise ValueError(
+                        f"Argument `summaries` must be runs of one setting: `{key}` is "
+                        f"{summaries[0].get(key)!r} in the first and {value!r} in run {i}. "
+                        f"Received: summaries[{i}][{key!r}]={value!r}")
+            elif value is not None and not validation._is_real_number(value):
+                raise TypeError(
+                    f"Argument `summaries` must hold numbers (or None, not measured). "
+                    f"Received: summaries[{i}][{key!r}]={value!r}")
 
 
 def _json_number(value):

@@ -5,6 +5,7 @@ import collections.abc
 import matplotlib.pyplot as plt
 import numpy as np
 
+from robustlab import validation
 from robustlab.summary_statistics import mean_and_stderr
 
 __all__ = [
@@ -80,11 +81,59 @@ def _plot_by_direction_age(ax, epochs, values, fresh, label=None, **style):
     return line
 
 
+def _per_epoch(name, values, length=None):
+    """`values` as a float64 curve, one number per epoch (NaN: not logged);
+    with `length`, as long as the curve it is aligned with."""
+    array = validation._float_array(name, values)
+    if array.ndim != 1:
+        raise ValueError(
+            f"Argument `{name}` must hold one number per epoch (a 1-D sequence). "
+            f"Received: {name} of shape {array.shape}")
+    if length is not None and len(array) != length:
+        raise ValueError(
+            f"Argument `{name}` must have one entry per epoch of `mean` "
+            f"({length}). Received: {name} of length {len(array)}")
+    return array
+
+
+def _drop_epochs(drop_epochs):
+    """The drops as a list of numbers (None: none)."""
+    if drop_epochs is None:
+        return []
+    if isinstance(drop_epochs, (str, bytes)) or not isinstance(
+            drop_epochs, (collections.abc.Iterable, np.ndarray)):
+        raise TypeError("Argument `drop_epochs` must be an iterable of epochs (numbers) "
+                        f"or None. Received: drop_epochs={drop_epochs!r}")
+    epochs = list(drop_epochs)
+    if epochs and validation._float_array("drop_epochs", epochs).ndim != 1:
+        raise ValueError("Argument `drop_epochs` must be a flat sequence of epochs. "
+                         f"Received: drop_epochs={drop_epochs!r}")
+    return epochs
+
+
 def _series(history, key):
-    values = np.asarray(history[key], dtype="float64")
-    if key == "pac_bayes_kl":
-        values = values / 1000.0
-    return values
+    return _scaled(key, _per_epoch(f"history[{key!r}]", history[key]))
+
+
+def _scaled(key, values):
+    """A logged curve in the units its panel draws."""
+    return values / 1000.0 if key == "pac_bayes_kl" else values
+
+
+def _reference_curve(reference, key):
+    """`reference[key]` as its (mean, stderr) curves."""
+    curves = reference[key]
+    if not isinstance(curves, (tuple, list)) or len(curves) != 2:
+        raise ValueError(
+            "Argument `reference` must map each key to a (mean, stderr) pair of "
+            f"curves. Received: reference[{key!r}]={curves!r}")
+    mean, stderr = (_scaled(key, _per_epoch(f"reference[{key!r}][{i}]", curve))
+                    for i, curve in enumerate(curves))
+    if len(stderr) != len(mean):
+        raise ValueError(
+            f"Argument `reference` must map each key to a mean and a standard error of one "
+            f"length. Received: reference[{key!r}] of lengths {len(mean)} and {len(stderr)}")
+    return mean, stderr
 
 
 def learning_curves(history, drop_epochs=(), title=None, reference=None,
@@ -132,9 +181,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     reference = reference or {}
     # A drop the run never reached (a shortened run) would only stretch the axes.
     length = max((len(np.atleast_1d(v)) for v in history.values()), default=0)
-    # (`drop_epochs or ()` would ask a NumPy array for its truth value.)
-    drop_epochs = [e for e in (() if drop_epochs is None else drop_epochs)
-                   if not length or e < length]
+    drop_epochs = [e for e in _drop_epochs(drop_epochs) if not length or e < length]
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
         shown = on_main = referenced = older_marked = False
@@ -172,7 +219,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
                 older_marked = on_main = True
             shown = True
             if key in reference and key not in _SETTINGS:
-                mean, stderr = (_series({key: curve}, key) for curve in reference[key])
+                mean, stderr = _reference_curve(reference, key)
                 band(ax, mean, stderr, label=None if referenced else reference_label,
                      color=line.get_color(), linestyle="--", linewidth=1)
                 referenced = True
@@ -259,13 +306,19 @@ def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
     ([0, 2], 'o')
     >>> close(figure)
     """
-    mean = np.asarray(mean, dtype="float64")
-    stderr = np.asarray(stderr, dtype="float64")
-    epochs = np.arange(len(mean)) if epochs is None else np.asarray(epochs)
+    mean = _per_epoch("mean", mean)
+    stderr = _per_epoch("stderr", stderr, len(mean))
+    epochs = np.arange(len(mean)) if epochs is None else _per_epoch("epochs", epochs, len(mean))
+    if fresh is not None:
+        fresh = np.asarray(fresh)
+        if fresh.dtype != bool or fresh.shape != mean.shape:
+            raise ValueError(
+                "Argument `fresh` must be None or one boolean per epoch of `mean` "
+                f"({len(mean)}). Received: fresh={fresh!r}")
     finite = np.isfinite(mean)
-    if fresh is not None and not np.asarray(fresh)[finite].all():
+    if fresh is not None and not fresh[finite].all():
         line = _plot_by_direction_age(ax, epochs[finite], mean[finite],
-                                      np.asarray(fresh)[finite], label=label, **style)
+                                      fresh[finite], label=label, **style)
     else:
         # A single point draws no line: a marker, or nothing shows.
         marker = "o" if finite.sum() < max(len(mean), 2) else None
@@ -301,8 +354,7 @@ def mark_drops(ax, drop_epochs):
     ['LR drop']
     >>> close(figure)
     """
-    # (`drop_epochs or ()` would ask a NumPy array for its truth value.)
-    for i, epoch in enumerate(() if drop_epochs is None else drop_epochs):
+    for i, epoch in enumerate(_drop_epochs(drop_epochs)):
         ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
                    label="LR drop" if i == 0 else None)
 

@@ -53,12 +53,13 @@ class EpochTable(keras.callbacks.Callback):
     missing later prints as "-".
 
     Args:
-        columns: `(log key, title, format)` triples.
+        columns: `(log key, title, format)` triples of strings, the format
+            one that `str.format` applies to a float (e.g. `"{:.3f}"`).
     """
 
     def __init__(self, columns=DEFAULT_COLUMNS):
         super().__init__()
-        self.columns = tuple(columns)
+        self.columns = _checked_columns(columns)
 
     def on_train_begin(self, logs=None):
         self._bar = progress_bar(total=self.params.get("epochs"), unit="epoch", leave=False)
@@ -87,3 +88,28 @@ class EpochTable(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._bar.close()
+
+
+def _checked_columns(columns):
+    # Checked here, not at the first epoch's end, where a bad column would
+    # stop a fit after its first epoch's work.
+    if isinstance(columns, (str, bytes)):
+        columns = [columns]
+    try:
+        columns = tuple(columns)
+    except TypeError:
+        raise TypeError("Argument `columns` must be a sequence of (log key, title, format) "
+                        f"triples. Received: columns={columns!r}") from None
+    for column in columns:
+        if (not isinstance(column, (tuple, list)) or len(column) != 3
+                or not all(isinstance(part, str) for part in column)):
+            raise ValueError("Argument `columns` must be a sequence of (log key, title, format) "
+                             f"triples of strings. Received: a column {column!r}")
+        try:
+            column[2].format(0.5)
+        except (ValueError, IndexError, KeyError) as error:
+            raise ValueError(
+                "Argument `columns` must give each column a format that str.format "
+                f"applies to a float, such as '{{:.3f}}' ({error}). Received: a column "
+                f"{column!r}") from None
+    return columns

@@ -85,6 +85,30 @@ def test_seeds_summary_leaves_out_a_figure_a_run_could_not_measure():
     json.dumps(summary, allow_nan=False)  # standard JSON: no NaN
 
 
+def test_seeds_summary_counts_a_figure_read_back_as_null_as_missing():
+    # summary.json files write a figure a run could not measure as null.
+    summary = cli.seeds_summary([{"gap": None}, {"gap": 0.3}])
+    assert summary["gap"] == {"mean": 0.3, "stderr": None, "n": 1, "values": [None, 0.3]}
+
+
+@pytest.mark.parametrize("summaries, error, message", [
+    ("gap", TypeError, r"`summaries` must be a list of the runs' summaries, dicts of numbers. "
+                       r"Received: summaries='gap'"),
+    ([{"gap": 0.1}, [0.3]], TypeError, r"`summaries` must be a list of the runs' summaries"),
+    ([{"gap": 0.1}, {"gap": "0.3"}], TypeError,
+     r"`summaries` must hold numbers \(or None, not measured\). Received: summaries\[1\]\['gap'\]='0.3'"),
+    ([{"gap": True}], TypeError, r"Received: summaries\[0\]\['gap'\]=True"),
+    ([{"gap": 0.1, "label_noise": 0.2}, {"gap": 0.3, "label_noise": 0.0}], ValueError,
+     r"`summaries` must be runs of one setting: `label_noise` is 0.2 in the first and 0.0 in "
+     r"run 1. Received: summaries\[1\]\['label_noise'\]=0.0"),
+], ids=["text", "an entry not a dict", "a figure as text", "a boolean", "two settings"])
+def test_seeds_summary_names_what_is_not_runs_of_one_setting(summaries, error, message):
+    # Before: AttributeError or NumPy's conversion errors, and runs of two
+    # label noises averaged under the first one's.
+    with pytest.raises(error, match=message):
+        cli.seeds_summary(summaries)
+
+
 def test_a_warning_prints_as_one_line_naming_the_command(capsys, monkeypatch):
     # As the command's errors do; not Python's file, line and source line of
     # the library code that issued it.

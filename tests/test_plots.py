@@ -171,6 +171,63 @@ def test_a_history_that_is_not_a_dict_of_lists_is_refused_by_type():
         plots.learning_curves([0.5, 0.6])
 
 
+@pytest.mark.parametrize("history, error, message", [
+    ({"val_robust_accuracy": ["a", "b"]}, TypeError,
+     r"`history\['val_robust_accuracy'\]` must be a real number or an array of real numbers"),
+    ({"val_robust_accuracy": 0.5}, ValueError,
+     r"`history\['val_robust_accuracy'\]` must hold one number per epoch .*"
+     r"Received: history\['val_robust_accuracy'\] of shape \(\)"),
+], ids=["text", "a number, not a list"])
+def test_a_logged_curve_that_is_not_numbers_per_epoch_is_named(history, error, message):
+    # Before: NumPy's "could not convert string to float", or "len() of
+    # unsized object", naming neither the argument nor the key.
+    with pytest.raises(error, match=message):
+        plots.learning_curves(history)
+
+
+@pytest.mark.parametrize("drops, error, message", [
+    (3, TypeError, r"`drop_epochs` must be an iterable of epochs .* Received: drop_epochs=3"),
+    ("ab", TypeError, r"`drop_epochs` must be an iterable .* Received: drop_epochs='ab'"),
+    ([[2, 3]], ValueError, r"`drop_epochs` must be a flat sequence .* drop_epochs=\[\[2, 3\]\]"),
+], ids=["a number", "text", "nested"])
+def test_drops_that_are_not_a_sequence_of_epochs_are_named(drops, error, message):
+    with pytest.raises(error, match=message):
+        plots.learning_curves(HISTORY, drop_epochs=drops)
+    figure, ax = plt.subplots()
+    with pytest.raises(error, match=message):
+        plots.mark_drops(ax, drops)
+    plots.close(figure)
+
+
+def test_a_reference_that_is_not_a_mean_and_stderr_of_one_length_is_named():
+    with pytest.raises(ValueError, match=r"a mean and a standard error of one length. Received: "
+                                         r"reference\['val_robust_accuracy'\] of lengths 3 and 2"):
+        plots.learning_curves(HISTORY, reference={"val_robust_accuracy": ([.5, .6, .7], [.1, .1])})
+    with pytest.raises(ValueError, match=r"a \(mean, stderr\) pair of curves. Received: "
+                                         r"reference\['val_robust_accuracy'\]=\(\[0.5\],\)"):
+        plots.learning_curves(HISTORY, reference={"val_robust_accuracy": ([0.5],)})
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(stderr=[0.1, 0.1]), r"`stderr` must have one entry per epoch of `mean` \(3\). "
+                              r"Received: stderr of length 2"),
+    (dict(epochs=[0, 1]), r"`epochs` must have one entry per epoch of `mean` \(3\). "
+                          r"Received: epochs of length 2"),
+    (dict(fresh=[True]), r"`fresh` must be None or one boolean per epoch of `mean` \(3\)"),
+    (dict(fresh=[1, 0, 1]), r"`fresh` must be None or one boolean per epoch"),
+    (dict(mean=[[0.5, 0.6, 0.7]]), r"`mean` must hold one number per epoch \(a 1-D sequence\). "
+                                   r"Received: mean of shape \(1, 3\)"),
+], ids=["stderr", "epochs", "fresh too short", "fresh not booleans", "mean 2-D"])
+def test_band_names_curves_that_are_not_aligned_with_the_mean(kwargs, message):
+    # Before: NumPy's "boolean index did not match indexed array" (an
+    # IndexError), naming no argument.
+    arguments = dict(mean=[0.5, 0.6, 0.7], stderr=[0.1, 0.1, 0.1]) | kwargs
+    figure, ax = plt.subplots()
+    with pytest.raises(ValueError, match=message):
+        plots.band(ax, **arguments)
+    plots.close(figure)
+
+
 def test_only_the_drops_the_run_reached_are_marked():
     # A 3-epoch run of a setting that drops at epochs 2 and 40: the line at
     # 40 would stretch every panel to an empty 40 epochs.

@@ -140,3 +140,20 @@ def test_a_run_resumed_with_every_epoch_done_says_it_ended_after_its_last(monkey
     _fit([study.callback("quick", 0)], initial_epoch=3)
     study.close()
     assert "quick seed 0: ended after epoch 3 of 3 (" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("columns, error, message", [
+    ([("loss", "loss")], ValueError, r"triples of strings. Received: a column \('loss', 'loss'\)"),
+    ("loss", ValueError, r"triples of strings. Received: a column 'loss'"),
+    (5, TypeError, r"a sequence of \(log key, title, format\) triples. Received: columns=5"),
+    ([("loss", "loss", "{:d}")], ValueError,
+     r"a format that str.format applies to a float, such as '\{:.3f\}' \(Unknown format code "
+     r"'d'.*\). Received: a column \('loss', 'loss', '\{:d\}'\)"),
+    ([("loss", "loss", "{value}")], ValueError, r"a format that str.format applies to a float"),
+], ids=["a pair", "a key alone", "a number", "an integer format", "a named field"])
+def test_a_column_that_is_not_a_key_title_and_float_format_is_named_when_made(
+        columns, error, message):
+    # Before: an unpacking or format error at the end of the fit's first epoch.
+    with pytest.raises(error, match=message):
+        EpochTable(columns)
+
