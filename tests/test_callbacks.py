@@ -752,6 +752,16 @@ def test_bad_probe_arguments_are_rejected(kwargs, error, match):
         HessianProbe(x, y, **arguments)
 
 
+def test_noise_examples_without_a_probe_are_refused():
+    # Without a probe nothing is predicted: the examples were silently unused.
+    x, y = np.zeros((4, 8, 8, 1)), np.zeros(4, int)
+    with pytest.raises(ValueError, match=r"`x` and `y` are the examples of the gradient noise .*"
+                                         r"without a probe there is none.*Received: probe=None"):
+        PosteriorTracker(x=x, y=y)
+    tracker = PosteriorTracker(HessianProbe(x, y), x=x, y=y, batch_size=2)
+    assert tracker.x.shape == x.shape
+
+
 def test_bad_tracker_and_bound_arguments_are_rejected():
     probe = HessianProbe(np.zeros((4, 8, 8, 1)), np.zeros(4, int))
     with pytest.raises(ValueError, match=r"pass the training `batch_size`"):

@@ -191,6 +191,7 @@ class PosteriorTracker(keras.callbacks.Callback):
             Ignored when `epochs` is given.
         epochs: an explicit list of (0-based) epochs to measure.
         x, y: training examples for the noise (NumPy); default the probe's.
+            Only with a probe (without one there is no prediction).
         batch_size: the training batch size B (required with a probe).
         train_size: the number n of training examples, for the
             finite-population factor and the last batch's size; None: no
@@ -263,6 +264,14 @@ class PosteriorTracker(keras.callbacks.Callback):
                 f"Received: x={'None' if x is None else 'an array'}, "
                 f"y={'None' if y is None else 'an array'}"
             )
+        if x is not None and probe is None:
+            # Without a probe nothing is predicted and no noise is measured:
+            # the examples would be silently unused.
+            raise ValueError(
+                "Arguments `x` and `y` are the examples of the gradient noise that "
+                "the prediction along the probe's direction uses; without a probe "
+                "there is none. Pass the HessianProbe of this fit, or drop x and y. "
+                "Received: probe=None")
         if x is not None:
             x, y = check_probe_data(x, y)
         self.x, self.y = x, y
