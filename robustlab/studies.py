@@ -126,12 +126,21 @@ class Arm:
             differs, e.g. the label noise).
         experiment: the name of a `robustlab.experiments` experiment.
         probe_every: run the instruments (Hessian probe, posterior tracker,
-            PAC-Bayes bound) every this many epochs; None: none.
+            PAC-Bayes bound) every this many epochs (an integer >= 1); None:
+            none.
     """
 
     label: str
     experiment: str
     probe_every: int = None
+
+    def __post_init__(self):
+        _check_label("label", self.label)
+        # A name, looked up when the arm runs (an experiment may be added to
+        # `robustlab.experiments.EXPERIMENTS` after the study is made).
+        _check_label("experiment", self.experiment)
+        if self.probe_every is not None:
+            validation.check_int_at_least("probe_every", self.probe_every, 1)
 
     @property
     def config(self):
@@ -159,16 +168,32 @@ class Forks:
         experiment: the experiment whose training is forked (its base run
             trains without evaluation up to each fork epoch).
         epochs: the epochs at whose start to fork, e.g. one before and one
-            after the learning-rate drop.
-        replicas: R of each fork.
-        steps: W, the SGD steps each replica takes; None: one epoch of full
-            batches.
+            after the learning-rate drop: distinct integers >= 0, kept as a
+            tuple.
+        replicas: R of each fork, an integer >= 2.
+        steps: W, the SGD steps each replica takes, an integer >= 1; None:
+            one epoch of full batches.
     """
 
     experiment: str
     epochs: tuple
     replicas: int = 64
     steps: int = None
+
+    def __post_init__(self):
+        _check_label("experiment", self.experiment)
+        epochs = self.epochs
+        if isinstance(epochs, (str, bytes)) or not isinstance(epochs, (tuple, list)) or not epochs:
+            raise TypeError("Argument `epochs` must be a non-empty tuple of the epochs at whose "
+                            f"start to fork. Received: epochs={epochs!r}")
+        for epoch in epochs:
+            validation.check_int_at_least("epochs", epoch, 0)
+        validation.check_distinct("epochs", epochs)
+        # Frozen (hashable, compared by value): a list is kept as a tuple.
+        object.__setattr__(self, "epochs", tuple(epochs))
+        validation.check_int_at_least("replicas", self.replicas, 2)
+        if self.steps is not None:
+            validation.check_int_at_least("steps", self.steps, 1)
 
     @property
     def config(self):
@@ -202,6 +227,26 @@ class Study:
     selects_checkpoints: bool = False
     scale: str = "quick"
 
+    def __post_init__(self):
+        _check_label("name", self.name)
+        validation.check_int_at_least("version", self.version, 1)
+        arms = self.arms
+        if (not isinstance(arms, (tuple, list)) or not arms
+                or not all(isinstance(a, Arm) for a in arms)):
+            raise TypeError("Argument `arms` must be a non-empty tuple of `Arm`s. "
+                            f"Received: arms={arms!r}")
+        object.__setattr__(self, "arms", tuple(arms))
+        if not isinstance(self.description, str):
+            raise TypeError("Argument `description` must be a str. "
+                            f"Received: description={self.description!r}")
+        if self.forks is not None and not isinstance(self.forks, Forks):
+            raise TypeError("Argument `forks` must be a `Forks` or None. "
+                            f"Received: forks={self.forks!r}")
+        validation.check_bool("selects_checkpoints", self.selects_checkpoints)
+        if self.scale not in SCALES:
+            raise ValueError(f"Argument `scale` must be one of {SCALES}. "
+                             f"Received: scale={self.scale!r}")
+
     @property
     def folder_name(self):
         """The study's results folder under the output root."""
@@ -217,6 +262,14 @@ class Study:
             f"{[a.experiment for a in self.arms]}. Received: arm={key!r}"
         )
 
+
+def _check_label(name, value):
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"Argument `{name}` must be a non-empty str. "
+                         f"Received: {name}={value!r}")
+
+
+SCALES = ("quick", "full")
 
 STUDIES = {
     "robust-overfitting": Study(
@@ -325,8 +378,6 @@ FULL_SCALE_STUDIES = {
 }
 """The studies at full scale (`robustlab reproduce NAME` without `--quick`):
 CIFAR-10 through tensorflow-datasets, sized for a GPU."""
-
-SCALES = ("quick", "full")
 
 
 def get(name, scale="quick"):

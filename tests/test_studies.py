@@ -971,3 +971,47 @@ def test_checkpoint_selection_names_an_arm_without_the_instruments():
 def test_command_refuses_what_makes_no_command_line(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+ARM = studies.Arm("an arm", "quick")
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda: studies.Arm("", "quick"), ValueError, r"`label` must be a non-empty str. Received: label=''"),
+    (lambda: studies.Arm("a", None), ValueError, r"`experiment` must be a non-empty str. "
+                                                 r"Received: experiment=None"),
+    (lambda: studies.Arm("a", "quick", probe_every=0), ValueError,
+     r"`probe_every` must be an integer >= 1. Received: probe_every=0"),
+    (lambda: studies.Forks("quick", epochs=39), TypeError,
+     r"`epochs` must be a non-empty tuple of the epochs .* Received: epochs=39"),
+    (lambda: studies.Forks("quick", epochs=()), TypeError, r"Received: epochs=\(\)"),
+    (lambda: studies.Forks("quick", epochs=(39, 39)), ValueError, r"`epochs` must not repeat"),
+    (lambda: studies.Forks("quick", epochs=(-1,)), ValueError, r"`epochs` must be an integer >= 0"),
+    (lambda: studies.Forks("quick", epochs=(39,), replicas=1), ValueError,
+     r"`replicas` must be an integer >= 2. Received: replicas=1"),
+    (lambda: studies.Forks("quick", epochs=(39,), steps=0), ValueError, r"`steps` must be an integer"),
+    (lambda: studies.Study("s", 0, (ARM,), "d"), ValueError, r"`version` must be an integer >= 1"),
+    (lambda: studies.Study("s", 1, (), "d"), TypeError, r"`arms` must be a non-empty tuple of `Arm`s"),
+    (lambda: studies.Study("s", 1, ("quick",), "d"), TypeError, r"Received: arms=\('quick',\)"),
+    (lambda: studies.Study("s", 1, (ARM,), None), TypeError, r"`description` must be a str"),
+    (lambda: studies.Study("s", 1, (ARM,), "d", forks=(39, 40)), TypeError,
+     r"`forks` must be a `Forks` or None"),
+    (lambda: studies.Study("s", 1, (ARM,), "d", selects_checkpoints="yes"), TypeError,
+     r"`selects_checkpoints` must be True or False"),
+    (lambda: studies.Study("s", 1, (ARM,), "d", scale="huge"), ValueError,
+     r"`scale` must be one of \('quick', 'full'\). Received: scale='huge'"),
+], ids=["empty label", "no experiment", "probe_every 0", "one epoch, not a tuple", "no epochs",
+        "a repeated epoch", "a negative epoch", "one replica", "zero steps", "version 0", "no arms",
+        "an arm by name", "no description", "forks as epochs", "selects as text", "another scale"])
+def test_an_arm_forks_or_study_that_cannot_run_is_refused_when_made(make, error, message):
+    # Before: each was accepted and failed (or ran something else) only in
+    # reproduce.
+    with pytest.raises(error, match=message):
+        make()
+
+
+def test_lists_given_to_a_study_are_kept_as_tuples_so_it_stays_hashable():
+    forks = studies.Forks("quick", epochs=[39, 40])
+    study = studies.Study("s", 1, [ARM], "d", forks=forks)
+    assert forks.epochs == (39, 40) and study.arms == (ARM,)
+    assert hash(study) == hash(studies.Study("s", 1, (ARM,), "d", forks=forks))
