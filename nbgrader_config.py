@@ -21,20 +21,29 @@ c.CourseDirectory.release_directory = "lessons"
 # lesson folder holds its notebook only.
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", ".*"]
 
-# Every folder of solutions/ is a lesson. nbgrader adds a lesson to the
-# gradebook (gradebook.db) when `nbgrader generate_assignment` (`make lessons`)
-# makes its students' version; `nbgrader db assignment add <lesson>` adds one
-# by hand. (nbgrader 0.9 has no setting that lists assignments in advance.)
+# Every folder of solutions/ is a lesson. nbgrader adds a lesson, with its
+# notebook and graded cells, to the gradebook (gradebook.db, not in the
+# repository) when `nbgrader generate_assignment` (`make lessons`) makes its
+# students' version: on a fresh clone, run it before autograding even though
+# lessons/ is committed. (`nbgrader db assignment add <lesson>` records the
+# name only, and autograde then finds no notebook; nbgrader 0.9 has no
+# setting that lists assignments in advance.)
 
 # Per-cell limit while validating and autograding. No graded cell trains a
 # model, and demos shorten themselves under NBGRADER_EXECUTION, but the setup
 # cell imports Keras on TensorFlow: 12-13 s on two busy cores, and a timeout
 # there fails every test of the lesson. 60 s leaves a 4-5x margin over the
-# slowest cell and still stops a student's infinite loop within a minute, so
-# that the other cells are graded.
+# slowest cell and still stops a student's infinite loop within a minute in
+# each cell that runs it (the exercise's test, and any later demo cell that
+# calls it), so that the other cells are graded.
 c.Execute.timeout = 60
 c.Execute.interrupt_on_timeout = True
 c.Execute.kernel_name = "python3"
+
+# `nbgrader validate` cuts every line it prints at this width (nbgrader's
+# default, 90, cut the tests' messages before the expected and received
+# values and the hint).
+c.Validator.width = 400
 
 # A print loop in a student's function must not flood the feedback.
 c.LimitOutput.max_lines = 200
@@ -44,6 +53,9 @@ c.LimitOutput.max_traceback = 40
 # Python warnings and TensorFlow/XLA/absl log lines are not failures: drop a
 # stderr output whose every line is one of those (a warning's message line, an
 # indented source line under it, or a log line), and keep anything else.
+# `nbgrader validate` runs no such step: for it, `robustlab.course` (imported
+# by every lesson's first cell) shows Python warnings on stdout while nbgrader
+# executes a notebook, so that Validate and the grader agree.
 # Each line is tested by a lookahead and then consumed in one way only, so the
 # match cannot backtrack exponentially on a long stderr text.
 _HARMLESS_LINE_START = "|".join([

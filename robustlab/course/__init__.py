@@ -7,9 +7,19 @@ function (`robustlab.course.exercises`), and the interactive explorers
 `demo_epochs(full, graded)` is how a lesson's training demo shortens itself
 while nbgrader validates or autogrades it (nbgrader sets NBGRADER_EXECUTION
 then), so no grade waits on a long run.
+
+While nbgrader executes a notebook, importing this module shows Python
+warnings on standard output instead of standard error. nbgrader gives a test
+cell no points when it wrote to standard error; the course's autograding
+drops standard error that holds only warnings (`nbgrader_config.py`), but
+`nbgrader validate` and the Validate button cannot (they run no such step),
+and reported a correct answer that raised a warning as failing. Outside
+nbgrader nothing changes.
 """
 
 import os
+import sys
+import warnings
 
 from robustlab.course import exercises
 from robustlab.course import grading
@@ -48,3 +58,12 @@ def demo_epochs(full, graded):
     100
     """
     return graded if autograding() else full
+
+
+def _show_warning_on_stdout(message, category, filename, lineno, file=None, line=None):
+    sys.stdout.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+if autograding():
+    warnings.showwarning = _show_warning_on_stdout
+

@@ -198,3 +198,52 @@ def test_feedback_names_the_failure_in_plain_words(graded):
         html = f.read()
     assert "inside value_range=(0, 1)" in html
     assert "Score: 9.0 / 12.0" in html or "9.0 / 12.0" in html
+
+
+# A correct project_linf that raises two warnings, a Python one and NumPy's.
+WARNS = {"project_linf": '''
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    import warnings
+    warnings.warn("a student's note", UserWarning)
+    np.float64(1.0) / 0.0  # NumPy: RuntimeWarning, divide by zero
+    projected = np.clip(x_adv, x - eps, x + eps)
+    return projected if value_range is None else np.clip(projected, *value_range)
+'''}
+
+
+def _solved_release(course, changes=()):
+    """The students' notebook of lesson 00 with every exercise written as the
+    solutions write it, then `changes`."""
+    release = read(notebook_path(course, "lessons", SPECIAL_LESSON))
+    solution = read(notebook_path(course, "solutions", SPECIAL_LESSON))
+    for cell in release.cells:
+        if cell.metadata.get("nbgrader", {}).get("solution"):
+            cell.source = cell_by_grade_id(solution, cell.metadata.nbgrader.grade_id).source
+    return variant(release, dict(changes))
+
+
+def _validate(course, name, notebook):
+    """`nbgrader validate` of `notebook`, as a student runs it: its output."""
+    folder = os.path.join(course, "validate", name)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{SPECIAL_LESSON}.ipynb")
+    nbformat.write(notebook, path)
+    return nbgrader(course, "validate", path).stdout
+
+
+def test_validate_passes_a_correct_answer_that_warns_as_the_grader_does(course):
+    # Before: nbgrader's Validator, which runs no IgnorePattern, failed the
+    # test cell on the warnings' stderr that autograde drops ("you WILL NOT
+    # receive full credit"), while autograde gave full marks.
+    output = _validate(course, "warns", _solved_release(course, WARNS))
+    assert "Success! Your notebook passes all the tests." in output, output
+
+
+def test_validate_fails_a_wrong_answer_and_prints_the_tests_message_whole(course):
+    # The control of the test above: Validate still fails what the grader
+    # fails, and (with nbgrader's default width of 90) no longer cuts the
+    # message before the values and the hint.
+    output = _validate(course, "one_wrong", _solved_release(course, ONE_WRONG))
+    assert "VALIDATION FAILED ON 1 CELL(S)!" in output, output
+    message = next(line for line in output.splitlines() if "AssertionError: " in line)
+    assert message.endswith("Each pixel must end up within eps of x, then inside [0, 1]."), message
