@@ -245,8 +245,7 @@ def seeds_summary(summaries):
 
 
 def _check_summaries(summaries):
-    if isinstance(summaries, (str, bytes, dict)) or not isinstance(summaries, (list, tuple)) or not all(
-            isinstance(s, dict) for s in summaries):
+    if not isinstance(summaries, (list, tuple)) or not all(isinstance(s, dict) for s in summaries):
         raise TypeError("Argument `summaries` must be a list of the runs' summaries, dicts of "
                         f"numbers. Received: summaries={summaries!r}")
     for i, summary in enumerate(summaries):

@@ -100,11 +100,13 @@ def _drop_epochs(drop_epochs):
     """The drops as a list of numbers (None: none)."""
     if drop_epochs is None:
         return []
-    if isinstance(drop_epochs, (str, bytes)) or not isinstance(
-            drop_epochs, (collections.abc.Iterable, np.ndarray)):
+    try:
+        if isinstance(drop_epochs, (str, bytes)):
+            raise TypeError
+        epochs = list(drop_epochs)  # a 0-d array raises TypeError here too
+    except TypeError:
         raise TypeError("Argument `drop_epochs` must be an iterable of epochs (numbers) "
-                        f"or None. Received: drop_epochs={drop_epochs!r}")
-    epochs = list(drop_epochs)
+                        f"or None. Received: drop_epochs={drop_epochs!r}") from None
     if epochs and validation._float_array("drop_epochs", epochs).ndim != 1:
         raise ValueError("Argument `drop_epochs` must be a flat sequence of epochs. "
                          f"Received: drop_epochs={drop_epochs!r}")

@@ -187,9 +187,10 @@ def test_a_logged_curve_that_is_not_numbers_per_epoch_is_named(history, error, m
 
 @pytest.mark.parametrize("drops, error, message", [
     (3, TypeError, r"`drop_epochs` must be an iterable of epochs .* Received: drop_epochs=3"),
+    (np.array(3), TypeError, r"`drop_epochs` must be an iterable .* Received: drop_epochs=array\(3\)"),
     ("ab", TypeError, r"`drop_epochs` must be an iterable .* Received: drop_epochs='ab'"),
     ([[2, 3]], ValueError, r"`drop_epochs` must be a flat sequence .* drop_epochs=\[\[2, 3\]\]"),
-], ids=["a number", "text", "nested"])
+], ids=["a number", "a 0-d array", "text", "nested"])
 def test_drops_that_are_not_a_sequence_of_epochs_are_named(drops, error, message):
     with pytest.raises(error, match=message):
         plots.learning_curves(HISTORY, drop_epochs=drops)
