@@ -481,8 +481,11 @@ class BoundExplorer:
 
     def figure(self, empirical_risk=0.25, kl=1e6, n=1000):
         figure, (ax_n, ax_kl) = plt.subplots(1, 2, figsize=(13, 4))
-        ns = np.logspace(2, 10, 60)
-        kls = np.logspace(0, 8, 60)
+        # Each panel spans its control's range (as `widget` sets it), so the
+        # curve passes through the marker wherever the control stands (the
+        # KL panel stopped at 1e8 nats, the control goes to 1e10).
+        ns = np.logspace(min(2, math.floor(math.log10(n))), max(10, math.ceil(math.log10(n))), 60)
+        kls = np.logspace(0, max(10, math.ceil(math.log10(max(kl, 1.0)))), 60)
         panels = (
             (ax_n, ns, self._against_n(empirical_risk, kl, ns), n,
              f"training examples n (KL = {kl:.3g} nats)"),

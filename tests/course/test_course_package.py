@@ -374,6 +374,22 @@ def test_bound_explorer_draws_what_the_library_gives_point_by_point():
         np.minimum([mcallester_bound(0.27, k, 1000, 0.05) for k in kls], 1.5))
 
 
+@pytest.mark.parametrize("start", [dict(kl=1e9, n=10**10), dict(kl=3e12, n=50)],
+                         ids=["the controls' corner", "a start beyond them"])
+def test_bound_explorer_panels_span_the_controls_ranges(start):
+    # The KL panel stopped at 1e8 nats while its control goes to 1e10: with
+    # the KL at 1e9 and n at 1e10 (a bound of 0.52) the marker stood past
+    # the end of the curve.
+    from robustlab.course.widgets import BoundExplorer
+
+    explorer = BoundExplorer(empirical_risk=0.2, **start)
+    kl_control, n_control = explorer.widget().children[0].children[1:]
+    ax_n, ax_kl = explorer.figure(empirical_risk=0.2, **start).axes
+    ns, kls = ax_n.lines[0].get_xdata(), ax_kl.lines[0].get_xdata()
+    assert (ns[0], ns[-1]) == pytest.approx((10.0 ** n_control.min, 10.0 ** n_control.max))
+    assert (kls[0], kls[-1]) == pytest.approx((10.0 ** kl_control.min, 10.0 ** kl_control.max))
+
+
 def test_bound_explorer_titles_the_c_of_the_whole_n_the_bound_uses():
     from robustlab.course.widgets import BoundExplorer
 
