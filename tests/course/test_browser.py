@@ -73,7 +73,10 @@ def _start_lab(root):
          "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
          f"--ServerApp.root_dir={root}", "--allow-root",
          "--ServerApp.disable_check_xsrf=True"],
-        env=kernel_env(JUPYTERLAB_SETTINGS_DIR=str(settings)), stdout=log,
+        # A workspace of its own: JupyterLab restores the layout it last saved
+        # in ~/.jupyter/lab/workspaces (an earlier run's notebooks) otherwise.
+        env=kernel_env(JUPYTERLAB_SETTINGS_DIR=str(settings),
+                       JUPYTERLAB_WORKSPACES_DIR=str(root / "lab-workspaces")), stdout=log,
         stderr=subprocess.STDOUT)
     lab = dict(root=root, base=f"http://127.0.0.1:{port}", token=token, server=server, log=log)
     deadline = time.time() + 90
