@@ -27,11 +27,13 @@ def test_every_option_is_one_nbgrader_has(config):
     # ("Config option ... not recognized") on every command.
     import nbgrader.coursedir
     import nbgrader.preprocessors
+    import nbgrader.validator
 
     classes = {"CourseDirectory": nbgrader.coursedir.CourseDirectory,
                "Execute": nbgrader.preprocessors.Execute,
                "LimitOutput": nbgrader.preprocessors.LimitOutput,
-               "IgnorePattern": nbgrader.preprocessors.IgnorePattern}
+               "IgnorePattern": nbgrader.preprocessors.IgnorePattern,
+               "Validator": nbgrader.validator.Validator}
     for section, options in config.items():
         known = classes[section].class_trait_names(config=True)
         for name in options:
