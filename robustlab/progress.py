@@ -107,7 +107,7 @@ def _checked_columns(columns):
                              f"triples of strings. Received: a column {column!r}")
         try:
             column[2].format(0.5)
-        except (ValueError, IndexError, KeyError) as error:
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError) as error:
             raise ValueError(
                 "Argument `columns` must give each column a format that str.format "
                 f"applies to a float, such as '{{:.3f}}' ({error}). Received: a column "

@@ -264,7 +264,10 @@ class Study:
 
 
 def _check_label(name, value):
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
+        raise TypeError(f"Argument `{name}` must be a non-empty str. "
+                        f"Received: {name}={value!r}")
+    if not value.strip():
         raise ValueError(f"Argument `{name}` must be a non-empty str. "
                          f"Received: {name}={value!r}")
 

@@ -150,7 +150,10 @@ def test_a_run_resumed_with_every_epoch_done_says_it_ended_after_its_last(monkey
      r"a format that str.format applies to a float, such as '\{:.3f\}' \(Unknown format code "
      r"'d'.*\). Received: a column \('loss', 'loss', '\{:d\}'\)"),
     ([("loss", "loss", "{value}")], ValueError, r"a format that str.format applies to a float"),
-], ids=["a pair", "a key alone", "a number", "an integer format", "a named field"])
+    ([("loss", "loss", "{0[1]}")], ValueError, r"a format that str.format applies to a float"),
+    ([("loss", "loss", "{0.foo}")], ValueError, r"a format that str.format applies to a float"),
+], ids=["a pair", "a key alone", "a number", "an integer format", "a named field", "an index",
+        "an attribute"])
 def test_a_column_that_is_not_a_key_title_and_float_format_is_named_when_made(
         columns, error, message):
     # Before: an unpacking or format error at the end of the fit's first epoch.

@@ -978,7 +978,7 @@ ARM = studies.Arm("an arm", "quick")
 
 @pytest.mark.parametrize("make, error, message", [
     (lambda: studies.Arm("", "quick"), ValueError, r"`label` must be a non-empty str. Received: label=''"),
-    (lambda: studies.Arm("a", None), ValueError, r"`experiment` must be a non-empty str. "
+    (lambda: studies.Arm("a", None), TypeError, r"`experiment` must be a non-empty str. "
                                                  r"Received: experiment=None"),
     (lambda: studies.Arm("a", "quick", probe_every=0), ValueError,
      r"`probe_every` must be an integer >= 1. Received: probe_every=0"),
