@@ -289,7 +289,8 @@ def kl_bernoulli(q, p):
         d = p - q
         interior = (_scaled_x_minus_log1p(q, d, np.log(q), np.log(p))
                     + _scaled_x_minus_log1p(1 - q, -d, np.log1p(-q), np.log1p(-p)))
-        kl = np.where(q == 0, -np.log1p(-p), np.where(q == 1, -np.log(p), interior))
+        # + 0.0: -ln(1) is -0.0, and kl(1 || 1) printed as "-0.0".
+        kl = np.where(q == 0, -np.log1p(-p), np.where(q == 1, -np.log(p), interior)) + 0.0
     return _as_scalar_if_0d(np.asarray(kl))
 
 

@@ -677,7 +677,9 @@ class IterateStatistics:
     def variance(self, ddof=0):
         """Per-layer variances M2 / (count - ddof) (float64 arrays)."""
         ddof = self._check_count(ddof)
-        return [m2.astype(np.float64) / (self._count - ddof) for m2 in self._m2]
+        # np.asarray: dividing a 0-d array gives a NumPy scalar, not an array.
+        return [np.asarray(m2.astype(np.float64) / (self._count - ddof))
+                for m2 in self._m2]
 
     def _projection(self, name):
         if name not in self._projections:

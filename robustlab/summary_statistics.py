@@ -65,14 +65,23 @@ def mean_and_stderr(values, axis=None):
         values = np.where(masked, np.nan, values)
     axis = _check_axis(axis, values.ndim)
     finite = np.isfinite(values)
-    n = finite.sum(axis=axis)
+    n = finite.sum(axis=axis, keepdims=True)
     filled = np.where(finite, values, 0.0)
+    # Huge finite values (1e200 and up) overflowed the sum and the squares
+    # to inf. Dividing by a power of two is exact, so the sums run on values
+    # below 2 in size and give the same bits as unscaled ones wherever those
+    # did not overflow.
+    _, exponent = np.frexp(np.max(np.abs(filled), axis=axis, keepdims=True,
+                                  initial=0.0))
+    scale = np.ldexp(1.0, exponent - 1)
+    scaled = filled / scale
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = filled.sum(axis=axis) / n
-        deviation = np.where(finite, values - (mean if axis is None
-                                              else np.expand_dims(mean, axis)), 0.0)
-        variance = (deviation ** 2).sum(axis=axis) / (n - 1)
-        stderr = np.sqrt(variance / n)
+        mean = scaled.sum(axis=axis, keepdims=True) / n
+        deviation = np.where(finite, scaled - mean, 0.0)
+        variance = (deviation ** 2).sum(axis=axis, keepdims=True) / (n - 1)
+        stderr = np.sqrt(variance / n) * scale
+        mean = mean * scale
+    n, mean, stderr = (np.squeeze(a, axis=axis) for a in (n, mean, stderr))
     mean = np.where(n >= 1, mean, np.nan)
     stderr = np.where(n >= 2, stderr, np.nan)
     positive = (values == np.inf).any(axis=axis)

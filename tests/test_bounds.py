@@ -269,6 +269,8 @@ def test_binary_kl_edges():
     assert kl_bernoulli(0.0, 0.3) == pytest.approx(-math.log(0.7), rel=1e-15)
     assert kl_bernoulli(1.0, 0.3) == pytest.approx(-math.log(0.3), rel=1e-15)
     assert kl_bernoulli(0.0, 0.0) == 0.0 and kl_bernoulli(1.0, 1.0) == 0.0
+    # +0.0, not -0.0 (-ln 1), which printed as "-0.0".
+    assert math.copysign(1.0, kl_bernoulli(1.0, 1.0)) == 1.0
     assert kl_bernoulli(0.2, 0.0) == math.inf and kl_bernoulli(0.2, 1.0) == math.inf
     assert kl_bernoulli(0.0, 1.0) == math.inf and kl_bernoulli(1.0, 0.0) == math.inf
 

@@ -864,6 +864,10 @@ def test_running_mean_and_variance_equal_numpy_on_the_stacked_iterates(iterates)
     assert stats.count == len(iterates)
     for layer, (mean, variance) in enumerate(zip(stats.mean(), stats.variance())):
         x = stacked(iterates, layer)
+        # Arrays of the layer's shape, a 0-d layer's included (its variance
+        # was a NumPy scalar).
+        for result in (mean, variance):
+            assert isinstance(result, np.ndarray) and result.shape == x.shape[1:]
         scale = 1.0 + np.max(np.abs(x)) ** 2
         np.testing.assert_allclose(
             mean, x.mean(axis=0), rtol=1e-12, atol=1e-12 * math.sqrt(scale)

@@ -50,6 +50,19 @@ def test_an_infinity_affects_only_its_own_summary_along_an_axis():
     np.testing.assert_equal(stderr, [1.0, np.nan])
 
 
+@pytest.mark.parametrize("values, mean, stderr", [
+    ([1e200, 1.0], 5e199, 5e199),
+    ([1e308, 1e308, 1e308], 1e308, 0.0),
+    ([-1e308, 1e308], 0.0, 1e308),
+])
+def test_huge_finite_values_do_not_overflow(values, mean, stderr):
+    # The sum and the squared deviations overflowed to inf; the values are
+    # finite, and so are their mean and standard error.
+    got_mean, got_stderr = mean_and_stderr(values)
+    assert got_mean == pytest.approx(mean, rel=1e-15)
+    assert got_stderr == pytest.approx(stderr, rel=1e-15)
+
+
 def test_too_few_finite_values_give_nan():
     mean, stderr = mean_and_stderr([5.0, np.nan])
     assert mean == 5.0 and math.isnan(stderr)
