@@ -24,7 +24,9 @@ the ball and the value range; the model is called on iterates of that dtype.
 The model is called with `training=False` during the attack by default, so
 BatchNorm uses its moving statistics and Dropout is off; with `training=True`
 any state the forward pass would update (BatchNorm moving statistics) is
-discarded. Gradients of the attack never reach the weights: the result is
+discarded, and BatchNorm normalises with the statistics of the attacked batch,
+which couples the examples: an example's gradient, and so its adversarial
+input, then depends on the others in its batch of `batch_size`. Gradients of the attack never reach the weights: the result is
 wrapped in `stop_gradient`, and only the input is differentiated.
 """
 
@@ -740,7 +742,9 @@ def loss_gradient(
     step of `pgd` ascends, for NumPy code (an attack written by hand).
 
     The loss is summed over the batch, so each example's row is the gradient
-    of its own loss. Compiled once per model and loss, like `pgd`.
+    of its own loss (with `training=True`, BatchNorm's batch statistics also
+    carry the other examples' losses into it: see the module's docstring).
+    Compiled once per model and loss, like `pgd`.
 
     Args: as `pgd` (`x` need not lie in any value range).
 

@@ -225,12 +225,19 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
         if not selected or g is None:
             perturbations.append(None)
             continue
+        index = len(perturbations)
+        w = _floating_tensor(f"weights[{index}]", w)
+        g = _floating_tensor(f"gradients[{index}]", g)
         if tuple(w.shape) != tuple(g.shape):
             raise ValueError(
                 "Each gradient must have its weight's shape. Received: "
-                f"weights[{len(perturbations)}].shape={tuple(w.shape)}, "
-                f"gradients[{len(perturbations)}].shape={tuple(g.shape)}")
+                f"weights[{index}].shape={tuple(w.shape)}, "
+                f"gradients[{index}].shape={tuple(g.shape)}")
         dtype = keras.backend.standardize_dtype(g.dtype)
+        if keras.backend.standardize_dtype(w.dtype) != dtype:
+            # Only the weight's norm is used, and TensorFlow refuses to mix
+            # float64 and float32 in the scale.
+            w = ops.cast(w, dtype)
         if dtype in _HALF_PRECISION:
             # A float16 square overflows above 65504 (a norm over 256) and
             # flushes to zero below about 6e-8, and a bfloat16 sum keeps 8
@@ -249,6 +256,18 @@ def layerwise_relative_perturbation(weights, gradients, gamma, mask):
 
 
 _HALF_PRECISION = ("float16", "bfloat16")
+
+
+def _floating_tensor(name, x):
+    """`x` (a tensor, a variable, an array or nested lists) as something
+    with a floating dtype: integer gradients gave a perturbation of zeros."""
+    if not (hasattr(x, "shape") and hasattr(x, "dtype")):
+        x = ops.convert_to_tensor(x)
+    if not keras.backend.is_float_dtype(x.dtype):
+        raise TypeError(
+            f"Argument `{name}` must have a floating-point dtype. Received: "
+            f"{name} of dtype {keras.backend.standardize_dtype(x.dtype)}")
+    return x
 
 
 def zero_on_overflow(gradients):

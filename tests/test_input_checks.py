@@ -486,6 +486,30 @@ def test_the_layerwise_perturbation_refuses_a_gradient_of_another_shape():
             [np.ones(1), np.ones(2)], [np.ones(1), np.ones(3)], 0.1, [True, True])
 
 
+def test_the_layerwise_perturbation_takes_nested_lists_as_arrays():
+    # Lists raised AttributeError ('list' object has no attribute 'shape').
+    (v,) = awp.layerwise_relative_perturbation([[[3.0, 4.0]]], [[[0.0, 2.0]]], 0.1, [True])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), [[0.0, 0.5]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("w, g, name", [
+    (np.array([3.0, 4.0]), np.array([0, 2]), "gradients"),
+    (np.array([3, 4]), np.array([0.0, 2.0]), "weights")])
+def test_the_layerwise_perturbation_refuses_an_integer_weight_or_gradient(w, g, name):
+    # Integer gradients gave a perturbation of zeros, silently.
+    with pytest.raises(TypeError, match=rf"`{name}\[0\]` must have a floating-point dtype\. "
+                                        rf"Received: {name}\[0\] of dtype int"):
+        awp.layerwise_relative_perturbation([w], [g], 0.1, [True])
+
+
+def test_the_layerwise_perturbation_takes_a_weight_of_another_float_dtype():
+    # Only the weight's norm is used; TensorFlow refused float64 and float32.
+    (v,) = awp.layerwise_relative_perturbation(
+        [np.array([3.0, 4.0])], [np.array([0.0, 2.0], "float32")], 0.1, [True])
+    assert keras.backend.standardize_dtype(v.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(v), [0.0, 0.5], rtol=1e-6)
+
+
 def test_awp_refuses_a_negative_epoch():
     with pytest.raises(ValueError, match=r"Received: epoch=-5"):
         robustlab.AWP(0.01).gamma_at(-5)
