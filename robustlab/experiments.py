@@ -335,6 +335,11 @@ def get(name):
     ...
     ValueError: Unknown experiment; available: ... Received: name='slow'
     """
+    if not isinstance(name, str):
+        # A list raised TypeError: unhashable type, naming nothing.
+        raise TypeError(
+            f"Argument `name` must be the name of an experiment (a string), one of "
+            f"{', '.join(sorted(EXPERIMENTS))}. Received: name={name!r}")
     try:
         return EXPERIMENTS[name]
     except KeyError:
@@ -365,6 +370,16 @@ def _warn_if_awp_never_starts(configs, study=None, stacklevel=2):
         message = (f"{study} with epochs={epochs} ends before AWP's warm-up ({warmup} "
                    f"epochs) in {names}: those runs train exactly as without AWP.")
     warnings.warn(message, stacklevel=stacklevel + 1)
+
+
+def _experiment(experiment):
+    """`experiment`, an `Experiment` or the name of one, as an `Experiment`."""
+    if isinstance(experiment, str):
+        experiment = get(experiment)
+    if not isinstance(experiment, Experiment):
+        raise TypeError("Argument `experiment` must be a robustlab.experiments.Experiment "
+                        f"or the name of one. Received: experiment={experiment!r}")
+    return experiment
 
 
 def build(experiment, *, steps_per_execution=1):
@@ -410,11 +425,7 @@ def build(experiment, *, steps_per_execution=1):
     >>> type(model.optimizer).__name__, model.optimizer.momentum
     ('SGD', 0.9)
     """
-    if isinstance(experiment, str):
-        experiment = get(experiment)
-    if not isinstance(experiment, Experiment):
-        raise TypeError("Argument `experiment` must be a robustlab.experiments.Experiment "
-                        f"or the name of one. Received: experiment={experiment!r}")
+    experiment = _experiment(experiment)
     integer = (isinstance(steps_per_execution, numbers.Integral)
                and not isinstance(steps_per_execution, bool))
     if steps_per_execution != "epoch" and not (integer and steps_per_execution >= 1):
@@ -536,8 +547,9 @@ def run(experiment, out_dir=None, *, callbacks=(), verbose=1, epochs=None,
         `summarize(history, ...)` (with `seconds`, the training time of all
         attempts together).
     """
-    if isinstance(experiment, str):
-        experiment = get(experiment)
+    # Checked first: a study's Arm or an experiment's dict raised
+    # AttributeError in `replace`.
+    experiment = _experiment(experiment)
     if epochs is not None:
         experiment = experiment.replace(epochs=epochs)
     callbacks = _check_callbacks(callbacks)

@@ -421,6 +421,9 @@ class StudyResults:
     """
 
     def __init__(self, study, seeds, histories, metadata=None, forks=None):
+        if not isinstance(study, Study):
+            raise TypeError("Argument `study` must be a robustlab.studies.Study, such as "
+                            f"`get(name)`. Received: study={study!r}")
         self.study = study
         self.forks = {int(seed): list(windows) for seed, windows in (forks or {}).items()}
         self.seeds = list(seeds)
@@ -1169,6 +1172,12 @@ def write_figures(results, out):
     `write_figures(reference("awp-tradeoff"), "figures")`, or `robustlab
     figures awp-tradeoff --out figures`.
     """
+    if not isinstance(results, StudyResults):
+        # Checked before the folder is made; a study's name failed deep in
+        # plots with AttributeError.
+        raise TypeError(
+            "Argument `results` must be a robustlab.studies.StudyResults, such as "
+            f"`reference(name)` or what `reproduce` returns. Received: results={results!r}")
     os.makedirs(validation.check_folder("out", out), exist_ok=True)
     written = [os.path.join(out, "curves.png")]
     figure = plots.study_curves(results)

@@ -163,6 +163,10 @@ def check_folder(name, path):
     """`path`, where a folder is or can be made: nothing but folders on the
     way to it (a folder that does not exist yet is made later). An empty
     path is refused, not taken for the current folder."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        # os.fspath's TypeError named no argument.
+        raise TypeError(f"Argument `{name}` must be a path (a str or os.PathLike). "
+                        + _received(name, path))
     if os.fspath(path) in ("", b""):
         raise ValueError(
             f"Argument `{name}` must be a folder, or a path where one can be "

@@ -539,6 +539,37 @@ def test_build_takes_an_experiments_name():
     assert isinstance(built, robustlab.AdversarialModel) and len(dataset.x_train) == 1000
 
 
+@pytest.mark.parametrize("experiment", [
+    robustlab.studies.get("robust-overfitting").arms[0],
+    experiments.get("quick").to_dict()])
+def test_run_names_an_experiment_that_is_neither_one_nor_a_name(experiment, tmp_path):
+    # A study's Arm or an experiment's dict raised AttributeError in `replace`.
+    with pytest.raises(TypeError, match=r"`experiment` must be a robustlab.experiments."
+                                        r"Experiment or the name of one\. Received: experiment="):
+        experiments.run(experiment, str(tmp_path / "run"), epochs=1, verbose=0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_experiment_name_that_is_not_a_string_is_a_type_error():
+    # A list raised "unhashable type: 'list'".
+    with pytest.raises(TypeError, match=r"`name` must be the name of an experiment \(a string\)"
+                                        r", one of .*quick.*\. Received: name=\['quick'\]"):
+        experiments.get(["quick"])
+
+
+def test_write_figures_names_a_study_name_given_for_results_and_makes_no_folder(tmp_path):
+    with pytest.raises(TypeError, match=r"`results` must be a robustlab.studies.StudyResults.*"
+                                        r"Received: results='awp-tradeoff'"):
+        robustlab.studies.write_figures("awp-tradeoff", str(tmp_path / "figures"))
+    assert not (tmp_path / "figures").exists()
+
+
+def test_study_results_name_a_study_that_is_not_one():
+    with pytest.raises(TypeError, match=r"`study` must be a robustlab.studies.Study.*"
+                                        r"Received: study=3"):
+        robustlab.studies.StudyResults(3, [0], {})
+
+
 def test_summaries_need_at_least_one_final_epoch():
     with pytest.raises(ValueError, match=r"Received: final_epochs=0"):
         experiments.summarize({"val_robust_accuracy": [0.1, 0.2]}, final_epochs=0)
@@ -591,6 +622,14 @@ def test_an_output_folder_that_cannot_be_written_is_refused_by_name(tmp_path, mo
 def test_an_empty_output_path_is_refused_not_taken_for_the_current_folder(path):
     with pytest.raises(ValueError, match=r"`out` must be a folder, or a path where one can "
                                          r"be made; an empty path names none. Received: out="):
+        validation.check_folder("out", path)
+
+
+@pytest.mark.parametrize("path", [3, None, ["runs"]])
+def test_an_output_path_that_is_not_a_path_is_a_type_error(path):
+    # os.fspath's TypeError named no argument.
+    with pytest.raises(TypeError, match=r"`out` must be a path \(a str or os.PathLike\)\. "
+                                        rf"Received: out={path!r}".replace("[", "\\[")):
         validation.check_folder("out", path)
 
 
