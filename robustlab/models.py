@@ -73,7 +73,7 @@ def mlp(
     2410
     """
     input_shape = _check_input_shape(input_shape)
-    validation.check_int_at_least("num_classes", num_classes, 2)
+    num_classes = validation.check_int_at_least("num_classes", num_classes, 2)
     hidden = _check_widths("hidden", hidden, allow_empty=True)
     seeds = _LayerSeeds(seed)
     regularizer = _l2_for_weight_decay(weight_decay)
@@ -128,9 +128,9 @@ def small_cnn(
     (None, 10)
     """
     input_shape = _check_input_shape(input_shape)
-    validation.check_int_at_least("num_classes", num_classes, 2)
+    num_classes = validation.check_int_at_least("num_classes", num_classes, 2)
     filters = _check_widths("filters", filters)
-    validation.check_int_at_least("dense", dense, 1)
+    dense = validation.check_int_at_least("dense", dense, 1)
     if min(input_shape[:2]) < 2:
         raise ValueError(
             "Argument `input_shape` must have height and width >= 2 for the "
@@ -206,8 +206,8 @@ def preact_resnet18(
     (None, 10)
     """
     input_shape = _check_input_shape(input_shape)
-    validation.check_int_at_least("num_classes", num_classes, 2)
-    validation.check_int_at_least("width", width, 1)
+    num_classes = validation.check_int_at_least("num_classes", num_classes, 2)
+    width = validation.check_int_at_least("width", width, 1)
     seeds = _LayerSeeds(seed)
     regularizer = _l2_for_weight_decay(weight_decay)
 

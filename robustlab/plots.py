@@ -180,6 +180,13 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             "Argument `history` must be the per-epoch logs, a dict of lists "
             "(`History.history`, not the History). "
             f"Received: history={type(history).__name__}")
+    if reference is not None and not isinstance(reference, collections.abc.Mapping):
+        # A StudyResults failed with "not iterable"; a list of pairs was
+        # ignored, and the figure drawn without the reference.
+        raise TypeError(
+            "Argument `reference` must be None or a mapping `{key: (mean, stderr)}`, "
+            "as `robustlab.studies.reference_curves` gives. "
+            f"Received: reference of type {type(reference).__name__}")
     reference = reference or {}
     # A drop the run never reached (a shortened run) would only stretch the axes.
     length = max((len(np.atleast_1d(v)) for v in history.values()), default=0)
@@ -386,13 +393,17 @@ def study_curves(results, panels=STUDY_PANELS):
     ['AWP gamma 0 (quick)', 'AWP gamma 0.002']
     >>> close(figure)
     """
+    _check_study_results(results)
+    panels = _check_panels(panels)
     columns = 3
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(15, 3.8 * rows),
                                 sharex=True, squeeze=False)
-    # A shortened study ends before a drop that its settings list.
-    length = max(len(h[next(iter(h))]) for arm in results.study.arms
-                 for h in results.runs(arm.experiment))
+    # A shortened study ends before a drop that its settings list. (An empty
+    # history has no length: its panels say "not logged".)
+    length = max((len(values) for arm in results.study.arms
+                  for h in results.runs(arm.experiment) for values in h.values()),
+                 default=0)
     drops = sorted({e for arm in results.study.arms
                     for e in arm.config.lr_drop_epochs if e < length})
     for ax, (title, ylabel, keys, log) in zip(axes.flat, panels):
@@ -456,7 +467,19 @@ def fork_widths(results, seed=None):
     Raises:
         ValueError: for a `seed` without forks, or `results` whose seeds
             have no windows, or windows at different epochs.
+
+    Example:
+
+    >>> from robustlab.plots import close, fork_widths
+    >>> from robustlab.studies import reference
+    >>> figure = fork_widths(reference("lr-drop-collapse"))
+    >>> for ax in figure.axes[1:]:  # a cloud per window
+    ...     print(ax.get_title())
+    seed 0: 64 replicas after 15 steps, epoch 39 (lr 0.2)
+    seed 0: 64 replicas after 15 steps, epoch 40 (lr 0.02)
+    >>> close(figure)
     """
+    _check_study_results(results)
     seeds = results.seeds
     seed = seeds[0] if seed is None else seed
     if seed not in results.forks:
@@ -534,10 +557,34 @@ def gap_against_train_accuracy(results):
 
     Returns:
         The matplotlib Figure (close it with `close`).
+
+    Raises:
+        ValueError: for runs that did not log `train_robust_accuracy`
+            (`robustlab.callbacks.RobustEvaluation`), the figure's x axis.
+
+    Example:
+
+    >>> from robustlab.plots import close, gap_against_train_accuracy
+    >>> from robustlab.studies import reference
+    >>> figure = gap_against_train_accuracy(reference("awp-tradeoff"))
+    >>> figure.axes[0].get_legend_handles_labels()[1][:3]  # one entry per gamma
+    ['gamma 0', 'gamma 0.002', 'gamma 0.005']
+    >>> close(figure)
     """
+    _check_study_results(results)
+    all_summaries = {arm.experiment: results.summaries(arm.experiment)
+                     for arm in results.study.arms}
+    for name, summaries in all_summaries.items():
+        lacking = [seed for seed, s in zip(results.seeds, summaries)
+                   if "final_robust_train_accuracy" not in s]
+        if lacking:
+            raise ValueError(
+                "Argument `results` must hold runs that logged `train_robust_accuracy` "
+                "(robust train accuracy at the end is the x axis). Received: results "
+                f"whose arm {name!r} lacks it for seeds {lacking}")
     figure, ax = plt.subplots(figsize=(6.5, 4.8))
     for index, arm in enumerate(results.study.arms):
-        summaries = results.summaries(arm.experiment)
+        summaries = all_summaries[arm.experiment]
         train = 100 * np.array([s["final_robust_train_accuracy"] for s in summaries])
         gap = 100 * np.array([s["robust_overfitting_gap"] for s in summaries])
         color = f"C{index}"
@@ -564,5 +611,48 @@ def _label_noise_note(results):
 
 
 def close(figure):
-    """Release a figure's memory."""
+    """Release a figure's memory (matplotlib keeps every figure it made until
+    it is closed).
+
+    Args:
+        figure: a matplotlib Figure, such as the functions here return.
+
+    Example:
+
+    >>> import matplotlib.pyplot as plt
+    >>> from robustlab.plots import close
+    >>> figure = plt.figure()
+    >>> close(figure)
+    >>> plt.fignum_exists(figure.number)
+    False
+    """
     plt.close(figure)
+
+
+_STUDY_RESULTS_ATTRIBUTES = ("study", "seeds", "forks", "runs", "curve", "summaries")
+
+
+def _check_study_results(results):
+    # plots sits below studies in the layers, so the check is by what the
+    # figures read: a History's dict raised AttributeError ('study').
+    if not all(hasattr(results, name) for name in _STUDY_RESULTS_ATTRIBUTES):
+        raise TypeError(
+            "Argument `results` must be a robustlab.studies.StudyResults, such as "
+            "`robustlab.studies.reference(name)` gives (for one run's history, "
+            f"`learning_curves`). Received: results of type {type(results).__name__}")
+
+
+def _check_panels(panels):
+    """`panels` as a list of `(title, y label, [(key, suffix, style)], log)`."""
+    try:
+        panels = list(panels)
+        valid = bool(panels) and all(
+            len(panel) == 4 and all(len(key) == 3 for key in panel[2]) for panel in panels)
+    except TypeError:
+        valid = False
+    if not valid:
+        raise ValueError(
+            "Argument `panels` must hold at least one `(title, y label, [(log key, "
+            "label suffix, line style), ...], log scale)` tuple. "
+            f"Received: panels={panels!r}")
+    return panels

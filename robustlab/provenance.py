@@ -66,6 +66,10 @@ def source_digest(package_dir=_PACKAGE_DIR):
     `.ipynb_checkpoints/` copies: not the code that runs). Line endings are
     read as Python reads source files, so a checkout with CRLF endings
     (git's autocrlf on Windows) has the digest of the same code with LF."""
+    if not os.path.isdir(package_dir):
+        # os.walk of a missing folder yields nothing: the digest of no code.
+        raise ValueError("Argument `package_dir` must be a folder. "
+                         f"Received: package_dir={package_dir!r}")
     digest = hashlib.sha256()
     paths = []
     for root, dirs, files in os.walk(package_dir):

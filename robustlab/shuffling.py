@@ -25,6 +25,14 @@ __all__ = [
 def epoch_permutation(n, seed):
     """`permutation(epoch) -> indices`, the order of each epoch.
 
+    Args:
+        n: how many examples, an integer >= 0.
+        seed: the seed of the orders, an integer in [0, 2**31 - 1].
+
+    Returns:
+        A function of the epoch (an integer >= 0) that gives a permutation
+        of `0, ..., n - 1` as a NumPy array.
+
     Example:
 
     >>> from robustlab.shuffling import epoch_permutation
@@ -35,7 +43,13 @@ def epoch_permutation(n, seed):
     True
     """
 
+    # Checked here: NumPy named neither (a seed of -1 or None, a float), and
+    # a negative n gave an empty order.
+    n = validation.check_int_at_least("n", n, 0)
+    seed = validation.check_seed("seed", seed)
+
     def permutation(epoch):
+        epoch = validation.check_int_at_least("epoch", epoch, 0)
         return np.random.default_rng([seed, epoch]).permutation(n)
 
     return permutation

@@ -475,6 +475,12 @@ class StudyResults:
             raise KeyError(
                 f"{key!r} was not logged in arm {arm!r} (seeds {missing}); "
                 f"logged: {sorted(runs[0])}")
+        lengths = {seed: len(h[key]) for seed, h in zip(self.seeds, runs)}
+        if len(set(lengths.values())) > 1:
+            # np.stack said only "all input arrays must have the same shape".
+            raise ValueError(
+                f"The seeds' runs of arm {arm!r} must have logged {key!r} at as many "
+                f"epochs to be stacked. Received: epochs per seed {lengths}")
         return np.stack([h[key] for h in runs])
 
     def curve(self, arm, key):

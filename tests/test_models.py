@@ -346,3 +346,15 @@ def test_one_fit_step_on_random_data_changes_the_weights(name):
 def test_bad_argument_raises_naming_it(build, kwargs, error, argument):
     with pytest.raises(error, match=f"`{argument}`.*Received: {argument}="):
         build(**kwargs)
+
+
+@pytest.mark.parametrize("build, sizes", [
+    (models.mlp, {"num_classes": np.int64(3)}),
+    (models.small_cnn, {"num_classes": np.int64(3), "dense": np.int64(16)}),
+    (models.preact_resnet18, {"num_classes": np.int64(3), "width": np.int64(4)})])
+def test_numpy_integer_sizes_build_the_model(build, sizes):
+    # They passed the checks and were then refused by Keras's Dense ("expected a
+    # positive integer. Received: units=3"); `y.max() + 1` is one.
+    shape = (32, 32, 3) if build is models.preact_resnet18 else (8, 8, 1)
+    model = build(input_shape=shape, **sizes)
+    assert model.output_shape == (None, 3)

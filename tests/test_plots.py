@@ -325,3 +325,55 @@ def test_fork_widths_refuses_a_seed_with_no_window(forked_study):
     with pytest.raises(ValueError, match=r"no fork window for seed 1.*Received: results "
                                          r"with fork windows at epochs \{1: \[\], 0: \[\]"):
         plots.fork_widths(_with_forks(forked_study, forks), seed=1)
+
+
+# -- what the study figures are given ------------------------------------------
+
+
+@pytest.mark.parametrize("draw", [plots.study_curves, plots.fork_widths,
+                                  plots.gap_against_train_accuracy])
+def test_the_study_figures_name_a_runs_history_given_for_results(draw):
+    # A History's dict raised AttributeError ('dict' object has no attribute 'study').
+    with pytest.raises(TypeError, match=r"`results` must be a robustlab.studies.StudyResults"
+                                        r".*Received: results of type dict"):
+        draw(HISTORY)
+
+
+def test_learning_curves_names_a_reference_that_is_not_a_mapping(forked_study):
+    # A StudyResults failed with "not iterable"; a list of pairs was ignored.
+    for reference in (forked_study, list(REFERENCE.items())):
+        with pytest.raises(TypeError, match=r"`reference` must be None or a mapping "
+                                            r"`\{key: \(mean, stderr\)\}`.*Received: reference "
+                                            rf"of type {type(reference).__name__}"):
+            plots.learning_curves(HISTORY, reference=reference)
+
+
+def _with_histories(results, change):
+    from robustlab import studies
+
+    histories = {arm: [change(h) for h in runs] for arm, runs in results.histories.items()}
+    return studies.StudyResults(results.study, results.seeds, histories, results.metadata,
+                                forks=results.forks)
+
+
+def test_study_curves_of_empty_histories_say_not_logged(forked_study):
+    # A run with an empty history raised "generator raised StopIteration".
+    figure = plots.study_curves(_with_histories(forked_study, lambda h: {}))
+    shown = [ax for ax in figure.axes if ax.get_visible()]
+    assert shown and all(ax.texts[0].get_text() == "not logged" for ax in shown)
+    plots.close(figure)
+
+
+@pytest.mark.parametrize("panels", [(), [("title", "y", ["loss"], False)], [("title",)]])
+def test_study_curves_name_panels_that_are_not_panels(forked_study, panels):
+    with pytest.raises(ValueError, match=r"`panels` must hold at least one `\(title, y label"):
+        plots.study_curves(forked_study, panels=panels)
+
+
+def test_the_trade_off_names_runs_without_robust_train_accuracy(forked_study):
+    # It raised KeyError: 'final_robust_train_accuracy'.
+    results = _with_histories(forked_study, lambda h: {k: v for k, v in h.items()
+                                                       if k != "train_robust_accuracy"})
+    with pytest.raises(ValueError, match=r"logged `train_robust_accuracy`.*Received: results "
+                                         r"whose arm 'quick' lacks it for seeds \[0, 1"):
+        plots.gap_against_train_accuracy(results)

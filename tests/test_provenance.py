@@ -178,3 +178,9 @@ def test_settings_that_choose_other_kernels_are_part_of_the_hardware(monkeypatch
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_thunk_runtime=false")
     assert provenance.hardware() == (
         f"{plain} [TF_ENABLE_ONEDNN_OPTS=0 XLA_FLAGS=--xla_cpu_use_thunk_runtime=false]")
+
+
+def test_the_digest_of_a_folder_that_is_not_there_is_refused(tmp_path):
+    # os.walk of a missing folder yields nothing: it gave the digest of no code.
+    with pytest.raises(ValueError, match=r"`package_dir` must be a folder\. Received: "):
+        provenance.source_digest(str(tmp_path / "missing"))

@@ -162,3 +162,16 @@ def test_bad_epoch_data_arguments_are_named(kwargs, error, match):
     arguments.update(kwargs)
     with pytest.raises(error, match=match):
         epoch_shuffled_batches(**arguments)
+
+
+@pytest.mark.parametrize("n, seed, name", [
+    (-3, 0, "n"), (5, -1, "seed"), (5, 1.5, "seed"), (5, None, "seed"), (2.0, 0, "n")])
+def test_epoch_permutation_names_a_bad_size_or_seed(n, seed, name):
+    # NumPy named neither, and n = -3 gave an empty order.
+    with pytest.raises((ValueError, TypeError), match=rf"`{name}`.*Received: {name}="):
+        epoch_permutation(n, seed)
+
+
+def test_an_epoch_permutation_names_a_negative_epoch():
+    with pytest.raises(ValueError, match=r"`epoch`.*Received: epoch=-1"):
+        epoch_permutation(5, 0)(-1)

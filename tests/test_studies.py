@@ -1015,3 +1015,15 @@ def test_lists_given_to_a_study_are_kept_as_tuples_so_it_stays_hashable():
     study = studies.Study("s", 1, [ARM], "d", forks=forks)
     assert forks.epochs == (39, 40) and study.arms == (ARM,)
     assert hash(study) == hash(studies.Study("s", 1, (ARM,), "d", forks=forks))
+
+
+def test_stacking_runs_of_different_lengths_names_the_arm_key_and_lengths():
+    # np.stack said only "all input arrays must have the same shape".
+    results = studies.reference("lr-drop-collapse")
+    histories = {arm: [{k: v[:50] for k, v in h.items()} if i == 1 else h
+                       for i, h in enumerate(runs)]
+                 for arm, runs in results.histories.items()}
+    short = studies.StudyResults(results.study, results.seeds, histories)
+    with pytest.raises(ValueError, match=r"arm 'quick' must have logged 'loss' at as many "
+                                         r"epochs.*Received: epochs per seed \{0: 100, 1: 50, 2: 100"):
+        short.stacked("quick", "loss")
