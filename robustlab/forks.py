@@ -270,7 +270,8 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
         ValueError: for an argument outside the ranges above, an unknown
             `batches`, or an SGD whose steps the heavy-ball prediction does not
             model (Nesterov momentum, gradient accumulation, clipping) or
-            whose learning rate is a schedule.
+            whose learning rate is a schedule, or a compiled loss that does
+            not average over the batch (`reduction="sum"` or `"none"`).
         TypeError: when the model is not an `AdversarialModel` or its
             optimizer not a Keras `SGD`, or an integer argument is not an
             integer.
@@ -332,6 +333,7 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
             f"Received: optimizer with learning_rate={type(schedule).__name__}")
     net = model.model
     loss = model.loss
+    model_validation.check_mean_loss(loss, "fork")
     if not optimizer.built:
         # Built by the first replica's fit otherwise, after the state was
         # saved: the later replicas would start from its momentum.

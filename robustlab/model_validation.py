@@ -23,6 +23,7 @@ __all__ = [
     "check_classifier",
     "check_heavy_ball_sgd",
     "check_input_shape",
+    "check_mean_loss",
     "check_single_input",
     "checked_batches",
     "checked_dataset",
@@ -89,6 +90,25 @@ def check_heavy_ball_sgd(optimizer, who, alternative=""):
                 f"{who}'s prediction models one heavy-ball step a batch, linear in the "
                 f"batch's gradient: compile the SGD without `{name}`{alternative}. "
                 f"Received: {name}={value!r}")
+
+
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+def check_mean_loss(loss, who, alternative=""):
+    """The compiled `loss` must average over the batch, as the heavy-ball
+    recursion's gradient and noise do (the curvature is measured on the mean
+    loss): with `reduction="sum"` (or "none", which the optimizer then sums)
+    a step moves B times as far, and the prediction was 10 to 70 times too
+    small without a word. `who` and `alternative` as in
+    `check_heavy_ball_sgd`."""
+    reduction = getattr(loss, "reduction", "sum_over_batch_size") if isinstance(
+        loss, keras.losses.Loss) else "sum_over_batch_size"
+    if reduction not in _MEAN_REDUCTIONS:
+        raise ValueError(
+            f"{who}'s prediction models steps on the batch's mean loss: compile a loss "
+            f"with reduction in {_MEAN_REDUCTIONS} (Keras's default){alternative}. "
+            f"Received: loss with reduction={reduction!r}")
 
 
 def check_single_input(model):

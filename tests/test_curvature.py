@@ -784,3 +784,37 @@ def test_weights_to_flatten_or_a_model_to_unflatten_for_are_named():
     with pytest.raises(TypeError, match=r"`model` must be a keras.Model. "
                                         r"Received: model of type NoneType"):
         curvature.unflatten_weights(np.zeros(3), None)
+
+
+# -- the same inputs, the same bits, whatever came before ---------------------------
+
+
+def _twin_tanh_models():
+    def build():
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, activation="tanh"),
+                                 keras.layers.Dense(3)])
+    return build(), build()
+
+
+def test_a_product_depends_on_its_inputs_not_on_the_sizes_of_earlier_calls():
+    # On TensorFlow, `reduce_retracing` generalised the compiled graph's batch
+    # dimension once a second size was seen, and the general graph rounds
+    # differently: a replica fork (another probe size) run from a callback
+    # changed the tracker's logged numbers in their last bits.
+    from robustlab.callbacks.posterior_tracker import per_example_directional_derivatives
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 4), dtype="float32"), np.arange(64) % 3
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    fresh, used = _twin_tanh_models()
+    tangents = [rng.standard_normal(v.shape) for v in fresh.trainable_variables]
+    v = curvature.flatten_weights(tangents)
+    curvature.hessian_vector_product(used, x, y, v, loss=loss)
+    per_example_directional_derivatives(used, x, y, tangents, loss=loss)
+    np.testing.assert_array_equal(
+        curvature.hessian_vector_product(used, x[:16], y[:16], v, loss=loss),
+        curvature.hessian_vector_product(fresh, x[:16], y[:16], v, loss=loss))
+    np.testing.assert_array_equal(
+        per_example_directional_derivatives(used, x[:16], y[:16], tangents, loss=loss),
+        per_example_directional_derivatives(fresh, x[:16], y[:16], tangents, loss=loss))

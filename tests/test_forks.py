@@ -320,6 +320,17 @@ def test_an_sgd_whose_steps_the_prediction_does_not_model_is_refused(data, setti
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value_before)
 
 
+def test_a_loss_summed_over_the_batch_is_refused(data):
+    # A summed loss steps B times as far as the mean loss the prediction models.
+    x, y = data
+    model = trained_model()
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum"))
+    with pytest.raises(ValueError, match=r"^fork's prediction models steps on the batch's mean "
+                                         r"loss.*Received: loss with reduction='sum'$"):
+        forks.fork(model, x, y, batch_size=BATCH, replicas=2, steps=1)
+
+
 def test_an_sgd_with_a_learning_rate_schedule_is_refused_by_name(data):
     # It failed inside with "'EagerTensor' object has no attribute 'assign'".
     x, y = data

@@ -17,7 +17,6 @@ from robustlab import curvature as _curvature
 from robustlab import posterior
 from robustlab import model_validation
 from robustlab import validation
-from robustlab.losses import per_example_loss
 from robustlab.callbacks.hessian_probe import HessianProbe
 from robustlab.callbacks._shared import check_probe_data
 from robustlab.callbacks._shared import check_schedule
@@ -181,7 +180,8 @@ class PosteriorTracker(keras.callbacks.Callback):
     under XLA on TensorFlow, or under a distribution) is read after every
     batch and needs `steps_per_execution=1`. For the prediction: a
     `keras.optimizers.SGD` without Nesterov (Keras's momentum form is
-    exactly the heavy-ball recursion).
+    exactly the heavy-ball recursion), and a loss that averages over the
+    batch (Keras's default reduction; a summed loss steps B times as far).
 
     Args:
         probe: optional `HessianProbe` providing the direction and curvature;
@@ -432,6 +432,8 @@ class PosteriorTracker(keras.callbacks.Callback):
         self._optimizer = optimizer
         self._momentum = float(optimizer.momentum)
         self._loss = compiled_loss(model)
+        model_validation.check_mean_loss(
+            self._loss, "PosteriorTracker", " (or drop the probe to measure only)")
         x, y = (self.x, self.y) if self.x is not None else (self.probe.x, self.probe.y)
         num_classes = model_validation.check_classifier(net, x[:1])
         validation.check_labels(y, num_classes, len(x), name="y")
@@ -843,9 +845,7 @@ _DIRECTIONAL = weakref.WeakKeyDictionary()  # model -> {key: compiled function}
 _HALF_PRECISION = ("float16", "bfloat16")
 
 
-def _per_example_losses(loss):
-    per_example = per_example_loss(loss)
-
+def _per_example_losses(per_example):
     def losses(y, y_pred):
         if keras.backend.standardize_dtype(y_pred.dtype) in _HALF_PRECISION:
             y_pred = ops.cast(y_pred, "float32")
@@ -859,15 +859,14 @@ def _per_example_losses(loss):
     return losses
 
 
-def _directional_function(model, loss):
-    per_model = _DIRECTIONAL.setdefault(model, {})
-    key = (id(loss) if not isinstance(loss, str) else loss,
-           tuple(id(v) for v in model.trainable_variables))
-    function = per_model.get(key)
-    if function is None:
-        function = _backend.get().make_directional_derivative(model, _per_example_losses(loss))
-        per_model[key] = function
-    return function
+def _directional_function(model, loss, per_example):
+    # Keyed as curvature's products are (`losses.compiled_for_loss`): by
+    # identity, an equal Keras loss written afresh for each call compiled
+    # again each time and was held for the model's life.
+    return losses_module.compiled_for_loss(
+        _DIRECTIONAL, model, tuple(id(v) for v in model.trainable_variables), loss,
+        per_example, lambda per_example: _backend.get().make_directional_derivative(
+            model, _per_example_losses(per_example)))
 
 
 def per_example_directional_derivatives(model, x, y, direction, *, loss,
@@ -916,14 +915,23 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     if loss is None:
         raise ValueError("Argument `loss` is required (a Keras loss name, function "
                          "or keras.losses.Loss). Received: loss=None")
-    losses_module.resolve_model_loss(model, loss)  # a clear error for a non-loss
+    # A clear error for a non-loss; the resolved loss keys the compiled function.
+    loss, per_example = losses_module.resolve_model_loss(model, loss)
     x, y = check_probe_data(x, y)
     batch_size = validation.check_int_at_least("batch_size", batch_size, 1)
     # Out-of-range class labels: TensorFlow would fail inside the graph and
     # JAX's one-hot would quietly give a zero loss and derivative.
     _curvature._check_class_labels(model, loss, x, y)
     variables = list(model.trainable_variables)
-    direction = list(direction)
+    direction_given = direction
+    try:
+        direction = None if isinstance(direction, (str, bytes)) else list(direction)
+    except TypeError:  # list() of a number: "'float' object is not iterable"
+        direction = None
+    if direction is None:
+        raise TypeError(
+            "Argument `direction` must be a list of arrays shaped like "
+            f"model.trainable_variables. Received: direction={direction_given!r}")
     shapes = [tuple(v.shape) for v in variables]
     if [tuple(np.shape(d)) for d in direction] != shapes:
         raise ValueError(
@@ -936,7 +944,7 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
             "Argument `direction` must be finite (no NaN or inf). "
             "Received: direction with non-finite values"
         )
-    function = _directional_function(model, loss)
+    function = _directional_function(model, loss, per_example)
     tangents = [
         ops.convert_to_tensor(np.asarray(d, dtype=keras.backend.standardize_dtype(
             v.dtype))) for d, v in zip(direction, variables)

@@ -9,10 +9,15 @@ computes most of its JVPs by transposing backward functions, and on the small
 CNN of the digits setting on 2 CPU cores it was about 5% slower: HVP / gradient
 2.6 against 2.45 when one core was busy, 2.1 for both with both cores free.
 Double backward keeps the inner backward pass for the outer one, so it needs
-more memory.) Each function is compiled once per model with `tf.function`
-(`reduce_retracing=True`, so a second batch shape generalises instead of
-piling up traces) and reads the weights live from the model's variables, so it
-stays valid while training moves them.
+more memory.) Each function is compiled once per model with `tf.function`,
+one graph per batch shape, and reads the weights live from the model's
+variables, so it stays valid while training moves them. (Not
+`reduce_retracing=True`: after a second batch shape its graph generalises
+the batch dimension, and the general graph rounds differently in float32, so
+a product depended on the shapes earlier calls had used: a replica fork run
+from a callback changed the tracker's logged numbers in their last bits.
+The callers pad a call's last batch to its batch size, so a model traces
+once per batch size it is probed with.)
 
 The model is always called with `training=False`: BatchNorm uses its moving
 statistics (and does not update them) and Dropout is off.
@@ -49,7 +54,7 @@ class _CompiledOnModel:
         self._weighted_loss = weighted_loss
         self.trace_count = 0
         # No AutoGraph: no tensor-dependent Python control flow to convert.
-        self._compiled = tf.function(self._graph, reduce_retracing=True, autograph=False)
+        self._compiled = tf.function(self._graph, autograph=False)
 
     def _split(self, flat):
         pieces = tf.split(flat, self._sizes)

@@ -9,9 +9,11 @@ cost one backward pass per example. With Keras 3 variables the accumulator
 must watch the underlying TensorFlow variables (`v.value`), not the Keras
 wrappers.
 
-The function is compiled once per model with `tf.function`
-(`reduce_retracing=True`) and reads the weights live from the model's
-variables. The model runs with `training=False` (BatchNorm on its moving
+The function is compiled once per model with `tf.function`, one graph per
+batch shape (not `reduce_retracing=True`, whose graph for a second shape
+generalises the batch dimension and rounds differently: the derivatives
+depended on the shapes of earlier calls, see `curvature`), and reads the
+weights live from the model's variables. The model runs with `training=False` (BatchNorm on its moving
 statistics, Dropout off).
 """
 
@@ -41,7 +43,7 @@ class DirectionalDerivative:
         self._per_example_loss = per_example_loss
         self.trace_count = 0
         # No AutoGraph: no tensor-dependent Python control flow to convert.
-        self._compiled = tf.function(self._graph, reduce_retracing=True, autograph=False)
+        self._compiled = tf.function(self._graph, autograph=False)
 
     def _graph(self, x, y, tangents):
         self.trace_count += 1  # Python side effect: runs only while tracing
