@@ -431,7 +431,10 @@ class IterateStatistics:
                     f"Received: directions of type {type(directions).__name__}"
                 )
             for name, direction in directions.items():
-                self.track_direction(name, direction)
+                # Errors name the entry, `directions['u']`, not `direction`.
+                self._track_direction(name, direction,
+                                      f"directions[{name!r}]" if isinstance(name, str)
+                                      else "directions")
 
     # -- configuration ----------------------------------------------------
 
@@ -475,6 +478,9 @@ class IterateStatistics:
             RuntimeError: when called after updates in the current window
                 (the projection would miss them); call `reset` first.
         """
+        self._track_direction(name, direction, "direction")
+
+    def _track_direction(self, name, direction, argument):
         if not isinstance(name, str):
             raise TypeError(
                 "Argument `name` must be a string. " + _received("name", name)
@@ -486,18 +492,18 @@ class IterateStatistics:
                 f"would miss earlier iterates. Received: count={self._count}"
             )
         if _is_layer_list(direction):
-            parts = [_float_array("direction", d) for d in direction]
+            parts = [_float_array(argument, d) for d in direction]
             squared = sum(float(np.sum(np.square(d))) for d in parts)
             finite = all(np.all(np.isfinite(d)) for d in parts)
             source = parts
         else:
-            source = _float_array("direction", direction).ravel()
+            source = _float_array(argument, direction).ravel()
             squared = float(np.dot(source, source))
             finite = bool(np.all(np.isfinite(source)))
         if not finite or not squared > 0 or not np.isfinite(squared):
             raise ValueError(
-                "Argument `direction` must be finite and non-zero (it is "
-                f"normalised to unit length). Received: direction with squared "
+                f"Argument `{argument}` must be finite and non-zero (it is "
+                f"normalised to unit length). Received: {argument} with squared "
                 f"norm {squared!r}"
             )
         self._direction_source[name] = (source, 1.0 / np.sqrt(squared))

@@ -723,6 +723,22 @@ def test_directional_derivatives_name_a_direction_that_is_not_a_list(direction):
                                             direction, loss=LOSS)
 
 
+def test_directional_derivatives_take_a_flat_direction_as_its_arrays():
+    # A probe's eigenvector is flat: list() split it into 9 numbers, and the
+    # error listed 9 empty shapes.
+    from robustlab.curvature import flatten_weights
+
+    net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(3)])
+    x, y = np.eye(2, dtype="float32"), np.array([0, 2])
+    u = [np.arange(6.0).reshape(2, 3) / 10, np.array([1.0, -1.0, 0.5])]
+    np.testing.assert_array_equal(
+        per_example_directional_derivatives(net, x, y, flatten_weights(u), loss=LOSS),
+        per_example_directional_derivatives(net, x, y, u, loss=LOSS))
+    with pytest.raises(ValueError, match=r"or a flat vector of their 9 values\. Received: "
+                                         r"direction with 12 entries of shapes \[\(\)\]$"):
+        per_example_directional_derivatives(net, x, y, np.zeros(12), loss=LOSS)
+
+
 def test_equal_keras_losses_written_afresh_share_one_compiled_derivative():
     # Keyed by the loss's identity, each call compiled and kept another.
     from robustlab.callbacks import posterior_tracker

@@ -715,6 +715,16 @@ def test_arguments_of_the_wrong_type_are_named_by_their_type_not_as_a_value():
         iterate_statistics.IterateStatistics(directions=[1, 2])
 
 
+@pytest.mark.parametrize("direction, error, match", [
+    (np.zeros(3), ValueError, r"`directions\['u'\]` must be finite and non-zero.*"
+                              r"Received: directions\['u'\] with squared norm 0\.0$"),
+    ("abc", TypeError, r"`directions\['u'\]`.*Received: directions\['u'\]=")])
+def test_a_bad_direction_given_at_construction_is_named_by_its_entry(direction, error, match):
+    # The error named `direction`, an argument the call did not have.
+    with pytest.raises(error, match=match):
+        iterate_statistics.IterateStatistics(directions={"u": direction})
+
+
 # ---------------------------------------------------------------------------
 # split_gradient_noise
 # ---------------------------------------------------------------------------

@@ -885,8 +885,10 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
         x, y: the examples (NumPy), finite, at least one; with a categorical
             cross-entropy, `y` must be class indices of the model's classes
             (or one-hot rows), as in `robustlab.curvature`.
-        direction: u, a list of arrays shaped like `model.trainable_variables`
-            (not normalised here: the derivative is along u as given).
+        direction: u, a list of arrays shaped like `model.trainable_variables`,
+            or one flat vector of all of them in the order of
+            `robustlab.curvature.flatten_weights` (as a probe's eigenvector
+            is); not normalised here: the derivative is along u as given.
         loss: a Keras loss (name, function or `keras.losses.Loss`).
         batch_size: examples per compiled call.
         return_losses: also return the per-example losses.
@@ -924,6 +926,12 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
     _curvature._check_class_labels(model, loss, x, y)
     variables = list(model.trainable_variables)
     direction_given = direction
+    if (isinstance(direction, np.ndarray) and direction.ndim == 1
+            and direction.dtype.kind in "iuf"
+            and direction.size == sum(math.prod(v.shape) for v in variables)):
+        # A flat vector, such as a probe's eigenvector: list() split it into
+        # numbers, and the error listed one empty shape per parameter.
+        direction = _curvature.unflatten_weights(direction, model)
     try:
         direction = None if isinstance(direction, (str, bytes)) else list(direction)
     except TypeError:  # list() of a number: "'float' object is not iterable"
@@ -934,11 +942,13 @@ def per_example_directional_derivatives(model, x, y, direction, *, loss,
             f"model.trainable_variables. Received: direction={direction_given!r}")
     shapes = [tuple(v.shape) for v in variables]
     if [tuple(np.shape(d)) for d in direction] != shapes:
+        given = [tuple(np.shape(d)) for d in direction]
         raise ValueError(
             "Argument `direction` must be a list of arrays shaped like "
-            f"model.trainable_variables {shapes}. Received: direction with "
-            f"shapes {[tuple(np.shape(d)) for d in direction]}"
-        )
+            f"model.trainable_variables {shapes}, or a flat vector of their "
+            f"{sum(math.prod(s) for s in shapes)} values. Received: direction with "
+            + (f"shapes {given}" if len(given) <= 2 * len(shapes) + 4 else
+               f"{len(given)} entries of shapes {sorted(set(given))}"))
     if not all(np.all(np.isfinite(d)) for d in direction):
         raise ValueError(
             "Argument `direction` must be finite (no NaN or inf). "
