@@ -18,7 +18,9 @@ History of a resumed `fit` holds only the epochs after the resume. Here every
 file of a checkpoint is written under a temporary name and renamed into place,
 and a checkpoint only counts once the small `latest.json` that names it has
 been renamed into place: a kill leaves either the previous checkpoint or the
-new one, never a mixture.
+new one, never a mixture. Each fit names its checkpoints afresh
+(`epoch00003-<8 hex digits>`), so that a new run in the folder of an
+earlier one never writes over the files `latest.json` still names.
 
 Example:
 
@@ -47,6 +49,7 @@ True
 >>> scratch.cleanup()
 """
 
+import collections.abc
 import csv
 import json
 import math
@@ -64,7 +67,8 @@ __all__ = ["EpochCheckpoint", "read_history", "restore_checkpoint", "write_histo
            "write_json_atomically"]
 
 _LATEST = "latest.json"
-_CHECKPOINT_FILE = re.compile(r"epoch\d{5}\.")
+# Names without the token are those of checkpoints written before it.
+_CHECKPOINT_FILE = re.compile(r"epoch\d{5}(-[0-9a-f]{8})?\.")
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -85,14 +89,21 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def __init__(self, directory, history=None, elapsed=0.0):
         super().__init__()
-        self.directory = validation.check_folder("directory", os.fspath(directory))
-        self.history = {k: list(v) for k, v in (history or {}).items()}
+        self.directory = os.fspath(validation.check_folder("directory", directory))
+        self.history = _check_history(history)
         self.elapsed = validation.check_finite_at_least("elapsed", elapsed, 0.0)
         self._started = None
+        self._token = None
 
     def on_train_begin(self, logs=None):
         self._started = time.perf_counter()
         os.makedirs(self.directory, exist_ok=True)
+        # A new token each fit, never that of the checkpoint latest.json
+        # names now: its files are not written over before the new one counts.
+        committed = _committed_name(self.directory)
+        self._token = os.urandom(4).hex()
+        while committed is not None and committed.endswith("-" + self._token):
+            self._token = os.urandom(4).hex()
 
     def on_epoch_begin(self, epoch, logs=None):
         # The first epoch of this fit follows exactly the stored ones.
@@ -109,7 +120,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         for values in self.history.values():
             if len(values) < epoch + 1:
                 values.append(math.nan)
-        name = f"epoch{epoch + 1:05d}"
+        name = f"epoch{epoch + 1:05d}-{self._token}"
         state = os.path.join(self.directory, f"{name}.state.npz")
         with open(state + ".partial", "wb") as f:
             np.savez(f, **_state_arrays(self.model))
@@ -149,7 +160,8 @@ def restore_checkpoint(model, directory):
             file damaged or missing); the model is left unchanged.
     """
     _check_restorable(model)
-    directory = os.fspath(directory)
+    # "" is no folder, not the current one (whose checkpoint it restored).
+    directory = os.fspath(validation.check_folder("directory", directory))
     latest = os.path.join(directory, _LATEST)
     if not os.path.exists(latest):
         return 0, {}, 0.0
@@ -192,6 +204,45 @@ def restore_checkpoint(model, directory):
     for variable, array in zip(variables, arrays):
         variable.assign(array)
     return restored
+
+
+def _committed_name(directory):
+    """The checkpoint `latest.json` of `directory` names, or None."""
+    try:
+        with open(os.path.join(directory, _LATEST)) as f:
+            return str(json.load(f)["checkpoint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_history(history):
+    """`history` (None, or `{key: [number per epoch]}` with lists of one
+    length, as `restore_checkpoint` returns it) as a dict of lists."""
+    if history is None:
+        return {}
+    if not isinstance(history, collections.abc.Mapping):
+        raise TypeError(
+            "Argument `history` must be None or a dict `{key: [value per epoch]}`, as "
+            "`restore_checkpoint` returns it. "
+            f"Received: history of type {type(history).__name__}")
+    checked = {}
+    for key, values in history.items():
+        if isinstance(values, (str, bytes)) or not isinstance(
+                values, (collections.abc.Sequence, np.ndarray)) or any(
+                np.ndim(v) != 0 or isinstance(v, (str, bytes)) for v in values):
+            raise TypeError(
+                "Argument `history` must hold a list of numbers per key. Received: "
+                f"history[{key!r}]={values!r}")
+        checked[key] = [float(validation._float_array(f"history[{key!r}]", v))
+                        for v in values]
+    lengths = {key: len(values) for key, values in checked.items()}
+    if len(set(lengths.values())) > 1:
+        # Only the shorter lists were padded at the next epoch: the keys
+        # would stay misaligned.
+        raise ValueError(
+            "Argument `history` must hold one value per finished epoch under every "
+            f"key. Received: history with lengths {lengths}")
+    return checked
 
 
 def _check_restorable(model):

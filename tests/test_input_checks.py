@@ -427,6 +427,9 @@ def test_flags_must_be_true_or_false(call, name):
 def test_robust_evaluation_refuses_an_empty_prefix():
     with pytest.raises(ValueError, match=r"`prefix` must be a non-empty string"):
         RobustEvaluation(X, Y, prefix="")
+    # Not a string at all: a TypeError (it was a ValueError).
+    with pytest.raises(TypeError, match=r"`prefix` must be a non-empty string.*Received: prefix=3"):
+        RobustEvaluation(X, Y, prefix=3)
 
 
 def test_robust_evaluation_takes_a_numpy_integer_period():

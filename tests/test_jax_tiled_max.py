@@ -187,3 +187,10 @@ def test_windows_tile_only_without_overlap_remainder_or_padding(
 def test_windows_that_do_not_tile_are_refused(window):
     with pytest.raises(ValueError, match=r"Received: window="):
         tiled_max(jnp.zeros((1, 4, 4, 1)), window)
+
+
+def test_a_window_of_numpy_integers_is_taken():
+    # np.int64(2) divides the axis, yet the message said it did not.
+    x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    window = tuple(np.array([1, 2, 2, 1]))
+    np.testing.assert_array_equal(tiled_max(x, window), tiled_max(x, (1, 2, 2, 1)))

@@ -9,6 +9,7 @@ be identical, number for number, to an uninterrupted run in this process.
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,8 @@ def checkpointed_epoch(run_dir):
     """The epoch of the newest checkpoint of a run folder, 0 without one."""
     try:
         with open(os.path.join(run_dir, experiments.RESUME_DIR, "latest.json")) as f:
-            return int(json.load(f)["checkpoint"][len("epoch"):])
+            # "epoch00003-<token>"
+            return int(json.load(f)["checkpoint"][len("epoch"):len("epoch00000")])
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -441,8 +443,58 @@ def test_the_checkpoint_keeps_only_the_newest_epoch_and_other_files(tmp_path):
         f.write("an instrument's state")
     dense_model().fit(*XY, epochs=3, verbose=0,
                       callbacks=[run_checkpoint.EpochCheckpoint(folder)])
-    assert sorted(os.listdir(folder)) == [
+    assert [re.sub(r"-[0-9a-f]{8}\.", ".", name) for name in sorted(os.listdir(folder))] == [
         "epoch00003.json", "epoch00003.state.npz", "hessian_probe.npz", "latest.json"]
+
+
+def test_a_new_run_in_an_old_runs_folder_never_mixes_their_checkpoints(tmp_path, monkeypatch):
+    # Both named their first checkpoint epoch00001: the new run wrote its
+    # state over the file latest.json still named, and a kill before its
+    # epoch00001.json came restored the new weights with the old history.
+    folder = str(tmp_path)
+    old = dense_model()
+    old.fit(*XY, epochs=1, verbose=0, shuffle=False,
+            callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    old_history = run_checkpoint.restore_checkpoint(dense_model(), folder)[1]
+    writes = []
+
+    def killed_at_the_json(path, payload, indent=None):
+        writes.append(path)
+        raise KeyboardInterrupt  # the kill, after the state file was renamed into place
+
+    monkeypatch.setattr(run_checkpoint, "write_json_atomically", killed_at_the_json)
+    new = dense_model()
+    new.set_weights([w + 1.0 for w in new.get_weights()])
+    with pytest.raises(KeyboardInterrupt):
+        new.fit(*XY, epochs=1, verbose=0, shuffle=False,
+                callbacks=[run_checkpoint.EpochCheckpoint(folder)])
+    assert writes, "the kill came before the checkpoint's json"
+    monkeypatch.undo()
+    restored = dense_model()
+    epoch, history, _ = run_checkpoint.restore_checkpoint(restored, folder)
+    assert epoch == 1 and history == old_history
+    for a, b in zip(old.get_weights(), restored.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("directory, error", [(None, TypeError), (5, TypeError), ("", ValueError)])
+def test_restore_names_a_directory_that_is_not_a_folder(directory, error):
+    # os.fspath's TypeError named nothing, and "" restored the current folder's.
+    with pytest.raises(error, match=r"`directory` must be .*Received: directory="):
+        run_checkpoint.restore_checkpoint(dense_model(), directory)
+
+
+@pytest.mark.parametrize("history, error, match", [
+    ([("loss", [1.0])], TypeError, r"must be None or a dict.*Received: history of type list"),
+    ({"loss": 3}, TypeError, r"a list of numbers per key\. Received: history\['loss'\]=3"),
+    ({"loss": ["a"]}, TypeError, r"a list of numbers per key\. Received: history\['loss'\]"),
+    ({"loss": [1.0, 2.0], "acc": [0.5]}, ValueError,
+     r"one value per finished epoch.*Received: history with lengths \{'loss': 2, 'acc': 1\}")])
+def test_a_checkpoint_names_a_history_that_is_not_one(tmp_path, history, error, match):
+    # A list of pairs raised AttributeError, a number "'int' object is not
+    # iterable", and lists of different lengths stayed misaligned.
+    with pytest.raises(error, match=match):
+        run_checkpoint.EpochCheckpoint(str(tmp_path), history=history)
 
 
 def test_a_checkpoint_of_another_model_is_refused(tmp_path):

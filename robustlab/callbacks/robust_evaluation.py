@@ -40,7 +40,10 @@ class RobustEvaluation(keras.callbacks.Callback):
             `keras.callbacks.EarlyStopping`) stopped training; an integer
             >= 1. The keys are logged at every epoch, NaN where not
             evaluated, so that History and CSVLogger columns stay aligned.
-        batch_size: evaluation batch size, an integer >= 1.
+        batch_size: evaluation batch size, an integer >= 1. With an
+            evaluation attack that starts at random, the starts are drawn
+            batch by batch, so another batch size gives other draws (and
+            numbers that differ within the attack's noise).
 
     Example:
 
@@ -63,7 +66,7 @@ class RobustEvaluation(keras.callbacks.Callback):
         if not isinstance(prefix, str) or not prefix:
             # An empty prefix would write this evaluation's numbers over the
             # training loss and accuracy in the logs.
-            raise ValueError(
+            raise (TypeError if not isinstance(prefix, str) else ValueError)(
                 "Argument `prefix` must be a non-empty string (the logs' keys "
                 f"are prefix + the metric's name). Received: prefix={prefix!r}")
         self.x = np.asarray(x)

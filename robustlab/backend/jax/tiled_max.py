@@ -30,6 +30,8 @@ its input with `tiled_max`, every other equation as traced. Equations nested
 inside other primitives (a `jit`, a `scan`) are left as they are.
 """
 
+import numbers
+
 import jax
 import jax.extend.core
 import jax.numpy as jnp
@@ -121,8 +123,10 @@ def tiled_max(x, window):
     Raises:
         ValueError: if the windows do not tile `x`.
     """
-    window = tuple(window)
-    if not (all(isinstance(w, int) and w >= 1 for w in window)
+    # NumPy integers too (a window from `np.array(shape) // 2`).
+    window = tuple(int(w) if isinstance(w, numbers.Integral) and not isinstance(w, bool)
+                   else w for w in window)
+    if not (all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in window)
             and windows_tile(x.shape, window, window)):
         raise ValueError(
             "tiled_max needs one window size per axis of `x`, each dividing "
