@@ -26,8 +26,9 @@ BatchNorm uses its moving statistics and Dropout is off; with `training=True`
 any state the forward pass would update (BatchNorm moving statistics) is
 discarded, and BatchNorm normalises with the statistics of the attacked batch,
 which couples the examples: an example's gradient, and so its adversarial
-input, then depends on the others in its batch of `batch_size`. Gradients of the attack never reach the weights: the result is
-wrapped in `stop_gradient`, and only the input is differentiated.
+input, then depends on the others in its batch of `batch_size`. Gradients of
+the attack never reach the weights: the result is wrapped in `stop_gradient`,
+and only the input is differentiated.
 """
 
 import dataclasses

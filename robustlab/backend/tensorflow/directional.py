@@ -13,8 +13,8 @@ The function is compiled once per model with `tf.function`, one graph per
 batch shape (not `reduce_retracing=True`, whose graph for a second shape
 generalises the batch dimension and rounds differently: the derivatives
 depended on the shapes of earlier calls, see `curvature`), and reads the
-weights live from the model's variables. The model runs with `training=False` (BatchNorm on its moving
-statistics, Dropout off).
+weights live from the model's variables. The model runs with
+`training=False` (BatchNorm on its moving statistics, Dropout off).
 """
 
 import weakref
