@@ -40,6 +40,7 @@ from keras import ops
 from robustlab import _keras_compat
 from robustlab import attacks
 from robustlab import backend as _backend
+from robustlab import losses
 from robustlab import model_validation
 from robustlab import validation
 from robustlab.awp import AWP
@@ -249,6 +250,17 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                 f"{kwargs['weighted_metrics']!r}"
             )
         kwargs.pop("weighted_metrics", None)
+        reduction = getattr(loss, "reduction", "sum_over_batch_size") if isinstance(
+            loss, keras.losses.Loss) else "sum_over_batch_size"
+        if reduction in (None, "none"):
+            # TensorFlow's gradient of per-example losses is that of their sum
+            # (steps B times those of the mean, silently); JAX's grad refuses
+            # them ("Gradient only defined for scalar-output functions").
+            raise ValueError(
+                "Argument `loss` of AdversarialModel.compile must reduce the batch to "
+                "one number, which training descends: compile it with reduction "
+                "'sum_over_batch_size' (Keras's default), 'mean' or 'sum'. "
+                f"Received: loss with reduction={reduction!r}")
         if metrics is not None and not isinstance(metrics, (list, tuple)):
             # A string would be read letter by letter.
             raise TypeError(
@@ -752,9 +764,10 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         elif model_validation.is_tf_dataset(x):
             x = model_validation.checked_dataset(
                 x, self.model, self.attack.value_range,
-                class_weight=kwargs.pop("class_weight", None))
+                class_weight=kwargs.pop("class_weight", None), loss=self.loss)
         else:
-            x = model_validation.checked_batches(x, self.model, self.attack.value_range)
+            x = model_validation.checked_batches(x, self.model, self.attack.value_range,
+                                                 loss=self.loss)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             self._check_arrays(validation_data[0], validation_data[1],
                                "validation_data[0]", "validation_data[1]", self.eval_attack,
@@ -767,11 +780,11 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
         elif model_validation.is_tf_dataset(validation_data):
             validation_data = model_validation.checked_dataset(
                 validation_data, self.model, self.eval_attack.value_range,
-                "validation_data[0]", "validation_data[1]")
+                "validation_data[0]", "validation_data[1]", loss=self.loss)
         else:
             validation_data = model_validation.checked_batches(
                 validation_data, self.model, self.eval_attack.value_range,
-                "validation_data[0]", "validation_data[1]")
+                "validation_data[0]", "validation_data[1]", loss=self.loss)
         if self.awp is not None:
             # First in the list, so that a gamma a user's callback sets at the
             # start of an epoch is the one in force, not overwritten.
@@ -836,9 +849,11 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
             self._check_arrays(x, y, "x", "y", self.eval_attack,
                                kwargs.get("sample_weight"), "sample_weight")
         elif model_validation.is_tf_dataset(x):
-            x = model_validation.checked_dataset(x, self.model, self.eval_attack.value_range)
+            x = model_validation.checked_dataset(x, self.model, self.eval_attack.value_range,
+                                                 loss=self.loss)
         else:
-            x = model_validation.checked_batches(x, self.model, self.eval_attack.value_range)
+            x = model_validation.checked_batches(x, self.model, self.eval_attack.value_range,
+                                                 loss=self.loss)
         return self._raising_input_errors(
             super().evaluate, x, y, batch_size, *args, **kwargs)
 
@@ -964,7 +979,8 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                 f"Argument `{y_name}` must hold the labels of `{x_name}`: "
                 f"adversarial training and evaluation attack the loss of each "
                 f"example's label. Received: {y_name}=None")
-        validation.check_labels(y, num_classes, len(x), name=y_name)
+        sparse = validation.check_labels(y, num_classes, len(x), name=y_name)
+        losses.check_labels_fit_loss(self.loss, sparse, np.shape(y), y_name)
         if sample_weight is not None:
             _check_sample_weight(sample_weight, len(x), weight_name)
         return num_classes

@@ -622,6 +622,7 @@ def _prepared(model, x, y, loss, from_logits, batch_size, value_range):
     num_classes = model_validation.check_classifier(model, x[:1])
     labels_sparse = validation.check_labels(y, num_classes, len(x))
     loss = _chosen_loss(model, loss)
+    losses.check_labels_fit_loss(loss, labels_sparse, y.shape)
     per_example = _per_example_attack_loss(model, labels_sparse, loss, from_logits)
     y_in = y if (not labels_sparse or y.ndim == 1) else y.reshape(-1)
     return x, y_in, (loss, per_example, (from_logits, labels_sparse))

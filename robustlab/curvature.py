@@ -286,7 +286,8 @@ def _check_class_labels(model, loss, x, y):
         name = getattr(loss, "__name__", "")
     if "categoricalcrossentropy" in name.lower().replace("_", ""):
         num_classes = model_validation.check_classifier(model, x[:1])
-        validation.check_labels(y, num_classes, len(x))
+        sparse = validation.check_labels(y, num_classes, len(x))
+        losses.check_labels_fit_loss(loss, sparse, np.shape(y))
 
 
 def _check_batch_size(batch_size):

@@ -14,6 +14,8 @@ stands for a classifier's default loss, that is a (sparse) categorical
 cross-entropy, `default_classification_loss`, whose
 `from_logits` follows from the model: a final softmax
 (`final_activation_is_softmax`) means probabilities, anything else logits.
+`check_labels_fit_loss` refuses labels of the other kind than Keras's
+(sparse) categorical cross-entropy takes.
 """
 
 import json
@@ -24,6 +26,8 @@ import keras
 from robustlab import _keras_compat
 
 __all__ = [
+    "LabelKind",
+    "check_labels_fit_loss",
     "compiled_for_loss",
     "default_classification_loss",
     "final_activation_is_softmax",
@@ -92,6 +96,71 @@ def per_example_loss(loss):
             f"Received: loss={loss!r}"
         )
     return resolved
+
+
+def _takes_class_indices(loss):
+    """True for Keras's sparse categorical cross-entropy, False for its
+    categorical (and categorical focal) ones, None for any other loss: only
+    it knows its targets."""
+    if isinstance(loss, keras.losses.SparseCategoricalCrossentropy):
+        return True
+    if isinstance(loss, (keras.losses.CategoricalCrossentropy,
+                         keras.losses.CategoricalFocalCrossentropy)):
+        return False
+    if isinstance(loss, keras.losses.Loss):
+        return None
+    try:
+        resolved = keras.losses.get(loss) if isinstance(loss, str) else loss
+    except (ValueError, TypeError):
+        return None
+    if isinstance(resolved, keras.losses.Loss):
+        return _takes_class_indices(resolved)
+    if resolved is keras.losses.sparse_categorical_crossentropy:
+        return True
+    if resolved in (keras.losses.categorical_crossentropy,
+                    keras.losses.categorical_focal_crossentropy):
+        return False
+    return None
+
+
+class LabelKind:
+    """The kind of labels a loss takes, as plain values (it pickles, for a
+    `keras.utils.PyDataset` read in other processes): class indices for
+    Keras's sparse categorical cross-entropy, one-hot rows for its
+    categorical ones, either for any other loss (only it knows its
+    targets)."""
+
+    def __init__(self, loss):
+        self.takes_class_indices = _takes_class_indices(loss)
+        self.loss_name = repr(loss) if isinstance(loss, str) else (
+            type(loss).__name__ if isinstance(loss, keras.losses.Loss)
+            else getattr(loss, "__name__", type(loss).__name__))
+
+    def check(self, labels_sparse, y_shape, name="y"):
+        """Refuse labels of the other kind (Keras's own error names its
+        `target` and `output`, not the argument). `labels_sparse` is what
+        `robustlab.validation.check_labels` returned for labels of shape
+        `y_shape`."""
+        if self.takes_class_indices is None or self.takes_class_indices == labels_sparse:
+            return
+        if self.takes_class_indices:
+            raise ValueError(
+                f"Argument `{name}` holds one-hot labels, but the loss {self.loss_name} "
+                f"(a sparse categorical cross-entropy) takes class indices: pass "
+                f"`np.argmax({name}, axis=-1)`, or a categorical cross-entropy. "
+                f"Received: {name} with shape {tuple(y_shape)}")
+        raise ValueError(
+            f"Argument `{name}` holds class indices, but the loss {self.loss_name} (a "
+            f"categorical cross-entropy) takes one-hot labels: pass "
+            f"`keras.utils.to_categorical({name}, num_classes)`, or a sparse "
+            f"categorical cross-entropy. Received: {name} with shape {tuple(y_shape)}")
+
+
+def check_labels_fit_loss(loss, labels_sparse, y_shape, name="y"):
+    """`LabelKind(loss).check(labels_sparse, y_shape, name)`: refuse one-hot
+    labels for Keras's sparse categorical cross-entropy and class indices
+    for its categorical ones."""
+    LabelKind(loss).check(labels_sparse, y_shape, name)
 
 
 def default_classification_loss(sparse_labels, from_logits):

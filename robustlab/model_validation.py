@@ -15,6 +15,7 @@ import weakref
 import keras
 import numpy as np
 
+from robustlab.losses import LabelKind
 from robustlab.validation import check_inputs
 from robustlab.validation import check_labels
 
@@ -186,11 +187,14 @@ class _BatchCheck:
     Plain values only, so that it pickles (a `keras.utils.PyDataset` may
     read its batches in other processes)."""
 
-    def __init__(self, value_range, num_classes, x_name, y_name):
+    def __init__(self, value_range, num_classes, x_name, y_name, label_kind=None):
         self.value_range = value_range
         self.num_classes = num_classes
         self.x_name = x_name
         self.y_name = y_name
+        # A `robustlab.losses.LabelKind`: the labels the loss takes (None:
+        # any).
+        self.label_kind = label_kind
 
     def __call__(self, x, y):
         try:
@@ -201,7 +205,9 @@ class _BatchCheck:
     def unmarked(self, x, y):
         """The checks, raising their own errors."""
         check_inputs(x, self.value_range, name=self.x_name, floating=True)
-        check_labels(y, self.num_classes, len(x), name=self.y_name)
+        sparse = check_labels(y, self.num_classes, len(x), name=self.y_name)
+        if self.label_kind is not None:
+            self.label_kind.check(sparse, np.shape(y), self.y_name)
 
     def batch(self, batch):
         """Check `batch`, which must be an `(x, y[, sample_weight])` tuple
@@ -219,8 +225,9 @@ class _FirstBatchClasses(_BatchCheck):
     It refers to the model (weakly: the pipeline's functions may outlive
     it), so it is for `tf.data` pipelines (never pickled)."""
 
-    def __init__(self, model, value_range, x_name, y_name, class_weight=None):
-        super().__init__(value_range, None, x_name, y_name)
+    def __init__(self, model, value_range, x_name, y_name, class_weight=None,
+                 label_kind=None):
+        super().__init__(value_range, None, x_name, y_name, label_kind)
         self.model_ref = weakref.ref(model)
         self.class_weight = class_weight
 
@@ -337,7 +344,7 @@ def class_weights_per_example(class_weight, y, num_classes):
 
 
 def checked_dataset(dataset, model, value_range, x_name="x", y_name="y",
-                    class_weight=None):
+                    class_weight=None, loss=None):
     """`dataset` with each `(x, y[, sample_weight])` batch passed through
     `check_inputs` (inputs finite, of a floating dtype, inside
     `value_range`) and `check_labels` when it is asked for (the check reads
@@ -353,6 +360,8 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y",
     The number of classes the labels are checked against comes from one
     example of the pipeline's static input shape, else of the model's
     declared input shape, else of the first batch, when it is checked.
+    With `loss`, the labels must also be of the kind it takes
+    (`robustlab.losses.LabelKind`).
 
     Elements of another structure (inputs only, a dict of inputs) are a
     `TypeError` (`_batch_structure_error`), before any batch is read.
@@ -396,11 +405,21 @@ def checked_dataset(dataset, model, value_range, x_name="x", y_name="y",
         # Images of several sizes, a `py_function` map, decoded files.
         example = _declared_input_example(model)
     if example is not None:
-        check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name)
+        check = _BatchCheck(value_range, check_classifier(model, example), x_name, y_name,
+                            _label_kind(loss))
         if class_weight is not None:
             check_class_weight(class_weight, check.num_classes)
+        if check.label_kind is not None:
+            # Before any batch: on TensorFlow, Keras traces its step for the
+            # pipeline's shapes first, and the loss fails in the trace.
+            label_shape = spec[1].shape
+            if label_shape.rank in (1, 2):
+                one_hot = (label_shape.rank == 2 and label_shape[1] == check.num_classes)
+                if one_hot or label_shape.rank == 1 or label_shape[1] == 1:
+                    check.label_kind.check(not one_hot, label_shape.as_list(), y_name)
     else:
-        check = _FirstBatchClasses(model, value_range, x_name, y_name, class_weight)
+        check = _FirstBatchClasses(model, value_range, x_name, y_name, class_weight,
+                                   _label_kind(loss))
 
     pipeline_check = _PipelineCheck(check)
     weights = None if class_weight is None else _class_weighting(class_weight)
@@ -503,7 +522,7 @@ def checks_batches(x):
     return isinstance(x, (types.GeneratorType, keras.utils.PyDataset))
 
 
-def checked_batches(data, model, value_range, x_name="x", y_name="y"):
+def checked_batches(data, model, value_range, x_name="x", y_name="y", loss=None):
     """A generator or `keras.utils.PyDataset` of `(x, y[, sample_weight])`
     batches with each batch checked as `checked_dataset` checks a
     pipeline's, when it is read (in the PyDataset's workers, if it has
@@ -511,7 +530,8 @@ def checked_batches(data, model, value_range, x_name="x", y_name="y"):
 
     The number of classes is read from one example: of the model's
     declared input shape, else the first batch (a generator's is put back
-    in front, a PyDataset's `[0]` is read once more by the pipeline).
+    in front, a PyDataset's `[0]` is read once more by the pipeline). With
+    `loss`, the labels must also be of the kind it takes.
     """
     if isinstance(data, types.GeneratorType):
         first = next(data, None)
@@ -523,15 +543,19 @@ def checked_batches(data, model, value_range, x_name="x", y_name="y"):
             yield first
             yield from rest
 
-        check = _batch_check_from(first, model, value_range, x_name, y_name)
+        check = _batch_check_from(first, model, value_range, x_name, y_name, loss=loss)
         return (check.batch(batch) for batch in batches())
     if isinstance(data, keras.utils.PyDataset):
-        check = _batch_check_from(None, model, value_range, x_name, y_name, data)
+        check = _batch_check_from(None, model, value_range, x_name, y_name, data, loss)
         return _CheckedPyDataset(data, check)
     return data
 
 
-def _batch_check_from(first, model, value_range, x_name, y_name, dataset=None):
+def _label_kind(loss):
+    return None if loss is None else LabelKind(loss)
+
+
+def _batch_check_from(first, model, value_range, x_name, y_name, dataset=None, loss=None):
     example = _declared_input_example(model)
     if example is None:
         if first is None:
@@ -540,7 +564,7 @@ def _batch_check_from(first, model, value_range, x_name, y_name, dataset=None):
             raise _batch_structure_error(x_name, _structure(first))
         example = np.asarray(first[0])[:1]
     num_classes = check_classifier(model, example, x_name)
-    return _BatchCheck(value_range, num_classes, x_name, y_name)
+    return _BatchCheck(value_range, num_classes, x_name, y_name, _label_kind(loss))
 
 
 def _declared_input_example(model):

@@ -272,6 +272,27 @@ def test_fit_checks_exactly_the_tf_data_batches_it_trains_on(monkeypatch, class_
     assert checked == [4, 4]
 
 
+@pytest.mark.parametrize("reduction", ["none", None])
+def test_a_loss_that_leaves_the_batch_unreduced_is_refused_at_compile(reduction):
+    # Before: TensorFlow trained on the gradient of the sum (steps 16 times
+    # those of the mean here, without a word) and JAX failed at the first
+    # step ("Gradient only defined for scalar-output functions").
+    m = robustlab.AdversarialModel(net(), robustlab.PGD(0.1, steps=1))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    with pytest.raises(ValueError, match=r"`loss` of AdversarialModel.compile must reduce the "
+                                         r"batch to one number.*Received: loss with "
+                                         rf"reduction={reduction!r}$"):
+        m.compile(keras.optimizers.SGD(0.1), loss)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "sum_over_batch_size"])
+def test_losses_reduced_to_one_number_are_compiled(reduction):
+    m = robustlab.AdversarialModel(net(), robustlab.PGD(0.1, steps=1))
+    m.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=reduction))
+    assert np.isfinite(m.fit(X, Y, epochs=1, verbose=0).history["loss"][0])
+
+
 def test_fit_without_labels_is_refused():
     with pytest.raises(ValueError, match=r"`y` must hold the labels.*Received: y=None"):
         model().fit(X, None, verbose=0)
@@ -369,6 +390,71 @@ def test_a_nan_in_one_hot_labels_is_reported_as_non_finite():
     one_hot[3, 0] = np.nan
     with pytest.raises(ValueError, match=r"must be finite. Received: y with 1 non-finite"):
         attacks.pgd(net(), X, one_hot, eps=0.1)
+
+
+# -- labels of the other kind than the loss takes ----------------------------------------
+# Keras's own error named its `target` and `output` ("Argument `output` must
+# have rank (ndim) `target.ndim - 1`"), on TensorFlow from inside a trace.
+
+ONE_HOT = np.eye(10, dtype="float32")[Y]
+ONE_HOT_REFUSED = (r"Argument `y` holds one-hot labels, but the loss "
+                   r"SparseCategoricalCrossentropy \(a sparse categorical cross-entropy\) "
+                   r"takes class indices: .* Received: y with shape \((16|None|4), 10\)")
+
+
+class _OneHotBatches(keras.utils.PyDataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return X[4 * index:4 * index + 4], ONE_HOT[4 * index:4 * index + 4]
+
+
+def _tracked(tracker_of):
+    probe = HessianProbe(X, Y, iterations=2)
+    return [probe, tracker_of(probe)]
+
+
+@pytest.mark.parametrize("call", [
+    lambda: attacks.pgd(net(), X, ONE_HOT, 0.1, steps=1, loss=LOGITS_CE),
+    lambda: attacks.loss_gradient(net(), X, ONE_HOT, loss=LOGITS_CE),
+    lambda: model().fit(X, ONE_HOT, epochs=1, verbose=0),
+    lambda: model().evaluate(X, ONE_HOT, verbose=0),
+    lambda: model().train_on_batch(X, ONE_HOT),
+    pytest.param(lambda: model().fit(_pipeline(X, ONE_HOT), epochs=1, verbose=0),
+                 id="tf.data", marks=pytest.mark.skipif(
+                     keras.backend.backend() != "tensorflow",
+                     reason="tf.data pipelines are TensorFlow's")),
+    lambda: model().fit(((X[i:i + 4], ONE_HOT[i:i + 4]) for i in range(0, 16, 4)),
+                        epochs=1, verbose=0),
+    lambda: model().fit(_OneHotBatches(), epochs=1, verbose=0),
+    lambda: curvature.top_hessian_eigenvalue(net(), X, ONE_HOT, loss=LOGITS_CE, iterations=2),
+    lambda: model().fit(X, Y, epochs=1, verbose=0, callbacks=[
+        HessianProbe(X, ONE_HOT, iterations=2)]),
+    lambda: model().fit(X, Y, batch_size=4, epochs=1, verbose=0, callbacks=_tracked(
+        lambda probe: PosteriorTracker(probe, x=X, y=ONE_HOT, batch_size=4, train_size=16))),
+    lambda: model().fit(X, Y, epochs=1, verbose=0, callbacks=[
+        RobustEvaluation(X, ONE_HOT, prefix="probe_")]),
+], ids=["pgd", "loss_gradient", "fit", "evaluate", "train_on_batch", "tf.data", "generator",
+        "PyDataset", "curvature", "HessianProbe", "PosteriorTracker", "RobustEvaluation"])
+def test_one_hot_labels_for_a_sparse_cross_entropy_are_refused_by_name(call):
+    with pytest.raises(ValueError, match=ONE_HOT_REFUSED):
+        call()
+
+
+def test_validation_labels_of_the_other_kind_are_refused_naming_them():
+    with pytest.raises(ValueError, match=r"Argument `validation_data\[1\]` holds one-hot "
+                                         r"labels, .*Received: validation_data\[1\] with shape"):
+        model().fit(X, Y, validation_data=(X, ONE_HOT), epochs=1, verbose=0)
+
+
+def test_class_indices_for_a_categorical_cross_entropy_are_refused_by_name():
+    m = robustlab.AdversarialModel(net(), robustlab.PGD(0.1, steps=1))
+    m.compile(keras.optimizers.SGD(0.1), keras.losses.CategoricalCrossentropy(from_logits=True))
+    with pytest.raises(ValueError, match=r"`y` holds class indices, but the loss "
+                                         r"CategoricalCrossentropy .*Received: y with shape \(16,\)"):
+        m.fit(X, Y, epochs=1, verbose=0)
+    m.fit(X, ONE_HOT, epochs=1, verbose=0)  # the labels it takes
 
 
 # -- curvature ------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import ast
 import math
 import pathlib
+import re
 import sys
 
 import keras
@@ -185,3 +186,60 @@ def test_keras_losses_are_keyed_by_class_and_config():
 def test_names_and_keras_functions_are_keyed_by_value():
     assert _build_count(["mse", "".join(["m", "se"]), keras.losses.mean_squared_error,
                          keras.losses.mean_squared_error]) == 2
+
+
+# -- labels of the kind the loss takes ----------------------------------------------
+
+
+@pytest.mark.parametrize("loss, takes_class_indices", [
+    ("sparse_categorical_crossentropy", True),
+    (keras.losses.sparse_categorical_crossentropy, True),
+    (keras.losses.SparseCategoricalCrossentropy(from_logits=True), True),
+    ("categorical_crossentropy", False),
+    (keras.losses.categorical_crossentropy, False),
+    (keras.losses.CategoricalCrossentropy(), False),
+    (keras.losses.CategoricalFocalCrossentropy(), False),
+    (keras.losses.categorical_focal_crossentropy, False),
+    ("mse", None),
+    (keras.losses.KLDivergence(), None),
+    (lambda y_true, y_pred: y_pred[:, 0], None),
+], ids=["sparse name", "sparse function", "sparse Loss", "categorical name",
+        "categorical function", "categorical Loss", "focal Loss", "focal function",
+        "mse", "another Loss", "a function of the user's"])
+def test_the_label_kind_of_keras_cross_entropies_is_known_and_others_are_free(
+        loss, takes_class_indices):
+    kind = losses.LabelKind(loss)
+    assert kind.takes_class_indices is takes_class_indices
+    if takes_class_indices is None:
+        kind.check(True, (2,))
+        kind.check(False, (2, 2))
+
+
+def test_one_hot_labels_for_a_sparse_cross_entropy_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `y_val` holds one-hot labels, but the loss SparseCategoricalCrossentropy "
+            "(a sparse categorical cross-entropy) takes class indices: pass "
+            "`np.argmax(y_val, axis=-1)`, or a categorical cross-entropy. "
+            "Received: y_val with shape (2, 2)")):
+        losses.check_labels_fit_loss(keras.losses.SparseCategoricalCrossentropy(), False,
+                                     (2, 2), "y_val")
+    losses.check_labels_fit_loss(keras.losses.SparseCategoricalCrossentropy(), True, (2,))
+
+
+def test_class_indices_for_a_categorical_cross_entropy_are_refused_naming_the_argument():
+    with pytest.raises(ValueError, match=re.escape(
+            "Argument `y` holds class indices, but the loss 'categorical_crossentropy' (a "
+            "categorical cross-entropy) takes one-hot labels: pass "
+            "`keras.utils.to_categorical(y, num_classes)`, or a sparse categorical "
+            "cross-entropy. Received: y with shape (2, 1)")):
+        losses.check_labels_fit_loss("categorical_crossentropy", True, (2, 1))
+    losses.check_labels_fit_loss("categorical_crossentropy", False, (2, 2))
+
+
+def test_a_label_kind_pickles_for_a_py_dataset_read_in_other_processes():
+    import pickle
+
+    kind = pickle.loads(pickle.dumps(losses.LabelKind(keras.losses.sparse_categorical_crossentropy)))
+    assert kind.takes_class_indices is True
+    with pytest.raises(ValueError, match="loss sparse_categorical_crossentropy"):
+        kind.check(False, (2, 2))

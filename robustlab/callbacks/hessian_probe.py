@@ -10,6 +10,7 @@ import numpy as np
 
 from robustlab import attacks
 from robustlab import curvature
+from robustlab import losses
 from robustlab import model_validation
 from robustlab import validation
 from robustlab.callbacks._shared import atomic_savez
@@ -262,7 +263,8 @@ class HessianProbe(keras.callbacks.Callback):
         net = classifier(model)
         self._loss = compiled_loss(model)
         num_classes = model_validation.check_classifier(net, self.x[:1])
-        validation.check_labels(self.y, num_classes, len(self.x), name="y")
+        sparse = validation.check_labels(self.y, num_classes, len(self.x), name="y")
+        losses.check_labels_fit_loss(self._loss, sparse, np.shape(self.y))
         if self.robust:
             self._attack = self.attack or getattr(model, "eval_attack", None)
             if self._attack is None:

@@ -436,7 +436,8 @@ class PosteriorTracker(keras.callbacks.Callback):
             self._loss, "PosteriorTracker", " (or drop the probe to measure only)")
         x, y = (self.x, self.y) if self.x is not None else (self.probe.x, self.probe.y)
         num_classes = model_validation.check_classifier(net, x[:1])
-        validation.check_labels(y, num_classes, len(x), name="y")
+        sparse = validation.check_labels(y, num_classes, len(x), name="y")
+        losses_module.check_labels_fit_loss(self._loss, sparse, np.shape(y))
         if self.train_size is not None and self.train_size < len(x):
             raise ValueError(
                 f"Argument `train_size` must be >= the number of noise examples "
