@@ -59,6 +59,40 @@ _ALONG_PROBED_DIRECTION = ("posterior_var_top", "posterior_var_top_predicted")
 _OLDER_DIRECTION_NOTE = "hollow: an older probe's direction"
 
 
+def _validated_epochs(validation_freq, length):
+    """The 0-based epochs of a run of `length` epochs at which Keras's `fit`
+    with `validation_freq` validates: every `validation_freq`-th, or the
+    listed 1-based epochs."""
+    if isinstance(validation_freq, (int, np.integer)) and not isinstance(validation_freq, bool):
+        if validation_freq >= 1:
+            return np.arange(validation_freq - 1, length, validation_freq)
+    elif isinstance(validation_freq, collections.abc.Collection) and not isinstance(
+            validation_freq, (str, bytes)) and all(
+                isinstance(e, (int, np.integer)) and not isinstance(e, bool) and e >= 1
+                for e in validation_freq):
+        return np.array(sorted({int(e) - 1 for e in validation_freq if e <= length}),
+                        dtype=int)
+    raise ValueError(
+        "Argument `validation_freq` must be an integer >= 1 or a list of 1-based "
+        f"epochs (integers >= 1), as given to `fit`. Received: "
+        f"validation_freq={validation_freq!r}")
+
+
+def _logged_epochs(key, count, length, validated, validation_freq):
+    """The epochs of a key's `count` values: every epoch, or those validated."""
+    if count == length:
+        return np.arange(length)
+    if count == len(validated):
+        return validated
+    # Drawn from epoch 0, such a curve sat at the wrong epochs.
+    raise ValueError(
+        f"Argument `history` has {length} epochs but {count} values of {key!r}, "
+        f"and `fit` with validation_freq={validation_freq!r} validates "
+        f"{len(validated)} of them: pass `validation_freq` as given to `fit` (a "
+        f"key logged at some epochs only is drawn at those). Received: "
+        f"history[{key!r}] of length {count}")
+
+
 def _fresh_direction_epochs(top_eigenvalues, n):
     """Of epochs 0..n-1, those whose window starts right after a probe (the
     top eigenvalue is finite at the epochs the probe measured), or None
@@ -94,6 +128,21 @@ def _per_epoch(name, values, length=None):
             f"Argument `{name}` must have one entry per epoch of `mean` "
             f"({length}). Received: {name} of length {len(array)}")
     return array
+
+
+def _check_axes(ax):
+    """`ax` must be one matplotlib Axes: a panel's array or None failed
+    deep inside with AttributeError."""
+    import matplotlib.axes
+
+    if not isinstance(ax, matplotlib.axes.Axes):
+        shown = (f"an array of Axes of shape {ax.shape}" if isinstance(ax, np.ndarray)
+                 else repr(ax))
+        raise TypeError(
+            "Argument `ax` must be one matplotlib Axes (of `plt.subplots(...)`'s "
+            "array of panels, pass one of them, e.g. `axes[0]`). "
+            f"Received: ax={shown}")
+    return ax
 
 
 def _drop_epochs(drop_epochs):
@@ -139,7 +188,7 @@ def _reference_curve(reference, key):
 
 
 def learning_curves(history, drop_epochs=(), title=None, reference=None,
-                    reference_label="reference: mean +/- s.e."):
+                    reference_label="reference: mean +/- s.e.", validation_freq=1):
     """A 2x3 figure of a run: accuracy, robust loss, curvature, weight-cloud
     width, PAC-Bayes KL and bound, and the optimisation settings; panels
     whose keys were not logged say so (and those logged only as NaN so far,
@@ -163,6 +212,10 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             standard error, so one run (one draw) is seen against many.
         reference_label: the legend entry of the first reference curve of a
             panel.
+        validation_freq: as given to `fit` (an integer >= 1, or the 1-based
+            epochs of a list): a key with fewer values than the run has
+            epochs (the `val_` keys of such a fit) is drawn at the epochs
+            Keras validated. Its number of values must be theirs.
 
     Returns:
         The matplotlib Figure (close it with `close`).
@@ -190,6 +243,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
     reference = reference or {}
     # A drop the run never reached (a shortened run) would only stretch the axes.
     length = max((len(np.atleast_1d(v)) for v in history.values()), default=0)
+    validated = _validated_epochs(validation_freq, length)
     drop_epochs = [e for e in _drop_epochs(drop_epochs) if not length or e < length]
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
     for ax, (name, ylabel, keys, log) in zip(axes.flat, PANELS):
@@ -197,7 +251,7 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
         twin = None
         for drawn, (key, label) in enumerate(k for k in keys if k[0] in history):
             values = _series(history, key)
-            epochs = np.arange(len(values))
+            epochs = _logged_epochs(key, len(values), length, validated, validation_freq)
             finite = np.isfinite(values)
             if not finite.any():
                 # Logged as NaN throughout (a run shorter than the probe's
@@ -206,8 +260,9 @@ def learning_curves(history, drop_epochs=(), title=None, reference=None,
             # Probes run every few epochs (NaN between): markers, not gaps.
             # A single point (a one-epoch run) is a marker too, or nothing shows.
             style = "o-" if finite.sum() < max(len(values), 2) else "-"
-            fresh = (_fresh_direction_epochs(history.get("hessian_top_eig"), len(values))
+            fresh = (_fresh_direction_epochs(history.get("hessian_top_eig"), length)
                      if key in _ALONG_PROBED_DIRECTION else None)
+            fresh = None if fresh is None else fresh[epochs]
             # Named, not taken from the axis's cycle, which a line on the
             # twin axis would not advance: each key keeps its colour.
             color = f"C{drawn}"
@@ -315,6 +370,7 @@ def band(ax, mean, stderr, label=None, epochs=None, fresh=None, **style):
     ([0, 2], 'o')
     >>> close(figure)
     """
+    _check_axes(ax)
     mean = _per_epoch("mean", mean)
     stderr = _per_epoch("stderr", stderr, len(mean))
     epochs = np.arange(len(mean)) if epochs is None else _per_epoch("epochs", epochs, len(mean))
@@ -363,6 +419,7 @@ def mark_drops(ax, drop_epochs):
     ['LR drop']
     >>> close(figure)
     """
+    _check_axes(ax)
     for i, epoch in enumerate(_drop_epochs(drop_epochs)):
         ax.axvline(epoch, color="0.6", linestyle=":", linewidth=1,
                    label="LR drop" if i == 0 else None)

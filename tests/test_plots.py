@@ -256,6 +256,66 @@ def test_mark_drops_takes_a_numpy_array():
     plots.close(figure)
 
 
+@pytest.mark.parametrize("draw", [
+    lambda ax: plots.band(ax, [0.5, 0.6], [0.1, 0.1]),
+    lambda ax: plots.mark_drops(ax, [40]),
+], ids=["band", "mark_drops"])
+def test_the_axes_must_be_one_panel(draw):
+    # Before: AttributeError ("'numpy.ndarray' object has no attribute
+    # 'plot'"), for the array of panels `plt.subplots(1, 2)` returns.
+    figure, axes = plt.subplots(1, 2)
+    with pytest.raises(TypeError, match=r"`ax` must be one matplotlib Axes .*"
+                                        r"Received: ax=an array of Axes of shape \(2,\)$"):
+        draw(axes)
+    with pytest.raises(TypeError, match=r"Received: ax=None$"):
+        draw(None)
+    draw(axes[0])
+    plots.close(figure)
+
+
+def _line_epochs(figure, panel, label):
+    return [line.get_xdata().tolist() for line in _panel(figure, panel).get_lines()
+            if line.get_label() == label]
+
+
+@pytest.mark.parametrize("validation_freq, validated", [(2, [1, 3]), ([1, 4, 9], [0, 3])],
+                         ids=["every 2nd", "listed epochs"])
+def test_keys_validated_at_some_epochs_are_drawn_at_those(validation_freq, validated):
+    # Keras's own History of a 4-epoch fit: `val_` keys only where it
+    # validated. Before, they were drawn at epochs 0, 1, ...
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile("sgd", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.zeros((4, 2), "float32"), np.array([0, 1, 0, 1])
+    logs = model.fit(x, y, epochs=4, verbose=0, validation_data=(x, y),
+                     validation_freq=validation_freq).history
+    history = {"train_robust_accuracy": logs["accuracy"],
+               "val_robust_accuracy": logs["val_accuracy"]}
+    figure = plots.learning_curves(history, validation_freq=validation_freq)
+    assert _line_epochs(figure, "Accuracy", "robust test") == [validated]
+    assert _line_epochs(figure, "Accuracy", "robust train") == [[0, 1, 2, 3]]
+    plots.close(figure)
+
+
+def test_a_key_logged_at_other_epochs_than_validated_is_refused_naming_it():
+    history = {"train_robust_accuracy": [0.1] * 10, "val_robust_accuracy": [0.2] * 3}
+    with pytest.raises(ValueError, match=r"`history` has 10 epochs but 3 values of "
+                                         r"'val_robust_accuracy', and `fit` with "
+                                         r"validation_freq=1 validates 10 of them"):
+        plots.learning_curves(history)
+    with pytest.raises(ValueError, match=r"validation_freq=2 validates 5 of them"):
+        plots.learning_curves(history, validation_freq=2)
+    plots.close(plots.learning_curves(history, validation_freq=3))  # epochs 2, 5, 8
+
+
+@pytest.mark.parametrize("validation_freq", [0, "2", True, [0, 2], 1.5])
+def test_a_validation_freq_keras_would_not_take_is_refused(validation_freq):
+    with pytest.raises(ValueError, match=r"`validation_freq` must be an integer >= 1 or a "
+                                         r"list of 1-based epochs"):
+        plots.learning_curves(HISTORY, validation_freq=validation_freq)
+
+
 AWP_WARM_UP = {"learning_rate": [0.1, 0.1, 0.01], "awp_gamma": [0.0, 0.0, 0.005],
                "awp_perturbed_loss": [1.0, 2.0, 3.0]}
 
