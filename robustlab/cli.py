@@ -248,6 +248,10 @@ def _check_summaries(summaries):
     if not isinstance(summaries, (list, tuple)) or not all(isinstance(s, dict) for s in summaries):
         raise TypeError("Argument `summaries` must be a list of the runs' summaries, dicts of "
                         f"numbers. Received: summaries={summaries!r}")
+    if not summaries:
+        # A table of no seeds would read as a run that measured nothing.
+        raise ValueError("Argument `summaries` must hold at least one run's summary. "
+                         f"Received: summaries={summaries!r}")
     for i, summary in enumerate(summaries):
         for key, value in summary.items():
             if key in _SUMMARY_SETTINGS:

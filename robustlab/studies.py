@@ -117,6 +117,14 @@ FIGURES = (
 )
 
 
+def _final_label(label, epochs_per_seed):
+    """The label of the final accuracy for runs as long as `epochs_per_seed`:
+    "final" averages the last 3 epochs, or every epoch of a shorter run."""
+    averaged = min(3, int(min(epochs_per_seed)))
+    return label if averaged == 3 else label.replace(
+        "(last 3)", "(last epoch)" if averaged == 1 else f"(last {averaged})")
+
+
 @dataclasses.dataclass(frozen=True)
 class Arm:
     """One setting of a study: a named experiment and its instruments.
@@ -582,6 +590,8 @@ class StudyResults:
                 row = table[arm.experiment].get(key)
                 if row is None or row["n"] == 0:
                     continue
+                if key == "final_robust_test_accuracy":
+                    label = _final_label(label, table[arm.experiment]["epochs"]["values"])
                 lines.append(
                     f"  {label + (f' ({unit})' if unit else ''):52s} "
                     f"{scale * row['mean']:8.2f} {scale * row['sd']:8.2f} "
@@ -958,7 +968,8 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         length = epochs or max(arm.config.epochs for arm in study.arms)
         print(f"{name} at full scale: {study.description} A run is {length} epochs on "
               "CIFAR-10, sized for a GPU; `--quick` runs the digits setting.")
-    os.makedirs(study_dir, exist_ok=True)
+    # The results folder is made when the results are written: a study that
+    # stops first (CIFAR-10 not prepared, no network) leaves no empty folder.
     configs = [arm.config.replace(**({"epochs": epochs} if epochs else {}))
                for arm in study.arms]
     plan = []

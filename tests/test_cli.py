@@ -101,7 +101,9 @@ def test_seeds_summary_counts_a_figure_read_back_as_null_as_missing():
     ([{"gap": 0.1, "label_noise": 0.2}, {"gap": 0.3, "label_noise": 0.0}], ValueError,
      r"`summaries` must be runs of one setting: `label_noise` is 0.2 in the first and 0.0 in "
      r"run 1. Received: summaries\[1\]\['label_noise'\]=0.0"),
-], ids=["text", "an entry not a dict", "a figure as text", "a boolean", "two settings"])
+    ([], ValueError, r"`summaries` must hold at least one run's summary. Received: summaries=\[\]"),
+], ids=["text", "an entry not a dict", "a figure as text", "a boolean", "two settings",
+        "no runs"])
 def test_seeds_summary_names_what_is_not_runs_of_one_setting(summaries, error, message):
     # Before: AttributeError or NumPy's conversion errors, and runs of two
     # label noises averaged under the first one's.

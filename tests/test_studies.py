@@ -509,6 +509,21 @@ def test_full_scale_results_cannot_become_reference(tmp_path):
                           write_reference=True, verbose=0)
 
 
+def test_a_full_scale_study_without_cifar10_leaves_no_folder(tmp_path, monkeypatch):
+    """Stopped before its first epoch (CIFAR-10 not prepared, no network),
+    a study writes nothing: an empty results folder looked like a study
+    that had run."""
+    pytest.importorskip("tensorflow_datasets")
+    from robustlab import data
+
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path / "empty-tfds"))
+    monkeypatch.setattr(data, "can_reach_download_host", lambda *a, **k: False)
+    out = tmp_path / "out"
+    with pytest.raises(data.DatasetNotAvailableError, match="'cifar10' is not prepared"):
+        studies.reproduce("robust-overfitting", 1, str(out), scale="full", verbose=0)
+    assert not out.exists() or list(out.iterdir()) == []
+
+
 def test_the_command_line_names_the_scale():
     assert studies.command(studies.get("robust-overfitting"), range(8)) == (
         "robustlab reproduce robust-overfitting --quick --seeds 8")
@@ -832,6 +847,20 @@ def test_an_infinite_shrink_of_one_seed_makes_the_mean_infinite_not_the_others_m
     assert (ratio["mean"], ratio["n"]) == (np.inf, 2)
     assert ("  shrink 1->2: along u 10.0x +/- 0.0 (predicted infx), overall 1.0x +/- 0.0"
             in results.format_table().splitlines())
+
+
+@pytest.mark.parametrize("epochs, label", [
+    (5, "final robust test accuracy (last 3) (pts)"),
+    (2, "final robust test accuracy (last 2) (pts)"),
+    (1, "final robust test accuracy (last epoch) (pts)"),
+])
+def test_the_final_accuracy_label_says_how_many_epochs_it_averages(tiny, epochs, label):
+    # A run shorter than 3 epochs averages all of them (summarize's
+    # accuracy[-3:]); the label said "last 3" whatever the length.
+    results = studies.StudyResults(tiny, [0], {"tiny": [summarizable(epochs)]})
+    rows = [line.strip() for line in results.format_table().splitlines()]
+    final = [row for row in rows if row.startswith("final robust test accuracy")]
+    assert len(final) == 1 and final[0].startswith(label)
 
 
 @pytest.mark.parametrize("scale, name, arm, epochs, steps, header", [
