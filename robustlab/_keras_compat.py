@@ -40,6 +40,12 @@ The private uses, and why no public API serves:
   loss of a batch, differentiable with `jax.grad`, that Keras's own JAX
   train step differentiates; it has no underscore but is not documented
   API.
+- `MeanMetricWrapper._fn` and `_fn_kwargs` (set at construction): the
+  function a metric wraps and its keyword arguments. Keras copies a metric
+  through its config, which holds the function serialized: a user's
+  function that is not registered with Keras does not deserialize, and
+  `AdversarialModel.compile` makes a `robust_` and a `clean_` copy of
+  each metric.
 - `BaseOptimizer._learning_rate` (set at construction): the learning rate
   as given, so a `LearningRateSchedule` itself (the public `learning_rate`
   evaluates the schedule at the current step).
@@ -98,6 +104,7 @@ __all__ = [
     "learning_rate_schedule",
     "loss_tracker",
     "lost_value_message",
+    "mean_metric_function",
     "mark_value_lost",
     "no_automatic_dependency_tracking",
     "output_operation",
@@ -216,6 +223,13 @@ def compiled_loss_function(model):
     """The compiled loss of a compiled `model` alone (no regularisation
     losses), callable as `fn(y, y_pred, sample_weight)`."""
     return _instance_attribute(model, "_compile_loss", "Trainer")
+
+
+def mean_metric_function(metric):
+    """`(fn, fn_kwargs)`: the function a `keras.metrics.MeanMetricWrapper`
+    averages and the keyword arguments it calls it with."""
+    return (_instance_attribute(metric, "_fn", "MeanMetricWrapper"),
+            dict(_instance_attribute(metric, "_fn_kwargs", "MeanMetricWrapper")))
 
 
 def loss_tracker(model):

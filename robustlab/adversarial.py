@@ -29,6 +29,7 @@ also across an interrupted and resumed fit.
 """
 
 import contextlib
+import inspect
 import math
 import numbers
 import warnings
@@ -237,7 +238,13 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
         """As `keras.Model.compile`; `loss` is required (a classification
         loss), `metrics` are computed twice in evaluation (`robust_` and
-        `clean_` prefixes) and on the adversarial batch in training."""
+        `clean_` prefixes) and on the adversarial batch in training.
+
+        Each metric (a name, a `keras.metrics.Metric` or a function
+        `(y_true, y_pred) -> values`) is copied for the two, as Keras copies
+        a metric: from its config. A metric class of your own must return
+        every argument of its `__init__` from `get_config`; one whose copy
+        would differ is refused."""
         if loss is None:
             raise ValueError(
                 "Argument `loss` of AdversarialModel.compile is required: the "
@@ -1261,11 +1268,78 @@ def _make_metric(metric, prefix):
             config["name"] = prefix + metric
             return type(resolved).from_config(config)
         return keras.metrics.MeanMetricWrapper(resolved, name=prefix + metric)
+    if type(metric) is keras.metrics.MeanMetricWrapper:
+        # Its config holds the function serialized, and a user's function
+        # that is not registered with Keras would not come back from it.
+        fn, fn_kwargs = _keras_compat.mean_metric_function(metric)
+        return keras.metrics.MeanMetricWrapper(
+            fn, name=prefix + metric.name, dtype=metric.dtype, **fn_kwargs)
     if isinstance(metric, keras.metrics.Metric):
+        _check_copied_from_config(metric)
         config = metric.get_config()
         config["name"] = prefix + metric.name
-        return type(metric).from_config(config)
+        try:
+            copied = type(metric).from_config(config)
+        except TypeError as error:
+            raise TypeError(_not_copyable(metric, f"its from_config failed ({error})")) from None
+        changed = _changed_settings(metric, copied)
+        if changed:
+            raise TypeError(_not_copyable(
+                metric, f"the copy from its config differs in {changed}"))
+        return copied
+    if callable(metric):
+        # As Keras: a function (y_true, y_pred) -> values, averaged.
+        name = getattr(metric, "__name__", type(metric).__name__)
+        return keras.metrics.MeanMetricWrapper(metric, name=prefix + name)
     raise TypeError(
-        "Each metric must be a string or a keras.metrics.Metric. "
-        f"Received: metric={metric!r}"
+        "Each metric must be a string, a keras.metrics.Metric or a function "
+        f"(y_true, y_pred) -> values. Received: metric={metric!r}"
     )
+
+
+def _check_copied_from_config(metric):
+    """A metric class that keeps Keras's base `get_config` (name and dtype
+    only) is rebuilt without its other arguments: a `k=3` came back as the
+    default, and every `robust_` and `clean_` value was another metric's."""
+    cls = type(metric)
+    if cls.get_config is not keras.metrics.Metric.get_config:
+        return
+    arguments = [
+        name for name, parameter in inspect.signature(cls.__init__).parameters.items()
+        if name not in ("self", "name", "dtype")
+        and parameter.kind not in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)]
+    if arguments:
+        raise TypeError(_not_copyable(
+            metric, f"its get_config (Keras's base one) returns only its name and dtype, "
+                    f"not its arguments {arguments}"))
+
+
+def _is_setting(value):
+    """A plain value (a number, string, flag or None, or a tuple, list or
+    dict of them): what a metric keeps of its arguments."""
+    if isinstance(value, (bool, int, float, str, type(None))):
+        return True
+    if isinstance(value, (tuple, list)):
+        return all(_is_setting(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_setting(v) for k, v in value.items())
+    return False
+
+
+def _changed_settings(original, copied):
+    """The attributes holding plain settings that differ between a metric
+    and its copy, its name apart."""
+    missing = object()
+    return sorted(
+        key for key, value in vars(original).items()
+        if key != "name" and _is_setting(value)
+        and getattr(copied, key, missing) != value)
+
+
+def _not_copyable(metric, why):
+    return (
+        f"AdversarialModel.compile computes each metric twice, on the adversarial "
+        f"(`robust_`) and the clean (`clean_`) inputs, with two copies made as Keras "
+        f"copies a metric, from its config; {type(metric).__name__} cannot be copied "
+        f"so: {why}. Define `get_config` to return every argument of its "
+        f"`__init__` (see keras.metrics.Metric). Received: metric={metric.name!r}")

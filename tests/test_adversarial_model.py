@@ -118,6 +118,66 @@ def test_accuracy_with_a_custom_loss_is_picked_from_the_labels(sparse_labels):
     assert logs["clean_accuracy"] == pytest.approx(expected)
 
 
+def _top2(y_true, y_pred):  # a user's metric function, not registered with Keras
+    return keras.metrics.sparse_top_k_categorical_accuracy(y_true, y_pred, k=2)
+
+
+class _InTopK(keras.metrics.Metric):
+    """A user's metric with an argument and Keras's base get_config."""
+
+    def __init__(self, k=1, name="in_top_k", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.k = k
+        self.hits = self.add_variable((), initializer="zeros", name="hits")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        hit = keras.ops.in_top_k(keras.ops.cast(y_true, "int32"), y_pred, self.k)
+        self.hits.assign_add(keras.ops.sum(keras.ops.cast(hit, "float32")))
+
+    def result(self):
+        return self.hits
+
+
+class _TopKWithExtra(keras.metrics.SparseTopKCategoricalAccuracy):
+    """A built-in metric's subclass whose own argument its config leaves out."""
+
+    def __init__(self, extra=0, **kwargs):
+        super().__init__(**kwargs)
+        self.extra = extra
+
+
+@pytest.mark.parametrize("metric", [
+    _top2, keras.metrics.MeanMetricWrapper(_top2, name="_top2"),
+    keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="_top2")],
+    ids=["a function", "MeanMetricWrapper of it", "a built-in with an argument"])
+def test_a_users_metric_gives_on_clean_inputs_what_keras_gives(metric):
+    # eps = 0: the robust and clean values are Keras's own. Before, the
+    # wrapper of an unregistered function failed in compile (Keras could not
+    # deserialize it) and a function was refused; Keras takes both.
+    net = softmax_regression(W3, B3)
+    net.compile(loss=LOGITS_CE, metrics=[_top2])
+    expected = net.evaluate(X6, Y6, verbose=0, return_dict=True)["_top2"]
+    model = adversarial(net, robustlab.PGD(eps=0.0, steps=1))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=[metric])
+    logs = model.evaluate(X6, Y6, verbose=0, return_dict=True)
+    assert 0 < expected < 1
+    assert logs["clean__top2"] == logs["robust__top2"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("metric, why", [
+    (_InTopK(k=2), r"its get_config \(Keras's base one\) returns only its name and dtype, "
+                   r"not its arguments \['k'\]"),
+    (_TopKWithExtra(extra=3, k=2), r"the copy from its config differs in \['extra'\]"),
+], ids=["base get_config", "a setting left out of the config"])
+def test_a_metric_its_config_does_not_copy_is_refused_by_name(metric, why):
+    # Before: rebuilt from its config with its defaults (k=1, extra=0), and
+    # every robust_ and clean_ value was another metric's, without a word.
+    model = adversarial(softmax_regression(W3, B3))
+    with pytest.raises(TypeError, match=r"computes each metric twice.*cannot be copied so: "
+                                        + why + r".*Define `get_config`.*Received: metric="):
+        model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=[metric])
+
+
 def test_metrics_names_label_the_values_evaluate_returns_with_awp():
     model = adversarial(softmax_regression(W3, B3), awp=robustlab.AWP(0.01))
     model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=["accuracy"])

@@ -178,6 +178,15 @@ def test_a_fixed_learning_rate_has_no_schedule():
     assert _keras_compat.learning_rate_schedule(keras.optimizers.SGD(0.1)) is None
 
 
+def test_mean_metric_function_is_the_wrapped_function_and_its_arguments():
+    def hits(y_true, y_pred, k):
+        return keras.metrics.sparse_top_k_categorical_accuracy(y_true, y_pred, k=k)
+
+    fn, fn_kwargs = _keras_compat.mean_metric_function(
+        keras.metrics.MeanMetricWrapper(hits, name="hits", k=2))
+    assert fn is hits and fn_kwargs == {"k": 2}
+
+
 def test_nnx_enabled_is_keras_own_setting():
     assert _keras_compat.nnx_enabled() is bool(keras.config.is_nnx_enabled())
 
