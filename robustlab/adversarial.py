@@ -1333,7 +1333,18 @@ def _changed_settings(original, copied):
     return sorted(
         key for key, value in vars(original).items()
         if key != "name" and _is_setting(value)
-        and getattr(copied, key, missing) != value)
+        and not _same_setting(getattr(copied, key, missing), value))
+
+
+def _same_setting(a, b):
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True  # a NaN setting is kept, though NaN != NaN
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        # A config may hold a tuple argument as a list.
+        return len(a) == len(b) and all(map(_same_setting, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_setting(a[k], b[k]) for k in a)
+    return a == b
 
 
 def _not_copyable(metric, why):

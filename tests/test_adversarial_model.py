@@ -164,6 +164,23 @@ def test_a_users_metric_gives_on_clean_inputs_what_keras_gives(metric):
     assert logs["clean__top2"] == logs["robust__top2"] == pytest.approx(expected)
 
 
+class _Thresholded(keras.metrics.Mean):
+    """A user metric whose config holds its tuple as a list, and a NaN."""
+
+    def __init__(self, thresholds=(0.25, 0.75), fill=float("nan"), **kwargs):
+        super().__init__(**kwargs)
+        self.thresholds, self.fill = thresholds, fill
+
+    def get_config(self):
+        return {**super().get_config(), "thresholds": list(self.thresholds), "fill": self.fill}
+
+
+def test_a_metric_whose_config_copies_it_is_taken_though_a_tuple_comes_back_a_list():
+    model = adversarial(softmax_regression(W3, B3))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=[_Thresholded(name="t")])
+    assert {"robust_t", "clean_t"} <= {m.name for m in model.metrics}
+
+
 @pytest.mark.parametrize("metric, why", [
     (_InTopK(k=2), r"its get_config \(Keras's base one\) returns only its name and dtype, "
                    r"not its arguments \['k'\]"),
