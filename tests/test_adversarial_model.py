@@ -1,6 +1,7 @@
 """Specifications of AdversarialModel: PGD adversarial training in model.fit."""
 
 import csv
+import inspect
 import os
 import threading
 import time
@@ -162,6 +163,32 @@ def test_a_users_metric_gives_on_clean_inputs_what_keras_gives(metric):
     logs = model.evaluate(X6, Y6, verbose=0, return_dict=True)
     assert 0 < expected < 1
     assert logs["clean__top2"] == logs["robust__top2"] == pytest.approx(expected)
+
+
+def _every_keras_metric():
+    """An instance of each of Keras's metric classes (the arguments some
+    need to be built at all)."""
+    needs = {"num_classes": 3, "target_class_ids": [0], "recall": 0.5, "precision": 0.5,
+             "specificity": 0.5, "sensitivity": 0.5}
+    metrics = []
+    for name in sorted(dir(keras.metrics)):
+        cls = getattr(keras.metrics, name)
+        if not (isinstance(cls, type) and issubclass(cls, keras.metrics.Metric)) or cls in (
+                keras.metrics.Metric, keras.metrics.MeanMetricWrapper):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters
+        metrics.append(cls(**{k: v for k, v in needs.items() if k in parameters
+                              and parameters[k].default is inspect.Parameter.empty}))
+    return metrics
+
+
+def test_every_keras_metric_is_copied_for_the_robust_and_clean_values():
+    metrics = _every_keras_metric()
+    assert len(metrics) >= 40
+    model = adversarial(softmax_regression(W3, B3))
+    model.compile(keras.optimizers.SGD(0.1), LOGITS_CE, metrics=metrics)
+    names = {m.name for m in model.metrics}
+    assert all({"robust_" + m.name, "clean_" + m.name} <= names for m in metrics)
 
 
 class _Thresholded(keras.metrics.Mean):
