@@ -323,7 +323,10 @@ def get(name):
         The `Experiment`.
 
     Raises:
-        ValueError: for a name not in `EXPERIMENTS` (the message lists them).
+        ValueError: for a name not in `EXPERIMENTS` (the message lists
+            them), or an experiment registered under another key than its
+            `name` (its runs would go to the other's folders, which are
+            named after `name`).
 
     Example:
 
@@ -341,12 +344,23 @@ def get(name):
             f"Argument `name` must be the name of an experiment (a string), one of "
             f"{', '.join(sorted(EXPERIMENTS))}. Received: name={name!r}")
     try:
-        return EXPERIMENTS[name]
+        experiment = EXPERIMENTS[name]
     except KeyError:
         raise ValueError(
             f"Unknown experiment; available: {', '.join(sorted(EXPERIMENTS))}. "
             f"Received: name={name!r}"
         ) from None
+    if not isinstance(experiment, Experiment) or experiment.name != name:
+        # `replace` keeps the name: a variant registered as
+        # EXPERIMENTS["mine_lr01"] = mine.replace(learning_rate=0.01) wrote its
+        # runs into mine's folders, over mine's.
+        raise ValueError(
+            f"EXPERIMENTS[{name!r}] must be an Experiment named {name!r} (runs and "
+            f"their folders are named after it): register it as "
+            f"`.replace(name={name!r}, ...)`. Received: EXPERIMENTS[{name!r}]"
+            + (f" named {experiment.name!r}" if isinstance(experiment, Experiment)
+               else f"={experiment!r}"))
+    return experiment
 
 
 def _warn_if_awp_never_starts(configs, study=None, stacklevel=2):

@@ -300,6 +300,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     if not isinstance(model, AdversarialModel):
         raise TypeError("Argument `model` must be a compiled robustlab.AdversarialModel. "
                         f"Received: model={type(model).__name__}")
+    if not model.compiled or getattr(model, "optimizer", None) is None:
+        raise ValueError(
+            "Argument `model` must be a compiled robustlab.AdversarialModel: fork "
+            "steps its optimizer; compile it with keras.optimizers.SGD first. "
+            "Received: an AdversarialModel that is not compiled")
     if batches not in _BATCHES:
         raise ValueError(f"Argument `batches` must be one of {list(_BATCHES)}. "
                          f"Received: batches={batches!r}")
@@ -308,6 +313,11 @@ def fork(model, x, y, *, batch_size, learning_rate=None, replicas=64, steps=None
     x, y = np.asarray(x), np.asarray(y)
     n = len(x)
     if steps is None:
+        if batch_size > n:
+            # steps = n // batch_size would be 0, and the error named `steps`.
+            raise ValueError(
+                f"Argument `batch_size` must be at most the {n} examples of `x`, for "
+                f"at least one full batch a window. Received: batch_size={batch_size}")
         steps = n // batch_size
     steps = validation.check_int_at_least("steps", steps, 1)
     if steps * batch_size > n:

@@ -244,6 +244,17 @@ class Study:
             raise TypeError("Argument `arms` must be a non-empty tuple of `Arm`s. "
                             f"Received: arms={arms!r}")
         object.__setattr__(self, "arms", tuple(arms))
+        experiments = [arm.experiment for arm in self.arms]
+        repeated = sorted({e for e in experiments if experiments.count(e) > 1})
+        if repeated:
+            # The runs, table and figures are keyed by the experiment: two arms
+            # of one were mixed into one list, refused after all the training.
+            raise ValueError(
+                "Argument `arms` must hold one arm per experiment (its runs, table "
+                "rows and curves are keyed by it); for another setting register "
+                "another experiment (`Experiment.replace(name=...)`). Received: "
+                f"arms of experiment{'s' if len(repeated) > 1 else ''} "
+                f"{', '.join(map(repr, repeated))} more than once")
         if not isinstance(self.description, str):
             raise TypeError("Argument `description` must be a str. "
                             f"Received: description={self.description!r}")
@@ -977,6 +988,13 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
         for seed in seeds:
             plan.append((arm, config.replace(seed=seed), seed))
     forks = study.forks
+    if forks is not None and max(forks.epochs) >= forks.config.epochs:
+        # Its base run would train past the experiment's last epoch and fork
+        # a state that no run of the study reaches.
+        raise ValueError(
+            f"Study {name!r}'s forks must start within the runs of experiment "
+            f"{forks.experiment!r}, epochs 0-{forks.config.epochs - 1}. Received: "
+            f"Forks.epochs={forks.epochs}")
     if forks is not None and epochs is not None and max(forks.epochs) >= epochs:
         # A fork's base run trains up to the fork's epoch with the study's
         # setting, whatever the runs' length: the windows before `epochs` are

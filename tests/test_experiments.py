@@ -156,6 +156,21 @@ def test_callbacks_other_than_an_iterable_of_callbacks_are_refused_before_traini
         experiments.run(TINY, None, verbose=0, callbacks=callbacks)
 
 
+def test_an_experiment_registered_under_another_name_is_refused(monkeypatch):
+    # `replace` keeps the name: the variant's runs went into quick's folders
+    # (runs/quick-v.../seedN), over quick's own, without a word.
+    monkeypatch.setitem(experiments.EXPERIMENTS, "quick_lr01",
+                        experiments.get("quick").replace(learning_rate=0.01))
+    with pytest.raises(ValueError, match=r"EXPERIMENTS\['quick_lr01'\] must be an Experiment "
+                                         r"named 'quick_lr01'.*`.replace\(name='quick_lr01', "
+                                         r"...\)`. Received: EXPERIMENTS\['quick_lr01'\] named "
+                                         r"'quick'$"):
+        experiments.get("quick_lr01")
+    monkeypatch.setitem(experiments.EXPERIMENTS, "quick_lr01",
+                        experiments.get("quick").replace(name="quick_lr01", learning_rate=0.01))
+    assert experiments.get("quick_lr01").learning_rate == 0.01
+
+
 def test_resume_must_be_true_or_false(tmp_path, monkeypatch):
     # bool("no") is True.
     monkeypatch.setattr(experiments, "build", lambda *a, **k: pytest.fail("trained"))

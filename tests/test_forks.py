@@ -293,6 +293,24 @@ def test_bad_fork_arguments_are_rejected(forked, kwargs, match):
         forks.fork(forked["model"], forked["x"], forked["y"], batch_size=BATCH, **kwargs)
 
 
+def test_a_batch_larger_than_the_data_is_named_not_the_steps_it_leaves(forked):
+    # Before: "Argument `steps` must be an integer >= 1. Received: steps=0",
+    # a steps the user never passed.
+    with pytest.raises(ValueError, match=r"`batch_size` must be at most the 128 examples "
+                                         r"of `x`.*Received: batch_size=256$"):
+        forks.fork(forked["model"], forked["x"], forked["y"], batch_size=256)
+
+
+def test_an_adversarial_model_not_compiled_is_refused_by_name(data):
+    # Before: AttributeError: 'AdversarialModel' object has no attribute 'optimizer'.
+    x, y = data
+    model = robustlab.AdversarialModel(trained_model().model, attack=robustlab.PGD(0.1))
+    with pytest.raises(ValueError, match=r"`model` must be a compiled robustlab.Adversarial"
+                                         r"Model.*Received: an AdversarialModel that is not "
+                                         r"compiled$"):
+        forks.fork(model, x, y, batch_size=BATCH)
+
+
 def test_only_sgd_is_predicted(data):
     x, y = data
     model = trained_model()

@@ -524,6 +524,28 @@ def test_a_full_scale_study_without_cifar10_leaves_no_folder(tmp_path, monkeypat
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_a_study_with_two_arms_of_one_experiment_is_refused_when_made():
+    # Before: accepted, and refused by StudyResults after every run had
+    # trained (the runs are kept per experiment).
+    with pytest.raises(ValueError, match=r"`arms` must hold one arm per experiment.*"
+                                         r"Received: arms of experiment 'tiny' more than once$"):
+        studies.Study("twice", 1, (studies.Arm("with probes", "tiny", probe_every=1),
+                                   studies.Arm("without", "tiny")), "two arms of one")
+
+
+def test_forks_beyond_the_runs_are_refused_before_any_training(tiny, tmp_path):
+    # Before: the base run trained past the experiment's 3 epochs, to fork a
+    # state no run of the study reaches, without a word.
+    beyond = studies.Study("beyond", 1, (studies.Arm("tiny", "tiny"),), "forks past the end",
+                           forks=studies.Forks("tiny", epochs=(1, 3), replicas=2))
+    with pytest.raises(ValueError, match=r"forks must start within the runs of experiment "
+                                         r"'tiny', epochs 0-2. Received: Forks.epochs=\(1, 3\)"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setitem(studies.STUDIES, "beyond", beyond)
+            studies.reproduce("beyond", 1, str(tmp_path), verbose=0)
+    assert os.listdir(tmp_path) == []
+
+
 def test_the_command_line_names_the_scale():
     assert studies.command(studies.get("robust-overfitting"), range(8)) == (
         "robustlab reproduce robust-overfitting --quick --seeds 8")
