@@ -40,7 +40,9 @@ def check(condition, message):
     value (a bool, or a NumPy or tensor one of one element); an array of
     several (the comparison of a result that should have been one number)
     fails with `message` and a note saying so, not with NumPy's "truth value
-    of an array is ambiguous".
+    of an array is ambiguous". So does a list or tuple of several, which
+    Python would take as true whatever its items (write `all(...)`), and
+    one of one item is that item's truth.
 
     >>> import numpy as np
     >>> from robustlab.course.grading import check
@@ -53,7 +55,20 @@ def check(condition, message):
     Traceback (most recent call last):
     ...
     AssertionError: select_epoch(...) must be 1; got [1, 2]. (The check received an array of shape (2,) instead of one True or False: a value that should be one number is an array.)
+    >>> check([a == 9 for a in (1, 2)], "every item must be 9")
+    Traceback (most recent call last):
+    ...
+    AssertionError: every item must be 9 (The check received a list of 2 values instead of one True or False: write all(...) or any(...) around them.)
     """
+    if isinstance(condition, (list, tuple)):
+        # Python's truth of a non-empty list is True, whatever its items.
+        if len(condition) != 1:
+            raise AssertionError(
+                f"{message} (The check received a {type(condition).__name__} of "
+                f"{len(condition)} values instead of one True or False: write all(...) or "
+                "any(...) around them.)")
+        check(condition[0], message)
+        return
     shape = getattr(condition, "shape", None)
     if shape is not None:
         try:
@@ -118,7 +133,10 @@ def _described_apart(expected, actual):
 
 
 def check_shape(actual, shape, what):
-    """Fail unless `actual` has exactly `shape`."""
+    """Fail unless `actual` has exactly `shape` (a tuple of sizes, or one
+    size for a 1-D array)."""
+    if isinstance(shape, (int, np.integer)) and not isinstance(shape, bool):
+        shape = (int(shape),)
     actual_shape = np.shape(actual)
     check(tuple(actual_shape) == tuple(shape),
           f"{what}: expected an array of shape {tuple(shape)}, got shape "
@@ -263,7 +281,9 @@ def check_close(actual, expected, what, *, atol=1e-6, rtol=0.0, hint=None, broad
         lead = "the largest difference is"
     else:  # the position furthest beyond its own tolerance, maybe not the largest difference
         lead = "the difference furthest beyond its tolerance is"
-    if not np.isfinite(expected_array[index]):
+    if np.isnan(expected_array[index]):
+        tol_text = "any tolerance: a NaN is matched only by a NaN"
+    elif not np.isfinite(expected_array[index]):
         tol_text = "any tolerance: an infinity is matched only by the same infinity"
     elif not rtol:
         tol_text = f"the tolerance {_number(atol)}"

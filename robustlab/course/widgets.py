@@ -13,6 +13,7 @@ Needs the `course` extra (`pip install "robustlab[course]"`) for the
 controls; the figures need only matplotlib.
 """
 
+import collections.abc
 import html
 import io
 import math
@@ -161,6 +162,13 @@ class AttackExplorer:
 
     def __init__(self, models, x, y, *, eps_values, steps_values, shown=8,
                  value_range=(0.0, 1.0)):
+        if not isinstance(models, collections.abc.Mapping) or not all(
+                isinstance(name, str) and isinstance(model, keras.Model)
+                for name, model in models.items()):
+            raise TypeError("Argument `models` must be a dict {name: keras model}, "
+                            "e.g. {'clean': net}. Received: models="
+                            + (repr(models) if isinstance(models, collections.abc.Mapping)
+                               else f"a {type(models).__name__}"))
         if not models:
             raise ValueError(f"Argument `models` must name at least one model. "
                              f"Received: models={models!r}")
@@ -342,6 +350,29 @@ class ReferenceExplorer:
         return _interactive(self.figure, controls, self.redraw_seconds)
 
 
+def _live_panels(panels):
+    """`panels` as `[(title, [(key, label), ...]), ...]`, or a TypeError
+    naming the form: keys without labels were taken, and failed at the first
+    redraw with "too many values to unpack"; a 2-letter key was read as a
+    key and its label."""
+    def is_pair(item):
+        return (isinstance(item, (tuple, list)) and len(item) == 2
+                and all(isinstance(part, str) for part in item))
+
+    def is_panel(panel):
+        return (isinstance(panel, (tuple, list)) and len(panel) == 2
+                and isinstance(panel[0], str) and isinstance(panel[1], (tuple, list))
+                and all(is_pair(item) for item in panel[1]))
+
+    if isinstance(panels, (str, bytes)) or not isinstance(panels, (tuple, list)) or not (
+            panels and all(is_panel(panel) for panel in panels)):
+        raise TypeError(
+            "Argument `panels` must be a list of (title, [(log key, label), ...]), e.g. "
+            "[('Loss', [('loss', 'train'), ('val_loss', 'test')])]. "
+            f"Received: panels={panels!r}")
+    return [(title, [tuple(item) for item in keys]) for title, keys in panels]
+
+
 class LiveCurves(keras.callbacks.Callback):
     """Learning curves drawn while `fit` runs, redrawn in place every few
     epochs, and the logs of every epoch kept as arrays.
@@ -364,9 +395,9 @@ class LiveCurves(keras.callbacks.Callback):
 
     def __init__(self, panels, every=5, drop_epochs=(), display=True):
         super().__init__()
-        self.panels = [(title, list(keys)) for title, keys in panels]
+        self.panels = _live_panels(panels)
         self.every = validation.check_int_at_least("every", every, 1)
-        self.drop_epochs = tuple(drop_epochs)
+        self.drop_epochs = tuple(plots._drop_epochs(drop_epochs))
         self.display = bool(display)
         self._rows = []
         self._epochs = []
@@ -480,6 +511,13 @@ class BoundExplorer:
         return np.minimum(bounds.kl_inverse(empirical_risk, budget), mcallester), mcallester
 
     def figure(self, empirical_risk=0.25, kl=1e6, n=1000):
+        """The two panels at an error in [0, 1), a KL >= 0 (nats) and n >= 1
+        examples (a number: the control moves it in steps of its
+        logarithm)."""
+        empirical_risk = validation.check_finite_in(
+            "empirical_risk", empirical_risk, 0.0, 1.0, include_low=True)
+        kl = validation.check_finite_at_least("kl", kl, 0.0)
+        n = validation.check_finite_at_least("n", n, 1.0)
         figure, (ax_n, ax_kl) = plt.subplots(1, 2, figsize=(13, 4))
         # Each panel spans its control's range (as `widget` sets it), so the
         # curve passes through the marker wherever the control stands (the
@@ -537,6 +575,16 @@ class BoundExplorer:
         return _interactive(self.figure, controls, self.redraw_seconds)
 
 
+def _cloud_settings(lr, momentum, curvature, noise_variance):
+    """The settings of `CloudExplorer`'s process, checked: a momentum of 1 or
+    a curvature of 0 divided by zero in the stationary variance, a negative
+    noise drew NaN limits."""
+    return (validation.check_finite_in("lr", lr, 0.0),
+            validation.check_finite_in("momentum", momentum, 0.0, 1.0, include_low=True),
+            validation.check_finite_in("curvature", curvature, 0.0),
+            validation.check_finite_at_least("noise_variance", noise_variance, 0.0))
+
+
 class CloudExplorer:
     """The heavy-ball cloud under a learning-rate drop, from the closed forms
     and a simulation: move the learning rate, momentum, curvature and noise,
@@ -576,6 +624,8 @@ class CloudExplorer:
     def simulate(self, lr, momentum, curvature, noise_variance):
         """Iterates `(steps + 1, particles, 2)` of the scalar heavy-ball
         process along a sharp and a flat direction, from zero."""
+        lr, momentum, curvature, noise_variance = _cloud_settings(
+            lr, momentum, curvature, noise_variance)
         rng = np.random.default_rng(self.seed)
         lrs = self.schedule(lr)
         lam = np.array([curvature, curvature / 10.0])
@@ -590,6 +640,12 @@ class CloudExplorer:
         return np.stack(path)
 
     def figure(self, lr=0.2, momentum=0.9, curvature=2.0, noise_variance=4.0):
+        """The predicted variance and the simulated clouds at a learning rate
+        > 0, a momentum in [0, 1), a curvature > 0 (the sharp direction's;
+        the flat one has a tenth of it) and a gradient-noise variance >= 0.
+        Settings where the process is unstable are drawn as such."""
+        lr, momentum, curvature, noise_variance = _cloud_settings(
+            lr, momentum, curvature, noise_variance)
         lrs = self.schedule(lr)
         steps = np.arange(1, len(lrs) + 1)
         figure, (ax, ax_before, ax_after) = plt.subplots(1, 3, figsize=(15, 4.2))

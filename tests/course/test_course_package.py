@@ -142,6 +142,31 @@ def test_check_turns_an_array_condition_into_the_message_with_a_note():
         grading.check(np.array(False), "no")
 
 
+def test_check_fails_a_list_of_several_conditions_whatever_their_items():
+    # Python's truth of a non-empty list: every one of these passed.
+    for condition in ([a == 9 for a in (1, 2, 3)], [np.False_, np.False_], (False, False)):
+        with pytest.raises(AssertionError, match=r"^every answer must match \(The check received "
+                                                 r"a (list|tuple) of \d values instead of one True "
+                                                 r"or False: write all\(...\) or any\(...\)"):
+            grading.check(condition, "every answer must match")
+    with pytest.raises(AssertionError, match="^no$"):
+        grading.check([np.False_], "no")  # one item: its truth
+    grading.check([True], "one item that holds")
+
+
+def test_check_close_says_a_nan_is_matched_only_by_a_nan():
+    # It said "an infinity is matched only by the same infinity".
+    with pytest.raises(AssertionError, match=r"more than any tolerance: a NaN is matched only "
+                                             r"by a NaN\.$"):
+        grading.check_close([1.0, 2.0], [np.nan, 2.0], "f()")
+
+
+def test_check_shape_takes_the_size_of_a_1d_array():
+    grading.check_shape(np.zeros(3), 3, "f()")
+    with pytest.raises(AssertionError, match=r"expected an array of shape \(4,\), got shape \(3,\)"):
+        grading.check_shape(np.zeros(3), 4, "f()")
+
+
 def test_call_counter_takes_the_arguments_by_position_or_by_keyword():
     counter = grading.CallCounter(lambda z: 2 * z)
     assert counter(z=np.array([1.0, 2.0])).tolist() == [2.0, 4.0]
@@ -545,13 +570,65 @@ def test_attack_explorer_refuses_bad_arguments_when_built(digits, arguments, err
     (lambda w: w.CloudExplorer(particles=0), r"Received: particles=0"),
     (lambda w: w.CloudExplorer(batch_size=0), r"Received: batch_size=0"),
     (lambda w: w.CloudExplorer(seed=-1), r"Received: seed=-1"),
-    (lambda w: w.LiveCurves([], every=0), r"Received: every=0"),
+    (lambda w: w.LiveCurves([("Loss", [("loss", "train")])], every=0), r"Received: every=0"),
+    # Keys without labels were taken, and the fit failed at its first redraw
+    # ("too many values to unpack"); a 2-letter key was read as key and label.
+    (lambda w: w.LiveCurves([("Loss", ["loss", "val_loss"])]),
+     r"`panels` must be a list of \(title, \[\(log key, label\), ...\]\).*Received: "
+     r"panels=\[\('Loss', \['loss', 'val_loss'\]\)\]$"),
+    (lambda w: w.LiveCurves([("Rate", ["lr"])]), r"Received: panels=\[\('Rate', \['lr'\]\)\]$"),
+    (lambda w: w.LiveCurves([]), r"Received: panels=\[\]$"),
+    (lambda w: w.LiveCurves([("Loss", [("loss", "train")])], drop_epochs=30),
+     r"`drop_epochs` must be an iterable of epochs"),
 ])
 def test_explorers_refuse_bad_arguments_when_built(build, message):
     from robustlab.course import widgets
 
     with pytest.raises((ValueError, TypeError), match=message):
         build(widgets)
+
+
+@pytest.mark.parametrize("draw, message", [
+    # Before: ZeroDivisionError (momentum 1, curvature 0), matplotlib's "Axis
+    # limits cannot be NaN or Inf" (a negative noise), or a figure drawn for
+    # a momentum of 1.5 or a negative rate.
+    (lambda e: e.figure(momentum=1.0), r"`momentum` must be a finite number in \[0, 1\)\. "
+                                       r"Received: momentum=1.0$"),
+    (lambda e: e.figure(momentum=1.5), r"Received: momentum=1.5$"),
+    (lambda e: e.figure(curvature=0.0), r"`curvature` must be a finite number > 0\. "
+                                        r"Received: curvature=0.0$"),
+    (lambda e: e.figure(noise_variance=-1.0), r"`noise_variance` must be a finite number >= 0\. "
+                                              r"Received: noise_variance=-1.0$"),
+    (lambda e: e.figure(lr=-0.1), r"`lr` must be a finite number > 0\. Received: lr=-0.1$"),
+    (lambda e: e.simulate(0.2, 1.0, 2.0, 4.0), r"Received: momentum=1.0$"),
+])
+def test_the_cloud_explorer_names_a_setting_outside_its_range(draw, message):
+    from robustlab.course.widgets import CloudExplorer
+
+    with pytest.raises(ValueError, match=message):
+        draw(CloudExplorer(steps_before=5, steps_after=5, particles=4))
+
+
+@pytest.mark.parametrize("n, message", [
+    (0, r"`n` must be a finite number >= 1\. Received: n=0$"),
+    (0.5, r"Received: n=0.5$"),  # named `bound` before, which the caller never passed
+])
+def test_the_bound_explorer_figure_names_its_n(n, message):
+    from robustlab.course.widgets import BoundExplorer
+
+    with pytest.raises(ValueError, match=message):
+        BoundExplorer().figure(n=n)
+
+
+@pytest.mark.parametrize("models, shown", [
+    (["net"], "a list"), ("net", "a str"), ({"net": "not a model"}, r"\{'net': 'not a model'\}")])
+def test_the_attack_explorer_names_models_that_are_not_a_dict_of_models(digits, models, shown):
+    from robustlab.course.widgets import AttackExplorer
+
+    with pytest.raises(TypeError, match=r"`models` must be a dict \{name: keras model\}.*"
+                                        rf"Received: models={shown}$"):
+        AttackExplorer(models, digits.x_test[:8], digits.y_test[:8], eps_values=[0.1],
+                       steps_values=[2])
 
 
 def test_reference_and_fork_explorers_say_what_they_take():
