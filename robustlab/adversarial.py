@@ -257,8 +257,7 @@ class AdversarialModel(_keras_compat.EpochLogsFromMetrics, keras.Model):
                 f"{kwargs['weighted_metrics']!r}"
             )
         kwargs.pop("weighted_metrics", None)
-        reduction = getattr(loss, "reduction", "sum_over_batch_size") if isinstance(
-            loss, keras.losses.Loss) else "sum_over_batch_size"
+        reduction = model_validation.loss_reduction(loss)
         if reduction in (None, "none"):
             # TensorFlow's gradient of per-example losses is that of their sum
             # (steps B times those of the mean, silently); JAX's grad refuses

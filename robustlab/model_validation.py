@@ -32,6 +32,7 @@ __all__ = [
     "class_weights_per_example",
     "dataset_errors_raised",
     "is_tf_dataset",
+    "loss_reduction",
     "mark_checked",
 ]
 
@@ -96,6 +97,15 @@ def check_heavy_ball_sgd(optimizer, who, alternative=""):
 _MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
 
 
+def loss_reduction(loss):
+    """How a compiled `loss` reduces the batch: a `keras.losses.Loss`'s
+    `reduction` (None and "none" leave it unreduced); a name or a function
+    is reduced as Keras's default, "sum_over_batch_size"."""
+    if isinstance(loss, keras.losses.Loss):
+        return getattr(loss, "reduction", "sum_over_batch_size")
+    return "sum_over_batch_size"
+
+
 def check_mean_loss(loss, who, alternative=""):
     """The compiled `loss` must average over the batch, as the heavy-ball
     recursion's gradient and noise do (the curvature is measured on the mean
@@ -103,8 +113,7 @@ def check_mean_loss(loss, who, alternative=""):
     a step moves B times as far, and the prediction was 10 to 70 times too
     small without a word. `who` and `alternative` as in
     `check_heavy_ball_sgd`."""
-    reduction = getattr(loss, "reduction", "sum_over_batch_size") if isinstance(
-        loss, keras.losses.Loss) else "sum_over_batch_size"
+    reduction = loss_reduction(loss)
     if reduction not in _MEAN_REDUCTIONS:
         raise ValueError(
             f"{who}'s prediction models steps on the batch's mean loss: compile a loss "
