@@ -113,7 +113,7 @@ class Experiment:
         lr_drop_epochs: the (0-based) epochs from which the learning rate is
             multiplied by `lr_drop_factor` once more
             (`robustlab.schedules.PiecewiseConstant`): integers, strictly
-            increasing and >= 1.
+            increasing and >= 1; any sequence, kept as a tuple.
         lr_drop_factor: finite and in (0, 1].
         momentum: the heavy-ball momentum of Keras `SGD`, a number in [0, 1).
 
@@ -203,8 +203,11 @@ class Experiment:
         # Checked here, under the Experiment's names: PiecewiseConstant would
         # refuse them only when `run` builds the schedule, as `drop_epochs`
         # and `factor`.
-        schedules.check_drops(self.lr_drop_epochs, self.lr_drop_factor,
-                              names=("lr_drop_epochs", "lr_drop_factor"))
+        drops, _ = schedules.check_drops(self.lr_drop_epochs, self.lr_drop_factor,
+                                         names=("lr_drop_epochs", "lr_drop_factor"))
+        # Kept as a tuple of ints whatever sequence gave it: a list made the
+        # experiment unhashable and unequal to the same one made with a tuple.
+        object.__setattr__(self, "lr_drop_epochs", drops)
         for name in ("train_step_size", "eval_step_size"):
             if getattr(self, name) is not None:
                 validation.check_finite_positive(name, getattr(self, name))

@@ -264,3 +264,15 @@ def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():
 def test_an_experiment_refuses_settings_it_cannot_run_when_built(changes, error, message):
     with pytest.raises(error, match=message):
         experiments.get("quick").replace(**changes)
+
+
+def test_drop_epochs_given_as_a_list_or_numpy_ints_are_kept_as_a_tuple_of_ints():
+    # A list made the experiment unhashable (a TypeError from __hash__) and
+    # unequal to the same experiment made with a tuple.
+    quick = experiments.get("quick")
+    from_list = quick.replace(lr_drop_epochs=[20, 30])
+    from_numpy = quick.replace(lr_drop_epochs=np.array([20, 30]))
+    assert from_list.lr_drop_epochs == (20, 30)
+    assert all(type(e) is int for e in from_numpy.lr_drop_epochs)
+    assert from_list == from_numpy == quick.replace(lr_drop_epochs=(20, 30))
+    assert hash(from_list) == hash(quick.replace(lr_drop_epochs=(20, 30)))

@@ -17,6 +17,8 @@ from queue import Empty
 
 import nbformat
 
+from robustlab import validation
+
 __all__ = ["NotebookRun", "run_notebook"]
 
 _PEAK_MARKER = "ROBUSTLAB_PEAK_RSS_BYTES="
@@ -116,7 +118,9 @@ def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None
 
     Args:
         path: the .ipynb file (left unchanged).
-        timeout: seconds allowed for each cell.
+        timeout: seconds allowed for each cell, an integer >= 1, or None
+            for no limit. A cell that runs longer stops the run with nbclient's
+            `CellTimeoutError` (it is not one of the run's `errors`).
         kernel_name: the Jupyter kernel.
         env: environment variables set in the kernel (on top of this
             process's), e.g. `{"NBGRADER_EXECUTION": "autograde"}`.
@@ -129,6 +133,10 @@ def run_notebook(path, *, timeout=600, kernel_name="python3", env=None, cwd=None
     the notebook, can otherwise miss the reply of a cell that writes into an
     `ipywidgets.Output` widget until `timeout` runs out.
     """
+    if timeout is not None:
+        # nbclient reads 0 and negative numbers as no limit at all, and
+        # refused a float (whole seconds only) with a traitlets TraitError.
+        timeout = validation.check_int_at_least("timeout", timeout, 1)
     notebook = nbformat.read(path, as_version=4)
     notebook.cells.append(nbformat.v4.new_code_cell(_PEAK_CELL))
     client = _notebook_client_class()(

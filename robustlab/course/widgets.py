@@ -294,23 +294,40 @@ class ReferenceExplorer:
     Args:
         results: a `robustlab.studies.StudyResults` (e.g.
             `robustlab.studies.reference("robust-overfitting")`).
-        keys: the log keys offered (a sequence of names).
+        keys: the log keys offered (a sequence of names), each logged in
+            every run. `None` (the default) offers those of
+            `DEFAULT_KEYS` that were.
 
     Attributes:
         redraw_seconds: the time of every redraw so far.
     """
 
-    def __init__(self, results, keys=("val_robust_accuracy", "train_robust_accuracy",
-                                      "val_robust_loss", "val_clean_accuracy")):
+    DEFAULT_KEYS = ("val_robust_accuracy", "train_robust_accuracy",
+                    "val_robust_loss", "val_clean_accuracy")
+
+    def __init__(self, results, keys=None):
         self.results = _study_results(results)
-        if isinstance(keys, (str, bytes)):
+        if keys is not None and not isinstance(keys, (tuple, list)):
             raise TypeError("Argument `keys` must be a sequence of log keys, e.g. "
                             f"({keys!r},). Received: keys={keys!r}")
-        self.keys = [k for k in keys
-                     if all(k in h for runs in results.histories.values() for h in runs)]
+        runs = [h for arm_runs in self.results.histories.values() for h in arm_runs]
+        logged = set.intersection(*(set(h) for h in runs)) if runs else set()
+        if keys is None:
+            self.keys = [k for k in self.DEFAULT_KEYS if k in logged]
+        else:
+            # A key asked for by name and not offered was a misspelling
+            # the dropdown hid without a word.
+            missing = [k for k in keys if k not in logged]
+            if missing:
+                raise ValueError(
+                    f"Argument `keys` must name keys logged in every run; {missing} "
+                    f"{'is' if len(missing) == 1 else 'are'} not (logged in every run: "
+                    f"{sorted(logged)}). Received: keys={keys!r}")
+            self.keys = list(keys)
         if not self.keys:
-            raise ValueError(f"None of the keys {list(keys)} was logged in every "
-                             f"run. Received: keys={keys!r}")
+            raise ValueError(
+                f"None of the keys {list(self.DEFAULT_KEYS if keys is None else keys)} was "
+                f"logged in every run. Received: keys={keys!r}")
         self.redraw_seconds = []
 
     def figure(self, key, seeds_shown=False):
@@ -391,6 +408,12 @@ class LiveCurves(keras.callbacks.Callback):
         epochs: the epoch of each entry of those arrays (the 0-based index
             `fit` passes: a fit from `initial_epoch=5` starts at 5).
         epochs_seen: number of epochs recorded.
+
+    Used in several `fit` calls, the curves go on from each fit's first
+    epoch: a fit from `initial_epoch` past the last epoch recorded adds to
+    them, one from an epoch already recorded (a fit from 0 again) replaces
+    that epoch and those after it. Each fit draws in the output of the cell
+    that runs it.
     """
 
     def __init__(self, panels, every=5, drop_epochs=(), display=True):
@@ -417,10 +440,21 @@ class LiveCurves(keras.callbacks.Callback):
         return {k: np.array([float(row.get(k, math.nan)) for row in self._rows])
                 for k in keys}
 
+    def on_train_begin(self, logs=None):
+        # A display handle updates the cell that first drew it: a second fit
+        # would redraw into an earlier cell's output and show nothing.
+        self._handle = None
+
     def on_epoch_end(self, epoch, logs=None):
+        epoch = int(epoch)
+        # A second fit from epoch 0 had its curves appended to the first's:
+        # the lines ran back from the last epoch to 0.
+        kept = sum(1 for e in self._epochs if e < epoch)
+        if kept < len(self._epochs):
+            del self._rows[kept:], self._epochs[kept:]
         self._rows.append({k: float(v) for k, v in (logs or {}).items()
                            if np.ndim(v) == 0})
-        self._epochs.append(int(epoch))
+        self._epochs.append(epoch)
         if self.display and (epoch + 1) % self.every == 0:
             self._draw()
 

@@ -321,11 +321,28 @@ def test_reference_explorer_draws_every_arm_with_its_band():
     histories = {arm.experiment: [{"val_robust_accuracy": rng.random(5)} for _ in range(3)]
                  for arm in study.arms}
     results = studies.StudyResults(study, [0, 1, 2], histories)
-    explorer = ReferenceExplorer(results, keys=("val_robust_accuracy", "missing"))
-    assert explorer.keys == ["val_robust_accuracy"]
+    explorer = ReferenceExplorer(results)
+    assert explorer.keys == ["val_robust_accuracy"]  # the defaults that were logged
     figure = explorer.figure("val_robust_accuracy", seeds_shown=True)
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert labels[:len(study.arms)] == [f"{arm.label}, mean +/- s.e." for arm in study.arms]
+
+
+def test_reference_explorer_refuses_a_key_asked_for_that_was_not_logged():
+    from robustlab import studies
+    from robustlab.course.widgets import ReferenceExplorer
+
+    study = studies.get("robust-overfitting")
+    histories = {arm.experiment: [{"val_robust_accuracy": np.arange(5.0)}]
+                 for arm in study.arms}
+    results = studies.StudyResults(study, [0], histories)
+    # A misspelt key was dropped from the dropdown without a word.
+    with pytest.raises(ValueError, match=r"\['val_robust_acuracy'\] is not .*"
+                                         r"Received: keys=\('val_robust_accuracy', "
+                                         r"'val_robust_acuracy'\)"):
+        ReferenceExplorer(results, keys=("val_robust_accuracy", "val_robust_acuracy"))
+    assert ReferenceExplorer(results, keys=["val_robust_accuracy"]).keys == [
+        "val_robust_accuracy"]
 
 
 def test_cloud_explorer_predicts_with_the_reference_recursion_and_simulates_reproducibly():
@@ -450,6 +467,68 @@ def test_live_curves_place_each_epoch_at_its_number():
     figure = live.figure()
     np.testing.assert_array_equal(figure.axes[0].lines[0].get_xdata(), [5, 6, 7])
     assert figure._suptitle.get_text() == "epoch 8 of 8"
+
+
+def _fit_a_line(live, epochs, initial_epoch=0, learning_rate=0.01):
+    import keras
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(learning_rate), "mse")
+    x = np.arange(8.0).reshape(4, 2)
+    model.fit(x, x[:, :1], epochs=epochs, initial_epoch=initial_epoch, verbose=0,
+              callbacks=[live])
+
+
+def test_live_curves_start_over_from_a_second_fits_first_epoch():
+    # A second fit from epoch 0 was appended to the first: epochs 0, 1, 2,
+    # 0, 1 and lines drawn back from the last epoch to the first.
+    from robustlab.course.widgets import LiveCurves
+
+    live = LiveCurves([("loss", [("loss", "training loss")])], display=False)
+    _fit_a_line(live, 3)
+    _fit_a_line(live, 2, learning_rate=0.0)
+    np.testing.assert_array_equal(live.epochs, [0, 1])
+    constant = live.history["loss"]
+    # The second fit's (learning rate 0), not the first's.
+    assert constant[0] == pytest.approx(constant[1], rel=1e-5)
+
+
+def test_live_curves_go_on_through_a_fit_that_continues_the_last():
+    from robustlab.course.widgets import LiveCurves
+
+    live = LiveCurves([("loss", [("loss", "training loss")])], display=False)
+    _fit_a_line(live, 3)
+    first = live.history["loss"].copy()
+    _fit_a_line(live, 5, initial_epoch=2)  # epoch 2 again, then 3 and 4
+    np.testing.assert_array_equal(live.epochs, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(live.history["loss"][:2], first[:2])
+
+
+def test_live_curves_draw_each_fit_in_its_own_output(monkeypatch):
+    # The display handle of the first fit was updated by the second: its
+    # curves went to the first cell's output and the second cell showed none.
+    import IPython.display
+
+    from robustlab.course.widgets import LiveCurves
+
+    shown = []
+
+    class Handle:
+        def update(self, figure):
+            shown.append(("update", self))
+
+    def display(figure, display_id=False):
+        handle = Handle()
+        shown.append(("display", handle))
+        return handle
+
+    monkeypatch.setattr(IPython.display, "display", display)
+    live = LiveCurves([("loss", [("loss", "training loss")])], every=1)
+    _fit_a_line(live, 2)
+    _fit_a_line(live, 2)
+    kinds = [kind for kind, _ in shown]
+    assert kinds == ["display", "update", "update", "display", "update", "update"]
+    assert shown[3][1] is not shown[0][1]
 
 
 def test_reference_explorer_draws_each_seed_of_a_probed_key_at_its_probes():
@@ -814,6 +893,18 @@ def _vm_hwm_bytes():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM in /proc/self/status")
+
+
+@pytest.mark.parametrize("timeout, error", [
+    (0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError)])
+def test_run_notebook_refuses_a_timeout_nbclient_would_misread(tmp_path, timeout, error):
+    # nbclient read 0 and -1 as no limit at all, and refused 2.5 with a
+    # traitlets TraitError once the kernel had started.
+    from robustlab.course.execution import run_notebook
+
+    with pytest.raises(error, match=r"`timeout` must be an integer >= 1\. "
+                                    rf"Received: timeout={timeout!r}"):
+        run_notebook(str(tmp_path / "never_read.ipynb"), timeout=timeout)
 
 
 @pytest.mark.course
