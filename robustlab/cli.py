@@ -108,7 +108,8 @@ def _parser():
                                 "look; its runs and results go to folders of their own)")
     reproduce.add_argument("--write-reference", action="store_true",
                            help="also write the package's reference results "
-                                "(at least 8 seeds, with --quick)")
+                                "(at least 8 seeds, with --quick, from a source "
+                                "checkout installed with pip install -e .)")
     reproduce.add_argument("--quiet", action="store_true",
                            help="print only warnings and errors: no progress bar, no "
                                 "results table (the results, table and figures are "

@@ -56,6 +56,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import time
 import warnings
@@ -929,7 +930,9 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
             the table; 0 is silent.
         write_reference: True or False: also write the results as the
             package's reference data (`robustlab/reference/<name>.json.gz`);
-            it needs at least `REFERENCE_SEEDS` (8) seeds.
+            it needs at least `REFERENCE_SEEDS` (8) seeds and robustlab run
+            from its source checkout (`pip install -e .`): an installed
+            package is refused.
         epochs: train fewer epochs than the study's runs (a shortened look,
             an integer from 1 to one less than their epochs; the results say
             so and cannot be written as reference). Its runs and results go
@@ -1042,6 +1045,8 @@ def reproduce(name, seeds=8, out="runs", *, scale="quick", resume=False, verbose
     if verbose:
         print(results.format_table())
         print(f"\nresults, table and figures: {study_dir}/")
+        if write_reference:
+            print(f"reference results: {reference_path}")
     return results
 
 
@@ -1336,11 +1341,36 @@ def write_reference_file(results, path):
             os.remove(partial)
 
 
+def _in_source_checkout(reference_dir):
+    """Whether the package folder holding `reference_dir` lies in robustlab's
+    source checkout (the folder above it holds robustlab's pyproject.toml),
+    as with `pip install -e .` or a run from the repository."""
+    pyproject = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(reference_dir))),
+                             "pyproject.toml")
+    try:
+        with open(pyproject, encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return False
+    return re.search(r'^name\s*=\s*"robustlab"\s*$', text, re.MULTILINE) is not None
+
+
 def _check_writable_reference(path):
-    """Refuse `write_reference` where the package's reference file cannot be
-    written (robustlab installed into a read-only location): say so before
-    any training."""
+    """Refuse `write_reference` where the package's reference file cannot or
+    must not be written: say so before any training."""
     folder = os.path.dirname(path)
+    if not _in_source_checkout(folder):
+        # In an installed package the file is no part of what pip installed:
+        # it shadowed the shipped references for every later
+        # `studies.reference`, and outlived an uninstall and a reinstall.
+        raise ValueError(
+            "Argument `write_reference` writes the package's reference results "
+            f"into {folder}, and that is an installed robustlab, not a source "
+            "checkout: a file written there would replace the references it ships "
+            "and outlive an uninstall. Regenerate references from a source checkout "
+            "installed with `pip install -e .`; to keep results elsewhere, drop "
+            "`write_reference`: the study's results go to `out`. "
+            f"Received: write_reference=True, reference file {path!r}")
     existing = folder  # where the file, or the folders it needs, would be made
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)

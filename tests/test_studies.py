@@ -235,13 +235,61 @@ def test_a_reference_of_another_configuration_is_refused(reproduced, tmp_path, m
         studies.read_reference_file(path)
 
 
-def test_an_unwritable_reference_folder_is_refused_before_any_training(
+def _source_checkout(root):
+    """`root` laid out as robustlab's source checkout; its reference folder."""
+    (root / "robustlab" / "reference").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "robustlab"\n')
+    return root / "robustlab" / "reference"
+
+
+class _Trained(Exception):
+    pass
+
+
+def _training_refused(*args, **kwargs):
+    raise _Trained
+
+
+def test_writing_references_into_an_installed_package_is_refused_before_any_training(
         tiny, tmp_path, monkeypatch):
-    # robustlab installed where this user cannot write (site-packages owned
-    # by another user). Tests may run as root, whom permission bits do not
-    # stop, so the answer of the permission check is what is replaced.
+    # From a wheel installed into a virtual environment the file went into
+    # site-packages without a word: every later `studies.reference` read it
+    # instead of the shipped one, and it outlived `pip uninstall`.
     folder = tmp_path / "site-packages" / "robustlab" / "reference"
     folder.mkdir(parents=True)
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match=r"an installed robustlab, not a source checkout.*"
+                                         r"`pip install -e \.`.*Received: write_reference=True"):
+        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+    assert os.listdir(folder) == []
+
+
+def test_a_source_checkout_may_write_references(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(_source_checkout(tmp_path / "repo")))
+    monkeypatch.setattr(experiments, "run", _training_refused)
+    with pytest.raises(_Trained):  # past every check, at the first run
+        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+
+
+def test_another_projects_checkout_is_not_robustlabs(tiny, tmp_path, monkeypatch):
+    folder = _source_checkout(tmp_path / "repo")
+    (tmp_path / "repo" / "pyproject.toml").write_text('[project]\nname = "robustlab-extras"\n')
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
+    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ValueError, match="not a source checkout"):
+        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
+                          verbose=0)
+
+
+def test_an_unwritable_reference_folder_is_refused_before_any_training(
+        tiny, tmp_path, monkeypatch):
+    # A checkout this user cannot write (owned by another user). Tests may
+    # run as root, whom permission bits do not stop, so the answer of the
+    # permission check is what is replaced.
+    folder = _source_checkout(tmp_path / "repo")
     monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
@@ -254,10 +302,12 @@ def test_an_unwritable_reference_folder_is_refused_before_any_training(
 
 
 def test_a_reference_folder_that_is_a_file_is_refused(tiny, tmp_path, monkeypatch):
-    (tmp_path / "reference").write_text("not a folder")
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(tmp_path / "reference"))
+    folder = _source_checkout(tmp_path / "repo")
+    folder.rmdir()
+    folder.write_text("not a folder")
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
     monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
-    with pytest.raises(ValueError, match="Received: write_reference=True"):
+    with pytest.raises(ValueError, match="cannot write .*Received: write_reference=True"):
         studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
                           verbose=0)
 
