@@ -142,6 +142,7 @@ def _loads(nodes):
         for scope in (n for n in ast.walk(node) if isinstance(n, _SCOPES)):
             own |= {n.arg for n in ast.walk(scope) if isinstance(n, ast.arg)}
             own |= {n.id for n in ast.walk(scope) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+            own |= {n.name for n in ast.walk(scope) if isinstance(n, _DEFINITIONS) and n is not scope}
     return loads - own
 
 
@@ -246,6 +247,28 @@ def unready_names(notebook):
 
         walk(ast.parse(cell.source).body, False)
     return problems
+
+
+def names_test_cells_rebind(notebook):
+    """The names a test cell binds that a later cell reads from the
+    notebook's globals, as `[(test cell index, name, reading cell index)]`.
+
+    A student goes back, fixes an exercise and runs its test cell again: a
+    test binding `x` then hands its toy array to the later cell that attacks
+    `x`, the lesson's digits, which fails with an error that says nothing of
+    the test."""
+    tests, found = [], []
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type != "code":
+            continue
+        meta = cell.metadata.get("nbgrader", {})
+        body = ast.parse(cell.source).body
+        if meta.get("grade") and not meta.get("solution"):
+            tests.append((index, _stores(body)))
+            continue
+        reads = _loads(body) - _stores(body) - KERNEL_NAMES
+        found += [(test, name, index) for test, bound in tests for name in sorted(bound & reads)]
+    return found
 
 
 def _draws(statement):

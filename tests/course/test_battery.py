@@ -25,6 +25,10 @@ pytestmark = pytest.mark.course
 # (exercise, test cell, name, source, correct?)
 BATTERY_00 = [
     # -- project_linf ---------------------------------------------------------
+    ("project_linf", "test_project_linf", "project_linf crashes with value_range=None", """
+def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
+    return np.clip(np.clip(x_adv, x - eps, x + eps), *value_range)
+""", False),
     ("project_linf", "test_project_linf", "forgets the value range", """
 def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
     return np.clip(x_adv, x - eps, x + eps)
@@ -1589,6 +1593,10 @@ def project_linf(x_adv, x, eps, value_range=(0.0, 1.0)):
     _from_battery("00_pgd", "projects around x_init instead of x", "away from x, more than eps"),
     _from_battery("00_pgd", "changes x_init in place", "changed x_init in place"),
     _from_battery("00_pgd", "crashes with value_range=None", "value_range=None"),
+    # The visible test called it bare: the student read "Value after * must be
+    # an iterable, not NoneType".
+    _from_battery("00_pgd", "project_linf crashes with value_range=None",
+                  "value_range=None means there is no range to clip to"),
     _from_battery("01_robust_overfitting", "ceil instead of round", "round(0.22 * 10) = 2"),
     ("01_robust_overfitting", "test_best_and_final", "best_epoch a float: names the type", """
 def best_and_final(robust_accuracy, final_epochs=3):

@@ -19,6 +19,7 @@ from tests.course.conftest import LESSONS
 from tests.course.conftest import REPO
 from tests.course.conftest import cell_by_grade_id
 from tests.course.conftest import figures_waiting_for_an_exercise
+from tests.course.conftest import names_test_cells_rebind
 from tests.course.conftest import notebook_path
 from tests.course.conftest import read
 from tests.course.conftest import trainings_before_an_exercise
@@ -34,6 +35,18 @@ def test_with_the_exercises_unwritten_every_ungraded_cell_finds_the_names_it_rea
     # name the unwritten exercise (lesson 00's `accuracy`, lesson 04's KL).
     problems = unready_names(read(notebook_path(REPO, "solutions", lesson)))
     assert problems == [], "\n".join(f"cell {index} reads `{name}`: {why}" for index, name, why in problems)
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_running_a_test_cell_again_changes_nothing_a_later_cell_reads(lesson):
+    # Lesson 00's test cells bound `x`, `eps` and `grad_fn`, which the
+    # attack demo below them reads: run again after the demo's set-up, a test
+    # handed the demo its 4-pixel toy array ("`y` must have one label per
+    # input (4)"). So did lesson 01's `model` and `checkpoint`, lesson 03's
+    # `weights` and lesson 04's `mu_q` and `var_q`.
+    problems = names_test_cells_rebind(read(notebook_path(REPO, "solutions", lesson)))
+    assert problems == [], "\n".join(
+        f"test cell {test} binds `{name}`, which cell {reader} reads" for test, name, reader in problems)
 
 
 @pytest.mark.parametrize("lesson", LESSONS)
