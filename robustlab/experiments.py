@@ -103,7 +103,9 @@ class Experiment:
         model: the name of a builder in `robustlab.models`: `"small_cnn"`,
             `"mlp"` or `"preact_resnet18"`.
         model_kwargs: more keyword arguments of the builder, as a tuple of
-            `(name, value)` pairs, e.g. `(("filters", (32, 64)),)`.
+            `(name, value)` pairs, e.g. `(("filters", (32, 64)),)`; not
+            `input_shape`, `num_classes` (the dataset's), `seed` or
+            `weight_decay` (the experiment's own settings).
         weight_decay: the coefficient above, finite and >= 0.
 
         epochs: training epochs, an integer >= 1.
@@ -237,6 +239,16 @@ class Experiment:
             raise TypeError(
                 "Argument `model_kwargs` must be a tuple of (name, value) pairs, e.g. "
                 f"(('filters', (32, 64)),). Received: model_kwargs={self.model_kwargs!r}")
+        # `build` passes these four itself; one in model_kwargs failed there
+        # with Python's "got multiple values for keyword argument".
+        taken = {"input_shape": "the dataset's", "num_classes": "the dataset's",
+                 "seed": "the experiment's `seed`",
+                 "weight_decay": "the experiment's `weight_decay`"}
+        clashes = [name for name, _ in self.model_kwargs if name in taken]
+        if clashes:
+            raise ValueError(
+                f"Argument `model_kwargs` must not set {clashes[0]!r}: the builder gets "
+                f"{taken[clashes[0]]}. Received: model_kwargs={self.model_kwargs!r}")
 
     @property
     def labels(self):

@@ -260,7 +260,13 @@ def test_summarize_refuses_a_robust_test_accuracy_that_is_not_finite():
     (dict(version="3"), TypeError, r"Received: version='3'"),
     (dict(model_kwargs="x"), TypeError,
      r"`model_kwargs` must be a tuple of \(name, value\) pairs.*Received: model_kwargs='x'"),
-], ids=["dataset", "name_none", "name_empty", "version_0", "version_text", "model_kwargs"])
+    # `build` failed with "got multiple values for keyword argument 'seed'".
+    (dict(model_kwargs=(("seed", 3),)), ValueError,
+     r"`model_kwargs` must not set 'seed': the builder gets the experiment's `seed`\. "
+     r"Received: model_kwargs=\(\('seed', 3\),\)"),
+    (dict(model_kwargs=(("num_classes", 3),)), ValueError, r"must not set 'num_classes'"),
+], ids=["dataset", "name_none", "name_empty", "version_0", "version_text", "model_kwargs",
+        "model_kwargs_seed", "model_kwargs_num_classes"])
 def test_an_experiment_refuses_settings_it_cannot_run_when_built(changes, error, message):
     with pytest.raises(error, match=message):
         experiments.get("quick").replace(**changes)
