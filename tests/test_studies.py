@@ -250,6 +250,14 @@ def _training_refused(*args, **kwargs):
     raise _Trained
 
 
+def _write_reference_into(folder, tmp_path, monkeypatch):
+    """Reproduce the tiny study with write_reference=True and the package's
+    reference folder at `folder`; training raises `_Trained`."""
+    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
+    monkeypatch.setattr(experiments, "run", _training_refused)
+    studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True, verbose=0)
+
+
 def test_writing_references_into_an_installed_package_is_refused_before_any_training(
         tiny, tmp_path, monkeypatch):
     # From a wheel installed into a virtual environment the file went into
@@ -257,31 +265,22 @@ def test_writing_references_into_an_installed_package_is_refused_before_any_trai
     # instead of the shipped one, and it outlived `pip uninstall`.
     folder = tmp_path / "site-packages" / "robustlab" / "reference"
     folder.mkdir(parents=True)
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
-    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match=r"an installed robustlab, not a source checkout.*"
                                          r"`pip install -e \.`.*Received: write_reference=True"):
-        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
-                          verbose=0)
+        _write_reference_into(folder, tmp_path, monkeypatch)
     assert os.listdir(folder) == []
 
 
 def test_a_source_checkout_may_write_references(tiny, tmp_path, monkeypatch):
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(_source_checkout(tmp_path / "repo")))
-    monkeypatch.setattr(experiments, "run", _training_refused)
     with pytest.raises(_Trained):  # past every check, at the first run
-        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
-                          verbose=0)
+        _write_reference_into(_source_checkout(tmp_path / "repo"), tmp_path, monkeypatch)
 
 
 def test_another_projects_checkout_is_not_robustlabs(tiny, tmp_path, monkeypatch):
     folder = _source_checkout(tmp_path / "repo")
     (tmp_path / "repo" / "pyproject.toml").write_text('[project]\nname = "robustlab-extras"\n')
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
-    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="not a source checkout"):
-        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
-                          verbose=0)
+        _write_reference_into(folder, tmp_path, monkeypatch)
 
 
 def test_an_unwritable_reference_folder_is_refused_before_any_training(
@@ -290,26 +289,20 @@ def test_an_unwritable_reference_folder_is_refused_before_any_training(
     # run as root, whom permission bits do not stop, so the answer of the
     # permission check is what is replaced.
     folder = _source_checkout(tmp_path / "repo")
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
         False if str(path).startswith(str(folder)) and mode & os.W_OK
         else real_access(path, mode, **kw)))
-    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match=r"cannot write .*Received: write_reference=True"):
-        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
-                          verbose=0)
+        _write_reference_into(folder, tmp_path, monkeypatch)
 
 
 def test_a_reference_folder_that_is_a_file_is_refused(tiny, tmp_path, monkeypatch):
     folder = _source_checkout(tmp_path / "repo")
     folder.rmdir()
     folder.write_text("not a folder")
-    monkeypatch.setattr(studies, "REFERENCE_DIR", str(folder))
-    monkeypatch.setattr(experiments, "run", lambda *a, **k: pytest.fail("trained"))
     with pytest.raises(ValueError, match="cannot write .*Received: write_reference=True"):
-        studies.reproduce("tiny-study", 8, str(tmp_path / "out"), write_reference=True,
-                          verbose=0)
+        _write_reference_into(folder, tmp_path, monkeypatch)
 
 
 def test_a_failed_reference_write_leaves_the_previous_file_whole(
