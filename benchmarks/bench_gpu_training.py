@@ -52,6 +52,7 @@ or TensorFlow was imported.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -781,6 +782,11 @@ def orchestrate(args, argv):
             # The JAX part (the target's) may use 60% of what is left when
             # the torch part still has to run.
             share = 0.6 if i < len(parts) - 1 else 1.0
+            if part == "torch" and importlib.util.find_spec("torch") is None:
+                # Its subprocess died on `import torch` with a traceback.
+                statuses[part] = ("not run: torch is not installed (pip install -e "
+                                  "'.[bench]'), or pass --skip-torch")
+                continue
             statuses[part] = run_part(part, argv, rows_file, remaining * share)
         records = read_records(rows_file)
     rows, facts = summarise(records, cfg, args.peak_tflops)

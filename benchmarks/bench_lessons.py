@@ -8,6 +8,7 @@ Budgets (the course's stated targets): at most 3 minutes and 1.5 GiB per
 notebook on 2 CPU cores, at most 60 s to autograde one submission.
 """
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -43,9 +44,16 @@ def autograde_seconds(lesson):
 
 
 def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("lessons", nargs="*", metavar="LESSON",
+                        help=f"lessons to measure (default: all): {', '.join(lessons())}")
+    chosen = parser.parse_args(argv).lessons or lessons()
+    unknown = [name for name in chosen if name not in lessons()]
+    if unknown:
+        # It failed deep inside nbformat on solutions/<name>/<name>.ipynb.
+        parser.error(f"LESSON must be one of {', '.join(lessons())}. Received: {unknown[0]}")
     from robustlab.course.execution import run_notebook
 
-    chosen = argv or lessons()
     print(f"{'lesson':24s} {'run (s)':>8s} {'peak (GiB)':>11s} {'autograde (s)':>14s} errors")
     for lesson in chosen:
         run = run_notebook(os.path.join(REPO, "solutions", lesson, f"{lesson}.ipynb"),

@@ -11,6 +11,7 @@ course's Jupyter stack), nor `bench_gpu_training.py` or
 their tables in benchmarks/README.md come from running them on their own.
 Each table there says when and where it was measured."""
 
+import argparse
 import importlib.util
 import os
 import subprocess
@@ -68,7 +69,9 @@ def should_run(script, backend):
     return not missing
 
 
-def main():
+def main(argv=None):
+    # No options: `--help` started the whole suite, minutes of it.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args(argv)
     for backend in ("tensorflow", "jax"):
         for script in SCRIPTS + list(PEER_SCRIPTS):
             path = os.path.join(HERE, script)

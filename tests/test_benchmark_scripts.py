@@ -188,3 +188,28 @@ def test_the_probe_benchmark_counts_every_iterate_the_tracker_sees_in_the_step()
     tracker = PosteriorTracker(probe, batch_size=16, train_size=len(x))
     stretch = probes.timed_stretch(model, x, y, 0, 2, probe, tracker, batch_size=16)
     assert list(stretch["in_step_calls"]) == [4, 4]  # 64 examples in batches of 16
+
+
+def test_the_probe_benchmark_fits_the_epoch_the_main_job_fits(monkeypatch):
+    # It validated in Keras's default batches (the training batch, 64) where
+    # the main job validates in batches of eval_batch_size (256): its epoch
+    # was 19% longer, and the instruments' shares of it too small.
+    probes = benchmark_scripts.load("bench_probes")
+    quick = robustlab.experiments.get("quick")
+    asked = {}
+
+    class Stop(Exception):
+        pass
+
+    def fit(self, *args, callbacks=(), **kwargs):
+        asked.update(kwargs, evaluation_batch_sizes=[
+            c.batch_size for c in callbacks
+            if isinstance(c, robustlab.callbacks.RobustEvaluation)])
+        raise Stop
+
+    monkeypatch.setattr(robustlab.AdversarialModel, "fit", fit)
+    with pytest.raises(Stop):
+        probes.main(["--epochs", "1"])
+    assert asked["batch_size"] == quick.batch_size
+    assert asked["validation_batch_size"] == quick.eval_batch_size
+    assert asked["evaluation_batch_sizes"] == [quick.eval_batch_size]
