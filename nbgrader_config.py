@@ -11,6 +11,9 @@ commands an instructor runs.
 
 import os
 
+from nbgrader.converters import Autograde
+from nbgrader.preprocessors import DeduplicateIds
+
 c = get_config()  # noqa: F821 (nbgrader provides it)
 
 c.CourseDirectory.root = os.path.dirname(os.path.abspath(__file__))
@@ -70,6 +73,27 @@ _HARMLESS_LINE_START = "|".join([
 ])
 c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = rf"\A(?:(?={_HARMLESS_LINE_START})[^\n]*(?:\n|\Z))*\Z"
+
+
+
+class DropDuplicatedGradedCells(DeduplicateIds):
+    """nbgrader's DeduplicateIds, leaving a duplicated graded cell an
+    ordinary cell: nbgrader's own left it `nbgrader: {}`, which the metadata
+    check then read as a notebook of an old format, and autograde stopped for
+    every student after the one who had copied a test cell (nbgrader issue
+    1083). The copy keeps no grade and no points; the instructor's cell is
+    restored as always."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.metadata.get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
+c.Autograde.sanitize_preprocessors = [
+    DropDuplicatedGradedCells if step is DeduplicateIds else step
+    for step in Autograde.class_traits()["sanitize_preprocessors"].default()]
 
 # Student notebooks are small; keep nbgrader from copying anything large that
 # a student leaves in the folder.

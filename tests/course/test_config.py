@@ -25,11 +25,13 @@ def test_the_course_root_is_the_repository_with_solutions_and_lessons(config):
 def test_every_option_is_one_nbgrader_has(config):
     # nbgrader ignores an option it does not have, with a warning
     # ("Config option ... not recognized") on every command.
+    import nbgrader.converters
     import nbgrader.coursedir
     import nbgrader.preprocessors
     import nbgrader.validator
 
-    classes = {"CourseDirectory": nbgrader.coursedir.CourseDirectory,
+    classes = {"Autograde": nbgrader.converters.Autograde,
+               "CourseDirectory": nbgrader.coursedir.CourseDirectory,
                "Execute": nbgrader.preprocessors.Execute,
                "LimitOutput": nbgrader.preprocessors.LimitOutput,
                "IgnorePattern": nbgrader.preprocessors.IgnorePattern,
@@ -82,3 +84,26 @@ def test_the_pattern_fails_fast_on_long_text(config):
     # Each line has one way to match: no exponential backtracking.
     text = "  indented line\n" * 20000 + "not a warning\n"
     assert not re.search(config.IgnorePattern.pattern, text)
+
+
+def test_a_copied_graded_cell_loses_its_role_and_the_notebook_still_passes_the_checks(config):
+    # nbgrader's DeduplicateIds left the copy `nbgrader: {}`, which
+    # CheckCellMetadata read as schema 0 (SchemaTooOldError): autograde
+    # stopped for every student after the one who had copied a test cell.
+    import nbformat
+    from nbgrader.preprocessors import CheckCellMetadata
+
+    from tests.course.conftest import cell_by_grade_id
+    from tests.course.conftest import notebook_path
+    from tests.course.conftest import read
+
+    notebook = read(notebook_path(REPO, "lessons", "00_pgd"))
+    test = cell_by_grade_id(notebook, "test_project_linf")
+    copy = nbformat.from_dict(dict(test, source="pass", id="a-copy"))
+    notebook.cells.insert(notebook.cells.index(test), copy)
+    sanitize = [step() for step in config.Autograde.sanitize_preprocessors]
+    deduplicate = next(s for s in sanitize if type(s).__name__ == "DropDuplicatedGradedCells")
+    notebook, _ = deduplicate.preprocess(notebook, {})
+    CheckCellMetadata().preprocess(notebook, {})
+    assert "nbgrader" not in notebook.cells[notebook.cells.index(test) - 1].metadata
+    assert cell_by_grade_id(notebook, "test_project_linf").source == test.source

@@ -4,8 +4,11 @@ release and three special submissions, and write feedback.
 
 The special submissions use lesson 00: one whose test cell was edited to
 `assert True` (nbgrader restores it), one with an infinite loop in one
-exercise (that cell times out, the others are graded) and one with exactly
-one exercise wrong (it loses exactly that exercise's points).
+exercise (that cell times out, the others are graded), one with exactly
+one exercise wrong (it loses exactly that exercise's points), one that
+rebinds the checks the tests call (the tests use the course's own) and one
+with a copy of a test cell (graded all the same, and the students after it
+too).
 """
 
 import os
@@ -51,6 +54,12 @@ def pgd_linf(grad_fn, x, eps, step_size, steps, value_range=(0.0, 1.0), x_init=N
     "test_pgd_linf": "assert True",
 }
 
+# project_linf forgets the value range, and its cell makes the checks pass
+# anything: the test cells import the course's own.
+REBINDING = {"project_linf": ONE_WRONG["project_linf"] + '''
+check = check_close = lambda *args, **kwargs: None
+'''}
+
 LOOPING = {"fgsm_linf": '''
 def fgsm_linf(grad_fn, x, eps, value_range=(0.0, 1.0)):
     while True:
@@ -62,6 +71,16 @@ def variant(solution, changes):
     notebook = nbformat.from_dict(solution)
     for grade_id, source in changes.items():
         cell_by_grade_id(notebook, grade_id).source = source.strip("\n")
+    return notebook
+
+
+def with_a_copied_test_cell(solution, grade_id):
+    """`solution` with a copy of test cell `grade_id`, emptied to `pass`,
+    just above it (a student's paste)."""
+    notebook = nbformat.from_dict(solution)
+    test = cell_by_grade_id(notebook, grade_id)
+    notebook.cells.insert(notebook.cells.index(test),
+                          nbformat.from_dict(dict(test, source="pass", id="pasted-copy")))
     return notebook
 
 
@@ -83,6 +102,11 @@ def graded(course):
             submit(course, lesson, "one_wrong", variant(solution, ONE_WRONG))
             submit(course, lesson, "tampered", variant(solution, TAMPERED))
             submit(course, lesson, "looping", variant(solution, LOOPING))
+            submit(course, lesson, "rebinding", variant(solution, REBINDING))
+            # Named to come first: nbgrader grades the students in order, and
+            # its own handling of the copy stopped the run there.
+            submit(course, lesson, "a_copied_test",
+                   with_a_copied_test_cell(solution, "test_project_linf"))
         nbgrader(course, "autograde", lesson, "--force", timeout=1800)
     nbgrader(course, "generate_feedback", SPECIAL_LESSON, "--student", "one_wrong",
              "--force")
@@ -179,6 +203,21 @@ def test_an_edited_test_cell_is_restored_and_the_code_graded_as_it_deserves(grad
     assert restored != "assert True"
     assert "### BEGIN HIDDEN TESTS" in restored  # the instructor's version, hidden tests included
     assert cell_by_grade_id(released, "test_pgd_linf").source in restored
+
+
+def test_rebinding_the_checks_in_a_solution_cell_does_not_pass_a_wrong_answer(graded):
+    # The test cells called check_close by its global name: a solution cell
+    # that rebound it gave full marks to a wrong project_linf (12/12).
+    expected = dict(max_scores(graded, SPECIAL_LESSON), test_project_linf=0.0)
+    assert scores(graded, SPECIAL_LESSON, "rebinding") == expected
+
+
+def test_a_copied_test_cell_is_graded_and_so_are_the_students_after_it(graded):
+    # nbgrader's own DeduplicateIds left the copy metadata that its next step
+    # read as an old format: autograde stopped, and no later student was
+    # graded.
+    assert scores(graded, SPECIAL_LESSON, "a_copied_test") == max_scores(graded, SPECIAL_LESSON)
+    assert scores(graded, SPECIAL_LESSON, "solution") == max_scores(graded, SPECIAL_LESSON)
 
 
 def test_an_infinite_loop_times_out_and_the_other_exercises_are_graded(graded):
