@@ -75,7 +75,6 @@ c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = rf"\A(?:(?={_HARMLESS_LINE_START})[^\n]*(?:\n|\Z))*\Z"
 
 
-
 class DropDuplicatedGradedCells(DeduplicateIds):
     """nbgrader's DeduplicateIds, leaving a duplicated graded cell an
     ordinary cell: nbgrader's own left it `nbgrader: {}`, which the metadata

@@ -766,13 +766,14 @@ def shuffled_pass_variance(
     oscillates, and with beta = 0.9 and eta lambda = 0.5 its period is 8.5
     steps), sum_t h_t is small and the result is close to the
     independent-noise prediction (+6% for the quick setting's window before
-    its drop). Where they keep one sign (an eta lambda small enough that the
-    oscillation's half period is about as long as the window: after the quick setting's
-    drop, eta lambda 0.05-0.08, where 11 to 14 of its 15 steps share a
-    sign), (sum_t h_t)^2 approaches (n / B) sum_t h_t^2 as the window
-    approaches a whole pass, and the noises largely cancel (for that 15-step
-    window of batches of 64 from n = 1000, 0.31-0.75x the recursion; by eta
-    lambda 0.12 the signs split about evenly and it is 1.0x).
+    its drop). Where they keep one sign (an eta lambda small enough that
+    the oscillation's half period is about as long as the window: after the
+    quick setting's drop, eta lambda 0.05-0.08, where 11 to 14 of its 15
+    steps share a sign), (sum_t h_t)^2 approaches (n / B) sum_t h_t^2 as the
+    window approaches a whole pass, and the noises largely cancel (for that
+    15-step window of batches of 64 from n = 1000, 0.31-0.75x the
+    recursion; by eta lambda 0.12 the signs split about evenly and it is
+    1.0x).
 
     With one step (T = 1) it is the one-step `covariance_recursion` with
     ``sampling_correction=n`` (plus the independent part).
